@@ -1,0 +1,279 @@
+"""Settings: defaults < TOML file < ``WFE_*`` environment < command-line flags.
+
+Configuration is data: :func:`load_settings` reads every source once, checks every value
+and returns a frozen :class:`Settings`. The environment is passed in, never read here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from wfe_daemon.errors import ConfigError
+
+__all__ = ["DEFAULTS", "DEFAULT_CONFIG_FILE", "Settings", "load_settings"]
+
+DEFAULT_CONFIG_FILE: Final = Path("config/wfe.toml")
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_PATH_KEYS: Final = ("inbox", "outbox", "db_path", "data_dir")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the daemon, checked; build it with :func:`load_settings`.
+
+    Paths are made absolute against the working directory at construction, and
+    ``task_limits`` is copied into a read-only mapping. ``dataclasses.replace`` works.
+    Only :func:`load_settings` checks ranges; direct construction trusts its arguments.
+    """
+
+    inbox: Path = Path("inbox")
+    outbox: Path = Path("outbox")
+    db_path: Path = Path("data/workflows.db")
+    data_dir: Path = Path("data")
+    max_concurrent_tasks: int = 16
+    max_concurrent_workflows: int = 10
+    task_limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    task_timeout: float = 300.0
+    max_workflow_duration: float = 3600.0
+    max_file_size: int = 10 * 1024 * 1024
+    shutdown_grace: float = 20.0
+    enable_shell: bool = False
+    log_level: str = "INFO"
+    metrics_port: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _PATH_KEYS:
+            path = Path(getattr(self, name)).expanduser()
+            object.__setattr__(self, name, Path(os.path.abspath(path)))
+        object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
+
+
+def _default_of(f: Any) -> Any:
+    """The default value of a dataclass field."""
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
+#: The built-in defaults by TOML key (paths still relative to the working directory).
+DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
+    {f.name: _default_of(f) for f in fields(Settings)}
+)
+
+
+class _Invalid(ValueError):
+    """A value does not fit its key; ``subkey`` narrows the key (``.http_get``)."""
+
+    def __init__(self, problem: str, subkey: str = "") -> None:
+        super().__init__(problem)
+        self.subkey = subkey
+
+
+def _show(value: object) -> str:
+    """A short one-line rendering of a bad value."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_INT_TEXT: Final = re.compile(r"[+-]?[0-9]+")
+_BOOL_TEXT: Final = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
+
+
+def _as_int(value: object, text_ok: bool) -> int:
+    if text_ok and isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"must be an integer, got {_show(value)}")
+    return value
+
+
+def _as_float(value: object, text_ok: bool) -> float:
+    number = value
+    if text_ok and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+        raise _Invalid(f"must be a number, got {_show(value)}")
+    return float(number)
+
+
+def _as_bool(value: object, text_ok: bool) -> bool:
+    if text_ok and isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.strip().lower()]
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _as_path(value: object, text_ok: bool) -> Path:
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise _Invalid(f"must be a non-empty path string, got {_show(value)}")
+    return Path(value)
+
+
+def _as_log_level(value: object, text_ok: bool) -> str:
+    if not isinstance(value, str) or value.strip().upper() not in LOG_LEVELS:
+        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)}, got {_show(value)}")
+    return value.strip().upper()
+
+
+def _as_task_limits(value: object, text_ok: bool) -> Mapping[str, int]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"must be a table of task type = limit, got {_show(value)}")
+    limits: dict[str, int] = {}
+    for task_type, limit in value.items():
+        if not isinstance(task_type, str) or not task_type:
+            raise _Invalid(f"task types must be non-empty strings, got {_show(task_type)}")
+        try:
+            limits[task_type] = _as_int(limit, text_ok)
+        except _Invalid as exc:
+            raise _Invalid(str(exc), f".{task_type}") from None
+        if limits[task_type] < 1:
+            raise _Invalid(f"must be >= 1, got {limits[task_type]}", f".{task_type}")
+    return MappingProxyType(limits)
+
+
+def _num(v: float) -> str:
+    """A number as the user likely wrote it: ``-1``, not ``-1.0``."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _at_least(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be >= {low}, got {_num(v)}"
+
+
+def _above(low: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v > low else f"must be > {low}, got {_num(v)}"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else f"must be a port 0..65535 (0 = off), got {v}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """How to read one key: a converter, an optional range check, and its env variable."""
+
+    convert: Callable[[object, bool], Any]
+    check: Callable[[Any], str | None] | None = None
+    env: bool = True
+
+
+_SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
+    {
+        "inbox": _Spec(_as_path),
+        "outbox": _Spec(_as_path),
+        "db_path": _Spec(_as_path),
+        "data_dir": _Spec(_as_path),
+        "max_concurrent_tasks": _Spec(_as_int, _at_least(1)),
+        "max_concurrent_workflows": _Spec(_as_int, _at_least(1)),
+        "task_limits": _Spec(_as_task_limits, env=False),
+        "task_timeout": _Spec(_as_float, _above(0)),
+        "max_workflow_duration": _Spec(_as_float, _above(0)),
+        "max_file_size": _Spec(_as_int, _at_least(1)),
+        "shutdown_grace": _Spec(_as_float, _at_least(0)),
+        "enable_shell": _Spec(_as_bool),
+        "log_level": _Spec(_as_log_level),
+        "metrics_port": _Spec(_as_int, _port),
+    }
+)
+
+
+def _convert(key: str, value: object, text_ok: bool, where: str) -> Any:
+    """Convert and check one value; ``where`` prefixes the error (source, key or both)."""
+    spec = _SPECS[key]
+    try:
+        result = spec.convert(value, text_ok)
+        problem = spec.check(result) if spec.check else None
+        if problem:
+            raise _Invalid(problem)
+    except _Invalid as exc:
+        raise ConfigError(f"config: {where}{exc.subkey}: {exc}") from None
+    return result
+
+
+def _unknown_key(source: str, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(_SPECS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"config: {source}: unknown key {key!r}{hint}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file, turning every failure into a one-line ConfigError."""
+    try:
+        with path.open("rb") as fp:
+            return tomllib.load(fp)
+    except OSError as exc:
+        raise ConfigError(f"config: {path}: cannot read file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config: {path}: not valid UTF-8: {exc.reason}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"config: {path}: invalid TOML: {message}") from exc
+
+
+def _choose_file(toml_path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    if toml_path is not None:
+        return Path(toml_path)
+    if environ.get("WFE_CONFIG"):
+        return Path(environ["WFE_CONFIG"])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    toml_path: Path | None = None,
+) -> Settings:
+    """Read and check every setting, highest precedence last.
+
+    Sources, each overriding the one before: the built-in :data:`DEFAULTS`; one TOML
+    file (``toml_path``, else ``$WFE_CONFIG``, else ``config/wfe.toml`` when it exists);
+    the ``WFE_<KEY>`` variables of ``environ``; then ``flags``. A key a source sets
+    replaces the value below it as a whole, ``task_limits`` included.
+
+    Args:
+        flags: Settings given on the command line, by TOML key name. Values may be
+            typed or strings (parsed as the environment's are); ``None`` means not given.
+        environ: The environment, usually ``os.environ``; ``None`` means empty. Other
+            ``WFE_*`` variables are ignored; an empty ``WFE_CONFIG`` counts as unset.
+        toml_path: The file named by ``--config``; it must exist.
+
+    Returns:
+        The settings, with paths made absolute against the current working directory.
+
+    Raises:
+        ConfigError: A file is missing, unreadable or not TOML; a key is unknown; or a
+            value has the wrong type or is out of range. The message is one line that
+            names the source and the key, e.g.
+            ``config: max_concurrent_tasks: must be >= 1, got -3``.
+    """
+    environ = environ if environ is not None else {}
+    values: dict[str, Any] = {}
+    path = _choose_file(toml_path, environ)
+    if path is not None:
+        for key, value in _read_toml(path).items():
+            if key not in _SPECS:
+                raise _unknown_key(str(path), key)
+            values[key] = _convert(key, value, False, f"{path}: {key}")
+    for key, spec in _SPECS.items():
+        name = f"WFE_{key.upper()}"
+        if spec.env and name in environ:
+            values[key] = _convert(key, environ[name], True, name)
+    for key, value in (flags or {}).items():
+        if key not in _SPECS:
+            raise _unknown_key("flags", key)
+        if value is not None:
+            values[key] = _convert(key, value, True, key)
+    return Settings(**values)

@@ -1,0 +1,442 @@
+"""Run one workflow: start each node the moment its trigger rule is met.
+
+One ``Engine`` serves the whole process: its semaphores bound the nodes running at once
+across all workflows (``max_concurrent_tasks``) and per task type (``task_limits``).
+A run is an asyncio task group: a dispatcher task takes ready nodes in order and spawns
+one task per node once a slot is free, so a 100,000-node fan-out does not hold 100,000
+idle tasks. Every transition is queued to the store in the order it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars
+
+from wfe_daemon import dag, refs
+from wfe_daemon.config import Settings
+from wfe_daemon.errors import ParamsError, TaskError, TaskFailed, TaskTimeout
+from wfe_daemon.logs import NODE_FINISHED, NODE_RETRY, WORKFLOW_FINISHED, WORKFLOW_STARTED
+from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, TriggerRule, WorkflowDef
+from wfe_daemon.model import redact_secrets as redact
+from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
+from wfe_daemon.store import Store
+from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
+
+SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with microseconds."""
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(slots=True)
+class NodeState:
+    """What is known of one node of a run; the summary is built from it."""
+
+    node: NodeDef
+    status: NodeStatus = NodeStatus.PENDING
+    waiting: int = 0
+    """Dependencies that have not reached a final status yet."""
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration: float | None = None
+    output: Any = None
+    error: str | None = None
+    reason: str | None = None
+    cause: str | None = None
+    """For a node skipped because of a failure: the id of the node that failed."""
+    clock: float = 0.0
+    """``time.perf_counter()`` when the node first got a slot."""
+
+    @property
+    def failed(self) -> bool:
+        """FAILED, or SKIPPED because something upstream failed."""
+        return self.status is FAILED or (self.status is SKIPPED and self.cause is not None)
+
+    def entry(self) -> dict[str, Any]:
+        """This node as the result summary shows it."""
+        entry: dict[str, Any] = {"type": self.node.type, "status": str(self.status)}
+        if self.attempts:
+            entry["attempts"] = self.attempts
+        if self.started_at is not None:
+            entry.update(started_at=self.started_at, finished_at=self.finished_at,
+                         duration=self.duration)
+        if self.status is SUCCESS:
+            entry["output"] = redact(self.output)
+        for key in ("error", "reason"):
+            if getattr(self, key) is not None:
+                entry[key] = getattr(self, key)
+        return entry
+
+
+class Engine:
+    """Runs workflows through the registry's tasks and records them in the store.
+
+    Args:
+        registry: the task types.
+        store: where runs and nodes are recorded.
+        settings: limits and default timeouts.
+        executor: the innermost attempt call (the seam for another executor).
+        hooks: called after every attempt (metrics).
+        services: process-wide resources handed to tasks through their context.
+    """
+
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        store: Store,
+        settings: Settings,
+        *,
+        executor: AttemptFn = call_task,
+        hooks: tuple[AttemptHook, ...] = (),
+        services: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.settings = settings
+        self.services = services or {}
+        self.slots = asyncio.Semaphore(settings.max_concurrent_tasks)
+        self.type_slots = {t: asyncio.Semaphore(n) for t, n in settings.task_limits.items()}
+        self.attempts = {task.type: build_attempt(task, executor, hooks) for task in registry}
+
+    async def run(
+        self,
+        workflow: WorkflowDef,
+        *,
+        source: str | None = None,
+        source_path: str | None = None,
+        definition: Any = None,
+    ) -> dict[str, Any]:
+        """Record a new run of ``workflow``, run it to the end and return its summary.
+
+        Cancelling the caller leaves the run RUNNING in the store, to be resumed.
+        """
+        started_at = now_iso()
+        run_id = await self.store.create_run(
+            name=workflow.name,
+            started_at=started_at,
+            nodes=[(node.id, node.type) for node in workflow.nodes],
+            source=source,
+            source_path=source_path,
+            definition=redact(definition) if definition is not None else None,
+            idempotency_key=workflow.idempotency_key,
+        )
+        return await self.resume(workflow, run_id, started_at=started_at, source=source)
+
+    async def resume(
+        self,
+        workflow: WorkflowDef,
+        run_id: int,
+        *,
+        started_at: str,
+        source: str | None = None,
+        done: Mapping[str, NodeState] | None = None,
+    ) -> dict[str, Any]:
+        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state."""
+        run = _Run(self, workflow, run_id, started_at, source, done or {})
+        return await run.execute()
+
+
+class _Run:
+    """One execution of one workflow: the scheduler state and its tasks."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: WorkflowDef,
+        run_id: int,
+        started_at: str,
+        source: str | None,
+        done: Mapping[str, NodeState],
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.workflow = workflow
+        self.run_id = run_id
+        self.started_at = started_at
+        self.source = source
+        self.states = {node.id: done.get(node.id) or NodeState(node) for node in workflow.nodes}
+        self.children = dag.dependents({node.id: node.depends_on for node in workflow.nodes})
+        self.outputs = {id_: s.output for id_, s in self.states.items() if s.status is SUCCESS}
+        self.ready: deque[NodeState] = deque()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.changed = asyncio.Event()
+        self.stopped: tuple[NodeStatus, str] | None = None
+        self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
+
+    async def execute(self) -> dict[str, Any]:
+        clock = time.perf_counter()
+        self.log.info(WORKFLOW_STARTED, nodes=len(self.states), source=self.source)
+        self._seed()
+        timeout = self.workflow.timeout or self.engine.settings.max_workflow_duration
+        deadline = asyncio.get_running_loop().call_later(
+            timeout, self.stop, FAILED, f"workflow timed out after {timeout:g}s"
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                self.dispatcher = group.create_task(self._dispatch(group))
+        finally:
+            deadline.cancel()
+        return await self._finish(time.perf_counter() - clock)
+
+    def stop(self, status: NodeStatus, reason: str) -> None:
+        """End the run early: running nodes end ``status`` with ``reason``, the rest SKIPPED."""
+        if self.stopped is not None:
+            return
+        self.stopped = (status, reason)
+        self.dispatcher.cancel()
+        for task in self.running.values():
+            task.cancel()
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _seed(self) -> None:
+        """Count what each node waits for; decide the nodes that wait for nothing."""
+        for state in self.states.values():
+            if state.status.is_final:
+                continue
+            state.status = NodeStatus.PENDING
+            state.waiting = sum(not self.states[d].status.is_final for d in state.node.depends_on)
+        for state in list(self.states.values()):
+            if not state.status.is_final and state.waiting == 0:
+                self._decide(state)
+
+    def _decide(self, state: NodeState) -> None:
+        """All dependencies ended: queue the node, or skip it and everything that follows."""
+        verdict = _verdict(state, self.states)
+        if verdict is None:
+            self.ready.append(state)
+            self.changed.set()
+            return
+        stack = [(state, verdict)]
+        while stack:
+            skipped, (reason, cause) = stack.pop()
+            self._skip(skipped, reason, cause)
+            for child_id in self.children[skipped.node.id]:
+                child = self.states[child_id]
+                child.waiting -= 1
+                if child.waiting == 0:
+                    child_verdict = _verdict(child, self.states)
+                    if child_verdict is None:
+                        self.ready.append(child)
+                        self.changed.set()
+                    else:
+                        stack.append((child, child_verdict))
+
+    def _ended(self, state: NodeState) -> None:
+        """A node reached a final status: its children may now be decided."""
+        for child_id in self.children[state.node.id]:
+            child = self.states[child_id]
+            child.waiting -= 1
+            if child.waiting == 0 and child.status is NodeStatus.PENDING:
+                self._decide(child)
+        self.changed.set()
+
+    async def _dispatch(self, group: asyncio.TaskGroup) -> None:
+        """Spawn ready nodes in order, each once a slot is free; return when all ended."""
+        slots, type_slots = self.engine.slots, self.engine.type_slots
+        bind_contextvars(run_id=self.run_id, workflow=self.workflow.name)  # node tasks inherit
+        while True:
+            while self.ready:
+                state = self.ready.popleft()
+                # Nodes of a limited type wait for their own slot first, so they never
+                # hold a global slot another type could use.
+                holding = state.node.type not in type_slots
+                if holding:
+                    await slots.acquire()
+                state.status = NodeStatus.RUNNING
+                self.running[state.node.id] = group.create_task(self._node(state, holding))
+            if not self.running:
+                return
+            self.changed.clear()
+            await self.changed.wait()
+
+    # -- one node ---------------------------------------------------------------------------
+
+    async def _node(self, state: NodeState, holding: bool) -> None:
+        node = state.node
+        bind_contextvars(node_id=node.id, task_type=node.type)
+        try:
+            await self._attempts(state, holding)
+        except asyncio.CancelledError:
+            if self.stopped is not None:  # not a shutdown: the run ends without this node
+                status, reason = self.stopped
+                self._end(state, status, error=f"cancelled: {reason}")
+            raise
+        finally:
+            del self.running[node.id]
+            if state.status.is_final:
+                self._ended(state)
+
+    async def _attempts(self, state: NodeState, holding: bool) -> None:
+        node, engine = state.node, self.engine
+        type_slot = engine.type_slots.get(node.type)
+        while True:
+            state.attempts += 1
+            if not holding:
+                if type_slot is not None:
+                    await type_slot.acquire()
+                try:
+                    await engine.slots.acquire()
+                except BaseException:
+                    if type_slot is not None:
+                        type_slot.release()
+                    raise
+            try:
+                if state.started_at is None:
+                    state.started_at = now_iso()
+                    state.clock = time.perf_counter()
+                    self.store.node_running(self.run_id, node.id, state.started_at, 1)
+                error = await self._attempt(state)
+            finally:
+                engine.slots.release()
+                if type_slot is not None:
+                    type_slot.release()
+                holding = False
+            if error is None:
+                self._end(state, SUCCESS)
+                return
+            if state.attempts > node.retries:
+                self._end(state, FAILED, error=error)
+                return
+            delay = node.retry_delay * 2 ** (state.attempts - 1)
+            self.log.warning(NODE_RETRY, node_id=node.id, attempt=state.attempts, error=error,
+                             delay=delay)
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, state: NodeState) -> str | None:
+        """Run one attempt; ``None`` on success (output stored), else the error message."""
+        node, engine = state.node, self.engine
+        task = engine.registry.get(node.type)
+        timeout = node.timeout or task.default_timeout or engine.settings.task_timeout
+        ctx = TaskContext(self.run_id, self.workflow.name, node.id, state.attempts,
+                          engine.settings, engine.services)
+        scope = asyncio.timeout(timeout)
+        try:
+            params = self._params(node)
+            async with scope:
+                output = await engine.attempts[node.type](task, params, ctx)
+        except TimeoutError as exc:
+            if scope.expired():
+                return str(TaskTimeout(f"timed out after {timeout:g}s"))
+            return f"TimeoutError: {exc}"
+        except TaskError as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        try:
+            json.dumps(output)
+        except (TypeError, ValueError) as exc:
+            return str(TaskFailed(f"output is not JSON: {exc}"))
+        state.output = output
+        self.outputs[node.id] = output
+        return None
+
+    def _params(self, node: NodeDef) -> Any:
+        """The node's params with references resolved (and then checked against the schema)."""
+        if not refs.find_refs(node.params):
+            return node.params
+        params = refs.resolve(node.params, self.outputs)
+        problems = self.engine.registry.check_params(node.type, params, resolved=True)
+        if problems:
+            raise ParamsError("params: " + "; ".join(problems))
+        return params
+
+    def _end(self, state: NodeState, status: NodeStatus, *, error: str | None = None) -> None:
+        state.status = status
+        state.error = error
+        state.finished_at = now_iso()
+        if state.started_at is not None:
+            state.duration = round(time.perf_counter() - state.clock, 6)
+        self.store.node_finished(
+            self.run_id, state.node.id, status=status, started_at=state.started_at,
+            finished_at=state.finished_at, duration=state.duration, attempts=state.attempts,
+            output=redact(state.output) if status is SUCCESS else None, error=error,
+        )
+        self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
+                      status=str(status), duration=state.duration, attempt=state.attempts,
+                      error=error)
+
+    def _skip(self, state: NodeState, reason: str, cause: str | None) -> None:
+        state.status, state.reason, state.cause = SKIPPED, reason, cause
+        self.store.node_finished(self.run_id, state.node.id, status=SKIPPED, started_at=None,
+                                 finished_at=None, duration=None, attempts=0, reason=reason)
+        self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
+                      status=str(SKIPPED), reason=reason)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    async def _finish(self, duration: float) -> dict[str, Any]:
+        if self.stopped is not None:
+            for state in self.states.values():
+                if not state.status.is_final:
+                    self._skip(state, self.stopped[1], None)
+        status = _run_status(self.states.values(), self.stopped)
+        finished_at = now_iso()
+        summary = {
+            "run_id": self.run_id,
+            "workflow": self.workflow.name,
+            "source": self.source,
+            "status": str(status),
+            "started_at": self.started_at,
+            "finished_at": finished_at,
+            "duration": round(duration, 6),
+            "nodes": {node_id: state.entry() for node_id, state in self.states.items()},
+            "errors": [],
+        }
+        await self.store.finish_run(self.run_id, status=status, finished_at=finished_at,
+                                    duration=summary["duration"], summary=summary)
+        self.log.info(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
+        return summary
+
+
+def _verdict(state: NodeState, states: Mapping[str, NodeState]) -> tuple[str, str | None] | None:
+    """``None`` when the node may run, else ``(reason, failed node or None)`` to skip it."""
+    deps = [states[d] for d in state.node.depends_on]
+    if not deps:
+        return None
+    rule = state.node.trigger_rule
+    failed = next((d for d in deps if d.failed), None)
+    cause = None if failed is None else (failed.cause or failed.node.id)
+    if rule is TriggerRule.ALL_DONE:
+        return None
+    if rule is TriggerRule.ONE_FAILED:
+        return None if failed else ("trigger rule one_failed: no dependency failed", None)
+    if rule is TriggerRule.ALL_FAILED:
+        passed = next((d for d in deps if not d.failed), None)
+        if passed is None:
+            return None
+        return f"trigger rule all_failed: {passed.node.id} did not fail", None
+    if rule is TriggerRule.ONE_SUCCESS and any(d.status is SUCCESS for d in deps):
+        return None
+    if rule is TriggerRule.NONE_FAILED and failed is None:
+        return None
+    if rule is TriggerRule.ALL_SUCCESS and all(d.status is SUCCESS for d in deps):
+        return None
+    if cause is not None:
+        return f"dependency failed: {cause}", cause
+    other = next(d for d in deps if d.status is not SUCCESS)
+    return f"dependency skipped: {other.node.id}", None
+
+
+def _run_status(states: Any, stopped: tuple[NodeStatus, str] | None) -> RunStatus:
+    if stopped is not None and stopped[0] is NodeStatus.CANCELLED:
+        return RunStatus.CANCELLED
+    failed = succeeded = False
+    for state in states:
+        failed = failed or state.failed
+        succeeded = succeeded or state.status is SUCCESS
+    if not failed and stopped is None:
+        return RunStatus.SUCCESS
+    return RunStatus.PARTIAL_SUCCESS if succeeded else RunStatus.FAILED

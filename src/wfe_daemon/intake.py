@@ -1,0 +1,299 @@
+"""The watched inbox: find top-level ``*.json`` files and claim them, in arrival order.
+
+A claim is an atomic rename into ``inbox/processing/``; the daemon later moves the file on to
+``processed/`` or ``rejected/`` with :func:`settle_file`, and resumes :func:`leftover_claims`
+after a crash. Only regular files are taken: dotfiles, other suffixes, folders, symlinks, FIFOs,
+sockets and devices are left alone, and files are opened without following links or blocking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+from watchfiles import Change, awatch
+
+__all__ = ["Claimed", "Intake", "leftover_claims", "settle_file"]
+
+log = structlog.get_logger()
+
+PROCESSING, PROCESSED, REJECTED = "processing", "processed", "rejected"
+# The Rust watcher sleeps `step` between looks and yields once a look finds nothing new (or after
+# `debounce`), so a rename is reported 5-10 ms after it happens instead of the default 1.6 s.
+_DEBOUNCE_MS = 10
+_STEP_MS = 5
+# The watcher thread returns at least this often, even when idle: that paces the re-checks of
+# half-written files and bounds how long a cancel waits for the (uncancellable) thread.
+_TICK_MS = 100
+_RECHECK_S = 0.1
+_INLINE_READ_MAX = 64 * 1024  # smaller files are read and parsed on the loop, larger in a thread
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A file taken from the inbox: it now lives at ``path`` inside ``inbox/processing/``.
+
+    ``source`` is its original name. ``data`` holds its bytes, or is ``None`` when the file was
+    too large to read, in which case ``problem`` says why (the daemon rejects it).
+    """
+
+    path: Path
+    source: str
+    data: bytes | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    ino: int
+    data: bytes | None
+    problem: str | None
+    ready: bool  # False: probably still being written, look again later
+
+
+class Intake:
+    """Watches ``inbox`` and sends every complete top-level ``*.json`` file as a :class:`Claimed`.
+
+    Args:
+        inbox: the watched folder; ``processing/``, ``processed/`` and ``rejected/`` live inside.
+        max_file_size: larger files are claimed unread, with ``data=None`` and a ``problem``.
+        rescan_interval: seconds between full listings of the inbox, a safety net for
+            missed watch events (and the only source of files if watching fails).
+        settle_s: a file that does not parse as JSON is left alone while it was modified in the
+            last ``settle_s`` seconds (it may be half-written), then claimed anyway.
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        max_file_size: int,
+        *,
+        rescan_interval: float = 5.0,
+        settle_s: float = 2.0,
+    ) -> None:
+        self.inbox = inbox
+        self.max_file_size = max_file_size
+        self.rescan_interval = rescan_interval
+        self.settle_s = settle_s
+        # Candidate names in arrival order -> monotonic time before which not to look again.
+        self._pending: dict[str, float] = {}
+
+    async def run(
+        self,
+        send: anyio.abc.ObjectSendStream[Claimed],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Claim files and send them, oldest first, until cancelled.
+
+        Creates the inbox folders, arms the watcher, then reports ``started`` (use
+        ``await tg.start(intake.run, send)``): a file renamed in from then on is seen. Files
+        already present are taken next. A file is claimed only when it is about to be sent, so
+        a full ``send`` buffer holds the rest back in the inbox. If the task is cancelled while
+        a claimed file waits in ``send``, that file stays in ``processing/`` for crash recovery
+        (:func:`leftover_claims`). ``send`` belongs to the caller and is not closed here.
+        """
+        for sub in ("", PROCESSING, PROCESSED, REJECTED):
+            (self.inbox / sub).mkdir(parents=True, exist_ok=True)
+        async with aclosing(self._changes()) as changes:
+            await anext(changes)  # arms the watcher; the scan below sees what came meanwhile
+            task_status.started()
+            next_scan = anyio.current_time()
+            fresh: set[str] = set()
+            while True:
+                if fresh:
+                    self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, fresh))
+                if anyio.current_time() >= next_scan:
+                    self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, None))
+                    next_scan = anyio.current_time() + self.rescan_interval
+                await self._drain(send)
+                fresh = await anext(changes)
+
+    async def _changes(self) -> AsyncGenerator[set[str], None]:
+        """Yield changed candidate names, or an empty set each tick; poll if watching fails."""
+        try:
+            watcher = awatch(
+                self.inbox,
+                watch_filter=_watch_filter,
+                debounce=_DEBOUNCE_MS,
+                step=_STEP_MS,
+                rust_timeout=_TICK_MS,
+                yield_on_timeout=True,
+                recursive=False,
+            )
+            async with aclosing(watcher) as batches:
+                async for batch in batches:
+                    yield {Path(p).name for _, p in batch}
+        except Exception as exc:  # e.g. the inotify watch limit: the rescans still find every file
+            log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc))
+        while True:
+            await anyio.sleep(_TICK_MS / 1000)
+            yield set()
+
+    def _add(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._pending.setdefault(name, 0.0)
+
+    async def _drain(self, send: anyio.abc.ObjectSendStream[Claimed]) -> None:
+        for name in list(self._pending):
+            if self._pending[name] <= anyio.current_time():
+                await self._take(name, send)
+
+    async def _take(self, name: str, send: anyio.abc.ObjectSendStream[Claimed]) -> None:
+        """Claim ``name`` and send it, unless it is gone, not a file, or still being written."""
+        probe = await self._probe(self.inbox / name)
+        if probe is not None and not probe.ready:
+            self._pending[name] = anyio.current_time() + _RECHECK_S
+            return
+        del self._pending[name]
+        if probe is None:
+            return
+        dest = _claim(self.inbox / name, self.inbox / PROCESSING)
+        if dest is None:
+            return
+        if os.lstat(dest).st_ino != probe.ino:  # replaced after we read it: send what we moved
+            probe = await self._probe(dest) or _Probe(0, None, "not a regular file", True)
+        await send.send(Claimed(dest, name, probe.data, probe.problem))
+
+    async def _probe(self, path: Path) -> _Probe | None:
+        """Open and inspect ``path``; None when it is gone or not a regular file."""
+        try:
+            fd = os.open(path, _OPEN_FLAGS)  # a symlink fails (ELOOP), a FIFO does not block
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if st.st_size > self.max_file_size:
+                problem = f"file is {st.st_size} bytes, over max_file_size {self.max_file_size}"
+                return _Probe(st.st_ino, None, problem, ready=True)
+            if st.st_size < _INLINE_READ_MAX:
+                return self._inspect(fd, st)
+            return await anyio.to_thread.run_sync(self._inspect, fd, st)
+        finally:
+            os.close(fd)
+
+    def _inspect(self, fd: int, before: os.stat_result) -> _Probe:
+        """Read the file and judge whether it is complete (it parses, or it has settled)."""
+        data = _read_all(fd, self.max_file_size + 1)
+        after = os.fstat(fd)
+        changed = len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (
+            before.st_size,
+            before.st_mtime_ns,
+        )
+        settled = time.time() - after.st_mtime >= self.settle_s
+        ready = not changed and (settled or _parses(data))
+        return _Probe(before.st_ino, data, None, ready)
+
+
+def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:
+    """Move a claimed file from ``processing/`` to ``processed/`` (or ``rejected/``).
+
+    Never overwrites: on a name clash the file becomes ``<stem>.<unique><suffix>``. The
+    destination folder is created if missing.
+
+    Returns:
+        The file's new path.
+
+    Raises:
+        OSError: the file is gone or cannot be moved.
+    """
+    folder = inbox / (REJECTED if rejected else PROCESSED)
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = _free_path(folder, claimed_path.name)
+    os.rename(claimed_path, dest)
+    return dest
+
+
+def leftover_claims(inbox: Path) -> list[Path]:
+    """Files left in ``inbox/processing/`` (by a crash or a cancel), oldest mtime first."""
+    folder = inbox / PROCESSING
+    try:
+        with os.scandir(folder) as entries:
+            found = [
+                (entry.stat(follow_symlinks=False).st_mtime_ns, entry.name)
+                for entry in entries
+                if entry.is_file(follow_symlinks=False)
+            ]
+    except FileNotFoundError:
+        return []
+    return [folder / name for _, name in sorted(found)]
+
+
+def _is_candidate(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def _watch_filter(change: Change, path: str) -> bool:
+    return change != Change.deleted and _is_candidate(os.path.basename(path))
+
+
+def _arrivals(inbox: Path, names: Iterable[str] | None) -> list[str]:
+    """Regular candidate files among ``names`` (None: the whole top level), oldest mtime first."""
+    if names is None:
+        try:
+            with os.scandir(inbox) as entries:
+                names = [entry.name for entry in entries]
+        except OSError:
+            return []
+    found: list[tuple[int, str]] = []
+    for name in filter(_is_candidate, names):
+        try:
+            st = os.lstat(inbox / name)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append((st.st_mtime_ns, name))
+    return [name for _, name in sorted(found)]
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    """Read up to ``limit`` bytes from ``fd``."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _parses(data: bytes) -> bool:
+    """True when ``data`` is complete: it parses, or it is too deeply nested to ever parse."""
+    try:
+        json.loads(data)
+    except RecursionError:
+        return True  # hostile nesting will not parse later either: let the daemon reject it
+    except Exception:
+        return False
+    return True
+
+
+def _claim(path: Path, processing: Path) -> Path | None:
+    """Rename ``path`` into ``processing``; None when it vanished first."""
+    dest = _free_path(processing, path.name)
+    try:
+        os.rename(path, dest)
+    except FileNotFoundError:
+        return None
+    return dest
+
+
+def _free_path(folder: Path, name: str) -> Path:
+    # Check-then-rename is enough: this process is the only writer of these folders.
+    dest = folder / name
+    while os.path.lexists(dest):
+        stem, suffix = os.path.splitext(name)
+        dest = folder / f"{stem}.{uuid.uuid4().hex[:12]}{suffix}"
+    return dest

@@ -1,0 +1,105 @@
+"""Atomic, never-overwriting result files in the outbox (sync; call through a worker thread)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["find_result", "write_result"]
+
+
+def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any]) -> Path:
+    """Publish ``summary`` as ``outbox/<stem>.result.json`` atomically, never overwriting.
+
+    The JSON is written to a dot-prefixed temporary file in ``outbox`` itself (so a reader
+    globbing ``*.json`` never sees it and the publish never crosses a mount), fsynced, then
+    hard-linked to its final name: ``os.link`` fails instead of replacing an existing file,
+    which a plain rename would not. On a clash the result goes to
+    ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... A name
+    that already holds exactly these bytes (a re-publish after a crash: the summary carries
+    ``run_id``) is returned as is, so a retried publish never adds a second file.
+    The outbox directory is fsynced afterwards and the temporary file never outlives the call.
+
+    Returns:
+        The path the result was published under.
+
+    Raises:
+        OSError: the outbox is missing or not writable, or the disk is full.
+    """
+    data = (json.dumps(summary, ensure_ascii=False, indent=2) + "\n").encode()
+    # Cap the stem in the temporary name so it stays under NAME_MAX even for long stems.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem[:100]}.", suffix=".tmp", dir=outbox)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        n = 0
+        while True:
+            candidate = _candidate(outbox, stem, run_id, n)
+            try:
+                os.link(tmp, candidate)
+                break
+            except FileExistsError:
+                # Identical bytes (run_id included) mean this very result was published before.
+                if _same_bytes(candidate, data):
+                    break
+                n += 1
+        _fsync_dir(outbox)
+        return candidate
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def find_result(outbox: Path, stem: str, run_id: int) -> Path | None:
+    """Return an already published result of ``run_id`` for ``stem``, or ``None``.
+
+    Crash recovery uses this to skip re-publishing when the daemon died after writing the
+    result but before moving the input to ``inbox/processed/``. Both names are checked
+    (``<stem>.result.json`` and ``<stem>.result.<run_id>[.N].json``); a file counts only
+    when it parses as JSON whose ``"run_id"`` equals ``run_id``.
+    """
+    names = [outbox / f"{stem}.result.json", outbox / f"{stem}.result.{run_id}.json"]
+    names += sorted(outbox.glob(f"{_glob_escape(stem)}.result.{run_id}.*.json"))
+    for path in names:
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("run_id") == run_id:
+            return path
+    return None
+
+
+def _candidate(outbox: Path, stem: str, run_id: int, n: int) -> Path:
+    if n == 0:
+        return outbox / f"{stem}.result.json"
+    if n == 1:
+        return outbox / f"{stem}.result.{run_id}.json"
+    return outbox / f"{stem}.result.{run_id}.{n - 1}.json"
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,173 @@
+"""Task types: the ``Task`` protocol, the context a task gets, and the registry of types."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from wfe_daemon.errors import ConfigError
+from wfe_daemon.refs import contains_ref
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+    from wfe_daemon.config import Settings
+
+Params = Mapping[str, Any]
+Output = Any
+
+ENTRY_POINT_GROUP = "wfe_daemon.tasks"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """What a running task may know and use besides its params."""
+
+    run_id: int
+    workflow: str
+    node_id: str
+    attempt: int
+    settings: Settings
+    services: Mapping[str, Any]
+    """Process-wide resources opened by the daemon (for example a shared HTTP client)."""
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A task type: metadata as class attributes and one ``execute`` coroutine.
+
+    ``execute`` returns a JSON-serialisable output and raises to fail: raise
+    ``TaskFailed("why")`` for an expected failure; any other exception fails the attempt
+    too, with its type and message. Never catch cancellation. The engine applies the
+    timeout, retries and the wrappers; a task does none of that itself.
+    """
+
+    type: ClassVar[str]
+    display_name: ClassVar[str]
+    description: ClassVar[str]
+    category: ClassVar[str]
+    params_schema: ClassVar[Mapping[str, Any]]
+    default_timeout: ClassVar[float | None]
+    """Seconds, or ``None`` to use ``task_timeout``."""
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Output: ...
+
+
+AttemptFn = Callable[[Task, Params, TaskContext], Awaitable[Output]]
+"""One attempt of one node: what the executor calls, wrapped once per task type."""
+
+Wrapper = Callable[[AttemptFn], AttemptFn]
+
+
+class TaskRegistry:
+    """The task types known to this process, by ``type``; built once at start-up.
+
+    It also checks params against each type's JSON Schema (``check_params``), which is
+    what workflow validation calls through :class:`~wfe_daemon.model.TaskCatalog`.
+    """
+
+    def __init__(self, tasks: Iterable[Task], sources: Mapping[str, str] | None = None) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._sources: dict[str, str] = {}
+        self._validators: dict[str, Validator] = {}
+        for task in tasks:
+            self._add(task, (sources or {}).get(task.type, "built-in"))
+
+    @classmethod
+    def load(
+        cls,
+        builtins: Sequence[type[Task]] | None = None,
+        entry_point_group: str | None = ENTRY_POINT_GROUP,
+    ) -> TaskRegistry:
+        """Build the registry from the built-in types and the installed plugins.
+
+        Plugins are classes (or callables returning a ``Task``) published under the
+        entry-point group ``wfe_daemon.tasks``.
+
+        Raises:
+            ConfigError: two types share a name, a plugin fails to load, or a
+                ``params_schema`` is not a valid JSON Schema.
+        """
+        if builtins is None:
+            from wfe_daemon.tasks import BUILTINS
+
+            builtins = BUILTINS
+        registry = cls(task_class() for task_class in builtins)
+        if entry_point_group:
+            for ep in importlib.metadata.entry_points(group=entry_point_group):
+                try:
+                    task = ep.load()()
+                except Exception as exc:
+                    raise ConfigError(f"task plugin {ep.value}: cannot load: {exc}") from exc
+                registry._add(task, f"plugin {ep.value}")
+        return registry
+
+    def _add(self, task: Task, source: str) -> None:
+        from jsonschema.exceptions import SchemaError
+        from jsonschema.validators import validator_for
+
+        if not isinstance(task, Task):
+            raise ConfigError(f"{source}: {task!r} does not satisfy the Task protocol")
+        if task.type in self._tasks:
+            first = self._sources[task.type]
+            raise ConfigError(f"task type {task.type!r} is defined twice: {first} and {source}")
+        validator_class = validator_for(task.params_schema)
+        try:
+            validator_class.check_schema(task.params_schema)
+        except SchemaError as exc:
+            raise ConfigError(f"{source}: params_schema of {task.type!r}: {exc.message}") from exc
+        self._tasks[task.type] = task
+        self._sources[task.type] = source
+        self._validators[task.type] = validator_class(task.params_schema)
+
+    def __contains__(self, task_type: object) -> bool:
+        return task_type in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(sorted(self._tasks.values(), key=lambda t: t.type))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def get(self, task_type: str) -> Task:
+        return self._tasks[task_type]
+
+    def check_params(
+        self, task_type: str, params: Mapping[str, Any], *, resolved: bool = False
+    ) -> list[str]:
+        """Messages for every way ``params`` fails the schema of ``task_type``.
+
+        Unless ``resolved``, a value holding a ``{{ reference }}`` is left to be judged
+        once resolved, at node start.
+        """
+        problems = []
+        for error in self._validators[task_type].iter_errors(params):
+            if not resolved and isinstance(error.instance, str) and contains_ref(error.instance):
+                continue
+            where = ".".join(str(part) for part in error.absolute_path)
+            problems.append(f"{where}: {error.message}" if where else error.message)
+        check_extra = getattr(self._tasks[task_type], "validate_params", None)
+        if check_extra is not None and not problems:
+            problems.extend(check_extra(params, resolved=resolved))
+        return problems
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every type's metadata, sorted by type (what ``wfe-daemon tasks`` prints)."""
+        return [
+            {
+                "type": task.type,
+                "display_name": task.display_name,
+                "description": task.description,
+                "category": task.category,
+                "default_timeout": task.default_timeout,
+                "params_schema": task.params_schema,
+            }
+            for task in self
+        ]

@@ -1,0 +1,374 @@
+"""The run history in SQLite (aiosqlite, WAL): one writer that batches, plus queries.
+
+Writes are queued without awaiting and applied by one writer task in shared
+transactions, one aiosqlite round trip per batch. Batches commit in queue order, so
+after a crash the database holds a prefix of what happened: a node never appears
+finished while a parent it waited for does not. ``finish_run`` returns only once the
+run's final state is committed with ``synchronous=FULL`` (fsynced), so a result is
+never published for a state the database could lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from wfe_daemon.errors import StoreError
+
+SCHEMA_VERSION = 2
+
+# Forward migrations: MIGRATIONS[v] takes a database from user_version v to v + 1.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the design document's two tables.
+    """
+    CREATE TABLE workflowrun (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+        started_at TEXT, finished_at TEXT, duration REAL, result_summary TEXT
+    );
+    CREATE TABLE noderun (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL REFERENCES workflowrun(id) ON DELETE CASCADE,
+        node_id TEXT NOT NULL, type TEXT NOT NULL, status TEXT NOT NULL,
+        started_at TEXT, finished_at TEXT, duration REAL, result_data TEXT
+    );
+    """,
+    # 1 -> 2: what resuming, the summary and the command line need.
+    """
+    ALTER TABLE workflowrun ADD COLUMN source TEXT;
+    ALTER TABLE workflowrun ADD COLUMN source_path TEXT;
+    ALTER TABLE workflowrun ADD COLUMN definition TEXT;
+    ALTER TABLE workflowrun ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE noderun ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE noderun ADD COLUMN error TEXT;
+    ALTER TABLE noderun ADD COLUMN reason TEXT;
+    CREATE UNIQUE INDEX noderun_by_run ON noderun(workflow_id, node_id);
+    CREATE INDEX workflowrun_by_status ON workflowrun(status);
+    """,
+)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+_NODE_RUNNING = (
+    "UPDATE noderun SET status = 'RUNNING', started_at = ?, attempts = ?"
+    " WHERE workflow_id = ? AND node_id = ?"
+)
+_NODE_FINISHED = (
+    "UPDATE noderun SET status = ?, started_at = ?, finished_at = ?, duration = ?,"
+    " attempts = ?, result_data = ?, error = ?, reason = ? WHERE workflow_id = ? AND node_id = ?"
+)
+_RUN_FINISHED = (
+    "UPDATE workflowrun SET status = ?, finished_at = ?, duration = ?, result_summary = ?"
+    " WHERE id = ?"
+)
+
+
+@dataclass(slots=True)
+class _Call:
+    """A write that needs its result back: ``fn(db)`` runs in the batch, in order."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+_Item = tuple[str, tuple[Any, ...]] | _Call
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _apply(db: sqlite3.Connection, batch: Sequence[_Item], durable: bool) -> list[Any]:
+    """Run one batch as one transaction (in the connection's thread); results of calls."""
+    results: list[Any] = []
+    db.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        i = 0
+        while i < len(batch):
+            item = batch[i]
+            if isinstance(item, _Call):
+                results.append(item.fn(db))
+                i += 1
+                continue
+            sql, rows = item[0], []
+            while i < len(batch) and not isinstance(batch[i], _Call) and batch[i][0] == sql:
+                rows.append(batch[i][1])  # type: ignore[index]
+                i += 1
+            db.executemany(sql, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return results
+
+
+class Store:
+    """The repository of runs and nodes. Open it with ``async with Store.open(path)``.
+
+    Event methods (``node_running``, ``node_finished``) queue a write and return at once;
+    ``create_run``, ``record_rejected``, ``finish_run`` and ``flush`` wait for theirs.
+
+    Raises:
+        StoreError: the file cannot be opened or migrated, or a write failed.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._queue: list[_Item] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._durable = False
+        self._wakeup = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path) -> AsyncIterator[Store]:
+        """Open (creating and migrating as needed) the database at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        store = cls(conn)
+        try:
+            await store._prepare(path)
+            store._writer = asyncio.create_task(store._write_loop(), name="wfe-store-writer")
+            yield store
+            await store.flush()
+        finally:
+            await store._close()
+
+    async def _prepare(self, path: Path) -> None:
+        try:
+            await self._conn.execute("PRAGMA busy_timeout = 10000")
+            await self._conn.execute("PRAGMA journal_mode = WAL")
+            await self._conn.execute("PRAGMA foreign_keys = ON")
+            await self._call(_migrate)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot use database {path}: {exc}") from exc
+
+    async def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._writer
+        await self._conn.close()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # aiosqlite's one way to run a callable in its connection thread: a whole batch
+        # becomes one round trip instead of one per statement.
+        return await self._conn._execute(fn, self._conn._conn, *args)
+
+    # -- the writer ---------------------------------------------------------------------
+
+    def _enqueue(self, item: _Item) -> None:
+        self._queue.append(item)
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue or self._waiters:
+                batch, self._queue = self._queue, []
+                waiters, self._waiters = self._waiters, []
+                durable, self._durable = self._durable, False
+                await self._write_batch(batch, waiters, durable)
+
+    async def _write_batch(
+        self, batch: list[_Item], waiters: list[asyncio.Future[None]], durable: bool
+    ) -> None:
+        calls = [item for item in batch if isinstance(item, _Call)]
+        try:
+            results = await self._call(_apply, batch, durable)
+        except Exception as exc:
+            self._failure = exc
+            error = StoreError(f"database write failed: {exc}")
+            for future in [*waiters, *(call.future for call in calls)]:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self._failure = None
+        for call, result in zip(calls, results, strict=True):
+            if not call.future.done():
+                call.future.set_result(result)
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Call(fn, future))
+        return await future
+
+    async def flush(self, *, durable: bool = False) -> None:
+        """Wait until every write queued so far is committed (fsynced when ``durable``)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._durable = self._durable or durable
+        self._wakeup.set()
+        await future
+
+    @property
+    def healthy(self) -> bool:
+        """False while the last batch failed."""
+        return self._failure is None
+
+    # -- runs and nodes -------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        name: str,
+        started_at: str,
+        nodes: Iterable[tuple[str, str]],
+        source: str | None = None,
+        source_path: str | None = None,
+        definition: Any = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Insert a RUNNING run and its nodes (``(node_id, type)``, PENDING); its id."""
+        run_row = (name, started_at, source, source_path, _dumps(definition), idempotency_key)
+        node_rows = list(nodes)
+
+        def insert(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO workflowrun (name, status, started_at, source, source_path,"
+                " definition, idempotency_key) VALUES (?, 'RUNNING', ?, ?, ?, ?, ?)",
+                run_row,
+            )
+            run_id = cursor.lastrowid
+            assert run_id is not None
+            db.executemany(
+                "INSERT INTO noderun (workflow_id, node_id, type, status)"
+                " VALUES (?, ?, ?, 'PENDING')",
+                ((run_id, node_id, node_type) for node_id, node_type in node_rows),
+            )
+            return run_id
+
+        run_id: int = await self._submit(insert)
+        return run_id
+
+    async def record_rejected(
+        self, *, name: str, source: str | None, source_path: str | None, at: str, summary: Any
+    ) -> int:
+        """Insert a REJECTED run (no nodes) and return its id once durable."""
+        row = (name, at, at, source, source_path)
+
+        def insert(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO workflowrun (name, status, started_at, finished_at, duration,"
+                " source, source_path) VALUES (?, 'REJECTED', ?, ?, 0, ?, ?)",
+                row,
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        run_id: int = await self._submit(insert)
+        summary = {**summary, "run_id": run_id}
+        self._enqueue(("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
+                       (_dumps(summary), run_id)))
+        await self.flush(durable=True)
+        return run_id
+
+    def node_running(self, run_id: int, node_id: str, started_at: str, attempts: int) -> None:
+        """Queue: the node holds a slot and runs."""
+        self._enqueue((_NODE_RUNNING, (started_at, attempts, run_id, node_id)))
+
+    def node_finished(
+        self,
+        run_id: int,
+        node_id: str,
+        *,
+        status: str,
+        started_at: str | None,
+        finished_at: str | None,
+        duration: float | None,
+        attempts: int,
+        output: Any = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Queue: the node reached a final status (its output already redacted)."""
+        data = None if output is None else _dumps(output)
+        self._enqueue((_NODE_FINISHED, (status, started_at, finished_at, duration, attempts,
+                                        data, error, reason, run_id, node_id)))
+
+    async def finish_run(
+        self, run_id: int, *, status: str, finished_at: str, duration: float, summary: Any
+    ) -> None:
+        """Record the run's final state and wait until it is durable."""
+        self._enqueue((_RUN_FINISHED, (status, finished_at, duration, _dumps(summary), run_id)))
+        await self.flush(durable=True)
+
+    # -- queries --------------------------------------------------------------------------
+
+    async def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest runs first, without their nodes."""
+        return await self._query(
+            "SELECT id, name, status, source, started_at, finished_at, duration"
+            " FROM workflowrun ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+
+    async def get_run(self, run_id: int) -> dict[str, Any] | None:
+        """One run with its nodes in file order, or ``None``."""
+        runs = await self._query(
+            "SELECT id, name, status, source, source_path, started_at, finished_at, duration,"
+            " idempotency_key, definition, result_summary FROM workflowrun WHERE id = ?",
+            (run_id,),
+        )
+        if not runs:
+            return None
+        run = runs[0]
+        for key in ("definition", "result_summary"):
+            run[key] = json.loads(run[key]) if run[key] else None
+        run["nodes"] = await self._query(
+            "SELECT node_id, type, status, attempts, started_at, finished_at, duration,"
+            " result_data, error, reason FROM noderun WHERE workflow_id = ? ORDER BY id",
+            (run_id,),
+        )
+        for node in run["nodes"]:
+            node["result_data"] = json.loads(node["result_data"]) if node["result_data"] else None
+        return run
+
+    async def unfinished_runs(self) -> list[int]:
+        """Ids of runs still RUNNING, oldest first."""
+        rows = await self._query("SELECT id FROM workflowrun WHERE status = 'RUNNING' ORDER BY id")
+        return [row["id"] for row in rows]
+
+    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            async with self._conn.execute(sql, params) as cursor:
+                names = [column[0] for column in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        except sqlite3.Error as exc:
+            raise StoreError(f"database query failed: {exc}") from exc
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema forward to ``SCHEMA_VERSION``, one step per transaction."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this program's {SCHEMA_VERSION}"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {step + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

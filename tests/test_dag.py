@@ -1,0 +1,95 @@
+"""Tests for the pure graph algorithms of wfe_daemon.dag."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from wfe_daemon import dag
+
+
+def test_find_cycle_returns_none_for_a_dag() -> None:
+    """An acyclic graph has no cycle."""
+    assert dag.find_cycle({"a": [], "b": ["a"], "c": ["a", "b"]}) is None
+
+
+def test_find_cycle_names_a_two_node_cycle() -> None:
+    """A two-node cycle is a closed path following depends_on edges."""
+    assert dag.find_cycle({"a": ["b"], "b": ["a"]}) == ["a", "b", "a"]
+
+
+def test_find_cycle_names_a_self_dependency() -> None:
+    """A node that depends on itself is the cycle a -> a."""
+    assert dag.find_cycle({"x": [], "a": ["a"]}) == ["a", "a"]
+
+
+def test_find_cycle_starts_at_the_earliest_node() -> None:
+    """The path starts at the cycle's first node in insertion order, whatever the search met first."""
+    deps = {"root": ["c"], "a": ["c"], "b": ["a"], "c": ["b"]}
+    assert dag.find_cycle(deps) == ["a", "c", "b", "a"]
+
+
+def test_find_cycle_ignores_unknown_ids() -> None:
+    """Dependencies that are not nodes of the graph are ignored."""
+    assert dag.find_cycle({"a": ["zz"], "b": ["a", "yy"]}) is None
+
+
+def test_find_cycle_on_a_long_chain_does_not_recurse() -> None:
+    """A 100,000-node chain closed into a ring is found without recursion."""
+    n = 100_000
+    deps = {f"n{i}": [f"n{(i + 1) % n}"] for i in range(n)}
+    cycle = dag.find_cycle(deps)
+    assert cycle is not None
+    assert len(cycle) == n + 1
+    assert cycle[0] == cycle[-1] == "n0"
+
+
+def test_dependents_reverses_edges_with_every_node_a_key() -> None:
+    """dependents maps each node to the nodes that depend on it, leaves included."""
+    deps = {"a": [], "b": ["a"], "c": ["a", "b", "zz"]}
+    assert dag.dependents(deps) == {"a": ["b", "c"], "b": ["c"], "c": []}
+
+
+def test_topological_order_is_stable_in_insertion_order() -> None:
+    """Among ready nodes the earliest inserted comes first."""
+    deps = {"late": ["mid"], "a": [], "mid": ["a"], "b": []}
+    assert dag.topological_order(deps) == ["a", "mid", "late", "b"]
+
+
+def test_topological_order_raises_on_a_cycle() -> None:
+    """A cyclic graph has no topological order."""
+    with pytest.raises(ValueError, match="cycle"):
+        dag.topological_order({"a": ["b"], "b": ["a"]})
+
+
+def test_ancestors_are_transitive() -> None:
+    """ancestors follows depends_on edges all the way up, excluding the node itself."""
+    deps = {"a": [], "b": ["a"], "c": ["b"], "d": []}
+    assert dag.ancestors(deps, "c") == {"a", "b"}
+    assert dag.ancestors(deps, "a") == set()
+
+
+def test_descendants_are_transitive() -> None:
+    """descendants follows the reverse edges all the way down (the skip set of a failure)."""
+    deps = {"a": [], "b": ["a"], "c": ["b"], "d": [], "e": ["d", "c"]}
+    assert dag.descendants(dag.dependents(deps), "b") == {"c", "e"}
+
+
+def test_non_ancestors_answers_many_questions() -> None:
+    """non_ancestors returns exactly the pairs whose second id is not an ancestor of the first."""
+    deps = {"a": [], "b": ["a"], "c": ["b"], "d": []}
+    pairs = [("c", "a"), ("c", "d"), ("a", "c"), ("c", "c"), ("c", "zz")]
+    assert dag.non_ancestors(deps, pairs) == {("c", "d"), ("a", "c"), ("c", "c"), ("c", "zz")}
+
+
+def test_non_ancestors_is_fast_on_a_long_chain_of_far_references() -> None:
+    """10,000 chained nodes each naming the root and a far ancestor are judged in well under a second."""
+    n = 10_000
+    deps = {f"n{i}": [f"n{i - 1}"] if i else [] for i in range(n)}
+    pairs = [(f"n{i}", "n0") for i in range(2, n)] + [
+        (f"n{i}", f"n{i // 2}") for i in range(4, n)
+    ]
+    started = time.perf_counter()
+    assert dag.non_ancestors(deps, pairs) == set()
+    assert time.perf_counter() - started < 1.0

@@ -1,0 +1,514 @@
+"""Tests for strict JSON loading, workflow validation and secret redaction."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from wfe_daemon.errors import WorkflowRejected
+from wfe_daemon.model import (
+    NodeDef,
+    TriggerRule,
+    WorkflowDef,
+    is_secret_key,
+    load_json,
+    parse_workflow,
+    redact_secrets,
+)
+
+
+class FakeCatalog:
+    """Two task types: ``echo`` takes anything, ``sleep`` needs a numeric ``seconds``."""
+
+    def __contains__(self, task_type: object) -> bool:
+        return task_type in ("echo", "sleep")
+
+    def check_params(self, task_type: str, params: Mapping[str, Any]) -> list[str]:
+        if task_type != "sleep":
+            return []
+        seconds = params.get("seconds")
+        if isinstance(seconds, str) and "{{" in seconds:
+            return []
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return ["seconds: must be a number"]
+        return []
+
+
+CATALOG = FakeCatalog()
+
+
+def _doc(*nodes: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"name": "wf", "nodes": list(nodes), **top}
+
+
+def _problems(data: bytes | Mapping[str, Any]) -> list[str]:
+    with pytest.raises(WorkflowRejected) as caught:
+        parse_workflow(data, CATALOG)
+    return caught.value.problems
+
+
+def _load_problem(data: bytes) -> str:
+    with pytest.raises(WorkflowRejected) as caught:
+        load_json(data)
+    [problem] = caught.value.problems
+    return problem
+
+
+# --- load_json: hostile bytes
+
+
+def test_load_json_parses_plain_json() -> None:
+    """Valid UTF-8 JSON loads as usual."""
+    assert load_json(b'{"a": [1, 2.5, "x", null, true]}') == {"a": [1, 2.5, "x", None, True]}
+
+
+def test_utf8_bom_is_tolerated() -> None:
+    """A UTF-8 byte-order mark before the JSON is accepted."""
+    assert load_json(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+
+
+def test_deep_nesting_is_rejected_without_recursion_error() -> None:
+    """100,000 nested brackets are rejected quickly with a clear message."""
+    started = time.perf_counter()
+    assert "nesting deeper than 100" in _load_problem(b"[" * 100_000 + b"]" * 100_000)
+    assert "nesting deeper than 100" in _load_problem(b"[" * 100_000)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_nesting_limit_is_exactly_100() -> None:
+    """100 levels load; 101 levels are rejected."""
+    assert load_json(b"[" * 100 + b"]" * 100) is not None
+    assert "nesting deeper" in _load_problem(b"{" + b'"a":[' * 100 + b"]" * 100 + b"}")
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    """Brackets inside strings, escaped quotes included, do not count towards the depth."""
+    value = "[{" * 500 + '\\"' + "[" * 500
+    assert load_json(json.dumps({"a": value}).encode())["a"] == value
+
+
+def test_depth_prescan_is_fast_on_a_large_file() -> None:
+    """A 10 MB file of many small strings and arrays is pre-scanned and parsed quickly."""
+    row = '["abc \\" [ def", 1, {"k": ["v"]}],'
+    data = ("[" + row * (10_000_000 // len(row)) + "0]").encode()
+    started = time.perf_counter()
+    assert len(load_json(data)) > 100_000
+    assert time.perf_counter() - started < 3.0
+
+
+def test_unterminated_escaped_strings_stay_linear() -> None:
+    """A hostile run of escaped quotes does not make the depth pre-scan quadratic."""
+    data = b'["' + b'\\"[' * 1_000_000
+    started = time.perf_counter()
+    assert "invalid JSON" in _load_problem(data)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_duplicate_keys_are_rejected() -> None:
+    """An object with a key twice is rejected, naming the key."""
+    assert _load_problem(b'{"name": "a", "x": 1, "name": "b"}') == (
+        "invalid JSON: duplicate key 'name'"
+    )
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_constants_are_rejected(literal: str) -> None:
+    """NaN, Infinity and -Infinity are not JSON numbers."""
+    assert literal in _load_problem(f'{{"a": {literal}}}'.encode())
+
+
+def test_overflowing_numbers_are_rejected() -> None:
+    """A number too large for a float would become infinity, so it is rejected."""
+    assert "out of range" in _load_problem(b'{"a": 1e999}')
+
+
+def test_lone_surrogate_escape_is_rejected() -> None:
+    """A \\ud800 escape with no partner is rejected, in values and in keys."""
+    assert "lone surrogate" in _load_problem(b'{"a": "x\\ud800"}')
+    assert "lone surrogate" in _load_problem(b'{"\\udc00": 1}')
+
+
+def test_surrogate_pairs_are_accepted() -> None:
+    """A proper surrogate pair escape is one character and is accepted."""
+    assert load_json(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+
+
+def test_utf16_with_bom_is_rejected_by_name() -> None:
+    """UTF-16 with a byte-order mark is rejected with a message naming UTF-16."""
+    problem = _load_problem('{"a": 1}'.encode("utf-16"))
+    assert problem.startswith("not UTF-8") and "UTF-16" in problem
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_rejected_by_name(codec: str) -> None:
+    """UTF-16 without a byte-order mark is recognised by its NUL bytes and named."""
+    problem = _load_problem('{"a": 1}'.encode(codec))
+    assert problem.startswith("not UTF-8") and "UTF-16" in problem
+
+
+def test_utf32_is_rejected_by_name() -> None:
+    """UTF-32 is rejected with a message naming UTF-32."""
+    assert "UTF-32" in _load_problem('{"a": 1}'.encode("utf-32"))
+
+
+def test_invalid_utf8_bytes_are_rejected() -> None:
+    """Bytes that are not UTF-8 are rejected, naming the byte and its offset."""
+    assert _load_problem(b'{"a": "\xff"}') == "not UTF-8: invalid byte 0xff at offset 7"
+
+
+def test_invalid_json_names_line_and_column() -> None:
+    """A syntax error names its line and column."""
+    assert "at line 2, column 8" in _load_problem(b'{"a": 1,\n "b": }')
+
+
+def test_empty_file_is_rejected() -> None:
+    """An empty or blank file is rejected as such."""
+    assert "empty" in _load_problem(b" \n")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00", b"\xfe", b"[", b'"\\', b"1" * 5000, b"\xef\xbb\xbf", b"]]]", b'{"a"}', b"\x80"],
+)
+def test_no_other_exception_escapes(data: bytes) -> None:
+    """Odd inputs raise only WorkflowRejected."""
+    with pytest.raises(WorkflowRejected):
+        load_json(data)
+
+
+# --- parse_workflow: the rules of "The workflow file"
+
+
+def test_valid_workflow_becomes_a_typed_definition() -> None:
+    """A valid file becomes a WorkflowDef with nodes in file order and defaults filled in."""
+    data = json.dumps(
+        _doc(
+            {"id": "fetch", "type": "echo", "params": {"url": "u"}},
+            {
+                "id": "load",
+                "type": "sleep",
+                "depends_on": ["fetch"],
+                "params": {"seconds": "{{ fetch.n }}"},
+                "retries": 2,
+                "retry_delay": 0,
+                "timeout": 60,
+                "trigger_rule": "all_done",
+            },
+            timeout=600,
+            idempotency_key="k1",
+            description="d",
+        )
+    ).encode()
+    assert parse_workflow(data, CATALOG) == WorkflowDef(
+        name="wf",
+        nodes=(
+            NodeDef(id="fetch", type="echo", params={"url": "u"}),
+            NodeDef(
+                id="load",
+                type="sleep",
+                params={"seconds": "{{ fetch.n }}"},
+                depends_on=("fetch",),
+                timeout=60.0,
+                retries=2,
+                retry_delay=0.0,
+                trigger_rule=TriggerRule.ALL_DONE,
+            ),
+        ),
+        timeout=600.0,
+        idempotency_key="k1",
+    )
+
+
+def test_top_level_must_be_an_object() -> None:
+    """A file whose JSON is not an object is rejected."""
+    assert _problems(b"[1, 2]") == ["workflow: must be a JSON object, got a list"]
+
+
+def test_missing_name_and_nodes() -> None:
+    """name and nodes are both required, and both are reported."""
+    assert _problems({}) == ["name: required", "nodes: required"]
+
+
+@pytest.mark.parametrize("nodes", [[], {}, "a", None])
+def test_nodes_must_be_a_non_empty_list(nodes: Any) -> None:
+    """nodes must be a non-empty list."""
+    [problem] = _problems({"name": "wf", "nodes": nodes})
+    assert problem.startswith("nodes: must be a non-empty list")
+
+
+@pytest.mark.parametrize("name", ["", "  ", 3, None])
+def test_name_must_be_a_non_empty_string(name: Any) -> None:
+    """name must be a non-empty string."""
+    [problem] = _problems(_doc({"id": "a", "type": "echo"}, name=name))
+    assert problem.startswith("name: must be a non-empty string")
+
+
+def test_bad_optional_top_level_fields() -> None:
+    """timeout, idempotency_key and description are checked when present."""
+    doc = _doc({"id": "a", "type": "echo"}, timeout=0, idempotency_key="", description=5)
+    assert _problems(doc) == [
+        "idempotency_key: must be a non-empty string, got ''",
+        "description: must be a string, got 5",
+        "timeout: must be a number > 0, got 0",
+    ]
+
+
+def test_unknown_keys_are_named_with_a_suggestion() -> None:
+    """Misspelt keys at the top level and in a node are problems that name the key."""
+    doc = _doc({"id": "a", "type": "echo", "dependson": []}, timout=5)
+    assert _problems(doc) == [
+        "unknown key 'timout' (did you mean 'timeout'?)",
+        "node 'a': unknown key 'dependson' (did you mean 'depends_on'?)",
+    ]
+
+
+def test_node_must_be_an_object() -> None:
+    """Each entry of nodes must be an object."""
+    assert _problems(_doc("a")) == ["nodes[0]: must be an object, got 'a'"]
+
+
+@pytest.mark.parametrize("node_id", ["a b", "", "x" * 65, "ü", "a.b"])
+def test_malformed_id(node_id: str) -> None:
+    """An id must be 1 to 64 characters of [A-Za-z0-9_-]."""
+    [problem] = _problems(_doc({"id": "ok", "type": "echo"}, {"id": node_id, "type": "echo"}))
+    assert problem.startswith("nodes[1].id: ")
+    assert problem.endswith("must be 1 to 64 characters of [A-Za-z0-9_-]")
+
+
+def test_missing_or_non_string_id() -> None:
+    """An id is required and must be a string; other problems name the node by position."""
+    assert _problems(_doc({"type": "echo"}, {"id": 7, "type": "nope"})) == [
+        "nodes[0].id: required",
+        "nodes[1].id: must be a string, got 7",
+        "nodes[1]: unknown type 'nope'",
+    ]
+
+
+def test_duplicate_id() -> None:
+    """Two nodes with the same id are rejected."""
+    doc = _doc({"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}, {"id": "b", "type": "echo"})
+    assert _problems(doc) == ["node 'b': duplicate id"]
+
+
+def test_unknown_and_missing_type() -> None:
+    """A type must be given, be a string, and be known to the catalog."""
+    doc = _doc({"id": "x", "type": "htp_get"}, {"id": "y"}, {"id": "z", "type": 1})
+    assert _problems(doc) == [
+        "node 'x': unknown type 'htp_get'",
+        "node 'y': type: required",
+        "node 'z': type: must be a string, got 1",
+    ]
+
+
+def test_depends_on_rules() -> None:
+    """depends_on is a list of known ids, each named once."""
+    doc = _doc(
+        {"id": "a", "type": "echo"},
+        {"id": "b", "type": "echo", "depends_on": "a"},
+        {"id": "c", "type": "echo", "depends_on": ["a", "a", 3, "zz"]},
+    )
+    assert _problems(doc) == [
+        "node 'b': depends_on: must be a list of node ids, got 'a'",
+        "node 'c': depends_on names 'a' twice",
+        "node 'c': depends_on[2]: must be a node id, got 3",
+        "node 'c': depends_on names unknown node 'zz'",
+    ]
+
+
+def test_cycle_is_named_once() -> None:
+    """A cycle is reported once, as a closed path of ids."""
+    doc = _doc(
+        {"id": "a", "type": "echo", "depends_on": ["c"]},
+        {"id": "b", "type": "echo", "depends_on": ["a"]},
+        {"id": "c", "type": "echo", "depends_on": ["b"]},
+    )
+    assert _problems(doc) == ["cycle: a -> c -> b -> a"]
+
+
+def test_self_dependency_is_a_cycle() -> None:
+    """A node that depends on itself is the cycle a -> a."""
+    assert _problems(_doc({"id": "a", "type": "echo", "depends_on": ["a"]})) == ["cycle: a -> a"]
+
+
+def test_cycle_is_found_beside_unknown_dependencies() -> None:
+    """Unknown dependencies do not hide a cycle."""
+    doc = _doc(
+        {"id": "a", "type": "echo", "depends_on": ["b", "zz"]},
+        {"id": "b", "type": "echo", "depends_on": ["a"]},
+    )
+    assert _problems(doc) == ["node 'a': depends_on names unknown node 'zz'", "cycle: a -> b -> a"]
+
+
+def test_params_rules() -> None:
+    """params must be an object, and the catalog's messages are prefixed with the node."""
+    doc = _doc(
+        {"id": "a", "type": "echo", "params": [1]},
+        {"id": "b", "type": "sleep", "params": {"seconds": "soon"}},
+        {"id": "c", "type": "sleep", "params": {"seconds": 1}},
+    )
+    assert _problems(doc) == [
+        "node 'a': params: must be an object, got a list",
+        "node 'b': params: seconds: must be a number",
+    ]
+
+
+def test_params_are_not_checked_for_unknown_types() -> None:
+    """Only known types have their params checked."""
+    assert _problems(_doc({"id": "a", "type": "nope", "params": {"x": 1}})) == [
+        "node 'a': unknown type 'nope'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timeout", 0, "timeout: must be a number > 0, got 0"),
+        ("timeout", True, "timeout: must be a number > 0, got true"),
+        ("timeout", "5", "timeout: must be a number > 0, got '5'"),
+        ("retries", -1, "retries: must be a whole number >= 0, got -1"),
+        ("retries", 1.5, "retries: must be a whole number >= 0, got 1.5"),
+        ("retries", True, "retries: must be a whole number >= 0, got true"),
+        ("retry_delay", -0.5, "retry_delay: must be a number >= 0, got -0.5"),
+        ("retry_delay", None, "retry_delay: must be a number >= 0, got null"),
+    ],
+)
+def test_numeric_node_fields(field: str, value: Any, message: str) -> None:
+    """timeout, retries and retry_delay are numbers in range, and booleans are not numbers."""
+    assert _problems(_doc({"id": "a", "type": "echo", field: value})) == [f"node 'a': {message}"]
+
+
+def test_trigger_rule_lists_the_allowed_values() -> None:
+    """An unknown trigger_rule is rejected with the allowed values listed."""
+    [problem] = _problems(_doc({"id": "a", "type": "echo", "trigger_rule": "any"}))
+    assert problem == (
+        "node 'a': trigger_rule: must be one of all_success, all_done, all_failed,"
+        " one_success, one_failed, none_failed, got 'any'"
+    )
+
+
+def test_reference_to_an_unknown_node() -> None:
+    """A reference naming no node is rejected."""
+    doc = _doc({"id": "c", "type": "echo", "params": {"p": "{{ q.x }}"}})
+    assert _problems(doc) == ["node 'c': reference {{ q.x }} names unknown node 'q'"]
+
+
+def test_reference_to_a_non_ancestor() -> None:
+    """A reference to a node that is not an ancestor through depends_on is rejected."""
+    doc = _doc(
+        {"id": "d", "type": "echo"},
+        {"id": "c", "type": "echo", "params": {"p": ["x {{ d.path }}"]}},
+    )
+    assert _problems(doc) == [
+        "node 'c': reference {{ d.path }} names 'd', which is not an ancestor of 'c'"
+    ]
+
+
+def test_reference_to_a_transitive_ancestor_is_allowed() -> None:
+    """A node may reference any ancestor, not only a direct dependency."""
+    doc = _doc(
+        {"id": "a", "type": "echo"},
+        {"id": "b", "type": "echo", "depends_on": ["a"]},
+        {"id": "c", "type": "echo", "depends_on": ["b"], "params": {"p": "{{ a }}"}},
+    )
+    assert parse_workflow(doc, CATALOG).node("c").params == {"p": "{{ a }}"}
+
+
+def test_every_problem_is_reported() -> None:
+    """Problems in many places of one file are all reported, not just the first."""
+    doc = {
+        "nodes": [
+            {"id": "a b", "type": "echo"},
+            {"id": "x", "type": "htp_get", "retries": -1},
+            {"id": "y", "type": "echo", "depends_on": ["zz"], "params": {"v": "{{ x.out }}"}},
+        ],
+        "extra": 1,
+    }
+    assert _problems(doc) == [
+        "unknown key 'extra'",
+        "name: required",
+        "nodes[0].id: 'a b' must be 1 to 64 characters of [A-Za-z0-9_-]",
+        "node 'x': unknown type 'htp_get'",
+        "node 'x': retries: must be a whole number >= 0, got -1",
+        "node 'y': depends_on names unknown node 'zz'",
+        "node 'y': reference {{ x.out }} names 'x', which is not an ancestor of 'y'",
+    ]
+
+
+def test_problems_from_bytes_are_one_line_each() -> None:
+    """Problems are single lines even when values hold newlines."""
+    data = b'{"name": "wf", "nodes": [{"id": "a\\nb", "type": "echo"}]}'
+    assert all("\n" not in problem for problem in _problems(data))
+
+
+def test_long_chain_validates_quickly() -> None:
+    """A 10,000-node chain, each node referencing its parent, validates fast without recursion."""
+    nodes = [{"id": "n0", "type": "echo"}] + [
+        {"id": f"n{i}", "type": "echo", "depends_on": [f"n{i - 1}"], "params": {"v": f"{{{{ n{i - 1}.v }}}}"}}
+        for i in range(1, 10_000)
+    ]
+    data = json.dumps(_doc(*nodes)).encode()
+    started = time.perf_counter()
+    workflow = parse_workflow(data, CATALOG)
+    assert time.perf_counter() - started < 0.5
+    assert len(workflow.nodes) == 10_000
+
+
+def test_long_chain_of_far_references_validates_quickly() -> None:
+    """A 10,000-node chain whose nodes all reference the root validates in linear-ish time."""
+    nodes = [{"id": "n0", "type": "echo"}] + [
+        {"id": f"n{i}", "type": "echo", "depends_on": [f"n{i - 1}"], "params": {"v": "{{ n0 }}"}}
+        for i in range(1, 10_000)
+    ]
+    started = time.perf_counter()
+    parse_workflow(_doc(*nodes), CATALOG)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_wide_fan_out_validates_quickly() -> None:
+    """100,000 nodes depending on one root validate within a few seconds."""
+    nodes = [{"id": "root", "type": "echo"}] + [
+        {"id": f"n{i}", "type": "sleep", "depends_on": ["root"], "params": {"seconds": "{{ root.s }}"}}
+        for i in range(100_000)
+    ]
+    data = json.dumps(_doc(*nodes)).encode()
+    started = time.perf_counter()
+    assert len(parse_workflow(data, CATALOG).nodes) == 100_001
+    assert time.perf_counter() - started < 5.0
+
+
+# --- secrets
+
+
+def test_is_secret_key_ignores_case() -> None:
+    """Secret key words match in any case, and hyphens count as underscores."""
+    for key in ("password", "DB_PASSWORD", "Token", "client_secret", "Authorization", "X-Api-Key"):
+        assert is_secret_key(key), key
+    for key in ("url", "path", "keys", "author"):
+        assert not is_secret_key(key), key
+
+
+def test_redact_secrets_walks_nested_structures() -> None:
+    """Secret-keyed values become "***" at any depth, and the input is left unchanged."""
+    params = {
+        "url": "u",
+        "headers": {"Authorization": "Bearer x", "Accept": "json"},
+        "logins": [{"user": "a", "Password": {"nested": 1}}],
+        "API_KEY": None,
+    }
+    assert redact_secrets(params) == {
+        "url": "u",
+        "headers": {"Authorization": "***", "Accept": "json"},
+        "logins": [{"user": "a", "Password": "***"}],
+        "API_KEY": "***",
+    }
+    assert params["headers"]["Authorization"] == "Bearer x"
+
+
+def test_redact_secrets_leaves_scalars_alone() -> None:
+    """Scalars and structures without secrets come back equal."""
+    assert redact_secrets("token") == "token"
+    assert redact_secrets([1, {"a": 2}]) == [1, {"a": 2}]
