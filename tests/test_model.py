@@ -41,20 +41,22 @@ class FakeCatalog:
 CATALOG = FakeCatalog()
 
 
-def _doc(*nodes: dict[str, Any], **top: Any) -> dict[str, Any]:
+def _doc(*nodes: Any, **top: Any) -> dict[str, Any]:
     return {"name": "wf", "nodes": list(nodes), **top}
 
 
 def _problems(data: bytes | Mapping[str, Any]) -> list[str]:
     with pytest.raises(WorkflowRejected) as caught:
         parse_workflow(data, CATALOG)
-    return caught.value.problems
+    problems: list[str] = caught.value.problems
+    return problems
 
 
 def _load_problem(data: bytes) -> str:
     with pytest.raises(WorkflowRejected) as caught:
         load_json(data)
     [problem] = caught.value.problems
+    assert isinstance(problem, str)
     return problem
 
 
@@ -162,7 +164,7 @@ def test_invalid_utf8_bytes_are_rejected() -> None:
 
 def test_invalid_json_names_line_and_column() -> None:
     """A syntax error names its line and column."""
-    assert "at line 2, column 8" in _load_problem(b'{"a": 1,\n "b": }')
+    assert "at line 2, column 7" in _load_problem(b'{"a": 1,\n "b": }')
 
 
 def test_empty_file_is_rejected() -> None:
@@ -290,7 +292,9 @@ def test_missing_or_non_string_id() -> None:
 
 def test_duplicate_id() -> None:
     """Two nodes with the same id are rejected."""
-    doc = _doc({"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}, {"id": "b", "type": "echo"})
+    doc = _doc(
+        {"id": "a", "type": "echo"}, {"id": "b", "type": "echo"}, {"id": "b", "type": "echo"}
+    )
     assert _problems(doc) == ["node 'b': duplicate id"]
 
 
@@ -447,7 +451,12 @@ def test_problems_from_bytes_are_one_line_each() -> None:
 def test_long_chain_validates_quickly() -> None:
     """A 10,000-node chain, each node referencing its parent, validates fast without recursion."""
     nodes = [{"id": "n0", "type": "echo"}] + [
-        {"id": f"n{i}", "type": "echo", "depends_on": [f"n{i - 1}"], "params": {"v": f"{{{{ n{i - 1}.v }}}}"}}
+        {
+            "id": f"n{i}",
+            "type": "echo",
+            "depends_on": [f"n{i - 1}"],
+            "params": {"v": f"{{{{ n{i - 1}.v }}}}"},
+        }
         for i in range(1, 10_000)
     ]
     data = json.dumps(_doc(*nodes)).encode()
@@ -471,7 +480,12 @@ def test_long_chain_of_far_references_validates_quickly() -> None:
 def test_wide_fan_out_validates_quickly() -> None:
     """100,000 nodes depending on one root validate within a few seconds."""
     nodes = [{"id": "root", "type": "echo"}] + [
-        {"id": f"n{i}", "type": "sleep", "depends_on": ["root"], "params": {"seconds": "{{ root.s }}"}}
+        {
+            "id": f"n{i}",
+            "type": "sleep",
+            "depends_on": ["root"],
+            "params": {"seconds": "{{ root.s }}"},
+        }
         for i in range(100_000)
     ]
     data = json.dumps(_doc(*nodes)).encode()
@@ -493,7 +507,7 @@ def test_is_secret_key_ignores_case() -> None:
 
 def test_redact_secrets_walks_nested_structures() -> None:
     """Secret-keyed values become "***" at any depth, and the input is left unchanged."""
-    params = {
+    params: dict[str, Any] = {
         "url": "u",
         "headers": {"Authorization": "Bearer x", "Accept": "json"},
         "logins": [{"user": "a", "Password": {"nested": 1}}],

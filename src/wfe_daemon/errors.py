@@ -12,6 +12,7 @@ are translated at the boundary with ``raise ... from exc``::
     │   ├── ParamsError      resolved params do not fit the task (bad reference, schema)
     │   └── PathEscapeError  a path param leads out of ``data_dir``
     ├── StoreError           the database is unusable or holds no such run
+    ├── DuplicateRun         a run with the same idempotency key exists
     └── UsageError           a command line or command argument is wrong
 """
 
@@ -58,6 +59,14 @@ class PathEscapeError(TaskError):
 
 class StoreError(WfeError):
     """Raised when the database cannot be used, or holds no such run."""
+
+
+class DuplicateRun(WfeError):
+    """Raised when a run with the same ``idempotency_key`` exists that has not failed."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"duplicate of run {run_id}")
 
 
 class UsageError(WfeError):

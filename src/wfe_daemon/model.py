@@ -116,10 +116,9 @@ MAX_DEPTH = 100
 """Deepest nesting of arrays and objects a workflow file may use."""
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_TOP_KEYS = ("name", "nodes", "timeout", "idempotency_key", "description")
-_NODE_KEYS = (
-    *("id", "type", "depends_on", "params"),
-    *("timeout", "retries", "retry_delay", "trigger_rule"),
+_TOP_KEYS = frozenset({"name", "nodes", "timeout", "idempotency_key", "description"})
+_NODE_KEYS = frozenset(
+    {"id", "type", "depends_on", "params", "timeout", "retries", "retry_delay", "trigger_rule"}
 )
 _SECRET_WORDS = ("password", "token", "secret", "authorization", "api_key", "apikey")
 _RULE_VALUES = frozenset(rule.value for rule in TriggerRule)
@@ -128,7 +127,7 @@ _RULES = ", ".join(rule.value for rule in TriggerRule)
 # The depth pre-scan works on bytes: in UTF-8 the bytes of '"', '\\' and brackets never
 # occur inside a multi-byte character. An unterminated string runs to the end of the
 # text ('"?'), so the scan stays linear whatever the input.
-_STRING_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_STRING_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENS = bytes.maketrans(b"[{]}", b"\x01\x01\x00\x00")
 _CLOSES = bytes.maketrans(b"[{]}", b"\x00\x00\x01\x01")
@@ -298,11 +297,13 @@ def _check_header(
 
 
 def _check_keys(
-    obj: Mapping[str, Any], allowed: tuple[str, ...], where: str, problems: list[str]
+    obj: Mapping[str, Any], allowed: frozenset[str], where: str, problems: list[str]
 ) -> None:
+    if obj.keys() <= allowed:
+        return
     for key in obj:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(f"{where}unknown key {_show(key)}{hint}")
 
@@ -492,12 +493,15 @@ def _check_refs(
 ) -> None:
     """Every reference must name an ancestor (checked only once the graph is acyclic)."""
     refs = {node_id: find_refs(node.params) for node_id, node in nodes.items()}
-    far = [
-        (node_id, ref.node_id)
-        for node_id, found in refs.items()
-        for ref in found
-        if ref.node_id in nodes and ref.node_id not in deps[node_id]
-    ]
+    far: list[tuple[str, str]] = []
+    for node_id, found in refs.items():
+        if found:
+            direct = set(deps[node_id])
+            far.extend(
+                (node_id, ref.node_id)
+                for ref in found
+                if ref.node_id in nodes and ref.node_id not in direct
+            )
     bad = non_ancestors(deps, far) if acyclic else set()
     for node_id, found in refs.items():
         for ref in found:

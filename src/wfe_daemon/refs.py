@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,26 +45,24 @@ def contains_ref(s: str) -> bool:
     return "{{" in s and _REF.search(s) is not None
 
 
-def _strings(value: Any) -> Iterator[str]:
-    """Yield every string value nested in ``value`` (dict keys excluded), in document order."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, Mapping):
-            stack.extend(reversed(list(item.values())))
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-
-
 def find_refs(value: Any) -> list[Ref]:
     """Return every reference in the string values nested in ``value``, in document order.
 
     Args:
         value: a JSON-like structure of dicts, lists and scalars; dict keys are not searched.
     """
-    return [_ref(m) for s in _strings(value) if "{{" in s for m in _REF.finditer(s)]
+    refs: list[Ref] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "{{" in item:
+                refs.extend(map(_ref, _REF.finditer(item)))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict | Mapping):  # dict first: the ABC check is slower
+            stack.extend(reversed(list(item.values())))
+    return refs
 
 
 def resolve(value: Any, outputs: Mapping[str, Any]) -> Any:
@@ -84,7 +82,7 @@ def resolve(value: Any, outputs: Mapping[str, Any]) -> Any:
     """
     if isinstance(value, str):
         return _resolve_string(value, outputs) if "{{" in value else value
-    if isinstance(value, Mapping):
+    if isinstance(value, dict | Mapping):
         items = {key: resolve(item, outputs) for key, item in value.items()}
         changed = any(items[key] is not item for key, item in value.items())
         return items if changed else value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -21,9 +22,12 @@ from typing import Any
 
 import aiosqlite
 
-from wfe_daemon.errors import StoreError
+from wfe_daemon.errors import DuplicateRun, StoreError
 
 SCHEMA_VERSION = 2
+
+# A run in one of these states no longer holds its idempotency key.
+IDEMPOTENCY_FREE = "'FAILED', 'CANCELLED', 'REJECTED', 'DUPLICATE'"
 
 # Forward migrations: MIGRATIONS[v] takes a database from user_version v to v + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -46,12 +50,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workflowrun ADD COLUMN source_path TEXT;
     ALTER TABLE workflowrun ADD COLUMN definition TEXT;
     ALTER TABLE workflowrun ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE workflowrun ADD COLUMN duplicate_of INTEGER;
+    ALTER TABLE workflowrun ADD COLUMN pid INTEGER;
+    ALTER TABLE workflowrun ADD COLUMN settled_at TEXT;
     ALTER TABLE noderun ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE noderun ADD COLUMN error TEXT;
     ALTER TABLE noderun ADD COLUMN reason TEXT;
     CREATE UNIQUE INDEX noderun_by_run ON noderun(workflow_id, node_id);
     CREATE INDEX workflowrun_by_status ON workflowrun(status);
-    """,
+    CREATE INDEX workflowrun_by_source ON workflowrun(source_path);
+    CREATE UNIQUE INDEX workflowrun_by_idempotency_key ON workflowrun(idempotency_key)
+        WHERE idempotency_key IS NOT NULL AND status NOT IN ({IDEMPOTENCY_FREE});
+    """.replace("{IDEMPOTENCY_FREE}", IDEMPOTENCY_FREE),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -113,7 +123,7 @@ class Store:
     """The repository of runs and nodes. Open it with ``async with Store.open(path)``.
 
     Event methods (``node_running``, ``node_finished``) queue a write and return at once;
-    ``create_run``, ``record_rejected``, ``finish_run`` and ``flush`` wait for theirs.
+    ``create_run``, ``record_unrun``, ``finish_run`` and ``flush`` wait for theirs.
 
     Raises:
         StoreError: the file cannot be opened or migrated, or a write failed.
@@ -235,14 +245,27 @@ class Store:
         definition: Any = None,
         idempotency_key: str | None = None,
     ) -> int:
-        """Insert a RUNNING run and its nodes (``(node_id, type)``, PENDING); its id."""
-        run_row = (name, started_at, source, source_path, _dumps(definition), idempotency_key)
+        """Insert a RUNNING run and its nodes (``(node_id, type)``, PENDING); its id.
+
+        Raises:
+            DuplicateRun: a run holding the same ``idempotency_key`` exists.
+        """
+        run_row = (name, started_at, source, source_path, _dumps(definition), idempotency_key,
+                   os.getpid())
         node_rows = list(nodes)
 
         def insert(db: sqlite3.Connection) -> int:
+            if idempotency_key is not None:
+                holder = db.execute(
+                    "SELECT id FROM workflowrun WHERE idempotency_key = ?"
+                    f" AND status NOT IN ({IDEMPOTENCY_FREE})",
+                    (idempotency_key,),
+                ).fetchone()
+                if holder is not None:
+                    return -int(holder[0])
             cursor = db.execute(
                 "INSERT INTO workflowrun (name, status, started_at, source, source_path,"
-                " definition, idempotency_key) VALUES (?, 'RUNNING', ?, ?, ?, ?, ?)",
+                " definition, idempotency_key, pid) VALUES (?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
                 run_row,
             )
             run_id = cursor.lastrowid
@@ -255,29 +278,47 @@ class Store:
             return run_id
 
         run_id: int = await self._submit(insert)
+        if run_id < 0:  # a negative id names the run that holds the key
+            raise DuplicateRun(-run_id)
         return run_id
 
-    async def record_rejected(
-        self, *, name: str, source: str | None, source_path: str | None, at: str, summary: Any
+    async def record_unrun(
+        self,
+        *,
+        status: str,
+        name: str,
+        source: str | None,
+        source_path: str | None,
+        at: str,
+        summary: dict[str, Any],
+        duplicate_of: int | None = None,
     ) -> int:
-        """Insert a REJECTED run (no nodes) and return its id once durable."""
-        row = (name, at, at, source, source_path)
+        """Record a file that never ran (REJECTED or DUPLICATE); its run id, once durable.
+
+        ``summary`` gets the new id as ``run_id`` and is stored as the result summary.
+        """
+        row = (name, status, at, at, source, source_path, duplicate_of, os.getpid())
 
         def insert(db: sqlite3.Connection) -> int:
             cursor = db.execute(
                 "INSERT INTO workflowrun (name, status, started_at, finished_at, duration,"
-                " source, source_path) VALUES (?, 'REJECTED', ?, ?, 0, ?, ?)",
+                " source, source_path, duplicate_of, pid) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
                 row,
             )
             assert cursor.lastrowid is not None
+            summary["run_id"] = cursor.lastrowid
+            db.execute("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
+                       (_dumps(summary), cursor.lastrowid))
             return cursor.lastrowid
 
         run_id: int = await self._submit(insert)
-        summary = {**summary, "run_id": run_id}
-        self._enqueue(("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
-                       (_dumps(summary), run_id)))
         await self.flush(durable=True)
         return run_id
+
+    def mark_settled(self, run_id: int) -> None:
+        """Queue: the run's result is published and its file moved out of processing."""
+        self._enqueue(("UPDATE workflowrun SET settled_at = datetime('now') WHERE id = ?",
+                       (run_id,)))
 
     def node_running(self, run_id: int, node_id: str, started_at: str, attempts: int) -> None:
         """Queue: the node holds a slot and runs."""
@@ -340,10 +381,43 @@ class Store:
             node["result_data"] = json.loads(node["result_data"]) if node["result_data"] else None
         return run
 
-    async def unfinished_runs(self) -> list[int]:
-        """Ids of runs still RUNNING, oldest first."""
-        rows = await self._query("SELECT id FROM workflowrun WHERE status = 'RUNNING' ORDER BY id")
-        return [row["id"] for row in rows]
+    async def unfinished_runs(self) -> list[dict[str, Any]]:
+        """Runs still RUNNING, oldest first: ``id``, ``source_path``, ``pid``."""
+        return await self._query(
+            "SELECT id, source_path, pid FROM workflowrun WHERE status = 'RUNNING' ORDER BY id"
+        )
+
+    async def run_for_source(self, source_path: str) -> dict[str, Any] | None:
+        """The newest run of the file at ``source_path`` that is not settled yet, if any."""
+        rows = await self._query(
+            "SELECT id FROM workflowrun WHERE source_path = ? AND settled_at IS NULL"
+            " ORDER BY id DESC LIMIT 1",
+            (source_path,),
+        )
+        return await self.get_run(rows[0]["id"]) if rows else None
+
+    async def abandon_run(self, run_id: int, reason: str) -> None:
+        """End a RUNNING run that nobody will resume: unfinished nodes SKIPPED, run FAILED
+        (PARTIAL_SUCCESS when some node succeeded)."""
+
+        def close(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE noderun SET status = 'SKIPPED', reason = ?"
+                " WHERE workflow_id = ? AND status IN ('PENDING', 'RUNNING')",
+                (reason, run_id),
+            )
+            succeeded = db.execute(
+                "SELECT 1 FROM noderun WHERE workflow_id = ? AND status = 'SUCCESS' LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            db.execute(
+                "UPDATE workflowrun SET status = ?, finished_at = datetime('now'),"
+                " settled_at = datetime('now') WHERE id = ?",
+                ("PARTIAL_SUCCESS" if succeeded else "FAILED", run_id),
+            )
+
+        await self._submit(close)
+        await self.flush(durable=True)
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:

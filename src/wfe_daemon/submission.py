@@ -12,8 +12,8 @@ from typing import Any
 import structlog
 
 from wfe_daemon.engine import Engine, now_iso
-from wfe_daemon.errors import WorkflowRejected
-from wfe_daemon.logs import WORKFLOW_RECEIVED, WORKFLOW_REJECTED
+from wfe_daemon.errors import DuplicateRun, WorkflowRejected
+from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
 from wfe_daemon.model import RunStatus, load_json, parse_workflow
 
 
@@ -39,43 +39,59 @@ async def submit(
         doc = load_json(data)
         workflow = parse_workflow(doc, engine.registry)
     except WorkflowRejected as exc:
-        return await _reject(engine, doc, exc.problems, source, source_path, log)
-    return await engine.run(
-        workflow,
-        source=source,
-        source_path=None if source_path is None else str(source_path),
-        definition=doc,
-    )
+        summary = _unrun(RunStatus.REJECTED, doc, source, errors=exc.problems)
+        await _record(engine, summary, source_path)
+        log.warning(WORKFLOW_REJECTED, run_id=summary["run_id"], errors=exc.problems)
+        return summary
+    try:
+        return await engine.run(
+            workflow,
+            source=source,
+            source_path=None if source_path is None else str(source_path),
+            definition=doc,
+        )
+    except DuplicateRun as exc:
+        summary = _unrun(RunStatus.DUPLICATE, doc, source, duplicate_of=exc.run_id)
+        await _record(engine, summary, source_path)
+        log.info(WORKFLOW_DUPLICATE, run_id=summary["run_id"], duplicate_of=exc.run_id)
+        return summary
 
 
-async def _reject(
-    engine: Engine,
+def _unrun(
+    status: RunStatus,
     doc: Any,
-    problems: list[str],
     source: str,
-    source_path: Path | None,
-    log: Any,
+    *,
+    errors: list[str] | None = None,
+    duplicate_of: int | None = None,
 ) -> dict[str, Any]:
+    """The summary of a file that never ran."""
     name = doc.get("name") if isinstance(doc, dict) else None
-    name = name if isinstance(name, str) else None
     at = now_iso()
     summary: dict[str, Any] = {
         "run_id": None,
-        "workflow": name,
+        "workflow": name if isinstance(name, str) else None,
         "source": source,
-        "status": str(RunStatus.REJECTED),
+        "status": str(status),
         "started_at": at,
         "finished_at": at,
         "duration": 0.0,
         "nodes": {},
-        "errors": problems,
+        "errors": errors or [],
     }
-    summary["run_id"] = await engine.store.record_rejected(
-        name=name or source,
-        source=source,
-        source_path=None if source_path is None else str(source_path),
-        at=at,
-        summary=summary,
-    )
-    log.warning(WORKFLOW_REJECTED, run_id=summary["run_id"], errors=problems)
+    if duplicate_of is not None:
+        summary["duplicate_of"] = duplicate_of
     return summary
+
+
+async def _record(engine: Engine, summary: dict[str, Any], source_path: Path | None) -> None:
+    """Store a run that never ran; sets ``summary["run_id"]``."""
+    await engine.store.record_unrun(
+        status=summary["status"],
+        name=summary["workflow"] or summary["source"],
+        source=summary["source"],
+        source_path=None if source_path is None else str(source_path),
+        at=summary["started_at"],
+        summary=summary,
+        duplicate_of=summary.get("duplicate_of"),
+    )

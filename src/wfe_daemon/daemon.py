@@ -1,0 +1,201 @@
+"""The long-running service: intake, workflow workers, recovery, signals and systemd.
+
+Start-up order: lock the state, open the store, queue the files left in
+``inbox/processing/`` by an earlier life (they are resumed or published first), start the
+workers, arm the watcher, then tell systemd READY=1. Shutdown is the reverse: stop intake,
+let running workflows finish for ``shutdown_grace`` seconds, cancel what is left (it stays
+RUNNING in the store and resumes at the next start), flush the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from wfe_daemon.config import Settings
+from wfe_daemon.engine import Engine
+from wfe_daemon.errors import UsageError
+from wfe_daemon.intake import Claimed, Intake, leftover_claims, settle_file
+from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPING
+from wfe_daemon.outbox import find_result, write_result
+from wfe_daemon.recovery import abandon_orphans, recover
+from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.store import Store
+from wfe_daemon.submission import submit
+from wfe_daemon.systemd import Notifier, scrub_environ
+
+log = structlog.get_logger()
+
+
+@contextmanager
+def _state_lock(db_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` beside the database, so one daemon owns this state."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another wfe-daemon is already running on {db_path}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class Daemon:
+    """One daemon: the store, the engine, the intake and the workers (see ``serve``)."""
+
+    def __init__(self, settings: Settings, store: Store, engine: Engine, notifier: Notifier):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.notifier = notifier
+        self.stopping = anyio.Event()
+        self.active = 0
+        self.done = 0
+        self.leftovers: set[Path] = set()
+        """Files an earlier life left in ``processing/``: recovered, not submitted afresh."""
+        self._idle: set[anyio.CancelScope] = set()
+
+    async def handle(self, claimed: Claimed) -> None:
+        """Run (or recover) one claimed file, publish its result, then move the file."""
+        self.active += 1
+        try:
+            if claimed.path in self.leftovers:
+                self.leftovers.discard(claimed.path)
+                summary = await recover(self.engine, claimed)
+            else:
+                summary = await submit(self.engine, claimed.data, source=claimed.source,
+                                       source_path=claimed.path, problem=claimed.problem)
+            if summary is not None:
+                await self.publish(claimed, summary)
+        except Exception:  # one file must never take the daemon down; it stays in processing/
+            log.exception("workflow.error", source=claimed.source, path=str(claimed.path))
+        finally:
+            self.active -= 1
+            self.done += 1
+
+    async def publish(self, claimed: Claimed, summary: dict[str, Any]) -> None:
+        """Write the result (once per run), move the input out of ``processing/``."""
+        outbox, run_id = self.settings.outbox, summary["run_id"]
+        stem = Path(summary.get("source") or claimed.source).stem
+        if await anyio.to_thread.run_sync(find_result, outbox, stem, run_id) is None:
+            await anyio.to_thread.run_sync(write_result, outbox, stem, run_id, summary)
+        rejected = summary["status"] == "REJECTED"
+        if claimed.path.exists():
+            await anyio.to_thread.run_sync(settle_file, claimed.path, self.settings.inbox,
+                                           rejected)
+        self.store.mark_settled(run_id)
+
+    async def worker(self, receive: anyio.abc.ObjectReceiveStream[Claimed]) -> None:
+        """Take items until shutdown; an item taken is always finished (or left to recover)."""
+        async with receive:
+            while not self.stopping.is_set():
+                with anyio.CancelScope() as idle:
+                    self._idle.add(idle)
+                    try:
+                        item = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                    finally:
+                        self._idle.discard(idle)
+                if idle.cancelled_caught:
+                    return
+                await self.handle(item)
+
+    def stop_taking(self) -> None:
+        """Shutdown begins: idle workers stop waiting for files."""
+        self.stopping.set()
+        for scope in list(self._idle):
+            scope.cancel()
+
+    async def heartbeat(self) -> None:
+        """STATUS lines for systemd, and WATCHDOG=1 while the loop and store are healthy."""
+        interval = self.notifier.watchdog_interval()
+        period = min(interval, 2.0) if interval else 2.0
+        while True:
+            if self.store.healthy:
+                if interval:
+                    self.notifier.watchdog()
+                self.notifier.status(f"running {self.active} workflows; {self.done} done")
+            await anyio.sleep(period)
+
+
+async def serve(settings: Settings) -> int:
+    """Run the daemon until SIGTERM or SIGINT; returns the exit status (0)."""
+    notifier = Notifier.from_environ(os.environ)
+    kept = scrub_environ(os.environ)  # children must not inherit NOTIFY_SOCKET / WATCHDOG_*
+    os.environ.clear()
+    os.environ.update(kept)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    with _state_lock(settings.db_path):
+        async with Store.open(settings.db_path) as store:
+            engine = Engine(TaskRegistry.load(), store, settings)
+            daemon = Daemon(settings, store, engine, notifier)
+            await _supervise(daemon)
+    return 0
+
+
+async def _supervise(daemon: Daemon) -> None:
+    settings, notifier = daemon.settings, daemon.notifier
+    settings.outbox.mkdir(parents=True, exist_ok=True)
+    await abandon_orphans(daemon.store, settings.inbox)
+    send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
+    async with anyio.create_task_group() as tg:
+        stop_requested = anyio.Event()
+        tg.start_soon(_watch_signals, stop_requested, tg.cancel_scope)
+        with receive:
+            for _ in range(settings.max_concurrent_workflows):
+                tg.start_soon(daemon.worker, receive.clone())
+        for path in leftover_claims(settings.inbox):  # an earlier life's files go first
+            daemon.leftovers.add(path)
+            await send.send(Claimed(path=path, source=path.name, data=None))
+        intake_scope = anyio.CancelScope()
+        await tg.start(_run_intake, Intake(settings.inbox, settings.max_file_size), send,
+                       intake_scope)
+        notifier.ready(f"watching {settings.inbox}")
+        log.info(DAEMON_STARTED, inbox=str(settings.inbox), outbox=str(settings.outbox),
+                 db_path=str(settings.db_path), pid=os.getpid())
+        if notifier.address:
+            tg.start_soon(daemon.heartbeat)
+        await stop_requested.wait()
+        log.info(DAEMON_STOPPING, running=daemon.active, grace=settings.shutdown_grace)
+        notifier.stopping("stopping")
+        intake_scope.cancel()
+        daemon.stop_taking()
+        with anyio.move_on_after(settings.shutdown_grace):
+            while daemon.active:
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+
+
+async def _run_intake(
+    intake: Intake,
+    send: anyio.abc.ObjectSendStream[Claimed],
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope, send:
+        await intake.run(send, task_status=task_status)
+
+
+async def _watch_signals(stop_requested: anyio.Event, everything: anyio.CancelScope) -> None:
+    """The first SIGTERM or SIGINT starts a graceful stop; a second one stops at once."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            if stop_requested.is_set():
+                everything.cancel()
+                return
+            stop_requested.set()

@@ -1,0 +1,109 @@
+"""Crash recovery: finish what an earlier life of the daemon left half done.
+
+A file in ``inbox/processing/`` is in one of three states, told apart by the newest run
+recorded for its path that is not yet settled:
+
+- no such run: it was claimed but never started; it is submitted afresh;
+- a RUNNING run: it is resumed; nodes already final keep their state and outputs,
+  nodes that were running run again (at-least-once);
+- a finished run: only its publication was interrupted; the stored summary is published.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from wfe_daemon.engine import Engine, NodeState
+from wfe_daemon.errors import WorkflowRejected
+from wfe_daemon.intake import PROCESSING, Claimed
+from wfe_daemon.model import NodeStatus, WorkflowDef, load_json, parse_workflow
+from wfe_daemon.store import Store
+from wfe_daemon.submission import submit
+
+log = structlog.get_logger()
+
+_FAILED_PREFIX = "dependency failed: "
+
+
+async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
+    """Bring one leftover file to a result summary (``None`` if the file vanished)."""
+    try:
+        data = await anyio.to_thread.run_sync(_read, claimed.path, engine.settings.max_file_size)
+    except OSError:
+        return None
+    run = await engine.store.run_for_source(str(claimed.path))
+    if run is None:
+        return await submit(engine, data, source=claimed.source, source_path=claimed.path,
+                            problem=f"file is over max_file_size {engine.settings.max_file_size}")
+    source = run["source"] or claimed.source
+    if run["status"] != "RUNNING":
+        summary: dict[str, Any] | None = run["result_summary"]
+        return summary
+    log.info("workflow.resumed", run_id=run["id"], source=source)
+    try:
+        workflow = parse_workflow(load_json(data or b""), engine.registry)
+    except WorkflowRejected as exc:  # e.g. a task type is no longer installed
+        await engine.store.abandon_run(run["id"], "cannot resume: " + "; ".join(exc.problems))
+        return (await engine.store.get_run(run["id"]) or {}).get("result_summary")
+    return await engine.resume(workflow, run["id"], started_at=run["started_at"],
+                               source=source, done=_final_nodes(workflow, run["nodes"]))
+
+
+def _read(path: Path, max_size: int) -> bytes | None:
+    """The file's bytes, or ``None`` when it is too large to read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if os.fstat(fd).st_size > max_size:
+            return None
+        return file.read()
+
+
+def _final_nodes(workflow: WorkflowDef, rows: list[dict[str, Any]]) -> dict[str, NodeState]:
+    """Rebuild the state of the nodes that had reached a final status."""
+    defs = {node.id: node for node in workflow.nodes}
+    done = {}
+    for row in rows:
+        status = NodeStatus(row["status"])
+        if not status.is_final or row["node_id"] not in defs:
+            continue
+        reason = row["reason"]
+        cause = reason[len(_FAILED_PREFIX):] if reason and reason.startswith(_FAILED_PREFIX) else None
+        done[row["node_id"]] = NodeState(
+            defs[row["node_id"]], status=status, attempts=row["attempts"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            duration=row["duration"], output=row["result_data"], error=row["error"],
+            reason=reason, cause=cause,
+        )
+    return done
+
+
+async def abandon_orphans(store: Store, inbox: Path) -> None:
+    """End RUNNING runs that no file in ``processing/`` and no live process will finish.
+
+    Runs of files in ``processing/`` are resumed by :func:`recover`; runs started by a
+    ``wfe-daemon execute`` that is still alive are left to it.
+    """
+    processing = inbox / PROCESSING
+    for run in await store.unfinished_runs():
+        path = run["source_path"]
+        if path is not None and Path(path).parent == processing and Path(path).exists():
+            continue
+        if run["pid"] is not None and run["pid"] != os.getpid() and _alive(run["pid"]):
+            continue
+        await store.abandon_run(run["id"], "interrupted: the process running it ended")
+        log.warning("workflow.abandoned", run_id=run["id"], source_path=path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,131 @@
+"""Shared fixtures: the CLI as a subprocess, workflow files, an Engine on a real SQLite file."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from wfe_daemon.config import Settings
+from wfe_daemon.engine import Engine
+from wfe_daemon.logs import configure_logging
+from wfe_daemon.registry import Task, TaskRegistry
+from wfe_daemon.store import Store
+from wfe_daemon.tasks import BUILTINS
+
+CLI_TIMEOUT_S = 60
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """structlog's configuration is process-global: give every test the defaults back."""
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """The SQLite file of this test (not created until something opens it)."""
+    return tmp_path / "data" / "wfe.db"
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, db_path: Path) -> dict[str, str]:
+    """An environment whose every WFE_* path points into ``tmp_path``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WFE_")}
+    env.update(
+        WFE_DB_PATH=str(db_path),
+        WFE_DATA_DIR=str(tmp_path / "data"),
+        WFE_INBOX=str(tmp_path / "inbox"),
+        WFE_OUTBOX=str(tmp_path / "outbox"),
+    )
+    return env
+
+
+@pytest.fixture
+def run_cli(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m wfe_daemon ARGS`` in ``tmp_path``; ``env`` entries override the defaults."""
+
+    def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wfe_daemon", *map(str, args)],
+            cwd=tmp_path,
+            env={**cli_env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def write_workflow(tmp_path: Path) -> Callable[..., Path]:
+    """Write a workflow (a dict as JSON, or raw bytes) under ``tmp_path``; return its path."""
+    counter = iter(range(1_000_000))
+
+    def write(doc: dict[str, Any] | bytes, name: str | None = None) -> Path:
+        path = tmp_path / "workflows" / (name or f"wf{next(counter)}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+        return path
+
+    return write
+
+
+@pytest.fixture
+def sql(db_path: Path) -> Callable[..., list[dict[str, Any]]]:
+    """Query the test's database directly with sqlite3; rows come back as dicts."""
+
+    def query(statement: str, *params: Any) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(db_path)
+        try:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(statement, params)]
+        finally:
+            conn.close()
+
+    return query
+
+
+def _registry(*extra: Task) -> TaskRegistry:
+    """The built-in tasks plus ``extra`` test-only task instances (no plugins)."""
+    return TaskRegistry([*(task_class() for task_class in BUILTINS), *extra])
+
+
+@pytest.fixture
+async def engine_factory(tmp_path: Path, db_path: Path) -> AsyncIterator[Callable[..., Engine]]:
+    """Build Engines on one Store over ``db_path``; the store is closed at teardown.
+
+    ``engine_factory(*tasks, **settings)`` adds test task instances to the built-ins and
+    overrides ``Settings`` fields (paths already point into ``tmp_path``).
+    """
+    configure_logging("WARNING", io.StringIO())
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(Store.open(db_path))
+
+        def make(*tasks: Task, **overrides: Any) -> Engine:
+            settings = Settings(
+                db_path=db_path,
+                data_dir=tmp_path / "data",
+                inbox=tmp_path / "inbox",
+                outbox=tmp_path / "outbox",
+                **overrides,
+            )
+            return Engine(_registry(*tasks), store, settings)
+
+        yield make
+
