@@ -10,8 +10,14 @@ import pytest
 
 import wfe_daemon
 
-CORE = ("model.py", "dag.py", "refs.py")
-ALLOWED_OWN = {"wfe_daemon.errors", "wfe_daemon.model", "wfe_daemon.dag", "wfe_daemon.refs"}
+CORE = ("model.py", "strictjson.py", "dag.py", "refs.py")
+ALLOWED_OWN = {
+    "wfe_daemon.errors",
+    "wfe_daemon.model",
+    "wfe_daemon.strictjson",
+    "wfe_daemon.dag",
+    "wfe_daemon.refs",
+}
 FORBIDDEN = {"anyio", "aiosqlite", "httpx", "structlog", "jsonschema", "asyncio", "watchfiles"}
 PACKAGE_DIR = Path(wfe_daemon.__file__).parent
 

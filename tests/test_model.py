@@ -15,10 +15,10 @@ from wfe_daemon.model import (
     TriggerRule,
     WorkflowDef,
     is_secret_key,
-    load_json,
     parse_workflow,
     redact_secrets,
 )
+from wfe_daemon.strictjson import load_json
 
 
 class FakeCatalog:

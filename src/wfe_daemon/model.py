@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import codecs
 import difflib
-import json
 import math
-import operator
 import re
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import partial
-from itertools import accumulate
 from typing import Any, Protocol
 
 from wfe_daemon.dag import find_cycle, non_ancestors
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.refs import find_refs
+from wfe_daemon.strictjson import load_json, show
 
 JSON = Any
 """Any value that came out of (or goes into) ``json``."""
@@ -112,9 +107,6 @@ class TaskCatalog(Protocol):
         ...
 
 
-MAX_DEPTH = 100
-"""Deepest nesting of arrays and objects a workflow file may use."""
-
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOP_KEYS = frozenset({"name", "nodes", "timeout", "idempotency_key", "description"})
 _NODE_KEYS = frozenset(
@@ -123,129 +115,6 @@ _NODE_KEYS = frozenset(
 _SECRET_WORDS = ("password", "token", "secret", "authorization", "api_key", "apikey")
 _RULE_VALUES = frozenset(rule.value for rule in TriggerRule)
 _RULES = ", ".join(rule.value for rule in TriggerRule)
-
-# The depth pre-scan works on bytes: in UTF-8 the bytes of '"', '\\' and brackets never
-# occur inside a multi-byte character. An unterminated string runs to the end of the
-# text ('"?'), so the scan stays linear whatever the input.
-_STRING_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_OPENS = bytes.maketrans(b"[{]}", b"\x01\x01\x00\x00")
-_CLOSES = bytes.maketrans(b"[{]}", b"\x00\x00\x01\x01")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def load_json(data: bytes) -> Any:
-    """Parse a workflow file's bytes as strict JSON.
-
-    A UTF-8 byte-order mark is tolerated. Numbers that are not finite, duplicate keys, lone
-    surrogates and nesting deeper than :data:`MAX_DEPTH` are refused. The depth is checked
-    by a linear pre-scan, so hostile input cannot exhaust the stack.
-
-    Raises:
-        WorkflowRejected: with one message saying why the bytes are not acceptable JSON.
-            No other exception escapes, whatever the bytes.
-    """
-    body = bytes(data).removeprefix(codecs.BOM_UTF8)
-    text = _decode(body)
-    if not text.strip():
-        raise WorkflowRejected(["invalid JSON: the file is empty"])
-    if _too_deep(body):
-        raise WorkflowRejected([f"invalid JSON: nesting deeper than {MAX_DEPTH} levels"])
-    try:
-        value = json.loads(
-            text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_float
-        )
-    except json.JSONDecodeError as exc:
-        message = f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        raise WorkflowRejected([message]) from exc
-    except (ValueError, RecursionError) as exc:  # e.g. an integer with too many digits
-        raise WorkflowRejected([f"invalid JSON: {str(exc).split(';')[0]}"]) from exc
-    if _SURROGATE_ESCAPE.search(body) and _has_surrogate(value):
-        raise WorkflowRejected(["invalid JSON: a string holds a lone surrogate (\\ud800-\\udfff)"])
-    return value
-
-
-def _decode(body: bytes) -> str:
-    """Decode UTF-8, naming UTF-16 and UTF-32 when the bytes look like them."""
-    if body.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        found = "UTF-32 (it starts with a UTF-32 byte-order mark)"
-    elif body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        found = "UTF-16 (it starts with a UTF-16 byte-order mark)"
-    elif b"\x00" in body[:2]:
-        # JSON starts with an ASCII character, so a NUL in the first two bytes means
-        # a wider encoding without a byte-order mark.
-        wide = "UTF-32" if body[:4].count(0) == 3 else "UTF-16"
-        found = f"{wide} (NUL bytes between its characters)"
-    else:
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            at = exc.start
-            message = f"not UTF-8: invalid byte 0x{body[at]:02x} at offset {at}"
-            raise WorkflowRejected([message]) from exc
-    raise WorkflowRejected([f"not UTF-8: the file looks like {found}; save it as UTF-8"])
-
-
-def _too_deep(body: bytes) -> bool:
-    """Whether arrays and objects nest deeper than MAX_DEPTH, strings ignored."""
-    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
-        return False
-    brackets = _STRING_TOKEN.sub(b"", body).translate(None, _NOT_BRACKETS)
-    opened = accumulate(brackets.translate(_OPENS))
-    closed = accumulate(brackets.translate(_CLOSES))
-    # accumulate, map and filter run in C, lazily: the scan stops at the first level too deep
-    depths = map(operator.sub, opened, closed)
-    return next(filter(partial(operator.lt, MAX_DEPTH), depths), None) is not None
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) < len(pairs):
-        key = next(k for k, count in Counter(k for k, _ in pairs).items() if count > 1)
-        raise WorkflowRejected([f"invalid JSON: duplicate key {_show(key)}"])
-    return obj
-
-
-def _constant(name: str) -> Any:
-    raise WorkflowRejected([f"invalid JSON: {name} is not a JSON number"])
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise WorkflowRejected([f"invalid JSON: number {_show(text)} is out of range"])
-    return value
-
-
-def _has_surrogate(value: Any) -> bool:
-    """Whether any string (key or value) nested in ``value`` holds a surrogate code point."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def _show(value: Any) -> str:
-    """A short, one-line rendering of a JSON value for a problem message."""
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return str(value)[:60]
-
 
 # --- Workflow validation
 
@@ -267,7 +136,7 @@ def parse_workflow(data: bytes | Mapping[str, Any], catalog: TaskCatalog) -> Wor
     """
     doc = data if isinstance(data, Mapping) else load_json(data)
     if not isinstance(doc, Mapping):
-        raise WorkflowRejected([f"workflow: must be a JSON object, got {_show(doc)}"])
+        raise WorkflowRejected([f"workflow: must be a JSON object, got {show(doc)}"])
     problems: list[str] = []
     name, timeout, key = _check_header(doc, problems)
     nodes = _check_nodes(doc, catalog, problems)
@@ -286,12 +155,12 @@ def _check_header(
     if "name" not in doc:
         problems.append("name: required")
     elif not isinstance(name, str) or not name.strip():
-        problems.append(f"name: must be a non-empty string, got {_show(name)}")
+        problems.append(f"name: must be a non-empty string, got {show(name)}")
     key = doc.get("idempotency_key")
     if "idempotency_key" in doc and (not isinstance(key, str) or not key):
-        problems.append(f"idempotency_key: must be a non-empty string, got {_show(key)}")
+        problems.append(f"idempotency_key: must be a non-empty string, got {show(key)}")
     if not isinstance(doc.get("description", ""), str):
-        problems.append(f"description: must be a string, got {_show(doc['description'])}")
+        problems.append(f"description: must be a string, got {show(doc['description'])}")
     timeout = _number(doc, "timeout", "", problems, allow_zero=False)
     return (name if isinstance(name, str) else ""), timeout, (key if isinstance(key, str) else None)
 
@@ -305,7 +174,7 @@ def _check_keys(
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{where}unknown key {_show(key)}{hint}")
+            problems.append(f"{where}unknown key {show(key)}{hint}")
 
 
 def _number(
@@ -318,7 +187,7 @@ def _number(
     number = _as_number(value)
     if number is None or number < 0 or (number == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        problems.append(f"{where}{key}: must be a number {bound}, got {_show(value)}")
+        problems.append(f"{where}{key}: must be a number {bound}, got {show(value)}")
         return None
     return number
 
@@ -342,7 +211,7 @@ def _check_nodes(
         problems.append("nodes: required")
         return []
     if not isinstance(raw_nodes, list) or not raw_nodes:
-        problems.append(f"nodes: must be a non-empty list, got {_show(raw_nodes)}")
+        problems.append(f"nodes: must be a non-empty list, got {show(raw_nodes)}")
         return []
     nodes: list[NodeDef] = []
     seen: set[str] = set()
@@ -359,7 +228,7 @@ def _check_nodes(
 def _check_node(index: int, raw: Any, catalog: TaskCatalog, problems: list[str]) -> NodeDef | None:
     """Check one node's own fields; return it, or None when it has no valid id."""
     if not isinstance(raw, Mapping):
-        problems.append(f"nodes[{index}]: must be an object, got {_show(raw)}")
+        problems.append(f"nodes[{index}]: must be an object, got {show(raw)}")
         return None
     node_id = _node_id(index, raw, problems)
     where = f"node '{node_id}': " if node_id else f"nodes[{index}]: "
@@ -384,10 +253,10 @@ def _node_id(index: int, raw: Mapping[str, Any], problems: list[str]) -> str | N
     if "id" not in raw:
         problems.append(f"nodes[{index}].id: required")
     elif not isinstance(node_id, str):
-        problems.append(f"nodes[{index}].id: must be a string, got {_show(node_id)}")
+        problems.append(f"nodes[{index}].id: must be a string, got {show(node_id)}")
     elif not _ID.fullmatch(node_id):
         problems.append(
-            f"nodes[{index}].id: {_show(node_id)} must be 1 to 64 characters of [A-Za-z0-9_-]"
+            f"nodes[{index}].id: {show(node_id)} must be 1 to 64 characters of [A-Za-z0-9_-]"
         )
     else:
         return node_id
@@ -402,9 +271,9 @@ def _task_type(
     if "type" not in raw:
         problems.append(f"{where}type: required")
     elif not isinstance(task_type, str):
-        problems.append(f"{where}type: must be a string, got {_show(task_type)}")
+        problems.append(f"{where}type: must be a string, got {show(task_type)}")
     elif task_type not in catalog:
-        problems.append(f"{where}unknown type {_show(task_type)}")
+        problems.append(f"{where}unknown type {show(task_type)}")
     else:
         return task_type
     return None
@@ -419,7 +288,7 @@ def _params(
 ) -> Mapping[str, Any]:
     params = raw.get("params", {})
     if not isinstance(params, Mapping):
-        problems.append(f"{where}params: must be an object, got {_show(params)}")
+        problems.append(f"{where}params: must be an object, got {show(params)}")
         return {}
     if task_type is not None:
         problems.extend(
@@ -432,14 +301,14 @@ def _params(
 def _depends_on(raw: Mapping[str, Any], where: str, problems: list[str]) -> tuple[str, ...]:
     value = raw.get("depends_on", [])
     if not isinstance(value, list):
-        problems.append(f"{where}depends_on: must be a list of node ids, got {_show(value)}")
+        problems.append(f"{where}depends_on: must be a list of node ids, got {show(value)}")
         return ()
     ids: dict[str, None] = {}
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            problems.append(f"{where}depends_on[{index}]: must be a node id, got {_show(item)}")
+            problems.append(f"{where}depends_on[{index}]: must be a node id, got {show(item)}")
         elif item in ids:
-            problems.append(f"{where}depends_on names {_show(item)} twice")
+            problems.append(f"{where}depends_on names {show(item)} twice")
         else:
             ids[item] = None
     return tuple(ids)
@@ -453,7 +322,7 @@ def _retry_delay(raw: Mapping[str, Any], where: str, problems: list[str]) -> flo
 def _retries(raw: Mapping[str, Any], where: str, problems: list[str]) -> int:
     value = raw.get("retries", 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        problems.append(f"{where}retries: must be a whole number >= 0, got {_show(value)}")
+        problems.append(f"{where}retries: must be a whole number >= 0, got {show(value)}")
         return 0
     return value
 
@@ -462,7 +331,7 @@ def _trigger_rule(raw: Mapping[str, Any], where: str, problems: list[str]) -> Tr
     value = raw.get("trigger_rule", TriggerRule.ALL_SUCCESS.value)
     if isinstance(value, str) and value in _RULE_VALUES:
         return TriggerRule(value)
-    problems.append(f"{where}trigger_rule: must be one of {_RULES}, got {_show(value)}")
+    problems.append(f"{where}trigger_rule: must be one of {_RULES}, got {show(value)}")
     return TriggerRule.ALL_SUCCESS
 
 
@@ -474,7 +343,7 @@ def _check_graph(nodes: list[NodeDef], problems: list[str]) -> None:
     deps = {node_id: node.depends_on for node_id, node in firsts.items()}
     for node in nodes:
         problems.extend(
-            f"node '{node.id}': depends_on names unknown node {_show(dep)}"
+            f"node '{node.id}': depends_on names unknown node {show(dep)}"
             for dep in node.depends_on
             if dep not in deps
         )

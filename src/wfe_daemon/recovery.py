@@ -21,8 +21,9 @@ import structlog
 from wfe_daemon.engine import Engine, NodeState
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
-from wfe_daemon.model import NodeStatus, WorkflowDef, load_json, parse_workflow
+from wfe_daemon.model import NodeStatus, WorkflowDef, parse_workflow
 from wfe_daemon.store import Store
+from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
 
 log = structlog.get_logger()

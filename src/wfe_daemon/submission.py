@@ -14,7 +14,8 @@ import structlog
 from wfe_daemon.engine import Engine, now_iso
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
-from wfe_daemon.model import RunStatus, load_json, parse_workflow
+from wfe_daemon.model import RunStatus, parse_workflow
+from wfe_daemon.strictjson import load_json
 
 
 async def submit(

@@ -1,0 +1,141 @@
+"""Strict JSON for workflow files: UTF-8, no duplicate keys or NaN, bounded depth. Pure."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import operator
+import re
+from collections import Counter
+from collections.abc import Mapping
+from functools import partial
+from itertools import accumulate
+from typing import Any
+
+from wfe_daemon.errors import WorkflowRejected
+
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects a workflow file may use."""
+
+# The depth pre-scan works on bytes: in UTF-8 the bytes of '"', '\\' and brackets never
+# occur inside a multi-byte character. An unterminated string runs to the end of the
+# text ('"?'), so the scan stays linear whatever the input.
+_STRING_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENS = bytes.maketrans(b"[{]}", b"\x01\x01\x00\x00")
+_CLOSES = bytes.maketrans(b"[{]}", b"\x00\x00\x01\x01")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def load_json(data: bytes) -> Any:
+    """Parse a workflow file's bytes as strict JSON.
+
+    A UTF-8 byte-order mark is tolerated. Numbers that are not finite, duplicate keys, lone
+    surrogates and nesting deeper than :data:`MAX_DEPTH` are refused. The depth is checked
+    by a linear pre-scan, so hostile input cannot exhaust the stack.
+
+    Raises:
+        WorkflowRejected: with one message saying why the bytes are not acceptable JSON.
+            No other exception escapes, whatever the bytes.
+    """
+    body = bytes(data).removeprefix(codecs.BOM_UTF8)
+    text = _decode(body)
+    if not text.strip():
+        raise WorkflowRejected(["invalid JSON: the file is empty"])
+    if _too_deep(body):
+        raise WorkflowRejected([f"invalid JSON: nesting deeper than {MAX_DEPTH} levels"])
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_float
+        )
+    except json.JSONDecodeError as exc:
+        message = f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise WorkflowRejected([message]) from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer with too many digits
+        raise WorkflowRejected([f"invalid JSON: {str(exc).split(';')[0]}"]) from exc
+    if _SURROGATE_ESCAPE.search(body) and _has_surrogate(value):
+        raise WorkflowRejected(["invalid JSON: a string holds a lone surrogate (\\ud800-\\udfff)"])
+    return value
+
+
+def _decode(body: bytes) -> str:
+    """Decode UTF-8, naming UTF-16 and UTF-32 when the bytes look like them."""
+    if body.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        found = "UTF-32 (it starts with a UTF-32 byte-order mark)"
+    elif body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        found = "UTF-16 (it starts with a UTF-16 byte-order mark)"
+    elif b"\x00" in body[:2]:
+        # JSON starts with an ASCII character, so a NUL in the first two bytes means
+        # a wider encoding without a byte-order mark.
+        wide = "UTF-32" if body[:4].count(0) == 3 else "UTF-16"
+        found = f"{wide} (NUL bytes between its characters)"
+    else:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at = exc.start
+            message = f"not UTF-8: invalid byte 0x{body[at]:02x} at offset {at}"
+            raise WorkflowRejected([message]) from exc
+    raise WorkflowRejected([f"not UTF-8: the file looks like {found}; save it as UTF-8"])
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether arrays and objects nest deeper than MAX_DEPTH, strings ignored."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False
+    brackets = _STRING_TOKEN.sub(b"", body).translate(None, _NOT_BRACKETS)
+    opened = accumulate(brackets.translate(_OPENS))
+    closed = accumulate(brackets.translate(_CLOSES))
+    # accumulate, map and filter run in C, lazily: the scan stops at the first level too deep
+    depths = map(operator.sub, opened, closed)
+    return next(filter(partial(operator.lt, MAX_DEPTH), depths), None) is not None
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        key = next(k for k, count in Counter(k for k, _ in pairs).items() if count > 1)
+        raise WorkflowRejected([f"invalid JSON: duplicate key {show(key)}"])
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise WorkflowRejected([f"invalid JSON: {name} is not a JSON number"])
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise WorkflowRejected([f"invalid JSON: number {show(text)} is out of range"])
+    return value
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether any string (key or value) nested in ``value`` holds a surrogate code point."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def show(value: Any) -> str:
+    """A short, one-line rendering of a JSON value for a problem message."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)[:60]
