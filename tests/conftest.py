@@ -58,7 +58,9 @@ def run_cli(
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m wfe_daemon ARGS`` in ``tmp_path``; ``env`` entries override the defaults."""
 
-    def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "wfe_daemon", *map(str, args)],
             cwd=tmp_path,
@@ -128,4 +130,3 @@ async def engine_factory(tmp_path: Path, db_path: Path) -> AsyncIterator[Callabl
             return Engine(_registry(*tasks), store, settings)
 
         yield make
-

@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, metavar="PATH", help="the TOML configuration")
     parser = _Parser(prog="wfe-daemon", description="A workflow engine daemon.", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -124,13 +124,19 @@ def _execute(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_level, sys.stderr)
-    data = _read(args.file, settings.max_file_size)
-    summary = _async(_execute_async, settings, data, args.file)
+    try:
+        data: bytes | None = _read(args.file, settings.max_file_size)
+        problem = None
+    except WorkflowRejected as exc:  # too big to read: still a REJECTED run with a summary
+        data, problem = None, "; ".join(exc.problems)
+    summary = _async(_execute_async, settings, data, args.file.resolve(), problem)
     _print_json(summary)
     return {"SUCCESS": 0, "REJECTED": 2}.get(summary["status"], 1)
 
 
-async def _execute_async(settings: Any, data: bytes, path: Path) -> dict[str, Any]:
+async def _execute_async(
+    settings: Any, data: bytes | None, path: Path, problem: str | None
+) -> dict[str, Any]:
     from wfe_daemon.engine import Engine
     from wfe_daemon.registry import TaskRegistry
     from wfe_daemon.store import Store
@@ -139,7 +145,9 @@ async def _execute_async(settings: Any, data: bytes, path: Path) -> dict[str, An
     registry = TaskRegistry.load()
     async with Store.open(settings.db_path) as store:
         engine = Engine(registry, store, settings)
-        return await submit(engine, data, source=path.name, source_path=path.resolve())
+        return await submit(
+            engine, data, source=path.name, source_path=path, problem=problem
+        )
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -154,6 +162,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     from wfe_daemon.registry import TaskRegistry
 
+    _settings(args)  # a bad configuration stops every command, this one too
     described = TaskRegistry.load().describe()
     if args.json:
         _print_json(described)

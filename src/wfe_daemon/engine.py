@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -171,6 +172,8 @@ class _Run:
         self.outputs = {id_: s.output for id_, s in self.states.items() if s.status is SUCCESS}
         self.ready: deque[NodeState] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.handed: set[str] = set()
+        """Nodes given a global slot by the dispatcher whose task has not started yet."""
         self.changed = asyncio.Event()
         self.stopped: tuple[NodeStatus, str] | None = None
         self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
@@ -255,22 +258,37 @@ class _Run:
                 holding = state.node.type not in type_slots
                 if holding:
                     await slots.acquire()
+                    self.handed.add(state.node.id)
                 state.status = NodeStatus.RUNNING
-                self.running[state.node.id] = group.create_task(self._node(state, holding))
+                task = group.create_task(self._node(state, holding))
+                task.add_done_callback(partial(self._reclaim, state.node.id))
+                self.running[state.node.id] = task
             if not self.running:
                 return
             self.changed.clear()
             await self.changed.wait()
 
+    def _reclaim(self, node_id: str, _task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step never runs its own cleanup: without
+        # this, the slot the dispatcher handed it would be lost to the whole engine.
+        if node_id in self.handed:
+            self.handed.discard(node_id)
+            self.engine.slots.release()
+
     # -- one node ---------------------------------------------------------------------------
 
     async def _node(self, state: NodeState, holding: bool) -> None:
         node = state.node
+        self.handed.discard(node.id)  # from here on, _attempts releases the slot
         bind_contextvars(node_id=node.id, task_type=node.type)
         try:
             await self._attempts(state, holding)
         except asyncio.CancelledError:
-            if self.stopped is not None:  # not a shutdown: the run ends without this node
+            if self.stopped is None:  # a shutdown: the run stays to be resumed
+                raise
+            if state.started_at is None:  # it never held a slot: _finish skips it
+                state.attempts = 0
+            else:
                 status, reason = self.stopped
                 self._end(state, status, error=f"cancelled: {reason}")
             raise
@@ -336,7 +354,7 @@ class _Run:
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         try:
-            json.dumps(output)
+            json.dumps(output, allow_nan=False)  # NaN would make the summary invalid JSON
         except (TypeError, ValueError) as exc:
             return str(TaskFailed(f"output is not JSON: {exc}"))
         state.output = output
@@ -384,7 +402,7 @@ class _Run:
                     self._skip(state, self.stopped[1], None)
         status = _run_status(self.states.values(), self.stopped)
         finished_at = now_iso()
-        summary = {
+        summary: dict[str, Any] = {
             "run_id": self.run_id,
             "workflow": self.workflow.name,
             "source": self.source,

@@ -142,10 +142,12 @@ class Store:
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[Store]:
         """Open (creating and migrating as needed) the database at ``path``."""
+        connecting = aiosqlite.connect(path, isolation_level=None)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await connecting
         except (OSError, sqlite3.Error) as exc:
+            await _join_worker(connecting)
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         store = cls(conn)
         try:
@@ -426,6 +428,17 @@ class Store:
                 return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
         except sqlite3.Error as exc:
             raise StoreError(f"database query failed: {exc}") from exc
+
+
+async def _join_worker(conn: aiosqlite.Connection) -> None:
+    """Wait for the worker thread of a connection that failed to open.
+
+    aiosqlite stops that thread without waiting for it; if the event loop closes first,
+    the thread reports to a closed loop and prints a traceback.
+    """
+    thread = getattr(conn, "_thread", None)
+    if thread is not None and thread.is_alive():
+        await asyncio.to_thread(thread.join, 5)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -1,0 +1,724 @@
+"""Tests for the engine through its public async API, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pytest
+
+from wfe_daemon.engine import Engine
+from wfe_daemon.errors import TaskFailed
+from wfe_daemon.registry import Params, TaskContext
+from wfe_daemon.submission import submit
+from wfe_daemon.wrappers import call_task
+
+Rows = Callable[..., list[dict[str, Any]]]
+
+
+# -- test-only task types -----------------------------------------------------------------------
+
+
+class _TestTask:
+    """Shared metadata of the test task types."""
+
+    type: ClassVar[str] = "test"
+    display_name: ClassVar[str] = "Test"
+    description: ClassVar[str] = "A task type that exists only in tests."
+    category: ClassVar[str] = "test"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    default_timeout: ClassVar[float | None] = None
+
+
+class FailTask(_TestTask):
+    """Always fails with ``params["message"]`` (default ``boom``)."""
+
+    type: ClassVar[str] = "fail"
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        raise TaskFailed(params.get("message", "boom"))
+
+
+class FlakyTask(_TestTask):
+    """Fails its first ``fail_times`` calls; records ``time.monotonic()`` of every call."""
+
+    type: ClassVar[str] = "flaky"
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= params["fail_times"]:
+            raise TaskFailed(f"attempt {len(self.calls)} failed")
+        return {"calls": len(self.calls)}
+
+
+class NapTask(_TestTask):
+    """Sleeps like ``sleep``, under another type name (so it has no task limit)."""
+
+    type: ClassVar[str] = "nap"
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        await asyncio.sleep(params["seconds"])
+        return {}
+
+
+class BadOutputTask(_TestTask):
+    """Returns something that is not JSON, chosen by ``params["kind"]``."""
+
+    type: ClassVar[str] = "bad_output"
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        return {
+            "set": {"values": {1, 2}},
+            "nan": {"ratio": math.nan},
+            "object": {"thing": object()},
+        }[params["kind"]]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def run_doc(engine: Engine, doc: dict[str, Any]) -> dict[str, Any]:
+    """Submit a workflow document as a file's bytes would arrive; return the summary."""
+    return await submit(engine, json.dumps(doc).encode(), source="test.json")
+
+
+def node(node_id: str, task_type: str = "echo", **fields: Any) -> dict[str, Any]:
+    """A workflow node; ``deps`` is a shorthand for ``depends_on``."""
+    if "deps" in fields:
+        fields["depends_on"] = fields.pop("deps")
+    return {"id": node_id, "type": task_type, **fields}
+
+
+def sleep_node(node_id: str, seconds: float | str, **fields: Any) -> dict[str, Any]:
+    """A ``sleep`` node of ``seconds``."""
+    return node(node_id, "sleep", params={"seconds": seconds}, **fields)
+
+
+def workflow(*nodes: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A workflow document of ``nodes``."""
+    return {"name": "test", "nodes": list(nodes), **fields}
+
+
+def stamp(value: str) -> datetime:
+    """An ISO-8601 stamp from a summary or a row."""
+    return datetime.fromisoformat(value)
+
+
+def max_overlap(intervals: list[tuple[str, str]]) -> int:
+    """The most intervals open at one instant (an end and a start at one stamp don't overlap)."""
+    events = sorted(
+        [(stamp(start), 1) for start, _ in intervals] + [(stamp(end), -1) for _, end in intervals]
+    )
+    open_now = peak = 0
+    for _, delta in events:
+        open_now += delta
+        peak = max(peak, open_now)
+    return peak
+
+
+def node_rows(sql: Rows, run_id: int) -> dict[str, dict[str, Any]]:
+    """The noderun rows of a run, by node id."""
+    return {
+        row["node_id"]: row for row in sql("SELECT * FROM noderun WHERE workflow_id = ?", run_id)
+    }
+
+
+def statuses(summary: dict[str, Any]) -> dict[str, str]:
+    """Node id to status, from a summary."""
+    return {node_id: entry["status"] for node_id, entry in summary["nodes"].items()}
+
+
+# -- concurrency and ordering -------------------------------------------------------------------
+
+
+async def test_diamond_runs_both_branches_at_once_and_join_after_both(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """In a -> (b, c) -> d, b and c overlap in time and d starts after both finished."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            sleep_node("a", 0.3),
+            sleep_node("b", 0.3, deps=["a"]),
+            sleep_node("c", 0.3, deps=["a"]),
+            sleep_node("d", 0.3, deps=["b", "c"]),
+        ),
+    )
+
+    assert summary["status"] == "SUCCESS"
+    rows = node_rows(sql, summary["run_id"])
+    for source in (summary["nodes"], rows):
+        a, b, c, d = (source[n] for n in "abcd")
+        assert stamp(a["finished_at"]) <= stamp(b["started_at"])
+        assert stamp(a["finished_at"]) <= stamp(c["started_at"])
+        assert stamp(b["started_at"]) < stamp(c["finished_at"])
+        assert stamp(c["started_at"]) < stamp(b["finished_at"])
+        assert stamp(d["started_at"]) >= max(stamp(b["finished_at"]), stamp(c["finished_at"]))
+
+
+async def test_node_starts_when_its_own_dependencies_end_not_in_waves(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A node whose parent finished starts while a slower node of the parent's level still runs."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            sleep_node("fast", 0.1),
+            sleep_node("slow", 0.6),
+            node("after_fast", deps=["fast"]),
+        ),
+    )
+
+    nodes = summary["nodes"]
+    assert summary["status"] == "SUCCESS"
+    assert stamp(nodes["after_fast"]["finished_at"]) < stamp(nodes["slow"]["finished_at"])
+
+
+async def test_global_limit_is_never_exceeded(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """With max_concurrent_tasks = 2, eight parallel sleeps never run more than two at once."""
+    engine = engine_factory(max_concurrent_tasks=2)
+    summary = await run_doc(engine, workflow(*(sleep_node(f"s{i}", 0.1) for i in range(8))))
+
+    assert summary["status"] == "SUCCESS"
+    rows = node_rows(sql, summary["run_id"]).values()
+    assert max_overlap([(row["started_at"], row["finished_at"]) for row in rows]) == 2
+
+
+async def test_task_limit_is_never_exceeded_while_other_types_use_free_slots(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """task_limits {"sleep": 1} keeps sleeps one at a time while naps fill the other slots."""
+    engine = engine_factory(NapTask(), max_concurrent_tasks=4, task_limits={"sleep": 1})
+    summary = await run_doc(
+        engine,
+        workflow(
+            *(sleep_node(f"s{i}", 0.1) for i in range(4)),
+            *(node(f"n{i}", "nap", params={"seconds": 0.1}) for i in range(8)),
+        ),
+    )
+
+    assert summary["status"] == "SUCCESS"
+    rows = list(node_rows(sql, summary["run_id"]).values())
+    sleeps = [(r["started_at"], r["finished_at"]) for r in rows if r["type"] == "sleep"]
+    every = [(r["started_at"], r["finished_at"]) for r in rows]
+    assert max_overlap(sleeps) == 1
+    assert max_overlap(every) <= 4
+    assert max_overlap(every) >= 2  # the sleep limit does not serialise the other types
+
+
+async def test_global_limit_holds_across_concurrent_workflows(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """Two workflows run at once on one Engine share max_concurrent_tasks = 2."""
+    engine = engine_factory(max_concurrent_tasks=2)
+    doc = workflow(*(sleep_node(f"s{i}", 0.1) for i in range(4)))
+
+    first, second = await asyncio.gather(run_doc(engine, doc), run_doc(engine, doc))
+
+    assert first["status"] == second["status"] == "SUCCESS"
+    rows = sql("SELECT started_at, finished_at FROM noderun")
+    assert len(rows) == 8
+    assert max_overlap([(r["started_at"], r["finished_at"]) for r in rows]) == 2
+
+
+# -- failure, timeouts, retries -----------------------------------------------------------------
+
+
+async def test_failure_skips_transitive_dependents_and_independent_branch_succeeds(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """A FAILED node's descendants are SKIPPED with its id, its siblings' branch succeeds."""
+    engine = engine_factory(FailTask())
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("a", "fail"),
+            node("b", deps=["a"]),
+            node("c", deps=["b"]),
+            node("d", deps=["a", "x"]),
+            node("x"),
+            node("y", deps=["x"]),
+        ),
+    )
+
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    assert statuses(summary) == {
+        "a": "FAILED",
+        "b": "SKIPPED",
+        "c": "SKIPPED",
+        "d": "SKIPPED",
+        "x": "SUCCESS",
+        "y": "SUCCESS",
+    }
+    assert summary["nodes"]["a"]["error"] == "boom"
+    for skipped in "bcd":
+        assert summary["nodes"][skipped]["reason"] == "dependency failed: a"
+    rows = node_rows(sql, summary["run_id"])
+    assert {n: r["status"] for n, r in rows.items()} == statuses(summary)
+    assert rows["c"]["reason"] == "dependency failed: a"
+
+
+async def test_run_where_nothing_succeeds_is_failed(engine_factory: Callable[..., Engine]) -> None:
+    """A run whose only nodes fail or are skipped by the failure ends FAILED."""
+    engine = engine_factory(FailTask())
+    summary = await run_doc(engine, workflow(node("a", "fail"), node("b", deps=["a"])))
+
+    assert summary["status"] == "FAILED"
+    assert statuses(summary) == {"a": "FAILED", "b": "SKIPPED"}
+
+
+async def test_node_past_its_timeout_fails_saying_so(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """A node's own timeout, else task_timeout, ends it FAILED with "timed out after ..."."""
+    engine = engine_factory(task_timeout=0.2)
+    summary = await run_doc(
+        engine,
+        workflow(
+            sleep_node("own", 5, timeout=0.3),
+            sleep_node("default", 5),
+        ),
+    )
+
+    nodes = summary["nodes"]
+    assert summary["status"] == "FAILED"
+    assert nodes["own"]["status"] == nodes["default"]["status"] == "FAILED"
+    assert nodes["own"]["error"] == "timed out after 0.3s"
+    assert nodes["default"]["error"] == "timed out after 0.2s"
+    assert node_rows(sql, summary["run_id"])["own"]["error"] == "timed out after 0.3s"
+
+
+async def test_retries_follow_exponential_backoff_and_count_attempts(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """Attempts are spaced retry_delay * 2**(attempt-1) apart and counted in summary and row."""
+    flaky = FlakyTask()
+    engine = engine_factory(flaky)
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("f", "flaky", params={"fail_times": 3}, retries=3, retry_delay=0.1),
+        ),
+    )
+
+    assert summary["status"] == "SUCCESS"
+    gaps = [later - earlier for earlier, later in zip(flaky.calls, flaky.calls[1:], strict=False)]
+    assert len(gaps) == 3
+    for gap, expected in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+        assert gap >= expected * 0.95
+    assert summary["nodes"]["f"]["attempts"] == 4
+    assert summary["nodes"]["f"]["output"] == {"calls": 4}
+    assert node_rows(sql, summary["run_id"])["f"]["attempts"] == 4
+
+
+async def test_node_failing_after_all_retries_is_failed_with_last_error(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """retries = 2 means three attempts; the node ends FAILED with the last attempt's error."""
+    engine = engine_factory(FlakyTask())
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("f", "flaky", params={"fail_times": 10}, retries=2, retry_delay=0),
+        ),
+    )
+
+    entry = summary["nodes"]["f"]
+    assert (entry["status"], entry["attempts"], entry["error"]) == ("FAILED", 3, "attempt 3 failed")
+    assert node_rows(sql, summary["run_id"])["f"]["attempts"] == 3
+
+
+async def test_timeouts_are_retried_like_other_failures(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A node that times out on every attempt is retried, then FAILED with the timeout."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            sleep_node("s", 5, timeout=0.1, retries=1, retry_delay=0),
+        ),
+    )
+
+    entry = summary["nodes"]["s"]
+    assert (entry["status"], entry["attempts"]) == ("FAILED", 2)
+    assert entry["error"] == "timed out after 0.1s"
+
+
+async def test_workflow_timeout_fails_running_nodes_and_skips_the_rest(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """At the workflow's timeout, running nodes end FAILED ("cancelled: ..."), the rest SKIPPED."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("quick"),
+            sleep_node("long", 5),
+            sleep_node("after", 0, deps=["long"]),
+            sleep_node("later", 0, deps=["quick", "long"]),
+            timeout=0.3,
+        ),
+    )
+
+    nodes = summary["nodes"]
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    assert statuses(summary) == {
+        "quick": "SUCCESS",
+        "long": "FAILED",
+        "after": "SKIPPED",
+        "later": "SKIPPED",
+    }
+    assert nodes["long"]["error"] == "cancelled: workflow timed out after 0.3s"
+    assert summary["duration"] < 5  # it did not wait for the 5 s sleep
+    rows = node_rows(sql, summary["run_id"])
+    assert {n: r["status"] for n, r in rows.items()} == statuses(summary)
+
+
+async def test_workflow_timeout_skips_nodes_still_waiting_for_a_slot(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A node that never got a slot before the workflow timed out is SKIPPED, not FAILED."""
+    engine = engine_factory(task_limits={"sleep": 1})
+    summary = await run_doc(
+        engine, workflow(sleep_node("first", 5), sleep_node("second", 5), timeout=0.3)
+    )
+
+    assert sorted(statuses(summary).values()) == ["FAILED", "SKIPPED"]
+    waited = next(e for e in summary["nodes"].values() if e["status"] == "SKIPPED")
+    assert waited["reason"] == "workflow timed out after 0.3s"
+    assert "started_at" not in waited
+    assert "attempts" not in waited
+
+
+async def test_max_workflow_duration_setting_bounds_a_run_without_its_own_timeout(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """max_workflow_duration applies when the file sets no timeout."""
+    engine = engine_factory(max_workflow_duration=0.2)
+    summary = await run_doc(
+        engine, workflow(sleep_node("long", 5), sleep_node("next", 0, deps=["long"]))
+    )
+
+    assert summary["status"] == "FAILED"
+    assert summary["nodes"]["long"]["error"] == "cancelled: workflow timed out after 0.2s"
+    assert summary["nodes"]["next"]["status"] == "SKIPPED"
+
+
+# -- trigger rules ------------------------------------------------------------------------------
+
+# Dependencies available to the node under test: ok1/ok2 succeed, bad1/bad2 fail, and
+# quiet is a one_failed handler of ok1 that never fires (SKIPPED, not a failure).
+_PARENTS = {
+    "ok1": node("ok1"),
+    "ok2": node("ok2"),
+    "bad1": node("bad1", "fail"),
+    "bad2": node("bad2", "fail"),
+    "quiet": node("quiet", deps=["ok1"], trigger_rule="one_failed"),
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "deps", "expected", "reason", "run_status"),
+    [
+        ("all_success", ["ok1", "ok2"], "SUCCESS", None, "SUCCESS"),
+        ("all_success", ["ok1", "bad1"], "SKIPPED", "dependency failed: bad1", "PARTIAL_SUCCESS"),
+        ("all_success", ["ok1", "quiet"], "SKIPPED", "dependency skipped: quiet", "SUCCESS"),
+        ("all_done", ["ok1", "bad1"], "SUCCESS", None, "PARTIAL_SUCCESS"),
+        ("all_done", ["bad1", "bad2"], "SUCCESS", None, "PARTIAL_SUCCESS"),
+        ("all_failed", ["bad1", "bad2"], "SUCCESS", None, "PARTIAL_SUCCESS"),
+        (
+            "all_failed",
+            ["ok1", "bad1"],
+            "SKIPPED",
+            "trigger rule all_failed: ok1 did not fail",
+            "PARTIAL_SUCCESS",
+        ),
+        ("one_success", ["ok1", "bad1"], "SUCCESS", None, "PARTIAL_SUCCESS"),
+        ("one_success", ["bad1", "bad2"], "SKIPPED", "dependency failed: bad1", "FAILED"),
+        ("one_failed", ["ok1", "bad1"], "SUCCESS", None, "PARTIAL_SUCCESS"),
+        (
+            "one_failed",
+            ["ok1", "ok2"],
+            "SKIPPED",
+            "trigger rule one_failed: no dependency failed",
+            "SUCCESS",
+        ),
+        ("none_failed", ["ok1", "quiet"], "SUCCESS", None, "SUCCESS"),
+        ("none_failed", ["ok1", "bad1"], "SKIPPED", "dependency failed: bad1", "PARTIAL_SUCCESS"),
+    ],
+)
+async def test_trigger_rule(
+    engine_factory: Callable[..., Engine],
+    rule: str,
+    deps: list[str],
+    expected: str,
+    reason: str | None,
+    run_status: str,
+) -> None:
+    """Each trigger rule runs or skips its node (with the reason) as its dependencies ended."""
+    engine = engine_factory(FailTask())
+    needed = {*deps, *(["ok1"] if "quiet" in deps else [])}
+    parents = [doc for node_id, doc in _PARENTS.items() if node_id in needed]
+    summary = await run_doc(
+        engine,
+        workflow(
+            *parents,
+            node("x", deps=deps, trigger_rule=rule),
+        ),
+    )
+
+    entry = summary["nodes"]["x"]
+    assert entry["status"] == expected
+    assert entry.get("reason") == reason
+    assert summary["status"] == run_status
+
+
+async def test_one_failed_handler_that_never_fired_leaves_the_run_successful(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """A run whose one_failed handler (and what follows it) never fired ends SUCCESS."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("extract"),
+            node("load", deps=["extract"]),
+            node("alert", deps=["extract", "load"], trigger_rule="one_failed"),
+            node("page", deps=["alert"]),
+            node("cleanup", deps=["load", "alert"], trigger_rule="all_done"),
+        ),
+    )
+
+    assert summary["status"] == "SUCCESS"
+    assert statuses(summary) == {
+        "extract": "SUCCESS",
+        "load": "SUCCESS",
+        "alert": "SKIPPED",
+        "page": "SKIPPED",
+        "cleanup": "SUCCESS",
+    }
+    assert "error" not in summary["nodes"]["alert"]
+    run = sql("SELECT status FROM workflowrun WHERE id = ?", summary["run_id"])
+    assert run == [{"status": "SUCCESS"}]
+
+
+async def test_failure_handlers_run_after_a_failure_upstream(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """one_failed fires on a failure two levels up; all_failed fires when its parent failed."""
+    engine = engine_factory(FailTask())
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("extract", "fail"),
+            node("load", deps=["extract"]),
+            node("alert", deps=["load"], trigger_rule="one_failed"),
+            node("rollback", deps=["extract"], trigger_rule="all_failed"),
+        ),
+    )
+
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    assert statuses(summary) == {
+        "extract": "FAILED",
+        "load": "SKIPPED",
+        "alert": "SUCCESS",
+        "rollback": "SUCCESS",
+    }
+
+
+# -- references and outputs ---------------------------------------------------------------------
+
+
+async def test_references_keep_json_types_alone_and_interpolate_in_strings(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """A whole-string reference keeps its JSON type; inside a longer string it becomes text."""
+    engine = engine_factory()
+    source = {
+        "n": 3,
+        "f": 1.5,
+        "flag": True,
+        "none": None,
+        "items": [1, "two", {"k": "v"}],
+        "obj": {"k": "v", "deep": [10, 20]},
+        "s": "text",
+    }
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("a", params=source),
+            node(
+                "b",
+                deps=["a"],
+                params={
+                    "n": "{{ a.n }}",
+                    "f": "{{a.f}}",
+                    "flag": "{{ a.flag }}",
+                    "none": "{{ a.none }}",
+                    "items": "{{ a.items }}",
+                    "obj": "{{ a.obj }}",
+                    "whole": "{{ a }}",
+                    "index": "{{ a.obj.deep.1 }}",
+                    "nested": {"list": ["{{ a.items.2.k }}"]},
+                    "padded": "  {{ a.n }}  ",
+                    "text": "n={{ a.n }} items={{ a.items }} obj={{ a.obj }}"
+                    " s={{ a.s }} none={{ a.none }}",
+                },
+            ),
+        ),
+    )
+
+    assert summary["status"] == "SUCCESS"
+    output = summary["nodes"]["b"]["output"]
+    assert output == {
+        "n": 3,
+        "f": 1.5,
+        "flag": True,
+        "none": None,
+        "items": [1, "two", {"k": "v"}],
+        "obj": {"k": "v", "deep": [10, 20]},
+        "whole": source,
+        "index": 20,
+        "nested": {"list": ["v"]},
+        "padded": 3,
+        "text": 'n=3 items=[1,"two",{"k":"v"}] obj={"k":"v","deep":[10,20]} s=text none=null',
+    }
+    row = node_rows(sql, summary["run_id"])["b"]
+    assert json.loads(row["result_data"]) == output
+
+
+async def test_reference_to_a_missing_key_fails_the_node_naming_the_reference(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A reference into a key the parent's output lacks fails the node with a clear error."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("a", params={"x": 1}),
+            node("b", deps=["a"], params={"y": "{{ a.missing }}"}),
+            node("c", deps=["b"]),
+        ),
+    )
+
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    entry = summary["nodes"]["b"]
+    assert entry["status"] == "FAILED"
+    assert "{{ a.missing }}" in entry["error"]
+    assert "missing" in entry["error"].replace("{{ a.missing }}", "")
+    assert summary["nodes"]["c"]["reason"] == "dependency failed: b"
+
+
+async def test_resolved_params_are_checked_against_the_schema(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A reference resolving to a value the schema refuses fails the node at its start."""
+    engine = engine_factory()
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("a", params={"seconds": "soon"}),
+            sleep_node("b", "{{ a.seconds }}", deps=["a"]),
+        ),
+    )
+
+    entry = summary["nodes"]["b"]
+    assert entry["status"] == "FAILED"
+    assert entry["error"].startswith("params:")
+    assert "soon" in entry["error"]
+
+
+@pytest.mark.parametrize("kind", ["set", "nan", "object"])
+async def test_output_that_is_not_json_fails_the_node_cleanly(
+    engine_factory: Callable[..., Engine], sql: Rows, kind: str
+) -> None:
+    """An output that is not strict JSON fails the node; the summary stays valid JSON."""
+    engine = engine_factory(BadOutputTask())
+    summary = await run_doc(engine, workflow(node("bad", "bad_output", params={"kind": kind})))
+
+    entry = summary["nodes"]["bad"]
+    assert summary["status"] == "FAILED"
+    assert entry["status"] == "FAILED"
+    assert entry["error"].startswith("output is not JSON")
+    assert "output" not in entry
+    json.dumps(summary, allow_nan=False)
+    row = node_rows(sql, summary["run_id"])["bad"]
+    assert row["result_data"] is None
+    assert row["status"] == "FAILED"
+
+
+# -- scale --------------------------------------------------------------------------------------
+
+
+async def test_ten_thousand_node_fan_out_completes(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """A root with 9,999 children (10,000 echo nodes) ends SUCCESS with every row recorded."""
+    engine = engine_factory()
+    children = [node(f"n{i}", deps=["root"], params={"v": "{{ root.v }}"}) for i in range(9_999)]
+    summary = await run_doc(engine, workflow(node("root", params={"v": 7}), *children))
+
+    assert summary["status"] == "SUCCESS"
+    assert summary["nodes"]["n9998"]["output"] == {"v": 7}
+    assert sql("SELECT status, COUNT(*) AS n FROM noderun GROUP BY status") == [
+        {"status": "SUCCESS", "n": 10_000}
+    ]
+
+
+async def test_ten_thousand_node_chain_completes(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """A 10,000-node chain, each node referencing its parent's output, ends SUCCESS in order."""
+    engine = engine_factory()
+    nodes = [node("n0", params={"v": 0})]
+    nodes += [
+        node(f"n{i}", deps=[f"n{i - 1}"], params={"v": f"{{{{ n{i - 1}.v }}}}"})
+        for i in range(1, 10_000)
+    ]
+    summary = await run_doc(engine, workflow(*nodes))
+
+    assert summary["status"] == "SUCCESS"
+    assert summary["nodes"]["n9999"]["output"] == {"v": 0}
+    last, before = summary["nodes"]["n9999"], summary["nodes"]["n9998"]
+    assert stamp(before["finished_at"]) <= stamp(last["started_at"])
+    assert sql("SELECT status, COUNT(*) AS n FROM noderun GROUP BY status") == [
+        {"status": "SUCCESS", "n": 10_000}
+    ]
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+
+async def test_cancelling_a_run_as_a_slot_is_handed_over_leaks_no_slot(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A run cancelled just as the dispatcher hands a slot to a new node gives that slot back."""
+    base = engine_factory(max_concurrent_tasks=1)
+    run: asyncio.Task[dict[str, Any]] | None = None
+
+    async def cancel_run_as_a_returns(task: Any, params: Params, ctx: TaskContext) -> Any:
+        output = await call_task(task, params, ctx)
+        if ctx.node_id == "a":  # lands after the slot is released, before b's task first runs
+            asyncio.get_running_loop().call_soon(run.cancel)  # type: ignore[union-attr]
+        return output
+
+    engine = Engine(base.registry, base.store, base.settings, executor=cancel_run_as_a_returns)
+    run = asyncio.create_task(run_doc(engine, workflow(node("a"), node("b"), node("c"))))
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    summary = await asyncio.wait_for(run_doc(engine, workflow(node("z"))), timeout=5)
+    assert summary["status"] == "SUCCESS"

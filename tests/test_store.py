@@ -1,0 +1,209 @@
+"""Tests for the run history: rows that match the summary, schema versions and migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wfe_daemon.errors import StoreError
+from wfe_daemon.store import MIGRATIONS, SCHEMA_VERSION, Store
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+Rows = Callable[..., list[dict[str, Any]]]
+Writer = Callable[..., Path]
+
+OLD_SUMMARY = {"run_id": 1, "workflow": "legacy", "status": "SUCCESS", "nodes": {}, "errors": []}
+
+
+def make_v1_database(path: Path) -> None:
+    """A database as schema version 1 left it: the design's two tables and one finished run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO workflowrun (id, name, status, started_at, finished_at, duration,"
+            " result_summary) VALUES (1, 'legacy', 'SUCCESS', '2024-01-01T00:00:00+00:00',"
+            " '2024-01-01T00:00:01+00:00', 1.0, ?)",
+            (json.dumps(OLD_SUMMARY),),
+        )
+        conn.execute(
+            "INSERT INTO noderun (workflow_id, node_id, type, status, started_at, finished_at,"
+            " duration, result_data) VALUES (1, 'a', 'echo', 'SUCCESS',"
+            " '2024-01-01T00:00:00+00:00', '2024-01-01T00:00:01+00:00', 1.0, '{\"x\": 1}')"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def user_version(path: Path) -> int:
+    """The schema version recorded in the file."""
+    conn = sqlite3.connect(path)
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        return version
+    finally:
+        conn.close()
+
+
+def test_rows_match_the_printed_summary(run_cli: Cli, write_workflow: Writer, sql: Rows) -> None:
+    """workflowrun and noderun hold what the summary shows: statuses, attempts, times, outputs."""
+    path = write_workflow(
+        {
+            "name": "rows",
+            "nodes": [
+                {"id": "ok", "type": "echo", "params": {"n": 1, "list": [1, 2]}},
+                {
+                    "id": "slow",
+                    "type": "sleep",
+                    "params": {"seconds": 5},
+                    "timeout": 0.1,
+                    "retries": 1,
+                    "retry_delay": 0.05,
+                },
+                {"id": "skipped", "type": "echo", "depends_on": ["slow"]},
+                {"id": "nap", "type": "sleep", "params": {"seconds": 0.1}, "depends_on": ["ok"]},
+            ],
+        },
+        "rows.json",
+    )
+
+    result = run_cli("execute", path)
+
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    (run,) = sql("SELECT * FROM workflowrun")
+    assert run["id"] == summary["run_id"]
+    assert (run["name"], run["status"], run["source"]) == ("rows", summary["status"], "rows.json")
+    for key in ("started_at", "finished_at", "duration"):
+        assert run[key] == summary[key]
+    assert json.loads(run["result_summary"]) == summary
+    assert json.loads(run["definition"]) == json.loads(path.read_bytes())
+
+    rows = {
+        row["node_id"]: row
+        for row in sql("SELECT * FROM noderun WHERE workflow_id = ?", summary["run_id"])
+    }
+    assert set(rows) == set(summary["nodes"])
+    for node_id, entry in summary["nodes"].items():
+        row = rows[node_id]
+        assert (row["type"], row["status"]) == (entry["type"], entry["status"])
+        assert row["attempts"] == entry.get("attempts", 0)
+        for key in ("started_at", "finished_at", "duration", "error", "reason"):
+            assert row[key] == entry.get(key), (node_id, key)
+        output = None if row["result_data"] is None else json.loads(row["result_data"])
+        assert output == entry.get("output"), node_id
+    assert rows["slow"]["attempts"] == 2
+    assert rows["ok"]["result_data"] is not None
+    assert rows["ok"]["duration"] >= 0
+    assert rows["nap"]["duration"] >= 0.1
+
+
+async def test_store_opens_in_wal_mode_at_the_current_schema_version(db_path: Path) -> None:
+    """A new database is created in WAL mode with user_version = SCHEMA_VERSION."""
+    async with Store.open(db_path):
+        pass
+
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert user_version(db_path) == SCHEMA_VERSION
+
+
+async def test_version_1_database_is_migrated_and_old_rows_stay_readable(db_path: Path) -> None:
+    """Store.open migrates a v1 file forward; its old run reads back through get_run."""
+    make_v1_database(db_path)
+
+    async with Store.open(db_path) as store:
+        run = await store.get_run(1)
+        listed = await store.list_runs()
+        new_id = await store.create_run(
+            name="new", started_at="2024-01-02T00:00:00+00:00", nodes=[("a", "echo")]
+        )
+
+    assert user_version(db_path) == SCHEMA_VERSION
+    assert run is not None
+    assert (run["name"], run["status"], run["duration"]) == ("legacy", "SUCCESS", 1.0)
+    assert run["result_summary"] == OLD_SUMMARY
+    assert run["definition"] is None
+    assert [(n["node_id"], n["status"], n["attempts"], n["result_data"]) for n in run["nodes"]] == [
+        ("a", "SUCCESS", 0, {"x": 1})
+    ]
+    assert [r["id"] for r in listed] == [1]
+    assert new_id == 2
+
+
+def test_version_1_database_is_migrated_by_the_cli(
+    run_cli: Cli, write_workflow: Writer, db_path: Path
+) -> None:
+    """``runs --json`` and ``show`` read an old database, and ``execute`` adds to it."""
+    make_v1_database(db_path)
+
+    runs = run_cli("runs", "--json")
+    shown = run_cli("show", "1", "--json")
+    executed = run_cli(
+        "execute", write_workflow({"name": "new", "nodes": [{"id": "a", "type": "echo"}]})
+    )
+
+    assert runs.returncode == 0, runs.stderr
+    assert [(r["id"], r["name"], r["status"]) for r in json.loads(runs.stdout)] == [
+        (1, "legacy", "SUCCESS")
+    ]
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["result_summary"] == OLD_SUMMARY
+    assert executed.returncode == 0, executed.stderr
+    assert json.loads(executed.stdout)["run_id"] == 2
+    assert user_version(db_path) == SCHEMA_VERSION
+
+
+def _make_future_database(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    finally:
+        conn.close()
+
+
+async def test_newer_schema_version_is_refused(db_path: Path) -> None:
+    """A database from a newer program raises StoreError naming both versions."""
+    _make_future_database(db_path)
+
+    with pytest.raises(StoreError, match=f"{SCHEMA_VERSION + 1}.*newer.*{SCHEMA_VERSION}"):
+        async with Store.open(db_path):
+            pass
+    assert user_version(db_path) == SCHEMA_VERSION + 1
+
+
+def test_newer_schema_version_exits_1_with_one_line(run_cli: Cli, db_path: Path) -> None:
+    """The CLI reports a database from a newer program in one line and exits 1."""
+    _make_future_database(db_path)
+
+    result = run_cli("runs")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "newer" in result.stderr
+
+
+def test_unopenable_database_exits_1_with_one_line(run_cli: Cli, tmp_path: Path) -> None:
+    """A db_path that is a directory gives a one-line StoreError, exit 1."""
+    (tmp_path / "adir").mkdir()
+
+    result = run_cli("runs", env={"WFE_DB_PATH": str(tmp_path / "adir")})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "database" in result.stderr
