@@ -21,13 +21,14 @@ from typing import Any
 import anyio
 import anyio.abc
 import structlog
+from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import UsageError
 from wfe_daemon.intake import Claimed, Intake, leftover_claims, settle_file
 from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPING
-from wfe_daemon.outbox import find_result, write_result
+from wfe_daemon.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.recovery import abandon_orphans, recover
 from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
@@ -67,6 +68,7 @@ class Daemon:
         self.leftovers: set[Path] = set()
         """Files an earlier life left in ``processing/``: recovered, not submitted afresh."""
         self._idle: set[anyio.CancelScope] = set()
+        self._drained = anyio.Event()
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file."""
@@ -85,6 +87,8 @@ class Daemon:
         finally:
             self.active -= 1
             self.done += 1
+            if self.active == 0 and self.stopping.is_set():
+                self._drained.set()
 
     async def publish(self, claimed: Claimed, summary: dict[str, Any]) -> None:
         """Write the result (once per run), move the input out of ``processing/``."""
@@ -120,6 +124,11 @@ class Daemon:
         for scope in list(self._idle):
             scope.cancel()
 
+    async def drained(self) -> None:
+        """Return once no workflow is running (call after :meth:`stop_taking`)."""
+        if self.active:
+            await self._drained.wait()
+
     async def heartbeat(self) -> None:
         """STATUS lines for systemd, and WATCHDOG=1 while the loop and store are healthy."""
         interval = self.notifier.watchdog_interval()
@@ -150,6 +159,7 @@ async def serve(settings: Settings) -> int:
 async def _supervise(daemon: Daemon) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     settings.outbox.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
     await abandon_orphans(daemon.store, settings.inbox)
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
     async with anyio.create_task_group() as tg:
@@ -175,14 +185,13 @@ async def _supervise(daemon: Daemon) -> None:
         intake_scope.cancel()
         daemon.stop_taking()
         with anyio.move_on_after(settings.shutdown_grace):
-            while daemon.active:
-                await anyio.sleep(0.02)
+            await daemon.drained()
         tg.cancel_scope.cancel()
 
 
 async def _run_intake(
     intake: Intake,
-    send: anyio.abc.ObjectSendStream[Claimed],
+    send: MemoryObjectSendStream[Claimed],
     scope: anyio.CancelScope,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,

@@ -8,6 +8,7 @@ sockets and devices are left alone, and files are opened without following links
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -214,22 +215,37 @@ def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     dest = _free_path(folder, claimed_path.name)
     os.rename(claimed_path, dest)
+    if claimed_path.parent != inbox / PROCESSING:  # a clash folder of _claim, now empty
+        with contextlib.suppress(OSError):
+            claimed_path.parent.rmdir()
     return dest
 
 
 def leftover_claims(inbox: Path) -> list[Path]:
-    """Files left in ``inbox/processing/`` (by a crash or a cancel), oldest mtime first."""
-    folder = inbox / PROCESSING
+    """Files left in ``inbox/processing/`` (by a crash or a cancel), oldest mtime first.
+
+    Includes the files of the clash folders ``processing/<hex>/`` made by a claim whose name
+    was taken; empty clash folders are removed on the way.
+    """
+    found: list[tuple[int, Path]] = []
     try:
-        with os.scandir(folder) as entries:
-            found = [
-                (entry.stat(follow_symlinks=False).st_mtime_ns, entry.name)
-                for entry in entries
-                if entry.is_file(follow_symlinks=False)
-            ]
+        _collect(inbox / PROCESSING, found, depth=1)
     except FileNotFoundError:
         return []
-    return [folder / name for _, name in sorted(found)]
+    return [path for _, path in sorted(found)]
+
+
+def _collect(folder: Path, found: list[tuple[int, Path]], depth: int) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                found.append((entry.stat(follow_symlinks=False).st_mtime_ns, Path(entry.path)))
+            elif depth and entry.is_dir(follow_symlinks=False):
+                before = len(found)
+                _collect(Path(entry.path), found, depth - 1)
+                if len(found) == before:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)
 
 
 def _is_candidate(name: str) -> bool:
@@ -281,11 +297,21 @@ def _parses(data: bytes) -> bool:
 
 
 def _claim(path: Path, processing: Path) -> Path | None:
-    """Rename ``path`` into ``processing``; None when it vanished first."""
-    dest = _free_path(processing, path.name)
+    """Rename ``path`` into ``processing``; None when it vanished first.
+
+    The file keeps its name, which crash recovery reads back as its source: when the name is
+    taken (an earlier file of that name is still being processed), it goes to a fresh
+    ``processing/<hex>/`` folder instead of being renamed.
+    """
+    dest = processing / path.name
+    if os.path.lexists(dest):
+        dest = processing / uuid.uuid4().hex[:12] / path.name
+        dest.parent.mkdir()
     try:
         os.rename(path, dest)
     except FileNotFoundError:
+        if dest.parent != processing:
+            dest.parent.rmdir()
         return None
     return dest
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["find_result", "write_result"]
+__all__ = ["find_result", "remove_temporaries", "write_result"]
 
 
 def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any]) -> Path:
@@ -76,6 +76,20 @@ def find_result(outbox: Path, stem: str, run_id: int) -> Path | None:
         if isinstance(doc, dict) and doc.get("run_id") == run_id:
             return path
     return None
+
+
+def remove_temporaries(outbox: Path) -> int:
+    """Delete the ``.*.tmp`` files a killed :func:`write_result` left behind; how many.
+
+    Call only while holding the state lock: no other writer can be publishing then.
+    """
+    removed = 0
+    for path in outbox.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _candidate(outbox: Path, stem: str, run_id: int, n: int) -> Path:

@@ -73,7 +73,8 @@ def _final_nodes(workflow: WorkflowDef, rows: list[dict[str, Any]]) -> dict[str,
         if not status.is_final or row["node_id"] not in defs:
             continue
         reason = row["reason"]
-        cause = reason[len(_FAILED_PREFIX):] if reason and reason.startswith(_FAILED_PREFIX) else None
+        failed = reason is not None and reason.startswith(_FAILED_PREFIX)
+        cause = reason[len(_FAILED_PREFIX) :] if failed else None
         done[row["node_id"]] = NodeState(
             defs[row["node_id"]], status=status, attempts=row["attempts"],
             started_at=row["started_at"], finished_at=row["finished_at"],
@@ -92,12 +93,16 @@ async def abandon_orphans(store: Store, inbox: Path) -> None:
     processing = inbox / PROCESSING
     for run in await store.unfinished_runs():
         path = run["source_path"]
-        if path is not None and Path(path).parent == processing and Path(path).exists():
+        if path is not None and Path(path).is_relative_to(processing) and _exists(path):
             continue
         if run["pid"] is not None and run["pid"] != os.getpid() and _alive(run["pid"]):
             continue
         await store.abandon_run(run["id"], "interrupted: the process running it ended")
         log.warning("workflow.abandoned", run_id=run["id"], source_path=path)
+
+
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)  # once per unfinished run at start: not worth a thread
 
 
 def _alive(pid: int) -> bool:

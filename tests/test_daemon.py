@@ -1,0 +1,368 @@
+"""Tests of ``wfe-daemon run`` as a real subprocess: intake, outbox, idempotency, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import (
+    PAST,
+    Daemons,
+    daemons_for,
+    drop,
+    echo_doc,
+    echo_then_sleep,
+    node_rows,
+    query,
+    read_json,
+    results,
+    try_query,
+    wait_result,
+    wait_until,
+)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    """Start daemons on ``tmp_path``; all are killed at teardown, and none printed a traceback."""
+    with daemons_for(tmp_path) as factory:
+        yield factory
+
+
+def test_renamed_file_gets_its_result_and_moves_to_processed(daemons: Daemons) -> None:
+    """A file renamed into the inbox gets outbox/<stem>.result.json and lands in processed/."""
+    daemons.start()
+    drop(daemons.inbox, "sales.json", echo_doc("sales"))
+    result = wait_result(daemons.outbox, "sales")
+    assert result["status"] == "SUCCESS"
+    assert result["source"] == "sales.json"
+    assert result["nodes"]["a"]["output"] == {"n": "sales"}
+    assert result["errors"] == []
+    wait_until(lambda: (daemons.inbox / "processed" / "sales.json").exists(), 5, "processed/")
+    assert not (daemons.inbox / "sales.json").exists()
+    assert not any((daemons.inbox / "processing").iterdir())
+    assert [p.name for p in results(daemons.outbox)] == ["sales.result.json"]
+
+
+CYCLE = {
+    "name": "cyclic",
+    "nodes": [
+        {"id": "a", "type": "echo", "depends_on": ["b"]},
+        {"id": "b", "type": "echo", "depends_on": ["a"]},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected_error"),
+    [
+        pytest.param(b'{"name": "half", "nodes": [{"id": ', "invalid JSON", id="malformed-json"),
+        pytest.param(b'{"name": "caf\xe9", "nodes": []}', "UTF-8", id="invalid-utf8"),
+        pytest.param(json.dumps(CYCLE).encode(), "cycle: ", id="cycle"),
+    ],
+)
+def test_invalid_file_is_rejected_and_the_next_file_still_runs(
+    daemons: Daemons, content: bytes, expected_error: str
+) -> None:
+    """An invalid file gets a REJECTED result listing its errors, moves to rejected/, and the
+    daemon goes on serving the next file."""
+    daemons.start()
+    drop(daemons.inbox, "bad.json", content, mtime=PAST)
+    drop(daemons.inbox, "good.json", echo_doc("good"))
+    rejected = wait_result(daemons.outbox, "bad")
+    assert rejected["status"] == "REJECTED"
+    assert rejected["errors"], rejected
+    assert any(expected_error in error for error in rejected["errors"]), rejected["errors"]
+    assert isinstance(rejected["run_id"], int)
+    assert wait_result(daemons.outbox, "good")["status"] == "SUCCESS"
+    wait_until(lambda: (daemons.inbox / "rejected" / "bad.json").exists(), 5, "rejected/")
+    wait_until(lambda: (daemons.inbox / "processed" / "good.json").exists(), 5, "processed/")
+    assert (daemons.inbox / "rejected" / "bad.json").read_bytes() == content
+
+
+def test_cycle_error_names_the_cycle(daemons: Daemons) -> None:
+    """The REJECTED result of a cyclic file names the cycle as a closed path."""
+    daemons.start()
+    drop(daemons.inbox, "loop.json", CYCLE)
+    errors = wait_result(daemons.outbox, "loop")["errors"]
+    assert {"cycle: a -> b -> a", "cycle: b -> a -> b"} & set(errors), errors
+
+
+@pytest.mark.timeout(90)
+def test_a_burst_of_500_files_gets_exactly_one_result_each(daemons: Daemons) -> None:
+    """500 files renamed in at once each get one result: none lost, none doubled."""
+    daemons.start()
+    staging = daemons.root / "staging"
+    staging.mkdir()
+    names = [f"burst{i:03d}.json" for i in range(500)]
+    for name in names:
+        (staging / name).write_text(json.dumps(echo_doc(name)))
+    for name in names:
+        os.rename(staging / name, daemons.inbox / name)
+    processed = daemons.inbox / "processed"
+    wait_until(lambda: len(list(processed.iterdir())) == 500, 60, "500 files in processed/")
+    found = results(daemons.outbox)
+    assert len(found) == 500
+    summaries = [read_json(path) for path in found]
+    assert sorted(s["source"] for s in summaries) == names
+    assert {path.name for path in found} == {
+        n.removesuffix(".json") + ".result.json" for n in names
+    }
+    assert len({s["run_id"] for s in summaries}) == 500
+    assert {s["status"] for s in summaries} == {"SUCCESS"}
+    assert not [p for p in daemons.inbox.iterdir() if p.is_file()]
+    assert not any((daemons.inbox / "processing").iterdir())
+
+
+def test_file_written_slowly_in_place_runs_normally(daemons: Daemons) -> None:
+    """A file written in the inbox in pieces over more than a second is taken only once
+    complete: it runs (SUCCESS), it is never rejected as half-written."""
+    daemons.start()
+    content = json.dumps(echo_doc("slow")).encode()
+    pieces = [content[i : i + 8] for i in range(0, len(content), 8)]
+    step = 1.2 / len(pieces)
+    with open(daemons.inbox / "slow.json", "wb") as file:
+        for piece in pieces:
+            file.write(piece)
+            file.flush()
+            time.sleep(step)
+    result = wait_result(daemons.outbox, "slow")
+    assert result["status"] == "SUCCESS", result
+    assert result["nodes"]["a"]["output"] == {"n": "slow"}
+    processed = daemons.inbox / "processed" / "slow.json"
+    wait_until(processed.exists, 5, "slow.json in processed/")
+    assert processed.read_bytes() == content
+    assert not any((daemons.inbox / "rejected").iterdir())
+
+
+def test_files_present_before_start_are_processed_and_others_left_alone(
+    daemons: Daemons,
+) -> None:
+    """Files in the inbox before start run; *.tmp, dotfiles and symlinks stay untouched."""
+    inbox = daemons.inbox
+    inbox.mkdir()
+    (inbox / "early.json").write_text(json.dumps(echo_doc("early")))
+    os.utime(inbox / "early.json", (PAST, PAST))
+    target = daemons.root / "elsewhere.json"
+    target.write_text(json.dumps(echo_doc("elsewhere")))
+    (inbox / "partial.json.tmp").write_text(json.dumps(echo_doc("tmp")))
+    (inbox / ".hidden.json").write_text(json.dumps(echo_doc("hidden")))
+    (inbox / "link.json").symlink_to(target)
+    left_alone = ["partial.json.tmp", ".hidden.json", "link.json"]
+
+    daemons.start()
+    assert wait_result(daemons.outbox, "early")["status"] == "SUCCESS"
+    drop(inbox, "late.json.tmp", echo_doc("late-tmp"))
+    drop(inbox, ".late.json", echo_doc("late-hidden"))
+    (inbox / "late-link.json").symlink_to(target)
+    left_alone += ["late.json.tmp", ".late.json", "late-link.json"]
+    # A file dropped after all of them is served: by then the others were seen and passed over.
+    drop(inbox, "sentinel.json", echo_doc("sentinel"))
+    assert wait_result(daemons.outbox, "sentinel")["status"] == "SUCCESS"
+    time.sleep(0.3)
+    for name in left_alone:
+        assert os.path.lexists(inbox / name), name
+    assert (inbox / "link.json").is_symlink()
+    assert target.exists()
+    assert [p.name for p in results(daemons.outbox)] == [
+        "early.result.json",
+        "sentinel.result.json",
+    ]
+
+
+def test_same_stem_does_not_overwrite_the_first_result(daemons: Daemons) -> None:
+    """A second file with the same stem gets <stem>.result.<run_id>.json; the first stays."""
+    daemons.start()
+    drop(daemons.inbox, "same.json", echo_doc("first"))
+    first = wait_result(daemons.outbox, "same")
+    first_bytes = (daemons.outbox / "same.result.json").read_bytes()
+    wait_until(lambda: not (daemons.inbox / "processing" / "same.json").exists(), 5, "settle")
+    drop(daemons.inbox, "same.json", echo_doc("second"))
+    second_path = wait_until(
+        lambda: [p for p in results(daemons.outbox) if p.name != "same.result.json"],
+        10,
+        "the second result",
+    )[0]
+    second = read_json(second_path)
+    assert second_path.name == f"same.result.{second['run_id']}.json"
+    assert second["run_id"] != first["run_id"]
+    assert second["workflow"] == "second" and second["status"] == "SUCCESS"
+    assert (daemons.outbox / "same.result.json").read_bytes() == first_bytes
+    processed = daemons.inbox / "processed"
+    wait_until(lambda: len(list(processed.iterdir())) == 2, 5, "both inputs in processed/")
+
+
+def test_one_idempotency_key_runs_once(daemons: Daemons) -> None:
+    """Two files with one idempotency_key run once; the other result is DUPLICATE naming it."""
+    daemons.start()
+    for name in ("twin1", "twin2"):
+        drop(daemons.inbox, f"{name}.json", echo_then_sleep(name, 0.3, idempotency_key="K"))
+    one, two = wait_result(daemons.outbox, "twin1"), wait_result(daemons.outbox, "twin2")
+    ran, dup = (one, two) if one["status"] == "SUCCESS" else (two, one)
+    assert ran["status"] == "SUCCESS"
+    assert dup["status"] == "DUPLICATE"
+    assert dup["duplicate_of"] == ran["run_id"]
+    assert dup["nodes"] == {}
+    # A later file with the key is still a duplicate: the key's run did not fail.
+    drop(daemons.inbox, "twin3.json", echo_then_sleep("twin3", 0.3, idempotency_key="K"))
+    third = wait_result(daemons.outbox, "twin3")
+    assert (third["status"], third["duplicate_of"]) == ("DUPLICATE", ran["run_id"])
+    ran_nodes = query(daemons.db_path, "SELECT workflow_id FROM noderun WHERE status = 'SUCCESS'")
+    assert {row["workflow_id"] for row in ran_nodes} == {ran["run_id"]}
+
+
+@pytest.mark.timeout(60)
+def test_hostile_entries_do_not_stall_the_next_file(daemons: Daemons) -> None:
+    """A FIFO and a folder named *.json are ignored; a 2 GiB sparse file, 100,000 nested
+    brackets and UTF-16 are rejected; a valid file dropped after them still runs."""
+    inbox = daemons.inbox
+    daemons.start()
+    os.mkfifo(inbox / "x.json")
+    (inbox / "y.json").mkdir()
+    staging = daemons.root / "staging"
+    staging.mkdir()
+    with open(staging / "big.json", "wb") as file:
+        file.truncate(2 * 1024**3)
+    os.rename(staging / "big.json", inbox / "big.json")
+    drop(inbox, "deep.json", b"[" * 100_000 + b"]" * 100_000)
+    drop(inbox, "utf16.json", json.dumps(echo_doc("utf16")).encode("utf-16"))
+    drop(inbox, "next.json", echo_doc("next"))
+
+    assert wait_result(daemons.outbox, "next")["status"] == "SUCCESS"
+    big = wait_result(daemons.outbox, "big")
+    assert big["status"] == "REJECTED"
+    assert any("max_file_size" in error for error in big["errors"]), big["errors"]
+    deep = wait_result(daemons.outbox, "deep")
+    assert deep["status"] == "REJECTED" and deep["errors"]
+    utf16 = wait_result(daemons.outbox, "utf16")
+    assert utf16["status"] == "REJECTED" and utf16["errors"]
+    assert (inbox / "x.json").exists() and (inbox / "y.json").is_dir()
+    assert not (daemons.outbox / "x.result.json").exists()
+    assert not (daemons.outbox / "y.result.json").exists()
+    wait_until(lambda: (inbox / "rejected" / "big.json").exists(), 5, "big.json in rejected/")
+    assert (inbox / "rejected" / "big.json").stat().st_size == 2 * 1024**3
+
+
+def test_sigterm_exits_0_within_the_grace_and_the_next_start_finishes(
+    daemons: Daemons,
+) -> None:
+    """SIGTERM with a node running exits 0 within shutdown_grace plus a second; the next
+    start resumes the interrupted run to its single result."""
+    first = daemons.start(WFE_SHUTDOWN_GRACE="2")
+    drop(daemons.inbox, "long.json", echo_then_sleep("long", 6))
+    wait_until(
+        lambda: try_query(
+            daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'b' AND status = 'RUNNING'"
+        ),
+        10,
+        "b running",
+    )
+    sent = time.monotonic()
+    assert first.terminate() == 0
+    elapsed = time.monotonic() - sent
+    assert elapsed < 2 + 1 + 1.0, f"took {elapsed:.2f}s to exit"  # +1 s slack for the interpreter
+    first.wait_notice("STOPPING=1", timeout=1)
+    assert not (daemons.outbox / "long.result.json").exists()
+    (run,) = query(daemons.db_path, "SELECT id, status FROM workflowrun")
+    assert run["status"] == "RUNNING"
+
+    second = daemons.start()
+    result = wait_result(daemons.outbox, "long", timeout=20)
+    assert (result["run_id"], result["status"]) == (run["id"], "SUCCESS")
+    assert [p.name for p in results(daemons.outbox)] == ["long.result.json"]
+    wait_until(lambda: (daemons.inbox / "processed" / "long.json").exists(), 5, "processed/")
+    assert second.terminate() == 0
+
+
+def test_a_second_signal_stops_at_once(daemons: Daemons) -> None:
+    """A second SIGTERM during the grace period ends the daemon without waiting out the grace."""
+    daemon = daemons.start(WFE_SHUTDOWN_GRACE="30")
+    drop(daemons.inbox, "long.json", echo_then_sleep("long", 60))
+    wait_until(
+        lambda: try_query(
+            daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'b' AND status = 'RUNNING'"
+        ),
+        10,
+        "b running",
+    )
+    daemon.proc.terminate()
+    daemon.wait_notice("STOPPING=1", timeout=5)
+    daemon.proc.terminate()
+    assert daemon.wait_exit(timeout=10) == 0
+
+
+def test_notify_socket_gets_ready_then_stopping(daemons: Daemons) -> None:
+    """A unix datagram socket given as NOTIFY_SOCKET receives READY=1, then STOPPING=1."""
+    with tempfile.TemporaryDirectory(prefix="wfe") as folder:  # short: sun_path is 108 bytes
+        path = os.path.join(folder, "notify")
+        daemon = daemons.spawn(notify_path=path)
+        daemon.wait_ready()
+        assert daemon.sock.family == socket.AF_UNIX and daemon.sock.type == socket.SOCK_DGRAM
+        assert daemon.notices[0].split("\n")[0] == "READY=1"
+        assert daemon.terminate() == 0
+        daemon.wait_notice("STOPPING=1", timeout=1)
+        lines = [notice.split("\n")[0] for notice in daemon.notices]
+        assert lines.index("READY=1") < lines.index("STOPPING=1")
+
+
+def test_sigint_stops_like_sigterm(daemons: Daemons) -> None:
+    """SIGINT, as SIGTERM, sends STOPPING=1 and exits 0."""
+    daemon = daemons.start()
+    daemon.proc.send_signal(signal.SIGINT)
+    assert daemon.wait_exit() == 0
+    daemon.wait_notice("STOPPING=1", timeout=1)
+
+
+def test_watchdog_is_petted_when_asked_for(daemons: Daemons) -> None:
+    """With WATCHDOG_USEC set, WATCHDOG=1 arrives repeatedly after READY=1, with STATUS lines."""
+    daemon = daemons.start(WATCHDOG_USEC="400000")  # pet every 0.2 s
+    first = daemon.wait_notice("WATCHDOG=1", timeout=5)
+    daemon.notices.remove(first)
+    daemon.wait_notice("WATCHDOG=1", timeout=5)
+    assert any(
+        line.startswith("STATUS=running ")
+        for notice in daemon.notices
+        for line in notice.split("\n")
+    )
+
+
+def test_stale_outbox_temporaries_are_swept_at_start(daemons: Daemons) -> None:
+    """Temporary files a killed publish left in the outbox are removed at start; results stay."""
+    daemons.outbox.mkdir()
+    (daemons.outbox / ".job.k3j4h5.tmp").write_text('{"run_id": 1')
+    (daemons.outbox / "old.result.json").write_text("{}")
+    daemons.start()
+    assert not (daemons.outbox / ".job.k3j4h5.tmp").exists()
+    assert (daemons.outbox / "old.result.json").read_text() == "{}"
+
+
+def test_a_second_daemon_on_the_same_database_refuses_to_start(daemons: Daemons) -> None:
+    """While one daemon runs, another on the same database exits 2 with one line on stderr."""
+    first = daemons.start()
+    second = daemons.spawn()
+    assert second.wait_exit() == 2
+    lines = second.stderr().splitlines()
+    assert len(lines) == 1, lines
+    assert "already running" in lines[0]
+    assert first.proc.poll() is None
+    drop(daemons.inbox, "still.json", echo_doc("still"))
+    assert wait_result(daemons.outbox, "still")["status"] == "SUCCESS"
+    assert first.terminate() == 0
+
+
+def test_rejected_file_is_recorded_in_the_database(daemons: Daemons) -> None:
+    """A REJECTED file has a run row, so its result's run_id points at something real."""
+    daemons.start()
+    drop(daemons.inbox, "bad.json", CYCLE)
+    result = wait_result(daemons.outbox, "bad")
+    rows = query(daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?", result["run_id"])
+    assert rows == [{"status": "REJECTED"}]
+    assert node_rows(daemons.db_path, result["run_id"]) == {}
