@@ -88,8 +88,8 @@ def per_node_us(seconds: Sequence[float], nodes: int) -> list[float]:
 
 
 def _num(value: float) -> str:
-    if value == 0:
-        return "0"
+    if value == int(value) and abs(value) < 1e6:
+        return f"{int(value):,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -142,8 +142,33 @@ def machine() -> str:
             f" SQLite {sqlite}",
             f"- platform: {platform.platform()}",
             f"- libraries: {', '.join(versions)}",
+            f"- measured code: {_source()}",
         ]
     )
+
+
+def _source() -> str:
+    """Which wfe_daemon was measured: its folder and the commit (dirty when src/ differs)."""
+    import subprocess
+
+    try:
+        import wfe_daemon
+
+        where = str(Path(wfe_daemon.__file__).parent)
+    except ImportError:
+        return "wfe_daemon not importable"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"`{where}`"
+    if not Path(where).is_relative_to(root):
+        return f"`{where}` (outside this repository, whose HEAD is {commit})"
+    state = " + uncommitted changes in src/" if dirty else ""
+    return f"`{where}` (repository at {commit}{state})"
 
 
 def _cpu_model() -> str:
