@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from wfe_daemon.tasks import EchoTask, SleepTask
+from wfe_daemon.tasks.basic import EchoTask, SleepTask
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Rows = Callable[..., list[dict[str, Any]]]

@@ -1,9 +1,29 @@
-"""The built-in task types, one module per family."""
+"""The built-in task types, one module per family.
+
+Each public module here (``basic``, ``http``, ``csv``, ...) lists its task classes in a
+``TASKS`` tuple; :data:`BUILTINS` gathers them in module-name order. Modules import heavy
+libraries (httpx, sqlite3...) inside ``execute``, so loading the registry stays cheap.
+"""
 
 from __future__ import annotations
 
-from wfe_daemon.tasks.basic import EchoTask, SleepTask
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING
 
-BUILTINS = (EchoTask, SleepTask)
+if TYPE_CHECKING:
+    from wfe_daemon.registry import Task
 
-__all__ = ["BUILTINS", "EchoTask", "SleepTask"]
+
+def _discover() -> tuple[type[Task], ...]:
+    found: list[type[Task]] = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            found.extend(getattr(module, "TASKS", ()))
+    return tuple(found)
+
+
+BUILTINS: tuple[type[Task], ...] = _discover()
+
+__all__ = ["BUILTINS"]

@@ -19,7 +19,7 @@ class EchoTask:
     default_timeout: ClassVar[float | None] = None
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
-        return dict(params)
+        return params  # read-only by contract: outputs are never mutated
 
 
 class SleepTask:
@@ -43,3 +43,6 @@ class SleepTask:
         seconds = params["seconds"]
         await asyncio.sleep(seconds)
         return {"slept": seconds}
+
+
+TASKS = (EchoTask, SleepTask)
