@@ -145,9 +145,9 @@ async def _execute_async(
     registry = TaskRegistry.load()
     async with Store.open(settings.db_path) as store:
         engine = Engine(registry, store, settings)
-        return await submit(
-            engine, data, source=path.name, source_path=path, problem=problem
-        )
+        summary = await submit(engine, data, source=path.name, source_path=path, problem=problem)
+        store.mark_settled(summary["run_id"])  # published on stdout; nothing left to recover
+        return summary
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -53,6 +53,9 @@ class NodeState:
     finished_at: str | None = None
     duration: float | None = None
     output: Any = None
+    """The output as shown (secrets redacted); references resolve against the raw one."""
+    output_json: str | None = None
+    """``output`` encoded, from the attempt that produced it until the store takes it."""
     error: str | None = None
     reason: str | None = None
     cause: str | None = None
@@ -74,7 +77,7 @@ class NodeState:
             entry.update(started_at=self.started_at, finished_at=self.finished_at,
                          duration=self.duration)
         if self.status is SUCCESS:
-            entry["output"] = redact(self.output)
+            entry["output"] = self.output
         for key in ("error", "reason"):
             if getattr(self, key) is not None:
                 entry[key] = getattr(self, key)
@@ -170,6 +173,7 @@ class _Run:
         self.states = {node.id: done.get(node.id) or NodeState(node) for node in workflow.nodes}
         self.children = dag.dependents({node.id: node.depends_on for node in workflow.nodes})
         self.outputs = {id_: s.output for id_, s in self.states.items() if s.status is SUCCESS}
+        self.with_refs = {node.id for node in workflow.nodes if refs.find_refs(node.params)}
         self.ready: deque[NodeState] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.handed: set[str] = set()
@@ -353,17 +357,19 @@ class _Run:
             return str(exc)
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
-        try:
-            json.dumps(output, allow_nan=False)  # NaN would make the summary invalid JSON
+        shown = redact(output)
+        try:  # encoded once, here: NaN would make the summary invalid JSON
+            state.output_json = json.dumps(shown, allow_nan=False, ensure_ascii=False,
+                                           separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             return str(TaskFailed(f"output is not JSON: {exc}"))
-        state.output = output
+        state.output = shown
         self.outputs[node.id] = output
         return None
 
     def _params(self, node: NodeDef) -> Any:
         """The node's params with references resolved (and then checked against the schema)."""
-        if not refs.find_refs(node.params):
+        if node.id not in self.with_refs:
             return node.params
         params = refs.resolve(node.params, self.outputs)
         problems = self.engine.registry.check_params(node.type, params, resolved=True)
@@ -377,10 +383,11 @@ class _Run:
         state.finished_at = now_iso()
         if state.started_at is not None:
             state.duration = round(time.perf_counter() - state.clock, 6)
+        output_json, state.output_json = state.output_json, None
         self.store.node_finished(
             self.run_id, state.node.id, status=status, started_at=state.started_at,
             finished_at=state.finished_at, duration=state.duration, attempts=state.attempts,
-            output=redact(state.output) if status is SUCCESS else None, error=error,
+            output_json=output_json if status is SUCCESS else None, error=error,
         )
         self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
                       status=str(status), duration=state.duration, attempt=state.attempts,
@@ -402,21 +409,36 @@ class _Run:
                     self._skip(state, self.stopped[1], None)
         status = _run_status(self.states.values(), self.stopped)
         finished_at = now_iso()
-        summary: dict[str, Any] = {
-            "run_id": self.run_id,
-            "workflow": self.workflow.name,
-            "source": self.source,
-            "status": str(status),
-            "started_at": self.started_at,
-            "finished_at": finished_at,
-            "duration": round(duration, 6),
-            "nodes": {node_id: state.entry() for node_id, state in self.states.items()},
-            "errors": [],
-        }
+        summary = summarize(self.run_id, self.workflow.name, self.source, status,
+                            self.started_at, finished_at, duration, self.states.values())
         await self.store.finish_run(self.run_id, status=status, finished_at=finished_at,
                                     duration=summary["duration"], summary=summary)
         self.log.info(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+def summarize(
+    run_id: int,
+    workflow: str,
+    source: str | None,
+    status: RunStatus,
+    started_at: str,
+    finished_at: str,
+    duration: float | None,
+    states: Iterable[NodeState],
+) -> dict[str, Any]:
+    """The result summary of a run, as the outbox file and ``execute`` show it."""
+    return {
+        "run_id": run_id,
+        "workflow": workflow,
+        "source": source,
+        "status": str(status),
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration": None if duration is None else round(duration, 6),
+        "nodes": {state.node.id: state.entry() for state in states},
+        "errors": [],
+    }
 
 
 def _verdict(state: NodeState, states: Mapping[str, NodeState]) -> tuple[str, str | None] | None:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Protocol
 
 from wfe_daemon.dag import find_cycle, non_ancestors
@@ -47,7 +48,7 @@ class NodeStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self not in (NodeStatus.PENDING, NodeStatus.RUNNING)
+        return self is not NodeStatus.PENDING and self is not NodeStatus.RUNNING
 
 
 class TriggerRule(StrEnum):
@@ -388,27 +389,37 @@ def _check_refs(
 # --- Secrets
 
 
+@lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Return whether a param named ``key`` holds a secret that logs must not show.
 
     True when the key contains ``password``, ``token``, ``secret``, ``authorization`` or
     ``api_key`` in any case; ``-`` counts as ``_`` (so the header ``X-Api-Key`` matches),
-    and ``apikey`` matches too.
+    and ``apikey`` matches too. Memoised: it runs for every key of every log line.
     """
     lowered = key.lower().replace("-", "_")
     return any(word in lowered for word in _SECRET_WORDS)
 
 
 def redact_secrets(value: Any) -> Any:
-    """Return a copy of ``value`` in which every secret-keyed dict value is ``"***"``.
+    """Return ``value`` with every secret-keyed dict value replaced by ``"***"``.
 
     Walks nested dicts and lists; see :func:`is_secret_key` for which keys are secret.
+    Containers that hold nothing secret are returned as they are, not copied: treat the
+    result as read-only.
     """
     if isinstance(value, Mapping):
-        return {
-            key: "***" if isinstance(key, str) and is_secret_key(key) else redact_secrets(item)
-            for key, item in value.items()
-        }
+        changed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            new = "***" if isinstance(key, str) and is_secret_key(key) else redact_secrets(item)
+            if new is not item:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = new
+        return value if changed is None else changed
     if isinstance(value, list | tuple):
-        return [redact_secrets(item) for item in value]
+        items = [redact_secrets(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items
     return value

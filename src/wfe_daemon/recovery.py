@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 import structlog
 
-from wfe_daemon.engine import Engine, NodeState
+from wfe_daemon.engine import Engine, NodeState, now_iso, summarize
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
-from wfe_daemon.model import NodeStatus, WorkflowDef, parse_workflow
+from wfe_daemon.model import NodeDef, NodeStatus, WorkflowDef, parse_workflow
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
@@ -49,8 +49,7 @@ async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
     try:
         workflow = parse_workflow(load_json(data or b""), engine.registry)
     except WorkflowRejected as exc:  # e.g. a task type is no longer installed
-        await engine.store.abandon_run(run["id"], "cannot resume: " + "; ".join(exc.problems))
-        return (await engine.store.get_run(run["id"]) or {}).get("result_summary")
+        return await abandon(engine.store, run["id"], "cannot resume: " + "; ".join(exc.problems))
     return await engine.resume(workflow, run["id"], started_at=run["started_at"],
                                source=source, done=_final_nodes(workflow, run["nodes"]))
 
@@ -67,21 +66,36 @@ def _read(path: Path, max_size: int) -> bytes | None:
 def _final_nodes(workflow: WorkflowDef, rows: list[dict[str, Any]]) -> dict[str, NodeState]:
     """Rebuild the state of the nodes that had reached a final status."""
     defs = {node.id: node for node in workflow.nodes}
-    done = {}
-    for row in rows:
-        status = NodeStatus(row["status"])
-        if not status.is_final or row["node_id"] not in defs:
-            continue
-        reason = row["reason"]
-        failed = reason is not None and reason.startswith(_FAILED_PREFIX)
-        cause = reason[len(_FAILED_PREFIX) :] if failed else None
-        done[row["node_id"]] = NodeState(
-            defs[row["node_id"]], status=status, attempts=row["attempts"],
-            started_at=row["started_at"], finished_at=row["finished_at"],
-            duration=row["duration"], output=row["result_data"], error=row["error"],
-            reason=reason, cause=cause,
-        )
-    return done
+    return {
+        row["node_id"]: _state_of(row, defs[row["node_id"]])
+        for row in rows
+        if row["node_id"] in defs and NodeStatus(row["status"]).is_final
+    }
+
+
+def _state_of(row: dict[str, Any], node: NodeDef) -> NodeState:
+    """A node's state from its ``noderun`` row."""
+    reason = row["reason"]
+    failed = reason is not None and reason.startswith(_FAILED_PREFIX)
+    return NodeState(
+        node, status=NodeStatus(row["status"]), attempts=row["attempts"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
+        duration=row["duration"], output=row["result_data"], error=row["error"],
+        reason=reason, cause=reason[len(_FAILED_PREFIX) :] if failed else None,
+    )
+
+
+async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
+    """End a RUNNING run nobody will resume; store and return its summary."""
+    finished_at = now_iso()
+    status = await store.abandon_run(run_id, reason, finished_at)
+    run = await store.get_run(run_id)
+    assert run is not None
+    states = [_state_of(row, NodeDef(row["node_id"], row["type"])) for row in run["nodes"]]
+    summary = summarize(run_id, run["name"], run["source"], status, run["started_at"],
+                        finished_at, None, states)
+    await store.set_summary(run_id, summary)
+    return summary
 
 
 async def abandon_orphans(store: Store, inbox: Path) -> None:
@@ -97,8 +111,13 @@ async def abandon_orphans(store: Store, inbox: Path) -> None:
             continue
         if run["pid"] is not None and run["pid"] != os.getpid() and _alive(run["pid"]):
             continue
-        await store.abandon_run(run["id"], "interrupted: the process running it ended")
+        await abandon(store, run["id"], "interrupted: the process running it ended")
         log.warning("workflow.abandoned", run_id=run["id"], source_path=path)
+    for run in await store.unsettled_runs():
+        # Its file left processing/ but the settled mark was lost in a crash: without
+        # this, a later file claimed at the same path would be taken for this run.
+        if not _exists(run["source_path"]):
+            store.mark_settled(run["id"])
 
 
 def _exists(path: str) -> bool:

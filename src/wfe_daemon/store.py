@@ -17,6 +17,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
+_GATHER_S = 0.001
+_GATHER_BELOW = 256
+
 _NODE_RUNNING = (
     "UPDATE noderun SET status = 'RUNNING', started_at = ?, attempts = ?"
     " WHERE workflow_id = ? AND node_id = ?"
@@ -94,24 +99,24 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _apply(db: sqlite3.Connection, batch: Sequence[_Item], durable: bool) -> list[Any]:
-    """Run one batch as one transaction (in the connection's thread); results of calls."""
+def _statement(item: _Item) -> str | None:
+    return None if isinstance(item, _Call) else item[0]
+
+
+def _apply(db: sqlite3.Connection, batch: Sequence[_Item | None], durable: bool) -> list[Any]:
+    """Run one batch as one transaction (in the connection's thread); results of calls.
+
+    Consecutive writes of one statement go through one ``executemany``.
+    """
     results: list[Any] = []
     db.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
     db.execute("BEGIN IMMEDIATE")
     try:
-        i = 0
-        while i < len(batch):
-            item = batch[i]
-            if isinstance(item, _Call):
-                results.append(item.fn(db))
-                i += 1
-                continue
-            sql, rows = item[0], []
-            while i < len(batch) and not isinstance(batch[i], _Call) and batch[i][0] == sql:
-                rows.append(batch[i][1])  # type: ignore[index]
-                i += 1
-            db.executemany(sql, rows)
+        for sql, group in groupby((item for item in batch if item is not None), key=_statement):
+            if sql is None:
+                results.extend(call.fn(db) for call in group)  # type: ignore[union-attr]
+            else:
+                db.executemany(sql, [item[1] for item in group])  # type: ignore[index]
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -131,7 +136,11 @@ class Store:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._queue: list[_Item] = []
+        self._queue: list[_Item | None] = []
+        # Where each node's RUNNING write waits in the queue: when the node finishes before
+        # the writer takes the batch, its FINISHED write (which repeats started_at and
+        # attempts) replaces it, one UPDATE instead of two.
+        self._running_at: dict[tuple[int, str], int] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._durable = False
         self._wakeup = asyncio.Event()
@@ -189,14 +198,17 @@ class Store:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if not self._waiters and len(self._queue) < _GATHER_BELOW:
+                await asyncio.sleep(_GATHER_S)  # let a trickle of events share a transaction
             while self._queue or self._waiters:
                 batch, self._queue = self._queue, []
+                self._running_at.clear()
                 waiters, self._waiters = self._waiters, []
                 durable, self._durable = self._durable, False
                 await self._write_batch(batch, waiters, durable)
 
     async def _write_batch(
-        self, batch: list[_Item], waiters: list[asyncio.Future[None]], durable: bool
+        self, batch: list[_Item | None], waiters: list[asyncio.Future[None]], durable: bool
     ) -> None:
         calls = [item for item in batch if isinstance(item, _Call)]
         try:
@@ -318,12 +330,13 @@ class Store:
         return run_id
 
     def mark_settled(self, run_id: int) -> None:
-        """Queue: the run's result is published and its file moved out of processing."""
-        self._enqueue(("UPDATE workflowrun SET settled_at = datetime('now') WHERE id = ?",
-                       (run_id,)))
+        """Queue: the run's result is published (and its file moved out of processing)."""
+        self._enqueue(("UPDATE workflowrun SET settled_at = ? WHERE id = ?",
+                       (datetime.now(UTC).isoformat(), run_id)))
 
     def node_running(self, run_id: int, node_id: str, started_at: str, attempts: int) -> None:
         """Queue: the node holds a slot and runs."""
+        self._running_at[run_id, node_id] = len(self._queue)
         self._enqueue((_NODE_RUNNING, (started_at, attempts, run_id, node_id)))
 
     def node_finished(
@@ -336,14 +349,16 @@ class Store:
         finished_at: str | None,
         duration: float | None,
         attempts: int,
-        output: Any = None,
+        output_json: str | None = None,
         error: str | None = None,
         reason: str | None = None,
     ) -> None:
-        """Queue: the node reached a final status (its output already redacted)."""
-        data = None if output is None else _dumps(output)
+        """Queue: the node reached a final status (``output_json``: encoded, redacted)."""
+        running = self._running_at.pop((run_id, node_id), None)
+        if running is not None:
+            self._queue[running] = None
         self._enqueue((_NODE_FINISHED, (status, started_at, finished_at, duration, attempts,
-                                        data, error, reason, run_id, node_id)))
+                                        output_json, error, reason, run_id, node_id)))
 
     async def finish_run(
         self, run_id: int, *, status: str, finished_at: str, duration: float, summary: Any
@@ -398,11 +413,11 @@ class Store:
         )
         return await self.get_run(rows[0]["id"]) if rows else None
 
-    async def abandon_run(self, run_id: int, reason: str) -> None:
-        """End a RUNNING run that nobody will resume: unfinished nodes SKIPPED, run FAILED
-        (PARTIAL_SUCCESS when some node succeeded)."""
+    async def abandon_run(self, run_id: int, reason: str, finished_at: str) -> str:
+        """End a RUNNING run nobody will resume: unfinished nodes SKIPPED with ``reason``;
+        the run FAILED, or PARTIAL_SUCCESS when some node succeeded. Returns that status."""
 
-        def close(db: sqlite3.Connection) -> None:
+        def close(db: sqlite3.Connection) -> str:
             db.execute(
                 "UPDATE noderun SET status = 'SKIPPED', reason = ?"
                 " WHERE workflow_id = ? AND status IN ('PENDING', 'RUNNING')",
@@ -412,14 +427,28 @@ class Store:
                 "SELECT 1 FROM noderun WHERE workflow_id = ? AND status = 'SUCCESS' LIMIT 1",
                 (run_id,),
             ).fetchone()
+            status = "PARTIAL_SUCCESS" if succeeded else "FAILED"
             db.execute(
-                "UPDATE workflowrun SET status = ?, finished_at = datetime('now'),"
-                " settled_at = datetime('now') WHERE id = ?",
-                ("PARTIAL_SUCCESS" if succeeded else "FAILED", run_id),
+                "UPDATE workflowrun SET status = ?, finished_at = ?, settled_at = ? WHERE id = ?",
+                (status, finished_at, finished_at, run_id),
             )
+            return status
 
-        await self._submit(close)
+        status: str = await self._submit(close)
+        return status
+
+    async def set_summary(self, run_id: int, summary: Any) -> None:
+        """Store a run's result summary, durably."""
+        self._enqueue(("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
+                       (_dumps(summary), run_id)))
         await self.flush(durable=True)
+
+    async def unsettled_runs(self) -> list[dict[str, Any]]:
+        """Finished runs of a file whose result is not marked published: ``id``, ``source_path``."""
+        return await self._query(
+            "SELECT id, source_path FROM workflowrun WHERE settled_at IS NULL"
+            " AND status != 'RUNNING' AND source_path IS NOT NULL ORDER BY id"
+        )
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
