@@ -21,7 +21,7 @@ import structlog
 from wfe_daemon.engine import Engine, NodeState, now_iso, summarize
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
-from wfe_daemon.model import NodeDef, NodeStatus, WorkflowDef, parse_workflow
+from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, WorkflowDef, parse_workflow
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
@@ -92,7 +92,7 @@ async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
     run = await store.get_run(run_id)
     assert run is not None
     states = [_state_of(row, NodeDef(row["node_id"], row["type"])) for row in run["nodes"]]
-    summary = summarize(run_id, run["name"], run["source"], status, run["started_at"],
+    summary = summarize(run_id, run["name"], run["source"], RunStatus(status), run["started_at"],
                         finished_at, None, states)
     await store.set_summary(run_id, summary)
     return summary

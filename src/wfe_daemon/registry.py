@@ -120,7 +120,7 @@ class TaskRegistry:
             raise ConfigError(f"task type {task.type!r} is defined twice: {first} and {source}")
         validator_class = validator_for(task.params_schema)
         try:
-            validator_class.check_schema(task.params_schema)
+            validator_class.check_schema(dict(task.params_schema))
         except SchemaError as exc:
             raise ConfigError(f"{source}: params_schema of {task.type!r}: {exc.message}") from exc
         self._tasks[task.type] = task

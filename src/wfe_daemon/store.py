@@ -186,7 +186,7 @@ class Store:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         # aiosqlite's one way to run a callable in its connection thread: a whole batch
         # becomes one round trip instead of one per statement.
-        return await self._conn._execute(fn, self._conn._conn, *args)
+        return await self._conn._execute(fn, self._conn._conn, *args)  # type: ignore[no-untyped-call]
 
     # -- the writer ---------------------------------------------------------------------
 
