@@ -5,8 +5,10 @@ Event names are the contract's; they live here so every module logs the same wor
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -36,6 +38,20 @@ def _redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Even
     return event_dict
 
 
+def _timestamp(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """UTC ISO-8601 with microseconds, the same shape as the summaries' times."""
+    event_dict["timestamp"] = datetime.now(UTC).isoformat()
+    return event_dict
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+
+
+def _render(event_dict: EventDict, **_ignored: Any) -> str:
+    """One JSON object; a value JSON cannot hold is shown by its ``repr``."""
+    return _encode(event_dict)
+
+
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send JSON lines at ``level`` and above to ``stream`` (stdout by default).
 
@@ -45,10 +61,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            _timestamp,
             _redact,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(ensure_ascii=False),
+            structlog.processors.JSONRenderer(serializer=_render),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.WriteLoggerFactory(stream or sys.stdout),

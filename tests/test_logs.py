@@ -1,0 +1,64 @@
+"""Log lines: one JSON object each, UTC timestamps, bound context, secrets redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta
+
+import structlog
+
+from wfe_daemon.logs import configure_logging
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_each_event_is_one_json_line_with_utc_timestamp_and_level() -> None:
+    """An event becomes one JSON object with event, level and a UTC ISO-8601 timestamp."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    structlog.get_logger().info("workflow.started", run_id=3, workflow="w")
+    (line,) = _lines(stream)
+    assert line["event"] == "workflow.started"
+    assert line["level"] == "info"
+    assert (line["run_id"], line["workflow"]) == (3, "w")
+    stamp = datetime.fromisoformat(str(line["timestamp"]))
+    assert stamp.utcoffset() == timedelta(0)
+
+
+def test_bound_context_and_level_filter() -> None:
+    """Context bound in contextvars is merged in, and events below the level are dropped."""
+    stream = io.StringIO()
+    configure_logging("WARNING", stream)
+    with structlog.contextvars.bound_contextvars(node_id="fetch", task_type="http_get"):
+        structlog.get_logger().info("node.started")
+        structlog.get_logger().warning("node.retry", attempt=2)
+    (line,) = _lines(stream)
+    assert line["event"] == "node.retry"
+    assert (line["node_id"], line["task_type"], line["attempt"]) == ("fetch", "http_get", 2)
+
+
+def test_secret_keys_are_redacted_at_any_depth() -> None:
+    """Keys holding password, token, secret, authorization or api_key show as ***."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    structlog.get_logger().info(
+        "workflow.received",
+        api_key="k1",
+        params={"headers": {"Authorization": "Bearer t"}, "items": [{"DB_PASSWORD": "p"}]},
+    )
+    (line,) = _lines(stream)
+    assert line["api_key"] == "***"
+    assert line["params"] == {"headers": {"Authorization": "***"}, "items": [{"DB_PASSWORD": "***"}]}
+    assert "Bearer" not in stream.getvalue()
+
+
+def test_values_json_cannot_hold_are_shown_not_fatal() -> None:
+    """A value that is not JSON (a set, a path) is rendered by repr instead of failing."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    structlog.get_logger().info("daemon.started", odd={1, 2})
+    (line,) = _lines(stream)
+    assert line["odd"] == "{1, 2}"
