@@ -102,15 +102,17 @@ async def _engine_run(workflow: Any, doc: Any, registry: Any, db: Path) -> float
     """Seconds of ``Engine.run`` (create the run, run every node, durable final state)."""
     from wfe_daemon.config import Settings
     from wfe_daemon.engine import Engine
+    from wfe_daemon.model import public_definition
     from wfe_daemon.store import Store
 
     settings = Settings(db_path=db, data_dir=db.parent / "data", inbox=db.parent / "inbox",
                         outbox=db.parent / "outbox", max_concurrent_tasks=CONCURRENCY)
     async with Store.open(db) as store:
         engine = Engine(registry, store, settings)  # after configure_logging: wrappers bind
+        definition = public_definition(encode(doc).decode(), doc)  # as submit() does, before
         gc.collect()
         started = time.perf_counter()
-        summary = await engine.run(workflow, source="bench.json", definition=doc)
+        summary = await engine.run(workflow, source="bench.json", definition=definition)
         elapsed = time.perf_counter() - started
     if summary["status"] != "SUCCESS":
         raise RuntimeError(f"engine run ended {summary['status']}")
@@ -421,6 +423,7 @@ def memory_child(path: str, db: str) -> None:
     phases = {"start": _vm("VmRSS")}
     from wfe_daemon.config import Settings
     from wfe_daemon.engine import Engine
+    from wfe_daemon.model import public_definition
     from wfe_daemon.store import Store
 
     registry = _registry()
@@ -432,12 +435,14 @@ def memory_child(path: str, db: str) -> None:
     phases["parsed_peak"] = _vm("VmHWM")
     db_path = Path(db)
     settings = Settings(db_path=db_path, data_dir=db_path.parent / "data")
+    definition = public_definition(data.decode("utf-8-sig"), doc)
+    del doc, data  # as submit() does: the run keeps only the typed workflow
 
     async def run() -> tuple[str, float]:
         async with Store.open(db_path) as store:
             engine = Engine(registry, store, settings)
             started = time.perf_counter()
-            summary = await engine.run(workflow, source=Path(path).name, definition=doc)
+            summary = await engine.run(workflow, source=Path(path).name, definition=definition)
             return summary["status"], time.perf_counter() - started
 
     status, seconds = asyncio.run(run())

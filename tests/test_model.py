@@ -16,8 +16,10 @@ from wfe_daemon.model import (
     WorkflowDef,
     is_secret_key,
     parse_workflow,
+    public_definition,
     redact_secrets,
 )
+from wfe_daemon.refs import Ref
 from wfe_daemon.strictjson import load_json
 
 
@@ -218,6 +220,7 @@ def test_valid_workflow_becomes_a_typed_definition() -> None:
                 retries=2,
                 retry_delay=0.0,
                 trigger_rule=TriggerRule.ALL_DONE,
+                refs=(Ref("fetch", ("n",), "{{ fetch.n }}"),),
             ),
         ),
         timeout=600.0,
@@ -520,6 +523,15 @@ def test_redact_secrets_walks_nested_structures() -> None:
         "API_KEY": "***",
     }
     assert params["headers"]["Authorization"] == "Bearer x"
+
+
+def test_public_definition_keeps_the_text_unless_a_secret_key_may_be_in_it() -> None:
+    """The stored definition is the file's own text, or a redacted re-encoding of it."""
+    plain = '{"name": "w", "nodes": [{"id": "a", "type": "echo"}]}'
+    assert public_definition(plain, json.loads(plain)) is plain
+    secret = '{"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {"Api-Key": "k"}}]}'
+    stored = json.loads(public_definition(secret, json.loads(secret)))
+    assert stored["nodes"][0]["params"] == {"Api-Key": "***"}
 
 
 def test_redact_secrets_leaves_scalars_alone() -> None:

@@ -120,9 +120,12 @@ class Engine:
         *,
         source: str | None = None,
         source_path: str | None = None,
-        definition: Any = None,
+        definition: str | None = None,
     ) -> dict[str, Any]:
         """Record a new run of ``workflow``, run it to the end and return its summary.
+
+        ``definition`` is the workflow's JSON as the database keeps it (secrets redacted:
+        see :func:`~wfe_daemon.model.public_definition`).
 
         Cancelling the caller leaves the run RUNNING in the store, to be resumed.
         """
@@ -133,7 +136,7 @@ class Engine:
             nodes=[(node.id, node.type) for node in workflow.nodes],
             source=source,
             source_path=source_path,
-            definition=redact(definition) if definition is not None else None,
+            definition=definition,
             idempotency_key=workflow.idempotency_key,
         )
         return await self.resume(workflow, run_id, started_at=started_at, source=source)
@@ -173,7 +176,6 @@ class _Run:
         self.states = {node.id: done.get(node.id) or NodeState(node) for node in workflow.nodes}
         self.children = dag.dependents({node.id: node.depends_on for node in workflow.nodes})
         self.outputs = {id_: s.output for id_, s in self.states.items() if s.status is SUCCESS}
-        self.with_refs = {node.id for node in workflow.nodes if refs.find_refs(node.params)}
         self.ready: deque[NodeState] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.handed: set[str] = set()
@@ -369,7 +371,7 @@ class _Run:
 
     def _params(self, node: NodeDef) -> Any:
         """The node's params with references resolved (and then checked against the schema)."""
-        if node.id not in self.with_refs:
+        if not node.refs:
             return node.params
         params = refs.resolve(node.params, self.outputs)
         problems = self.engine.registry.check_params(node.type, params, resolved=True)

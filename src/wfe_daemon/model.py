@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 
 from wfe_daemon.dag import find_cycle, non_ancestors
 from wfe_daemon.errors import WorkflowRejected
-from wfe_daemon.refs import find_refs
+from wfe_daemon.refs import Ref, find_refs
 from wfe_daemon.strictjson import load_json, show
 
 JSON = Any
@@ -75,6 +76,8 @@ class NodeDef:
     retries: int = 0
     retry_delay: float = 1.0
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    refs: tuple[Ref, ...] = ()
+    """The ``{{ references }}`` in ``params``, found once at validation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +248,7 @@ def _check_node(index: int, raw: Any, catalog: TaskCatalog, problems: list[str])
         retries=_retries(raw, where, problems),
         retry_delay=_retry_delay(raw, where, problems),
         trigger_rule=_trigger_rule(raw, where, problems),
+        refs=tuple(find_refs(params)),
     )
     return node if node_id else None
 
@@ -362,9 +366,9 @@ def _check_refs(
     acyclic: bool,
 ) -> None:
     """Every reference must name an ancestor (checked only once the graph is acyclic)."""
-    refs = {node_id: find_refs(node.params) for node_id, node in nodes.items()}
     far: list[tuple[str, str]] = []
-    for node_id, found in refs.items():
+    for node_id, node in nodes.items():
+        found = node.refs
         if found:
             direct = set(deps[node_id])
             far.extend(
@@ -373,8 +377,8 @@ def _check_refs(
                 if ref.node_id in nodes and ref.node_id not in direct
             )
     bad = non_ancestors(deps, far) if acyclic else set()
-    for node_id, found in refs.items():
-        for ref in found:
+    for node_id, node in nodes.items():
+        for ref in node.refs:
             if ref.node_id not in nodes:
                 problems.append(
                     f"node '{node_id}': reference {ref.text} names unknown node '{ref.node_id}'"
@@ -387,6 +391,20 @@ def _check_refs(
 
 
 # --- Secrets
+
+
+_SECRET_TEXT = re.compile(r"password|token|secret|authorization|api[-_]?key", re.IGNORECASE)
+
+
+def public_definition(text: str, doc: Any) -> str:
+    """The workflow file as the database keeps it: secrets redacted.
+
+    The file's own text when no key in it can hold a secret (nothing to redact, nothing to
+    re-encode), else the parsed document with secrets redacted, as JSON.
+    """
+    if _SECRET_TEXT.search(text) is None:
+        return text
+    return json.dumps(redact_secrets(doc), ensure_ascii=False, separators=(",", ":"))
 
 
 @lru_cache(maxsize=4096)

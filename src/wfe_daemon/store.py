@@ -256,7 +256,7 @@ class Store:
         nodes: Iterable[tuple[str, str]],
         source: str | None = None,
         source_path: str | None = None,
-        definition: Any = None,
+        definition: str | None = None,
         idempotency_key: str | None = None,
     ) -> int:
         """Insert a RUNNING run and its nodes (``(node_id, type)``, PENDING); its id.
@@ -264,7 +264,7 @@ class Store:
         Raises:
             DuplicateRun: a run holding the same ``idempotency_key`` exists.
         """
-        run_row = (name, started_at, source, source_path, _dumps(definition), idempotency_key,
+        run_row = (name, started_at, source, source_path, definition, idempotency_key,
                    os.getpid())
         node_rows = list(nodes)
 

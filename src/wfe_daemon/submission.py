@@ -14,7 +14,7 @@ import structlog
 from wfe_daemon.engine import Engine, now_iso
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
-from wfe_daemon.model import RunStatus, parse_workflow
+from wfe_daemon.model import RunStatus, parse_workflow, public_definition
 from wfe_daemon.strictjson import load_json
 
 
@@ -40,19 +40,22 @@ async def submit(
         doc = load_json(data)
         workflow = parse_workflow(doc, engine.registry)
     except WorkflowRejected as exc:
-        summary = _unrun(RunStatus.REJECTED, doc, source, errors=exc.problems)
+        name = doc.get("name") if isinstance(doc, dict) else None
+        summary = _unrun(RunStatus.REJECTED, name, source, errors=exc.problems)
         await _record(engine, summary, source_path)
         log.warning(WORKFLOW_REJECTED, run_id=summary["run_id"], errors=exc.problems)
         return summary
+    definition = public_definition(data.decode("utf-8-sig"), doc)
+    del doc  # a run can be long and large: keep only the typed workflow
     try:
         return await engine.run(
             workflow,
             source=source,
             source_path=None if source_path is None else str(source_path),
-            definition=doc,
+            definition=definition,
         )
     except DuplicateRun as exc:
-        summary = _unrun(RunStatus.DUPLICATE, doc, source, duplicate_of=exc.run_id)
+        summary = _unrun(RunStatus.DUPLICATE, workflow.name, source, duplicate_of=exc.run_id)
         await _record(engine, summary, source_path)
         log.info(WORKFLOW_DUPLICATE, run_id=summary["run_id"], duplicate_of=exc.run_id)
         return summary
@@ -60,14 +63,13 @@ async def submit(
 
 def _unrun(
     status: RunStatus,
-    doc: Any,
+    name: Any,
     source: str,
     *,
     errors: list[str] | None = None,
     duplicate_of: int | None = None,
 ) -> dict[str, Any]:
     """The summary of a file that never ran."""
-    name = doc.get("name") if isinstance(doc, dict) else None
     at = now_iso()
     summary: dict[str, Any] = {
         "run_id": None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-
 import structlog
 
 from wfe_daemon.logs import NODE_STARTED
