@@ -1,0 +1,570 @@
+"""``validate_csv`` and ``transform_simple``: streaming checks and transforms of CSV files.
+
+Both read their input with the stdlib :mod:`csv` module in a worker thread (the event
+loop never blocks), a batch of :data:`BATCH_ROWS` rows at a time, so memory stays flat
+whatever the file's size. Within a batch the work is column-wise (``map`` over C
+callables), which keeps a million rows to about a second per pass.
+
+Files are read as UTF-8 (a byte-order mark is skipped); the first line is the header.
+Blank lines are skipped. A line number is the file line where the record starts (the
+header is line 1; a quoted field may span lines).
+
+Cancellation: a thread cannot be killed. When the node is cancelled (its timeout, a
+shutdown), :func:`run_blocking` sets a :class:`threading.Event` that the loops check
+between batches, so the thread stops soon after; a half-written output is discarded.
+
+``save_db`` (:mod:`wfe_daemon.tasks.sqlite`) shares the reading helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import math
+import operator
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from itertools import compress, islice, repeat
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from wfe_daemon.errors import TaskFailed
+from wfe_daemon.refs import contains_ref
+from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.tasks._paths import atomic_write, data_path
+
+T = TypeVar("T")
+Row = list[str]
+
+BATCH_ROWS = 4096
+"""Rows read, checked and written at a time (also how often cancellation is checked)."""
+
+TYPE_NAMES = ("int", "float", "str", "bool", "date")
+_ARTICLE = {"int": "an", "float": "a", "str": "a", "bool": "a", "date": "a"}
+
+_INT = re.compile(r"[+-]?[0-9]+").fullmatch
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?").fullmatch
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*").fullmatch
+_BOOL = re.compile(r"true|false|yes|no|1|0", re.IGNORECASE).fullmatch
+_BOOL_TEXT = {"true": "true", "yes": "true", "1": "true",
+              "false": "false", "no": "false", "0": "false"}
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
+
+
+@functools.lru_cache(maxsize=4096)  # dates repeat a lot in real files; the cache stays small
+def _is_date(text: str) -> bool:
+    if _DATE(text) is None:
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+CHECKS: Mapping[str, Callable[[str], object]] = {
+    "int": _INT, "float": _FLOAT, "str": lambda _: True, "bool": _BOOL, "date": _is_date,
+}
+"""Per type, a callable that is truthy for a valid cell (``""`` is valid only as ``str``)."""
+
+# -- shared by the CSV tasks and save_db ----------------------------------------------------
+
+
+async def run_blocking(work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args, cancelled)`` in a worker thread; ``cancelled`` is set if we are.
+
+    The thread is not killed: ``work`` checks ``cancelled`` between batches and stops.
+    """
+    cancelled = threading.Event()
+    try:
+        return await asyncio.to_thread(work, *args, cancelled)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
+def stop_if(cancelled: threading.Event) -> None:
+    """Raise in the worker thread once the node has been cancelled."""
+    if cancelled.is_set():
+        raise TaskFailed("cancelled")
+
+
+@contextmanager
+def open_csv(file: Path, name: str, delimiter: str) -> Iterator[tuple[Row, Any]]:
+    """Open ``file`` (``name`` as the user gave it) and yield its header and csv reader.
+
+    Raises:
+        TaskFailed: the file is missing, empty, not UTF-8, malformed, or its header
+            repeats a column.
+    """
+    try:
+        handle = file.open(newline="", encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise TaskFailed(f"{name}: no such file in data_dir") from exc
+    except IsADirectoryError as exc:
+        raise TaskFailed(f"{name}: is a directory, not a CSV file") from exc
+    except OSError as exc:
+        raise TaskFailed(f"{name}: cannot open: {exc.strerror}") from exc
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise TaskFailed(f"{name}: no header row (the file or its first line is empty)")
+            seen: set[str] = set()
+            for column in header:
+                if column in seen:
+                    raise TaskFailed(f"{name}: the header repeats column {column!r}")
+                seen.add(column)
+            yield header, reader
+        except csv.Error as exc:
+            raise TaskFailed(f"{name}: line {reader.line_num}: malformed CSV: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise TaskFailed(f"{name}: after line {reader.line_num}: not UTF-8 text") from exc
+
+
+def batches(reader: Any) -> Iterator[tuple[int, list[Row]]]:
+    """Yield ``(line before the batch, rows)`` until the reader is exhausted."""
+    while True:
+        before = reader.line_num
+        batch = list(islice(reader, BATCH_ROWS))
+        if not batch:
+            return
+        yield before, batch
+
+
+def _breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def line_of(before: int, batch: Sequence[Row], position: int) -> int:
+    """The file line where ``batch[position]`` starts (blank rows and quoted breaks counted)."""
+    line = before + 1
+    for row in islice(batch, position):
+        line += 1 + sum(map(_breaks, row))
+    return line
+
+
+def even_rows(name: str, before: int, batch: list[Row], width: int) -> list[Row]:
+    """``batch`` without blank rows; a row of another width than the header fails."""
+    widths = set(map(len, batch))
+    if widths == {width}:
+        return batch
+    for position, row in enumerate(batch):
+        if row and len(row) != width:
+            line = line_of(before, batch, position)
+            raise TaskFailed(f"{name}: line {line}: {len(row)} fields, the header has {width}")
+    return [row for row in batch if row]
+
+
+def _unknown(step: str, column: str, name: str, header: Sequence[str]) -> TaskFailed:
+    return TaskFailed(f"{step}: no column {column!r} in {name} (columns: {', '.join(header)})")
+
+
+_PATH_DOC = "Path of the CSV file, relative to data_dir."
+_COLUMNS: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+_DELIMITER: dict[str, Any] = {
+    "type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ['"', "\n", "\r"]},
+    "default": ",", "description": "The field separator of the input (one character).",
+}
+_TYPES: dict[str, Any] = {"type": "object", "additionalProperties": {"enum": list(TYPE_NAMES)}}
+
+# -- validate_csv -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Errors:
+    """The invalid cells found so far: all counted, the first ``limit`` kept."""
+
+    limit: int
+    count: int = 0
+    rows: int = 0
+    kept: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, line: int, column: str | None, value: str, error: str) -> None:
+        self.count += 1
+        if len(self.kept) < self.limit:
+            self.kept.append({"line": line, "column": column, "value": value, "error": error})
+
+    def message(self, name: str) -> str:
+        shown = "; ".join(
+            f"line {e['line']}" + (f", column {e['column']!r}" if e["column"] is not None else "")
+            + f": {e['value'][:80]!r} {e['error']}"
+            for e in self.kept
+        )
+        more = f" (first {len(self.kept)} shown)" if self.count > len(self.kept) else ""
+        return f"{name}: {self.count} invalid value(s) in {self.rows} row(s){more}: {shown}"
+
+
+class ValidateCsvTask:
+    """Checks a CSV file's header and typed columns, row by row."""
+
+    type: ClassVar[str] = "validate_csv"
+    display_name: ClassVar[str] = "Validate CSV"
+    description: ClassVar[str] = (
+        "Checks a CSV file: required columns present, typed columns valid on every row "
+        "(int, float, str, bool, date as YYYY-MM-DD). Fails naming the line, column and value."
+    )
+    category: ClassVar[str] = "data"
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "minLength": 1, "description": _PATH_DOC},
+            "required_columns": {**_COLUMNS, "default": [],
+                                 "description": "Columns the header must have."},
+            "delimiter": _DELIMITER,
+            "types": {**_TYPES, "default": {}, "description": (
+                "{column: type}: every cell of the column must read as the type; an empty "
+                "cell is valid only as str. bool is true/false/yes/no/1/0."
+            )},
+            "max_errors": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 20,
+                           "description": "How many invalid cells the error lists at most."},
+        },
+        "required": ["path"],
+        "additionalProperties": False,
+    }
+    default_timeout: ClassVar[float | None] = None
+    output_doc: ClassVar[dict[str, str]] = {
+        "path": "The path param, as given.",
+        "row_count": "Data rows (blank lines not counted).",
+        "columns": "The header, in file order.",
+        "errors": "Invalid cells ({line, column, value, error}); always empty on success.",
+    }
+    failure_doc: ClassVar[tuple[str, ...]] = (
+        "The file is missing, empty, not UTF-8 or malformed CSV.",
+        "A required or typed column is missing from the header, or the header repeats one.",
+        "Any row is invalid (wrong field count, a cell not of its type): the error gives the "
+        "count and up to max_errors cells with their line, column and value.",
+        "The path leads out of data_dir.",
+    )
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Output:
+        source = data_path(ctx.data_dir, params["path"], param="path")
+        return await run_blocking(_validate, source, params)
+
+
+def _validate(source: Path, params: Params, cancelled: threading.Event) -> dict[str, Any]:
+    name = params["path"]
+    types: Mapping[str, str] = params.get("types", {})
+    with open_csv(source, name, params.get("delimiter", ",")) as (header, reader):
+        missing = [c for c in (*params.get("required_columns", ()), *types) if c not in header]
+        if missing:
+            listed = ", ".join(repr(c) for c in dict.fromkeys(missing))
+            raise TaskFailed(f"{name}: missing column(s) {listed} (header: {', '.join(header)})")
+        checks = [(header.index(c), c, t, CHECKS[t]) for c, t in types.items() if t != "str"]
+        errors = _Errors(params.get("max_errors", 20))
+        rows = 0
+        for before, batch in batches(reader):
+            stop_if(cancelled)
+            if _batch_valid(batch, len(header), checks):
+                rows += len(batch)
+            else:
+                rows += _find_errors(before, batch, len(header), checks, errors)
+    if errors.count:
+        raise TaskFailed(errors.message(name))
+    return {"path": name, "row_count": rows, "columns": header, "errors": errors.kept}
+
+
+Check = tuple[int, str, str, Callable[[str], object]]
+
+
+def _batch_valid(batch: list[Row], width: int, checks: list[Check]) -> bool:
+    """The fast path: every row has the header's width and every typed cell is valid."""
+    if set(map(len, batch)) != {width}:
+        return False
+    return all(all(map(check, map(operator.itemgetter(i), batch))) for i, _, _, check in checks)
+
+
+def _find_errors(
+    before: int, batch: list[Row], width: int, checks: list[Check], errors: _Errors
+) -> int:
+    """Record every problem of a batch, row by row; return its count of non-blank rows."""
+    line, rows = before + 1, 0
+    for row in batch:
+        if row:
+            rows += 1
+            found = errors.count
+            if len(row) != width:
+                errors.add(line, None, ",".join(row), f"has {len(row)} fields, header {width}")
+            else:
+                for index, column, type_name, check in checks:
+                    if not check(row[index]):
+                        errors.add(line, column, row[index],
+                                   f"is not {_ARTICLE[type_name]} {type_name}")
+            errors.rows += errors.count > found
+        line += 1 + sum(map(_breaks, row))
+    return rows
+
+
+# -- transform_simple -----------------------------------------------------------------------
+
+_COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt,
+    "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+}
+OPS = (*_COMPARE, "in", "contains")
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a number when it reads as one (a JSON number or numeric text)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _NUMBER(value) is not None:
+        return float(value)
+    return None
+
+
+def _text(value: object) -> str:
+    """A JSON scalar as the text a CSV cell would hold (``10`` -> ``"10"``)."""
+    if isinstance(value, str):
+        return value
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+Test = Callable[[Sequence[str]], Iterable[bool]]
+"""A filter over one column of a batch: one verdict per cell."""
+
+
+def _numbers(cells: Sequence[str]) -> Iterable[float] | None:
+    """Every cell as a float when they all read as numbers (the common, C-speed case)."""
+    return map(float, cells) if all(map(_NUMBER, cells)) else None
+
+
+def _predicate(op: str, value: Any) -> Test:
+    """The test one filter applies: numeric when both sides read as numbers, else textual."""
+    if op == "contains":
+        return lambda cells: map(operator.contains, cells, repeat(_text(value)))
+    if op == "in":
+        numbers = {n for n in map(_number, value) if n is not None}
+        texts = {_text(v) for v in value if _number(v) is None}
+        if not numbers:
+            return lambda cells: map(texts.__contains__, cells)
+        return lambda cells: [c in texts or _number(c) in numbers for c in cells]
+    compare, text, number = _COMPARE[op], _text(value), _number(value)
+    if number is None:
+        return lambda cells: map(compare, cells, repeat(text))
+
+    def test(cells: Sequence[str]) -> Iterable[bool]:
+        numbers = _numbers(cells)
+        if numbers is not None:
+            return map(compare, numbers, repeat(number))
+        return [compare(n, number) if (n := _number(c)) is not None else compare(c, text)
+                for c in cells]
+
+    return test
+
+
+def _cast_column(values: Sequence[str], type_name: str) -> Sequence[str] | int:
+    """The column cast to canonical text, or the position of the first bad value."""
+    if type_name in _CANONICAL and all(map(_CANONICAL[type_name], values)):
+        return values  # already as the cast would write them
+    check = CHECKS[type_name]
+    if not all(map(check, values)):
+        return next(i for i, v in enumerate(values) if not check(v))
+    if type_name == "int":
+        return list(map(str, map(int, values)))
+    if type_name == "float":
+        floats = list(map(float, values))
+        if not all(map(math.isfinite, floats)):
+            return next(i for i, f in enumerate(floats) if not math.isfinite(f))
+        return list(map(repr, floats))
+    if type_name == "bool":
+        return list(map(_BOOL_TEXT.__getitem__, map(str.lower, values)))
+    return values  # str and date: a valid value is canonical
+
+
+_CANONICAL: Mapping[str, Callable[[str], object]] = {
+    "int": re.compile(r"0|-?[1-9][0-9]*").fullmatch,
+    # Up to 15 significant digits and no exponent: repr(float(text)) == text.
+    "float": re.compile(r"-?(?:[1-9][0-9]{0,6}|0(?!\.0000))\.(?:0|[0-9]{0,7}[1-9])").fullmatch,
+    "bool": re.compile(r"true|false").fullmatch,
+}
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The steps of one transform, as column positions of the input."""
+
+    name: str
+    filters: list[tuple[int, Test]]
+    edits: list[tuple[int, Callable[[str], str]]]
+    """strip, lowercase, uppercase, in that order."""
+    casts: list[tuple[int, str, str]]
+    select: list[int]
+    header: list[str]
+    """The output header: selected columns, renamed."""
+
+
+_EDITS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("strip", str.strip), ("lowercase", str.lower), ("uppercase", str.upper),
+)
+
+
+def _plan(header: Row, params: Params, name: str) -> _Plan:
+    """Resolve every step's columns against the input header (unknown columns fail)."""
+    where = {column: i for i, column in enumerate(header)}
+
+    def col(step: str, column: str) -> int:
+        if column not in where:
+            raise _unknown(step, column, name, header)
+        return where[column]
+
+    filters = [(col("filter", f["column"]), _predicate(f["op"], f["value"]))
+               for f in params.get("filter", ())]
+    edits = [(col(step, c), method) for step, method in _EDITS for c in params.get(step, ())]
+    casts = [(col("cast", c), c, t) for c, t in params.get("cast", {}).items()]
+    select = [col("select", c) for c in params.get("select", header)]
+    rename: Mapping[str, str] = params.get("rename", {})
+    for old in rename:
+        if col("rename", old) not in select:
+            raise TaskFailed(f"rename: column {old!r} is not among the selected columns")
+    out = [rename.get(header[i], header[i]) for i in select]
+    twice = next((c for i, c in enumerate(out) if c in out[:i]), None)
+    if twice is not None:
+        raise TaskFailed(f"rename: the output would have two columns named {twice!r}")
+    return _Plan(name, filters, edits, casts, select, out)
+
+
+class TransformSimpleTask:
+    """Filters, cleans, casts and reshapes a CSV file into another, streaming."""
+
+    type: ClassVar[str] = "transform_simple"
+    display_name: ClassVar[str] = "Transform CSV"
+    description: ClassVar[str] = (
+        "Writes a transformed copy of a CSV file. Steps run in this order: filter, strip, "
+        "lowercase, uppercase, cast, select, rename; every step names input columns."
+    )
+    category: ClassVar[str] = "data"
+    params_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "input": {"type": "string", "minLength": 1, "description": _PATH_DOC},
+            "output": {"type": "string", "minLength": 1, "description": (
+                "Path of the CSV file to write (comma-separated, UTF-8), relative to "
+                "data_dir; replaced atomically."
+            )},
+            "delimiter": _DELIMITER,
+            "filter": {
+                "type": "array", "default": [],
+                "description": (
+                    "Rows kept: those passing every rule. Comparisons are numeric when both "
+                    "sides read as numbers, textual otherwise; 'in' takes a list."
+                ),
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "column": {"type": "string"},
+                        "op": {"enum": list(OPS)},
+                        "value": {"type": ["string", "number", "array"],
+                                  "items": {"type": ["string", "number"]}},
+                    },
+                    "required": ["column", "op", "value"],
+                    "additionalProperties": False,
+                },
+            },
+            "strip": {**_COLUMNS, "description": "Columns whose cells lose outer whitespace."},
+            "lowercase": {**_COLUMNS, "description": "Columns turned to lower case."},
+            "uppercase": {**_COLUMNS, "description": "Columns turned to upper case."},
+            "cast": {**_TYPES, "description": (
+                "{column: type}: cells rewritten in canonical form (int '007' -> '7', "
+                "bool -> true/false); a cell that does not read as the type fails the node."
+            )},
+            "select": {**_COLUMNS, "minItems": 1, "description": (
+                "Input columns to keep, in this order (default: all)."
+            )},
+            "rename": {"type": "object", "additionalProperties": {"type": "string",
+                                                                  "minLength": 1},
+                       "description": "{input column: output name}, for selected columns."},
+        },
+        "required": ["input", "output"],
+        "additionalProperties": False,
+    }
+    default_timeout: ClassVar[float | None] = None
+    output_doc: ClassVar[dict[str, str]] = {
+        "path": "The output param, as given.",
+        "rows_in": "Data rows read.",
+        "rows_out": "Rows written (those that passed the filter).",
+    }
+    failure_doc: ClassVar[tuple[str, ...]] = (
+        "The input is missing, empty, not UTF-8 or malformed, or a row has the wrong width.",
+        "A step names a column the input lacks; rename targets an unselected column or "
+        "makes two output columns share a name.",
+        "A cast meets a value that does not read as the type (line, column and value given).",
+        "input or output leads out of data_dir. On any failure the output is left as it was.",
+    )
+
+    def validate_params(self, params: Params, *, resolved: bool) -> list[str]:
+        """Each filter's value fits its op: a list for ``in``, text for ``contains``."""
+        rules = params.get("filter")
+        problems: list[str] = []
+        for i, rule in enumerate(rules if isinstance(rules, list) else ()):
+            value, op = rule.get("value"), rule.get("op")
+            if not resolved and isinstance(value, str) and contains_ref(value):
+                continue
+            where = f"filter.{i}.value"
+            if op == "in" and not isinstance(value, list):
+                problems.append(f"{where}: op 'in' needs a list of values, got {value!r}")
+            elif op != "in" and isinstance(value, list):
+                problems.append(f"{where}: op {op!r} needs one value, not a list")
+            elif op == "contains" and not isinstance(value, str):
+                problems.append(f"{where}: op 'contains' needs text, got {value!r}")
+        return problems
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Output:
+        source = data_path(ctx.data_dir, params["input"], param="input")
+        target = data_path(ctx.data_dir, params["output"], param="output")
+        return await run_blocking(_transform, source, target, params)
+
+
+def _transform(
+    source: Path, target: Path, params: Params, cancelled: threading.Event
+) -> dict[str, Any]:
+    name = params["input"]
+    rows_in = rows_out = 0
+    with open_csv(source, name, params.get("delimiter", ",")) as (header, reader):
+        plan = _plan(header, params, name)
+        with atomic_write(target, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(plan.header)
+            for before, batch in batches(reader):
+                stop_if(cancelled)
+                rows = even_rows(name, before, batch, len(header))
+                rows_in += len(rows)
+                done = _apply(plan, rows, functools.partial(_line, before, batch))
+                rows_out += len(done)
+                writer.writerows(done)
+    return {"path": params["output"], "rows_in": rows_in, "rows_out": rows_out}
+
+
+def _line(before: int, batch: list[Row], row: Row) -> int:
+    # The first equal row of the batch: an equal earlier row would have failed first.
+    return line_of(before, batch, batch.index(row))
+
+
+def _apply(plan: _Plan, rows: list[Row], line: Callable[[Row], int]) -> list[Any]:
+    """One batch through every step; ``line(row)`` is the file line of an input row."""
+    for index, test in plan.filters:
+        rows = list(compress(rows, test(list(map(operator.itemgetter(index), rows)))))
+    if not rows:
+        return []
+    columns: list[Sequence[str]] = list(zip(*rows, strict=True))
+    for index, edit in plan.edits:
+        columns[index] = list(map(edit, columns[index]))
+    for index, column, type_name in plan.casts:
+        cast = _cast_column(columns[index], type_name)
+        if isinstance(cast, int):
+            value = columns[index][cast]
+            raise TaskFailed(
+                f"{plan.name}: line {line(rows[cast])}: cast: column {column!r}: {value!r} is not "
+                f"{_ARTICLE[type_name]} {type_name}"
+            )
+        columns[index] = cast
+    return list(zip(*(columns[i] for i in plan.select), strict=True))
+
+
+TASKS = (ValidateCsvTask, TransformSimpleTask)
