@@ -19,7 +19,8 @@ from wfe_daemon.engine import Engine
 from wfe_daemon.errors import PathEscapeError, TaskFailed
 from wfe_daemon.registry import TaskContext, TaskRegistry
 from wfe_daemon.submission import submit
-from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask, run_blocking
+from wfe_daemon.tasks._csvio import run_blocking
+from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
 
 SALES = (
     "id,date,region,amount,note\n"

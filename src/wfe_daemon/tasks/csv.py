@@ -18,31 +18,33 @@ between batches, so the thread stops soon after; a half-written output is discar
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import functools
 import math
 import operator
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from itertools import compress, islice, repeat
+from itertools import compress, repeat
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.refs import contains_ref
 from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.tasks._csvio import (
+    Row,
+    batches,
+    breaks,
+    even_rows,
+    line_of,
+    open_csv,
+    run_blocking,
+    stop_if,
+)
 from wfe_daemon.tasks._paths import atomic_write, data_path
-
-T = TypeVar("T")
-Row = list[str]
-
-BATCH_ROWS = 4096
-"""Rows read, checked and written at a time (also how often cancellation is checked)."""
 
 TYPE_NAMES = ("int", "float", "str", "bool", "date")
 _ARTICLE = {"int": "an", "float": "a", "str": "a", "bool": "a", "date": "a"}
@@ -71,96 +73,6 @@ CHECKS: Mapping[str, Callable[[str], object]] = {
     "int": _INT, "float": _FLOAT, "str": lambda _: True, "bool": _BOOL, "date": _is_date,
 }
 """Per type, a callable that is truthy for a valid cell (``""`` is valid only as ``str``)."""
-
-# -- shared by the CSV tasks and save_db ----------------------------------------------------
-
-
-async def run_blocking(work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(*args, cancelled)`` in a worker thread; ``cancelled`` is set if we are.
-
-    The thread is not killed: ``work`` checks ``cancelled`` between batches and stops.
-    """
-    cancelled = threading.Event()
-    try:
-        return await asyncio.to_thread(work, *args, cancelled)
-    except asyncio.CancelledError:
-        cancelled.set()
-        raise
-
-
-def stop_if(cancelled: threading.Event) -> None:
-    """Raise in the worker thread once the node has been cancelled."""
-    if cancelled.is_set():
-        raise TaskFailed("cancelled")
-
-
-@contextmanager
-def open_csv(file: Path, name: str, delimiter: str) -> Iterator[tuple[Row, Any]]:
-    """Open ``file`` (``name`` as the user gave it) and yield its header and csv reader.
-
-    Raises:
-        TaskFailed: the file is missing, empty, not UTF-8, malformed, or its header
-            repeats a column.
-    """
-    try:
-        handle = file.open(newline="", encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise TaskFailed(f"{name}: no such file in data_dir") from exc
-    except IsADirectoryError as exc:
-        raise TaskFailed(f"{name}: is a directory, not a CSV file") from exc
-    except OSError as exc:
-        raise TaskFailed(f"{name}: cannot open: {exc.strerror}") from exc
-    with handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = next(reader, None)
-            if not header:
-                raise TaskFailed(f"{name}: no header row (the file or its first line is empty)")
-            seen: set[str] = set()
-            for column in header:
-                if column in seen:
-                    raise TaskFailed(f"{name}: the header repeats column {column!r}")
-                seen.add(column)
-            yield header, reader
-        except csv.Error as exc:
-            raise TaskFailed(f"{name}: line {reader.line_num}: malformed CSV: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise TaskFailed(f"{name}: after line {reader.line_num}: not UTF-8 text") from exc
-
-
-def batches(reader: Any) -> Iterator[tuple[int, list[Row]]]:
-    """Yield ``(line before the batch, rows)`` until the reader is exhausted."""
-    while True:
-        before = reader.line_num
-        batch = list(islice(reader, BATCH_ROWS))
-        if not batch:
-            return
-        yield before, batch
-
-
-def _breaks(text: str) -> int:
-    return text.count("\n") + text.count("\r") - text.count("\r\n")
-
-
-def line_of(before: int, batch: Sequence[Row], position: int) -> int:
-    """The file line where ``batch[position]`` starts (blank rows and quoted breaks counted)."""
-    line = before + 1
-    for row in islice(batch, position):
-        line += 1 + sum(map(_breaks, row))
-    return line
-
-
-def even_rows(name: str, before: int, batch: list[Row], width: int) -> list[Row]:
-    """``batch`` without blank rows; a row of another width than the header fails."""
-    widths = set(map(len, batch))
-    if widths == {width}:
-        return batch
-    for position, row in enumerate(batch):
-        if row and len(row) != width:
-            line = line_of(before, batch, position)
-            raise TaskFailed(f"{name}: line {line}: {len(row)} fields, the header has {width}")
-    return [row for row in batch if row]
-
 
 def _unknown(step: str, column: str, name: str, header: Sequence[str]) -> TaskFailed:
     return TaskFailed(f"{step}: no column {column!r} in {name} (columns: {', '.join(header)})")
@@ -297,7 +209,7 @@ def _find_errors(
                         errors.add(line, column, row[index],
                                    f"is not {_ARTICLE[type_name]} {type_name}")
             errors.rows += errors.count > found
-        line += 1 + sum(map(_breaks, row))
+        line += 1 + sum(map(breaks, row))
     return rows
 
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.tasks._csvio import batches, even_rows, open_csv, run_blocking, stop_if
 from wfe_daemon.tasks._paths import data_path
-from wfe_daemon.tasks.csv import batches, even_rows, open_csv, run_blocking, stop_if
 
 if TYPE_CHECKING:
     import sqlite3
