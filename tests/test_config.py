@@ -54,6 +54,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.enable_shell is False
     assert settings.log_level == "INFO"
     assert settings.metrics_port == 0
+    assert settings.http_deny_networks == ()
     assert settings == Settings()
 
 
@@ -195,6 +196,12 @@ def test_unknown_toml_key_without_suggestion(tmp_path: Path) -> None:
         ("[task_limits]\nhttp_get = 0", "task_limits.http_get: must be >= 1, got 0"),
         ('[task_limits]\nhttp_get = "8"', "task_limits.http_get: must be an integer, got '8'"),
         ('[task_limits]\n"" = 2', "task_limits: task types must be non-empty strings, got ''"),
+        ('http_deny_networks = "loopback"',
+         "http_deny_networks: must be a list of CIDR networks or names, got 'loopback'"),
+        ('http_deny_networks = ["10.0.0.0/33"]',
+         "http_deny_networks: must be CIDR networks (like 10.0.0.0/8) or loopback, private,"
+         " got '10.0.0.0/33'"),
+        ("http_deny_networks = [8]", "http_deny_networks: must be CIDR networks"),
     ],
 )
 def test_bad_toml_values_name_file_and_key(tmp_path: Path, line: str, expected: str) -> None:
@@ -214,6 +221,7 @@ def test_bad_toml_values_name_file_and_key(tmp_path: Path, line: str, expected: 
         ("WFE_LOG_LEVEL", "chatty", "must be one of DEBUG"),
         ("WFE_METRICS_PORT", "-1", "must be a port 0..65535"),
         ("WFE_INBOX", "", "must be a non-empty path string, got ''"),
+        ("WFE_HTTP_DENY_NETWORKS", "loopback,intranet", "must be CIDR networks"),
     ],
 )
 def test_bad_env_values_name_the_variable(name: str, value: str, expected: str) -> None:
@@ -312,3 +320,15 @@ def test_settings_frozen_and_replaceable() -> None:
     changed = dataclasses.replace(settings, max_concurrent_tasks=1)
     assert changed.max_concurrent_tasks == 1
     assert changed.inbox == settings.inbox
+
+
+def test_http_deny_networks_from_toml_and_env(tmp_path: Path) -> None:
+    """http_deny_networks takes a TOML list or a comma-separated variable, normalised."""
+    path = write(tmp_path / "a.toml", 'http_deny_networks = ["Loopback", "10.1.2.3/8", "::1"]\n')
+    assert load_settings(environ={}, toml_path=path).http_deny_networks == (
+        "loopback", "10.0.0.0/8", "::1/128"
+    )
+    environ = {"WFE_HTTP_DENY_NETWORKS": " private , 192.168.0.0/16,"}
+    settings = load_settings(environ=environ, toml_path=path)
+    assert settings.http_deny_networks == ("private", "192.168.0.0/16")
+    assert load_settings(environ={"WFE_HTTP_DENY_NETWORKS": ""}).http_deny_networks == ()

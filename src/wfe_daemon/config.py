@@ -50,12 +50,15 @@ class Settings:
     enable_shell: bool = False
     log_level: str = "INFO"
     metrics_port: int = 0
+    http_deny_networks: tuple[str, ...] = ()
+    """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
 
     def __post_init__(self) -> None:
         for name in _PATH_KEYS:
             path = Path(getattr(self, name)).expanduser()
             object.__setattr__(self, name, Path(os.path.abspath(path)))
         object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
+        object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
 
 
 def _default_of(f: Any) -> Any:
@@ -144,6 +147,33 @@ def _as_task_limits(value: object, text_ok: bool) -> Mapping[str, int]:
     return MappingProxyType(limits)
 
 
+#: Names ``http_deny_networks`` accepts besides CIDRs (``wfe_daemon.tasks.http`` expands them).
+NETWORK_NAMES: Final = ("loopback", "private")
+
+
+def _as_networks(value: object, text_ok: bool) -> tuple[str, ...]:
+    if text_ok and isinstance(value, str):
+        value = [part for part in (p.strip() for p in value.split(",")) if part]
+    if not isinstance(value, list | tuple):
+        raise _Invalid(f"must be a list of CIDR networks or names, got {_show(value)}")
+    import ipaddress
+
+    networks: list[str] = []
+    for item in value:
+        text = item.strip().lower() if isinstance(item, str) else ""
+        if text in NETWORK_NAMES:
+            networks.append(text)
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise _Invalid(
+                f"must be CIDR networks (like 10.0.0.0/8) or {', '.join(NETWORK_NAMES)},"
+                f" got {_show(item)}"
+            ) from None
+    return tuple(dict.fromkeys(networks))
+
+
 def _num(v: float) -> str:
     """A number as the user likely wrote it: ``-1``, not ``-1.0``."""
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
@@ -186,6 +216,7 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "enable_shell": _Spec(_as_bool),
         "log_level": _Spec(_as_log_level),
         "metrics_port": _Spec(_as_int, _port),
+        "http_deny_networks": _Spec(_as_networks),
     }
 )
 

@@ -1,0 +1,249 @@
+"""HTTP benchmark (issue 6, row 6): 1,000 ``http_get`` nodes against a 50 ms local server.
+
+The server (``python -m benchmarks.http serve DELAY``) is a raw asyncio HTTP/1.1 keep-alive
+server on 127.0.0.1 in its own process, answering every request after ``DELAY`` seconds.
+Each client arrangement runs in a fresh child process (``python -m benchmarks.http client
+...``) that drives the real :class:`~wfe_daemon.engine.Engine` (SQLite store, INFO logs
+to ``os.devnull``) with ``max_concurrent_tasks = 100`` and ``services={"http": client}``:
+one workflow of 1,000 independent ``http_get`` nodes. One warm-up run opens the pool (its
+time is reported as "cold"), then each measured run reuses the client, as the daemon does.
+The figure is the makespan (``Engine.run``, call to return) over the ideal
+``1000 / 100 x 50 ms = 0.5 s``.
+
+Arrangements:
+
+- ``httpx``: ``httpx.AsyncClient(limits=Limits(100, 100))`` (httpcore's pool) with
+  ``sniffio`` hidden, as on a fresh install where anyio no longer pulls it in: httpcore
+  then retries the failing ``import sniffio`` on every lock it sets up.
+- ``httpx+sniffio``: the same with ``sniffio`` importable (skipped when not installed).
+- ``sharded``: 10 httpcore pools of 10 connections behind one transport that sends each
+  request to the least busy pool (httpcore's pool scan grows with requests x connections).
+- ``aiohttp``: what the task ships, :func:`wfe_daemon.tasks.http.open_http_client`: the
+  ``httpx-aiohttp`` transport over aiohttp's pool, with the address checks on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._suite import Context, Figure, Section, ratios
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "httpx": "httpx.AsyncClient, Limits(100, 100), sniffio absent",
+    "httpx+sniffio": "httpx.AsyncClient, Limits(100, 100), sniffio installed",
+    "sharded": "httpx, 10 sharded httpcore pools of 10 connections",
+    "aiohttp": "httpx-aiohttp transport via open_http_client (shipped)",
+}
+SHIPPED = "aiohttp"
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+def serve(delay_s: float) -> None:
+    """Answer every GET on 127.0.0.1 after ``delay_s``; print the port; stop at stdin EOF."""
+    body = b'{"ok": true}'
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+             % len(body)) + body
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(delay_s)
+                writer.write(reply)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        loop = asyncio.get_running_loop()
+        async with server:
+            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+
+    asyncio.run(main())
+
+
+# -- the client side (one child process per arrangement) ----------------------------------------
+
+
+class _HideSniffio:
+    """A meta path finder that makes ``import sniffio`` fail the way a missing module does."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "sniffio":
+            importlib.machinery.PathFinder.find_spec("sniffio_not_installed", None)  # same scan
+            raise ModuleNotFoundError("No module named 'sniffio'", name=name)
+
+
+def _sharded_transport(total: int, per_pool: int) -> Any:
+    import httpx
+
+    class Sharded(httpx.AsyncBaseTransport):
+        """Sends each request to the pool with the fewest requests in flight."""
+
+        def __init__(self) -> None:
+            limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+            self.pools = [httpx.AsyncHTTPTransport(limits=limits)
+                          for _ in range(max(1, total // per_pool))]
+            self.busy = [0] * len(self.pools)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            index = min(range(len(self.busy)), key=self.busy.__getitem__)
+            self.busy[index] += 1
+            try:
+                response = await self.pools[index].handle_async_request(request)
+            except BaseException:
+                self.busy[index] -= 1
+                raise
+            inner, busy = response.stream, self.busy
+
+            class Stream(httpx.AsyncByteStream):
+                async def __aiter__(self) -> Any:
+                    async for chunk in inner:  # type: ignore[union-attr]
+                        yield chunk
+
+                async def aclose(self) -> None:
+                    busy[index] -= 1
+                    await inner.aclose()  # type: ignore[union-attr]
+
+            response.stream = Stream()
+            return response
+
+        async def aclose(self) -> None:
+            for pool in self.pools:
+                await pool.aclose()
+
+    return Sharded()
+
+
+def _open_client(variant: str, settings: Any) -> Any:
+    import httpx
+
+    from wfe_daemon.tasks.http import open_http_client
+
+    n = settings.max_concurrent_tasks
+    if variant in ("httpx", "httpx+sniffio"):
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        return httpx.AsyncClient(limits=limits, trust_env=False)
+    if variant == "sharded":
+        return httpx.AsyncClient(transport=_sharded_transport(n, 10), trust_env=False)
+    return open_http_client(settings)
+
+
+def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp: str) -> None:
+    """Run the workflow ``runs + 1`` times with one client; print the seconds as JSON."""
+    if variant == "httpx":
+        sys.meta_path.insert(0, _HideSniffio())
+    from benchmarks.engine import _log_to_devnull, _registry, parse
+    from wfe_daemon.config import Settings
+    from wfe_daemon.engine import Engine
+    from wfe_daemon.store import Store
+
+    registry = _registry()
+    _log_to_devnull("INFO")
+    doc = {"name": "http bench", "nodes": [
+        {"id": f"n{i}", "type": "http_get", "params": {"url": f"{url}/item/{i}"}}
+        for i in range(nodes)
+    ]}
+    _, workflow = parse(json.dumps(doc).encode(), registry)
+    folder = Path(tmp)
+    settings = Settings(db_path=folder / "http.db", data_dir=folder / "data",
+                        inbox=folder / "inbox", outbox=folder / "outbox",
+                        max_concurrent_tasks=concurrency)
+
+    async def main() -> list[list[float]]:
+        seconds, cpu = [], []
+        async with _open_client(variant, settings) as http:
+            for run in range(runs + 1):
+                db = folder / f"http-{run}.db"
+                async with Store.open(db) as store:
+                    engine = Engine(registry, store, settings, services={"http": http})
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    summary = await engine.run(workflow, source="bench.json")
+                    seconds.append(time.perf_counter() - started)
+                    cpu.append(time.process_time() - cpu_started)
+                if summary["status"] != "SUCCESS":
+                    failed = next(n for n in summary["nodes"].values() if n["status"] != "SUCCESS")
+                    raise RuntimeError(f"{variant}: run ended {summary['status']}: {failed}")
+        return [seconds, cpu]
+
+    print(json.dumps(asyncio.run(main())))
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+
+
+def http(ctx: Context) -> Section:
+    """Issue 6 row 6: makespan of 1,000 ``http_get`` nodes over the ideal, per client."""
+    nodes, concurrency = ctx.size(1_000, 40), ctx.size(100, 10)
+    delay_s = ctx.size(50, 20) / 1000
+    ideal = nodes / concurrency * delay_s
+    section = Section(
+        "http", f"6. {nodes:,} `http_get` nodes against a {delay_s * 1000:g} ms local server",
+        (__doc__ or "").split("\n\n", 1)[1].split("\n\nArrangements")[0].replace("\n", " ")
+        + f" Ideal here: {nodes} / {concurrency} x {delay_s * 1000:g} ms = {ideal:g} s.",
+    )
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.http", "serve", str(delay_s)],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{int(server.stdout.readline())}"
+        has_sniffio = importlib.util.find_spec("sniffio") is not None
+        for variant, label in VARIANTS.items():
+            if variant == "httpx+sniffio" and not has_sniffio:
+                section.notes.append(f"`{variant}` skipped: sniffio is not installed.")
+                continue
+            ctx.progress(f"http: {variant}")
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.http", "client", variant, url, str(nodes),
+                 str(concurrency), str(ctx.runs), str(ctx.tmp)],
+                cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"http client {variant}: {done.stderr[-2000:]}")
+            (cold, *warm), (_, *cpu) = json.loads(done.stdout.strip().splitlines()[-1])
+            limit = 1.15 if variant == SHIPPED else None
+            section.add(Figure(f"{label}: makespan / ideal", ratios(warm, [ideal] * len(warm)),
+                               "x", limit))
+            section.add(Figure(f"{label}: makespan", warm, "s"))
+            section.add(Figure(f"{label}: client CPU per node (engine, store, task, client)",
+                               [c / nodes * 1e6 for c in cpu], "µs"))
+            section.add(Figure(f"{label}: first run, pool opening (cold)", [cold], "s"))
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    section.notes.append(
+        f"max_concurrent_tasks = {concurrency}; each arrangement in its own process; the"
+        " server in another. Only the shipped arrangement carries the target; the others are"
+        " the comparison that chose it."
+    )
+    return section
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 3:
+        serve(float(sys.argv[2]))
+    elif sys.argv[1:2] == ["client"] and len(sys.argv) == 8:
+        client(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]),
+               sys.argv[7])
+    else:
+        sys.exit("usage: python -m benchmarks.http serve DELAY"
+                 " | client VARIANT URL NODES CONCURRENCY RUNS TMP")

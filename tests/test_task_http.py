@@ -1,0 +1,560 @@
+"""Tests for the ``http_get`` task: a real HTTP server on 127.0.0.1, driven through the engine.
+
+No test sends traffic anywhere but 127.0.0.1: refused addresses are refused before any
+connection is attempted, and unit tests of the pure parts use ``httpx.MockTransport``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import ipaddress
+import json
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from wfe_daemon.config import Settings, load_settings
+from wfe_daemon.engine import Engine
+from wfe_daemon.errors import TaskFailed
+from wfe_daemon.logs import configure_logging
+from wfe_daemon.registry import TaskContext, TaskRegistry
+from wfe_daemon.store import Store
+from wfe_daemon.submission import submit
+from wfe_daemon.tasks.http import AddressPolicy, HttpGetTask, literal_address, open_http_client
+
+SECRET = "Bearer s3cr3t-t0ken-value"
+BOMB_SIZE = 50 * 1024 * 1024
+
+
+# -- the local server -------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain",
+              extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        self.server.requests.append({"path": parts.path, "query": parts.query,
+                                     "headers": {k.lower(): v for k, v in self.headers.items()}})
+        route = parts.path.strip("/").split("/")
+        if route[0] == "json":
+            self._send(200, b'{"hello": "world", "n": [1, 2]}', "application/json",
+                       {"Set-Cookie": "session=abc", "X-Auth-Token": "tok"})
+        elif route[0] == "text":
+            self._send(200, "héllo".encode(), "text/plain; charset=utf-8")
+        elif route[0] == "csv":
+            self._send(200, b"id,amount\n1,10\n2,20\n", "text/csv")
+        elif route[0] == "status":
+            self._send(int(route[1]), b"status body")
+        elif route[0] == "query":
+            self._send(200, json.dumps(parse_qs(parts.query)).encode(), "application/json")
+        elif route[0] == "redirect":
+            self._send(302, b"", extra={"Location": parse_qs(parts.query)["to"][0]})
+        elif route[0] == "big":
+            self._send(200, b"x" * int(route[1]))
+        elif route[0] == "bomb":
+            self._send(200, self.server.bomb, extra={"Content-Encoding": "gzip"})
+        elif route[0] == "trickle":
+            self._trickle()
+        else:
+            self._send(404, b"no such route")
+
+    def _trickle(self) -> None:
+        """Send headers, then one byte every 0.2 s (each read well inside any read timeout)."""
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    requests: list[dict[str, Any]]
+    bomb: bytes
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up is expected (timeouts, max_bytes): stay quiet."""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[_Server]:
+    """A threaded HTTP/1.1 server on 127.0.0.1 with the routes the tests use."""
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.requests = []
+    srv.bomb = gzip.compress(b"\0" * BOMB_SIZE, compresslevel=9)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def base(server: _Server) -> str:
+    """The server's base URL; the request log starts empty for each test."""
+    server.requests.clear()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# -- the engine, with the shared client -------------------------------------------------------
+
+
+@pytest.fixture
+async def run_nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """``await run_nodes(node_or_nodes, **settings)`` runs a workflow through the real engine.
+
+    Each call submits the workflow as ``execute`` does (:func:`submit`), on a Store in
+    ``tmp_path`` and one shared client from ``open_http_client``; it returns the summary and
+    the INFO log lines.
+    """
+    logs = io.StringIO()
+    configure_logging("INFO", logs)
+    registry = TaskRegistry.load()
+
+    async def run(nodes: dict[str, Any] | list[dict[str, Any]],
+                  **overrides: Any) -> tuple[dict[str, Any], str]:
+        settings = Settings(db_path=tmp_path / "wfe.db", data_dir=tmp_path / "data",
+                            inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", **overrides)
+        node_list = nodes if isinstance(nodes, list) else [nodes]
+        data = json.dumps({"name": "http test", "nodes": node_list}).encode()
+        async with Store.open(settings.db_path) as store, open_http_client(settings) as client:
+            engine = Engine(registry, store, settings, services={"http": client})
+            summary = await submit(engine, data, source="t.json")
+        assert summary["status"] != "REJECTED", summary["errors"]
+        return summary, logs.getvalue()
+
+    yield run
+
+
+def get(params: dict[str, Any], node_id: str = "fetch") -> dict[str, Any]:
+    return {"id": node_id, "type": "http_get", "params": params}
+
+
+def node(summary: dict[str, Any], node_id: str = "fetch") -> dict[str, Any]:
+    result: dict[str, Any] = summary["nodes"][node_id]
+    return result
+
+
+def error_of(summary: dict[str, Any], node_id: str = "fetch") -> str:
+    entry = node(summary, node_id)
+    assert entry["status"] == "FAILED", entry
+    message: str = entry["error"]
+    return message
+
+
+# -- success ----------------------------------------------------------------------------------
+
+
+async def test_json_body(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A 200 JSON response gives status_code, headers, bytes, elapsed, text and json."""
+    summary, _ = await run_nodes(get({"url": f"{base}/json"}))
+    assert summary["status"] == "SUCCESS"
+    output = node(summary)["output"]
+    assert output["status_code"] == 200
+    assert output["json"] == {"hello": "world", "n": [1, 2]}
+    assert output["text"] == '{"hello": "world", "n": [1, 2]}'
+    assert output["bytes"] == len(output["text"])
+    assert output["headers"]["content-type"] == "application/json"
+    assert output["headers"]["set-cookie"] == "***"
+    assert output["headers"]["x-auth-token"] == "***"
+    assert output["elapsed"] >= 0
+    assert "path" not in output
+
+
+async def test_text_body_has_no_json(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A text body is decoded with its charset, and there is no json key."""
+    summary, _ = await run_nodes(get({"url": f"{base}/text"}))
+    output = node(summary)["output"]
+    assert output["text"] == "héllo"
+    assert "json" not in output
+
+
+async def test_save_to_streams_into_data_dir(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path
+) -> None:
+    """save_to writes the body under data_dir and returns the path as given and the size."""
+    summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": "raw/sales.csv"}))
+    output = node(summary)["output"]
+    saved = tmp_path / "data" / "raw" / "sales.csv"
+    assert saved.read_bytes() == b"id,amount\n1,10\n2,20\n"
+    assert output["path"] == "raw/sales.csv"
+    assert output["bytes"] == saved.stat().st_size
+    assert "text" not in output
+    assert [p.name for p in saved.parent.iterdir()] == ["sales.csv"]  # no temporary left
+
+
+async def test_save_to_escape_refused(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A save_to path out of data_dir fails the node before any request."""
+    summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": "../out.csv"}))
+    assert "'..'" in error_of(summary)
+
+
+async def test_query_params(base: str, run_nodes: Callable[..., Any], server: _Server) -> None:
+    """query params reach the server, lists repeating the name."""
+    params = {"url": f"{base}/query", "query": {"q": "a b", "n": 3, "tag": ["x", "y"]}}
+    summary, _ = await run_nodes(get(params))
+    assert node(summary)["output"]["json"] == {"q": ["a b"], "n": ["3"], "tag": ["x", "y"]}
+    assert server.requests[-1]["query"] == "q=a+b&n=3&tag=x&tag=y"
+
+
+async def test_redirect_followed(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A redirect to another local path is followed."""
+    summary, _ = await run_nodes(get({"url": f"{base}/redirect?to=/json"}))
+    assert node(summary)["status"] == "SUCCESS", node(summary).get("error")
+    assert node(summary)["output"]["json"]["hello"] == "world"
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [404, 500])
+async def test_error_status_fails(base: str, run_nodes: Callable[..., Any], code: int) -> None:
+    """A 404 or 500 fails the node with the expected and received status and the URL."""
+    summary, _ = await run_nodes(get({"url": f"{base}/status/{code}"}))
+    assert error_of(summary) == f"expected 2xx, got {code} from {base}/status/{code}"
+
+
+async def test_expect_status_accepts_listed(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A 404 listed in expect_status is a success; a 200 not listed is a failure."""
+    summary, _ = await run_nodes([
+        get({"url": f"{base}/status/404", "expect_status": [404]}, "a"),
+        get({"url": f"{base}/json", "expect_status": [201, 404]}, "b"),
+    ])
+    assert node(summary, "a")["output"]["status_code"] == 404
+    assert error_of(summary, "b") == f"expected 201, 404, got 200 from {base}/json"
+
+
+# -- transport failures and limits -------------------------------------------------------------
+
+
+async def test_connection_refused(run_nodes: Callable[..., Any]) -> None:
+    """A port with no listener fails with 'connection refused'."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    summary, _ = await run_nodes(get({"url": f"http://127.0.0.1:{port}/"}))
+    assert error_of(summary) == f"GET http://127.0.0.1:{port}/: connection refused"
+
+
+async def test_total_timeout_on_trickle(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A server trickling a byte every 0.2 s fails at the total timeout, not per read."""
+    started = time.perf_counter()
+    summary, _ = await run_nodes(get({"url": f"{base}/trickle", "timeout": 1}))
+    assert error_of(summary) == f"GET {base}/trickle timed out after 1s"
+    assert time.perf_counter() - started < 5
+
+
+async def test_body_over_max_bytes(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A body larger than max_bytes fails; one exactly max_bytes passes."""
+    summary, _ = await run_nodes([
+        get({"url": f"{base}/big/1001", "max_bytes": 1000}, "over"),
+        get({"url": f"{base}/big/1000", "max_bytes": 1000}, "exact"),
+    ])
+    assert error_of(summary, "over") == f"GET {base}/big/1001: body is over max_bytes (1000 bytes)"
+    assert node(summary, "exact")["output"]["bytes"] == 1000
+
+
+async def test_gzip_bomb_fails_early(
+    base: str, run_nodes: Callable[..., Any], server: _Server, tmp_path: Path
+) -> None:
+    """A gzip body whose decoded size passes max_bytes fails, and no file is left behind."""
+    assert len(server.bomb) < 100_000  # 50 MiB of zeros, compressed
+    summary, _ = await run_nodes(
+        get({"url": f"{base}/bomb", "max_bytes": 1_000_000, "save_to": "bomb.bin"})
+    )
+    assert "body is over max_bytes (1000000 bytes)" in error_of(summary)
+    assert list((tmp_path / "data").glob("*bomb*")) == []
+
+
+# -- refused URLs and addresses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
+async def test_non_http_scheme_refused(run_nodes: Callable[..., Any], url: str) -> None:
+    """file:// and ftp:// URLs fail with a clear error."""
+    summary, _ = await run_nodes(get({"url": url}))
+    assert "only http and https URLs are allowed" in error_of(summary)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://0251.0376.0251.0376/",
+        "http://0xa9.0xfe.0xa9.0xfe/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://100.100.100.200/",
+        "http://[fd00:ec2::254]/",
+        "http://[fe80::1]/",
+    ],
+)
+async def test_metadata_addresses_refused_before_connecting(
+    run_nodes: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """Metadata and link-local addresses, however spelt, are refused without any connection."""
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a connection was attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    summary, _ = await run_nodes(get({"url": url}))
+    message = error_of(summary)
+    assert message.startswith(f"GET {url}: ")
+    assert "a link-local/metadata address" in message
+    assert message.endswith("; refused")
+
+
+async def test_metadata_message_names_the_address(run_nodes: Callable[..., Any]) -> None:
+    """A disguised address is named in the error as the address it spells."""
+    summary, _ = await run_nodes(get({"url": "http://2852039166/"}))
+    assert error_of(summary) == (
+        "GET http://2852039166/: 2852039166 resolves to 169.254.169.254,"
+        " a link-local/metadata address; refused"
+    )
+
+
+async def test_redirect_to_metadata_refused(
+    base: str, run_nodes: Callable[..., Any], server: _Server
+) -> None:
+    """A local redirect to http://169.254.169.254/latest is refused on that hop."""
+    summary, _ = await run_nodes(
+        get({"url": f"{base}/redirect?to=http://169.254.169.254/latest"})
+    )
+    assert error_of(summary) == (
+        "GET http://169.254.169.254/latest: 169.254.169.254 is a link-local/metadata address;"
+        " refused"
+    )
+    assert [r["path"] for r in server.requests] == ["/redirect"]
+
+
+async def test_deny_loopback_refuses_local_server(
+    base: str, run_nodes: Callable[..., Any], server: _Server
+) -> None:
+    """http_deny_networks = ["loopback"] refuses 127.0.0.1 and localhost (after resolving)."""
+    port = server.server_address[1]
+    summary, _ = await run_nodes(
+        [get({"url": f"{base}/json"}, "ip"), get({"url": f"http://localhost:{port}/json"}, "name")],
+        http_deny_networks=("loopback",),
+    )
+    assert error_of(summary, "ip") == (
+        f"GET {base}/json: 127.0.0.1 is a loopback address (http_deny_networks); refused"
+    )
+    assert "localhost resolves to " in error_of(summary, "name")
+    assert "a loopback address (http_deny_networks); refused" in error_of(summary, "name")
+    assert server.requests == []
+
+
+async def test_deny_cidr_refuses(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A CIDR in http_deny_networks (from the config loader) refuses what it contains."""
+    settings = load_settings(environ={"WFE_HTTP_DENY_NETWORKS": "127.0.0.0/24"})
+    summary, _ = await run_nodes(get({"url": f"{base}/json"}),
+                                 http_deny_networks=settings.http_deny_networks)
+    assert "127.0.0.1 is in 127.0.0.0/24 (http_deny_networks); refused" in error_of(summary)
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+async def test_authorization_reaches_server_but_nothing_shows_it(
+    base: str, run_nodes: Callable[..., Any], server: _Server, tmp_path: Path
+) -> None:
+    """The Authorization header reaches the server; no log line, summary or DB row holds it."""
+    params = {"url": f"{base}/json", "headers": {"Authorization": SECRET, "X-Trace": "t1"}}
+    summary, logs = await run_nodes(get(params))
+    assert summary["status"] == "SUCCESS"
+    assert server.requests[-1]["headers"]["authorization"] == SECRET
+    assert server.requests[-1]["headers"]["x-trace"] == "t1"
+    assert "node.finished" in logs
+    assert "s3cr3t" not in logs
+    assert "s3cr3t" not in json.dumps(summary)
+    conn = sqlite3.connect(tmp_path / "wfe.db")
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert "noderun" in tables
+    assert "s3cr3t" not in dump
+
+
+async def test_authorization_absent_from_errors(base: str, run_nodes: Callable[..., Any]) -> None:
+    """A failing request with an Authorization header keeps it out of the error."""
+    params = {"url": f"{base}/status/500", "headers": {"Authorization": SECRET}}
+    summary, logs = await run_nodes(get(params))
+    assert "s3cr3t" not in error_of(summary)
+    assert "s3cr3t" not in logs
+
+
+# -- validation and wiring --------------------------------------------------------------------
+
+
+def test_schema_rejects_bad_params() -> None:
+    """Validation rejects a non-string url, unknown keys, bad status codes and max_bytes."""
+    registry = TaskRegistry.load()
+    assert registry.check_params("http_get", {"url": 5}) == ["url: 5 is not of type 'string'"]
+    assert registry.check_params("http_get", {}) == ["'url' is a required property"]
+    assert registry.check_params("http_get", {"url": "http://x/", "verb": "POST"})
+    assert registry.check_params("http_get", {"url": "http://x/", "expect_status": [99]})
+    assert registry.check_params("http_get", {"url": "http://x/", "max_bytes": -1})
+    assert registry.check_params("http_get", {"url": "http://x/", "headers": {"a": 1}})
+    assert registry.check_params("http_get", {"url": "http://x/", "timeout": 0})
+    assert registry.check_params("http_get", {"url": "http://x/", "headers": {"a": "b"},
+                                              "query": {"q": [1, "a"]}, "save_to": "f",
+                                              "max_bytes": 0, "expect_status": [200]}) == []
+
+
+async def test_missing_client_fails_clearly(tmp_path: Path) -> None:
+    """Without services["http"], the task fails and says how to provide the client."""
+    ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {})
+    with pytest.raises(TaskFailed, match="no HTTP client"):
+        await HttpGetTask().execute({"url": "http://127.0.0.1/"}, ctx)
+
+
+def test_registry_lists_http_get() -> None:
+    """The registry discovers http_get with a 60 s default timeout."""
+    task = TaskRegistry.load().get("http_get")
+    assert task.default_timeout == 60.0
+    assert task.params_schema["additionalProperties"] is False
+
+
+# -- unit tests of the pure parts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("2852039166", "169.254.169.254"),
+        ("0251.0376.0251.0376", "169.254.169.254"),
+        ("0xa9fea9fe", "169.254.169.254"),
+        ("169.254.43518", "169.254.169.254"),
+        ("169.254.169.254.", "169.254.169.254"),
+        ("[::ffff:a9fe:a9fe]", "::ffff:a9fe:a9fe"),
+        ("127.1", "127.0.0.1"),
+        ("example.com", None),
+        ("1example", None),
+        ("deadbeef", None),
+    ],
+)
+def test_literal_address(host: str, expected: str | None) -> None:
+    """Legacy IPv4 spellings and bracketed IPv6 are read as addresses; names are not."""
+    address = literal_address(host)
+    assert (str(address) if address is not None else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("169.254.0.1", True),
+        ("::ffff:169.254.169.254", True),
+        ("64:ff9b::169.254.169.254", True),
+        ("64:ff9b:1::a9fe:a9fe", True),
+        ("2002:a9fe:a9fe::", True),
+        ("::169.254.169.254", True),
+        ("fe80::1%eth0", True),
+        ("fd00:ec2::254", True),
+        ("100.100.100.200", True),
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("::ffff:127.0.0.1", False),
+        ("2002:7f00:1::", False),
+    ],
+)
+def test_default_policy(address: str, refused: bool) -> None:
+    """By default only link-local and metadata addresses (and their disguises) are refused."""
+    ip = ipaddress.ip_address(address)
+    assert (AddressPolicy.from_settings().refusal(ip) is not None) is refused
+
+
+def test_named_networks() -> None:
+    """'loopback' and 'private' add their ranges, IPv4-mapped forms included."""
+    policy = AddressPolicy.from_settings(("loopback", "private"))
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3", "192.168.0.1",
+                    "172.31.0.1", "fd12::1", "0.0.0.0"):
+        assert policy.refusal(ipaddress.ip_address(address)) is not None, address
+    assert policy.refusal(ipaddress.ip_address("93.184.216.34")) is None
+
+
+async def test_mock_transport_json_and_decoding(tmp_path: Path) -> None:
+    """With a mock transport: deflate bodies decode, headers are listed, JSON is parsed."""
+    import zlib
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = zlib.compress(b'["a", 1]')
+        return httpx.Response(200, content=body, headers={"Content-Encoding": "deflate"})
+
+    settings = Settings(data_dir=tmp_path)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        ctx = TaskContext(1, "w", "n", 1, settings, {"http": client})
+        output = await HttpGetTask().execute({"url": "http://service.test/x"}, ctx)
+    assert output["json"] == ["a", 1]
+    assert output["bytes"] == len(b'["a", 1]')
+    assert output["headers"]["content-encoding"] == "deflate"
+
+
+async def test_mock_transport_nan_is_not_json(tmp_path: Path) -> None:
+    """A body with NaN is kept as text only, since the summary must stay valid JSON."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b'{"x": NaN}',
+                              headers={"Content-Type": "application/json"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
+        output = await HttpGetTask().execute({"url": "http://service.test/"}, ctx)
+    assert output["text"] == '{"x": NaN}'
+    assert "json" not in output
+
+
+async def test_mock_transport_too_many_redirects(tmp_path: Path) -> None:
+    """A redirect loop stops after 10 hops with a clear error."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "/again"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
+        with pytest.raises(TaskFailed, match="more than 10 redirects"):
+            await HttpGetTask().execute({"url": "http://service.test/"}, ctx)
+
+
+def test_settings_field_is_a_tuple() -> None:
+    """Settings keeps http_deny_networks as a tuple, so it stays hashable and frozen."""
+    settings = dataclasses.replace(Settings(), http_deny_networks=["loopback"])  # type: ignore[arg-type]
+    assert settings.http_deny_networks == ("loopback",)
