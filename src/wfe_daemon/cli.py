@@ -139,12 +139,13 @@ async def _execute_async(
 ) -> dict[str, Any]:
     from wfe_daemon.engine import Engine
     from wfe_daemon.registry import TaskRegistry
+    from wfe_daemon.services import open_services
     from wfe_daemon.store import Store
     from wfe_daemon.submission import submit
 
     registry = TaskRegistry.load()
-    async with Store.open(settings.db_path) as store:
-        engine = Engine(registry, store, settings)
+    async with Store.open(settings.db_path) as store, open_services(settings) as services:
+        engine = Engine(registry, store, settings, services=services)
         summary = await submit(engine, data, source=path.name, source_path=path, problem=problem)
         store.mark_settled(summary["run_id"])  # published on stdout; nothing left to recover
         return summary

@@ -31,6 +31,7 @@ from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPING
 from wfe_daemon.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.recovery import abandon_orphans, recover
 from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.services import open_services
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
 from wfe_daemon.systemd import Notifier, scrub_environ
@@ -149,8 +150,8 @@ async def serve(settings: Settings) -> int:
     os.environ.update(kept)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     with _state_lock(settings.db_path):
-        async with Store.open(settings.db_path) as store:
-            engine = Engine(TaskRegistry.load(), store, settings)
+        async with Store.open(settings.db_path) as store, open_services(settings) as services:
+            engine = Engine(TaskRegistry.load(), store, settings, services=services)
             daemon = Daemon(settings, store, engine, notifier)
             await _supervise(daemon)
     return 0
