@@ -26,7 +26,7 @@ import aiosqlite
 
 from wfe_daemon.errors import DuplicateRun, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # A run in one of these states no longer holds its idempotency key.
 IDEMPOTENCY_FREE = "'FAILED', 'CANCELLED', 'REJECTED', 'DUPLICATE'"
@@ -64,6 +64,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX workflowrun_by_idempotency_key ON workflowrun(idempotency_key)
         WHERE idempotency_key IS NOT NULL AND status NOT IN ({IDEMPOTENCY_FREE});
     """.replace("{IDEMPOTENCY_FREE}", IDEMPOTENCY_FREE),
+    # 2 -> 3: operating the service: retries, cancel requests, history by date.
+    """
+    ALTER TABLE workflowrun ADD COLUMN retry_of INTEGER REFERENCES workflowrun(id);
+    CREATE TABLE cancel_request (
+        run_id INTEGER PRIMARY KEY REFERENCES workflowrun(id) ON DELETE CASCADE,
+        requested_at TEXT NOT NULL
+    );
+    CREATE INDEX workflowrun_by_started ON workflowrun(started_at);
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
