@@ -38,7 +38,13 @@ BENCHMARKS: dict[str, str] = {
     "fanout": "benchmarks.engine:fanout",
     "chain": "benchmarks.engine:chain",
     "sequential": "benchmarks.engine:sequential",
+    "intake": "benchmarks.daemon:intake",
+    "burst": "benchmarks.daemon:burst",
     "memory": "benchmarks.engine:memory",
+    "http": "benchmarks.http:http",
+    "csv_pipeline": "benchmarks.csv_pipeline:csv_pipeline",
+    "idle": "benchmarks.daemon:idle",
+    "validate": "benchmarks.daemon:validate",
 }
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
