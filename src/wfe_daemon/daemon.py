@@ -55,6 +55,18 @@ def _state_lock(db_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _publish(
+    settings: Settings, path: Path, stem: str, summary: dict[str, Any], recovered: bool
+) -> None:
+    """Write the result and settle the input, in one worker-thread trip."""
+    run_id = summary["run_id"]
+    # Only a recovered file can already have its result: a crash after publishing.
+    if not recovered or find_result(settings.outbox, stem, run_id) is None:
+        write_result(settings.outbox, stem, run_id, summary)
+    if os.path.lexists(path):
+        settle_file(path, settings.inbox, summary["status"] == "REJECTED")
+
+
 class Daemon:
     """One daemon: the store, the engine, the intake and the workers (see ``serve``)."""
 
@@ -75,14 +87,15 @@ class Daemon:
         """Run (or recover) one claimed file, publish its result, then move the file."""
         self.active += 1
         try:
-            if claimed.path in self.leftovers:
+            recovered = claimed.path in self.leftovers
+            if recovered:
                 self.leftovers.discard(claimed.path)
                 summary = await recover(self.engine, claimed)
             else:
                 summary = await submit(self.engine, claimed.data, source=claimed.source,
                                        source_path=claimed.path, problem=claimed.problem)
             if summary is not None:
-                await self.publish(claimed, summary)
+                await self.publish(claimed, summary, recovered=recovered)
         except Exception:  # one file must never take the daemon down; it stays in processing/
             log.exception("workflow.error", source=claimed.source, path=str(claimed.path))
         finally:
@@ -91,17 +104,15 @@ class Daemon:
             if self.active == 0 and self.stopping.is_set():
                 self._drained.set()
 
-    async def publish(self, claimed: Claimed, summary: dict[str, Any]) -> None:
+    async def publish(
+        self, claimed: Claimed, summary: dict[str, Any], *, recovered: bool = False
+    ) -> None:
         """Write the result (once per run), move the input out of ``processing/``."""
-        outbox, run_id = self.settings.outbox, summary["run_id"]
         stem = Path(summary.get("source") or claimed.source).stem
-        if await anyio.to_thread.run_sync(find_result, outbox, stem, run_id) is None:
-            await anyio.to_thread.run_sync(write_result, outbox, stem, run_id, summary)
-        rejected = summary["status"] == "REJECTED"
-        if claimed.path.exists():
-            await anyio.to_thread.run_sync(settle_file, claimed.path, self.settings.inbox,
-                                           rejected)
-        self.store.mark_settled(run_id)
+        await anyio.to_thread.run_sync(
+            _publish, self.settings, claimed.path, stem, summary, recovered
+        )
+        self.store.mark_settled(summary["run_id"])
 
     async def worker(self, receive: anyio.abc.ObjectReceiveStream[Claimed]) -> None:
         """Take items until shutdown; an item taken is always finished (or left to recover)."""
