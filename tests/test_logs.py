@@ -29,15 +29,34 @@ def test_each_event_is_one_json_line_with_utc_timestamp_and_level() -> None:
 
 
 def test_bound_context_and_level_filter() -> None:
-    """Context bound in contextvars is merged in, and events below the level are dropped."""
+    """Context bound to a logger is in every line, and events below the level are dropped."""
     stream = io.StringIO()
     configure_logging("WARNING", stream)
-    with structlog.contextvars.bound_contextvars(node_id="fetch", task_type="http_get"):
-        structlog.get_logger().info("node.started")
-        structlog.get_logger().warning("node.retry", attempt=2)
+    log = structlog.get_logger().bind(node_id="fetch", task_type="http_get")
+    log.info("node.started")
+    log.warning("node.retry", attempt=2)
     (line,) = _lines(stream)
     assert line["event"] == "node.retry"
     assert (line["node_id"], line["task_type"], line["attempt"]) == ("fetch", "http_get", 2)
+
+
+async def test_lines_written_in_the_loop_are_flushed_by_the_next_turn() -> None:
+    """Inside the event loop a line is written at once and flushed within one loop turn."""
+    import asyncio
+
+    class Stream(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    stream = Stream()
+    configure_logging("INFO", stream)
+    for attempt in range(3):
+        structlog.get_logger().info("node.started", attempt=attempt)
+    assert len(_lines(stream)) == 3 and stream.flushes == 0
+    await asyncio.sleep(0)
+    assert stream.flushes == 1
 
 
 def test_secret_keys_are_redacted_at_any_depth() -> None:
@@ -51,7 +70,10 @@ def test_secret_keys_are_redacted_at_any_depth() -> None:
     )
     (line,) = _lines(stream)
     assert line["api_key"] == "***"
-    assert line["params"] == {"headers": {"Authorization": "***"}, "items": [{"DB_PASSWORD": "***"}]}
+    assert line["params"] == {
+        "headers": {"Authorization": "***"},
+        "items": [{"DB_PASSWORD": "***"}],
+    }
     assert "Bearer" not in stream.getvalue()
 
 

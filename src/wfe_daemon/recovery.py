@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import structlog
 
-from wfe_daemon.engine import Engine, NodeState, now_iso, summarize
+from wfe_daemon.clock import now_iso
+from wfe_daemon.engine import Engine, NodeState, summarize
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
 from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, WorkflowDef, parse_workflow

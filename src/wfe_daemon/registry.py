@@ -38,6 +38,16 @@ class TaskContext:
     def data_dir(self) -> Path:
         return self.settings.data_dir
 
+    @property
+    def log(self) -> Any:
+        """A logger bound to this run, node and attempt, for tasks that log."""
+        import structlog
+
+        return structlog.get_logger().bind(
+            run_id=self.run_id, workflow=self.workflow, node_id=self.node_id,
+            attempt=self.attempt,
+        )
+
 
 @runtime_checkable
 class Task(Protocol):

@@ -11,7 +11,8 @@ from typing import Any
 
 import structlog
 
-from wfe_daemon.engine import Engine, now_iso
+from wfe_daemon.clock import now_iso
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
 from wfe_daemon.model import RunStatus, parse_workflow, public_definition

@@ -23,11 +23,12 @@ AttemptHook = Callable[[str, bool, float], None]
 
 
 def logged(fn: AttemptFn) -> AttemptFn:
-    """Log ``node.started`` as each attempt begins (context comes from bound contextvars)."""
+    """Log ``node.started`` as each attempt begins."""
     log = structlog.get_logger().bind()
 
     async def attempt(task: Task, params: Params, ctx: TaskContext) -> Output:
-        log.info(NODE_STARTED, attempt=ctx.attempt)
+        log.info(NODE_STARTED, run_id=ctx.run_id, workflow=ctx.workflow, node_id=ctx.node_id,
+                 task_type=task.type, attempt=ctx.attempt)
         return await fn(task, params, ctx)
 
     return attempt
