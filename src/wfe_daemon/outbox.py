@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 __all__ = ["find_result", "remove_temporaries", "write_result"]
 
 
@@ -31,7 +33,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
     Raises:
         OSError: the outbox is missing or not writable, or the disk is full.
     """
-    data = (json.dumps(summary, ensure_ascii=False, indent=2) + "\n").encode()
+    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     # Cap the stem in the temporary name so it stays under NAME_MAX even for long stems.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem[:100]}.", suffix=".tmp", dir=outbox)
     tmp = Path(tmp_name)
