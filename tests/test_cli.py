@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import select
+import sqlite3
+import struct
 import subprocess
+import sys
+import termios
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +410,17 @@ def test_show_of_an_unknown_run_exits_1_with_one_line(run_cli: Cli) -> None:
         (["runs"], {"WFE_LOG_LEVEL": "LOUD"}, "WFE_LOG_LEVEL"),
         (["runs", "--config", "nowhere.toml"], {}, "nowhere.toml"),
         (["tasks", "--config", "nowhere.toml"], {}, "nowhere.toml"),
+        (["runs", "--status", "bogus"], {}, "bogus"),
+        (["runs", "--status"], {}, "--status"),
+        (["runs", "--since", "yesterday"], {}, "yesterday"),
+        (["runs", "--since", "2024-13-45"], {}, "--since"),
+        (["graph"], {}, "FILE|RUN_ID"),
+        (["graph", "missing.json"], {}, "missing.json"),
+        (["graph", "1", "--format", "png"], {}, "png"),
+        (["cancel", "abc"], {}, "abc"),
+        (["cancel"], {}, "RUN_ID"),
+        (["retry", "x1"], {}, "x1"),
+        (["retry", "-4"], {}, "RUN_ID"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
@@ -474,3 +494,340 @@ def test_secrets_are_redacted_in_summary_database_and_logs(
     assert json.loads(run["definition"])["nodes"][0]["params"]["api_key"] == "***"
     for file in db_path.parent.glob(db_path.name + "*"):
         assert b"sekrit" not in file.read_bytes()
+
+
+# -- readable history ---------------------------------------------------------------------------
+
+_DIAMOND = {
+    "name": "diamond",
+    "nodes": [
+        {"id": "a", "type": "echo"},
+        {"id": "b", "type": "sleep", "params": {"seconds": 0}, "depends_on": ["a"]},
+        {"id": "c", "type": "sleep", "params": {"seconds": 5}, "timeout": 0.1, "depends_on": ["a"]},
+        {"id": "d", "type": "echo", "depends_on": ["b", "c"]},
+    ],
+}
+_SUCCEEDS = {"name": "fine", "nodes": [_ECHO_A]}
+
+
+def _executed(run_cli: Cli, write_workflow: Writer, doc: dict[str, Any] | bytes) -> int:
+    """Execute ``doc``; the id of the run it recorded."""
+    run_id: int = summary_of(run_cli("execute", write_workflow(doc)))["run_id"]
+    return run_id
+
+
+def test_runs_and_show_print_plain_tables_when_piped(run_cli: Cli, write_workflow: Writer) -> None:
+    """Piped, ``runs`` and ``show`` print aligned columns without colour, errors uncut."""
+    ok = _executed(run_cli, write_workflow, _SUCCEEDS)
+    partial = _executed(run_cli, write_workflow, _DIAMOND)
+
+    runs = run_cli("runs", env={"COLUMNS": "30"})
+    shown = run_cli("show", str(partial))
+
+    assert runs.returncode == shown.returncode == 0, runs.stderr + shown.stderr
+    assert "\x1b" not in runs.stdout + shown.stdout
+    header, *rows = runs.stdout.splitlines()
+    assert header.split() == ["RUN", "STATUS", "STARTED", "DURATION", "WORKFLOW", "ERROR"]
+    assert rows[0].split()[:2] == [str(partial), "PARTIAL_SUCCESS"]
+    assert rows[0].endswith("diamond   c: timed out after 0.1s")  # not cut to COLUMNS
+    assert rows[1].split()[:2] == [str(ok), "SUCCESS"]
+    assert rows[1].split()[-1] == "fine"
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"run {partial}  diamond  PARTIAL_SUCCESS"
+    assert "error     c: timed out after 0.1s" in lines
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == ["NODE", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR/REASON"]
+    assert [row.split()[:4] for row in table[1:]] == [
+        ["a", "echo", "SUCCESS", "1"],
+        ["b", "sleep", "SUCCESS", "1"],
+        ["c", "sleep", "FAILED", "1"],
+        ["d", "echo", "SKIPPED", "0"],
+    ]
+    assert table[3].endswith("timed out after 0.1s")
+    assert table[4].endswith("-  dependency failed: c")
+
+
+def test_runs_json_keeps_its_fields_and_adds_the_error(
+    run_cli: Cli, write_workflow: Writer
+) -> None:
+    """``runs --json`` rows keep their fields and gain ``error``: the first failure."""
+    partial = _executed(run_cli, write_workflow, _DIAMOND)
+    rejected = _executed(run_cli, write_workflow, REJECTED["cycle"][0])
+
+    listed = json.loads(run_cli("runs", "--json").stdout)
+
+    assert [run["id"] for run in listed] == [rejected, partial]
+    assert set(listed[0]) == {
+        "id",
+        "name",
+        "status",
+        "source",
+        "started_at",
+        "finished_at",
+        "duration",
+        "error",
+    }
+    assert listed[0]["error"].startswith("cycle: ")
+    assert listed[1]["error"] == "c: timed out after 0.1s"
+
+
+def test_runs_status_filter(run_cli: Cli, write_workflow: Writer) -> None:
+    """``--status`` keeps the runs in any of the given statuses, in any case."""
+    ok = _executed(run_cli, write_workflow, _SUCCEEDS)
+    partial = _executed(run_cli, write_workflow, _DIAMOND)
+    rejected = _executed(run_cli, write_workflow, REJECTED["cycle"][0])
+
+    def ids(*args: str) -> list[int]:
+        result = run_cli("runs", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return [run["id"] for run in json.loads(result.stdout)]
+
+    assert ids("--status", "success") == [ok]
+    assert ids("--status", "Partial_Success", "REJECTED") == [rejected, partial]
+    assert ids("--status", "rejected", "--status", "success") == [rejected, ok]
+    assert ids("--status", "cancelled") == []
+    assert ids("--status", "success", "partial_success", "--limit", "1") == [partial]
+
+
+def test_runs_since_filter(run_cli: Cli, write_workflow: Writer, db_path: Path) -> None:
+    """``--since`` takes an age (45m, 2h, 3d) or an ISO date/time and keeps newer runs."""
+    old = _executed(run_cli, write_workflow, _SUCCEEDS)
+    hours_ago = _executed(run_cli, write_workflow, _SUCCEEDS)
+    new = _executed(run_cli, write_workflow, _SUCCEEDS)
+    now = datetime.now(UTC)
+    with sqlite3.connect(db_path) as conn:
+        for run_id, age in ((old, timedelta(days=3)), (hours_ago, timedelta(hours=3))):
+            stamp = (now - age).isoformat()
+            conn.execute("UPDATE workflowrun SET started_at = ? WHERE id = ?", (stamp, run_id))
+    conn.close()
+
+    def ids(since: str) -> list[int]:
+        result = run_cli("runs", "--json", "--since", since)
+        assert result.returncode == 0, result.stderr
+        return [run["id"] for run in json.loads(result.stdout)]
+
+    assert ids("45m") == [new]
+    assert ids("4h") == [new, hours_ago]
+    assert ids("2d") == [new, hours_ago]
+    assert ids("4d") == [new, hours_ago, old]
+    assert ids((now - timedelta(days=1)).isoformat()) == [new, hours_ago]
+    two_days_ago = (now - timedelta(days=2)).astimezone(timezone_of(7))
+    assert ids(two_days_ago.isoformat()) == [new, hours_ago]  # any offset, read as UTC
+    assert ids((now + timedelta(days=1)).strftime("%Y-%m-%d")) == []
+
+
+def timezone_of(hours: int) -> Any:
+    """A fixed UTC offset of ``hours``."""
+    from datetime import timezone
+
+    return timezone(timedelta(hours=hours))
+
+
+# -- graph --------------------------------------------------------------------------------------
+
+_DIAMOND_MERMAID = """\
+flowchart TD
+    a["a (echo)"]
+    b["b (sleep)"]
+    c["c (sleep)"]
+    d["d (echo)"]
+    a --> b
+    a --> c
+    b --> d
+    c --> d
+"""
+
+
+def test_graph_of_a_file_as_mermaid_and_dot(run_cli: Cli, write_workflow: Writer) -> None:
+    """``graph FILE`` prints Mermaid by default and DOT with ``--format dot``, in file order."""
+    path = write_workflow(_DIAMOND)
+
+    mermaid = run_cli("graph", path)
+    dot = run_cli("graph", path, "--format", "dot")
+
+    assert (mermaid.returncode, mermaid.stderr) == (0, "")
+    assert mermaid.stdout == _DIAMOND_MERMAID
+    assert dot.returncode == 0, dot.stderr
+    assert dot.stdout == "\n".join(
+        [
+            'digraph "diamond" {',
+            "    rankdir=TB;",
+            '    node [shape=box, style="rounded"];',
+            '    "a" [label="a\\necho"];',
+            '    "b" [label="b\\nsleep"];',
+            '    "c" [label="c\\nsleep"];',
+            '    "d" [label="d\\necho"];',
+            '    "a" -> "b";',
+            '    "a" -> "c";',
+            '    "b" -> "d";',
+            '    "c" -> "d";',
+            "}",
+            "",
+        ]
+    )
+
+
+def test_graph_of_a_run_shows_its_statuses(run_cli: Cli, write_workflow: Writer) -> None:
+    """``graph RUN_ID`` draws the stored workflow with each node's status."""
+    run_id = _executed(run_cli, write_workflow, _DIAMOND)
+
+    result = run_cli("graph", str(run_id))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "\n".join(
+        [
+            "flowchart TD",
+            '    a["a (echo)<br/>SUCCESS"]:::success',
+            '    b["b (sleep)<br/>SUCCESS"]:::success',
+            '    c["c (sleep)<br/>FAILED"]:::failed',
+            '    d["d (echo)<br/>SKIPPED"]:::skipped',
+            "    a --> b",
+            "    a --> c",
+            "    b --> d",
+            "    c --> d",
+            "    classDef success fill:#d4edda,stroke:#2e7d32,color:#1b5e20",
+            "    classDef failed fill:#f8d7da,stroke:#c62828,color:#7f1d1d",
+            "    classDef skipped fill:#eeeeee,stroke:#9e9e9e,color:#616161,stroke-dasharray:4 3",
+            "",
+        ]
+    )
+    dot = run_cli("graph", str(run_id), "--format", "dot")
+    assert '"c" [label="c\\nsleep\\nFAILED", style="rounded,filled"' in dot.stdout
+
+
+def test_graph_of_a_rejected_file_lists_its_problems(run_cli: Cli, write_workflow: Writer) -> None:
+    """A file that fails validation exits 2 with each problem on stderr, like ``validate``."""
+    path = write_workflow(REJECTED["three_problems"][0])
+
+    graphed = run_cli("graph", path)
+    validated = run_cli("validate", path)
+
+    assert (graphed.returncode, graphed.stdout) == (2, "")
+    assert graphed.stderr == validated.stderr
+    assert len(graphed.stderr.splitlines()) == 3
+
+
+def test_graph_of_unknown_or_unrun_runs_exits_1(run_cli: Cli, write_workflow: Writer) -> None:
+    """An unknown run, or a rejected run with no workflow to draw, exits 1 with one line."""
+    rejected = _executed(run_cli, write_workflow, REJECTED["cycle"][0])
+
+    assert "no run 42" in assert_one_line_error(run_cli("graph", "42"), 1)
+    line = assert_one_line_error(run_cli("graph", str(rejected)), 1)
+    assert "REJECTED" in line
+
+
+# -- terminals ----------------------------------------------------------------------------------
+
+
+def run_on_tty(
+    tmp_path: Path, env: dict[str, str], *args: str | Path, stdout_tty: bool, stderr_tty: bool
+) -> tuple[int, str, str]:
+    """Run the CLI with stdout and/or stderr on a pseudo-terminal; exit code, stdout, stderr.
+
+    Both streams are drained as the child writes them (a pty's buffer is small).
+    """
+    readers: dict[int, list[bytes]] = {}
+    children: list[int] = []
+    handles: list[Any] = []
+    for wanted in (stdout_tty, stderr_tty):
+        if wanted:
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            readers[master] = []
+            handles.append(slave)
+            children.append(slave)
+        else:
+            read_end, write_end = os.pipe()
+            readers[read_end] = []
+            handles.append(write_end)
+            children.append(write_end)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wfe_daemon", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=handles[0],
+        stderr=handles[1],
+    )
+    for fd in children:
+        os.close(fd)
+    open_fds = list(readers)
+    while open_fds:
+        ready, _, _ = select.select(open_fds, [], [], 30)
+        assert ready, "the CLI went silent for 30s"
+        for fd in ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the pty's other side is closed
+                chunk = b""
+            if chunk:
+                readers[fd].append(chunk)
+            else:
+                open_fds.remove(fd)
+                os.close(fd)
+    code = process.wait(timeout=30)
+    out, err = (b"".join(chunks).decode() for chunks in readers.values())
+    return code, out, err
+
+
+def test_statuses_are_coloured_on_a_terminal_only(
+    run_cli: Cli, write_workflow: Writer, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """On a terminal ``runs`` and ``show`` colour statuses; piped, or with NO_COLOR, they don't."""
+    run_id = _executed(run_cli, write_workflow, _DIAMOND)
+    green, yellow, grey = "\x1b[32mSUCCESS\x1b[0m", "\x1b[33mPARTIAL_SUCCESS", "\x1b[90mSKIPPED"
+
+    code, runs, _ = run_on_tty(tmp_path, cli_env, "runs", stdout_tty=True, stderr_tty=False)
+    shown = run_on_tty(tmp_path, cli_env, "show", str(run_id), stdout_tty=True, stderr_tty=False)
+    no_color = run_on_tty(
+        tmp_path, {**cli_env, "NO_COLOR": "1"}, "runs", stdout_tty=True, stderr_tty=False
+    )
+
+    assert code == 0
+    assert yellow in runs
+    assert (shown[0], green in shown[1], grey in shown[1]) == (0, True, True)
+    assert no_color[0] == 0
+    assert "\x1b" not in no_color[1]
+    assert "PARTIAL_SUCCESS" in no_color[1]
+    assert "\x1b" not in run_cli("runs").stdout + run_cli("show", str(run_id)).stdout
+
+
+_THREE_STEPS = {
+    "name": "steps",
+    "nodes": [
+        {"id": "one", "type": "sleep", "params": {"seconds": 0.4}},
+        {"id": "two", "type": "sleep", "params": {"seconds": 0.4}, "depends_on": ["one"]},
+        {"id": "three", "type": "echo", "depends_on": ["two"]},
+    ],
+}
+
+
+def test_execute_shows_progress_on_a_terminal_and_clears_it(
+    write_workflow: Writer, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """With stderr on a terminal, ``execute`` draws a live line there and erases it at the end."""
+    path = write_workflow(_THREE_STEPS)
+
+    code, out, err = run_on_tty(
+        tmp_path, cli_env, "execute", path, stdout_tty=False, stderr_tty=True
+    )
+
+    assert code == 0, err
+    assert json.loads(out)["status"] == "SUCCESS"  # stdout stays the summary alone
+    assert "\r\x1b[K0/3 done" in err
+    assert "1 running: one" in err
+    assert "1/3 done | 1 running: two" in err
+    tail = err.rsplit("\r\x1b[K", 1)[-1]
+    assert "done" not in tail  # the last thing drawn was erased
+    logs = [line for line in err.replace("\r\x1b[K", "\n").splitlines() if line.startswith("{")]
+    assert any(json.loads(line)["event"] == "workflow.finished" for line in logs)
+
+
+def test_execute_adds_nothing_to_stderr_when_piped(run_cli: Cli, write_workflow: Writer) -> None:
+    """Piped, ``execute``'s stderr holds only JSON log lines: no progress, no escapes."""
+    result = run_cli("execute", write_workflow(_THREE_STEPS))
+
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+    assert "\x1b" not in result.stderr
+    assert all(json.loads(line)["event"] for line in result.stderr.splitlines())

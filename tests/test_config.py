@@ -54,6 +54,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.enable_shell is False
     assert settings.log_level == "INFO"
     assert settings.metrics_port == 0
+    assert settings.history_retention_days == 0
     assert settings.http_deny_networks == ()
     assert settings == Settings()
 
@@ -183,6 +184,8 @@ def test_unknown_toml_key_without_suggestion(tmp_path: Path) -> None:
         ("max_file_size = 0", "max_file_size: must be >= 1, got 0"),
         ("shutdown_grace = -1", "shutdown_grace: must be >= 0, got -1"),
         ("metrics_port = 70000", "metrics_port: must be a port 0..65535 (0 = off), got 70000"),
+        ("history_retention_days = -1", "history_retention_days: must be >= 0, got -1"),
+        ("history_retention_days = 1.5", "history_retention_days: must be an integer, got 1.5"),
         ("max_concurrent_tasks = true", "max_concurrent_tasks: must be an integer, got True"),
         ('max_concurrent_tasks = "16"', "max_concurrent_tasks: must be an integer, got '16'"),
         ("max_file_size = 1.5", "max_file_size: must be an integer, got 1.5"),
@@ -220,6 +223,7 @@ def test_bad_toml_values_name_file_and_key(tmp_path: Path, line: str, expected: 
         ("WFE_ENABLE_SHELL", "maybe", "must be true or false, got 'maybe'"),
         ("WFE_LOG_LEVEL", "chatty", "must be one of DEBUG"),
         ("WFE_METRICS_PORT", "-1", "must be a port 0..65535"),
+        ("WFE_HISTORY_RETENTION_DAYS", "a week", "must be an integer, got 'a week'"),
         ("WFE_INBOX", "", "must be a non-empty path string, got ''"),
         ("WFE_HTTP_DENY_NETWORKS", "loopback,intranet", "must be CIDR networks"),
     ],
@@ -332,3 +336,11 @@ def test_http_deny_networks_from_toml_and_env(tmp_path: Path) -> None:
     settings = load_settings(environ=environ, toml_path=path)
     assert settings.http_deny_networks == ("private", "192.168.0.0/16")
     assert load_settings(environ={"WFE_HTTP_DENY_NETWORKS": ""}).http_deny_networks == ()
+
+
+def test_history_retention_days_from_toml_and_env(tmp_path: Path) -> None:
+    """history_retention_days reads from the file, and WFE_HISTORY_RETENTION_DAYS overrides it."""
+    path = write(tmp_path / "a.toml", "history_retention_days = 30\n")
+    assert load_settings(environ={}, toml_path=path).history_retention_days == 30
+    environ = {"WFE_HISTORY_RETENTION_DAYS": "7"}
+    assert load_settings(environ=environ, toml_path=path).history_retention_days == 7

@@ -9,12 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from wfe_daemon.errors import StoreError, UsageError, WfeError, WorkflowRejected
+
+if TYPE_CHECKING:
+    from wfe_daemon.engine import Engine
+    from wfe_daemon.model import WorkflowDef
+    from wfe_daemon.progress import LiveLine
+    from wfe_daemon.store import Store
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -44,10 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     add("tasks", _tasks, "list the task types").add_argument("--json", action="store_true")
     runs = add("runs", _runs, "list recent runs, newest first")
     runs.add_argument("--limit", type=_positive_int, default=20)
+    runs.add_argument("--status", type=_status, nargs="+", action="extend", default=[],
+                      metavar="S", help="only runs in these statuses")
+    runs.add_argument("--since", type=_since, metavar="WHEN",
+                      help="only runs started since: an ISO date/time, or an age (2h, 3d, 45m)")
     runs.add_argument("--json", action="store_true")
     show = add("show", _show, "show one run with its nodes")
     show.add_argument("run_id", type=_positive_int, metavar="RUN_ID")
     show.add_argument("--json", action="store_true")
+    graph = add("graph", _graph, "print the DAG of a workflow file or of a run")
+    graph.add_argument("target", metavar="FILE|RUN_ID")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    add("cancel", _cancel, "cancel a run of the running daemon").add_argument(
+        "run_id", type=_positive_int, metavar="RUN_ID"
+    )
+    add("retry", _retry, "rerun what failed or was skipped in a finished run").add_argument(
+        "run_id", type=_positive_int, metavar="RUN_ID"
+    )
     return parser
 
 
@@ -59,6 +80,34 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _status(text: str) -> str:
+    from wfe_daemon.model import RunStatus
+
+    try:
+        return RunStatus(text.upper()).value
+    except ValueError:
+        names = ", ".join(status.value for status in RunStatus)
+        raise argparse.ArgumentTypeError(f"unknown status {text!r} (one of {names})") from None
+
+
+_AGE = re.compile(r"(\d{1,9})\s*([smhdw])", re.IGNORECASE)
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _since(text: str) -> str:
+    """An age (``2h``) or an ISO date/time (naive means local) as the stored UTC shape."""
+    try:
+        age = _AGE.fullmatch(text.strip())
+        if age is not None:
+            delta = timedelta(**{_AGE_UNITS[age[2].lower()]: int(age[1])})
+            return (datetime.now(UTC) - delta).isoformat()
+        return datetime.fromisoformat(text.strip()).astimezone(UTC).isoformat()
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date/time or an age such as 2h, 3d, 45m; got {text!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +156,23 @@ def _async(fn: Callable[..., Any], *args: Any) -> Any:
     return asyncio.run(fn(*args))
 
 
+def _display() -> tuple[bool, int | None]:
+    """``(colour, width)`` for stdout: both only on a terminal; ``NO_COLOR`` turns colour off."""
+    if not sys.stdout.isatty():
+        return False, None
+    import shutil
+
+    color = not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return color, shutil.get_terminal_size().columns
+
+
+def _parse_file(path: Path, settings: Any) -> WorkflowDef:
+    from wfe_daemon.model import parse_workflow
+    from wfe_daemon.registry import TaskRegistry
+
+    return parse_workflow(_read(path, settings.max_file_size), TaskRegistry.load())
+
+
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -120,43 +186,82 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _execute(args: argparse.Namespace) -> int:
-    from wfe_daemon.logs import configure_logging
-
     settings = _settings(args)
-    configure_logging(settings.log_level, sys.stderr)
     try:
         data: bytes | None = _read(args.file, settings.max_file_size)
         problem = None
     except WorkflowRejected as exc:  # too big to read: still a REJECTED run with a summary
         data, problem = None, "; ".join(exc.problems)
-    summary = _async(_execute_async, settings, data, args.file.resolve(), problem)
+    live = _live_line(settings, data)
+    path = args.file.resolve()
+
+    async def action(engine: Engine) -> dict[str, Any]:
+        from wfe_daemon.operations import run_cancellable
+        from wfe_daemon.submission import submit
+
+        work = submit(engine, data, source=path.name, source_path=path, problem=problem)
+        return await run_cancellable(engine, work)  # `wfe-daemon cancel` reaches it too
+
+    return _print_summary(_async(_with_engine, settings, live, action))
+
+
+def _live_line(settings: Any, data: bytes | None) -> LiveLine | None:
+    """Configure logs to stderr, through a live progress line when stderr is a terminal."""
+    from wfe_daemon.logs import configure_logging
+
+    live = None
+    if sys.stderr.isatty():
+        from wfe_daemon.progress import LiveLine, Progress
+
+        live = LiveLine(sys.stderr, Progress(_node_count(data)))
+    configure_logging(settings.log_level, sys.stderr if live is None else cast(TextIO, live))
+    return live
+
+
+def _node_count(data: bytes | None) -> int | None:
+    from wfe_daemon.strictjson import load_json
+
+    try:
+        doc = load_json(data) if data is not None else None
+    except WorkflowRejected:
+        return None
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    return len(nodes) if isinstance(nodes, list) else None
+
+
+def _print_summary(summary: dict[str, Any]) -> int:
     _print_json(summary)
     return {"SUCCESS": 0, "REJECTED": 2}.get(summary["status"], 1)
 
 
-async def _execute_async(
-    settings: Any, data: bytes | None, path: Path, problem: str | None
+async def _with_engine(
+    settings: Any,
+    live: LiveLine | None,
+    action: Callable[[Engine], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
+    """Run ``action`` on an Engine over the store and the shared services; its summary."""
+    from contextlib import AsyncExitStack
+
     from wfe_daemon.engine import Engine
     from wfe_daemon.registry import TaskRegistry
     from wfe_daemon.services import open_services
     from wfe_daemon.store import Store
-    from wfe_daemon.submission import submit
+    from wfe_daemon.wrappers import call_task
 
     registry = TaskRegistry.load()
     async with Store.open(settings.db_path) as store, open_services(settings) as services:
-        engine = Engine(registry, store, settings, services=services)
-        summary = await submit(engine, data, source=path.name, source_path=path, problem=problem)
+        executor = call_task if live is None else live.progress.executor
+        engine = Engine(registry, store, settings, services=services, executor=executor)
+        async with AsyncExitStack() as stack:
+            if live is not None:
+                await stack.enter_async_context(live)
+            summary = await action(engine)
         store.mark_settled(summary["run_id"])  # published on stdout; nothing left to recover
         return summary
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from wfe_daemon.model import parse_workflow
-    from wfe_daemon.registry import TaskRegistry
-
-    settings = _settings(args)
-    parse_workflow(_read(args.file, settings.max_file_size), TaskRegistry.load())
+    _parse_file(args.file, _settings(args))
     return 0
 
 
@@ -174,39 +279,80 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    runs = _async(_query, _settings(args), "list_runs", args.limit)
+    runs = _async(_with_store, _settings(args),
+                  lambda store: store.list_runs(args.limit, statuses=args.status, since=args.since))
     if args.json:
         _print_json(runs)
         return 0
-    print(f"{'RUN':>6}  {'STATUS':<16} {'STARTED':<26} {'DURATION':>9}  WORKFLOW")
-    for run in runs:
-        duration = "" if run["duration"] is None else f"{run['duration']:.3f}s"
-        print(f"{run['id']:>6}  {run['status']:<16} {run['started_at'] or '':<26} "
-              f"{duration:>9}  {run['name']}")
+    from wfe_daemon.views import runs_table
+
+    color, width = _display()
+    print(runs_table(runs, color=color, width=width))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    run = _async(_query, _settings(args), "get_run", args.run_id)
-    if run is None:
-        raise StoreError(f"no run {args.run_id}")
+    run = _get_run(_settings(args), args.run_id)
     if args.json:
         _print_json(run)
         return 0
-    print(f"run {run['id']}: {run['name']} [{run['status']}]")
-    print(f"source: {run['source'] or '-'}  started: {run['started_at']}  "
-          f"duration: {run['duration'] if run['duration'] is not None else '-'}")
-    errors = (run["result_summary"] or {}).get("errors") or []
-    for error in errors:
-        print(f"  error: {error}")
-    for node in run["nodes"]:
-        detail = node["error"] or node["reason"] or ""
-        print(f"  {node['node_id']:<24} {node['type']:<16} {node['status']:<10} {detail}")
+    from wfe_daemon.views import run_detail
+
+    color, width = _display()
+    print(run_detail(run, color=color, width=width))
     return 0
 
 
-async def _query(settings: Any, method: str, *args: Any) -> Any:
+def _graph(args: argparse.Namespace) -> int:
+    from wfe_daemon import views
+
+    settings = _settings(args)
+    statuses: dict[str, str] | None = None
+    if args.target.isdigit() and not Path(args.target).exists():
+        run = _get_run(settings, int(args.target))
+        name, nodes = run["name"], views.graph_nodes(run["definition"])
+        if not nodes:
+            raise StoreError(f"run {run['id']} ({run['status']}) has no stored workflow to draw")
+        statuses = {node["node_id"]: node["status"] for node in run["nodes"]}
+    else:
+        workflow = _parse_file(Path(args.target), settings)
+        name = workflow.name
+        nodes = [views.GraphNode(n.id, n.type, n.depends_on) for n in workflow.nodes]
+    if args.format == "dot":
+        print(views.dot(name, nodes, statuses))
+    else:
+        print(views.mermaid(nodes, statuses))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from wfe_daemon.operations import request_cancel
+
+    print(_async(_with_store, _settings(args), lambda store: request_cancel(store, args.run_id)))
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    live = _live_line(settings, None)
+
+    async def action(engine: Engine) -> dict[str, Any]:
+        from wfe_daemon.operations import retry_run
+
+        return await retry_run(engine, args.run_id)
+
+    return _print_summary(_async(_with_engine, settings, live, action))
+
+
+def _get_run(settings: Any, run_id: int) -> dict[str, Any]:
+    run: dict[str, Any] | None = _async(_with_store, settings, lambda store: store.get_run(run_id))
+    if run is None:
+        raise StoreError(f"no run {run_id}")
+    return run
+
+
+async def _with_store(settings: Any, query: Callable[[Store], Awaitable[Any]]) -> Any:
     from wfe_daemon.store import Store
 
     async with Store.open(settings.db_path) as store:
-        return await getattr(store, method)(*args)
+        return await query(store)

@@ -50,6 +50,8 @@ class Settings:
     enable_shell: bool = False
     log_level: str = "INFO"
     metrics_port: int = 0
+    history_retention_days: int = 0
+    """Runs finished longer ago than this, and their inbox files, are deleted; 0 keeps all."""
     http_deny_networks: tuple[str, ...] = ()
     """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
 
@@ -216,6 +218,7 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "enable_shell": _Spec(_as_bool),
         "log_level": _Spec(_as_log_level),
         "metrics_port": _Spec(_as_int, _port),
+        "history_retention_days": _Spec(_as_int, _at_least(0)),
         "http_deny_networks": _Spec(_as_networks),
     }
 )

@@ -13,10 +13,10 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -28,6 +28,7 @@ from wfe_daemon.engine import Engine
 from wfe_daemon.errors import UsageError
 from wfe_daemon.intake import Claimed, Intake, leftover_claims, settle_file
 from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPING
+from wfe_daemon.operations import keep_history, watch_cancels
 from wfe_daemon.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.recovery import abandon_orphans, recover
 from wfe_daemon.registry import TaskRegistry
@@ -35,6 +36,9 @@ from wfe_daemon.services import open_services
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
 from wfe_daemon.systemd import Notifier, scrub_environ
+
+if TYPE_CHECKING:
+    from wfe_daemon.metrics import Telemetry
 
 log = structlog.get_logger()
 
@@ -82,6 +86,10 @@ class Daemon:
         """Files an earlier life left in ``processing/``: recovered, not submitted afresh."""
         self._idle: set[anyio.CancelScope] = set()
         self._drained = anyio.Event()
+        self.watching = False
+        """True while intake runs (for ``/healthz``)."""
+        self.on_published: list[Callable[[Claimed, dict[str, Any]], None]] = []
+        """Called after each result is published (metrics)."""
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file."""
@@ -113,6 +121,8 @@ class Daemon:
             _publish, self.settings, claimed.path, stem, summary, recovered
         )
         self.store.mark_settled(summary["run_id"])
+        for hook in self.on_published:
+            hook(claimed, summary)
 
     async def worker(self, receive: anyio.abc.ObjectReceiveStream[Claimed]) -> None:
         """Take items until shutdown; an item taken is always finished (or left to recover)."""
@@ -162,13 +172,24 @@ async def serve(settings: Settings) -> int:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     with _state_lock(settings.db_path):
         async with Store.open(settings.db_path) as store, open_services(settings) as services:
-            engine = Engine(TaskRegistry.load(), store, settings, services=services)
+            telemetry = _telemetry(settings.metrics_port)
+            engine = Engine(TaskRegistry.load(), store, settings, services=services,
+                            **(telemetry.engine_options() if telemetry else {}))
             daemon = Daemon(settings, store, engine, notifier)
-            await _supervise(daemon)
+            await _supervise(daemon, telemetry)
     return 0
 
 
-async def _supervise(daemon: Daemon) -> None:
+def _telemetry(port: int) -> Telemetry | None:
+    """Metrics and health when ``metrics_port`` is set; only then is prometheus imported."""
+    if not port:
+        return None
+    from wfe_daemon.metrics import Telemetry
+
+    return Telemetry(port)
+
+
+async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     settings.outbox.mkdir(parents=True, exist_ok=True)
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
@@ -183,14 +204,20 @@ async def _supervise(daemon: Daemon) -> None:
         for path in leftover_claims(settings.inbox):  # an earlier life's files go first
             daemon.leftovers.add(path)
             await send.send(Claimed(path=path, source=path.name, data=None))
+        if telemetry is not None:
+            await tg.start(telemetry.run, daemon, send)
         intake_scope = anyio.CancelScope()
         await tg.start(_run_intake, Intake(settings.inbox, settings.max_file_size), send,
-                       intake_scope)
+                       intake_scope, daemon)
         notifier.ready(f"watching {settings.inbox}")
         log.info(DAEMON_STARTED, inbox=str(settings.inbox), outbox=str(settings.outbox),
                  db_path=str(settings.db_path), pid=os.getpid())
         if notifier.address:
             tg.start_soon(daemon.heartbeat)
+        # Cancel requests and retention run beside the workers, after READY: neither may
+        # delay start-up (a resumed run takes its own pending cancel request).
+        tg.start_soon(watch_cancels, daemon.engine)
+        tg.start_soon(keep_history, daemon.store, settings)
         await stop_requested.wait()
         log.info(DAEMON_STOPPING, running=daemon.active, grace=settings.shutdown_grace)
         notifier.stopping("stopping")
@@ -205,11 +232,16 @@ async def _run_intake(
     intake: Intake,
     send: MemoryObjectSendStream[Claimed],
     scope: anyio.CancelScope,
+    daemon: Daemon,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with scope, send:
-        await intake.run(send, task_status=task_status)
+        daemon.watching = True
+        try:
+            await intake.run(send, task_status=task_status)
+        finally:
+            daemon.watching = False
 
 
 async def _watch_signals(stop_requested: anyio.Event, everything: anyio.CancelScope) -> None:

@@ -15,14 +15,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import structlog
-from structlog.contextvars import bind_contextvars
 
 from wfe_daemon import dag, refs
+from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import ParamsError, TaskError, TaskFailed, TaskTimeout
 from wfe_daemon.logs import NODE_FINISHED, NODE_RETRY, WORKFLOW_FINISHED, WORKFLOW_STARTED
@@ -33,11 +32,7 @@ from wfe_daemon.store import Store
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO-8601 with microseconds."""
-    return datetime.now(UTC).isoformat()
+CANCEL_REASON = "run cancelled by operator"
 
 
 @dataclass(slots=True)
@@ -113,6 +108,8 @@ class Engine:
         self.slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self.type_slots = {t: asyncio.Semaphore(n) for t, n in settings.task_limits.items()}
         self.attempts = {task.type: build_attempt(task, executor, hooks) for task in registry}
+        self.active_runs: dict[int, _Run] = {}
+        """The runs this engine is executing now, by run id (for :meth:`cancel`)."""
 
     async def run(
         self,
@@ -150,9 +147,32 @@ class Engine:
         source: str | None = None,
         done: Mapping[str, NodeState] | None = None,
     ) -> dict[str, Any]:
-        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state."""
+        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state.
+
+        When ``done`` is given (a resumed or retried run), a cancel request left for the run
+        while no process ran it is taken and applied at once.
+        """
         run = _Run(self, workflow, run_id, started_at, source, done or {})
-        return await run.execute()
+        if done is not None and await self.store.take_cancel_request(run_id):
+            run.stop(NodeStatus.CANCELLED, CANCEL_REASON)
+        self.active_runs[run_id] = run
+        try:
+            return await run.execute()
+        finally:
+            del self.active_runs[run_id]
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel run ``run_id`` if this engine is executing it; whether it is.
+
+        Running nodes end CANCELLED, the nodes not started are SKIPPED, and the run ends
+        CANCELLED (``resume`` returns its summary as usual). A run already ending is left
+        to end as it would have.
+        """
+        run = self.active_runs.get(run_id)
+        if run is None:
+            return False
+        run.stop(NodeStatus.CANCELLED, CANCEL_REASON)
+        return True
 
 
 class _Run:
@@ -182,6 +202,7 @@ class _Run:
         """Nodes given a global slot by the dispatcher whose task has not started yet."""
         self.changed = asyncio.Event()
         self.stopped: tuple[NodeStatus, str] | None = None
+        self.dispatcher: asyncio.Task[None] | None = None
         self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
 
     async def execute(self) -> dict[str, Any]:
@@ -195,6 +216,8 @@ class _Run:
         try:
             async with asyncio.TaskGroup() as group:
                 self.dispatcher = group.create_task(self._dispatch(group))
+                if self.stopped is not None:  # cancelled before it started
+                    self.dispatcher.cancel()
         finally:
             deadline.cancel()
         return await self._finish(time.perf_counter() - clock)
@@ -204,9 +227,14 @@ class _Run:
         if self.stopped is not None:
             return
         self.stopped = (status, reason)
-        self.dispatcher.cancel()
+        if self.dispatcher is not None:
+            self.dispatcher.cancel()
         for task in self.running.values():
             task.cancel()
+
+    @property
+    def _cancelled(self) -> bool:
+        return self.stopped is not None and self.stopped[0] is NodeStatus.CANCELLED
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -255,7 +283,6 @@ class _Run:
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
         """Spawn ready nodes in order, each once a slot is free; return when all ended."""
         slots, type_slots = self.engine.slots, self.engine.type_slots
-        bind_contextvars(run_id=self.run_id, workflow=self.workflow.name)  # node tasks inherit
         while True:
             while self.ready:
                 state = self.ready.popleft()
@@ -286,7 +313,6 @@ class _Run:
     async def _node(self, state: NodeState, holding: bool) -> None:
         node = state.node
         self.handed.discard(node.id)  # from here on, _attempts releases the slot
-        bind_contextvars(node_id=node.id, task_type=node.type)
         try:
             await self._attempts(state, holding)
         except asyncio.CancelledError:
@@ -300,7 +326,9 @@ class _Run:
             raise
         finally:
             del self.running[node.id]
-            if state.status.is_final:
+            # After a cancel, the nodes left are skipped by _finish with the cancel's reason,
+            # not as "dependency skipped" by their parents.
+            if state.status.is_final and not self._cancelled:
                 self._ended(state)
 
     async def _attempts(self, state: NodeState, holding: bool) -> None:

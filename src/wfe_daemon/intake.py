@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -47,12 +47,15 @@ class Claimed:
 
     ``source`` is its original name. ``data`` holds its bytes, or is ``None`` when the file was
     too large to read, in which case ``problem`` says why (the daemon rejects it).
+    ``arrived_at`` is the file's ``st_ctime`` (wall clock) when intake read it: the rename into
+    the inbox, or its last write; ``None`` for files not taken from the inbox by intake.
     """
 
     path: Path
     source: str
     data: bytes | None
     problem: str | None = None
+    arrived_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class _Probe:
     data: bytes | None
     problem: str | None
     ready: bool  # False: probably still being written, look again later
+    ctime: float | None = None
 
 
 class Intake:
@@ -165,7 +169,7 @@ class Intake:
             return
         if os.lstat(dest).st_ino != probe.ino:  # replaced after we read it: send what we moved
             probe = await self._probe(dest) or _Probe(0, None, "not a regular file", True)
-        await send.send(Claimed(dest, name, probe.data, probe.problem))
+        await send.send(Claimed(dest, name, probe.data, probe.problem, probe.ctime))
 
     async def _probe(self, path: Path) -> _Probe | None:
         """Open and inspect ``path``; None when it is gone or not a regular file."""
@@ -179,7 +183,7 @@ class Intake:
                 return None
             if st.st_size > self.max_file_size:
                 problem = f"file is {st.st_size} bytes, over max_file_size {self.max_file_size}"
-                return _Probe(st.st_ino, None, problem, ready=True)
+                return _Probe(st.st_ino, None, problem, ready=True, ctime=st.st_ctime)
             if st.st_size < _INLINE_READ_MAX:
                 return self._inspect(fd, st)
             return await anyio.to_thread.run_sync(self._inspect, fd, st)
@@ -196,7 +200,7 @@ class Intake:
         )
         settled = time.time() - after.st_mtime >= self.settle_s
         ready = not changed and (settled or _parses(data))
-        return _Probe(before.st_ino, data, None, ready)
+        return _Probe(before.st_ino, data, None, ready, before.st_ctime)
 
 
 def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:

@@ -1,0 +1,333 @@
+"""Tests for the pure rendering of tables, statuses, durations and graphs."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+import pytest
+
+from wfe_daemon.views import (
+    GraphNode,
+    dot,
+    graph_nodes,
+    human_duration,
+    mermaid,
+    node_order,
+    paint,
+    progress_line,
+    render_table,
+    run_detail,
+    runs_table,
+)
+
+DIAMOND = [
+    GraphNode("a", "echo"),
+    GraphNode("b", "sleep", ("a",)),
+    GraphNode("c", "http_get", ("a",)),
+    GraphNode("d", "echo", ("b", "c")),
+]
+STATUSES = {"a": "SUCCESS", "b": "SUCCESS", "c": "FAILED", "d": "SKIPPED"}
+
+RUNS: list[dict[str, Any]] = [
+    {
+        "id": 12,
+        "name": "nightly",
+        "status": "PARTIAL_SUCCESS",
+        "started_at": "2024-05-01T12:00:03.250000+00:00",
+        "duration": 12.34,
+        "error": "fetch: expected 2xx, got 503\nfrom http://example.invalid/",
+    },
+    {
+        "id": 9,
+        "name": "hello",
+        "status": "SUCCESS",
+        "started_at": "2024-05-01T11:59:00+00:00",
+        "duration": 0.85,
+        "error": None,
+    },
+]
+
+
+def _node(node_id: str, type_: str, status: str, **extra: Any) -> dict[str, Any]:
+    row = {
+        "node_id": node_id,
+        "type": type_,
+        "status": status,
+        "attempts": 1,
+        "duration": 0.5,
+        "error": None,
+        "reason": None,
+    }
+    row.update(extra)
+    return row
+
+
+RUN: dict[str, Any] = {
+    "id": 12,
+    "name": "nightly",
+    "status": "PARTIAL_SUCCESS",
+    "source": "nightly.json",
+    "started_at": "2024-05-01T12:00:03.250000+00:00",
+    "duration": 245.0,
+    "result_summary": {"errors": []},
+    # stored in an order that is not the dependency order
+    "definition": {
+        "name": "nightly",
+        "nodes": [
+            {"id": "d", "type": "echo", "depends_on": ["b", "c"]},
+            {"id": "b", "type": "sleep", "depends_on": ["a"]},
+            {"id": "c", "type": "http_get", "depends_on": ["a"]},
+            {"id": "a", "type": "echo"},
+        ],
+    },
+    "nodes": [
+        _node("d", "echo", "SKIPPED", attempts=0, duration=None, reason="dependency failed: c"),
+        _node("b", "sleep", "SUCCESS", duration=3.0),
+        _node(
+            "c", "http_get", "FAILED", attempts=3, duration=0.0004, error="expected 2xx, got 503"
+        ),
+        _node("a", "echo", "SUCCESS", duration=0.012),
+    ],
+}
+
+
+# -- durations and colours ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (0.0001, "<1ms"),
+        (0.85, "850ms"),
+        (0.9996, "1.0s"),
+        (12.34, "12.3s"),
+        (59.97, "1m00s"),
+        (245.0, "4m05s"),
+        (7620.0, "2h07m"),
+        (273600.0, "3d04h"),
+    ],
+)
+def test_human_duration(seconds: float | None, shown: str) -> None:
+    """Durations read as a person would say them, rounding never giving ``60.0s``."""
+    assert human_duration(seconds) == shown
+
+
+def test_paint_colours_by_status_only_when_asked() -> None:
+    """A status is wrapped in its ANSI colour with colour on, and left alone otherwise."""
+    assert paint("SUCCESS", "SUCCESS", True) == "\x1b[32mSUCCESS\x1b[0m"
+    assert paint("FAILED", "FAILED", True) == "\x1b[31mFAILED\x1b[0m"
+    assert paint("SKIPPED", "SKIPPED", True) == "\x1b[90mSKIPPED\x1b[0m"
+    assert paint("RUNNING", "RUNNING", True) == "\x1b[33mRUNNING\x1b[0m"
+    assert paint("PENDING", "PENDING", True) == "PENDING"
+    assert paint("SUCCESS", "SUCCESS", False) == "SUCCESS"
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def test_render_table_aligns_and_cuts_the_last_column_to_the_width() -> None:
+    """Columns align two spaces apart; with a width the last column ends in an ellipsis."""
+    table = render_table(
+        ["N", "NAME", "NOTE"],
+        [["1", "alpha", "short"], ["22", "b", "a much longer note"]],
+        right=frozenset({0}),
+        width=20,
+    )
+
+    assert table == "\n".join(
+        [
+            " N  NAME   NOTE",
+            " 1  alpha  short",
+            "22  b      a much l…",
+        ]
+    )
+
+
+def test_runs_table_plain() -> None:
+    """The runs table: aligned columns, human durations, the error on one line."""
+    assert runs_table(RUNS, tz=UTC) == "\n".join(
+        [
+            "RUN  STATUS           STARTED              DURATION  WORKFLOW  ERROR",
+            " 12  PARTIAL_SUCCESS  2024-05-01 12:00:03     12.3s  nightly   "
+            "fetch: expected 2xx, got 503 from http://example.invalid/",
+            "  9  SUCCESS          2024-05-01 11:59:00     850ms  hello",
+        ]
+    )
+
+
+def test_runs_table_coloured_and_cut_to_the_terminal() -> None:
+    """On a terminal statuses are coloured without breaking alignment, errors cut to width."""
+    table = runs_table(RUNS, color=True, width=80, tz=UTC)
+
+    assert table == "\n".join(
+        [
+            "RUN  STATUS           STARTED              DURATION  WORKFLOW  ERROR",
+            " 12  \x1b[33mPARTIAL_SUCCESS\x1b[0m  2024-05-01 12:00:03     12.3s  nightly   "
+            "fetch: expected…",
+            "  9  \x1b[32mSUCCESS\x1b[0m          2024-05-01 11:59:00     850ms  hello",
+        ]
+    )
+
+
+def test_node_order_follows_the_dependencies() -> None:
+    """Nodes come in dependency order from the stored definition, file order among equals."""
+    assert [node["node_id"] for node in node_order(RUN)] == ["a", "b", "c", "d"]
+
+
+def test_node_order_without_a_definition_keeps_the_stored_order() -> None:
+    """Without a definition the nodes stay as stored."""
+    assert [n["node_id"] for n in node_order({**RUN, "definition": None})] == ["d", "b", "c", "a"]
+
+
+def test_run_detail_plain() -> None:
+    """``show``: the run's facts, its first failure, then one aligned row per node."""
+    assert run_detail(RUN, tz=UTC) == "\n".join(
+        [
+            "run 12  nightly  PARTIAL_SUCCESS",
+            "source    nightly.json",
+            "started   2024-05-01 12:00:03",
+            "duration  4m05s",
+            "error     c: expected 2xx, got 503",
+            "",
+            "NODE  TYPE      STATUS   ATTEMPTS  DURATION  ERROR/REASON",
+            "a     echo      SUCCESS         1      12ms",
+            "b     sleep     SUCCESS         1      3.0s",
+            "c     http_get  FAILED          3      <1ms  expected 2xx, got 503",
+            "d     echo      SKIPPED         0         -  dependency failed: c",
+        ]
+    )
+
+
+def test_run_detail_coloured_prefers_the_summary_errors() -> None:
+    """With colour the statuses are painted; a summary error outranks node errors."""
+    run = {**RUN, "result_summary": {"errors": ["cycle: a -> b -> a"], "retry_of": 7}}
+
+    lines = run_detail(run, color=True, tz=UTC).splitlines()
+
+    assert lines[0] == "run 12  nightly  \x1b[33mPARTIAL_SUCCESS\x1b[0m"
+    assert lines[4:6] == ["retry of  7", "error     cycle: a -> b -> a"]
+    assert (
+        lines[-1] == "d     echo      \x1b[90mSKIPPED\x1b[0m         0         -  "
+        "dependency failed: c"
+    )
+
+
+# -- graphs --------------------------------------------------------------------------------------
+
+
+def test_mermaid_of_a_diamond() -> None:
+    """Mermaid: ``flowchart TD``, one line per node (id and type), then one per edge."""
+    assert mermaid(DIAMOND) == "\n".join(
+        [
+            "flowchart TD",
+            '    a["a (echo)"]',
+            '    b["b (sleep)"]',
+            '    c["c (http_get)"]',
+            '    d["d (echo)"]',
+            "    a --> b",
+            "    a --> c",
+            "    b --> d",
+            "    c --> d",
+        ]
+    )
+
+
+def test_mermaid_of_a_diamond_with_statuses() -> None:
+    """With statuses each node shows its status and gets the class of it, defined once."""
+    assert mermaid(DIAMOND, STATUSES) == "\n".join(
+        [
+            "flowchart TD",
+            '    a["a (echo)<br/>SUCCESS"]:::success',
+            '    b["b (sleep)<br/>SUCCESS"]:::success',
+            '    c["c (http_get)<br/>FAILED"]:::failed',
+            '    d["d (echo)<br/>SKIPPED"]:::skipped',
+            "    a --> b",
+            "    a --> c",
+            "    b --> d",
+            "    c --> d",
+            "    classDef success fill:#d4edda,stroke:#2e7d32,color:#1b5e20",
+            "    classDef failed fill:#f8d7da,stroke:#c62828,color:#7f1d1d",
+            "    classDef skipped fill:#eeeeee,stroke:#9e9e9e,color:#616161,stroke-dasharray:4 3",
+        ]
+    )
+
+
+def test_mermaid_renames_ids_mermaid_would_misread() -> None:
+    """``end`` and ids with dashes get stand-ins; the label keeps the real id."""
+    nodes = [GraphNode("end", "echo"), GraphNode("fetch-1", "echo", ("end",))]
+
+    assert mermaid(nodes) == "\n".join(
+        [
+            "flowchart TD",
+            '    n_end["end (echo)"]',
+            '    n_fetch_1["fetch-1 (echo)"]',
+            "    n_end --> n_fetch_1",
+        ]
+    )
+
+
+def test_dot_of_a_diamond() -> None:
+    """DOT: a ``digraph`` with quoted ids, one line per node, then one per edge."""
+    assert dot("diamond", DIAMOND) == "\n".join(
+        [
+            'digraph "diamond" {',
+            "    rankdir=TB;",
+            '    node [shape=box, style="rounded"];',
+            '    "a" [label="a\\necho"];',
+            '    "b" [label="b\\nsleep"];',
+            '    "c" [label="c\\nhttp_get"];',
+            '    "d" [label="d\\necho"];',
+            '    "a" -> "b";',
+            '    "a" -> "c";',
+            '    "b" -> "d";',
+            '    "c" -> "d";',
+            "}",
+        ]
+    )
+
+
+def test_dot_of_a_diamond_with_statuses() -> None:
+    """With statuses each DOT node shows its status, filled with its colour."""
+    lines = dot('say "hi"', DIAMOND, STATUSES).splitlines()
+
+    assert lines[0] == 'digraph "say \\"hi\\"" {'
+    assert lines[3:7] == [
+        '    "a" [label="a\\necho\\nSUCCESS", style="rounded,filled", fillcolor="#d4edda",'
+        ' color="#2e7d32"];',
+        '    "b" [label="b\\nsleep\\nSUCCESS", style="rounded,filled", fillcolor="#d4edda",'
+        ' color="#2e7d32"];',
+        '    "c" [label="c\\nhttp_get\\nFAILED", style="rounded,filled", fillcolor="#f8d7da",'
+        ' color="#c62828"];',
+        '    "d" [label="d\\necho\\nSKIPPED", style="rounded,filled", fillcolor="#eeeeee",'
+        ' color="#9e9e9e"];',
+    ]
+    assert lines[7:] == [
+        '    "a" -> "b";',
+        '    "a" -> "c";',
+        '    "b" -> "d";',
+        '    "c" -> "d";',
+        "}",
+    ]
+
+
+def test_graph_nodes_reads_a_stored_definition() -> None:
+    """A stored workflow document gives its nodes in file order with their dependencies."""
+    assert graph_nodes(RUN["definition"])[:2] == [
+        GraphNode("d", "echo", ("b", "c")),
+        GraphNode("b", "sleep", ("a",)),
+    ]
+    assert graph_nodes(None) == []
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_line() -> None:
+    """The live line counts done of total, names what runs and counts failures, within width."""
+    assert progress_line(3, 10, ["fetch", "parse"], 1, 80) == (
+        "3/10 done | 2 running: fetch, parse | 1 failed"
+    )
+    assert progress_line(0, None, [], 0, 80) == "0 done"
+    assert progress_line(3, 10, ["fetch", "parse"], 1, 20) == "3/10 done | 2 runni…"
