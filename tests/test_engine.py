@@ -722,3 +722,26 @@ async def test_cancelling_a_run_as_a_slot_is_handed_over_leaks_no_slot(
 
     summary = await asyncio.wait_for(run_doc(engine, workflow(node("z"))), timeout=5)
     assert summary["status"] == "SUCCESS"
+
+
+async def test_duration_spans_the_whole_run_even_when_resumed(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A fresh run's duration matches its stamps; a resumed one counts from its first start."""
+    from datetime import UTC, datetime, timedelta
+
+    from wfe_daemon.model import parse_workflow
+
+    engine = engine_factory()
+    summary = await run_doc(engine, workflow(node("a", "sleep", params={"seconds": 0.1})))
+    span = datetime.fromisoformat(summary["finished_at"]) - datetime.fromisoformat(
+        summary["started_at"]
+    )
+    assert abs(span.total_seconds() - summary["duration"]) < 0.05
+    assert summary["duration"] >= 0.1
+
+    wf = parse_workflow(json.dumps(workflow(node("b"))).encode(), engine.registry)
+    earlier = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    run_id = await engine.store.create_run(name=wf.name, started_at=earlier, nodes=[("b", "echo")])
+    resumed = await engine.resume(wf, run_id, started_at=earlier, done={})
+    assert resumed["duration"] >= 30

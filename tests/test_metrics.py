@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -269,3 +271,22 @@ async def test_a_taken_port_is_a_usage_error(tmp_path: Path) -> None:
                 await Telemetry(port).run(_fake_daemon(store, db_path), send)
     send.close()
     receive.close()
+
+
+def test_taken_metrics_port_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
+    """A metrics port already in use ends `run` with exit 2 and one line, not a traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "wfe_daemon", "run"],
+            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            env={**os.environ, "WFE_METRICS_PORT": str(port),
+                 "WFE_INBOX": str(tmp_path / "inbox"), "WFE_OUTBOX": str(tmp_path / "outbox"),
+                 "WFE_DB_PATH": str(tmp_path / "wfe.db"), "WFE_DATA_DIR": str(tmp_path / "data")},
+        )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "metrics_port" in line

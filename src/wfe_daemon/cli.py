@@ -35,7 +35,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="PATH", help="the TOML configuration")
+    # SUPPRESS: a --config given before the command must survive the command's own parser.
+    common.add_argument("--config", type=Path, metavar="PATH", default=argparse.SUPPRESS,
+                        help="the TOML configuration")
     parser = _Parser(prog="wfe-daemon", description="A workflow engine daemon.", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        code: int = args.handler(args)
+        code: int = _call(args)
         return code
     except WorkflowRejected as exc:
         for problem in exc.problems:
@@ -130,10 +132,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def _call(args: argparse.Namespace) -> int:
+    """Run the command; an error of ours raised inside a task group comes out alone."""
+    try:
+        code: int = args.handler(args)
+        return code
+    except BaseExceptionGroup as group:
+        ours = group.subgroup(lambda exc: isinstance(exc, WfeError))
+        if ours is None:
+            raise
+        first = ours.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from wfe_daemon.config import load_settings
 
-    return load_settings(environ=os.environ, toml_path=args.config)
+    return load_settings(environ=os.environ, toml_path=getattr(args, "config", None))
 
 
 def _read(path: Path, max_size: int) -> bytes:

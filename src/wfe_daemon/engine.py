@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -65,17 +66,19 @@ class NodeState:
 
     def entry(self) -> dict[str, Any]:
         """This node as the result summary shows it."""
-        entry: dict[str, Any] = {"type": self.node.type, "status": str(self.status)}
+        entry: dict[str, Any] = {"type": self.node.type, "status": self.status.value}
         if self.attempts:
             entry["attempts"] = self.attempts
         if self.started_at is not None:
-            entry.update(started_at=self.started_at, finished_at=self.finished_at,
-                         duration=self.duration)
+            entry["started_at"] = self.started_at
+            entry["finished_at"] = self.finished_at
+            entry["duration"] = self.duration
         if self.status is SUCCESS:
             entry["output"] = self.output
-        for key in ("error", "reason"):
-            if getattr(self, key) is not None:
-                entry[key] = getattr(self, key)
+        if self.error is not None:
+            entry["error"] = self.error
+        if self.reason is not None:
+            entry["reason"] = self.reason
         return entry
 
 
@@ -126,7 +129,7 @@ class Engine:
 
         Cancelling the caller leaves the run RUNNING in the store, to be resumed.
         """
-        started_at = now_iso()
+        began, started_at = time.perf_counter(), now_iso()
         run_id = await self.store.create_run(
             name=workflow.name,
             started_at=started_at,
@@ -136,7 +139,8 @@ class Engine:
             definition=definition,
             idempotency_key=workflow.idempotency_key,
         )
-        return await self.resume(workflow, run_id, started_at=started_at, source=source)
+        return await self.resume(workflow, run_id, started_at=started_at, source=source,
+                                 began=began)
 
     async def resume(
         self,
@@ -146,13 +150,17 @@ class Engine:
         started_at: str,
         source: str | None = None,
         done: Mapping[str, NodeState] | None = None,
+        began: float | None = None,
     ) -> dict[str, Any]:
         """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state.
+
+        ``began`` is ``time.perf_counter()`` at ``started_at`` when this process started
+        the run; without it (a resumed run) the duration is taken from the wall clock.
 
         When ``done`` is given (a resumed or retried run), a cancel request left for the run
         while no process ran it is taken and applied at once.
         """
-        run = _Run(self, workflow, run_id, started_at, source, done or {})
+        run = _Run(self, workflow, run_id, started_at, source, done or {}, began)
         if done is not None and await self.store.take_cancel_request(run_id):
             run.stop(NodeStatus.CANCELLED, CANCEL_REASON)
         self.active_runs[run_id] = run
@@ -186,8 +194,10 @@ class _Run:
         started_at: str,
         source: str | None,
         done: Mapping[str, NodeState],
+        began: float | None,
     ) -> None:
         self.engine = engine
+        self.began = began
         self.store = engine.store
         self.workflow = workflow
         self.run_id = run_id
@@ -206,7 +216,6 @@ class _Run:
         self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
 
     async def execute(self) -> dict[str, Any]:
-        clock = time.perf_counter()
         self.log.info(WORKFLOW_STARTED, nodes=len(self.states), source=self.source)
         self._seed()
         timeout = self.workflow.timeout or self.engine.settings.max_workflow_duration
@@ -220,7 +229,7 @@ class _Run:
                     self.dispatcher.cancel()
         finally:
             deadline.cancel()
-        return await self._finish(time.perf_counter() - clock)
+        return await self._finish()
 
     def stop(self, status: NodeStatus, reason: str) -> None:
         """End the run early: running nodes end ``status`` with ``reason``, the rest SKIPPED."""
@@ -420,7 +429,7 @@ class _Run:
             output_json=output_json if status is SUCCESS else None, error=error,
         )
         self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                      status=str(status), duration=state.duration, attempt=state.attempts,
+                      status=status.value, duration=state.duration, attempt=state.attempts,
                       error=error)
 
     def _skip(self, state: NodeState, reason: str, cause: str | None) -> None:
@@ -428,17 +437,22 @@ class _Run:
         self.store.node_finished(self.run_id, state.node.id, status=SKIPPED, started_at=None,
                                  finished_at=None, duration=None, attempts=0, reason=reason)
         self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                      status=str(SKIPPED), reason=reason)
+                      status=SKIPPED.value, reason=reason)
 
     # -- the end -----------------------------------------------------------------------------
 
-    async def _finish(self, duration: float) -> dict[str, Any]:
+    async def _finish(self) -> dict[str, Any]:
         if self.stopped is not None:
             for state in self.states.values():
                 if not state.status.is_final:
                     self._skip(state, self.stopped[1], None)
         status = _run_status(self.states.values(), self.stopped)
         finished_at = now_iso()
+        if self.began is not None:
+            duration = time.perf_counter() - self.began
+        else:  # resumed: the run began in an earlier life of the process
+            elapsed = datetime.fromisoformat(finished_at) - datetime.fromisoformat(self.started_at)
+            duration = max(elapsed.total_seconds(), 0.0)
         summary = summarize(self.run_id, self.workflow.name, self.source, status,
                             self.started_at, finished_at, duration, self.states.values())
         await self.store.finish_run(self.run_id, status=status, finished_at=finished_at,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -194,7 +195,7 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
                          "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried")
     workflow, definition = await _definition(engine, run)
     reused = {row["node_id"] for row in run["nodes"] if row["status"] == NodeStatus.SUCCESS}
-    started_at = now_iso()
+    began, started_at = time.perf_counter(), now_iso()
     new_id = await store.create_retry(
         run_id, name=workflow.name, started_at=started_at,
         nodes=[(node.id, node.type) for node in workflow.nodes], source=run["source"],
@@ -206,7 +207,7 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
     done = _reused_states(workflow, new["nodes"], reused)
     log.info("workflow.retry", run_id=new_id, retry_of=run_id, reused=len(done))
     summary = await run_cancellable(engine, engine.resume(
-        workflow, new_id, started_at=started_at, source=run["source"], done=done))
+        workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began))
     summary["retry_of"] = run_id
     await store.set_summary(new_id, summary)
     return summary
