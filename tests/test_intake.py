@@ -242,10 +242,10 @@ async def test_polling_takes_over_when_watching_fails(
 ) -> None:
     """When the watcher cannot start, the failure is logged and the rescans still find files."""
 
-    def broken_awatch(*args: object, **kwargs: object) -> Any:
+    def broken_watcher(*args: object, **kwargs: object) -> Any:
         raise OSError(28, "inotify watch limit reached")
 
-    monkeypatch.setattr(intake, "awatch", broken_awatch)
+    monkeypatch.setattr(intake, "RustNotify", broken_watcher)
     inbox = tmp_path / "inbox"
     with anyio.fail_after(5), capture_logs() as logs:
         async with running(inbox, rescan_interval=0.1) as receive:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import stat
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable
@@ -22,7 +23,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import structlog
-from watchfiles import Change, awatch
+from watchfiles import Change
+from watchfiles._rust_notify import RustNotify  # awatch's engine: see Intake._changes
 
 __all__ = ["Claimed", "Intake", "leftover_claims", "settle_file"]
 
@@ -33,6 +35,8 @@ PROCESSING, PROCESSED, REJECTED = "processing", "processed", "rejected"
 # `debounce`), so a rename is reported 5-10 ms after it happens instead of the default 1.6 s.
 _DEBOUNCE_MS = 10
 _STEP_MS = 5
+_IDLE_STEP_MS = 40  # the step once the inbox has been quiet for _IDLE_AFTER_S
+_IDLE_AFTER_S = 5.0
 # The watcher thread returns at least this often, even when idle: that paces the re-checks of
 # half-written files and bounds how long a cancel waits for the (uncancellable) thread.
 _TICK_MS = 100
@@ -126,25 +130,49 @@ class Intake:
                 fresh = await anext(changes)
 
     async def _changes(self) -> AsyncGenerator[set[str], None]:
-        """Yield changed candidate names, or an empty set each tick; poll if watching fails."""
+        """Yield changed candidate names, or an empty set each tick; poll if watching fails.
+
+        This is ``watchfiles.awatch``'s loop over its Rust watcher, with one change: the
+        watcher looks every ``_STEP_MS`` while files arrive and only every ``_IDLE_STEP_MS``
+        once the inbox has been quiet for ``_IDLE_AFTER_S`` (each look wakes a thread and
+        takes the GIL: 200 looks a second were most of the idle daemon's CPU). The first
+        file after a quiet spell waits up to two idle steps; the ones after it, fast steps.
+        """
         try:
-            watcher = awatch(
-                self.inbox,
-                watch_filter=_watch_filter,
-                debounce=_DEBOUNCE_MS,
-                step=_STEP_MS,
-                rust_timeout=_TICK_MS,
-                yield_on_timeout=True,
-                recursive=False,
-            )
-            async with aclosing(watcher) as batches:
-                async for batch in batches:
-                    yield {Path(p).name for _, p in batch}
+            notify = RustNotify([str(self.inbox)], False, False, 300, False, False)
         except Exception as exc:  # e.g. the inotify watch limit: the rescans still find every file
             log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc))
+        else:
+            with notify:
+                async for names in self._watch(notify):
+                    yield names
         while True:
             await anyio.sleep(_TICK_MS / 1000)
             yield set()
+
+    async def _watch(self, notify: RustNotify) -> AsyncGenerator[set[str], None]:
+        stop = threading.Event()
+        quiet_since = anyio.current_time()
+        while True:
+            idle = anyio.current_time() - quiet_since > _IDLE_AFTER_S
+            step = _IDLE_STEP_MS if idle else _STEP_MS
+            try:
+                raw = await anyio.to_thread.run_sync(
+                    notify.watch, _DEBOUNCE_MS, step, _TICK_MS, stop
+                )
+            except BaseException:
+                stop.set()
+                raise
+            if isinstance(raw, str):  # "timeout" (or "signal"/"stop", which we never ask for)
+                yield set()
+                continue
+            names = {
+                os.path.basename(path)
+                for change, path in raw
+                if _watch_filter(Change(change), path)
+            }
+            quiet_since = anyio.current_time()
+            yield names
 
     def _add(self, names: Iterable[str]) -> None:
         for name in names:
