@@ -14,7 +14,7 @@ import pytest
 
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.registry import Params, TaskContext
+from wfe_daemon.registry import Params, TaskContext, TaskRegistry
 from wfe_daemon.submission import submit
 from wfe_daemon.wrappers import call_task
 
@@ -745,3 +745,58 @@ async def test_duration_spans_the_whole_run_even_when_resumed(
     run_id = await engine.store.create_run(name=wf.name, started_at=earlier, nodes=[("b", "echo")])
     resumed = await engine.resume(wf, run_id, started_at=earlier, done={})
     assert resumed["duration"] >= 30
+
+
+def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None:
+    """Resuming keeps finished nodes, except one whose stored secret a pending node needs."""
+    from wfe_daemon.engine import reusable_states
+    from wfe_daemon.model import NodeStatus, parse_workflow
+
+    wf = parse_workflow(
+        json.dumps(workflow(
+            node("login", params={"token": "abc"}),
+            node("plain", params={"x": 1}),
+            node("use", depends_on=["login", "plain"],
+                 params={"auth": "{{ login.token }}", "x": "{{ plain.x }}"}),
+        )).encode(),
+        TaskRegistry.load(entry_point_group=None),
+    )
+
+    def row(node_id: str, status: str, output: Any) -> dict[str, Any]:
+        return {"node_id": node_id, "status": status, "attempts": 1, "started_at": "t",
+                "finished_at": "t", "duration": 0.1, "result_data": output, "error": None,
+                "reason": None}
+
+    rows = [row("login", "SUCCESS", {"token": "***"}), row("plain", "SUCCESS", {"x": 1}),
+            row("use", "RUNNING", None)]
+    kept = reusable_states(wf, rows, {NodeStatus.SUCCESS})
+    assert set(kept) == {"plain"}
+    finished = [*rows[:2], row("use", "SUCCESS", {"auth": "***", "x": 1})]
+    assert set(reusable_states(wf, finished, {NodeStatus.SUCCESS})) == {"login", "plain", "use"}
+
+
+class CancelsOnReturn:
+    """Asks the engine to cancel its own run just as it returns (a cancel that comes late)."""
+
+    type: ClassVar[str] = "cancels_on_return"
+    display_name: ClassVar[str] = "Cancels on return"
+    description: ClassVar[str] = "Test task."
+    category: ClassVar[str] = "test"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    default_timeout: ClassVar[float | None] = None
+    engine: Engine | None = None
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        assert self.engine is not None
+        asyncio.get_running_loop().call_soon(self.engine.cancel, ctx.run_id)
+        return {}
+
+
+async def test_a_cancel_arriving_after_every_node_ended_changes_nothing(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """Once every node has ended, a late cancel cannot turn a successful run CANCELLED."""
+    task = CancelsOnReturn()
+    engine = task.engine = engine_factory(task)
+    summary = await run_doc(engine, workflow(node("a", "cancels_on_return")))
+    assert summary["status"] == "SUCCESS"

@@ -538,3 +538,14 @@ def test_redact_secrets_leaves_scalars_alone() -> None:
     """Scalars and structures without secrets come back equal."""
     assert redact_secrets("token") == "token"
     assert redact_secrets([1, {"a": 2}]) == [1, {"a": 2}]
+
+
+def test_public_definition_catches_a_secret_key_written_with_escapes() -> None:
+    """A key spelt with JSON escapes is judged decoded, so its value is still redacted."""
+    text = (
+        '{"name": "w", "nodes": [{"id": "a", "type": "echo",'
+        ' "params": {"pass\\u0077ord": "x"}}]}'
+    )
+    stored = public_definition(text, json.loads(text))
+    assert "x" not in json.loads(stored)["nodes"][0]["params"].values()
+    assert json.loads(stored)["nodes"][0]["params"] == {"password": "***"}

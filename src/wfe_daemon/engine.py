@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -26,13 +26,22 @@ from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import ParamsError, TaskError, TaskFailed, TaskTimeout
 from wfe_daemon.logs import NODE_FINISHED, NODE_RETRY, WORKFLOW_FINISHED, WORKFLOW_STARTED
-from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, TriggerRule, WorkflowDef
+from wfe_daemon.model import (
+    NodeDef,
+    NodeStatus,
+    RunStatus,
+    TriggerRule,
+    WorkflowDef,
+    holds_redacted,
+)
 from wfe_daemon.model import redact_secrets as redact
 from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
+FAILED_PREFIX = "dependency failed: "
+"""How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
 
 
@@ -63,6 +72,18 @@ class NodeState:
     def failed(self) -> bool:
         """FAILED, or SKIPPED because something upstream failed."""
         return self.status is FAILED or (self.status is SKIPPED and self.cause is not None)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], node: NodeDef) -> NodeState:
+        """A node's state from its ``noderun`` row (``Store.get_run``)."""
+        reason = row["reason"]
+        failed = reason is not None and reason.startswith(FAILED_PREFIX)
+        return cls(
+            node, status=NodeStatus(row["status"]), attempts=row["attempts"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            duration=row["duration"], output=row["result_data"], error=row["error"],
+            reason=reason, cause=reason[len(FAILED_PREFIX):] if failed else None,
+        )
 
     def entry(self) -> dict[str, Any]:
         """This node as the result summary shows it."""
@@ -232,8 +253,11 @@ class _Run:
         return await self._finish()
 
     def stop(self, status: NodeStatus, reason: str) -> None:
-        """End the run early: running nodes end ``status`` with ``reason``, the rest SKIPPED."""
-        if self.stopped is not None:
+        """End the run early: running nodes end ``status`` with ``reason``, the rest SKIPPED.
+
+        Once every node has ended (the run is writing its final state) it is too late.
+        """
+        if self.stopped is not None or all(s.status.is_final for s in self.states.values()):
             return
         self.stopped = (status, reason)
         if self.dispatcher is not None:
@@ -461,6 +485,28 @@ class _Run:
         return summary
 
 
+def reusable_states(
+    workflow: WorkflowDef, rows: Iterable[Mapping[str, Any]], keep: Collection[NodeStatus]
+) -> dict[str, NodeState]:
+    """The nodes a resumed or retried run keeps as they were: those whose status is in ``keep``.
+
+    A SUCCESS node whose stored output lost a secret to redaction (``***``) is left out
+    when a node still to run references it: it runs again (at-least-once), so that node
+    gets the real value rather than ``***``.
+    """
+    defs = {node.id: node for node in workflow.nodes}
+    kept = {
+        row["node_id"]: NodeState.from_row(row, defs[row["node_id"]])
+        for row in rows
+        if row["node_id"] in defs and NodeStatus(row["status"]) in keep
+    }
+    needed = {ref.node_id for node in workflow.nodes if node.id not in kept for ref in node.refs}
+    for node_id in needed & kept.keys():
+        if kept[node_id].status is SUCCESS and holds_redacted(kept[node_id].output):
+            del kept[node_id]
+    return kept
+
+
 def summarize(
     run_id: int,
     workflow: str,
@@ -509,7 +555,7 @@ def _verdict(state: NodeState, states: Mapping[str, NodeState]) -> tuple[str, st
     if rule is TriggerRule.ALL_SUCCESS and all(d.status is SUCCESS for d in deps):
         return None
     if cause is not None:
-        return f"dependency failed: {cause}", cause
+        return f"{FAILED_PREFIX}{cause}", cause
     other = next(d for d in deps if d.status is not SUCCESS)
     return f"dependency skipped: {other.node.id}", None
 

@@ -393,18 +393,34 @@ def _check_refs(
 # --- Secrets
 
 
-_SECRET_TEXT = re.compile(r"password|token|secret|authorization|api[-_]?key", re.IGNORECASE)
+REDACTED = "***"
+"""What a secret param shows as in logs, summaries and the database."""
 
 
 def public_definition(text: str, doc: Any) -> str:
     """The workflow file as the database keeps it: secrets redacted.
 
-    The file's own text when no key in it can hold a secret (nothing to redact, nothing to
-    re-encode), else the parsed document with secrets redacted, as JSON.
+    The file's own text when none of its keys holds a secret (nothing to redact, nothing
+    to re-encode), else the parsed document with secrets redacted, as JSON. Keys are
+    judged decoded, so an escaped ``"pass\\u0077ord"`` is caught too.
     """
-    if _SECRET_TEXT.search(text) is None:
+    redacted = redact_secrets(doc)
+    if redacted is doc:
         return text
-    return json.dumps(redact_secrets(doc), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+
+
+def holds_redacted(value: Any) -> bool:
+    """Whether a secret-keyed value somewhere in ``value`` reads ``***`` (was redacted)."""
+    if isinstance(value, Mapping):
+        return any(
+            (isinstance(key, str) and is_secret_key(key) and item == REDACTED)
+            or holds_redacted(item)
+            for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return any(holds_redacted(item) for item in value)
+    return False
 
 
 @lru_cache(maxsize=4096)
@@ -429,7 +445,7 @@ def redact_secrets(value: Any) -> Any:
     if isinstance(value, Mapping):
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
-            new = "***" if isinstance(key, str) and is_secret_key(key) else redact_secrets(item)
+            new = REDACTED if isinstance(key, str) and is_secret_key(key) else redact_secrets(item)
             if new is not item:
                 if changed is None:
                     changed = dict(value)

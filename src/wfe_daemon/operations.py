@@ -30,7 +30,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -39,17 +39,18 @@ import structlog
 
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine, NodeState
+from wfe_daemon.engine import Engine, reusable_states
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.intake import PROCESSED, REJECTED
 from wfe_daemon.model import (
     NodeStatus,
     RunStatus,
     WorkflowDef,
-    is_secret_key,
+    holds_redacted,
     parse_workflow,
     redact_secrets,
 )
+from wfe_daemon.recovery import process_alive
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 
@@ -73,7 +74,6 @@ PRUNE_BATCH = 500
 """Runs deleted per transaction, so the writer never holds a long one."""
 _RETRYABLE = frozenset({RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS, RunStatus.FAILED,
                         RunStatus.CANCELLED})
-_REDACTED = "***"
 _MAX_CANDIDATES = 200
 """Files of the same name looked at when searching for a retried run's original file."""
 
@@ -97,7 +97,7 @@ async def request_cancel(store: Store, run_id: int) -> str:
     if found["status"] != RunStatus.RUNNING:
         raise StoreError(f"run {run_id} is not running (it is {found['status']}): "
                          "nothing to cancel")
-    if found["pid"] is not None and _alive(found["pid"]):
+    if found["pid"] is not None and process_alive(found["pid"]):
         return f"cancel requested for run {run_id}"
     return (f"cancel requested for run {run_id}; no process runs it now: "
             "it is applied when the run resumes")
@@ -156,16 +156,6 @@ async def run_cancellable(engine: Engine, work: Awaitable[T]) -> T:
         await asyncio.gather(watcher, return_exceptions=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # -- retry -------------------------------------------------------------------------------------
 
 
@@ -194,7 +184,6 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
         raise StoreError(f"run {run_id} is {run['status']}: only a finished run that ran "
                          "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried")
     workflow, definition = await _definition(engine, run)
-    reused = {row["node_id"] for row in run["nodes"] if row["status"] == NodeStatus.SUCCESS}
     began, started_at = time.perf_counter(), now_iso()
     new_id = await store.create_retry(
         run_id, name=workflow.name, started_at=started_at,
@@ -204,7 +193,7 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
     )
     new = await store.get_run(new_id)
     assert new is not None
-    done = _reused_states(workflow, new["nodes"], reused)
+    done = reusable_states(workflow, new["nodes"], {NodeStatus.SUCCESS})
     log.info("workflow.retry", run_id=new_id, retry_of=run_id, reused=len(done))
     summary = await run_cancellable(engine, engine.resume(
         workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began))
@@ -213,29 +202,13 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
     return summary
 
 
-def _reused_states(
-    workflow: WorkflowDef, rows: list[dict[str, Any]], reused: set[str]
-) -> dict[str, NodeState]:
-    """The states of the nodes copied as SUCCESS into the new run."""
-    defs = {node.id: node for node in workflow.nodes}
-    return {
-        row["node_id"]: NodeState(
-            defs[row["node_id"]], status=NodeStatus.SUCCESS, attempts=row["attempts"],
-            started_at=row["started_at"], finished_at=row["finished_at"],
-            duration=row["duration"], output=row["result_data"], reason=row["reason"],
-        )
-        for row in rows
-        if row["node_id"] in reused and row["status"] == NodeStatus.SUCCESS
-    }
-
-
 async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef, str]:
     """The workflow to retry and the definition to store for the new run (as stored)."""
     stored = run["definition"]
     if not isinstance(stored, dict):
         raise WorkflowRejected([f"run {run['id']}: no stored definition to retry"])
     doc = stored
-    if _redacted(stored):  # the database has "***" where secrets were: find the file
+    if holds_redacted(stored):  # the database has "***" where secrets were: find the file
         doc = await asyncio.to_thread(_find_original, engine.settings, run, stored)
         if doc is None:
             raise WorkflowRejected([
@@ -244,18 +217,6 @@ async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef,
                 "inbox/rejected/; drop the file again instead"
             ])
     return parse_workflow(doc, engine.registry), _dumps(stored)
-
-
-def _redacted(value: Any) -> bool:
-    """Whether a secret-keyed value of ``value`` reads ``***`` (the database's redaction)."""
-    if isinstance(value, Mapping):
-        return any(
-            (is_secret_key(key) and item == _REDACTED) or _redacted(item)
-            for key, item in value.items()
-        )
-    if isinstance(value, list):
-        return any(_redacted(item) for item in value)
-    return False
 
 
 def _dumps(doc: Any) -> str:

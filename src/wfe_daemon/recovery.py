@@ -19,17 +19,17 @@ import anyio
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.engine import Engine, NodeState, summarize
+from wfe_daemon.engine import Engine, NodeState, reusable_states, summarize
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
-from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, WorkflowDef, parse_workflow
+from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, parse_workflow
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
 
 log = structlog.get_logger()
 
-_FAILED_PREFIX = "dependency failed: "
+_FINAL = frozenset(status for status in NodeStatus if status.is_final)
 
 
 async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
@@ -52,7 +52,7 @@ async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
     except WorkflowRejected as exc:  # e.g. a task type is no longer installed
         return await abandon(engine.store, run["id"], "cannot resume: " + "; ".join(exc.problems))
     return await engine.resume(workflow, run["id"], started_at=run["started_at"],
-                               source=source, done=_final_nodes(workflow, run["nodes"]))
+                               source=source, done=reusable_states(workflow, run["nodes"], _FINAL))
 
 
 def _read(path: Path, max_size: int) -> bytes | None:
@@ -64,35 +64,13 @@ def _read(path: Path, max_size: int) -> bytes | None:
         return file.read()
 
 
-def _final_nodes(workflow: WorkflowDef, rows: list[dict[str, Any]]) -> dict[str, NodeState]:
-    """Rebuild the state of the nodes that had reached a final status."""
-    defs = {node.id: node for node in workflow.nodes}
-    return {
-        row["node_id"]: _state_of(row, defs[row["node_id"]])
-        for row in rows
-        if row["node_id"] in defs and NodeStatus(row["status"]).is_final
-    }
-
-
-def _state_of(row: dict[str, Any], node: NodeDef) -> NodeState:
-    """A node's state from its ``noderun`` row."""
-    reason = row["reason"]
-    failed = reason is not None and reason.startswith(_FAILED_PREFIX)
-    return NodeState(
-        node, status=NodeStatus(row["status"]), attempts=row["attempts"],
-        started_at=row["started_at"], finished_at=row["finished_at"],
-        duration=row["duration"], output=row["result_data"], error=row["error"],
-        reason=reason, cause=reason[len(_FAILED_PREFIX) :] if failed else None,
-    )
-
-
 async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
     """End a RUNNING run nobody will resume; store and return its summary."""
     finished_at = now_iso()
     status = await store.abandon_run(run_id, reason, finished_at)
     run = await store.get_run(run_id)
     assert run is not None
-    states = [_state_of(row, NodeDef(row["node_id"], row["type"])) for row in run["nodes"]]
+    states = [NodeState.from_row(row, NodeDef(row["node_id"], row["type"])) for row in run["nodes"]]
     summary = summarize(run_id, run["name"], run["source"], RunStatus(status), run["started_at"],
                         finished_at, None, states)
     await store.set_summary(run_id, summary)
@@ -110,7 +88,7 @@ async def abandon_orphans(store: Store, inbox: Path) -> None:
         path = run["source_path"]
         if path is not None and Path(path).is_relative_to(processing) and _exists(path):
             continue
-        if run["pid"] is not None and run["pid"] != os.getpid() and _alive(run["pid"]):
+        if run["pid"] is not None and run["pid"] != os.getpid() and process_alive(run["pid"]):
             continue
         await abandon(store, run["id"], "interrupted: the process running it ended")
         log.warning("workflow.abandoned", run_id=run["id"], source_path=path)
@@ -125,7 +103,8 @@ def _exists(path: str) -> bool:
     return os.path.lexists(path)  # once per unfinished run at start: not worth a thread
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a recorded owner of a run)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
