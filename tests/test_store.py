@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +210,127 @@ def test_unopenable_database_exits_1_with_one_line(run_cli: Cli, tmp_path: Path)
     assert "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert "database" in result.stderr
+
+
+def _open_and_close(path: Path, start: threading.Barrier, errors: list[BaseException]) -> None:
+    async def open_store() -> None:
+        async with Store.open(path):
+            pass
+
+    start.wait()
+    try:
+        asyncio.run(open_store())
+    except BaseException as exc:  # reported by the test, not lost in the thread
+        errors.append(exc)
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_concurrent_opens_of_a_fresh_file_all_migrate_it_once(tmp_path: Path, round_: int) -> None:
+    """Several connections opening one new file at once all succeed; the schema is built once."""
+    path = tmp_path / f"race-{round_}.db"
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(target=_open_and_close, args=(path, start, errors)) for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    assert user_version(path) == SCHEMA_VERSION
+
+
+@contextmanager
+def write_locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the write lock until the block ends (then it commits)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``predicate`` on the loop until it holds."""
+    for _ in range(round(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still false after {timeout_s}s")
+
+
+def node_rows(path: Path, run_id: int) -> dict[str, tuple[Any, ...]]:
+    """``node_id -> (status, attempts)`` of one run, read by a fresh connection."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT node_id, status, attempts FROM noderun WHERE workflow_id = ?", (run_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return {node_id: (status, attempts) for node_id, status, attempts in rows}
+
+
+def finish(store: Store, run_id: int, node_id: str, attempts: int = 1) -> None:
+    """Queue a SUCCESS for one node."""
+    store.node_finished(
+        run_id, node_id, status="SUCCESS", started_at="2024-01-01T00:00:00+00:00",
+        finished_at="2024-01-01T00:00:01+00:00", duration=1.0, attempts=attempts,
+    )
+
+
+async def test_a_batch_that_fails_on_a_lock_is_retried_before_later_writes(db_path: Path) -> None:
+    """Writes queued while another connection holds the lock past the busy timeout are all
+    committed once it lets go, the failed batch before anything queued after it; the store
+    reports unhealthy meanwhile and a flush waiting through the outage succeeds."""
+    async with Store.open(db_path, busy_timeout_s=0.02) as store:
+        run_id = await store.create_run(
+            name="w", started_at="2024-01-01T00:00:00+00:00",
+            nodes=[("a", "echo"), ("b", "echo"), ("c", "echo")],
+        )
+        with write_locked(db_path):
+            store.node_running(run_id, "a", "2024-01-01T00:00:00+00:00", 1)
+            store.node_running(run_id, "b", "2024-01-01T00:00:00+00:00", 1)
+            await wait_for(lambda: not store.healthy)  # the batch with both has failed
+            finish(store, run_id, "a")  # queued after the failed batch: must land after it
+            store.node_running(run_id, "c", "2024-01-01T00:00:00+00:00", 2)
+            flushed = asyncio.create_task(store.flush())
+            await asyncio.sleep(0.3)  # several retries, all failing
+            assert not store.healthy
+            assert not flushed.done()
+        await flushed
+        assert store.healthy
+
+    assert node_rows(db_path, run_id) == {
+        "a": ("SUCCESS", 1), "b": ("RUNNING", 1), "c": ("RUNNING", 2)
+    }
+
+
+async def test_waiting_callers_fail_after_give_up_but_queued_events_are_kept(
+    db_path: Path,
+) -> None:
+    """A create_run waiting through a lock raises StoreError only after ``give_up_s`` and never
+    runs later, while the node events queued beside it are still written after the release."""
+    async with Store.open(db_path, busy_timeout_s=0.02, give_up_s=0.3) as store:
+        run_id = await store.create_run(
+            name="w", started_at="2024-01-01T00:00:00+00:00", nodes=[("a", "echo"), ("b", "echo")]
+        )
+        with write_locked(db_path):
+            store.node_running(run_id, "a", "2024-01-01T00:00:00+00:00", 1)
+            store.node_running(run_id, "b", "2024-01-01T00:00:00+00:00", 1)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(StoreError, match="database write failed"):
+                await store.create_run(
+                    name="lost", started_at="2024-01-01T00:00:00+00:00", nodes=[]
+                )
+            assert asyncio.get_running_loop().time() - started >= 0.3
+            finish(store, run_id, "a", attempts=3)
+        await store.flush()
+        runs = await store.list_runs()
+
+    assert [run["name"] for run in runs] == ["w"]
+    assert node_rows(db_path, run_id) == {"a": ("SUCCESS", 3), "b": ("RUNNING", 1)}

@@ -1,0 +1,202 @@
+"""The store's one writer: queued writes applied in batches, in order, retried until they land.
+
+Writes are queued without awaiting and applied by one writer task in shared transactions,
+one aiosqlite round trip per batch. Batches commit in queue order, so the database always
+holds a prefix of what happened.
+
+A batch that fails (say another process holds the write lock past the busy timeout) is
+rolled back and put back at the head of the queue, before anything queued since, then
+retried with backoff (0.05 s doubling to 2 s); the next attempt takes the whole queue, so
+writes queued meanwhile share its transaction. ``healthy`` is False until a batch commits.
+
+- Fire-and-forget writes (``enqueue``) are never dropped: they are retried until they commit.
+- Callers waiting (a ``_Call`` or ``flush``) wait through a busy or locked spell
+  (``sqlite3.OperationalError``) for up to ``give_up_s`` from the first failure, then get
+  ``StoreError``. Any other error (a constraint, a bug in a call) fails them at once.
+- A ``_Call`` runs only while its future is pending: one whose future is done (failed by the
+  writer, or cancelled by its caller) is dropped when a batch is taken, so a call whose
+  caller was told it failed never runs later. A call cancelled while its batch is in flight
+  still commits, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+import aiosqlite
+
+from wfe_daemon.errors import StoreError
+
+_GATHER_S = 0.001
+_GATHER_BELOW = 256
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 2.0
+
+
+@dataclass(slots=True)
+class _Call:
+    """A write that needs its result back: ``fn(db)`` runs in the batch, in order."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+Item = tuple[str, tuple[Any, ...]] | _Call
+NodeKey = tuple[int, str]
+
+
+def _statement(item: Item) -> str | None:
+    return None if isinstance(item, _Call) else item[0]
+
+
+def _wanted(item: Item) -> bool:
+    return not (isinstance(item, _Call) and item.future.done())
+
+
+def _apply(db: sqlite3.Connection, batch: Sequence[Item], durable: bool) -> list[Any]:
+    """Run one batch as one transaction (in the connection's thread); results of calls.
+
+    Consecutive writes of one statement go through one ``executemany``.
+    """
+    results: list[Any] = []
+    db.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, group in groupby(batch, key=_statement):
+            if sql is None:
+                results.extend(call.fn(db) for call in group)  # type: ignore[union-attr]
+            else:
+                db.executemany(sql, [item[1] for item in group])  # type: ignore[index]
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return results
+
+
+async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(sqlite3_connection, *args)`` in the connection's thread, one round trip."""
+    # aiosqlite's one way to run a callable in its connection thread.
+    return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
+
+
+class Writer:
+    """The write queue of one connection; ``run()`` is its writer task (owned by the Store)."""
+
+    def __init__(self, conn: aiosqlite.Connection, *, give_up_s: float) -> None:
+        self._conn = conn
+        self._give_up_s = give_up_s
+        self._queue: list[Item | None] = []
+        # Where each node's RUNNING write waits in the queue: when the node finishes before
+        # the writer takes the batch, its FINISHED write (which repeats started_at and
+        # attempts) replaces it, one UPDATE instead of two.
+        self._running_at: dict[NodeKey, int] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        self._durable = False
+        self._wakeup = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._failing_since: float | None = None
+        self._retry_delay_s = _RETRY_FIRST_S
+
+    @property
+    def healthy(self) -> bool:
+        """False while writes are failing (from a failed batch until one commits)."""
+        return self._failure is None
+
+    def enqueue(self, item: Item) -> None:
+        """Queue a write; it commits after everything queued before it."""
+        self._queue.append(item)
+        self._wakeup.set()
+
+    def enqueue_running(self, node: NodeKey, item: Item) -> None:
+        """Queue a node's RUNNING write, replaceable by its FINISHED write until taken."""
+        self._running_at[node] = len(self._queue)
+        self.enqueue(item)
+
+    def enqueue_finished(self, node: NodeKey, item: Item) -> None:
+        """Queue a node's FINISHED write, dropping its RUNNING write if not taken yet."""
+        running = self._running_at.pop(node, None)
+        if running is not None:
+            self._queue[running] = None
+        self.enqueue(item)
+
+    async def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Queue ``fn(db)`` and wait for its result once its batch commits."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.enqueue(_Call(fn, future))
+        return await future
+
+    async def flush(self, *, durable: bool = False) -> None:
+        """Wait until every write queued so far is committed (fsynced when ``durable``)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._durable = self._durable or durable
+        self._wakeup.set()
+        await future
+
+    async def run(self) -> None:
+        """Apply queued writes until cancelled."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._waiters and len(self._queue) < _GATHER_BELOW:
+                await asyncio.sleep(_GATHER_S)  # let a trickle of events share a transaction
+            while self._queue or self._waiters:
+                if not await self._write_next():
+                    await asyncio.sleep(self._next_delay())
+
+    async def _write_next(self) -> bool:
+        """Take the whole queue and commit it as one batch; whether that worked."""
+        batch = [item for item in self._queue if item is not None and _wanted(item)]
+        self._queue = []
+        self._running_at.clear()
+        waiters, self._waiters = self._waiters, []
+        durable, self._durable = self._durable, False
+        try:
+            results = await run_in_thread(self._conn, _apply, batch, durable)
+        except Exception as exc:
+            self._requeue(exc, batch, waiters, durable)
+            return False
+        self._failure = self._failing_since = None
+        self._retry_delay_s = _RETRY_FIRST_S
+        calls = [item for item in batch if isinstance(item, _Call)]
+        for call, result in zip(calls, results, strict=True):
+            if not call.future.done():
+                call.future.set_result(result)
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+        return True
+
+    def _requeue(
+        self, exc: Exception, batch: list[Item], waiters: list[asyncio.Future[None]], durable: bool
+    ) -> None:
+        """Put a failed batch back at the head of the queue; fail its waiters once out of time."""
+        now = asyncio.get_running_loop().time()
+        self._failure = exc
+        if self._failing_since is None:
+            self._failing_since = now
+        transient = isinstance(exc, sqlite3.OperationalError)
+        if transient and now - self._failing_since < self._give_up_s:
+            self._waiters[:0] = waiters
+        else:
+            error = StoreError(f"database write failed: {exc}")
+            error.__cause__ = exc
+            calls = (item.future for item in batch if isinstance(item, _Call))
+            for future in [*waiters, *calls]:
+                if not future.done():
+                    future.set_exception(error)  # a done call is dropped on the next attempt
+        # Before anything queued while the batch was in flight: commits stay in queue order.
+        self._queue[:0] = batch
+        self._running_at = {node: at + len(batch) for node, at in self._running_at.items()}
+        self._durable = self._durable or durable
+
+    def _next_delay(self) -> float:
+        delay = self._retry_delay_s
+        self._retry_delay_s = min(delay * 2, _RETRY_MAX_S)
+        return delay
