@@ -7,11 +7,13 @@ import json
 import os
 import pty
 import select
+import signal
 import sqlite3
 import struct
 import subprocess
 import sys
 import termios
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -831,3 +833,120 @@ def test_execute_adds_nothing_to_stderr_when_piped(run_cli: Cli, write_workflow:
     assert "\r" not in result.stderr
     assert "\x1b" not in result.stderr
     assert all(json.loads(line)["event"] for line in result.stderr.splitlines())
+
+
+# -- task limits and signals --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["execute", "retry"])
+def test_an_unknown_task_type_in_task_limits_exits_2(
+    run_cli: Cli, write_workflow: Writer, tmp_path: Path, command: str
+) -> None:
+    """A misspelt ``[task_limits]`` key stops ``execute`` and ``retry`` with one line naming it
+    and the known types, before anything runs."""
+    config = tmp_path / "wfe.toml"
+    config.write_text("[task_limits]\nhtp_get = 8\n")
+    target = write_workflow({"name": "w", "nodes": [{"id": "a", "type": "echo"}]})
+    args = [command, target] if command == "execute" else [command, "1"]
+
+    line = assert_one_line_error(run_cli(*args, "--config", config), 2)
+
+    assert "config: task_limits: unknown task type 'htp_get' (known: " in line
+    assert "http_get" in line
+    assert "echo" in line
+
+
+_LONG_SLEEP = {
+    "name": "long",
+    "idempotency_key": "nightly",
+    "nodes": [{"id": "nap", "type": "sleep", "params": {"seconds": 30}}],
+}
+
+
+def _signal_when_running(
+    tmp_path: Path, env: dict[str, str], signum: signal.Signals, *args: str | Path
+) -> tuple[int, str, str, float]:
+    """Run the CLI, send ``signum`` once a node is RUNNING; ``(code, stdout, stderr, seconds
+    from the signal to the exit)``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wfe_daemon", *map(str, args)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _node_running(Path(env["WFE_DB_PATH"])):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no node started"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=10)
+        return process.returncode, out, err, time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_cancels_the_run_of_execute_and_frees_its_key(
+    run_cli: Cli,
+    write_workflow: Writer,
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    sql: Rows,
+    signum: signal.Signals,
+) -> None:
+    """SIGTERM or SIGINT during ``execute`` ends its run CANCELLED at once, prints that
+    summary and exits 1; a later file with the same idempotency_key runs."""
+    code, out, err, elapsed = _signal_when_running(
+        tmp_path, cli_env, signum, "execute", write_workflow(_LONG_SLEEP)
+    )
+
+    assert code == 1, err
+    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert (summary["status"], summary["nodes"]["nap"]["status"]) == ("CANCELLED", "CANCELLED")
+    (row,) = sql("SELECT status FROM workflowrun WHERE id = ?", summary["run_id"])
+    assert row["status"] == "CANCELLED"
+
+    quick = {**_LONG_SLEEP, "nodes": [{"id": "a", "type": "echo"}]}
+    again = run_cli("execute", write_workflow(quick))
+    assert again.returncode == 0, again.stderr
+    assert summary_of(again)["status"] == "SUCCESS"
+
+
+def test_sigterm_cancels_the_run_of_retry(
+    write_workflow: Writer, tmp_path: Path, cli_env: dict[str, str], sql: Rows
+) -> None:
+    """SIGTERM during ``retry`` ends the new run CANCELLED, prints it and exits 1."""
+    first = _signal_when_running(
+        tmp_path, cli_env, signal.SIGTERM, "execute", write_workflow(_LONG_SLEEP)
+    )
+    original = json.loads(first[1])["run_id"]
+
+    code, out, err, elapsed = _signal_when_running(
+        tmp_path, cli_env, signal.SIGTERM, "retry", str(original)
+    )
+
+    assert code == 1, err
+    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    summary = json.loads(out)
+    assert (summary["status"], summary["retry_of"]) == ("CANCELLED", original)
+    (row,) = sql("SELECT status FROM workflowrun WHERE id = ?", summary["run_id"])
+    assert row["status"] == "CANCELLED"
+
+
+def _node_running(db_path: Path) -> bool:
+    """Whether a node of the database is RUNNING (False while the file is not there yet)."""
+    if not db_path.exists():
+        return False
+    try:
+        conn = sqlite3.connect(db_path, timeout=5)
+        try:
+            return bool(conn.execute("SELECT 1 FROM noderun WHERE status = 'RUNNING'").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False

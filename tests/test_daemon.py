@@ -366,3 +366,81 @@ def test_rejected_file_is_recorded_in_the_database(daemons: Daemons) -> None:
     rows = query(daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?", result["run_id"])
     assert rows == [{"status": "REJECTED"}]
     assert node_rows(daemons.db_path, result["run_id"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "env_name", "under_file"),
+    [
+        ("inbox", "WFE_INBOX", "inbox"),
+        ("outbox", "WFE_OUTBOX", "outbox"),
+        ("db_path", "WFE_DB_PATH", "db/wfe.db"),
+    ],
+)
+def test_an_unusable_folder_stops_the_start_with_one_line_and_exit_2(
+    daemons: Daemons, key: str, env_name: str, under_file: str
+) -> None:
+    """A folder that cannot be created (a regular file is in its path) exits 2 at start with
+    one line naming its key and the reason, not a traceback."""
+    blocker = daemons.root / "afile"
+    blocker.write_text("not a folder")
+    daemon = daemons.spawn(**{env_name: str(blocker / under_file)})
+
+    assert daemon.wait_exit() == 2, daemon.output()
+    (line,) = daemon.stderr().splitlines()
+    assert line.startswith(f"wfe-daemon: config: {key}: cannot create "), line
+    assert "Not a directory" in line
+    assert "READY=1" not in daemon.notices
+
+
+def test_an_unknown_task_type_in_task_limits_stops_the_start(daemons: Daemons) -> None:
+    """``[task_limits]`` naming no installed task type exits 2 with one line naming it and
+    the known types."""
+    config = daemons.root / "wfe.toml"
+    config.write_text("[task_limits]\nhtp_get = 8\necho = 2\n")
+    daemon = daemons.spawn(WFE_CONFIG=str(config))
+
+    assert daemon.wait_exit() == 2, daemon.output()
+    (line,) = daemon.stderr().splitlines()
+    assert "config: task_limits: unknown task type 'htp_get' (known: " in line
+    assert "http_get" in line
+    assert not daemons.db_path.exists()
+
+
+def sleep_doc(name: str, seconds: float) -> dict[str, object]:
+    """A one-node workflow that sleeps ``seconds``."""
+    return {"name": name, "nodes": [{"id": "s", "type": "sleep", "params": {"seconds": seconds}}]}
+
+
+@pytest.mark.timeout(90)
+def test_a_backlog_of_leftovers_delays_neither_ready_nor_sigterm(daemons: Daemons) -> None:
+    """With five leftover files in processing/ and one workflow at a time, READY=1 comes at
+    once and SIGTERM is honoured within the grace; the next start gives each file one result."""
+    processing = daemons.inbox / "processing"
+    processing.mkdir(parents=True)
+    for n in range(5):
+        (processing / f"left{n}.json").write_text(json.dumps(sleep_doc(f"left{n}", 3)))
+        os.utime(processing / f"left{n}.json", (PAST + n, PAST + n))
+
+    spawned = time.monotonic()
+    first = daemons.spawn(WFE_MAX_CONCURRENT_WORKFLOWS="1", WFE_SHUTDOWN_GRACE="1")
+    first.wait_ready()
+    ready_after = time.monotonic() - spawned
+    assert ready_after < 3.0, f"READY=1 took {ready_after:.2f}s"
+    wait_until(
+        lambda: try_query(daemons.db_path, "SELECT 1 FROM noderun WHERE status = 'RUNNING'"),
+        10,
+        "the first leftover running",
+    )
+    sent = time.monotonic()
+    assert first.terminate() == 0
+    elapsed = time.monotonic() - sent
+    assert elapsed < 1 + 2.0, f"took {elapsed:.2f}s to exit"  # grace 1 s, +2 s slack
+
+    second = daemons.start()
+    for n in range(5):
+        assert wait_result(daemons.outbox, f"left{n}", timeout=30)["status"] == "SUCCESS"
+    assert [p.name for p in results(daemons.outbox)] == [f"left{n}.result.json" for n in range(5)]
+    wait_until(
+        lambda: len(list((daemons.inbox / "processed").iterdir())) == 5, 5, "five in processed/"
+    )
+    assert second.terminate() == 0

@@ -252,3 +252,60 @@ async def test_polling_takes_over_when_watching_fails(
             drop(inbox, "late.json")
             assert (await receive.receive()).source == "late.json"
     assert [entry["event"] for entry in logs] == ["intake.watch_failed"]
+
+
+@pytest.mark.parametrize(
+    ("helper", "error"),
+    [
+        ("_claim", OSError(5, "Input/output error")),  # the rename into processing/
+        ("_claim", OSError(28, "No space left on device")),  # a clash folder's mkdir
+        ("_read_all", OSError(13, "Permission denied")),  # reading the file
+    ],
+    ids=["claim-EIO", "claim-ENOSPC", "read-EACCES"],
+)
+async def test_an_os_error_on_one_file_is_logged_and_the_file_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helper: str, error: OSError
+) -> None:
+    """An unexpected OSError reading or claiming a file is logged as intake.file_error, leaves
+    the file in the inbox, and the file is taken at the next rescan; intake keeps running."""
+    real = getattr(intake, helper)
+    failures = [error]
+
+    def fail_once(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args)
+
+    monkeypatch.setattr(intake, helper, fail_once)
+    inbox = tmp_path / "inbox"
+    with anyio.fail_after(5), capture_logs() as logs:
+        async with running(inbox, rescan_interval=0.2) as receive:
+            drop(inbox, "flaky.json")
+            claimed = await receive.receive()
+            await nothing_more(receive)
+    assert (claimed.source, claimed.data) == ("flaky.json", DOC)
+    assert claimed.path == inbox / "processing" / "flaky.json"
+    (entry,) = [entry for entry in logs if entry["event"] == "intake.file_error"]
+    assert (entry["name"], entry["error"]) == ("flaky.json", error.strerror)
+    assert [p.name for p in (inbox / "processing").iterdir()] == ["flaky.json"]
+
+
+def test_a_failed_claim_into_a_clash_folder_leaves_no_empty_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the rename into a fresh clash folder fails, the error is raised and the folder
+    made for it is removed again, so processing/ holds only the earlier file."""
+    inbox = tmp_path / "inbox"
+    (inbox / "processing").mkdir(parents=True)
+    (inbox / "processing" / "same.json").write_bytes(DOC)
+    (inbox / "same.json").write_bytes(DOC)
+
+    def broken_rename(*args: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "rename", broken_rename)
+    with pytest.raises(OSError, match="Input/output error"):
+        intake._claim(inbox / "same.json", inbox / "processing")
+    monkeypatch.undo()
+    assert [p.name for p in (inbox / "processing").iterdir()] == ["same.json"]
+    assert (inbox / "same.json").exists()

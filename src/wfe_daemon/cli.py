@@ -256,25 +256,69 @@ async def _with_engine(
     live: LiveLine | None,
     action: Callable[[Engine], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """Run ``action`` on an Engine over the store and the shared services; its summary."""
+    """Run ``action`` on an Engine over the store and the shared services; its summary.
+
+    SIGTERM or SIGINT cancels the engine's runs (see :func:`_cancel_on_signal`).
+    """
     from contextlib import AsyncExitStack
 
     from wfe_daemon.engine import Engine
-    from wfe_daemon.registry import TaskRegistry
-    from wfe_daemon.services import open_services
+    from wfe_daemon.services import load_registry, open_services
     from wfe_daemon.store import Store
     from wfe_daemon.wrappers import call_task
 
-    registry = TaskRegistry.load()
+    registry = load_registry(settings)
     async with Store.open(settings.db_path) as store, open_services(settings) as services:
         executor = call_task if live is None else live.progress.executor
         engine = Engine(registry, store, settings, services=services, executor=executor)
         async with AsyncExitStack() as stack:
             if live is not None:
                 await stack.enter_async_context(live)
-            summary = await action(engine)
+            summary = await _cancel_on_signal(engine, action(engine))
         store.mark_settled(summary["run_id"])  # published on stdout; nothing left to recover
         return summary
+
+
+async def _cancel_on_signal(engine: Engine, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await ``work``; the first SIGTERM or SIGINT cancels the engine's runs, a second exits.
+
+    A cancelled run ends CANCELLED, with its summary, and frees its idempotency key; a
+    run that registers after the signal is cancelled as soon as it does. The second signal
+    exits at once with 128 + its number, leaving the run RUNNING for the daemon to resume.
+    """
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            ids = ", ".join(map(str, engine.active_runs)) or "none"
+            print(f"wfe-daemon: stopped at once; left RUNNING: {ids}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        stop.set()
+
+    async def cancel_runs() -> None:
+        await stop.wait()
+        while True:
+            for run_id in list(engine.active_runs):
+                engine.cancel(run_id)
+            await asyncio.sleep(0.05)
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    canceller = asyncio.create_task(cancel_runs(), name="wfe-cancel-on-signal")
+    try:
+        return await work
+    finally:
+        canceller.cancel()
+        await asyncio.gather(canceller, return_exceptions=True)
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
 """The long-running service: intake, workflow workers, recovery, signals and systemd.
 
-Start-up order: lock the state, open the store, queue the files left in
-``inbox/processing/`` by an earlier life (they are resumed or published first), start the
-workers, arm the watcher, then tell systemd READY=1. Shutdown is the reverse: stop intake,
+Start-up order: check the task limits and create the folders (a problem there is a
+``ConfigError``, before anything runs), lock the state, open the store, start the workers,
+start feeding them the files left in ``inbox/processing/`` by an earlier life (they are
+resumed or published before any new file is taken), arm the watcher, then tell systemd
+READY=1. Shutdown is the reverse: stop intake,
 let running workflows finish for ``shutdown_grace`` seconds, cancel what is left (it stays
 RUNNING in the store and resumes at the next start), flush the store, exit 0.
 """
@@ -25,14 +27,21 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
-from wfe_daemon.errors import UsageError
-from wfe_daemon.intake import Claimed, Intake, leftover_claims, settle_file
+from wfe_daemon.errors import ConfigError, UsageError
+from wfe_daemon.intake import (
+    PROCESSED,
+    PROCESSING,
+    REJECTED,
+    Claimed,
+    Intake,
+    leftover_claims,
+    settle_file,
+)
 from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPING
 from wfe_daemon.operations import keep_history, watch_cancels
 from wfe_daemon.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.recovery import abandon_orphans, recover
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.services import open_services
+from wfe_daemon.services import load_registry, open_services
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
 from wfe_daemon.systemd import Notifier, scrub_environ
@@ -41,6 +50,27 @@ if TYPE_CHECKING:
     from wfe_daemon.metrics import Telemetry
 
 log = structlog.get_logger()
+
+
+def _prepare_folders(settings: Settings) -> None:
+    """Create the inbox folders, the outbox and the database's folder, and check them.
+
+    Raises:
+        ConfigError: one cannot be created or written to; the message names its key.
+    """
+    folders = [("inbox", settings.inbox / sub) for sub in ("", PROCESSING, PROCESSED, REJECTED)]
+    folders += [("outbox", settings.outbox), ("db_path", settings.db_path.parent)]
+    for key, folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):  # mkdir's word for "a file is in the way"
+                reason = "not a directory"
+            else:
+                reason = exc.strerror or str(exc)
+            raise ConfigError(f"config: {key}: cannot create {folder}: {reason}") from exc
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"config: {key}: cannot write to {folder}: Permission denied")
 
 
 @contextmanager
@@ -165,6 +195,8 @@ class Daemon:
 
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit status (0)."""
+    registry = load_registry(settings)
+    _prepare_folders(settings)
     notifier = Notifier.from_environ(os.environ)
     kept = scrub_environ(os.environ)  # children must not inherit NOTIFY_SOCKET / WATCHDOG_*
     os.environ.clear()
@@ -173,7 +205,7 @@ async def serve(settings: Settings) -> int:
     with _state_lock(settings.db_path):
         async with Store.open(settings.db_path) as store, open_services(settings) as services:
             telemetry = _telemetry(settings.metrics_port)
-            engine = Engine(TaskRegistry.load(), store, settings, services=services,
+            engine = Engine(registry, store, settings, services=services,
                             **(telemetry.engine_options() if telemetry else {}))
             daemon = Daemon(settings, store, engine, notifier)
             await _supervise(daemon, telemetry)
@@ -191,7 +223,6 @@ def _telemetry(port: int) -> Telemetry | None:
 
 async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None:
     settings, notifier = daemon.settings, daemon.notifier
-    settings.outbox.mkdir(parents=True, exist_ok=True)
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
     await abandon_orphans(daemon.store, settings.inbox)
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
@@ -201,14 +232,13 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         with receive:
             for _ in range(settings.max_concurrent_workflows):
                 tg.start_soon(daemon.worker, receive.clone())
-        for path in leftover_claims(settings.inbox):  # an earlier life's files go first
-            daemon.leftovers.add(path)
-            await send.send(Claimed(path=path, source=path.name, data=None))
+        leftovers = leftover_claims(settings.inbox)
+        daemon.leftovers.update(leftovers)
         if telemetry is not None:
             await tg.start(telemetry.run, daemon, send)
         intake_scope = anyio.CancelScope()
         await tg.start(_run_intake, Intake(settings.inbox, settings.max_file_size), send,
-                       intake_scope, daemon)
+                       intake_scope, daemon, leftovers)
         notifier.ready(f"watching {settings.inbox}")
         log.info(DAEMON_STARTED, inbox=str(settings.inbox), outbox=str(settings.outbox),
                  db_path=str(settings.db_path), pid=os.getpid())
@@ -233,15 +263,32 @@ async def _run_intake(
     send: MemoryObjectSendStream[Claimed],
     scope: anyio.CancelScope,
     daemon: Daemon,
+    leftovers: list[Path],
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Feed the leftovers, then new files; ``started`` once the watcher is armed.
+
+    The leftovers are sent from their own task: a backlog waiting for the workers must
+    delay neither READY=1 nor a signal. Intake takes no file before they are all queued.
+    """
     with scope, send:
         daemon.watching = True
         try:
-            await intake.run(send, task_status=task_status)
+            async with anyio.create_task_group() as tg:
+                fed = anyio.Event()
+                tg.start_soon(_feed_leftovers, leftovers, send, fed)
+                await intake.run(send, task_status=task_status, after=fed)
         finally:
             daemon.watching = False
+
+
+async def _feed_leftovers(
+    leftovers: list[Path], send: MemoryObjectSendStream[Claimed], fed: anyio.Event
+) -> None:
+    for path in leftovers:
+        await send.send(Claimed(path=path, source=path.name, data=None))
+    fed.set()
 
 
 async def _watch_signals(stop_requested: anyio.Event, everything: anyio.CancelScope) -> None:

@@ -103,6 +103,7 @@ class Intake:
         send: anyio.abc.ObjectSendStream[Claimed],
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        after: anyio.Event | None = None,
     ) -> None:
         """Claim files and send them, oldest first, until cancelled.
 
@@ -112,12 +113,19 @@ class Intake:
         a full ``send`` buffer holds the rest back in the inbox. If the task is cancelled while
         a claimed file waits in ``send``, that file stays in ``processing/`` for crash recovery
         (:func:`leftover_claims`). ``send`` belongs to the caller and is not closed here.
+
+        With ``after``, no file is taken before that event is set (the watcher is armed
+        and ``started`` reported all the same). A file that cannot be read or claimed (an
+        ``OSError`` such as EIO, EACCES or ENOSPC) is logged as ``intake.file_error``, left
+        where it is, and tried again at the next rescan.
         """
         for sub in ("", PROCESSING, PROCESSED, REJECTED):
             (self.inbox / sub).mkdir(parents=True, exist_ok=True)
         async with aclosing(self._changes()) as changes:
             await anext(changes)  # arms the watcher; the scan below sees what came meanwhile
             task_status.started()
+            if after is not None:
+                await after.wait()
             next_scan = anyio.current_time()
             fresh: set[str] = set()
             while True:
@@ -185,18 +193,27 @@ class Intake:
 
     async def _take(self, name: str, send: anyio.abc.ObjectSendStream[Claimed]) -> None:
         """Claim ``name`` and send it, unless it is gone, not a file, or still being written."""
-        probe = await self._probe(self.inbox / name)
-        if probe is not None and not probe.ready:
-            self._pending[name] = anyio.current_time() + _RECHECK_S
+        try:
+            probe = await self._probe(self.inbox / name)
+            if probe is not None and not probe.ready:
+                self._pending[name] = anyio.current_time() + _RECHECK_S
+                return
+            del self._pending[name]
+            if probe is None:
+                return
+            dest = _claim(self.inbox / name, self.inbox / PROCESSING)
+        except OSError as exc:  # left in the inbox: the next rescan finds it again
+            self._pending.pop(name, None)
+            log.warning("intake.file_error", name=name, error=_describe(exc))
             return
-        del self._pending[name]
-        if probe is None:
-            return
-        dest = _claim(self.inbox / name, self.inbox / PROCESSING)
         if dest is None:
             return
-        if os.lstat(dest).st_ino != probe.ino:  # replaced after we read it: send what we moved
-            probe = await self._probe(dest) or _Probe(0, None, "not a regular file", True)
+        try:
+            if os.lstat(dest).st_ino != probe.ino:  # replaced after we read it: send what we moved
+                probe = await self._probe(dest) or _Probe(0, None, "not a regular file", True)
+        except OSError as exc:  # claimed already: it gets a (REJECTED) result, not a retry
+            log.warning("intake.file_error", name=name, error=_describe(exc))
+            probe = _Probe(0, None, f"cannot read file: {_describe(exc)}", True)
         await send.send(Claimed(dest, name, probe.data, probe.problem, probe.ctime))
 
     async def _probe(self, path: Path) -> _Probe | None:
@@ -341,11 +358,19 @@ def _claim(path: Path, processing: Path) -> Path | None:
         dest.parent.mkdir()
     try:
         os.rename(path, dest)
-    except FileNotFoundError:
+    except OSError as exc:
         if dest.parent != processing:
-            dest.parent.rmdir()
-        return None
+            with contextlib.suppress(OSError):
+                dest.parent.rmdir()
+        if isinstance(exc, FileNotFoundError):
+            return None
+        raise
     return dest
+
+
+def _describe(exc: OSError) -> str:
+    """``OSError`` as one short line: its strerror (or text), without the errno tuple."""
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _free_path(folder: Path, name: str) -> Path:

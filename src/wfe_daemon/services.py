@@ -1,4 +1,4 @@
-"""Process-wide resources that tasks share, opened once by ``execute`` and the daemon."""
+"""Process-wide resources, opened once by the commands that run workflows and the daemon."""
 
 from __future__ import annotations
 
@@ -7,6 +7,28 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from wfe_daemon.config import Settings
+from wfe_daemon.errors import ConfigError
+from wfe_daemon.registry import TaskRegistry
+
+
+def load_registry(settings: Settings) -> TaskRegistry:
+    """Build the task registry and check ``settings`` against it.
+
+    Raises:
+        ConfigError: ``[task_limits]`` names a task type that no installed task has
+            (a misspelt key would otherwise limit nothing, silently), or the registry
+            itself cannot be built.
+    """
+    registry = TaskRegistry.load()
+    unknown = sorted(set(settings.task_limits) - {task.type for task in registry})
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        known = ", ".join(sorted(task.type for task in registry))
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(
+            f"config: task_limits: unknown task type{plural} {names} (known: {known})"
+        )
+    return registry
 
 
 @asynccontextmanager
