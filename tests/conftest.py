@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
+from daemon_helpers import Daemons, daemons_for
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.logs import configure_logging
@@ -130,3 +131,10 @@ async def engine_factory(tmp_path: Path, db_path: Path) -> AsyncIterator[Callabl
             return Engine(_registry(*tasks), store, settings)
 
         yield make
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    """Start real daemons on ``tmp_path``; all are killed at teardown, none printed a traceback."""
+    with daemons_for(tmp_path) as factory:
+        yield factory

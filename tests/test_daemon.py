@@ -8,15 +8,12 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from daemon_helpers import (
     PAST,
     Daemons,
-    daemons_for,
     drop,
     echo_doc,
     echo_then_sleep,
@@ -28,13 +25,6 @@ from daemon_helpers import (
     wait_result,
     wait_until,
 )
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Start daemons on ``tmp_path``; all are killed at teardown, and none printed a traceback."""
-    with daemons_for(tmp_path) as factory:
-        yield factory
 
 
 def test_renamed_file_gets_its_result_and_moves_to_processed(daemons: Daemons) -> None:

@@ -10,7 +10,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_helpers import (
     Daemons,
-    daemons_for,
     drop,
     echo_then_sleep,
     execute,
@@ -50,12 +48,6 @@ CYCLE = {
     ],
 }
 
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Start daemons on ``tmp_path``; all are killed at teardown, and none printed a traceback."""
-    with daemons_for(tmp_path) as factory:
-        yield factory
 
 
 def free_port() -> int:

@@ -20,7 +20,6 @@ import pytest
 
 from daemon_helpers import (
     Daemons,
-    daemons_for,
     drop,
     echo_doc,
     execute,
@@ -46,12 +45,6 @@ LONG = {
     ],
 }
 
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Start daemons on ``tmp_path``; all are killed at teardown, and none printed a traceback."""
-    with daemons_for(tmp_path) as factory:
-        yield factory
 
 
 def wait_running(db_path: Path, node_id: str) -> int:

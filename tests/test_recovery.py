@@ -8,7 +8,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from daemon_helpers import (
     PAST,
     Daemons,
-    daemons_for,
     drop,
     echo_doc,
     echo_then_sleep,
@@ -30,13 +28,6 @@ from daemon_helpers import (
     wait_result,
     wait_until,
 )
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Start daemons on ``tmp_path``; all are killed at teardown, and none printed a traceback."""
-    with daemons_for(tmp_path) as factory:
-        yield factory
 
 
 def _running_b(db_path: Path) -> list[dict[str, Any]]:

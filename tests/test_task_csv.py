@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from wfe_daemon.engine import Engine
 from wfe_daemon.errors import PathEscapeError, TaskFailed
 from wfe_daemon.registry import TaskContext, TaskRegistry
 from wfe_daemon.submission import submit
-from wfe_daemon.tasks._csvio import run_blocking
+from wfe_daemon.tasks._threads import run_blocking
 from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
 
 SALES = (
@@ -410,3 +411,56 @@ def test_validate_memory_does_not_grow_with_the_file(data: Path) -> None:
         count, peaks[rows] = json.loads(done.stdout)
         assert count == rows
     assert peaks[200_000] - peaks[20_000] < 20 * 1024, peaks  # ru_maxrss is in KiB
+
+
+# -- the daemon's own database ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output", ["wfe.db", "wfe.db-wal", "wfe.db-shm", "wfe.db.lock"])
+async def test_transform_cannot_overwrite_the_daemon_database(
+    engine_factory: Callable[..., Engine], data: Path, db_path: Path, output: str
+) -> None:
+    """With db_path inside data_dir, an output naming the database or a companion is refused."""
+    assert db_path.parent == data
+    (data / "in.csv").write_text("a\n1\n")
+    companion = data / output
+    before = companion.read_bytes() if companion.exists() else None
+    summary = await run_nodes(engine_factory(), transform(input="in.csv", output=output))
+    entry = summary["nodes"]["t"]
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == f"output: {output!r} is the daemon's own database; refused"
+    if output == "wfe.db":
+        assert companion.read_bytes() == before
+    elif before is None:
+        assert not companion.exists()
+
+
+# -- cancellation before publishing ---------------------------------------------------------
+
+
+async def test_a_transform_cancelled_in_its_last_batch_publishes_nothing(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout during the last batch leaves the old output: the rename never happens."""
+    import wfe_daemon.tasks._csvio as csvio
+    import wfe_daemon.tasks.csv as csv_task
+
+    (data / "in.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(25)))
+    (data / "out.csv").write_text("old\n")
+    monkeypatch.setattr(csvio, "BATCH_ROWS", 10)
+    real, stalled = csvio.even_rows, threading.Event()
+
+    def even_rows(name: str, before: int, batch: list[list[str]], width: int) -> list[list[str]]:
+        if batch[-1] == ["24"]:
+            time.sleep(0.5)
+            stalled.set()
+        return real(name, before, batch, width)
+
+    monkeypatch.setattr(csv_task, "even_rows", even_rows)
+    params = {"input": "in.csv", "output": "out.csv"}
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(TransformSimpleTask().execute(params, context(data)), 0.2)
+    assert await asyncio.to_thread(stalled.wait, 5)
+    await asyncio.sleep(0.3)  # ample time for the thread to finish, had it gone on
+    assert (data / "out.csv").read_text() == "old\n"
+    assert sorted(os.listdir(data)) == ["in.csv", "out.csv"]

@@ -11,6 +11,7 @@ import gzip
 import io
 import ipaddress
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -26,8 +27,9 @@ import pytest
 
 from wfe_daemon.config import Settings, load_settings
 from wfe_daemon.engine import Engine
-from wfe_daemon.errors import TaskFailed
+from wfe_daemon.errors import TaskFailed, WorkflowRejected
 from wfe_daemon.logs import configure_logging
+from wfe_daemon.model import parse_workflow
 from wfe_daemon.registry import TaskContext, TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
@@ -146,8 +148,9 @@ async def run_nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
     async def run(nodes: dict[str, Any] | list[dict[str, Any]],
                   **overrides: Any) -> tuple[dict[str, Any], str]:
-        settings = Settings(db_path=tmp_path / "wfe.db", data_dir=tmp_path / "data",
-                            inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", **overrides)
+        paths = {"db_path": tmp_path / "wfe.db", "data_dir": tmp_path / "data",
+                 "inbox": tmp_path / "inbox", "outbox": tmp_path / "outbox"}
+        settings = Settings(**{**paths, **overrides})
         node_list = nodes if isinstance(nodes, list) else [nodes]
         data = json.dumps({"name": "http test", "nodes": node_list}).encode()
         async with Store.open(settings.db_path) as store, open_http_client(settings) as client:
@@ -222,6 +225,63 @@ async def test_save_to_escape_refused(base: str, run_nodes: Callable[..., Any]) 
     assert "'..'" in error_of(summary)
 
 
+@pytest.mark.parametrize("save_to", ["wfe.db", "wfe.db-wal", "wfe.db-shm", "wfe.db.lock"])
+async def test_save_to_cannot_replace_the_daemon_database(
+    base: str, run_nodes: Callable[..., Any], server: _Server, tmp_path: Path, save_to: str
+) -> None:
+    """With db_path inside data_dir, save_to naming it or a companion fails before any request."""
+    db = tmp_path / "data" / "wfe.db"
+    summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": save_to}), db_path=db)
+    assert error_of(summary) == f"save_to: {save_to!r} is the daemon's own database; refused"
+    assert server.requests == []
+    assert db.read_bytes().startswith(b"SQLite format 3\x00")
+
+
+async def test_save_to_writes_and_fsyncs_off_the_event_loop(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body's writes and fsync run in worker threads, a batch of chunks per write."""
+    loop_thread = threading.get_ident()
+    writes: list[int] = []
+    fsyncs: list[int] = []
+    real_fdopen, real_fsync = os.fdopen, os.fsync
+
+    class SpyFile:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def __enter__(self) -> SpyFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._inner.close()
+
+        def write(self, data: bytes) -> int:
+            writes.append(threading.get_ident())
+            return int(self._inner.write(data))
+
+        def writelines(self, chunks: Any) -> None:
+            writes.append(threading.get_ident())
+            self._inner.writelines(chunks)
+
+    def fsync(fd: int) -> None:
+        fsyncs.append(threading.get_ident())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: SpyFile(real_fdopen(*a, **k)))
+    monkeypatch.setattr(os, "fsync", fsync)
+    size = 3 * 1024 * 1024 + 5
+    summary, _ = await run_nodes(get({"url": f"{base}/big/{size}", "save_to": "big.bin"}))
+    assert node(summary)["output"]["bytes"] == size
+    assert (tmp_path / "data" / "big.bin").stat().st_size == size
+    assert writes and fsyncs
+    assert loop_thread not in writes + fsyncs
+    assert len(writes) <= 5  # about 1 MiB per thread call, not one per network chunk
+
+
 async def test_query_params(base: str, run_nodes: Callable[..., Any], server: _Server) -> None:
     """query params reach the server, lists repeating the name."""
     params = {"url": f"{base}/query", "query": {"q": "a b", "n": 3, "tag": ["x", "y"]}}
@@ -277,6 +337,20 @@ async def test_total_timeout_on_trickle(base: str, run_nodes: Callable[..., Any]
     assert time.perf_counter() - started < 5
 
 
+async def test_save_to_timing_out_keeps_the_old_file(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A save_to cut off by the timeout leaves the previous file and no temporary file."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.bin").write_bytes(b"old")
+    summary, _ = await run_nodes(
+        get({"url": f"{base}/trickle", "timeout": 0.5, "save_to": "t.bin"})
+    )
+    assert "timed out after 0.5s" in error_of(summary)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["t.bin"]
+    assert (tmp_path / "data" / "t.bin").read_bytes() == b"old"
+
+
 async def test_body_over_max_bytes(base: str, run_nodes: Callable[..., Any]) -> None:
     """A body larger than max_bytes fails; one exactly max_bytes passes."""
     summary, _ = await run_nodes([
@@ -304,9 +378,48 @@ async def test_gzip_bomb_fails_early(
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
 async def test_non_http_scheme_refused(run_nodes: Callable[..., Any], url: str) -> None:
-    """file:// and ftp:// URLs fail with a clear error."""
-    summary, _ = await run_nodes(get({"url": url}))
-    assert "only http and https URLs are allowed" in error_of(summary)
+    """A file:// or ftp:// URL arriving through a reference fails the node at start, clearly."""
+    nodes = [{"id": "src", "type": "echo", "params": {"url": url}},
+             {**get({"url": "{{ src.url }}"}), "depends_on": ["src"]}]
+    summary, _ = await run_nodes(nodes)
+    assert error_of(summary) == f"params: url: must be an http:// or https:// URL, got {url!r}"
+
+
+async def test_task_itself_refuses_a_non_http_scheme(tmp_path: Path) -> None:
+    """Called directly (no schema check), the task still refuses ftp:// before connecting."""
+    async with open_http_client(Settings()) as client:
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
+        with pytest.raises(TaskFailed, match="only http and https URLs are allowed"):
+            await HttpGetTask().execute({"url": "ftp://127.0.0.1/x"}, ctx)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "gopher://h/", "//h/x", "http:/h", "h/x"]
+)
+def test_literal_non_http_url_rejects_the_file(url: str) -> None:
+    """A literal url that is not http(s) rejects the workflow at validation, naming the node."""
+    doc = {"name": "w", "nodes": [get({"url": url})]}
+    with pytest.raises(WorkflowRejected) as caught:
+        parse_workflow(doc, TaskRegistry.load())
+    assert caught.value.problems == [
+        f"node 'fetch': params: url: must be an http:// or https:// URL, got {url!r}"
+    ]
+
+
+@pytest.mark.parametrize("url", ["http://h/", "HTTPS://h:8443/x?q=1", "Http://[::1]/"])
+def test_literal_http_urls_of_any_case_pass_validation(url: str) -> None:
+    """http and https pass validation whatever their case."""
+    assert TaskRegistry.load().check_params("http_get", {"url": url}) == []
+
+
+def test_validate_cli_rejects_an_ftp_url(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """`wfe-daemon validate` rejects a file whose http_get url is ftp://, with exit code 2."""
+    path = write_workflow({"name": "w", "nodes": [get({"url": "ftp://127.0.0.1/x"})]})
+    result = run_cli("validate", path)
+    assert result.returncode == 2
+    assert "must be an http:// or https:// URL, got 'ftp://127.0.0.1/x'" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from wfe_daemon.errors import PathEscapeError
+from wfe_daemon.config import Settings
+from wfe_daemon.errors import PathEscapeError, TaskFailed
+from wfe_daemon.registry import TaskContext
 from wfe_daemon.tasks._paths import atomic_write, data_path
 
 
@@ -49,3 +52,52 @@ def test_atomic_write_publishes_whole_file_or_nothing(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert target.read_text() == "a,b\n"
     assert [p.name for p in target.parent.iterdir()] == ["out.csv"]
+
+
+def test_reserved_target_is_refused(tmp_path: Path) -> None:
+    """A path in ``reserved`` is refused even though it lies inside data_dir."""
+    reserved = {tmp_path.resolve() / "state.db"}
+    with pytest.raises(PathEscapeError, match=r"'state.db' is the daemon's own database"):
+        data_path(tmp_path, "state.db", param="output", reserved=reserved)
+    assert data_path(tmp_path, "other.db", reserved=reserved) == tmp_path.resolve() / "other.db"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["workflows.db", "workflows.db-wal", "workflows.db-shm", "workflows.db-journal",
+     "workflows.db.lock", "./workflows.db", "alias.db"],
+)
+def test_context_path_refuses_the_daemon_database(tmp_path: Path, name: str) -> None:
+    """With db_path inside data_dir (the default layout), ctx.path refuses it and its companions."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "workflows.db").touch()
+    (data / "alias.db").symlink_to(data / "workflows.db")
+    settings = Settings(data_dir=data, db_path=data / "workflows.db")
+    ctx = TaskContext(1, "wf", "n", 1, settings, {})
+    with pytest.raises(PathEscapeError, match="daemon's own database; refused"):
+        ctx.path(name, param="database")
+    assert ctx.path("mine.db", param="database") == data.resolve() / "mine.db"
+
+
+def test_context_path_resolves_a_relative_db_path_against_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default, relative settings (data/workflows.db in data) still protect the database."""
+    monkeypatch.chdir(tmp_path)
+    ctx = TaskContext(1, "wf", "n", 1, Settings(), {})
+    with pytest.raises(PathEscapeError, match="daemon's own database"):
+        ctx.path("workflows.db", param="output")
+
+
+def test_atomic_write_does_not_publish_once_cancelled(tmp_path: Path) -> None:
+    """A cancelled writer leaves the old file and no temporary file behind."""
+    target = tmp_path / "out.csv"
+    target.write_text("old\n")
+    cancelled = threading.Event()
+    with pytest.raises(TaskFailed, match="cancelled"), \
+            atomic_write(target, cancelled=cancelled) as file:
+        file.write("new\n")
+        cancelled.set()
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,75 @@ def test_cli_pipeline_stops_at_an_invalid_row(
     assert "line 4" in nodes["check"]["error"]
     assert nodes["load"]["status"] == "SKIPPED"
     assert not (data / "db").exists()
+
+
+# -- the daemon's own database ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database", ["wfe.db", "wfe.db-wal", "./wfe.db"])
+async def test_save_db_cannot_replace_a_table_of_the_daemon_database(
+    engine_factory: Callable[..., Engine], data: Path, db_path: Path,
+    sql: Callable[..., list[dict[str, Any]]], database: str,
+) -> None:
+    """With db_path inside data_dir, save_db refuses it: the daemon's tables stay as they were."""
+    assert db_path.parent == data
+    (data / "in.csv").write_text("id,note\n1,owned\n")
+    node = save(database=database, table="cancel_request", mode="replace")
+    summary = await run_doc(engine_factory(), [node])
+    entry = summary["nodes"]["s"]
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == f"database: {database!r} is the daemon's own database; refused"
+    columns = [row["name"] for row in sql("SELECT name FROM pragma_table_info('cancel_request')")]
+    assert "run_id" in columns and "note" not in columns
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+def slow_last_batch(monkeypatch: pytest.MonkeyPatch, rows: int, delay_s: float) -> None:
+    """Batches of 10 rows; the batch holding row ``rows - 1`` stalls ``delay_s``, once."""
+    import wfe_daemon.tasks._csvio as csvio
+    import wfe_daemon.tasks.sqlite as sqlite_task
+
+    monkeypatch.setattr(csvio, "BATCH_ROWS", 10)
+    real = csvio.even_rows
+    stalled = threading.Event()
+
+    def even_rows(name: str, before: int, batch: list[list[str]], width: int) -> list[list[str]]:
+        if batch[-1][0] == str(rows - 1) and not stalled.is_set():
+            stalled.set()
+            time.sleep(delay_s)
+        return real(name, before, batch, width)
+
+    monkeypatch.setattr(sqlite_task, "even_rows", even_rows)
+
+
+async def test_a_timeout_in_the_last_batch_commits_nothing(
+    engine_factory: Callable[..., Engine], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout during the last batch rolls the load back, so a retry in append mode
+    inserts the rows once, not twice."""
+    write_rows(data / "in.csv", 25)
+    slow_last_batch(monkeypatch, 25, delay_s=0.6)
+    node = {**save(), "timeout": 0.2, "retries": 1, "retry_delay": 0}
+    summary = await run_doc(engine_factory(), [node])
+    entry = summary["nodes"]["s"]
+    assert entry["status"] == "SUCCESS", entry
+    assert entry["attempts"] == 2
+    assert len(rows_of(data / "out.db", "sales")) == 25
+
+
+async def test_a_cancelled_load_has_rolled_back_when_the_node_ends(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a cancelled save_db returns, its thread has finished and nothing was committed."""
+    write_rows(data / "in.csv", 25)
+    slow_last_batch(monkeypatch, 25, delay_s=0.5)
+    params = {"source": "in.csv", "database": "out.db", "table": "sales"}
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(SaveDbTask().execute(params, context(data)), 0.2)
+    conn = sqlite3.connect(data / "out.db")
+    try:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        conn.close()

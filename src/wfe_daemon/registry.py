@@ -38,6 +38,19 @@ class TaskContext:
     def data_dir(self) -> Path:
         return self.settings.data_dir
 
+    def path(self, relative: str, *, param: str) -> Path:
+        """The file ``relative`` names inside ``data_dir``: how every path param is read.
+
+        Raises:
+            PathEscapeError: ``relative`` is absolute, uses ``..``, leads out of
+                ``data_dir`` through a symlink, or is the daemon's own database (or one
+                of its ``-wal``, ``-shm``, ``-journal``, ``.lock`` files).
+        """
+        from wfe_daemon.tasks._paths import data_path, reserved_paths
+
+        reserved = reserved_paths(self.settings.db_path)
+        return data_path(self.data_dir, relative, param=param, reserved=reserved)
+
     @property
     def log(self) -> Any:
         """A logger bound to this run, node and attempt, for tasks that log."""
@@ -155,14 +168,16 @@ class TaskRegistry:
         """Messages for every way ``params`` fails the schema of ``task_type``.
 
         Unless ``resolved``, a value holding a ``{{ reference }}`` is left to be judged
-        once resolved, at node start.
+        once resolved, at node start. A schema may word its ``pattern`` failures with an
+        ``errorMessage`` beside the pattern (the ajv-errors keyword).
         """
         problems = []
         for error in self._validators[task_type].iter_errors(params):
             if not resolved and isinstance(error.instance, str) and contains_ref(error.instance):
                 continue
             where = ".".join(str(part) for part in error.absolute_path)
-            problems.append(f"{where}: {error.message}" if where else error.message)
+            message = _message(error)
+            problems.append(f"{where}: {message}" if where else message)
         check_extra = getattr(self._tasks[task_type], "validate_params", None)
         if check_extra is not None and not problems:
             problems.extend(check_extra(params, resolved=resolved))
@@ -181,3 +196,12 @@ class TaskRegistry:
             }
             for task in self
         ]
+
+
+def _message(error: Any) -> str:
+    """The schema's own wording of a failed ``pattern``, else jsonschema's message."""
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    wording = schema.get("errorMessage")
+    if error.validator == "pattern" and isinstance(wording, str):
+        return f"{wording}, got {error.instance!r}"
+    return str(error.message)

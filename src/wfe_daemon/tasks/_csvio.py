@@ -1,47 +1,25 @@
 """CSV reading shared by the CSV tasks and ``save_db``: batches, line numbers, threads.
 
-The file work of those tasks runs in a worker thread (:func:`run_blocking`) and checks
-for cancellation between batches of :data:`BATCH_ROWS` rows, so memory stays flat and a
-cancelled node stops soon.
+The file work of those tasks runs in a worker thread
+(:func:`~wfe_daemon.tasks._threads.run_blocking`) and checks for cancellation between
+batches of :data:`BATCH_ROWS` rows, so memory stays flat and a cancelled node stops soon.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from wfe_daemon.errors import TaskFailed
 
-T = TypeVar("T")
 Row = list[str]
 
 BATCH_ROWS = 4096
 """Rows read, checked and written at a time (also how often cancellation is checked)."""
-
-
-async def run_blocking(work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(*args, cancelled)`` in a worker thread; ``cancelled`` is set if we are.
-
-    The thread is not killed: ``work`` checks ``cancelled`` between batches and stops.
-    """
-    cancelled = threading.Event()
-    try:
-        return await asyncio.to_thread(work, *args, cancelled)
-    except asyncio.CancelledError:
-        cancelled.set()
-        raise
-
-
-def stop_if(cancelled: threading.Event) -> None:
-    """Raise in the worker thread once the node has been cancelled."""
-    if cancelled.is_set():
-        raise TaskFailed("cancelled")
 
 
 @contextmanager

@@ -11,7 +11,8 @@ header is line 1; a quoted field may span lines).
 
 Cancellation: a thread cannot be killed. When the node is cancelled (its timeout, a
 shutdown), :func:`run_blocking` sets a :class:`threading.Event` that the loops check
-between batches, so the thread stops soon after; a half-written output is discarded.
+between batches (and before publishing the output), so the thread stops soon after; a
+half-written output is discarded.
 
 ``save_db`` (:mod:`wfe_daemon.tasks.sqlite`) shares the reading helpers.
 """
@@ -20,14 +21,11 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 import operator
-import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
-from itertools import compress, repeat
+from itertools import compress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,38 +39,19 @@ from wfe_daemon.tasks._csvio import (
     even_rows,
     line_of,
     open_csv,
-    run_blocking,
-    stop_if,
 )
-from wfe_daemon.tasks._paths import atomic_write, data_path
+from wfe_daemon.tasks._csvtypes import (
+    ARTICLE,
+    CHECKS,
+    OPS,
+    TYPE_NAMES,
+    Test,
+    cast_column,
+    predicate,
+)
+from wfe_daemon.tasks._paths import atomic_write
+from wfe_daemon.tasks._threads import run_blocking, stop_if
 
-TYPE_NAMES = ("int", "float", "str", "bool", "date")
-_ARTICLE = {"int": "an", "float": "a", "str": "a", "bool": "a", "date": "a"}
-
-_INT = re.compile(r"[+-]?[0-9]+").fullmatch
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?").fullmatch
-_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*").fullmatch
-_BOOL = re.compile(r"true|false|yes|no|1|0", re.IGNORECASE).fullmatch
-_BOOL_TEXT = {"true": "true", "yes": "true", "1": "true",
-              "false": "false", "no": "false", "0": "false"}
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
-
-
-@functools.lru_cache(maxsize=4096)  # dates repeat a lot in real files; the cache stays small
-def _is_date(text: str) -> bool:
-    if _DATE(text) is None:
-        return False
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-CHECKS: Mapping[str, Callable[[str], object]] = {
-    "int": _INT, "float": _FLOAT, "str": lambda _: True, "bool": _BOOL, "date": _is_date,
-}
-"""Per type, a callable that is truthy for a valid cell (``""`` is valid only as ``str``)."""
 
 def _unknown(step: str, column: str, name: str, header: Sequence[str]) -> TaskFailed:
     return TaskFailed(f"{step}: no column {column!r} in {name} (columns: {', '.join(header)})")
@@ -156,7 +135,7 @@ class ValidateCsvTask:
     )
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
-        source = data_path(ctx.data_dir, params["path"], param="path")
+        source = ctx.path(params["path"], param="path")
         return await run_blocking(_validate, source, params)
 
 
@@ -207,95 +186,13 @@ def _find_errors(
                 for index, column, type_name, check in checks:
                     if not check(row[index]):
                         errors.add(line, column, row[index],
-                                   f"is not {_ARTICLE[type_name]} {type_name}")
+                                   f"is not {ARTICLE[type_name]} {type_name}")
             errors.rows += errors.count > found
         line += 1 + sum(map(breaks, row))
     return rows
 
 
 # -- transform_simple -----------------------------------------------------------------------
-
-_COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt,
-    "le": operator.le, "gt": operator.gt, "ge": operator.ge,
-}
-OPS = (*_COMPARE, "in", "contains")
-
-
-def _number(value: object) -> float | None:
-    """``value`` as a number when it reads as one (a JSON number or numeric text)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and _NUMBER(value) is not None:
-        return float(value)
-    return None
-
-
-def _text(value: object) -> str:
-    """A JSON scalar as the text a CSV cell would hold (``10`` -> ``"10"``)."""
-    if isinstance(value, str):
-        return value
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-Test = Callable[[Sequence[str]], Iterable[bool]]
-"""A filter over one column of a batch: one verdict per cell."""
-
-
-def _numbers(cells: Sequence[str]) -> Iterable[float] | None:
-    """Every cell as a float when they all read as numbers (the common, C-speed case)."""
-    return map(float, cells) if all(map(_NUMBER, cells)) else None
-
-
-def _predicate(op: str, value: Any) -> Test:
-    """The test one filter applies: numeric when both sides read as numbers, else textual."""
-    if op == "contains":
-        return lambda cells: map(operator.contains, cells, repeat(_text(value)))
-    if op == "in":
-        numbers = {n for n in map(_number, value) if n is not None}
-        texts = {_text(v) for v in value if _number(v) is None}
-        if not numbers:
-            return lambda cells: map(texts.__contains__, cells)
-        return lambda cells: [c in texts or _number(c) in numbers for c in cells]
-    compare, text, number = _COMPARE[op], _text(value), _number(value)
-    if number is None:
-        return lambda cells: map(compare, cells, repeat(text))
-
-    def test(cells: Sequence[str]) -> Iterable[bool]:
-        numbers = _numbers(cells)
-        if numbers is not None:
-            return map(compare, numbers, repeat(number))
-        return [compare(n, number) if (n := _number(c)) is not None else compare(c, text)
-                for c in cells]
-
-    return test
-
-
-def _cast_column(values: Sequence[str], type_name: str) -> Sequence[str] | int:
-    """The column cast to canonical text, or the position of the first bad value."""
-    if type_name in _CANONICAL and all(map(_CANONICAL[type_name], values)):
-        return values  # already as the cast would write them
-    check = CHECKS[type_name]
-    if not all(map(check, values)):
-        return next(i for i, v in enumerate(values) if not check(v))
-    if type_name == "int":
-        return list(map(str, map(int, values)))
-    if type_name == "float":
-        floats = list(map(float, values))
-        if not all(map(math.isfinite, floats)):
-            return next(i for i, f in enumerate(floats) if not math.isfinite(f))
-        return list(map(repr, floats))
-    if type_name == "bool":
-        return list(map(_BOOL_TEXT.__getitem__, map(str.lower, values)))
-    return values  # str and date: a valid value is canonical
-
-
-_CANONICAL: Mapping[str, Callable[[str], object]] = {
-    "int": re.compile(r"0|-?[1-9][0-9]*").fullmatch,
-    # Up to 15 significant digits and no exponent: repr(float(text)) == text.
-    "float": re.compile(r"-?(?:[1-9][0-9]{0,6}|0(?!\.0000))\.(?:0|[0-9]{0,7}[1-9])").fullmatch,
-    "bool": re.compile(r"true|false").fullmatch,
-}
 
 
 @dataclass(slots=True)
@@ -326,7 +223,7 @@ def _plan(header: Row, params: Params, name: str) -> _Plan:
             raise _unknown(step, column, name, header)
         return where[column]
 
-    filters = [(col("filter", f["column"]), _predicate(f["op"], f["value"]))
+    filters = [(col("filter", f["column"]), predicate(f["op"], f["value"]))
                for f in params.get("filter", ())]
     edits = [(col(step, c), method) for step, method in _EDITS for c in params.get(step, ())]
     casts = [(col("cast", c), c, t) for c, t in params.get("cast", {}).items()]
@@ -407,7 +304,8 @@ class TransformSimpleTask:
         "A step names a column the input lacks; rename targets an unselected column or "
         "makes two output columns share a name.",
         "A cast meets a value that does not read as the type (line, column and value given).",
-        "input or output leads out of data_dir. On any failure the output is left as it was.",
+        "input or output leads out of data_dir, or is the daemon's own database. On any "
+        "failure (or cancellation) the output is left as it was.",
     )
 
     def validate_params(self, params: Params, *, resolved: bool) -> list[str]:
@@ -428,8 +326,8 @@ class TransformSimpleTask:
         return problems
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
-        source = data_path(ctx.data_dir, params["input"], param="input")
-        target = data_path(ctx.data_dir, params["output"], param="output")
+        source = ctx.path(params["input"], param="input")
+        target = ctx.path(params["output"], param="output")
         return await run_blocking(_transform, source, target, params)
 
 
@@ -440,7 +338,7 @@ def _transform(
     rows_in = rows_out = 0
     with open_csv(source, name, params.get("delimiter", ",")) as (header, reader):
         plan = _plan(header, params, name)
-        with atomic_write(target, "w", newline="", encoding="utf-8") as out:
+        with atomic_write(target, "w", cancelled=cancelled, newline="", encoding="utf-8") as out:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(plan.header)
             for before, batch in batches(reader):
@@ -468,12 +366,12 @@ def _apply(plan: _Plan, rows: list[Row], line: Callable[[Row], int]) -> list[Any
     for index, edit in plan.edits:
         columns[index] = list(map(edit, columns[index]))
     for index, column, type_name in plan.casts:
-        cast = _cast_column(columns[index], type_name)
+        cast = cast_column(columns[index], type_name)
         if isinstance(cast, int):
             value = columns[index][cast]
             raise TaskFailed(
                 f"{plan.name}: line {line(rows[cast])}: cast: column {column!r}: {value!r} is not "
-                f"{_ARTICLE[type_name]} {type_name}"
+                f"{ARTICLE[type_name]} {type_name}"
             )
         columns[index] = cast
     return list(zip(*(columns[i] for i in plan.select), strict=True))

@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Final
 
 from wfe_daemon.errors import TaskFailed, TaskTimeout
 from wfe_daemon.registry import Output, Params, TaskContext
-from wfe_daemon.tasks._paths import data_path
 
 MINIMAL_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_CAP_BYTES: Final = 64 * 1024
@@ -100,7 +99,7 @@ class ShellTask:
                 "(or WFE_ENABLE_SHELL=1) to allow it"
             )
         argv = list(params["argv"])
-        cwd = _working_dir(ctx.data_dir, params.get("cwd"))
+        cwd = _working_dir(ctx, params.get("cwd"))
         proc = await _spawn(argv, cwd, _environment(params.get("env", {})))
         reading = asyncio.create_task(_read_both(proc))
         limit_s = params.get("timeout")
@@ -127,10 +126,10 @@ class ShellTask:
         return {"returncode": returncode, "stdout": stdout, "stderr": stderr}
 
 
-def _working_dir(data_dir: Path, cwd: str | None) -> Path:
-    path = data_dir.resolve() if cwd is None else data_path(data_dir, cwd, param="cwd")
+def _working_dir(ctx: TaskContext, cwd: str | None) -> Path:
+    path = ctx.data_dir.resolve() if cwd is None else ctx.path(cwd, param="cwd")
     if not path.is_dir():
-        raise TaskFailed(f"cwd: {cwd or str(data_dir)!r} is not an existing directory")
+        raise TaskFailed(f"cwd: {cwd or str(ctx.data_dir)!r} is not an existing directory")
     return path
 
 

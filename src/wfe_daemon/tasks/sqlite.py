@@ -12,7 +12,8 @@ Rows go in through ``executemany`` with many rows per ``INSERT`` statement, whic
 keeps a million rows near the speed of the ``sqlite3`` shell's ``.import``.
 
 Like the CSV tasks, the work runs in a worker thread that checks for cancellation between
-batches; a cancelled load is rolled back.
+batches and once more right before ``COMMIT``; a cancelled load is rolled back, and the
+node ends (or retries) only once the thread has.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.registry import Output, Params, TaskContext
-from wfe_daemon.tasks._csvio import batches, even_rows, open_csv, run_blocking, stop_if
-from wfe_daemon.tasks._paths import data_path
+from wfe_daemon.tasks._csvio import batches, even_rows, open_csv
+from wfe_daemon.tasks._threads import run_blocking, stop_if
 
 if TYPE_CHECKING:
     import sqlite3
@@ -97,15 +98,15 @@ class SaveDbTask:
         "append: the existing table's columns differ from the header.",
         "A SQLite error (locked for longer than 10 s, not a database...). Nothing of the "
         "load is kept after any failure.",
-        "source or database leads out of data_dir.",
+        "source or database leads out of data_dir, or is the daemon's own database.",
     )
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
         check_identifier(params["table"], "table")
         if params.get("mode", "append") not in MODES:
             raise TaskFailed(f"mode: must be 'append' or 'replace', got {params['mode']!r}")
-        source = data_path(ctx.data_dir, params["source"], param="source")
-        database = data_path(ctx.data_dir, params["database"], param="database")
+        source = ctx.path(params["source"], param="source")
+        database = ctx.path(params["database"], param="database")
         return await run_blocking(_save, source, database, params)
 
 
@@ -133,6 +134,7 @@ def _save(
             try:
                 _prepare_table(conn, table, columns, params.get("mode", "append"))
                 written = _insert(conn, table, columns, name, reader, cancelled)
+                stop_if(cancelled)  # a timeout during the last batch must not commit it
                 conn.execute("COMMIT")
             except BaseException:
                 conn.rollback()
