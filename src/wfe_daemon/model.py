@@ -6,6 +6,7 @@ import difflib
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -241,7 +242,7 @@ def _check_node(index: int, raw: Any, catalog: TaskCatalog, problems: list[str])
     params = _params(raw, where, task_type, catalog, problems)
     node = NodeDef(
         id=node_id or "",
-        type=task_type or "",
+        type=sys.intern(task_type or ""),  # shared: a 100k-node file names a few types
         params=params,
         depends_on=_depends_on(raw, where, problems),
         timeout=_number(raw, "timeout", where, problems, allow_zero=False),
@@ -316,7 +317,7 @@ def _depends_on(raw: Mapping[str, Any], where: str, problems: list[str]) -> tupl
             problems.append(f"{where}depends_on names {show(item)} twice")
         else:
             ids[item] = None
-    return tuple(ids)
+    return tuple(map(sys.intern, ids))  # one object per distinct id, not one per edge
 
 
 def _retry_delay(raw: Mapping[str, Any], where: str, problems: list[str]) -> float:
