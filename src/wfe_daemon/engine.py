@@ -452,9 +452,13 @@ class _Run:
             finished_at=state.finished_at, duration=state.duration, attempts=state.attempts,
             output_json=output_json if status is SUCCESS else None, error=error,
         )
-        self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                      status=status.value, duration=state.duration, attempt=state.attempts,
-                      error=error)
+        if error is None:
+            self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
+                          status=status.value, duration=state.duration, attempt=state.attempts)
+        else:
+            self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
+                          status=status.value, duration=state.duration, attempt=state.attempts,
+                          error=error)
 
     def _skip(self, state: NodeState, reason: str, cause: str | None) -> None:
         state.status, state.reason, state.cause = SKIPPED, reason, cause
