@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 import structlog
@@ -108,8 +108,3 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=False,
     )
-
-
-def get_logger(**context: Any) -> Any:
-    """A structlog logger, optionally with bound context."""
-    return structlog.get_logger(**context)
