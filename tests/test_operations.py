@@ -70,6 +70,7 @@ def test_cancel_from_the_cli_ends_a_long_daemon_run_cancelled_at_once(
     run_id = wait_running(daemons.db_path, "nap")
     done = run_cli("cancel", run_id)
     cancelled_at = time.monotonic()
+    requested = datetime.now(UTC)  # the request is committed once the command has exited
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"cancel requested for run {run_id}"
     result = wait_result(daemons.outbox, "long", timeout=3)
@@ -85,8 +86,11 @@ def test_cancel_from_the_cli_ends_a_long_daemon_run_cancelled_at_once(
         assert "cancelled" in nodes[skipped]["reason"]
     wait_until(lambda: not query(daemons.db_path, "SELECT * FROM cancel_request"), 5,
                "the request row to be deleted")
-    [run] = query(daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?", run_id)
+    [run] = query(daemons.db_path, "SELECT status, finished_at FROM workflowrun WHERE id = ?",
+                  run_id)
     assert run["status"] == "CANCELLED"
+    reaction = datetime.fromisoformat(run["finished_at"]) - requested
+    assert reaction.total_seconds() < 1.0, reaction  # the daemon ended it within a second
     time.sleep(0.3)  # a second result would be written right after the first
     assert [p.name for p in results(daemons.outbox)] == ["long.result.json"]
 
