@@ -775,15 +775,10 @@ def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None
     assert set(reusable_states(wf, finished, {NodeStatus.SUCCESS})) == {"login", "plain", "use"}
 
 
-class CancelsOnReturn:
+class CancelsOnReturn(_TestTask):
     """Asks the engine to cancel its own run just as it returns (a cancel that comes late)."""
 
     type: ClassVar[str] = "cancels_on_return"
-    display_name: ClassVar[str] = "Cancels on return"
-    description: ClassVar[str] = "Test task."
-    category: ClassVar[str] = "test"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
-    default_timeout: ClassVar[float | None] = None
     engine: Engine | None = None
 
     async def execute(self, params: Params, ctx: TaskContext) -> Any:
