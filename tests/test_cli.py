@@ -327,13 +327,17 @@ def test_tasks_json_lists_echo_and_sleep_with_their_schemas(run_cli: Cli) -> Non
 
 
 def test_tasks_plain_lists_each_type_on_a_line(run_cli: Cli) -> None:
-    """Plain ``tasks`` prints one line per type, naming it."""
+    """Plain ``tasks`` starts a line per type, with its name, category, description, params."""
     result = run_cli("tasks")
 
     assert result.returncode == 0, result.stderr
     first_words = [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
     assert "echo" in first_words
     assert "sleep" in first_words
+    lines = result.stdout.splitlines()
+    at = lines.index("sleep (Sleep) [basic]")
+    assert lines[at + 1] == "  Waits the given number of seconds."
+    assert lines[at + 2] == "  params: seconds (number, required)"
 
 
 # -- runs and show ------------------------------------------------------------------------------

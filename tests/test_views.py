@@ -19,6 +19,7 @@ from wfe_daemon.views import (
     render_table,
     run_detail,
     runs_table,
+    task_types,
 )
 
 DIAMOND = [
@@ -331,3 +332,24 @@ def test_progress_line() -> None:
     )
     assert progress_line(0, None, [], 0, 80) == "0 done"
     assert progress_line(3, 10, ["fetch", "parse"], 1, 20) == "3/10 done | 2 runni…"
+
+
+def test_task_types_lists_name_category_description_and_params() -> None:
+    """The plain ``tasks`` text shows each type's params with type, enum and required marks."""
+    text = task_types([
+        {"type": "save_db", "display_name": "Save", "category": "data",
+         "description": "Loads\na CSV.",
+         "params_schema": {"type": "object", "required": ["table"], "properties": {
+             "table": {"type": "string"}, "mode": {"enum": ["append", "replace"]},
+             "n": {"type": ["integer", "null"]}}}},
+        {"type": "echo", "display_name": "Echo", "category": "basic", "description": "Echo.",
+         "params_schema": {"type": "object"}},
+    ])
+    assert text == (
+        "save_db (Save) [data]\n"
+        "  Loads a CSV.\n"
+        "  params: table (string, required), mode (append|replace), n (integer|null)\n"
+        "echo (Echo) [basic]\n"
+        "  Echo.\n"
+        "  params: any object"
+    )

@@ -334,8 +334,9 @@ def _tasks(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(described)
         return 0
-    for task in described:
-        print(f"{task['type']:<18} {task['category']:<8} {task['description']}")
+    from wfe_daemon.views import task_types
+
+    print(task_types(described))
     return 0
 
 

@@ -377,6 +377,32 @@ def dot(name: str, nodes: Sequence[GraphNode], statuses: Mapping[str, str] | Non
 # -- progress ------------------------------------------------------------------------------
 
 
+def task_types(described: Sequence[Mapping[str, Any]]) -> str:
+    """``wfe-daemon tasks``: each type with its name, category, description and params."""
+    lines = []
+    for task in described:
+        lines.append(f"{task['type']} ({task['display_name']}) [{task['category']}]")
+        lines.append(f"  {one_line(task['description'])}")
+        lines.append(f"  params: {_params_line(task['params_schema'])}")
+    return "\n".join(lines)
+
+
+def _params_line(schema: Mapping[str, Any]) -> str:
+    properties = schema.get("properties") or {}
+    if not properties:
+        return "any object"
+    required = set(schema.get("required") or ())
+    shown = []
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, Mapping) else {}
+        kind = spec.get("type", "any")
+        kind = "|".join(kind) if isinstance(kind, list) else kind
+        if "enum" in spec:
+            kind = "|".join(str(value) for value in spec["enum"])
+        shown.append(f"{name} ({kind}{', required' if name in required else ''})")
+    return ", ".join(shown)
+
+
 def progress_line(
     done: int, total: int | None, running: Sequence[str], failed: int, width: int
 ) -> str:
