@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -512,16 +512,21 @@ def reusable_states(
 
 
 def summarize(
-    run_id: int,
-    workflow: str,
+    run_id: int | None,
+    workflow: str | None,
     source: str | None,
     status: RunStatus,
     started_at: str,
     finished_at: str,
     duration: float | None,
     states: Iterable[NodeState],
+    errors: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The result summary of a run, as the outbox file and ``execute`` show it."""
+    """The result summary of a run, as the outbox file and ``execute`` show it.
+
+    Files that never ran (REJECTED, DUPLICATE) have no nodes; ``errors`` lists a REJECTED
+    file's problems.
+    """
     return {
         "run_id": run_id,
         "workflow": workflow,
@@ -531,7 +536,7 @@ def summarize(
         "finished_at": finished_at,
         "duration": None if duration is None else round(duration, 6),
         "nodes": {state.node.id: state.entry() for state in states},
-        "errors": [],
+        "errors": list(errors),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.engine import Engine
+from wfe_daemon.engine import Engine, summarize
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
 from wfe_daemon.model import RunStatus, parse_workflow, public_definition
@@ -70,19 +70,10 @@ def _unrun(
     errors: list[str] | None = None,
     duplicate_of: int | None = None,
 ) -> dict[str, Any]:
-    """The summary of a file that never ran."""
+    """The summary of a file that never ran (its run id is set once it is recorded)."""
     at = now_iso()
-    summary: dict[str, Any] = {
-        "run_id": None,
-        "workflow": name if isinstance(name, str) else None,
-        "source": source,
-        "status": str(status),
-        "started_at": at,
-        "finished_at": at,
-        "duration": 0.0,
-        "nodes": {},
-        "errors": errors or [],
-    }
+    workflow = name if isinstance(name, str) else None
+    summary = summarize(None, workflow, source, status, at, at, 0.0, (), errors or ())
     if duplicate_of is not None:
         summary["duplicate_of"] = duplicate_of
     return summary

@@ -18,6 +18,12 @@ from wfe_daemon.errors import TaskFailed
 
 Row = list[str]
 
+DELIMITER_SCHEMA: dict[str, Any] = {
+    "type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ['"', "\n", "\r"]},
+    "default": ",", "description": "The field separator of the input (one character).",
+}
+"""The ``delimiter`` param of every task that reads CSV."""
+
 BATCH_ROWS = 4096
 """Rows read, checked and written at a time (also how often cancellation is checked)."""
 

@@ -33,6 +33,7 @@ from wfe_daemon.errors import TaskFailed
 from wfe_daemon.refs import contains_ref
 from wfe_daemon.registry import Output, Params, TaskContext
 from wfe_daemon.tasks._csvio import (
+    DELIMITER_SCHEMA,
     Row,
     batches,
     breaks,
@@ -59,10 +60,6 @@ def _unknown(step: str, column: str, name: str, header: Sequence[str]) -> TaskFa
 
 _PATH_DOC = "Path of the CSV file, relative to data_dir."
 _COLUMNS: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
-_DELIMITER: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ['"', "\n", "\r"]},
-    "default": ",", "description": "The field separator of the input (one character).",
-}
 _TYPES: dict[str, Any] = {"type": "object", "additionalProperties": {"enum": list(TYPE_NAMES)}}
 
 # -- validate_csv -------------------------------------------------------------------------
@@ -108,7 +105,7 @@ class ValidateCsvTask:
             "path": {"type": "string", "minLength": 1, "description": _PATH_DOC},
             "required_columns": {**_COLUMNS, "default": [],
                                  "description": "Columns the header must have."},
-            "delimiter": _DELIMITER,
+            "delimiter": DELIMITER_SCHEMA,
             "types": {**_TYPES, "default": {}, "description": (
                 "{column: type}: every cell of the column must read as the type; an empty "
                 "cell is valid only as str. bool is true/false/yes/no/1/0."
@@ -257,7 +254,7 @@ class TransformSimpleTask:
                 "Path of the CSV file to write (comma-separated, UTF-8), relative to "
                 "data_dir; replaced atomically."
             )},
-            "delimiter": _DELIMITER,
+            "delimiter": DELIMITER_SCHEMA,
             "filter": {
                 "type": "array", "default": [],
                 "description": (

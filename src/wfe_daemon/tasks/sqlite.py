@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.registry import Output, Params, TaskContext
-from wfe_daemon.tasks._csvio import batches, even_rows, open_csv
+from wfe_daemon.tasks._csvio import DELIMITER_SCHEMA, batches, even_rows, open_csv
 from wfe_daemon.tasks._threads import run_blocking, stop_if
 
 if TYPE_CHECKING:
@@ -79,9 +79,7 @@ class SaveDbTask:
                 "append: add the rows (the table's columns must match the header); "
                 "replace: the table holds exactly the file's rows afterwards."
             )},
-            "delimiter": {"type": "string", "minLength": 1, "maxLength": 1,
-                          "not": {"enum": ['"', "\n", "\r"]}, "default": ",",
-                          "description": "The field separator of the input (one character)."},
+            "delimiter": DELIMITER_SCHEMA,
         },
         "required": ["source", "database", "table"],
         "additionalProperties": False,
