@@ -10,7 +10,6 @@ idle tasks. Every transition is queued to the store in the order it happened.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ from wfe_daemon.model import (
 from wfe_daemon.model import redact_secrets as redact
 from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
 from wfe_daemon.store import Store
+from wfe_daemon.strictjson import compact
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
@@ -422,8 +422,7 @@ class _Run:
             return f"{type(exc).__name__}: {exc}"
         shown = redact(output)
         try:  # encoded once, here: NaN would make the summary invalid JSON
-            state.output_json = json.dumps(shown, allow_nan=False, ensure_ascii=False,
-                                           separators=(",", ":"))
+            state.output_json = compact(shown)
         except (TypeError, ValueError) as exc:
             return str(TaskFailed(f"output is not JSON: {exc}"))
         state.output = shown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import sys
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 from wfe_daemon.dag import find_cycle, non_ancestors
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.refs import Ref, find_refs
-from wfe_daemon.strictjson import load_json, show
+from wfe_daemon.strictjson import compact, load_json, show
 
 JSON = Any
 """Any value that came out of (or goes into) ``json``."""
@@ -408,7 +407,7 @@ def public_definition(text: str, doc: Any) -> str:
     redacted = redact_secrets(doc)
     if redacted is doc:
         return text
-    return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+    return compact(redacted)
 
 
 def holds_redacted(value: Any) -> bool:

@@ -27,7 +27,6 @@ Retention
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable
@@ -52,7 +51,7 @@ from wfe_daemon.model import (
 )
 from wfe_daemon.recovery import process_alive
 from wfe_daemon.store import Store
-from wfe_daemon.strictjson import load_json
+from wfe_daemon.strictjson import compact, load_json
 
 __all__ = [
     "CANCEL_POLL_S",
@@ -216,11 +215,7 @@ async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef,
                 f"original file {run['source']!r} is no longer in inbox/processed/ or "
                 "inbox/rejected/; drop the file again instead"
             ])
-    return parse_workflow(doc, engine.registry), _dumps(stored)
-
-
-def _dumps(doc: Any) -> str:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return parse_workflow(doc, engine.registry), compact(stored)
 
 
 def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:

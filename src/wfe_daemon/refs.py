@@ -12,13 +12,13 @@ interpolated as text (strings as they are, anything else as compact JSON).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wfe_daemon.errors import ParamsError
+from wfe_daemon.strictjson import compact
 
 __all__ = ["Ref", "contains_ref", "find_refs", "lookup", "resolve"]
 
@@ -103,7 +103,7 @@ def _resolve_string(s: str, outputs: Mapping[str, Any]) -> Any:
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact(value)
 
 
 def lookup(ref: Ref, outputs: Mapping[str, Any]) -> Any:

@@ -15,6 +15,19 @@ from typing import Any
 
 from wfe_daemon.errors import WorkflowRejected
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def compact(value: Any) -> str:
+    """``value`` as strict, compact JSON text (no NaN or Infinity: raises ValueError).
+
+    Raises:
+        TypeError: a value JSON cannot hold.
+        ValueError: NaN or Infinity.
+    """
+    return _COMPACT.encode(value)
+
+
 MAX_DEPTH = 100
 """Deepest nesting of arrays and objects a workflow file may use."""
 
