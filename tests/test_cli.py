@@ -954,3 +954,17 @@ def _node_running(db_path: Path) -> bool:
             conn.close()
     except sqlite3.OperationalError:
         return False
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-command", "after-command"])
+def test_config_flag_is_honoured_before_or_after_the_command(
+    run_cli: Cli, tmp_path: Path, before: bool
+) -> None:
+    """``--config PATH`` is read wherever it stands: a bad file stops the command with one line."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_concurrent_tasks = -3\n")
+    args = ["--config", bad, "runs"] if before else ["runs", "--config", bad]
+    result = run_cli(*args)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "max_concurrent_tasks" in line
