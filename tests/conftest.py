@@ -8,6 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -138,3 +140,27 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
     """Start real daemons on ``tmp_path``; all are killed at teardown, none printed a traceback."""
     with daemons_for(tmp_path) as factory:
         yield factory
+
+
+@pytest.fixture
+def stall_last_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, float], threading.Event]:
+    """``stall(last, delay_s)``: CSV files are read a few rows per batch, and the batch whose
+    last row starts with the cell ``last`` stalls ``delay_s`` (once) before it is used, so a
+    test can cancel a task in its last batch. The returned event is set after the stall."""
+    import wfe_daemon.tasks._arrowcsv as arrowcsv
+
+    def stall(last: str, delay_s: float) -> threading.Event:
+        monkeypatch.setattr(arrowcsv, "BLOCK_BYTES", 24)
+        real, stalled = arrowcsv.batches, threading.Event()
+
+        def batches(*args: Any) -> Iterator[Any]:
+            for batch in real(*args):
+                if batch.column(0)[-1].as_py() == last and not stalled.is_set():
+                    time.sleep(delay_s)
+                    stalled.set()
+                yield batch
+
+        monkeypatch.setattr(arrowcsv, "batches", batches)
+        return stalled
+
+    return stall

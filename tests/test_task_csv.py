@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -439,24 +438,12 @@ async def test_transform_cannot_overwrite_the_daemon_database(
 
 
 async def test_a_transform_cancelled_in_its_last_batch_publishes_nothing(
-    data: Path, monkeypatch: pytest.MonkeyPatch
+    data: Path, stall_last_batch: Callable[[str, float], threading.Event]
 ) -> None:
     """A timeout during the last batch leaves the old output: the rename never happens."""
-    import wfe_daemon.tasks._csvio as csvio
-    import wfe_daemon.tasks.csv as csv_task
-
     (data / "in.csv").write_text("a\n" + "".join(f"{i}\n" for i in range(25)))
     (data / "out.csv").write_text("old\n")
-    monkeypatch.setattr(csvio, "BATCH_ROWS", 10)
-    real, stalled = csvio.even_rows, threading.Event()
-
-    def even_rows(name: str, before: int, batch: list[list[str]], width: int) -> list[list[str]]:
-        if batch[-1] == ["24"]:
-            time.sleep(0.5)
-            stalled.set()
-        return real(name, before, batch, width)
-
-    monkeypatch.setattr(csv_task, "even_rows", even_rows)
+    stalled = stall_last_batch("24", 0.5)
     params = {"input": "in.csv", "output": "out.csv"}
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(TransformSimpleTask().execute(params, context(data)), 0.2)

@@ -7,7 +7,6 @@ import json
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -309,31 +308,14 @@ async def test_save_db_cannot_replace_a_table_of_the_daemon_database(
 # -- cancellation -----------------------------------------------------------------------------
 
 
-def slow_last_batch(monkeypatch: pytest.MonkeyPatch, rows: int, delay_s: float) -> None:
-    """Batches of 10 rows; the batch holding row ``rows - 1`` stalls ``delay_s``, once."""
-    import wfe_daemon.tasks._csvio as csvio
-    import wfe_daemon.tasks.sqlite as sqlite_task
-
-    monkeypatch.setattr(csvio, "BATCH_ROWS", 10)
-    real = csvio.even_rows
-    stalled = threading.Event()
-
-    def even_rows(name: str, before: int, batch: list[list[str]], width: int) -> list[list[str]]:
-        if batch[-1][0] == str(rows - 1) and not stalled.is_set():
-            stalled.set()
-            time.sleep(delay_s)
-        return real(name, before, batch, width)
-
-    monkeypatch.setattr(sqlite_task, "even_rows", even_rows)
-
-
 async def test_a_timeout_in_the_last_batch_commits_nothing(
-    engine_factory: Callable[..., Engine], data: Path, monkeypatch: pytest.MonkeyPatch
+    engine_factory: Callable[..., Engine], data: Path,
+    stall_last_batch: Callable[[str, float], threading.Event],
 ) -> None:
     """A timeout during the last batch rolls the load back, so a retry in append mode
     inserts the rows once, not twice."""
     write_rows(data / "in.csv", 25)
-    slow_last_batch(monkeypatch, 25, delay_s=0.6)
+    stall_last_batch("24", 0.6)
     node = {**save(), "timeout": 0.2, "retries": 1, "retry_delay": 0}
     summary = await run_doc(engine_factory(), [node])
     entry = summary["nodes"]["s"]
@@ -343,11 +325,11 @@ async def test_a_timeout_in_the_last_batch_commits_nothing(
 
 
 async def test_a_cancelled_load_has_rolled_back_when_the_node_ends(
-    data: Path, monkeypatch: pytest.MonkeyPatch
+    data: Path, stall_last_batch: Callable[[str, float], threading.Event]
 ) -> None:
     """Once a cancelled save_db returns, its thread has finished and nothing was committed."""
     write_rows(data / "in.csv", 25)
-    slow_last_batch(monkeypatch, 25, delay_s=0.5)
+    stall_last_batch("24", 0.5)
     params = {"source": "in.csv", "database": "out.db", "table": "sales"}
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(SaveDbTask().execute(params, context(data)), 0.2)

@@ -18,13 +18,30 @@ from typing import Any
 TYPE_NAMES = ("int", "float", "str", "bool", "date")
 ARTICLE = {"int": "an", "float": "a", "str": "a", "bool": "a", "date": "a"}
 
-_INT = re.compile(r"[+-]?[0-9]+").fullmatch
-_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?").fullmatch
-_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*").fullmatch
-_BOOL = re.compile(r"true|false|yes|no|1|0", re.IGNORECASE).fullmatch
+_PATTERNS = {
+    "int": r"[+-]?[0-9]+",
+    "float": r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?",
+    "bool": r"[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|0",  # ASCII only
+    "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+}
+"""What a valid cell of each type looks like, in the syntax both Python's ``re`` and
+Arrow's RE2 read the same way (ASCII digits, no look-around)."""
+
+_INT, _FLOAT, _BOOL, _DATE = (re.compile(_PATTERNS[t]).fullmatch
+                              for t in ("int", "float", "bool", "date"))
+_NUMBER = re.compile(r"\s*" + _PATTERNS["float"] + r"\s*").fullmatch
 _BOOL_TEXT = {"true": "true", "yes": "true", "1": "true",
               "false": "false", "no": "false", "0": "false"}
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fullmatch
+
+ARROW_CHECKS = {
+    **{t: f"^(?:{p})$" for t, p in _PATTERNS.items()},
+    # A real day, February 29th aside (leap years are for Python to tell); not year 0.
+    "date": "^(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:"
+            "(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+            "|02-(?:0[1-9]|1[0-9]|2[0-8]))$",
+}
+"""The same checks for Arrow's ``match_substring_regex`` (``February 29th`` excepted)."""
+LEAP_DAY = "^[0-9]{4}-02-29$"
 
 
 @functools.lru_cache(maxsize=4096)  # dates repeat a lot in real files; the cache stays small
@@ -51,16 +68,19 @@ _COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
 OPS = (*_COMPARE, "in", "contains")
 
 
-def _number(value: object) -> float | None:
+def number(value: object) -> float | None:
     """``value`` as a number when it reads as one (a JSON number or numeric text)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str) and _NUMBER(value) is not None:
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:  # whitespace that re's \s knows and float() does not (\x1c)
+            return None
     return None
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
     """A JSON scalar as the text a CSV cell would hold (``10`` -> ``"10"``)."""
     if isinstance(value, str):
         return value
@@ -73,28 +93,33 @@ Test = Callable[[Sequence[str]], Iterable[bool]]
 
 def _numbers(cells: Sequence[str]) -> Iterable[float] | None:
     """Every cell as a float when they all read as numbers (the common, C-speed case)."""
-    return map(float, cells) if all(map(_NUMBER, cells)) else None
+    if not all(map(_NUMBER, cells)):
+        return None
+    try:
+        return list(map(float, cells))
+    except ValueError:  # see number()
+        return None
 
 
 def predicate(op: str, value: Any) -> Test:
     """The test one filter applies: numeric when both sides read as numbers, else textual."""
     if op == "contains":
-        return lambda cells: map(operator.contains, cells, repeat(_text(value)))
+        return lambda cells: map(operator.contains, cells, repeat(text(value)))
     if op == "in":
-        numbers = {n for n in map(_number, value) if n is not None}
-        texts = {_text(v) for v in value if _number(v) is None}
+        numbers = {n for n in map(number, value) if n is not None}
+        texts = {text(v) for v in value if number(v) is None}
         if not numbers:
             return lambda cells: map(texts.__contains__, cells)
-        return lambda cells: [c in texts or _number(c) in numbers for c in cells]
-    compare, text, number = _COMPARE[op], _text(value), _number(value)
-    if number is None:
-        return lambda cells: map(compare, cells, repeat(text))
+        return lambda cells: [c in texts or number(c) in numbers for c in cells]
+    compare, as_text, as_number = _COMPARE[op], text(value), number(value)
+    if as_number is None:
+        return lambda cells: map(compare, cells, repeat(as_text))
 
     def test(cells: Sequence[str]) -> Iterable[bool]:
         numbers = _numbers(cells)
         if numbers is not None:
-            return map(compare, numbers, repeat(number))
-        return [compare(n, number) if (n := _number(c)) is not None else compare(c, text)
+            return map(compare, numbers, repeat(as_number))
+        return [compare(n, as_number) if (n := number(c)) is not None else compare(c, as_text)
                 for c in cells]
 
     return test
@@ -119,9 +144,17 @@ def cast_column(values: Sequence[str], type_name: str) -> Sequence[str] | int:
     return values  # str and date: a valid value is canonical
 
 
-_CANONICAL: Mapping[str, Callable[[str], object]] = {
-    "int": re.compile(r"0|-?[1-9][0-9]*").fullmatch,
-    # Up to 15 significant digits and no exponent: repr(float(text)) == text.
-    "float": re.compile(r"-?(?:[1-9][0-9]{0,6}|0(?!\.0000))\.(?:0|[0-9]{0,7}[1-9])").fullmatch,
-    "bool": re.compile(r"true|false").fullmatch,
+_CANONICAL_PATTERNS = {
+    "int": r"0|-?[1-9][0-9]*",
+    # Up to 15 significant digits and no exponent: repr(float(text)) == text, except
+    # below 0.0001 (repr writes 1e-05), which Python's pattern refuses by a look-ahead.
+    "float": r"-?(?:[1-9][0-9]{0,6}|0)\.(?:0|[0-9]{0,7}[1-9])",
+    "bool": r"true|false",
 }
+_CANONICAL: Mapping[str, Callable[[str], object]] = {
+    **{t: re.compile(p).fullmatch for t, p in _CANONICAL_PATTERNS.items()},
+    "float": re.compile(r"-?(?:[1-9][0-9]{0,6}|0(?!\.0000))\.(?:0|[0-9]{0,7}[1-9])").fullmatch,
+}
+
+ARROW_CANONICAL = {t: f"^(?:{p})$" for t, p in _CANONICAL_PATTERNS.items()}
+"""Cells already written as a cast writes them (for floats, also not ``-?0.0000...``)."""

@@ -1,13 +1,15 @@
 """``validate_csv`` and ``transform_simple``: streaming checks and transforms of CSV files.
 
-Both read their input with the stdlib :mod:`csv` module in a worker thread (the event
-loop never blocks), a batch of :data:`BATCH_ROWS` rows at a time, so memory stays flat
-whatever the file's size. Within a batch the work is column-wise (``map`` over C
-callables), which keeps a million rows to about a second per pass.
+Both work in a worker thread (the event loop never blocks), a batch at a time, so memory
+stays flat whatever the file's size. Each first takes the fast path of
+:mod:`~wfe_daemon.tasks._arrowcsv` (Arrow's reader and compute kernels, column-wise);
+when Arrow rejects the file or a cell, the reference path here reads it again row by row
+with the stdlib :mod:`csv` module and reports the line, column and value.
 
 Files are read as UTF-8 (a byte-order mark is skipped); the first line is the header.
 Blank lines are skipped. A line number is the file line where the record starts (the
-header is line 1; a quoted field may span lines).
+header is line 1; a quoted field may span lines). The output of ``transform_simple`` is
+comma-separated, a cell quoted only when it holds a comma, a quote or a line break.
 
 Cancellation: a thread cannot be killed. When the node is cancelled (its timeout, a
 shutdown), :func:`run_blocking` sets a :class:`threading.Event` that the loops check
@@ -32,6 +34,7 @@ from typing import Any, ClassVar
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.refs import contains_ref
 from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.tasks import _arrowcsv
 from wfe_daemon.tasks._csvio import (
     DELIMITER_SCHEMA,
     Row,
@@ -46,7 +49,6 @@ from wfe_daemon.tasks._csvtypes import (
     CHECKS,
     OPS,
     TYPE_NAMES,
-    Test,
     cast_column,
     predicate,
 )
@@ -144,6 +146,13 @@ def _validate(source: Path, params: Params, cancelled: threading.Event) -> dict[
         if missing:
             listed = ", ".join(repr(c) for c in dict.fromkeys(missing))
             raise TaskFailed(f"{name}: missing column(s) {listed} (header: {', '.join(header)})")
+        try:
+            rows = _arrowcsv.valid_rows(source, header, params.get("delimiter", ","), types,
+                                        cancelled)
+        except _arrowcsv.Fallback:  # the reference reader finds the lines and values
+            pass
+        else:
+            return {"path": name, "row_count": rows, "columns": header, "errors": []}
         checks = [(header.index(c), c, t, CHECKS[t]) for c, t in types.items() if t != "str"]
         errors = _Errors(params.get("max_errors", 20))
         rows = 0
@@ -193,25 +202,26 @@ def _find_errors(
 
 
 @dataclass(slots=True)
-class _Plan:
+class Plan:
     """The steps of one transform, as column positions of the input."""
 
     name: str
-    filters: list[tuple[int, Test]]
-    edits: list[tuple[int, Callable[[str], str]]]
-    """strip, lowercase, uppercase, in that order."""
+    filters: list[tuple[int, str, Any]]
+    """(column, op, value) of each rule."""
+    edits: list[tuple[int, str]]
+    """(column, step): strip, lowercase, uppercase, in that order."""
     casts: list[tuple[int, str, str]]
     select: list[int]
     header: list[str]
     """The output header: selected columns, renamed."""
 
 
-_EDITS: tuple[tuple[str, Callable[[str], str]], ...] = (
-    ("strip", str.strip), ("lowercase", str.lower), ("uppercase", str.upper),
-)
+_EDITS: dict[str, Callable[[str], str]] = {
+    "strip": str.strip, "lowercase": str.lower, "uppercase": str.upper,
+}
 
 
-def _plan(header: Row, params: Params, name: str) -> _Plan:
+def _plan(header: Row, params: Params, name: str) -> Plan:
     """Resolve every step's columns against the input header (unknown columns fail)."""
     where = {column: i for i, column in enumerate(header)}
 
@@ -220,9 +230,8 @@ def _plan(header: Row, params: Params, name: str) -> _Plan:
             raise _unknown(step, column, name, header)
         return where[column]
 
-    filters = [(col("filter", f["column"]), predicate(f["op"], f["value"]))
-               for f in params.get("filter", ())]
-    edits = [(col(step, c), method) for step, method in _EDITS for c in params.get(step, ())]
+    filters = [(col("filter", f["column"]), f["op"], f["value"]) for f in params.get("filter", ())]
+    edits = [(col(step, c), step) for step in _EDITS for c in params.get(step, ())]
     casts = [(col("cast", c), c, t) for c, t in params.get("cast", {}).items()]
     select = [col("select", c) for c in params.get("select", header)]
     rename: Mapping[str, str] = params.get("rename", {})
@@ -233,7 +242,7 @@ def _plan(header: Row, params: Params, name: str) -> _Plan:
     twice = next((c for i, c in enumerate(out) if c in out[:i]), None)
     if twice is not None:
         raise TaskFailed(f"rename: the output would have two columns named {twice!r}")
-    return _Plan(name, filters, edits, casts, select, out)
+    return Plan(name, filters, edits, casts, select, out)
 
 
 class TransformSimpleTask:
@@ -331,21 +340,37 @@ class TransformSimpleTask:
 def _transform(
     source: Path, target: Path, params: Params, cancelled: threading.Event
 ) -> dict[str, Any]:
-    name = params["input"]
-    rows_in = rows_out = 0
-    with open_csv(source, name, params.get("delimiter", ",")) as (header, reader):
+    name, delimiter = params["input"], params.get("delimiter", ",")
+    with open_csv(source, name, delimiter) as (header, _):
         plan = _plan(header, params, name)
-        with atomic_write(target, "w", cancelled=cancelled, newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(plan.header)
-            for before, batch in batches(reader):
-                stop_if(cancelled)
-                rows = even_rows(name, before, batch, len(header))
-                rows_in += len(rows)
-                done = _apply(plan, rows, functools.partial(_line, before, batch))
-                rows_out += len(done)
-                writer.writerows(done)
+    try:
+        with atomic_write(target, "wb", cancelled=cancelled) as out:
+            rows_in, rows_out = _arrowcsv.transform(source, header, delimiter, plan, out,
+                                                    cancelled)
+    except _arrowcsv.Fallback:  # the reference reader names the line of a bad row or cell
+        rows_in, rows_out = _transform_rows(source, target, delimiter, plan, cancelled)
     return {"path": params["output"], "rows_in": rows_in, "rows_out": rows_out}
+
+
+def _transform_rows(
+    source: Path, target: Path, delimiter: str, plan: Plan, cancelled: threading.Event
+) -> tuple[int, int]:
+    """The reference path: the stdlib reader and writer, a batch of rows at a time."""
+    rows_in = rows_out = 0
+    with (
+        open_csv(source, plan.name, delimiter) as (header, reader),
+        atomic_write(target, "w", cancelled=cancelled, newline="", encoding="utf-8") as out,
+    ):
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(plan.header)
+        for before, batch in batches(reader):
+            stop_if(cancelled)
+            rows = even_rows(plan.name, before, batch, len(header))
+            rows_in += len(rows)
+            done = _apply(plan, rows, functools.partial(_line, before, batch))
+            rows_out += len(done)
+            writer.writerows(done)
+    return rows_in, rows_out
 
 
 def _line(before: int, batch: list[Row], row: Row) -> int:
@@ -353,15 +378,16 @@ def _line(before: int, batch: list[Row], row: Row) -> int:
     return line_of(before, batch, batch.index(row))
 
 
-def _apply(plan: _Plan, rows: list[Row], line: Callable[[Row], int]) -> list[Any]:
+def _apply(plan: Plan, rows: list[Row], line: Callable[[Row], int]) -> list[Any]:
     """One batch through every step; ``line(row)`` is the file line of an input row."""
-    for index, test in plan.filters:
+    for index, op, value in plan.filters:
+        test = predicate(op, value)
         rows = list(compress(rows, test(list(map(operator.itemgetter(index), rows)))))
     if not rows:
         return []
     columns: list[Sequence[str]] = list(zip(*rows, strict=True))
-    for index, edit in plan.edits:
-        columns[index] = list(map(edit, columns[index]))
+    for index, step in plan.edits:
+        columns[index] = list(map(_EDITS[step], columns[index]))
     for index, column, type_name in plan.casts:
         cast = cast_column(columns[index], type_name)
         if isinstance(cast, int):

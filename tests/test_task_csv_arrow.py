@@ -1,0 +1,200 @@
+"""The Arrow fast path of the CSV tasks agrees with the row-by-row reference, cell by cell.
+
+Arrow (``tasks/_arrowcsv.py``) may only accept what the reference (``_csvio``, ``_csvtypes``)
+accepts and must produce the same cells; anything else falls back to the reference. These
+tests put awkward cells through both and compare, and check that ordinary files never
+fall back (so the fast path is really the one taken).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+import wfe_daemon.tasks.csv as csv_task
+import wfe_daemon.tasks.sqlite as sqlite_task
+from test_task_csv import context
+from wfe_daemon.tasks import _arrowcsv
+from wfe_daemon.tasks._csvtypes import CHECKS, OPS, cast_column, predicate
+from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
+from wfe_daemon.tasks.sqlite import SaveDbTask
+
+CELLS = [
+    "", " ", "0", "-0", "+0", "007", "7", "-7", "+7", "12345678901234567890123", "1.", ".5",
+    "1.5", "-1.50", "0.0", "-0.0", "0.00001", "0.0001", "1e5", "1E-5", "1e999", "nan", "inf",
+    " 40 ", "\t40\n", "\x0b40", "\x1c40\x1f", "\xa040", "٤٠", "\uff11\uff12", "1,5", "1_000",
+    "true", "False", "TRUE", "yes", "No", "1", "\u017f", "ye\u017f", "nO",
+    "2024-02-29", "2023-02-29", "0000-01-01", "0001-01-01", "9999-12-31", "2023-13-01",
+    "2023-00-10", "2023-04-31", "2023-1-02", "20230102", " 2023-01-02",
+    "Paris", " paris ", "PARIS", "straße", "İstanbul", "ǅ", "ﬁ", "café", "a\"b", "a,b",
+    "line\nbreak", "ΣΑΣ", "\u2028x\u2028", "\u3000x",
+]
+
+
+def one(cell: str) -> pa.Array:
+    return pa.array([cell], pa.string())
+
+
+@pytest.mark.parametrize("type_name", ["int", "float", "str", "bool", "date"])
+def test_type_checks_agree_with_the_reference(type_name: str) -> None:
+    for cell in CELLS:
+        assert _arrowcsv.all_valid(one(cell), type_name) == bool(CHECKS[type_name](cell)), cell
+
+
+@pytest.mark.parametrize("type_name", ["int", "float", "str", "bool", "date"])
+def test_casts_agree_with_the_reference(type_name: str) -> None:
+    for cell in CELLS:
+        reference = cast_column([cell], type_name)
+        if isinstance(reference, int):
+            with pytest.raises(_arrowcsv.Fallback):
+                _arrowcsv.cast(one(cell), type_name)
+        else:
+            assert _arrowcsv.cast(one(cell), type_name).to_pylist() == list(reference), cell
+    # A whole column at once: canonical cells stay, others are rewritten in place.
+    column = ["007", "7", "-0", "12"] if type_name == "int" else ["1.50", "2.5", "0.00001"]
+    if type_name in ("int", "float"):
+        expected = cast_column(column, type_name)
+        assert _arrowcsv.cast(pa.array(column), type_name).to_pylist() == list(expected)
+
+
+@pytest.mark.parametrize("step", ["strip", "lowercase", "uppercase"])
+def test_edits_agree_with_the_reference(step: str) -> None:
+    method = {"strip": str.strip, "lowercase": str.lower, "uppercase": str.upper}[step]
+    assert _arrowcsv.EDITS[step](pa.array(CELLS)).to_pylist() == [method(c) for c in CELLS]
+
+
+VALUES: list[Any] = [0, 5, -0.0, 1.5, "5", " 5 ", "1e5", "Paris", "paris", "", "a,b", "x"]
+
+
+@pytest.mark.parametrize("op", [op for op in OPS if op not in ("in", "contains")])
+@pytest.mark.parametrize("value", VALUES)
+def test_comparisons_agree_with_the_reference(op: str, value: Any) -> None:
+    expected = list(predicate(op, value)(CELLS))
+    assert _arrowcsv.keep(pa.array(CELLS), op, value).to_pylist() == expected
+
+
+@pytest.mark.parametrize("value", [[0, "Paris"], ["paris", " 40 "], [40, 7.0], ["a,b", 1e5], [""]])
+def test_membership_agrees_with_the_reference(value: list[Any]) -> None:
+    expected = list(predicate("in", value)(CELLS))
+    assert _arrowcsv.keep(pa.array(CELLS), "in", value).to_pylist() == expected
+
+
+@pytest.mark.parametrize("value", ["a", "", "ß", ",", 5])
+def test_contains_agrees_with_the_reference(value: Any) -> None:
+    expected = list(predicate("contains", value)(CELLS))
+    assert _arrowcsv.keep(pa.array(CELLS), "contains", value).to_pylist() == expected
+
+
+def reference_csv(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_written_rows_match_the_stdlib_writer(width: int) -> None:
+    cells = [c for c in CELLS if "\r" not in c]  # Python 3.11's writer leaves \r unquoted
+    rows = [[cells[(i + j) % len(cells)] for j in range(width)] for i in range(len(cells))]
+    columns = [pa.array(list(column), pa.string()) for column in zip(*rows, strict=True)]
+    assert bytes(_arrowcsv._csv_rows(columns)) == reference_csv(rows)
+    # A slice of a column (an array with an offset) writes only its own rows.
+    sliced = [column.slice(2, 3) for column in columns]
+    assert bytes(_arrowcsv._csv_rows(sliced)) == reference_csv(rows[2:5])
+
+
+def test_a_carriage_return_is_quoted() -> None:
+    assert bytes(_arrowcsv._csv_rows([pa.array(["a\rb"]), pa.array(["x"])])) == b'"a\rb",x\n'
+
+
+FILES = {
+    "plain": "a,b\n1,2\n3,4\n",
+    "crlf": "a,b\r\n1,2\r\n3,4\r\n",
+    "bom": "\ufeffa,b\n1,2\n",
+    "quoted breaks": 'a,b\n1,"x\ny"\n2,"p\r\nq"\n',
+    "doubled quotes": 'a,b\n"say ""hi""",2\n',
+    "blank lines": "a,b\n\n1,2\n\n\n3,4\n",
+    "no final newline": "a,b\n1,2",
+    "stray quote": 'a,b\nx"y,2\n',
+    "text after a closing quote": 'a,b\n"ab"c,2\n',
+    "spaces": "a,b\n  , 2 \n",
+    "semicolons": "a;b\n1;2,5\n",
+    "header only": "a,b\n",
+}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_arrow_reads_files_as_the_stdlib_reader_does(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(FILES[name].encode())
+    delimiter = ";" if name == "semicolons" else ","
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        header, *expected = [row for row in csv.reader(f, delimiter=delimiter) if row]
+    batches = _arrowcsv.batches(path, header, delimiter, threading.Event())
+    rows = [list(row) for b in batches for row in zip(*b.to_pydict().values(), strict=True)]
+    assert rows == expected
+
+
+@pytest.mark.parametrize("text", [
+    "a,b\n1\n", "a,b\n1,2,3\n", "a\n\"open\n", "a,b\n1,\xff\n", "a,a2\n1,2\n",
+])
+def test_what_arrow_cannot_read_falls_back(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(text.encode("latin-1"))
+    header = ["a", "b"] if text.startswith("a,b") else ["a", "z"]
+    with pytest.raises(_arrowcsv.Fallback):
+        list(_arrowcsv.batches(path, header, ",", threading.Event()))
+
+
+SALES = (
+    "id,date,region,amount,note\n"
+    + "".join(f'{i},2024-01-{i % 28 + 1:02d}, North{i % 3} ,{i * 1.25 - 5:.2f},"x, ""{i}"""\n'
+              for i in range(1, 400))
+)
+
+
+async def test_ordinary_files_never_take_the_reference_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate -> transform -> save_db on a file with quoted fields all run on Arrow."""
+    def no_fallback(*_: object, **__: object) -> Any:
+        raise AssertionError("the reference path was taken")
+
+    monkeypatch.setattr(csv_task, "batches", no_fallback)
+    monkeypatch.setattr(sqlite_task, "_row_batches", no_fallback)
+    data = tmp_path
+    (data / "sales.csv").write_text(SALES)
+    ctx = context(data)
+    checked = await ValidateCsvTask().execute(
+        {"path": "sales.csv", "types": {"id": "int", "date": "date", "amount": "float"}}, ctx)
+    assert checked["row_count"] == 399
+    cleaned = await TransformSimpleTask().execute({
+        "input": "sales.csv", "output": "clean.csv",
+        "filter": [{"column": "amount", "op": "ge", "value": 0}],
+        "strip": ["region"], "uppercase": ["region"], "cast": {"amount": "float", "id": "int"},
+        "select": ["id", "region", "amount", "note"], "rename": {"amount": "eur"},
+    }, ctx)
+    assert cleaned["rows_out"] == 396
+    loaded = await SaveDbTask().execute(
+        {"source": "clean.csv", "database": "s.db", "table": "sales", "mode": "replace"}, ctx)
+    assert loaded["rows_written"] == 396
+    first = (data / "clean.csv").read_text().splitlines()[:2]
+    assert first == ["id,region,eur,note", '4,NORTH1,0.0,"x, ""4"""']
+
+
+async def test_a_file_only_the_reference_reader_takes_still_loads(tmp_path: Path) -> None:
+    """A quote left open at the end: Arrow refuses it, the stdlib reader reads the rest of
+    the file as the cell; save_db loads what the reference reads."""
+    (tmp_path / "odd.csv").write_text('a\n1\n"open\n')
+    loaded = await SaveDbTask().execute(
+        {"source": "odd.csv", "database": "o.db", "table": "t"}, context(tmp_path))
+    assert loaded["rows_written"] == 2
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        assert db.execute("SELECT a FROM t").fetchall() == [("1",), ("open\n",)]
