@@ -106,6 +106,19 @@ async def test_append_to_a_table_with_other_columns_fails(data: Path) -> None:
         await task.execute({"source": "in.csv", "database": "x.db", "table": "t"}, ctx)
 
 
+async def test_a_file_that_is_not_a_database_fails_clearly(data: Path) -> None:
+    """SQLite's own complaint reaches the error, without the driver's status prefix."""
+    (data / "in.csv").write_text("id\n1\n")
+    (data / "x.db").write_bytes(b"not sqlite " * 100)
+    with pytest.raises(TaskFailed) as failed:
+        await SaveDbTask().execute({"source": "in.csv", "database": "x.db", "table": "t"},
+                                   context(data))
+    assert str(failed.value).startswith("x.db: ")
+    assert str(failed.value).endswith("file is not a database")
+    assert "[SQLite]" not in str(failed.value) and "INVALID_ARGUMENT" not in str(failed.value)
+    assert (data / "x.db").read_bytes() == b"not sqlite " * 100
+
+
 async def test_a_bad_row_rolls_the_whole_load_back(data: Path) -> None:
     """A ragged row fails the node with its line, and no row of that load is kept."""
     task, ctx = SaveDbTask(), context(data)

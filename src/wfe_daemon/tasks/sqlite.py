@@ -149,9 +149,12 @@ def _save(
 
 
 def _sqlite_message(exc: Exception) -> str:
-    """The first line of an ADBC error, without its status prefix."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return message.removeprefix("IO: ").removeprefix("INTERNAL: ")
+    """An ADBC error's first line, without its status code and driver tag."""
+    lines = str(exc).strip().splitlines()
+    return _ADBC_PREFIX.sub("", lines[0]) if lines else type(exc).__name__
+
+
+_ADBC_PREFIX = re.compile(r"^(?:[A-Z_]+: )?(?:\[SQLite\] )?")
 
 
 class _Database:
