@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -160,26 +160,151 @@ class CheckingResolver:
         await self._inner.close()
 
 
-def guarded_transport_class() -> type[Any]:
+@lru_cache(maxsize=1)
+def _error_map() -> tuple[tuple[type[BaseException], type[Exception]], ...]:
+    """aiohttp's errors and the httpx errors they become; first match wins."""
+    import aiohttp
     import httpx
 
-    class _GuardedTransport(httpx.AsyncBaseTransport):
-        """Refuses non-http schemes and denied IP literals, then hands the request on."""
+    return (  # subclasses before their bases
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+        (aiohttp.ClientConnectorError, httpx.ConnectError),
+        (aiohttp.ClientPayloadError, httpx.ReadError),
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+        (aiohttp.ClientConnectionError, httpx.NetworkError),
+        (aiohttp.ClientError, httpx.TransportError),
+    )
 
-        def __init__(self, inner: httpx.AsyncBaseTransport, policy: AddressPolicy) -> None:
-            self._inner = inner
-            self._policy = policy
 
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            if request.url.scheme not in ("http", "https"):
-                raise httpx.UnsupportedProtocol(f"scheme {request.url.scheme!r} is not http")
-            address = literal_address(request.url.host)
-            if address is not None:
-                self._policy.check(request.url.host, address)
-            return await self._inner.handle_async_request(request)
+def _as_httpx_error(exc: BaseException) -> BaseException:
+    """The httpx error an aiohttp error stands for (raised ``from`` it); others as they are."""
+    for aiohttp_error, httpx_error in _error_map():
+        if isinstance(exc, aiohttp_error):
+            return httpx_error(str(exc) or type(exc).__name__)
+    return exc
+
+
+@lru_cache(maxsize=1)
+def _body_class() -> type[Any]:
+    import aiohttp
+    import httpx
+
+    class _Body(httpx.AsyncByteStream):
+        """The raw (still encoded) body as aiohttp reads it; closing frees the connection."""
+
+        __slots__ = ("_response",)
+
+        def __init__(self, response: aiohttp.ClientResponse) -> None:
+            self._response = response
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            content = self._response.content
+            try:
+                while chunk := await content.readany():
+                    yield chunk
+            except aiohttp.ClientError as exc:
+                raise _as_httpx_error(exc) from exc
 
         async def aclose(self) -> None:
-            await self._inner.aclose()
+            # Back to the pool when the body was read to its end, else the connection closes.
+            self._response.release()
+            await self._response.wait_for_close()
+
+    return _Body
+
+
+def _outgoing(request: Any) -> tuple[list[tuple[str, str]], Any]:
+    """The headers and body of an ``httpx.Request`` as aiohttp takes them."""
+    import httpx
+
+    headers: httpx.Headers = request.headers
+    if not isinstance(request.stream, httpx.ByteStream):  # a streamed upload
+        headers = headers.copy()
+        headers.pop("transfer-encoding", None)  # aiohttp chunks it itself
+        return headers.multi_items(), request.stream
+    return headers.multi_items(), b"".join(request.stream) or None  # bytes held in memory
+
+
+def _response_extensions(response: Any) -> dict[str, Any]:
+    version = response.version or (1, 1)
+    extensions = {"http_version": b"HTTP/%d.%d" % (version[0], version[1])}
+    if response.reason:
+        extensions["reason_phrase"] = response.reason.encode()
+    return extensions
+
+
+@lru_cache(maxsize=1)
+def guarded_transport_class() -> type[Any]:
+    """The ``httpx`` transport of :func:`~wfe_daemon.tasks.http.open_http_client`.
+
+    One layer between ``httpx.AsyncClient`` and aiohttp's pool (it replaces the
+    ``httpx-aiohttp`` transport and the guard that wrapped it: the same work in less
+    CPU per request, see ``benchmarks/http.py``). It refuses non-http schemes and denied
+    IP literals, checked on the host aiohttp is given (names go through
+    :class:`CheckingResolver`), and maps aiohttp's errors to httpx's. Built on first use,
+    so that importing the task modules imports neither httpx nor aiohttp.
+    """
+    import aiohttp
+    import httpx
+    from yarl import URL
+
+    body_class = _body_class()
+
+    class _GuardedTransport(httpx.AsyncBaseTransport):
+        """Checks a request's scheme and literal address, then sends it with aiohttp."""
+
+        def __init__(self, session: aiohttp.ClientSession, policy: AddressPolicy) -> None:
+            self._session = session
+            self._policy = policy
+            self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+        def _timeout(self, extension: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+            """httpx's per-operation timeouts in aiohttp's terms (no total: the caller's)."""
+            key = (extension.get("connect"), extension.get("read"), extension.get("pool"))
+            timeout = self._timeouts.get(key)
+            if timeout is None:
+                if len(self._timeouts) >= 64:
+                    self._timeouts.clear()
+                timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                    total=None, sock_connect=key[0], sock_read=key[1], connect=key[2]
+                )
+            return timeout
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            scheme = request.url.scheme
+            if scheme not in ("http", "https"):
+                raise httpx.UnsupportedProtocol(f"scheme {scheme!r} is not http")
+            # Exactly the URL httpx encoded (aiohttp must not re-quote it), and the host
+            # checked is the one aiohttp connects to (IP literals skip the resolver).
+            url = URL(str(request.url), encoded=True)
+            host = url.raw_host or ""
+            address = literal_address(host)
+            if address is not None:
+                self._policy.check(host, address)
+            headers, body = _outgoing(request)
+            extensions = request.extensions
+            try:
+                response = await self._session.request(
+                    request.method, url, headers=headers, data=body,
+                    allow_redirects=False, auto_decompress=False,
+                    timeout=self._timeout(extensions.get("timeout", {})),
+                    server_hostname=extensions.get("sni_hostname"),
+                )
+            except aiohttp.ClientError as exc:
+                raise _as_httpx_error(exc) from exc
+            return httpx.Response(
+                status_code=response.status,
+                headers=response.raw_headers,
+                stream=body_class(response),
+                request=request,
+                extensions=_response_extensions(response),
+            )
+
+        async def aclose(self) -> None:
+            await self._session.close()
 
     return _GuardedTransport
 
@@ -193,8 +318,13 @@ def check_url(url: str, client: Any) -> None:
         host = parts.hostname
     except ValueError as exc:
         raise TaskFailed(f"GET {url}: invalid URL: {exc}") from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        shown = f"{parts.scheme!r}" if parts.scheme else "none"
+    check_target(url, parts.scheme, host, client)
+
+
+def check_target(url: str, scheme: str, host: str | None, client: Any) -> None:
+    """:func:`check_url` on a URL already split (``httpx.URL``: no second parse)."""
+    if scheme.lower() not in ("http", "https"):
+        shown = f"{scheme!r}" if scheme else "none"
         raise TaskFailed(f"GET {url}: only http and https URLs are allowed, scheme is {shown}")
     if not host:
         raise TaskFailed(f"GET {url}: invalid URL: no host")
