@@ -40,6 +40,7 @@ _IDLE_AFTER_S = 5.0
 # The watcher thread returns at least this often, even when idle: that paces the re-checks of
 # half-written files and bounds how long a cancel waits for the (uncancellable) thread.
 _TICK_MS = 100
+_IDLE_TICK_MS = 250  # the tick once quiet with nothing to re-check: each one is a thread hop
 _RECHECK_S = 0.1
 _INLINE_READ_MAX = 64 * 1024  # smaller files are read and parsed on the loop, larger in a thread
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -143,8 +144,11 @@ class Intake:
         This is ``watchfiles.awatch``'s loop over its Rust watcher, with one change: the
         watcher looks every ``_STEP_MS`` while files arrive and only every ``_IDLE_STEP_MS``
         once the inbox has been quiet for ``_IDLE_AFTER_S`` (each look wakes a thread and
-        takes the GIL: 200 looks a second were most of the idle daemon's CPU). The first
-        file after a quiet spell waits up to two idle steps; the ones after it, fast steps.
+        takes the GIL: 200 looks a second were most of the idle daemon's CPU), and returns
+        every ``_IDLE_TICK_MS`` instead of every ``_TICK_MS`` while no half-written file
+        waits for a re-check (each return is a thread hop: a quarter of the idle CPU). The
+        first file after a quiet spell waits up to two idle steps; the ones after it, fast
+        steps. A shutdown of an idle daemon waits up to one idle tick for the thread.
         """
         try:
             notify = RustNotify([str(self.inbox)], False, False, 300, False, False)
@@ -164,10 +168,9 @@ class Intake:
         while True:
             idle = anyio.current_time() - quiet_since > _IDLE_AFTER_S
             step = _IDLE_STEP_MS if idle else _STEP_MS
+            tick = _IDLE_TICK_MS if idle and not self._pending else _TICK_MS
             try:
-                raw = await anyio.to_thread.run_sync(
-                    notify.watch, _DEBOUNCE_MS, step, _TICK_MS, stop
-                )
+                raw = await anyio.to_thread.run_sync(notify.watch, _DEBOUNCE_MS, step, tick, stop)
             except BaseException:
                 stop.set()
                 raise
