@@ -29,3 +29,15 @@ def test_quick_suite_runs_every_benchmark() -> None:
         assert f"[{name}] done" in done.stdout, f"{name} missing:\n{done.stdout[-4000:]}"
     assert "| figure | median | min | max |" in done.stdout
     assert (RESULTS.read_bytes() if RESULTS.exists() else None) == before
+
+
+def test_profile_engine_runs_every_ablation() -> None:
+    """The ablation tool still reaches the internals it patches (tiny workflow, one run)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile_engine", "--runs", "1", "--nodes", "50",
+         "--shape", "chain"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "| no output encoding (strictjson.compact) |" in done.stdout
+    assert "| bare asyncio scheduler |" in done.stdout
