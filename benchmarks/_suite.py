@@ -78,6 +78,21 @@ class Section:
         return figure
 
 
+def proc_status_kb(field: str) -> int:
+    """A ``/proc/self/status`` figure in KiB (0 where there is no /proc).
+
+    Peak RSS is ``VmHWM``, not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` over
+    ``execve``, so a child started by a large parent reports at least the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def ratios(top: Sequence[float], bottom: Sequence[float]) -> list[float]:
     """Per-run ratios of paired samples (run i over run i)."""
     return [a / b for a, b in zip(top, bottom, strict=True)]

@@ -3,7 +3,8 @@
 One million generated sales rows (``id,date,region,amount,note``) through
 ``validate_csv -> transform_simple -> save_db`` in the real :class:`~wfe_daemon.engine.Engine`
 with persistence, in a fresh child process (``python -m benchmarks.csv_pipeline child ...``)
-whose ``ru_maxrss`` is its peak RSS. Baseline: the ``sqlite3`` shell's ``.import`` of the
+whose ``VmHWM`` is its peak RSS (``ru_maxrss`` would carry the parent's peak over
+``exec``). Baseline: the ``sqlite3`` shell's ``.import`` of the
 same file into a new database, timed in the same run (skipped, with a note, when the
 ``sqlite3`` command is absent: ``apt-get install sqlite3``).
 """
@@ -14,7 +15,6 @@ import asyncio
 import csv
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks._suite import Context, Figure, Section, ratios
+from benchmarks._suite import Context, Figure, Section, proc_status_kb, ratios
 
 ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("north", "South", " east ", "WEST", "central")
@@ -88,7 +88,7 @@ def child(data_dir: str, db: str) -> None:
         "status": summary["status"], "seconds": seconds,
         "nodes": {k: {"duration": v.get("duration"), "output": v.get("output"),
                       "error": v.get("error")} for k, v in summary["nodes"].items()},
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": proc_status_kb("VmHWM"),
     }))
 
 
@@ -128,7 +128,7 @@ def csv_pipeline(ctx: Context) -> Section:
         "`WORKFLOW` of `benchmarks/csv_pipeline.py` (validate 3 typed columns; filter "
         "amount >= 0, strip + lowercase region, cast amount to float, select, rename; "
         "save_db replace) through `Engine` with persistence and INFO logs to /dev/null; the "
-        "time is `submit()` to summary, peak RSS the child's `ru_maxrss`. Baseline: "
+        "time is `submit()` to summary, peak RSS the child's `VmHWM`. Baseline: "
         "`sqlite3 NEW.db '.mode csv' '.import sales.csv sales'`, timed in the same run.",
     )
     cli = shutil.which("sqlite3")
@@ -154,7 +154,7 @@ def csv_pipeline(ctx: Context) -> Section:
     else:
         section.notes.append("`sqlite3` command not found: the `.import` baseline was "
                              "skipped (install it with `apt-get install sqlite3`).")
-    section.add(Figure("peak RSS of the pipeline process (ru_maxrss)", peaks, "MB", 150.0))
+    section.add(Figure("peak RSS of the pipeline process (VmHWM)", peaks, "MB", 150.0))
     section.notes.append(f"Input file {size_mb:.1f} MB. MB = 2^20 bytes for RSS.")
     return section
 
