@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LIBRARIES = ("anyio", "aiosqlite", "httpx", "structlog", "watchfiles", "jsonschema")
+LIBRARIES = (
+    "anyio", "aiosqlite", "httpx", "aiohttp", "structlog", "watchfiles", "jsonschema", "orjson",
+    "pyarrow", "adbc-driver-sqlite",
+)
 
 
 @dataclass(slots=True)
