@@ -25,6 +25,9 @@ Arrangements:
 - ``direct``: a comparison only, not shippable: ``http_get`` swapped for a task that does
   the same GET straight on an ``aiohttp.ClientSession`` (no httpx, no address checks, no
   byte limit), to show what the httpx layer costs per node through the same engine.
+- ``aiohttp-alone``: no engine either: ``nodes`` GETs through one ``aiohttp.ClientSession``
+  (the shipped pool's settings), ``concurrency`` at a time, each body read whole. What the
+  fastest client library here costs before any engine, store or log.
 - ``floor``: the baseline, no engine and no HTTP library: 100 asyncio stream connections,
   each sending its share of the 1,000 GETs one after the other and reading the fixed-size
   reply. What the server, the loopback and the event loop cost on their own: no client
@@ -52,6 +55,7 @@ VARIANTS = {
     "sharded": "httpx, 10 sharded httpcore pools of 10 connections",
     "aiohttp": "httpx over aiohttp via open_http_client (shipped)",
     "direct": "aiohttp straight from the task, no httpx (comparison only)",
+    "aiohttp-alone": "aiohttp alone, no engine (comparison only)",
     "floor": "floor: raw asyncio streams, no engine, no HTTP library (baseline)",
 }
 SHIPPED = "aiohttp"
@@ -218,10 +222,37 @@ async def _floor(url: str, nodes: int, concurrency: int, runs: int) -> list[list
     return [seconds, cpu]
 
 
+async def _aiohttp_alone(url: str, nodes: int, concurrency: int, runs: int) -> list[list[float]]:
+    """``nodes`` GETs through one aiohttp session, ``concurrency`` at a time, ``runs + 1`` times."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    seconds, cpu = [], []
+    async with aiohttp.ClientSession(connector=connector, trust_env=False,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def get(i: int) -> None:
+            async with gate, session.get(f"{url}/item/{i}", allow_redirects=False) as response:
+                await response.read()
+
+        for _ in range(runs + 1):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            async with asyncio.TaskGroup() as group:
+                for i in range(nodes):
+                    group.create_task(get(i))
+            seconds.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
+    return [seconds, cpu]
+
+
 def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp: str) -> None:
     """Run the workflow ``runs + 1`` times with one client; print the seconds as JSON."""
     if variant == "floor":
         print(json.dumps(asyncio.run(_floor(url, nodes, concurrency, runs))))
+        return
+    if variant == "aiohttp-alone":
+        print(json.dumps(asyncio.run(_aiohttp_alone(url, nodes, concurrency, runs))))
         return
     if variant == "httpx":
         sys.meta_path.insert(0, _HideSniffio())
@@ -317,7 +348,8 @@ def http(ctx: Context) -> Section:
     section.notes.append(
         f"max_concurrent_tasks = {concurrency}; each arrangement in its own process; the"
         " server in another. Only the shipped arrangement carries the target; the others are"
-        " the comparison that chose it (`direct` shows what the httpx layer costs, `floor` what"
+        " the comparison that chose it (`direct` shows what the httpx layer costs,"
+        " `aiohttp-alone` what the client library costs without the engine, `floor` what"
         " this server and machine allow any client)."
     )
     return section
