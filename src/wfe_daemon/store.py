@@ -101,11 +101,31 @@ class Store:
     async def _prepare(self, path: Path, busy_timeout_s: float) -> None:
         try:
             await self._conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
-            await self._conn.execute("PRAGMA journal_mode = WAL")
+            await self._use_wal(busy_timeout_s)
             await self._conn.execute("PRAGMA foreign_keys = ON")
             await run_in_thread(self._conn, migrate)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot use database {path}: {exc}") from exc
+
+    async def _use_wal(self, patience_s: float) -> None:
+        """``PRAGMA journal_mode = WAL``, tried again while another connection holds the lock.
+
+        Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database
+        is locked" at once, without waiting out ``busy_timeout``, when another connection
+        is switching it too (processes opening a new database together).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience_s
+        delay = 0.005
+        while True:
+            try:
+                await self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def _close(self) -> None:
         if self._writer_task is not None:
