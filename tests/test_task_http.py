@@ -197,6 +197,19 @@ async def test_json_body(base: str, run_nodes: Callable[..., Any]) -> None:
     assert "path" not in output
 
 
+async def test_a_cookie_set_by_one_response_is_not_sent_with_later_requests(
+    server: _Server, base: str, run_nodes: Callable[..., Any]
+) -> None:
+    """The shared client keeps no cookies: a cookie one node received is not sent by the next."""
+    summary, _ = await run_nodes([
+        get({"url": f"{base}/json"}, "sets"),
+        {**get({"url": f"{base}/text"}, "after"), "depends_on": ["sets"]},
+    ])
+    assert summary["status"] == "SUCCESS"
+    assert [r["path"] for r in server.requests] == ["/json", "/text"]
+    assert "cookie" not in server.requests[1]["headers"]
+
+
 async def test_text_body_has_no_json(base: str, run_nodes: Callable[..., Any]) -> None:
     """A text body is decoded with its charset, and there is no json key."""
     summary, _ = await run_nodes(get({"url": f"{base}/text"}))
