@@ -216,6 +216,20 @@ def _body_class() -> type[Any]:
     return _Body
 
 
+@lru_cache(maxsize=64)
+def _client_timeout(
+    connect: float | None = None, read: float | None = None, write: float | None = None,
+    pool: float | None = None,
+) -> Any:
+    """httpx's per-operation timeouts in aiohttp's terms (no total: the caller's deadline).
+
+    aiohttp has no write timeout. Cached: one object per distinct set, not per request.
+    """
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
+
+
 def _outgoing(request: Any) -> tuple[list[tuple[str, str]], Any]:
     """The headers and body of an ``httpx.Request`` as aiohttp takes them."""
     import httpx
@@ -259,19 +273,6 @@ def guarded_transport_class() -> type[Any]:
         def __init__(self, session: aiohttp.ClientSession, policy: AddressPolicy) -> None:
             self._session = session
             self._policy = policy
-            self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
-
-        def _timeout(self, extension: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
-            """httpx's per-operation timeouts in aiohttp's terms (no total: the caller's)."""
-            key = (extension.get("connect"), extension.get("read"), extension.get("pool"))
-            timeout = self._timeouts.get(key)
-            if timeout is None:
-                if len(self._timeouts) >= 64:
-                    self._timeouts.clear()
-                timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                    total=None, sock_connect=key[0], sock_read=key[1], connect=key[2]
-                )
-            return timeout
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             scheme = request.url.scheme
@@ -290,7 +291,7 @@ def guarded_transport_class() -> type[Any]:
                 response = await self._session.request(
                     request.method, url, headers=headers, data=body,
                     allow_redirects=False, auto_decompress=False,
-                    timeout=self._timeout(extensions.get("timeout", {})),
+                    timeout=_client_timeout(**extensions.get("timeout", {})),
                     server_hostname=extensions.get("sni_hostname"),
                 )
             except aiohttp.ClientError as exc:

@@ -80,8 +80,6 @@ async def open_http_client(settings: Settings) -> AsyncIterator[httpx.AsyncClien
         ValueError: a network of ``settings.http_deny_networks`` is malformed (settings
             loaded by ``load_settings`` are already checked).
     """
-    import http.cookiejar
-
     import aiohttp
     import httpx
 
@@ -96,15 +94,12 @@ async def open_http_client(settings: Settings) -> AsyncIterator[httpx.AsyncClien
     session = aiohttp.ClientSession(
         connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
     )
-    # A jar that accepts nothing: one workflow's cookies must not reach another's requests.
-    # (_client_class() also skips httpx's per-response cookie parsing into it.)
-    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     transport = guarded_transport_class()(session, policy)
+    # No cookie store on either layer: one workflow's cookies must not reach another's.
     async with _client_class()(
         transport=transport,
         trust_env=False,
         follow_redirects=False,
-        cookies=no_cookies,
         timeout=DEFAULT_TIMEOUT_S,
         headers={"Accept-Encoding": "gzip, deflate"},
     ) as client:
