@@ -141,6 +141,25 @@ async def test_file_written_in_place_is_taken_only_once_complete(tmp_path: Path)
     json.loads(claimed.data)
 
 
+async def test_a_quiet_inbox_still_takes_files_and_rechecks_half_written_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the inbox is quiet (slow looks, long ticks), a renamed-in file is still taken
+    promptly, and a file left half-written is re-checked until it settles, with no further
+    change on disk to wake the watcher."""
+    monkeypatch.setattr(intake, "_IDLE_AFTER_S", 0.05)
+    inbox = tmp_path / "inbox"
+    with anyio.fail_after(5):
+        async with running(inbox, rescan_interval=60, settle_s=0.5) as receive:
+            await anyio.sleep(0.6)  # quiet: the watcher is in its idle pace
+            drop(inbox, "after-quiet.json")
+            assert (await receive.receive()).source == "after-quiet.json"
+            await anyio.sleep(0.6)
+            (inbox / "cut.json").write_bytes(DOC[:10])  # never completed
+            claimed = await receive.receive()
+    assert (claimed.source, claimed.data) == ("cut.json", DOC[:10])
+
+
 async def test_burst_is_delivered_exactly_once_with_backpressure(tmp_path: Path) -> None:
     """300 files dropped at once each arrive once, and a full buffer holds the rest unclaimed."""
     inbox = tmp_path / "inbox"
