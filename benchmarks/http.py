@@ -43,6 +43,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,24 @@ def _open_client(variant: str, settings: Any) -> Any:
     return open_http_client(settings)
 
 
+class _Clock:
+    """Wall and CPU seconds of each timed block, as the child prints them."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.cpu: list[float] = []
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        yield
+        self.seconds.append(time.perf_counter() - started)
+        self.cpu.append(time.process_time() - cpu_started)
+
+    def figures(self) -> list[list[float]]:
+        return [self.seconds, self.cpu]
+
+
 async def _floor(url: str, nodes: int, concurrency: int, runs: int) -> list[list[float]]:
     """``nodes`` GETs over ``concurrency`` raw connections, ``runs + 1`` times; the seconds.
 
@@ -207,19 +227,17 @@ async def _floor(url: str, nodes: int, concurrency: int, runs: int) -> list[list
             await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
 
     connections = [await asyncio.open_connection(host, int(port)) for _ in shares]
-    seconds, cpu = [], []
+    clock = _Clock()
     try:
         for _ in range(runs + 1):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            async with asyncio.TaskGroup() as group:
-                for (reader, writer), share in zip(connections, shares, strict=True):
-                    group.create_task(send(reader, writer, share))
-            seconds.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - cpu_started)
+            with clock.timed():
+                async with asyncio.TaskGroup() as group:
+                    for (reader, writer), share in zip(connections, shares, strict=True):
+                        group.create_task(send(reader, writer, share))
     finally:
         for _, writer in connections:
             writer.close()
-    return [seconds, cpu]
+    return clock.figures()
 
 
 async def _aiohttp_alone(url: str, nodes: int, concurrency: int, runs: int) -> list[list[float]]:
@@ -227,7 +245,7 @@ async def _aiohttp_alone(url: str, nodes: int, concurrency: int, runs: int) -> l
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    seconds, cpu = [], []
+    clock = _Clock()
     async with aiohttp.ClientSession(connector=connector, trust_env=False,
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
         gate = asyncio.Semaphore(concurrency)
@@ -237,13 +255,11 @@ async def _aiohttp_alone(url: str, nodes: int, concurrency: int, runs: int) -> l
                 await response.read()
 
         for _ in range(runs + 1):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            async with asyncio.TaskGroup() as group:
-                for i in range(nodes):
-                    group.create_task(get(i))
-            seconds.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - cpu_started)
-    return [seconds, cpu]
+            with clock.timed():
+                async with asyncio.TaskGroup() as group:
+                    for i in range(nodes):
+                        group.create_task(get(i))
+    return clock.figures()
 
 
 def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp: str) -> None:
@@ -274,20 +290,18 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
                         max_concurrent_tasks=concurrency)
 
     async def main() -> list[list[float]]:
-        seconds, cpu = [], []
+        clock = _Clock()
         async with _open_client(variant, settings) as http:
             for run in range(runs + 1):
                 db = folder / f"http-{run}.db"
                 async with Store.open(db) as store:
                     engine = Engine(registry, store, settings, services={"http": http})
-                    started, cpu_started = time.perf_counter(), time.process_time()
-                    summary = await engine.run(workflow, source="bench.json")
-                    seconds.append(time.perf_counter() - started)
-                    cpu.append(time.process_time() - cpu_started)
+                    with clock.timed():
+                        summary = await engine.run(workflow, source="bench.json")
                 if summary["status"] != "SUCCESS":
                     failed = next(n for n in summary["nodes"].values() if n["status"] != "SUCCESS")
                     raise RuntimeError(f"{variant}: run ended {summary['status']}: {failed}")
-        return [seconds, cpu]
+        return clock.figures()
 
     print(json.dumps(asyncio.run(main())))
 
