@@ -25,11 +25,11 @@ WRITE_BATCH_BYTES: Final = 1024 * 1024
 """Decoded bytes gathered before one trip to the writer thread."""
 
 
-def _inflater(response: httpx.Response, url: str) -> Any:
+def _inflater(encoding: str, url: str) -> Any:
     """A zlib decompressor for the body's Content-Encoding; ``None`` for identity."""
     import zlib
 
-    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+    codings = [c.strip().lower() for c in encoding.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
         return None
@@ -38,11 +38,14 @@ def _inflater(response: httpx.Response, url: str) -> Any:
     return zlib.decompressobj(zlib.MAX_WBITS | 16 if "gzip" in codings[0] else zlib.MAX_WBITS)
 
 
-async def decoded(response: httpx.Response, limit: int, url: str) -> AsyncIterator[bytes]:
-    """The body decoded (gzip, deflate or none), failing as soon as it passes ``limit``.
+async def decoded(
+    response: httpx.Response, encoding: str, limit: int, url: str
+) -> AsyncIterator[bytes]:
+    """The body decoded, failing as soon as it passes ``limit``.
 
-    Decompression is bounded step by step (``max_length``), so a small compressed chunk
-    never expands to more than ``limit + 1`` bytes in memory.
+    ``encoding`` is the response's Content-Encoding (gzip, deflate or none). Decompression
+    is bounded step by step (``max_length``), so a small compressed chunk never expands to
+    more than ``limit + 1`` bytes in memory.
     """
     import zlib
 
@@ -50,9 +53,9 @@ async def decoded(response: httpx.Response, limit: int, url: str) -> AsyncIterat
     if response.is_stream_consumed:  # a body given whole (mock transports): decoded already
         inflater, stream = None, _single(response.content)
     else:
-        inflater, stream = _inflater(response, url), response.aiter_raw()
+        inflater, stream = _inflater(encoding, url), response.aiter_raw()
     total = 0
-    first = "deflate" in response.headers.get("content-encoding", "").lower()
+    first = "deflate" in encoding.lower()
     async for raw in stream:
         data = raw
         while data:

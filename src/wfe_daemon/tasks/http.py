@@ -323,7 +323,8 @@ class _Fetch:
             raise TaskFailed(f"expected {wanted}, got {code} from {url}")
 
     async def _read(self, response: httpx.Response, url: str, started: float) -> dict[str, Any]:
-        chunks = decoded(response, self.limit, url)
+        headers = _shown_headers(response.headers)  # one pass: httpx's lookups cost more
+        chunks = decoded(response, headers.get("content-encoding", ""), self.limit, url)
         if self.target is not None:
             size = await save(chunks, self.target)
         else:
@@ -333,12 +334,12 @@ class _Fetch:
             size = len(body)
         output: dict[str, Any] = {
             "status_code": response.status_code,
-            "headers": _shown_headers(response.headers),
+            "headers": headers,
             "elapsed": round(time.perf_counter() - started, 6),
             "bytes": size,
         }
         if self.target is None:
-            content_type = response.headers.get("content-type", "")
+            content_type = headers.get("content-type", "")
             charset = response.charset_encoding if "charset" in content_type.lower() else None
             text = bytes(body).decode(charset or "utf-8", errors="replace")
             output["text"] = text
