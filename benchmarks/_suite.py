@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LIBRARIES = (
-    "anyio", "aiosqlite", "httpx", "aiohttp", "structlog", "watchfiles", "jsonschema", "orjson",
-    "pyarrow", "adbc-driver-sqlite",
+    "anyio", "uvloop", "aiosqlite", "httpx", "aiohttp", "structlog", "watchfiles",
+    "jsonschema", "orjson", "pyarrow", "adbc-driver-sqlite",
 )
 
 

@@ -11,7 +11,6 @@ same file into a new database, timed in the same run (skipped, with a note, when
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import random
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._suite import Context, Figure, Section, proc_status_kb, ratios
+from wfe_daemon.eventloop import run as run_on_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("north", "South", " east ", "WEST", "central")
@@ -83,7 +83,7 @@ def child(data_dir: str, db: str) -> None:
                 summary = await submit(engine, json.dumps(WORKFLOW).encode(), source="bench")
                 return summary, time.perf_counter() - started
 
-        summary, seconds = asyncio.run(run())
+        summary, seconds = run_on_loop(run())
     print(json.dumps({
         "status": summary["status"], "seconds": seconds,
         "nodes": {k: {"duration": v.get("duration"), "output": v.get("output"),

@@ -4,7 +4,9 @@
   through :class:`~wfe_daemon.engine.Engine` with a real SQLite file, logs at INFO (and
   again at WARNING) written to ``os.devnull``; against a bare-asyncio scheduler of the same
   awaits (``asyncio.TaskGroup`` + ``asyncio.Semaphore(16)``). ``parse_workflow`` of the same
-  file is measured on its own and kept out of the engine figure.
+  file is measured on its own and kept out of the engine figure. Everything runs on the
+  daemon's event loop (uvloop, :mod:`wfe_daemon.eventloop`); the engine also runs once more
+  per round on the standard library's loop, the figure before uvloop.
 - ``chain``: 10,000 ``echo`` nodes, each depending on the previous one and referencing its
   output (``{"v": "{{ n41.v }}"}``); against the same bare scheduler and a plain loop.
 - ``sequential``: the design document's v1.0 algorithm (``architecture.md``, "Resolución de
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._suite import Context, Figure, Section, per_node_us, proc_status_kb, ratios
+from wfe_daemon.eventloop import run as run_on_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16  # the default max_concurrent_tasks, used by the baseline too
@@ -118,13 +121,19 @@ async def _engine_run(workflow: Any, doc: Any, registry: Any, db: Path) -> float
     return elapsed
 
 
-def engine_seconds(workflow: Any, doc: Any, registry: Any, db: Path, level: str) -> float:
-    """One engine run on a fresh database file, logs at ``level`` to ``os.devnull``."""
+def engine_seconds(workflow: Any, doc: Any, registry: Any, db: Path, level: str, *,
+                   stdlib_loop: bool = False) -> float:
+    """One engine run on a fresh database file, logs at ``level`` to ``os.devnull``.
+
+    It runs on the daemon's event loop (uvloop), or with ``stdlib_loop`` on the standard
+    library's (the engine before uvloop).
+    """
     _log_to_devnull(level)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     try:
-        return asyncio.run(_engine_run(workflow, doc, registry, db))
+        coro = _engine_run(workflow, doc, registry, db)
+        return asyncio.run(coro) if stdlib_loop else run_on_loop(coro)
     finally:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -140,7 +149,7 @@ def _timed(coro: Coroutine[Any, Any, None]) -> float:
         await coro
         return time.perf_counter() - started
 
-    return asyncio.run(run())
+    return run_on_loop(run())
 
 
 def _context(node_id: str) -> Any:
@@ -260,6 +269,7 @@ def _engine_vs_baselines(
     parse_s: list[float] = []
     info: list[float] = []
     warning: list[float] = []
+    stdlib: list[float] = []
     bare: dict[str, list[float]] = {label: [] for label, _ in baselines}
     workflow = doc_parsed = None
     for run in range(ctx.runs):
@@ -273,11 +283,16 @@ def _engine_vs_baselines(
         warning.append(
             engine_seconds(workflow, doc_parsed, registry, ctx.tmp / "bench.db", "WARNING")
         )
+        stdlib.append(engine_seconds(workflow, doc_parsed, registry, ctx.tmp / "bench.db",
+                                     "INFO", stdlib_loop=True))
         for label, fn in baselines:
             bare[label].append(_timed(fn(workflow, registry)))
     section.add(Figure("engine + SQLite, logs INFO to /dev/null", per_node_us(info, n),
                        "µs/node", limit))
     section.add(Figure("engine + SQLite, logs WARNING", per_node_us(warning, n), "µs/node", limit))
+    section.add(Figure("before uvloop: engine + SQLite, logs INFO, on the standard library's"
+                       " event loop", per_node_us(stdlib, n), "µs/node"))
+    section.add(Figure("ratio uvloop / standard loop (engine, INFO)", ratios(info, stdlib), "x"))
     for label, samples in bare.items():
         section.add(Figure(label, per_node_us(samples, n), "µs/node"))
     first = baselines[0][0]
@@ -433,7 +448,7 @@ def memory_child(path: str, db: str) -> None:
             summary = await engine.run(workflow, source=Path(path).name, definition=definition)
             return summary["status"], time.perf_counter() - started
 
-    status, seconds = asyncio.run(run())
+    status, seconds = run_on_loop(run())
     phases["after_run"] = proc_status_kb("VmRSS")
     peak_kb = proc_status_kb("VmHWM")
     print(json.dumps({"status": status, "nodes": len(workflow.nodes), "seconds": seconds,

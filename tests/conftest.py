@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
+import uvloop
 
 from daemon_helpers import Daemons, daemons_for
 from wfe_daemon.config import Settings
@@ -27,6 +28,11 @@ from wfe_daemon.store import Store
 from wfe_daemon.tasks import BUILTINS
 
 CLI_TIMEOUT_S = 60
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Async tests run on the loop the commands run on (``wfe_daemon.eventloop``)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(autouse=True)

@@ -168,9 +168,9 @@ def _print_json(value: Any) -> None:
 
 
 def _async(fn: Callable[..., Any], *args: Any) -> Any:
-    import asyncio
+    from wfe_daemon.eventloop import run
 
-    return asyncio.run(fn(*args))
+    return run(fn(*args))
 
 
 def _display() -> tuple[bool, int | None]:
