@@ -31,6 +31,12 @@ Arrangements:
 - ``aiohttp-alone``: no engine either: ``nodes`` GETs through one ``aiohttp.ClientSession``
   (the shipped pool's settings), ``concurrency`` at a time, each body read whole. What the
   fastest client library here costs before any engine, store or log.
+- ``aiohttp-alone+250us``, ``aiohttp-alone+400us``: the same, spending that much CPU per
+  request in a busy loop (half before sending, half after reading), as the engine, store,
+  logs, task and httpx would: where the event loop's budget per request runs out.
+- ``echo``: the shipped arrangement with every node an ``echo`` of the same params: no
+  request, no wait. Its makespan is what the engine, store and logs take for this run
+  (creating it, 1,000 nodes, the durable final state) with nothing to wait for.
 - ``floor``: the baseline, no engine and no HTTP library: 100 asyncio stream connections,
   each sending its share of the 1,000 GETs one after the other and reading the fixed-size
   reply. What the server, the loopback and the event loop cost on their own: no client
@@ -63,6 +69,9 @@ VARIANTS = {
     "stdlib-loop": "the shipped client on the standard library's event loop (before uvloop)",
     "direct": "aiohttp straight from the task, no httpx (comparison only)",
     "aiohttp-alone": "aiohttp alone, no engine (comparison only)",
+    "aiohttp-alone+250us": "aiohttp alone + 250 µs of CPU per request (the loop's budget)",
+    "aiohttp-alone+400us": "aiohttp alone + 400 µs of CPU per request (the loop's budget)",
+    "echo": "the same nodes as `echo`, no HTTP (the engine's own time for the run)",
     "floor": "floor: raw asyncio streams, no engine, no HTTP library (baseline)",
 }
 SHIPPED = "aiohttp"
@@ -245,8 +254,13 @@ async def _floor(url: str, nodes: int, concurrency: int, runs: int) -> list[list
     return clock.figures()
 
 
-async def _aiohttp_alone(url: str, nodes: int, concurrency: int, runs: int) -> list[list[float]]:
-    """``nodes`` GETs through one aiohttp session, ``concurrency`` at a time, ``runs + 1`` times."""
+async def _aiohttp_alone(
+    url: str, nodes: int, concurrency: int, runs: int, busy_us: int
+) -> list[list[float]]:
+    """``nodes`` GETs through one aiohttp session, ``concurrency`` at a time, ``runs + 1`` times.
+
+    Each request also keeps the CPU busy for ``busy_us`` µs, half before and half after.
+    """
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
@@ -255,9 +269,17 @@ async def _aiohttp_alone(url: str, nodes: int, concurrency: int, runs: int) -> l
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
         gate = asyncio.Semaphore(concurrency)
 
+        def busy() -> None:
+            until = time.perf_counter() + busy_us / 2e6
+            while time.perf_counter() < until:
+                pass
+
         async def get(i: int) -> None:
-            async with gate, session.get(f"{url}/item/{i}", allow_redirects=False) as response:
-                await response.read()
+            async with gate:
+                busy()
+                async with session.get(f"{url}/item/{i}", allow_redirects=False) as response:
+                    await response.read()
+                busy()
 
         for _ in range(runs + 1):
             with clock.timed():
@@ -272,8 +294,9 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
     if variant == "floor":
         print(json.dumps(run_on_loop(_floor(url, nodes, concurrency, runs))))
         return
-    if variant == "aiohttp-alone":
-        print(json.dumps(run_on_loop(_aiohttp_alone(url, nodes, concurrency, runs))))
+    if variant.startswith("aiohttp-alone"):
+        busy_us = int(variant.partition("+")[2].removesuffix("us") or 0)
+        print(json.dumps(run_on_loop(_aiohttp_alone(url, nodes, concurrency, runs, busy_us))))
         return
     if variant == "httpx":
         sys.meta_path.insert(0, _HideSniffio())
@@ -284,8 +307,9 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
 
     registry = _registry()
     _log_to_devnull("INFO")
+    task = "echo" if variant == "echo" else "http_get"
     doc = {"name": "http bench", "nodes": [
-        {"id": f"n{i}", "type": "http_get", "params": {"url": f"{url}/item/{i}"}}
+        {"id": f"n{i}", "type": task, "params": {"url": f"{url}/item/{i}"}}
         for i in range(nodes)
     ]}
     _, workflow = parse(json.dumps(doc).encode(), registry)
