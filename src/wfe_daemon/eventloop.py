@@ -1,8 +1,8 @@
 """The event loop every command runs on: uvloop's (libuv).
 
-uvloop runs the same asyncio code with less CPU per callback, timer and socket read than the
-standard library's loop: 10-15 % less time per node through the engine, and a lower load
-on the loop thread when many HTTP requests are in flight (``benchmarks/RESULTS.md``).
+uvloop runs the same asyncio code with less CPU per callback, timer and socket operation
+than the standard library's loop: 5-15 % less time per node through the engine, measured
+against the standard loop in the same process (``benchmarks/RESULTS.md``, rows 1 and 2).
 """
 
 from __future__ import annotations
