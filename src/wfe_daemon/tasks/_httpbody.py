@@ -89,13 +89,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+"""Built once: ``json.loads`` with a keyword builds a decoder per call."""
+
+
 def json_or_missing(text: str, content_type: str) -> Any:
     """The body parsed as JSON when it is JSON (declared or not), else ``MISSING``."""
     stripped = text.lstrip()
     if "json" not in content_type.lower() and stripped[:1] not in ("{", "[", '"'):
         return MISSING
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError):
         return MISSING
 
