@@ -340,6 +340,29 @@ async def test_node_failing_after_all_retries_is_failed_with_last_error(
     assert node_rows(sql, summary["run_id"])["f"]["attempts"] == 3
 
 
+async def test_a_short_timeout_started_after_a_long_one_fires_on_time(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """Attempts share one timer: a later, shorter deadline must not wait for an earlier one."""
+    engine = engine_factory()
+    started = time.perf_counter()
+    summary = await run_doc(
+        engine,
+        workflow(
+            sleep_node("long", 0.8, timeout=30),
+            sleep_node("short", 30, timeout=0.2),
+            sleep_node("after", 30, timeout=0.2, deps=["long"]),
+        ),
+    )
+
+    nodes = summary["nodes"]
+    assert nodes["long"]["status"] == "SUCCESS"
+    assert nodes["short"]["error"] == "timed out after 0.2s"
+    assert nodes["short"]["duration"] < 0.6  # its own deadline, not the 30 s one
+    assert nodes["after"]["error"] == "timed out after 0.2s"  # armed again after the first
+    assert time.perf_counter() - started < 5
+
+
 async def test_timeouts_are_retried_like_other_failures(
     engine_factory: Callable[..., Engine],
 ) -> None:

@@ -23,6 +23,7 @@ import structlog
 from wfe_daemon import dag, refs
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
+from wfe_daemon.deadlines import Deadlines
 from wfe_daemon.errors import ParamsError, TaskError, TaskFailed, TaskTimeout
 from wfe_daemon.logs import NODE_FINISHED, NODE_RETRY, WORKFLOW_FINISHED, WORKFLOW_STARTED
 from wfe_daemon.model import (
@@ -132,6 +133,8 @@ class Engine:
         self.slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self.type_slots = {t: asyncio.Semaphore(n) for t, n in settings.task_limits.items()}
         self.attempts = {task.type: build_attempt(task, executor, hooks) for task in registry}
+        self.deadlines = Deadlines()
+        """Every attempt's timeout, on one timer."""
         self.active_runs: dict[int, _Run] = {}
         """The runs this engine is executing now, by run id (for :meth:`cancel`)."""
 
@@ -407,15 +410,17 @@ class _Run:
         timeout = node.timeout or task.default_timeout or engine.settings.task_timeout
         ctx = TaskContext(self.run_id, self.workflow.name, node.id, state.attempts,
                           engine.settings, engine.services)
-        scope = asyncio.timeout(timeout)
+        deadline = engine.deadlines.start(timeout)
         try:
-            params = self._params(node)
-            async with scope:
+            try:
+                params = self._params(node)
                 output = await engine.attempts[node.type](task, params, ctx)
-        except TimeoutError as exc:
-            if scope.expired():
+            finally:
+                timed_out = engine.deadlines.end(deadline)
+        except asyncio.CancelledError:
+            if timed_out:
                 return str(TaskTimeout(f"timed out after {timeout:g}s"))
-            return f"TimeoutError: {exc}"
+            raise
         except TaskError as exc:
             return str(exc)
         except Exception as exc:

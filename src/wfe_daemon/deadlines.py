@@ -1,0 +1,92 @@
+"""Per-attempt deadlines on one timer: starting and ending an attempt touches no timer.
+
+``asyncio.timeout`` arms and cancels a loop timer for every attempt, a sixth of the engine's
+time per node on a fan-out of ``echo`` nodes (``benchmarks/RESULTS.md``). Here attempts with
+the same timeout share a queue: their deadlines come in the order they started, so the
+earliest is always at the head, and one loop timer is armed for the earliest head of all
+queues. When it fires, it cancels the attempts past their deadline, drops the ended ones,
+and is armed again for the next. An attempt that ends marks its entry and drops the
+ended entries at the head of its queue, so a queue holds about the attempts running.
+
+Cancelling follows ``asyncio.timeout``: the attempt's task is cancelled, and the
+``CancelledError`` counts as this timeout only if nothing else asked to cancel the task
+meanwhile (:meth:`Deadlines.end`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, eq=False)
+class Deadline:
+    """One attempt's deadline, from :meth:`Deadlines.start` to :meth:`Deadlines.end`."""
+
+    when: float
+    task: asyncio.Task[object] | None
+    """The attempt's task; ``None`` once the attempt has ended."""
+    cancelling: int
+    """``task.cancelling()`` at the start: cancel requests that were not this timeout's."""
+    queue: deque[Deadline]
+    expired: bool = False
+
+
+class Deadlines:
+    """The deadlines of the attempts running on one event loop (one per engine)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[float, deque[Deadline]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, timeout: float) -> Deadline:
+        """The current task must finish within ``timeout`` seconds from now, or be cancelled."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "Deadlines.start outside a task"
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = deque()
+        deadline = Deadline(loop.time() + timeout, task, task.cancelling(), queue)
+        queue.append(deadline)
+        if self._timer is None or deadline.when < self._timer.when():
+            self._arm(loop, deadline.when)
+        return deadline
+
+    def end(self, deadline: Deadline) -> bool:
+        """The attempt is over; whether a ``CancelledError`` it raised is this timeout's.
+
+        Call it once, as soon as the attempt returns or raises. The timer is left armed:
+        it fires at most once more, finds nothing to do, and stops.
+        """
+        task, deadline.task = deadline.task, None
+        queue = deadline.queue
+        while queue and queue[0].task is None:
+            queue.popleft()
+        if not deadline.expired or task is None:
+            return False
+        # Balance this timeout's cancel request; any other request means a real cancel.
+        return task.uncancel() <= deadline.cancelling
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        earliest: float | None = None
+        for timeout, queue in list(self._queues.items()):
+            while queue and (queue[0].task is None or queue[0].when <= now):
+                deadline = queue.popleft()
+                if deadline.task is not None:
+                    deadline.expired = True
+                    deadline.task.cancel()
+            if not queue:
+                del self._queues[timeout]
+            elif earliest is None or queue[0].when < earliest:
+                earliest = queue[0].when
+        if earliest is not None:
+            self._arm(loop, earliest)

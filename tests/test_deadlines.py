@@ -1,0 +1,76 @@
+"""Per-attempt deadlines on one timer (``wfe_daemon.deadlines``), as the engine uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+
+from wfe_daemon.deadlines import Deadlines
+
+
+async def _attempt(deadlines: Deadlines, limit: float, work: float) -> str:
+    """What the engine does around one attempt: ``work`` seconds within ``limit`` seconds."""
+    deadline = deadlines.start(limit)
+    try:
+        try:
+            await asyncio.sleep(work)
+        finally:
+            timed_out = deadlines.end(deadline)
+    except asyncio.CancelledError:
+        if timed_out:
+            return "timed out"
+        raise
+    return "done"
+
+
+async def test_attempts_past_their_deadline_time_out_and_the_others_finish() -> None:
+    deadlines = Deadlines()
+    results = await asyncio.gather(
+        _attempt(deadlines, 5, 0.05), _attempt(deadlines, 0.05, 5), _attempt(deadlines, 0.1, 5),
+        _attempt(deadlines, 5, 0.2),
+    )
+    assert results == ["done", "timed out", "timed out", "done"]
+
+
+async def test_a_cancel_from_elsewhere_is_not_taken_for_the_timeout() -> None:
+    """Cancelled by its deadline and by someone else: the task stays cancelled."""
+    deadlines = Deadlines()
+    taken_for_timeout: list[bool] = []
+
+    async def attempt() -> None:
+        deadline = deadlines.start(0.01)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            asyncio.current_task().cancel()  # type: ignore[union-attr]  # a shutdown, say
+            taken_for_timeout.append(deadlines.end(deadline))
+            raise
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(attempt())
+    assert taken_for_timeout == [False]
+
+
+async def test_a_cancel_from_elsewhere_before_the_deadline_passes_through() -> None:
+    deadlines = Deadlines()
+    task = asyncio.create_task(_attempt(deadlines, 5, 5))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_ended_attempts_keep_neither_their_task_nor_an_entry() -> None:
+    """A long run of quick attempts under a long timeout holds no memory for them."""
+    deadlines = Deadlines()
+    tasks = [asyncio.create_task(_attempt(deadlines, 300, 0)) for _ in range(2000)]
+    refs = [weakref.ref(task) for task in tasks]
+    assert set(await asyncio.gather(*tasks)) == {"done"}
+    await asyncio.sleep(0)  # the loop lets go of the last callbacks it ran
+    del tasks
+    gc.collect()
+    assert not any(ref() is not None for ref in refs)
+    assert [len(queue) for queue in deadlines._queues.values()] == [0]
