@@ -6,6 +6,7 @@ connection is attempted, and unit tests of the pure parts use ``httpx.MockTransp
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import gzip
 import io
@@ -303,6 +304,16 @@ async def test_query_params(base: str, run_nodes: Callable[..., Any], server: _S
     assert server.requests[-1]["query"] == "q=a+b&n=3&tag=x&tag=y"
 
 
+async def test_query_params_are_added_to_the_urls_own(
+    base: str, run_nodes: Callable[..., Any], server: _Server
+) -> None:
+    """A URL's own query is kept: ``query`` adds to it, replacing a name both give."""
+    params = {"url": f"{base}/query?page=2&q=own", "query": {"q": "added", "n": 3}}
+    summary, _ = await run_nodes(get(params))
+    assert node(summary)["output"]["json"] == {"page": ["2"], "q": ["added"], "n": ["3"]}
+    assert server.requests[-1]["query"] == "page=2&q=added&n=3"
+
+
 async def test_redirect_followed(base: str, run_nodes: Callable[..., Any]) -> None:
     """A redirect to another local path is followed."""
     summary, _ = await run_nodes(get({"url": f"{base}/redirect?to=/json"}))
@@ -546,6 +557,46 @@ async def test_authorization_absent_from_errors(base: str, run_nodes: Callable[.
     summary, logs = await run_nodes(get(params))
     assert "s3cr3t" not in error_of(summary)
     assert "s3cr3t" not in logs
+
+
+async def test_secrets_in_urls_reach_the_server_but_no_message(
+    base: str, run_nodes: Callable[..., Any], server: _Server, tmp_path: Path
+) -> None:
+    """Secret-named query values and URL passwords are sent, and shown as *** in errors.
+
+    Whether they come from ``query``, the literal URL, a redirect's Location or userinfo,
+    the error in the summary, the log lines and the database keep the names only.
+    """
+    with_password = base.replace("http://", "http://me:pw-s3cr3t@")
+    summary, logs = await run_nodes([
+        get({"url": f"{base}/status/404?token=tok-s3cr3t&page=2",
+             "query": {"api_key": "key-s3cr3t"}}, "query"),
+        get({"url": f"{base}/redirect?to=/status/500%3FX-Api-Key%3Dloc-s3cr3t"}, "redirect"),
+        get({"url": f"{with_password}/status/404"}, "password"),
+    ])
+    assert error_of(summary, "query") == (
+        f"expected 2xx, got 404 from {base}/status/404?token=***&page=2&api_key=***"
+    )
+    assert error_of(summary, "redirect") == (
+        f"expected 2xx, got 500 from {base}/status/500?X-Api-Key=***"
+    )
+    assert error_of(summary, "password") == (
+        f"expected 2xx, got 404 from {with_password.replace('pw-s3cr3t', '***')}/status/404"
+    )
+    sent = {request["query"] for request in server.requests}
+    assert {"token=tok-s3cr3t&page=2&api_key=key-s3cr3t", "X-Api-Key=loc-s3cr3t"} <= sent
+    basic = "Basic " + base64.b64encode(b"me:pw-s3cr3t").decode()  # a URL's user:password
+    assert any(request["headers"].get("authorization") == basic for request in server.requests)
+    assert "s3cr3t" not in json.dumps(summary["nodes"])
+    assert "node.finished" in logs
+    assert "s3cr3t" not in logs
+    conn = sqlite3.connect(tmp_path / "wfe.db")
+    try:
+        errors = [row[0] for row in conn.execute("SELECT error FROM noderun")]
+    finally:
+        conn.close()
+    assert len(errors) == 3
+    assert not any("s3cr3t" in error for error in errors)
 
 
 # -- validation and wiring --------------------------------------------------------------------

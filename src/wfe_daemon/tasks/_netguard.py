@@ -281,6 +281,8 @@ def guarded_transport_class() -> type[Any]:
             # Exactly the URL httpx encoded (aiohttp must not re-quote it), and the host
             # checked is the one aiohttp connects to (IP literals skip the resolver).
             url = URL(str(request.url), encoded=True)
+            if url.raw_user is not None:  # httpx sent it as Authorization: Basic already
+                url = url.with_user(None)
             host = url.raw_host or ""
             address = literal_address(host)
             if address is not None:

@@ -190,7 +190,8 @@ class HttpGetTask:
                     ]
                 },
                 "default": {},
-                "description": "Query parameters added to the URL; a list repeats the name.",
+                "description": "Query parameters added to the URL's own (a name given here"
+                " replaces the URL's); a list repeats the name.",
             },
             "timeout": {
                 "type": "number",
@@ -243,7 +244,7 @@ class HttpGetTask:
             async with asyncio.timeout(timeout_s):
                 output = await fetch.run()
         except TimeoutError as exc:  # our deadline, or a per-read timeout below it
-            raise TaskFailed(f"GET {url} timed out after {timeout_s:g}s") from exc
+            raise TaskFailed(f"GET {_shown(url)} timed out after {timeout_s:g}s") from exc
         if target is not None:
             output["path"] = params["save_to"]
         return output
@@ -255,6 +256,8 @@ class _Fetch:
     def __init__(self, client: httpx.AsyncClient, url: str, params: Params, timeout_s: float,
                  limit: int, target: Path | None) -> None:
         self.client, self.url, self.params = client, url, params
+        self.shown = _shown(url)
+        """``url`` as messages show it (secrets in it as ``***``)."""
         self.timeout_s, self.limit, self.target = timeout_s, limit, target
         self.expect: Sequence[int] | None = params.get("expect_status")
 
@@ -262,14 +265,14 @@ class _Fetch:
         import httpx
 
         started = time.perf_counter()
-        url = self.url
+        url = self.shown  # what messages show; the request carries the real one
         try:
             request = self._first_request()
             for hop in range(MAX_REDIRECTS + 1):
-                url = str(request.url)
+                url = _shown(str(request.url))
                 # Before any connection; the transport checks again, on what aiohttp gets.
                 target = request.url
-                check_target(self.url if hop == 0 else url, target.scheme, target.host,
+                check_target(self.shown if hop == 0 else url, target.scheme, target.host,
                              self.client)
                 response = await self.client.send(request, stream=True)
                 try:
@@ -284,7 +287,7 @@ class _Fetch:
                     return await self._read(response, url, started)
                 finally:
                     await response.aclose()
-            raise TaskFailed(f"GET {self.url}: more than {MAX_REDIRECTS} redirects")
+            raise TaskFailed(f"GET {self.shown}: more than {MAX_REDIRECTS} redirects")
         except AddressRefused as exc:
             raise TaskFailed(f"GET {url}: {exc}") from exc
         except httpx.InvalidURL as exc:
@@ -298,9 +301,11 @@ class _Fetch:
         import httpx
 
         try:
+            url = httpx.URL(self.url)
+            if query := self.params.get("query"):
+                url = url.copy_merge_params(query)  # build_request's params= would replace
             return self.client.build_request(
-                "GET", self.url, headers=self.params.get("headers"),
-                params=self.params.get("query"),
+                "GET", url, headers=self.params.get("headers"),
                 # execute's deadline bounds the whole request (every hop, every read), so
                 # per-operation timeouts of the same length would only add timers.
                 timeout=None,
@@ -308,10 +313,10 @@ class _Fetch:
         except httpx.InvalidURL:
             # httpx refuses some legacy address spellings (0251.0376.0251.0376) as invalid:
             # a denied address says so rather than "invalid URL".
-            check_url(self.url, self.client)
+            check_url(self.shown, self.client)  # parses as the real URL: same scheme, host
             raise
         except (TypeError, ValueError) as exc:  # httpx.InvalidURL is not one of these
-            raise TaskFailed(f"GET {self.url}: invalid request: {exc}") from exc
+            raise TaskFailed(f"GET {self.shown}: invalid request: {exc}") from exc
 
     def _check_status(self, response: httpx.Response, url: str) -> None:
         code = response.status_code
@@ -347,6 +352,35 @@ class _Fetch:
             if parsed is not MISSING:
                 output["json"] = parsed
         return output
+
+
+def _shown(url: str) -> str:
+    """``url`` as messages show it: secret-named query values and a password as ``***``.
+
+    ``?api_key=...``, ``&token=...`` (any name :func:`~wfe_daemon.model.is_secret_key`
+    matches) and ``user:password@`` keep their names; everything else is left as written.
+    """
+    from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+    if "?" not in url and "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    pairs = parts.query.split("&") if parts.query else []
+    query = "&".join(
+        f"{name}=***" if eq and is_secret_key(unquote_plus(name)) else f"{name}{eq}{value}"
+        for name, eq, value in (pair.partition("=") for pair in pairs)
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _shown_headers(headers: httpx.Headers) -> dict[str, str]:
