@@ -259,6 +259,45 @@ def test_rejected_file_lists_every_problem_and_runs_nothing(
     assert validated.stderr.splitlines() == summary["errors"]
 
 
+def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
+    run_cli: Cli, write_workflow: Writer, db_path: Path
+) -> None:
+    """A secret-named param that fails its schema, in the file or once resolved: the
+    problem names the param and the rule, and the value reaches no output, log or row."""
+    rejected = write_workflow({"name": "w", "nodes": [{
+        "id": "get", "type": "http_get",
+        "params": {"url": "http://127.0.0.1:9/", "headers": {"Authorization": ["Bearer v4lue-a"]}},
+    }]})
+    resolved = write_workflow({"name": "w", "nodes": [
+        {"id": "creds", "type": "echo", "params": {"token": ["Bearer v4lue-b"]}},
+        {"id": "get", "type": "http_get", "depends_on": ["creds"], "params": {
+            "url": "http://127.0.0.1:9/", "headers": {"Authorization": "{{ creds.token }}"}}},
+    ]})
+
+    first = run_cli("execute", rejected)
+    validated = run_cli("validate", rejected)
+    second = run_cli("execute", resolved)
+
+    assert summary_of(first)["status"] == "REJECTED"
+    assert summary_of(first)["errors"] == [
+        "node 'get': params: headers.Authorization: is not of type 'string'"
+        " (a secret: its value is not shown)"
+    ]
+    assert validated.stderr.splitlines() == summary_of(first)["errors"]
+    node = summary_of(second)["nodes"]["get"]
+    assert node["status"] == "FAILED"
+    assert node["error"] == (
+        "params: headers.Authorization: is not of type 'string' (a secret: its value is not shown)"
+    )
+    everything = [first.stdout, first.stderr, validated.stderr, second.stdout, second.stderr]
+    assert not any("v4lue" in text for text in everything)
+    connection = sqlite3.connect(db_path)
+    try:
+        assert "v4lue" not in "\n".join(connection.iterdump())
+    finally:
+        connection.close()
+
+
 def test_cycle_is_named_as_a_path(run_cli: Cli, write_workflow: Writer) -> None:
     """The cycle's problem names its path, as in ``cycle: a -> b -> a``."""
     path = write_workflow(REJECTED["cycle"][0])

@@ -6,9 +6,10 @@ import importlib.metadata
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, runtime_checkable
 
 from wfe_daemon.errors import ConfigError
+from wfe_daemon.model import is_secret_key, redact_secrets
 from wfe_daemon.refs import contains_ref
 
 if TYPE_CHECKING:
@@ -199,9 +200,33 @@ class TaskRegistry:
 
 
 def _message(error: Any) -> str:
-    """The schema's own wording of a failed ``pattern``, else jsonschema's message."""
+    """The schema's own wording of a failed ``pattern``, else jsonschema's message.
+
+    A value under a secret-named key (``headers.Authorization``, ``api_key``...), or one
+    holding such a key, is never quoted: the message names the rule it broke instead.
+    """
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     wording = schema.get("errorMessage")
+    if _holds_secret(error):
+        if error.validator == "type":
+            broken = f"is not of type {error.validator_value!r}"
+        elif isinstance(wording, str):
+            broken = wording
+        else:
+            broken = f"fails the schema's {error.validator!r} rule"
+        return f"{broken} (a secret: its value is not shown)"
     if error.validator == "pattern" and isinstance(wording, str):
         return f"{wording}, got {error.instance!r}"
     return str(error.message)
+
+
+_NAMES_ONLY: Final = frozenset({"required", "additionalProperties", "dependentRequired"})
+"""Rules whose messages quote property names, never values."""
+
+
+def _holds_secret(error: Any) -> bool:
+    if error.validator in _NAMES_ONLY:
+        return False
+    if any(isinstance(part, str) and is_secret_key(part) for part in error.absolute_path):
+        return True
+    return redact_secrets(error.instance) is not error.instance
