@@ -133,6 +133,29 @@ def test_file_written_slowly_in_place_runs_normally(daemons: Daemons) -> None:
     assert not any((daemons.inbox / "rejected").iterdir())
 
 
+def test_writer_pausing_past_the_settle_time_is_waited_for(daemons: Daemons) -> None:
+    """A file still open for writing is not rejected however long its writer pauses (3 s
+    here, past the 2 s settle time); once closed, a broken file is rejected as before."""
+    daemons.start()
+    content = json.dumps(echo_doc("paused")).encode()
+    with open(daemons.inbox / "paused.json", "wb") as file:
+        file.write(content[: len(content) // 2])
+        file.flush()
+        time.sleep(3.0)
+        assert not any((daemons.inbox / "rejected").iterdir())
+        file.write(content[len(content) // 2 :])
+    with open(daemons.inbox / "broken.json", "wb") as file:
+        file.write(content[: len(content) // 2])
+
+    result = wait_result(daemons.outbox, "paused")
+    assert result["status"] == "SUCCESS", result
+    assert result["nodes"]["a"]["output"] == {"n": "paused"}
+    broken = wait_result(daemons.outbox, "broken")
+    assert broken["status"] == "REJECTED"
+    assert "invalid JSON" in broken["errors"][0]
+    assert [p.name for p in (daemons.inbox / "rejected").iterdir()] == ["broken.json"]
+
+
 def test_files_present_before_start_are_processed_and_others_left_alone(
     daemons: Daemons,
 ) -> None:

@@ -26,6 +26,8 @@ import structlog
 from watchfiles import Change
 from watchfiles._rust_notify import RustNotify  # awatch's engine: see Intake._changes
 
+from wfe_daemon._writing import WriteWatch
+
 __all__ = ["Claimed", "Intake", "leftover_claims", "settle_file"]
 
 log = structlog.get_logger()
@@ -70,6 +72,7 @@ class _Probe:
     problem: str | None
     ready: bool  # False: probably still being written, look again later
     ctime: float | None = None
+    settled: bool = False  # unchanged for settle_s: ready even if it does not parse
 
 
 class Intake:
@@ -81,7 +84,9 @@ class Intake:
         rescan_interval: seconds between full listings of the inbox, a safety net for
             missed watch events (and the only source of files if watching fails).
         settle_s: a file that does not parse as JSON is left alone while it was modified in the
-            last ``settle_s`` seconds (it may be half-written), then claimed anyway.
+            last ``settle_s`` seconds (it may be half-written), then claimed anyway, unless
+            inotify says a process still has it open after writing to it
+            (:mod:`wfe_daemon._writing`): a writer that pauses mid-file is waited for.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class Intake:
         self.settle_s = settle_s
         # Candidate names in arrival order -> monotonic time before which not to look again.
         self._pending: dict[str, float] = {}
+        self._write_watch: WriteWatch | None = None
 
     async def run(
         self,
@@ -122,21 +128,22 @@ class Intake:
         """
         for sub in ("", PROCESSING, PROCESSED, REJECTED):
             (self.inbox / sub).mkdir(parents=True, exist_ok=True)
-        async with aclosing(self._changes()) as changes:
-            await anext(changes)  # arms the watcher; the scan below sees what came meanwhile
-            task_status.started()
-            if after is not None:
-                await after.wait()
-            next_scan = anyio.current_time()
-            fresh: set[str] = set()
-            while True:
-                if fresh:
-                    self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, fresh))
-                if anyio.current_time() >= next_scan:
-                    self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, None))
-                    next_scan = anyio.current_time() + self.rescan_interval
-                await self._drain(send)
-                fresh = await anext(changes)
+        with contextlib.closing(WriteWatch(self.inbox)) as self._write_watch:
+            async with aclosing(self._changes()) as changes:
+                await anext(changes)  # arms the watcher; the scan below sees what came meanwhile
+                task_status.started()
+                if after is not None:
+                    await after.wait()
+                next_scan = anyio.current_time()
+                fresh: set[str] = set()
+                while True:
+                    if fresh:
+                        self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, fresh))
+                    if anyio.current_time() >= next_scan:
+                        self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, None))
+                        next_scan = anyio.current_time() + self.rescan_interval
+                    await self._drain(send)
+                    fresh = await anext(changes)
 
     async def _changes(self) -> AsyncGenerator[set[str], None]:
         """Yield changed candidate names, or an empty set each tick; poll if watching fails.
@@ -190,6 +197,8 @@ class Intake:
             self._pending.setdefault(name, 0.0)
 
     async def _drain(self, send: anyio.abc.ObjectSendStream[Claimed]) -> None:
+        if self._write_watch is not None:
+            self._write_watch.update()
         for name in list(self._pending):
             if self._pending[name] <= anyio.current_time():
                 await self._take(name, send)
@@ -198,7 +207,7 @@ class Intake:
         """Claim ``name`` and send it, unless it is gone, not a file, or still being written."""
         try:
             probe = await self._probe(self.inbox / name)
-            if probe is not None and not probe.ready:
+            if probe is not None and (not probe.ready or self._paused_writer(name, probe)):
                 self._pending[name] = anyio.current_time() + _RECHECK_S
                 return
             del self._pending[name]
@@ -218,6 +227,11 @@ class Intake:
             log.warning("intake.file_error", name=name, error=_describe(exc))
             probe = _Probe(0, None, f"cannot read file: {_describe(exc)}", True)
         await send.send(Claimed(dest, name, probe.data, probe.problem, probe.ctime))
+
+    def _paused_writer(self, name: str, probe: _Probe) -> bool:
+        """A settled file that does not parse, still open after a write: its writer paused."""
+        return (probe.settled and probe.data is not None and self._write_watch is not None
+                and self._write_watch.writing(name) and not _parses(probe.data))
 
     async def _probe(self, path: Path) -> _Probe | None:
         """Open and inspect ``path``; None when it is gone or not a regular file."""
@@ -248,7 +262,7 @@ class Intake:
         )
         settled = time.time() - after.st_mtime >= self.settle_s
         ready = not changed and (settled or _parses(data))
-        return _Probe(before.st_ino, data, None, ready, before.st_ctime)
+        return _Probe(before.st_ino, data, None, ready, before.st_ctime, settled)
 
 
 def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:
