@@ -340,6 +340,32 @@ async def test_node_failing_after_all_retries_is_failed_with_last_error(
     assert node_rows(sql, summary["run_id"])["f"]["attempts"] == 3
 
 
+class SlowDefaultTask(_TestTask):
+    """Sleeps ``params["seconds"]``; its type's default timeout is 0.2 s."""
+
+    type: ClassVar[str] = "slow_default"
+    default_timeout: ClassVar[float | None] = 0.2
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        await asyncio.sleep(params["seconds"])
+        return {}
+
+
+async def test_the_task_types_default_timeout_comes_between_the_nodes_and_task_timeout(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A node's own timeout, else its task type's default, else task_timeout."""
+    engine = engine_factory(SlowDefaultTask(), task_timeout=300)
+    summary = await run_doc(engine, workflow(
+        node("typed", "slow_default", params={"seconds": 30}),
+        node("own", "slow_default", params={"seconds": 0.5}, timeout=1),
+    ))
+
+    nodes = summary["nodes"]
+    assert nodes["typed"]["error"] == "timed out after 0.2s"
+    assert nodes["own"]["status"] == "SUCCESS"  # its own 1 s beats the type's 0.2 s
+
+
 async def test_a_short_timeout_started_after_a_long_one_fires_on_time(
     engine_factory: Callable[..., Engine],
 ) -> None:
