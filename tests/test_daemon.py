@@ -295,6 +295,64 @@ def test_sigterm_exits_0_within_the_grace_and_the_next_start_finishes(
     assert second.terminate() == 0
 
 
+def test_sigterm_lets_a_node_ending_within_the_grace_finish_and_publish(
+    daemons: Daemons,
+) -> None:
+    """A run whose last node ends inside shutdown_grace completes before the exit: its
+    result is in the outbox, its file in processed/, its run SUCCESS; the logs say so."""
+    daemon = daemons.start(WFE_SHUTDOWN_GRACE="10")
+    drop(daemons.inbox, "short.json", echo_then_sleep("short", 1.0))
+    wait_until(
+        lambda: try_query(
+            daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'b' AND status = 'RUNNING'"
+        ),
+        10,
+        "b running",
+    )
+    assert daemon.terminate() == 0
+
+    result = read_json(daemons.outbox / "short.result.json")  # written before the exit
+    assert result["status"] == "SUCCESS"
+    assert (daemons.inbox / "processed" / "short.json").exists()
+    (run,) = query(daemons.db_path, "SELECT status FROM workflowrun")
+    assert run["status"] == "SUCCESS"
+    (started,) = daemon.events("daemon.started")
+    assert {"timestamp", "level", "inbox", "outbox"} <= started.keys()
+    (stopping,) = daemon.events("daemon.stopping")
+    assert stopping["grace"] == 10
+    (finished,) = daemon.events("workflow.finished")
+    assert (finished["run_id"], finished["status"]) == (result["run_id"], "SUCCESS")
+    ended = {e["node_id"]: e for e in daemon.events("node.finished")}
+    assert ended["b"]["task_type"] == "sleep"
+    assert ended["b"]["status"] == "SUCCESS"
+    assert ended["b"]["attempt"] == 1
+    assert ended["b"]["duration"] >= 1.0
+
+
+def test_rejections_and_retries_are_logged_with_their_context(daemons: Daemons) -> None:
+    """workflow.rejected names the problems; node.retry and node.finished carry the error."""
+    daemon = daemons.start()
+    drop(daemons.inbox, "bad.json", {"name": "bad", "nodes": [{"id": "a", "type": "nope"}]})
+    drop(daemons.inbox, "retried.json", {"name": "retried", "nodes": [{
+        "id": "s", "type": "shell", "params": {"argv": ["false"]},
+        "retries": 1, "retry_delay": 0,
+    }]})
+    rejected = wait_result(daemons.outbox, "bad")
+    failed = wait_result(daemons.outbox, "retried")
+
+    (event,) = daemon.events("workflow.rejected")
+    assert event["run_id"] == rejected["run_id"]
+    assert event["level"] == "warning"
+    assert any("nope" in problem for problem in event["errors"])
+    (retry,) = daemon.events("node.retry")
+    assert (retry["run_id"], retry["node_id"], retry["attempt"]) == (failed["run_id"], "s", 1)
+    assert retry["workflow"] == "retried"
+    assert retry["error"] == failed["nodes"]["s"]["error"]
+    (ended,) = [e for e in daemon.events("node.finished") if e["node_id"] == "s"]
+    assert (ended["status"], ended["attempt"]) == ("FAILED", 2)
+    assert ended["error"] == failed["nodes"]["s"]["error"]
+
+
 def test_a_second_signal_stops_at_once(daemons: Daemons) -> None:
     """A second SIGTERM during the grace period ends the daemon without waiting out the grace."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="30")
