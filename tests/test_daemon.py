@@ -353,6 +353,29 @@ def test_rejections_and_retries_are_logged_with_their_context(daemons: Daemons) 
     assert ended["error"] == failed["nodes"]["s"]["error"]
 
 
+def test_no_more_than_max_concurrent_workflows_run_at_once(daemons: Daemons) -> None:
+    """With max_concurrent_workflows = 2, six files dropped together run two at a time,
+    in arrival order, as their rows in the database show."""
+    daemon = daemons.start(WFE_MAX_CONCURRENT_WORKFLOWS="2")
+    names = [f"w{i}" for i in range(6)]
+    for name in names:
+        drop(daemons.inbox, f"{name}.json", echo_then_sleep(name, 0.4))
+    for name in names:
+        assert wait_result(daemons.outbox, name)["status"] == "SUCCESS"
+
+    runs = query(daemons.db_path, "SELECT name, started_at, finished_at FROM workflowrun"
+                                  " ORDER BY id")
+    assert [run["name"] for run in runs] == names
+    edges = sorted([(run["started_at"], 1) for run in runs]
+                   + [(run["finished_at"], -1) for run in runs], key=lambda e: (e[0], e[1]))
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    assert most == 2
+    assert daemon.terminate() == 0
+
+
 def test_a_second_signal_stops_at_once(daemons: Daemons) -> None:
     """A second SIGTERM during the grace period ends the daemon without waiting out the grace."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="30")
