@@ -298,6 +298,42 @@ def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
         connection.close()
 
 
+def test_the_config_file_in_effect_and_its_precedence(tmp_path: Path) -> None:
+    """config/wfe.toml when present, else nothing; --config over $WFE_CONFIG over it;
+    WFE_* over any file; relative paths resolve against the working directory."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "wfe.toml").write_text('db_path = "state/default.db"\n')
+    (tmp_path / "other.toml").write_text('db_path = "state/other.db"\n')
+    (tmp_path / "third.toml").write_text('db_path = "state/third.db"\n')
+    (tmp_path / "wf.json").write_text(json.dumps(
+        {"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {}}]}))
+    base = {key: value for key, value in os.environ.items() if not key.startswith("WFE_")}
+
+    def run(*args: str, **env: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "wfe_daemon", "execute", *args, "wf.json"],
+                              cwd=tmp_path, env={**base, **env}, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert summary_of(done)["status"] == "SUCCESS"
+
+    def runs_in(name: str) -> int:
+        connection = sqlite3.connect(tmp_path / "state" / name)
+        try:
+            return int(connection.execute("SELECT count(*) FROM workflowrun").fetchone()[0])
+        finally:
+            connection.close()
+
+    run()
+    run("--config", "other.toml")
+    run(WFE_CONFIG="third.toml")
+    run("--config", "other.toml", WFE_CONFIG="third.toml")
+    run("--config", "other.toml", WFE_DB_PATH="state/env.db")
+
+    assert (runs_in("default.db"), runs_in("other.db"), runs_in("third.db")) == (1, 2, 1)
+    assert runs_in("env.db") == 1
+    assert not (tmp_path / "data" / "workflows.db").exists()  # the built-in default, unused
+
+
 def test_cycle_is_named_as_a_path(run_cli: Cli, write_workflow: Writer) -> None:
     """The cycle's problem names its path, as in ``cycle: a -> b -> a``."""
     path = write_workflow(REJECTED["cycle"][0])
