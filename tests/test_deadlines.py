@@ -74,3 +74,30 @@ async def test_ended_attempts_keep_neither_their_task_nor_an_entry() -> None:
     gc.collect()
     assert not any(ref() is not None for ref in refs)
     assert [len(queue) for queue in deadlines._queues.values()] == [0]
+
+
+async def test_a_scope_raises_timeout_error_and_nested_scopes_each_answer_for_their_own() -> None:
+    """As with ``asyncio.timeout``: the scope whose deadline passed raises TimeoutError out
+    of its block; an outer scope's cancel passes through an inner one untouched."""
+    deadlines = Deadlines()
+
+    async def nested(inner: float, outer: float) -> str:
+        try:
+            with deadlines.scope(outer) as outer_scope:
+                try:
+                    with deadlines.scope(inner) as inner_scope:
+                        await asyncio.sleep(5)
+                except TimeoutError:
+                    assert inner_scope.expired and not outer_scope.expired
+                    return "inner"
+        except TimeoutError:
+            assert outer_scope.expired and not inner_scope.expired
+            return "outer"
+        return "neither"
+
+    assert await nested(0.05, 5) == "inner"
+    assert await nested(5, 0.05) == "outer"
+
+    with deadlines.scope(5) as scope:
+        await asyncio.sleep(0)
+    assert not scope.expired

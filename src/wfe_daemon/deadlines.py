@@ -10,7 +10,8 @@ ended entries at the head of its queue, so a queue holds about the attempts runn
 
 Cancelling follows ``asyncio.timeout``: the attempt's task is cancelled, and the
 ``CancelledError`` counts as this timeout only if nothing else asked to cancel the task
-meanwhile (:meth:`Deadlines.end`).
+meanwhile (:meth:`Deadlines.end`). :meth:`Deadlines.scope` wraps that as a context
+manager that raises ``TimeoutError``, the way the engine and tasks (``ctx.timeout``) use it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from types import TracebackType
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +41,10 @@ class Deadlines:
     def __init__(self) -> None:
         self._queues: dict[float, deque[Deadline]] = {}
         self._timer: asyncio.TimerHandle | None = None
+
+    def scope(self, seconds: float) -> Scope:
+        """``with deadlines.scope(seconds):`` as ``async with asyncio.timeout(seconds):``."""
+        return Scope(self, seconds)
 
     def start(self, timeout: float) -> Deadline:
         """The current task must finish within ``timeout`` seconds from now, or be cancelled."""
@@ -90,3 +96,31 @@ class Deadlines:
                 earliest = queue[0].when
         if earliest is not None:
             self._arm(loop, earliest)
+
+
+class Scope:
+    """Raises ``TimeoutError`` out of its block when the block outlives its deadline."""
+
+    __slots__ = ("_deadline", "_deadlines", "_seconds")
+
+    def __init__(self, deadlines: Deadlines, seconds: float) -> None:
+        self._deadlines = deadlines
+        self._seconds = seconds
+        self._deadline: Deadline | None = None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed while the block ran (and cancelled it)."""
+        return self._deadline is not None and self._deadline.expired
+
+    def __enter__(self) -> Scope:
+        self._deadline = self._deadlines.start(self._seconds)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._deadline is not None
+        if self._deadlines.end(self._deadline) and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc

@@ -409,18 +409,16 @@ class _Run:
         task = engine.registry.get(node.type)
         timeout = node.timeout or task.default_timeout or engine.settings.task_timeout
         ctx = TaskContext(self.run_id, self.workflow.name, node.id, state.attempts,
-                          engine.settings, engine.services)
-        deadline = engine.deadlines.start(timeout)
+                          engine.settings, engine.services, engine.deadlines)
+        scope = engine.deadlines.scope(timeout)
         try:
-            try:
+            with scope:
                 params = self._params(node)
                 output = await engine.attempts[node.type](task, params, ctx)
-            finally:
-                timed_out = engine.deadlines.end(deadline)
-        except asyncio.CancelledError:
-            if timed_out:
+        except TimeoutError as exc:
+            if scope.expired:
                 return str(TaskTimeout(f"timed out after {timeout:g}s"))
-            raise
+            return f"TimeoutError: {exc}"
         except TaskError as exc:
             return str(exc)
         except Exception as exc:

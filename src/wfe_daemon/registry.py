@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, runtime_checkable
 
+from wfe_daemon.deadlines import Deadlines, Scope
 from wfe_daemon.errors import ConfigError
 from wfe_daemon.model import is_secret_key, redact_secrets
 from wfe_daemon.refs import contains_ref
@@ -34,6 +35,13 @@ class TaskContext:
     settings: Settings
     services: Mapping[str, Any]
     """Process-wide resources opened by the daemon (for example a shared HTTP client)."""
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    """The engine's timer for attempt timeouts; use it through :meth:`timeout`."""
+
+    def timeout(self, seconds: float) -> Scope:
+        """``with ctx.timeout(seconds):`` raises ``TimeoutError`` out of a block that takes
+        longer, like ``async with asyncio.timeout(seconds):`` but on the engine's one timer."""
+        return self.deadlines.scope(seconds)
 
     @property
     def data_dir(self) -> Path:

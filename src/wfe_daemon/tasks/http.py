@@ -227,8 +227,6 @@ class HttpGetTask:
     default_timeout: ClassVar[float | None] = 60.0
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
-        import asyncio
-
         client = ctx.services.get("http")
         if client is None:
             raise TaskFailed("http_get: no HTTP client: the engine was built without"
@@ -241,7 +239,7 @@ class HttpGetTask:
             limit = DEFAULT_MAX_BYTES if target is None else DEFAULT_MAX_BYTES_SAVED
         fetch = _Fetch(client, url, params, timeout_s, limit, target)
         try:
-            async with asyncio.timeout(timeout_s):
+            with ctx.timeout(timeout_s):
                 output = await fetch.run()
         except TimeoutError as exc:  # our deadline, or a per-read timeout below it
             raise TaskFailed(f"GET {_shown(url)} timed out after {timeout_s:g}s") from exc
@@ -360,10 +358,10 @@ def _shown(url: str) -> str:
     ``?api_key=...``, ``&token=...`` (any name :func:`~wfe_daemon.model.is_secret_key`
     matches) and ``user:password@`` keep their names; everything else is left as written.
     """
-    from urllib.parse import unquote_plus, urlsplit, urlunsplit
-
     if "?" not in url and "@" not in url:
         return url
+    from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
     try:
         parts = urlsplit(url)
         password = parts.password
