@@ -76,20 +76,19 @@ def _cached_secret_keys() -> contextlib.AbstractContextManager[None]:
 
 
 def _no_timeout_scope() -> contextlib.AbstractContextManager[None]:
-    import wfe_daemon.engine as engine
+    from wfe_daemon.deadlines import Deadlines
 
-    return _setattrs((engine.asyncio, "timeout", lambda _s: _NullScope()))
+    return _setattrs((Deadlines, "scope", lambda _self, _seconds: _NullScope()))
 
 
 class _NullScope:
-    async def __aenter__(self) -> _NullScope:
+    expired = False
+
+    def __enter__(self) -> _NullScope:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
-
-    def expired(self) -> bool:
-        return False
 
 
 @contextlib.contextmanager
@@ -108,7 +107,7 @@ ABLATIONS: dict[str, tuple[str, Patch | None]] = {
     "no output encoding (strictjson.compact)": ("INFO", _no_output_check),
     "now_iso() constant": ("INFO", _fixed_clock),
     "is_secret_key cached (lru_cache)": ("INFO", _cached_secret_keys),
-    "no asyncio.timeout scope per attempt": ("INFO", _no_timeout_scope),
+    "no timeout scope per attempt (Deadlines.scope)": ("INFO", _no_timeout_scope),
     "all of the above, logs WARNING": ("WARNING", lambda: _all(
         _no_node_writes, _no_redact, _no_output_check, _fixed_clock, _cached_secret_keys,
         _no_timeout_scope)),
