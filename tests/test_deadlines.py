@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
 
 import pytest
 
 from wfe_daemon.deadlines import Deadlines
+from wfe_daemon.eventloop import run
 
 
 async def _attempt(deadlines: Deadlines, limit: float, work: float) -> str:
@@ -73,7 +75,42 @@ async def test_ended_attempts_keep_neither_their_task_nor_an_entry() -> None:
     del tasks
     gc.collect()
     assert not any(ref() is not None for ref in refs)
-    assert [len(queue) for queue in deadlines._queues.values()] == [0]
+    assert [len(queue.entries) for queue in deadlines._queues.values()] == [0]
+
+
+async def test_quick_attempts_behind_a_slow_one_do_not_pile_up() -> None:
+    """One attempt runs long; thousands with the same timeout end meanwhile: the queue
+    keeps about the running ones, not every ended one behind the slow head."""
+    deadlines = Deadlines()
+    slow = asyncio.create_task(_attempt(deadlines, 300, 5))
+    await asyncio.sleep(0)
+    for _ in range(20):
+        assert set(await asyncio.gather(
+            *(_attempt(deadlines, 300, 0) for _ in range(500))
+        )) == {"done"}
+    (queue,) = deadlines._queues.values()
+    assert len(queue.entries) < 200
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+
+
+def test_a_deadline_on_a_new_event_loop_fires_though_the_last_loop_left_a_timer() -> None:
+    """An engine outliving a loop (tests do) still times out on the next one."""
+    deadlines = Deadlines()
+
+    async def first() -> None:
+        with deadlines.scope(0.5):  # arms a timer on this loop, never fired
+            await asyncio.sleep(0)
+
+    async def second() -> float:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError), deadlines.scope(0.6):
+            await asyncio.sleep(3)
+        return time.monotonic() - started
+
+    run(first())
+    assert run(second()) < 2
 
 
 async def test_a_scope_raises_timeout_error_and_nested_scopes_each_answer_for_their_own() -> None:

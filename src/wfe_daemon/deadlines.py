@@ -6,7 +6,8 @@ the same timeout share a queue: their deadlines come in the order they started, 
 earliest is always at the head, and one loop timer is armed for the earliest head of all
 queues. When it fires, it cancels the attempts past their deadline, drops the ended ones,
 and is armed again for the next. An attempt that ends marks its entry and drops the
-ended entries at the head of its queue, so a queue holds about the attempts running.
+ended entries at the head of its queue; a queue whose ended entries outnumber the running
+ones behind a slow attempt is rebuilt, so it holds about twice the attempts running.
 
 Cancelling follows ``asyncio.timeout``: the attempt's task is cancelled, and the
 ``CancelledError`` counts as this timeout only if nothing else asked to cancel the task
@@ -20,6 +21,24 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Final
+
+_EARLY_S: Final = 0.001
+"""A deadline this close counts as passed: uvloop rounds timers to the millisecond, and
+may fire that much before the time asked."""
+_COMPACT_AT: Final = 64
+"""Ended entries a queue may hold behind a running one before it is rebuilt."""
+
+
+class _Queue:
+    """The deadlines of one timeout value, in the order they started (so of their ends)."""
+
+    __slots__ = ("ended", "entries")
+
+    def __init__(self) -> None:
+        self.entries: deque[Deadline] = deque()
+        self.ended = 0
+        """Entries still in ``entries`` whose attempt has ended."""
 
 
 @dataclass(slots=True, eq=False)
@@ -31,7 +50,8 @@ class Deadline:
     """The attempt's task; ``None`` once the attempt has ended."""
     cancelling: int
     """``task.cancelling()`` at the start: cancel requests that were not this timeout's."""
-    queue: deque[Deadline]
+    queue: _Queue | None
+    """The queue holding this entry; ``None`` once taken out of it."""
     expired: bool = False
 
 
@@ -39,8 +59,9 @@ class Deadlines:
     """The deadlines of the attempts running on one event loop (one per engine)."""
 
     def __init__(self) -> None:
-        self._queues: dict[float, deque[Deadline]] = {}
+        self._queues: dict[float, _Queue] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def scope(self, seconds: float) -> Scope:
         """``with deadlines.scope(seconds):`` as ``async with asyncio.timeout(seconds):``."""
@@ -51,11 +72,14 @@ class Deadlines:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None, "Deadlines.start outside a task"
+        if loop is not self._loop:  # a new loop: what the old one held died with it
+            self._queues.clear()
+            self._timer, self._loop = None, loop
         queue = self._queues.get(timeout)
         if queue is None:
-            queue = self._queues[timeout] = deque()
+            queue = self._queues[timeout] = _Queue()
         deadline = Deadline(loop.time() + timeout, task, task.cancelling(), queue)
-        queue.append(deadline)
+        queue.entries.append(deadline)
         if self._timer is None or deadline.when < self._timer.when():
             self._arm(loop, deadline.when)
         return deadline
@@ -68,8 +92,9 @@ class Deadlines:
         """
         task, deadline.task = deadline.task, None
         queue = deadline.queue
-        while queue and queue[0].task is None:
-            queue.popleft()
+        if queue is not None:
+            queue.ended += 1
+            _drop_ended(queue)
         if not deadline.expired or task is None:
             return False
         # Balance this timeout's cancel request; any other request means a real cancel.
@@ -82,20 +107,40 @@ class Deadlines:
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        now = loop.time()
+        now = loop.time() + _EARLY_S
         earliest: float | None = None
         for timeout, queue in list(self._queues.items()):
-            while queue and (queue[0].task is None or queue[0].when <= now):
-                deadline = queue.popleft()
-                if deadline.task is not None:
+            entries = queue.entries
+            _drop_ended(queue)
+            while entries and entries[0].when <= now:
+                deadline = entries.popleft()
+                deadline.queue = None
+                if deadline.task is None:
+                    queue.ended -= 1
+                else:
                     deadline.expired = True
                     deadline.task.cancel()
-            if not queue:
+                _drop_ended(queue)
+            if not entries:
                 del self._queues[timeout]
-            elif earliest is None or queue[0].when < earliest:
-                earliest = queue[0].when
+            elif earliest is None or entries[0].when < earliest:
+                earliest = entries[0].when
         if earliest is not None:
             self._arm(loop, earliest)
+
+
+def _drop_ended(queue: _Queue) -> None:
+    """Drop ended entries from the head; rebuild when too many wait behind a running one."""
+    entries = queue.entries
+    while entries and entries[0].task is None:
+        entries.popleft().queue = None
+        queue.ended -= 1
+    if queue.ended > _COMPACT_AT and 2 * queue.ended > len(entries):
+        for deadline in entries:
+            if deadline.task is None:
+                deadline.queue = None
+        queue.entries = deque(d for d in entries if d.task is not None)
+        queue.ended = 0
 
 
 class Scope:
