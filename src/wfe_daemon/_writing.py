@@ -28,7 +28,9 @@ from typing import Final
 HOLD_MAX_S: Final = 60.0
 
 _IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x2, 0x8, 0x40, 0x80
-_IN_CREATE, _IN_DELETE, _IN_Q_OVERFLOW = 0x100, 0x200, 0x4000
+_IN_CREATE, _IN_DELETE, _IN_Q_OVERFLOW, _IN_ISDIR = 0x100, 0x200, 0x4000, 0x40000000
+_PRUNE_ABOVE: Final = 256
+"""Names kept before those silent for ``HOLD_MAX_S`` are dropped (links never close)."""
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 _MASK: Final = (_IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE
                 | _IN_DELETE)
@@ -78,7 +80,11 @@ class WriteWatch:
                 _, mask, _, length = _HEADER.unpack_from(data, offset)
                 raw = data[offset + _HEADER.size:offset + _HEADER.size + length]
                 offset += _HEADER.size + length
-                self._apply(mask, os.fsdecode(raw.rstrip(b"\0")), now)
+                if not mask & _IN_ISDIR:
+                    self._apply(mask, os.fsdecode(raw.rstrip(b"\0")), now)
+            if len(self._writing) > _PRUNE_ABOVE:
+                self._writing = {name: last for name, last in self._writing.items()
+                                 if now - last < HOLD_MAX_S}
 
     def _apply(self, mask: int, name: str, now: float) -> None:
         if mask & _IN_Q_OVERFLOW:
