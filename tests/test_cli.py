@@ -268,6 +268,9 @@ def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
         "id": "get", "type": "http_get",
         "params": {"url": "http://127.0.0.1:9/", "headers": {"Authorization": ["Bearer v4lue-a"]}},
     }]})
+    bad_url = write_workflow({"name": "w", "nodes": [{
+        "id": "get", "type": "http_get", "params": {"url": "ftp://me:v4lue-c@h/?api_key=v4lue-d"},
+    }]})
     resolved = write_workflow({"name": "w", "nodes": [
         {"id": "creds", "type": "echo", "params": {"token": ["Bearer v4lue-b"]}},
         {"id": "get", "type": "http_get", "depends_on": ["creds"], "params": {
@@ -277,6 +280,7 @@ def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
     first = run_cli("execute", rejected)
     validated = run_cli("validate", rejected)
     second = run_cli("execute", resolved)
+    third = run_cli("execute", bad_url)
 
     assert summary_of(first)["status"] == "REJECTED"
     assert summary_of(first)["errors"] == [
@@ -289,7 +293,11 @@ def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
     assert node["error"] == (
         "params: headers.Authorization: is not of type 'string' (a secret: its value is not shown)"
     )
-    everything = [first.stdout, first.stderr, validated.stderr, second.stdout, second.stderr]
+    assert summary_of(third)["errors"] == [
+        "node 'get': params: url: must be an http:// or https:// URL, got 'ftp://***@h/?api_key=***'"
+    ]
+    everything = [first.stdout, first.stderr, validated.stderr, second.stdout, second.stderr,
+                  third.stdout, third.stderr]
     assert not any("v4lue" in text for text in everything)
     connection = sqlite3.connect(db_path)
     try:

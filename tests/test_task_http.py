@@ -307,11 +307,13 @@ async def test_query_params(base: str, run_nodes: Callable[..., Any], server: _S
 async def test_query_params_are_added_to_the_urls_own(
     base: str, run_nodes: Callable[..., Any], server: _Server
 ) -> None:
-    """A URL's own query is kept: ``query`` adds to it, replacing a name both give."""
-    params = {"url": f"{base}/query?page=2&q=own", "query": {"q": "added", "n": 3}}
+    """A URL's own query is kept byte for byte (a signed URL stays valid); ``query`` is
+    appended to it (httpx alone would replace it)."""
+    params = {"url": f"{base}/query?sig=a,b%2Fc&flag&q=own", "query": {"q": "added", "n": 3}}
     summary, _ = await run_nodes(get(params))
-    assert node(summary)["output"]["json"] == {"page": ["2"], "q": ["added"], "n": ["3"]}
-    assert server.requests[-1]["query"] == "page=2&q=added&n=3"
+    assert node(summary)["output"]["json"] == {"sig": ["a,b/c"], "q": ["own", "added"],
+                                               "n": ["3"]}
+    assert server.requests[-1]["query"] == "sig=a,b%2Fc&flag&q=own&q=added&n=3"
 
 
 async def test_redirect_followed(base: str, run_nodes: Callable[..., Any]) -> None:
@@ -568,11 +570,13 @@ async def test_secrets_in_urls_reach_the_server_but_no_message(
     the error in the summary, the log lines and the database keep the names only.
     """
     with_password = base.replace("http://", "http://me:pw-s3cr3t@")
+    with_token = base.replace("http://", "http://ghp_s3cr3t@")
     summary, logs = await run_nodes([
         get({"url": f"{base}/status/404?token=tok-s3cr3t&page=2",
              "query": {"api_key": "key-s3cr3t"}}, "query"),
         get({"url": f"{base}/redirect?to=/status/500%3FX-Api-Key%3Dloc-s3cr3t"}, "redirect"),
         get({"url": f"{with_password}/status/404"}, "password"),
+        get({"url": f"{with_token}/status/404#access_token=frag-s3cr3t"}, "user"),
     ])
     assert error_of(summary, "query") == (
         f"expected 2xx, got 404 from {base}/status/404?token=***&page=2&api_key=***"
@@ -580,8 +584,10 @@ async def test_secrets_in_urls_reach_the_server_but_no_message(
     assert error_of(summary, "redirect") == (
         f"expected 2xx, got 500 from {base}/status/500?X-Api-Key=***"
     )
-    assert error_of(summary, "password") == (
-        f"expected 2xx, got 404 from {with_password.replace('pw-s3cr3t', '***')}/status/404"
+    hidden = base.replace("http://", "http://***@")
+    assert error_of(summary, "password") == f"expected 2xx, got 404 from {hidden}/status/404"
+    assert error_of(summary, "user") == (
+        f"expected 2xx, got 404 from {hidden}/status/404#access_token=***"
     )
     sent = {request["query"] for request in server.requests}
     assert {"token=tok-s3cr3t&page=2&api_key=key-s3cr3t", "X-Api-Key=loc-s3cr3t"} <= sent
@@ -595,7 +601,7 @@ async def test_secrets_in_urls_reach_the_server_but_no_message(
         errors = [row[0] for row in conn.execute("SELECT error FROM noderun")]
     finally:
         conn.close()
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert not any("s3cr3t" in error for error in errors)
 
 

@@ -435,6 +435,43 @@ def is_secret_key(key: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS)
 
 
+def hide_url_secrets(text: str) -> str:
+    """``text`` with what a URL in it may carry secretly shown as ``***``.
+
+    That is the user info (``user:password@``, or a token given as the user name) and the
+    values of secret-named query or fragment parameters (``?api_key=...``,
+    ``#access_token=...``; see :func:`is_secret_key`). The rest is left as written, and text
+    that is not such a URL comes back unchanged. For messages: what is sent is not changed.
+    """
+    if "?" not in text and "@" not in text and "#" not in text:
+        return text
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query, fragment = _hide_pairs(parts.query), _hide_pairs(parts.fragment)
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return text
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
+
+
+def _hide_pairs(text: str) -> str:
+    from urllib.parse import unquote_plus
+
+    if "=" not in text:
+        return text
+    pairs = (pair.partition("=") for pair in text.split("&"))
+    return "&".join(
+        f"{name}=***" if eq and is_secret_key(unquote_plus(name)) else f"{name}{eq}{value}"
+        for name, eq, value in pairs
+    )
+
+
 def redact_secrets(value: Any) -> Any:
     """Return ``value`` with every secret-keyed dict value replaced by ``"***"``.
 

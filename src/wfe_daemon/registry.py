@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, runtime_checka
 
 from wfe_daemon.deadlines import Deadlines, Scope
 from wfe_daemon.errors import ConfigError
-from wfe_daemon.model import is_secret_key, redact_secrets
+from wfe_daemon.model import hide_url_secrets, is_secret_key, redact_secrets
 from wfe_daemon.refs import contains_ref
 
 if TYPE_CHECKING:
@@ -211,7 +211,8 @@ def _message(error: Any) -> str:
     """The schema's own wording of a failed ``pattern``, else jsonschema's message.
 
     A value under a secret-named key (``headers.Authorization``, ``api_key``...), or one
-    holding such a key, is never quoted: the message names the rule it broke instead.
+    holding such a key, is never quoted: the message names the rule it broke instead. A
+    quoted URL shows its user info and secret-named parameters as ``***``.
     """
     schema = error.schema if isinstance(error.schema, Mapping) else {}
     wording = schema.get("errorMessage")
@@ -224,8 +225,14 @@ def _message(error: Any) -> str:
             broken = f"fails the schema's {error.validator!r} rule"
         return f"{broken} (a secret: its value is not shown)"
     if error.validator == "pattern" and isinstance(wording, str):
-        return f"{wording}, got {error.instance!r}"
-    return str(error.message)
+        message = f"{wording}, got {error.instance!r}"
+    else:
+        message = str(error.message)
+    if isinstance(error.instance, str):  # a URL's password or token is not shown either
+        shown = hide_url_secrets(error.instance)
+        if shown != error.instance:
+            message = message.replace(repr(error.instance), repr(shown))
+    return message
 
 
 _NAMES_ONLY: Final = frozenset({"required", "additionalProperties", "dependentRequired"})

@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from wfe_daemon.errors import TaskFailed
+from wfe_daemon.model import hide_url_secrets as _shown
 from wfe_daemon.model import is_secret_key
 from wfe_daemon.registry import Output, Params, TaskContext
 from wfe_daemon.tasks._httpbody import MISSING, decoded, json_or_missing, save
@@ -190,8 +191,8 @@ class HttpGetTask:
                     ]
                 },
                 "default": {},
-                "description": "Query parameters added to the URL's own (a name given here"
-                " replaces the URL's); a list repeats the name.",
+                "description": "Query parameters appended to the URL's own query (which is"
+                " kept as written); a list repeats the name.",
             },
             "timeout": {
                 "type": "number",
@@ -301,7 +302,10 @@ class _Fetch:
         try:
             url = httpx.URL(self.url)
             if query := self.params.get("query"):
-                url = url.copy_merge_params(query)  # build_request's params= would replace
+                # Appended as given: the URL's own query keeps its exact bytes (a signed URL
+                # stays valid), where build_request's params= would replace it.
+                extra = str(httpx.QueryParams(query)).encode()
+                url = url.copy_with(query=url.query + b"&" + extra if url.query else extra)
             return self.client.build_request(
                 "GET", url, headers=self.params.get("headers"),
                 # execute's deadline bounds the whole request (every hop, every read), so
@@ -350,35 +354,6 @@ class _Fetch:
             if parsed is not MISSING:
                 output["json"] = parsed
         return output
-
-
-def _shown(url: str) -> str:
-    """``url`` as messages show it: secret-named query values and a password as ``***``.
-
-    ``?api_key=...``, ``&token=...`` (any name :func:`~wfe_daemon.model.is_secret_key`
-    matches) and ``user:password@`` keep their names; everything else is left as written.
-    """
-    if "?" not in url and "@" not in url:
-        return url
-    from urllib.parse import unquote_plus, urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    pairs = parts.query.split("&") if parts.query else []
-    query = "&".join(
-        f"{name}=***" if eq and is_secret_key(unquote_plus(name)) else f"{name}{eq}{value}"
-        for name, eq, value in (pair.partition("=") for pair in pairs)
-    )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _shown_headers(headers: httpx.Headers) -> dict[str, str]:
