@@ -121,6 +121,16 @@ def try_query(db_path: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
         return []
 
 
+def wait_running(db_path: Path, node_id: str) -> int:
+    """Wait until node ``node_id`` of some run is RUNNING; that run's id."""
+    rows = wait_until(
+        lambda: try_query(db_path, "SELECT workflow_id FROM noderun WHERE node_id = ?"
+                          " AND status = 'RUNNING'", node_id),
+        15, f"node {node_id} running",
+    )
+    return int(rows[0]["workflow_id"])
+
+
 @dataclass
 class DaemonProcess:
     """One daemon subprocess with its output files and its notify socket."""

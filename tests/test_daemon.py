@@ -23,6 +23,7 @@ from daemon_helpers import (
     results,
     try_query,
     wait_result,
+    wait_running,
     wait_until,
 )
 
@@ -271,13 +272,7 @@ def test_sigterm_exits_0_within_the_grace_and_the_next_start_finishes(
     start resumes the interrupted run to its single result."""
     first = daemons.start(WFE_SHUTDOWN_GRACE="2")
     drop(daemons.inbox, "long.json", echo_then_sleep("long", 6))
-    wait_until(
-        lambda: try_query(
-            daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'b' AND status = 'RUNNING'"
-        ),
-        10,
-        "b running",
-    )
+    wait_running(daemons.db_path, "b")
     sent = time.monotonic()
     assert first.terminate() == 0
     elapsed = time.monotonic() - sent
@@ -302,13 +297,7 @@ def test_sigterm_lets_a_node_ending_within_the_grace_finish_and_publish(
     result is in the outbox, its file in processed/, its run SUCCESS; the logs say so."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="10")
     drop(daemons.inbox, "short.json", echo_then_sleep("short", 1.0))
-    wait_until(
-        lambda: try_query(
-            daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'b' AND status = 'RUNNING'"
-        ),
-        10,
-        "b running",
-    )
+    wait_running(daemons.db_path, "b")
     assert daemon.terminate() == 0
 
     result = read_json(daemons.outbox / "short.result.json")  # written before the exit
@@ -380,13 +369,7 @@ def test_a_second_signal_stops_at_once(daemons: Daemons) -> None:
     """A second SIGTERM during the grace period ends the daemon without waiting out the grace."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="30")
     drop(daemons.inbox, "long.json", echo_then_sleep("long", 60))
-    wait_until(
-        lambda: try_query(
-            daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'b' AND status = 'RUNNING'"
-        ),
-        10,
-        "b running",
-    )
+    wait_running(daemons.db_path, "b")
     daemon.proc.terminate()
     daemon.wait_notice("STOPPING=1", timeout=5)
     daemon.proc.terminate()

@@ -25,8 +25,8 @@ from daemon_helpers import (
     execute,
     query,
     results,
-    try_query,
     wait_result,
+    wait_running,
     wait_until,
 )
 from wfe_daemon.engine import Engine
@@ -45,16 +45,6 @@ LONG = {
     ],
 }
 
-
-
-def wait_running(db_path: Path, node_id: str) -> int:
-    """Wait until node ``node_id`` of some run is RUNNING; that run's id."""
-    rows = wait_until(
-        lambda: try_query(db_path, "SELECT workflow_id FROM noderun WHERE node_id = ?"
-                          " AND status = 'RUNNING'", node_id),
-        15, f"node {node_id} running",
-    )
-    return int(rows[0]["workflow_id"])
 
 
 # -- cancel --------------------------------------------------------------------------------------
