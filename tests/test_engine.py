@@ -340,6 +340,21 @@ async def test_node_failing_after_all_retries_is_failed_with_last_error(
     assert node_rows(sql, summary["run_id"])["f"]["attempts"] == 3
 
 
+async def test_a_sleep_node_lasts_at_least_its_seconds(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """uvloop's timers may fire a millisecond early; a ``sleep`` node never ends early."""
+    engine = engine_factory()
+    chain = [sleep_node("s0", 0.02)] + [
+        sleep_node(f"s{i}", 0.02, deps=[f"s{i - 1}"]) for i in range(1, 40)
+    ]
+    summary = await run_doc(engine, workflow(*chain))  # one after the other: 40 fresh timers
+
+    durations = [entry["duration"] for entry in summary["nodes"].values()]
+    assert len(durations) == 40
+    assert min(durations) >= 0.02, sorted(durations)[:3]
+
+
 class SlowDefaultTask(_TestTask):
     """Sleeps ``params["seconds"]``; its type's default timeout is 0.2 s."""
 
