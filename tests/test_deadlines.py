@@ -138,3 +138,13 @@ async def test_a_scope_raises_timeout_error_and_nested_scopes_each_answer_for_th
     with deadlines.scope(5) as scope:
         await asyncio.sleep(0)
     assert not scope.expired
+
+
+async def test_a_deadline_never_passes_early() -> None:
+    """uvloop keeps millisecond time and may fire a timer early; a timeout may not."""
+    deadlines = Deadlines()
+    for _ in range(80):
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError), deadlines.scope(0.005):
+            await asyncio.sleep(1)
+        assert time.perf_counter() - started >= 0.005

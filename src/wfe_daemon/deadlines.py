@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
-_EARLY_S: Final = 0.001
-"""A deadline this close counts as passed: uvloop rounds timers to the millisecond, and
-may fire that much before the time asked."""
+_LATE_S: Final = 0.001
+"""The timer is armed this much after the deadline: uvloop keeps millisecond time and may
+fire up to that much before the time asked, and a deadline must never pass early."""
 _COMPACT_AT: Final = 64
 """Ended entries a queue may hold behind a running one before it is rebuilt."""
 
@@ -103,11 +103,11 @@ class Deadlines:
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._fire, loop)
+        self._timer = loop.call_at(when + _LATE_S, self._fire, loop)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        now = loop.time() + _EARLY_S
+        now = loop.time()
         earliest: float | None = None
         for timeout, queue in list(self._queues.items()):
             entries = queue.entries
