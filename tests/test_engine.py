@@ -270,6 +270,20 @@ async def test_failure_skips_transitive_dependents_and_independent_branch_succee
     assert rows["c"]["reason"] == "dependency failed: a"
 
 
+async def test_a_url_quoted_in_any_tasks_error_keeps_its_secrets_hidden(
+    engine_factory: Callable[..., Engine], sql: Rows
+) -> None:
+    """Whatever the task, an error quoting a URL shows its user info and secret-named
+    parameters as ***, in the summary and the database alike."""
+    engine = engine_factory(FailTask())
+    message = "could not fetch https://me:pw-s3cr3t@example.test/x?token=t-s3cr3t&page=2 today"
+    summary = await run_doc(engine, workflow(node("a", "fail", params={"message": message})))
+
+    shown = "could not fetch https://***@example.test/x?token=***&page=2 today"
+    assert summary["nodes"]["a"]["error"] == shown
+    assert node_rows(sql, summary["run_id"])["a"]["error"] == shown
+
+
 async def test_run_where_nothing_succeeds_is_failed(engine_factory: Callable[..., Engine]) -> None:
     """A run whose only nodes fail or are skipped by the failure ends FAILED."""
     engine = engine_factory(FailTask())

@@ -32,6 +32,7 @@ from wfe_daemon.model import (
     RunStatus,
     TriggerRule,
     WorkflowDef,
+    hide_url_secrets,
     holds_redacted,
 )
 from wfe_daemon.model import redact_secrets as redact
@@ -404,7 +405,11 @@ class _Run:
             await asyncio.sleep(delay)
 
     async def _attempt(self, state: NodeState) -> str | None:
-        """Run one attempt; ``None`` on success (output stored), else the error message."""
+        """Run one attempt; ``None`` on success (output stored), else the error message.
+
+        Any task's error may quote a URL: its password, token or secret-named parameters
+        are shown as ``***`` (:func:`~wfe_daemon.model.hide_url_secrets`).
+        """
         node, engine = state.node, self.engine
         task = engine.registry.get(node.type)
         timeout = node.timeout or task.default_timeout or engine.settings.task_timeout
@@ -418,11 +423,11 @@ class _Run:
         except TimeoutError as exc:
             if scope.expired:
                 return str(TaskTimeout(f"timed out after {timeout:g}s"))
-            return f"TimeoutError: {exc}"
+            return hide_url_secrets(f"TimeoutError: {exc}")
         except TaskError as exc:
-            return str(exc)
+            return hide_url_secrets(str(exc))
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return hide_url_secrets(f"{type(exc).__name__}: {exc}")
         shown = redact(output)
         try:  # encoded once, here: NaN would make the summary invalid JSON
             state.output_json = compact(shown)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from wfe_daemon.dag import find_cycle, non_ancestors
 from wfe_daemon.errors import WorkflowRejected
@@ -435,28 +435,35 @@ def is_secret_key(key: str) -> bool:
     return any(word in lowered for word in _SECRET_WORDS)
 
 
-def hide_url_secrets(text: str) -> str:
-    """``text`` with what a URL in it may carry secretly shown as ``***``.
+_URL_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 
-    That is the user info (``user:password@``, or a token given as the user name) and the
-    values of secret-named query or fragment parameters (``?api_key=...``,
-    ``#access_token=...``; see :func:`is_secret_key`). The rest is left as written, and text
-    that is not such a URL comes back unchanged. For messages: what is sent is not changed.
+
+def hide_url_secrets(text: str) -> str:
+    """``text`` with what each URL in it may carry secretly shown as ``***``.
+
+    That is a URL's user info (``user:password@``, or a token given as the user name) and
+    the values of its secret-named query or fragment parameters (``?api_key=...``,
+    ``#access_token=...``; see :func:`is_secret_key`). The rest is left as written. For
+    messages (task errors, validation problems): what is sent is not changed.
     """
-    if "?" not in text and "@" not in text and "#" not in text:
+    if "://" not in text:
         return text
+    return _URL_IN_TEXT.sub(lambda match: _hidden_url(match.group()), text)
+
+
+def _hidden_url(url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(url)
     except ValueError:
-        return text
+        return url
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
     query, fragment = _hide_pairs(parts.query), _hide_pairs(parts.fragment)
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
-        return text
+        return url
     return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 

@@ -225,14 +225,8 @@ def _message(error: Any) -> str:
             broken = f"fails the schema's {error.validator!r} rule"
         return f"{broken} (a secret: its value is not shown)"
     if error.validator == "pattern" and isinstance(wording, str):
-        message = f"{wording}, got {error.instance!r}"
-    else:
-        message = str(error.message)
-    if isinstance(error.instance, str):  # a URL's password or token is not shown either
-        shown = hide_url_secrets(error.instance)
-        if shown != error.instance:
-            message = message.replace(repr(error.instance), repr(shown))
-    return message
+        return hide_url_secrets(f"{wording}, got {error.instance!r}")
+    return hide_url_secrets(str(error.message))
 
 
 _NAMES_ONLY: Final = frozenset({"required", "additionalProperties", "dependentRequired"})

@@ -31,7 +31,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.model import hide_url_secrets as _shown
 from wfe_daemon.model import is_secret_key
 from wfe_daemon.registry import Output, Params, TaskContext
 from wfe_daemon.tasks._httpbody import MISSING, decoded, json_or_missing, save
@@ -243,7 +242,7 @@ class HttpGetTask:
             with ctx.timeout(timeout_s):
                 output = await fetch.run()
         except TimeoutError as exc:  # our deadline, or a per-read timeout below it
-            raise TaskFailed(f"GET {_shown(url)} timed out after {timeout_s:g}s") from exc
+            raise TaskFailed(f"GET {url} timed out after {timeout_s:g}s") from exc
         if target is not None:
             output["path"] = params["save_to"]
         return output
@@ -255,8 +254,6 @@ class _Fetch:
     def __init__(self, client: httpx.AsyncClient, url: str, params: Params, timeout_s: float,
                  limit: int, target: Path | None) -> None:
         self.client, self.url, self.params = client, url, params
-        self.shown = _shown(url)
-        """``url`` as messages show it (secrets in it as ``***``)."""
         self.timeout_s, self.limit, self.target = timeout_s, limit, target
         self.expect: Sequence[int] | None = params.get("expect_status")
 
@@ -264,14 +261,14 @@ class _Fetch:
         import httpx
 
         started = time.perf_counter()
-        url = self.shown  # what messages show; the request carries the real one
+        url = self.url
         try:
             request = self._first_request()
             for hop in range(MAX_REDIRECTS + 1):
-                url = _shown(str(request.url))
+                url = str(request.url)
                 # Before any connection; the transport checks again, on what aiohttp gets.
                 target = request.url
-                check_target(self.shown if hop == 0 else url, target.scheme, target.host,
+                check_target(self.url if hop == 0 else url, target.scheme, target.host,
                              self.client)
                 response = await self.client.send(request, stream=True)
                 try:
@@ -286,7 +283,7 @@ class _Fetch:
                     return await self._read(response, url, started)
                 finally:
                     await response.aclose()
-            raise TaskFailed(f"GET {self.shown}: more than {MAX_REDIRECTS} redirects")
+            raise TaskFailed(f"GET {self.url}: more than {MAX_REDIRECTS} redirects")
         except AddressRefused as exc:
             raise TaskFailed(f"GET {url}: {exc}") from exc
         except httpx.InvalidURL as exc:
@@ -315,10 +312,10 @@ class _Fetch:
         except httpx.InvalidURL:
             # httpx refuses some legacy address spellings (0251.0376.0251.0376) as invalid:
             # a denied address says so rather than "invalid URL".
-            check_url(self.shown, self.client)  # parses as the real URL: same scheme, host
+            check_url(self.url, self.client)
             raise
         except (TypeError, ValueError) as exc:  # httpx.InvalidURL is not one of these
-            raise TaskFailed(f"GET {self.shown}: invalid request: {exc}") from exc
+            raise TaskFailed(f"GET {self.url}: invalid request: {exc}") from exc
 
     def _check_status(self, response: httpx.Response, url: str) -> None:
         code = response.status_code
