@@ -111,8 +111,7 @@ class Deadlines:
         earliest: float | None = None
         for timeout, queue in list(self._queues.items()):
             entries = queue.entries
-            _drop_ended(queue)
-            while entries and entries[0].when <= now:
+            while entries and (entries[0].task is None or entries[0].when <= now):
                 deadline = entries.popleft()
                 deadline.queue = None
                 if deadline.task is None:
@@ -120,7 +119,6 @@ class Deadlines:
                 else:
                     deadline.expired = True
                     deadline.task.cancel()
-                _drop_ended(queue)
             if not entries:
                 del self._queues[timeout]
             elif earliest is None or entries[0].when < earliest:
