@@ -943,6 +943,31 @@ def test_an_unknown_task_type_in_task_limits_exits_2(
     assert "echo" in line
 
 
+def test_an_idempotency_key_holds_until_its_run_failed(
+    run_cli: Cli, write_workflow: Writer
+) -> None:
+    """A FAILED run frees its key: the next file with it runs. A PARTIAL_SUCCESS run holds
+    it: the next file is DUPLICATE, naming that run."""
+    timing_out = {"id": "slow", "type": "sleep", "timeout": 0.05, "params": {"seconds": 5}}
+    echo = {"id": "ok", "type": "echo", "params": {}}
+
+    def execute(key: str, *nodes: dict[str, Any]) -> dict[str, Any]:
+        doc = {"name": key, "idempotency_key": key, "nodes": list(nodes)}
+        return summary_of(run_cli("execute", write_workflow(doc)))
+
+    failed = execute("k-failed", timing_out)
+    after_failed = execute("k-failed", echo)
+    partial = execute("k-partial", echo, timing_out)
+    after_partial = execute("k-partial", echo)
+
+    assert failed["status"] == "FAILED"
+    assert (after_failed["status"], after_failed["nodes"]["ok"]["status"]) == ("SUCCESS", "SUCCESS")
+    assert partial["status"] == "PARTIAL_SUCCESS"
+    assert (after_partial["status"], after_partial["duplicate_of"]) == (
+        "DUPLICATE", partial["run_id"])
+    assert after_partial["nodes"] == {}
+
+
 _LONG_SLEEP = {
     "name": "long",
     "idempotency_key": "nightly",
