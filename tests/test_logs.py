@@ -84,3 +84,35 @@ def test_values_json_cannot_hold_are_shown_not_fatal() -> None:
     structlog.get_logger().info("daemon.started", odd={1, 2})
     (line,) = _lines(stream)
     assert line["odd"] == "{1, 2}"
+
+
+def test_text_that_is_not_unicode_is_logged_escaped() -> None:
+    """A file name of undecodable bytes and a lone surrogate are shown escaped, not fatal."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    name = b"bad\xff.json".decode("utf-8", "surrogateescape")
+    structlog.get_logger().warning("intake.bad_name", name=name, nested={"k": ["\ud800"]})
+    (line,) = _lines(stream)
+    assert line["name"] == "bad\\xff.json"
+    assert line["nested"] == {"k": ["\\ud800"]}
+
+
+def test_whatever_the_value_the_logger_writes_a_line_and_never_raises() -> None:
+    """Nesting past the encoders' limits and an integer JSON cannot hold still give a line."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    structlog.get_logger().info("workflow.received", deep=deep, big=2**70, odd="\udcff")
+    (line,) = _lines(stream)
+    assert line["event"] == "workflow.received" and line["level"] == "info"
+    assert line["big"] == "1180591620717411303424" and line["odd"] == "\\xff"
+
+
+def test_a_closed_stream_does_not_make_logging_raise() -> None:
+    """When stdout is gone (a closed pipe), a log call returns quietly."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    stream.close()
+    structlog.get_logger().error("daemon.stopping")

@@ -9,9 +9,10 @@ of the pipeline on a busy engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -22,6 +23,7 @@ from wfe_daemon.model import is_secret_key, redact_secrets
 
 DAEMON_STARTED = "daemon.started"
 DAEMON_STOPPING = "daemon.stopping"
+DAEMON_STOPPED = "daemon.stopped"
 WORKFLOW_RECEIVED = "workflow.received"
 WORKFLOW_REJECTED = "workflow.rejected"
 WORKFLOW_DUPLICATE = "workflow.duplicate"
@@ -48,7 +50,10 @@ def _prepare(logger: WrappedLogger, method: str, event_dict: EventDict) -> Event
         if is_secret_key(key):
             event_dict[key] = "***"
         elif isinstance(value, dict | list):
-            event_dict[key] = redact_secrets(value)
+            try:
+                event_dict[key] = redact_secrets(value)
+            except RecursionError:  # a log line must never raise: drop what cannot be walked
+                event_dict[key] = "<too deeply nested to log>"
     if "exc_info" in event_dict:
         return structlog.processors.format_exc_info(logger, method, event_dict)
     return event_dict
@@ -60,9 +65,48 @@ _LEVELS = {"warn": "warning", "exception": "error"}
 def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
     """One JSON object; a value JSON cannot hold is shown by its ``repr``.
 
-    orjson: a tenth of the stdlib encoder's time, on two lines per node.
+    orjson: a tenth of the stdlib encoder's time, on two lines per node. Text that is not
+    valid Unicode (a file name of undecodable bytes, a lone surrogate) is shown escaped
+    (``bad\\xff.json``), and whatever else fails still gives a line: logging never raises.
     """
-    return orjson.dumps(event_dict, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(event_dict, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return orjson.dumps(_printable(event_dict), default=repr,
+                            option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        fallback = {key: _printable(event_dict.get(key)) for key in ("event", "level", "timestamp")}
+        fallback["log_error"] = _printable(f"{type(exc).__name__}: {exc}")
+        fallback["text"] = _printable(repr(event_dict)[:_FALLBACK_CHARS])
+        return orjson.dumps(fallback).decode()
+
+
+_FALLBACK_CHARS = 10_000
+
+
+def _printable(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string made valid UTF-8 (undecodable bytes and lone surrogates
+    escaped) and huge integers as text; containers are copied, to a depth encoders accept."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("utf-8", "surrogateescape")  # a file name's undecodable bytes
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)  # beyond what orjson encodes
+    if depth > _MAX_DEPTH:
+        return "<too deeply nested to log>"
+    if isinstance(value, dict):
+        return {_printable(str(key)): _printable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_printable(item, depth + 1) for item in value]
+    return value
+
+
+_MAX_DEPTH = 100
 
 
 class _LineWriter:
@@ -78,20 +122,24 @@ class _LineWriter:
         self._flush_pending = False
 
     def msg(self, message: str) -> None:
-        self._stream.write(message + "\n")
+        try:
+            self._stream.write(message + "\n")
+        except (OSError, ValueError):  # stdout gone (a closed pipe): logging must not raise
+            return
         if self._flush_pending:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._stream.flush()
+            self._flush()
             return
         self._flush_pending = True
         loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        self._stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
 
     debug = info = warning = warn = error = critical = exception = log = msg
 
