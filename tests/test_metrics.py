@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,10 +21,13 @@ from daemon_helpers import (
     drop,
     echo_then_sleep,
     execute,
+    free_port,
+    get,
     wait_result,
     wait_until,
 )
 from wfe_daemon.errors import UsageError
+from wfe_daemon.faults import Faults
 from wfe_daemon.intake import Claimed
 from wfe_daemon.metrics import Health, Telemetry
 from wfe_daemon.store import Store
@@ -48,24 +49,6 @@ CYCLE = {
     ],
 }
 
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    """GET ``http://127.0.0.1:<port><path>``: the status and the body (also for 4xx/5xx)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 def scrape(port: int) -> Samples:
@@ -222,6 +205,7 @@ def _fake_daemon(store: Store, db_path: Path) -> Any:
         active=0,
         watching=True,
         on_published=[],
+        faults=Faults(),
     )
 
 

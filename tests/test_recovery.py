@@ -95,7 +95,8 @@ def test_crash_between_finishing_and_moving_the_input(
     assert daemon.terminate() == 0
     # Rebuild the state a SIGKILL at that moment leaves behind.
     os.rename(daemons.inbox / "processed" / "pub.json", daemons.inbox / "processing" / "pub.json")
-    execute(daemons.db_path, "UPDATE workflowrun SET settled_at = NULL")
+    execute(daemons.db_path, "UPDATE workflowrun SET settled_at = NULL, source_path = ?",
+            str(daemons.inbox / "processing" / "pub.json"))
     if not result_written:
         (daemons.outbox / "pub.result.json").unlink()
 

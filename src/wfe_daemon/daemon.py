@@ -28,16 +28,18 @@ from anyio.streams.memory import MemoryObjectSendStream
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import ConfigError, UsageError
+from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.intake import (
     PROCESSED,
     PROCESSING,
     REJECTED,
     Claimed,
     Intake,
+    describe_os_error,
     leftover_claims,
     settle_file,
 )
-from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPING
+from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPED, DAEMON_STOPPING
 from wfe_daemon.operations import keep_history, watch_cancels
 from wfe_daemon.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.recovery import abandon_orphans, recover
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from wfe_daemon.metrics import Telemetry
 
 log = structlog.get_logger()
+
+_RETRY_MAX_S = 10.0
 
 
 def _prepare_folders(settings: Settings) -> None:
@@ -74,31 +78,62 @@ def _prepare_folders(settings: Settings) -> None:
 
 
 @contextmanager
-def _state_lock(db_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` beside the database, so one daemon owns this state."""
+def _state_lock(db_path: Path, inbox: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` beside the database and one on the inbox folder itself,
+    so one daemon owns this state and this inbox (two daemons on one inbox with two
+    databases would share its files between them)."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = db_path.with_name(db_path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    with _flock(lock_path, os.O_RDWR | os.O_CREAT, f"the database {db_path}"), \
+            _flock(inbox, os.O_RDONLY | os.O_DIRECTORY, f"the inbox {inbox}"):
+        yield
+
+
+@contextmanager
+def _flock(path: Path, flags: int, what: str) -> Iterator[None]:
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"another wfe-daemon is already running on {db_path}") from None
+            raise UsageError(f"another wfe-daemon is already running on {what}") from None
         yield
     finally:
         os.close(fd)
 
 
+class _PublishFailed(Exception):
+    """Raised when a result cannot be written (``fault`` "outbox") or its file cannot be
+    moved out of ``processing/`` ("inbox"); ``str()`` says which path and why."""
+
+    def __init__(self, fault: str, message: str) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
 def _publish(
     settings: Settings, path: Path, stem: str, summary: dict[str, Any], recovered: bool
-) -> None:
-    """Write the result and settle the input, in one worker-thread trip."""
+) -> Path | None:
+    """Write the result and settle the input, in one worker-thread trip; the file's new path.
+
+    Raises:
+        _PublishFailed: a step failed (nothing is lost: a publish is safe to try again).
+    """
     run_id = summary["run_id"]
-    # Only a recovered file can already have its result: a crash after publishing.
-    if not recovered or find_result(settings.outbox, stem, run_id) is None:
-        write_result(settings.outbox, stem, run_id, summary)
-    if os.path.lexists(path):
-        settle_file(path, settings.inbox, summary["status"] == "REJECTED")
+    try:
+        # Only a recovered file can already have its result: a crash after publishing.
+        if not recovered or find_result(settings.outbox, stem, run_id) is None:
+            write_result(settings.outbox, stem, run_id, summary)
+    except OSError as exc:
+        raise _PublishFailed("outbox", f"cannot write the result of {path.name} in "
+                             f"{settings.outbox}: {describe_os_error(exc)}") from exc
+    if not os.path.lexists(path):
+        return None
+    try:
+        return settle_file(path, settings.inbox, summary["status"] == "REJECTED")
+    except OSError as exc:
+        raise _PublishFailed("inbox", f"cannot move {path} out of {PROCESSING}/: "
+                             f"{describe_os_error(exc)}") from exc
 
 
 class Daemon:
@@ -120,37 +155,76 @@ class Daemon:
         """True while intake runs (for ``/healthz``)."""
         self.on_published: list[Callable[[Claimed, dict[str, Any]], None]] = []
         """Called after each result is published (metrics)."""
+        self.faults = Faults()
+        """Faults happening now (outbox, inbox, store), for the log and ``/healthz``."""
+        self.stop_reason = "stopped"
 
     async def handle(self, claimed: Claimed) -> None:
-        """Run (or recover) one claimed file, publish its result, then move the file."""
+        """Run (or recover) one claimed file, publish its result, then move the file.
+
+        A failure (a bug, or a fault the store gave up on) never takes the daemon down and
+        never leaves the file stuck: it is logged once as ``workflow.error`` and the file is
+        taken again, as crash recovery would take it, with backoff until it succeeds (or
+        until shutdown, when it stays in ``processing/`` for the next start).
+        """
         self.active += 1
         try:
             recovered = claimed.path in self.leftovers
-            if recovered:
-                self.leftovers.discard(claimed.path)
-                summary = await recover(self.engine, claimed)
-            else:
-                summary = await submit(self.engine, claimed.data, source=claimed.source,
-                                       source_path=claimed.path, problem=claimed.problem)
-            if summary is not None:
-                await self.publish(claimed, summary, recovered=recovered)
-        except Exception:  # one file must never take the daemon down; it stays in processing/
-            log.exception("workflow.error", source=claimed.source, path=str(claimed.path))
+            self.leftovers.discard(claimed.path)
+            backoff = Backoff(first_s=0.5, max_s=_RETRY_MAX_S)
+            failures = 0
+            while True:
+                try:
+                    await self._handle_once(claimed, recovered)
+                    break
+                except Exception:  # one file must never take the daemon down
+                    failures += 1
+                    if failures == 1:
+                        log.exception("workflow.error", source=claimed.source,
+                                      path=str(claimed.path))
+                    recovered = True  # the store knows how far it got: go on from there
+                await anyio.sleep(backoff.next())
+            if failures:
+                log.warning("workflow.recovered", source=claimed.source, failures=failures)
         finally:
             self.active -= 1
             self.done += 1
             if self.active == 0 and self.stopping.is_set():
                 self._drained.set()
 
+    async def _handle_once(self, claimed: Claimed, recovered: bool) -> None:
+        if recovered:
+            summary = await recover(self.engine, claimed)
+        else:
+            summary = await submit(self.engine, claimed.data, source=claimed.source,
+                                   source_path=claimed.path, problem=claimed.problem)
+        if summary is not None:
+            await self.publish(claimed, summary, recovered=recovered)
+
     async def publish(
         self, claimed: Claimed, summary: dict[str, Any], *, recovered: bool = False
     ) -> None:
-        """Write the result (once per run), move the input out of ``processing/``."""
+        """Write the result (once per run), move the input out of ``processing/``.
+
+        A full, read-only or missing outbox (or an inbox that refuses the move) is an
+        incident: retried with backoff until it works, logged once when it begins and once
+        when it heals, and shown by ``/healthz`` meanwhile.
+        """
         stem = Path(summary.get("source") or claimed.source).stem
-        await anyio.to_thread.run_sync(
-            _publish, self.settings, claimed.path, stem, summary, recovered
-        )
-        self.store.mark_settled(summary["run_id"])
+        backoff = Backoff(first_s=0.1, max_s=_RETRY_MAX_S)
+        while True:
+            try:
+                settled = await anyio.to_thread.run_sync(
+                    _publish, self.settings, claimed.path, stem, summary, recovered
+                )
+                break
+            except _PublishFailed as exc:
+                self.faults[exc.fault].failed(str(exc))
+                recovered = True  # the result may be written already: never write it twice
+            await anyio.sleep(backoff.next())
+        self.faults["outbox"].healed()
+        self.faults["inbox"].healed()
+        self.store.mark_settled(summary["run_id"], None if settled is None else str(settled))
         for hook in self.on_published:
             hook(claimed, summary)
 
@@ -202,14 +276,32 @@ async def serve(settings: Settings) -> int:
     os.environ.clear()
     os.environ.update(kept)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
-    with _state_lock(settings.db_path):
-        async with Store.open(settings.db_path) as store, open_services(settings) as services:
-            telemetry = _telemetry(settings.metrics_port)
-            engine = Engine(registry, store, settings, services=services,
-                            **(telemetry.engine_options() if telemetry else {}))
-            daemon = Daemon(settings, store, engine, notifier)
-            await _supervise(daemon, telemetry)
+    daemon: Daemon | None = None
+    failure: BaseException | None = None
+    try:
+        with _state_lock(settings.db_path, settings.inbox):
+            async with Store.open(settings.db_path) as store, \
+                    open_services(settings) as services:
+                telemetry = _telemetry(settings.metrics_port)
+                engine = Engine(registry, store, settings, services=services,
+                                **(telemetry.engine_options() if telemetry else {}))
+                daemon = Daemon(settings, store, engine, notifier)
+                await _supervise(daemon, telemetry)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if daemon is not None:  # it started: its last line says why it stopped
+            _log_stopped(daemon, failure)
     return 0
+
+
+def _log_stopped(daemon: Daemon, failure: BaseException | None) -> None:
+    if failure is None or isinstance(failure, anyio.get_cancelled_exc_class()):
+        log.info(DAEMON_STOPPED, reason=daemon.stop_reason)
+    else:
+        reason = f"{type(failure).__name__}: {failure}"
+        log.error(DAEMON_STOPPED, reason=reason, running=daemon.active)
 
 
 def _telemetry(port: int) -> Telemetry | None:
@@ -228,7 +320,7 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
     async with anyio.create_task_group() as tg:
         stop_requested = anyio.Event()
-        tg.start_soon(_watch_signals, stop_requested, tg.cancel_scope)
+        tg.start_soon(_watch_signals, daemon, stop_requested, tg.cancel_scope)
         with receive:
             for _ in range(settings.max_concurrent_workflows):
                 tg.start_soon(daemon.worker, receive.clone())
@@ -237,8 +329,8 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         if telemetry is not None:
             await tg.start(telemetry.run, daemon, send)
         intake_scope = anyio.CancelScope()
-        await tg.start(_run_intake, Intake(settings.inbox, settings.max_file_size), send,
-                       intake_scope, daemon, leftovers)
+        intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
+        await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)
         notifier.ready(f"watching {settings.inbox}")
         log.info(DAEMON_STARTED, inbox=str(settings.inbox), outbox=str(settings.outbox),
                  db_path=str(settings.db_path), pid=os.getpid())
@@ -253,8 +345,11 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         notifier.stopping("stopping")
         intake_scope.cancel()
         daemon.stop_taking()
-        with anyio.move_on_after(settings.shutdown_grace):
+        with anyio.move_on_after(settings.shutdown_grace) as grace:
             await daemon.drained()
+        if grace.cancelled_caught:
+            daemon.stop_reason += (f"; {daemon.active} workflows still running after the "
+                                   f"{settings.shutdown_grace:g}s grace resume at the next start")
         tg.cancel_scope.cancel()
 
 
@@ -291,11 +386,16 @@ async def _feed_leftovers(
     fed.set()
 
 
-async def _watch_signals(stop_requested: anyio.Event, everything: anyio.CancelScope) -> None:
+async def _watch_signals(
+    daemon: Daemon, stop_requested: anyio.Event, everything: anyio.CancelScope
+) -> None:
     """The first SIGTERM or SIGINT starts a graceful stop; a second one stops at once."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
             if stop_requested.is_set():
+                daemon.stop_reason = f"a second {name}: stopped without waiting for the grace"
                 everything.cancel()
                 return
+            daemon.stop_reason = f"{name} received"
             stop_requested.set()

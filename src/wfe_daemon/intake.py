@@ -27,8 +27,9 @@ from watchfiles import Change
 from watchfiles._rust_notify import RustNotify  # awatch's engine: see Intake._changes
 
 from wfe_daemon._writing import WriteWatch
+from wfe_daemon.faults import Backoff, Faults
 
-__all__ = ["Claimed", "Intake", "leftover_claims", "settle_file"]
+__all__ = ["Claimed", "Intake", "describe_os_error", "leftover_claims", "settle_file"]
 
 log = structlog.get_logger()
 
@@ -87,6 +88,7 @@ class Intake:
             last ``settle_s`` seconds (it may be half-written), then claimed anyway, unless
             inotify says a process still has it open after writing to it
             (:mod:`wfe_daemon._writing`): a writer that pauses mid-file is waited for.
+        faults: where the ``inbox`` incident is kept (the daemon's, for ``/healthz``).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class Intake:
         *,
         rescan_interval: float = 5.0,
         settle_s: float = 2.0,
+        faults: Faults | None = None,
     ) -> None:
         self.inbox = inbox
         self.max_file_size = max_file_size
@@ -104,6 +107,9 @@ class Intake:
         # Candidate names in arrival order -> monotonic time before which not to look again.
         self._pending: dict[str, float] = {}
         self._write_watch: WriteWatch | None = None
+        self.faults = faults if faults is not None else Faults()
+        self._noted: set[str] = set()  # names left alone and logged, while they stay
+        self._inbox_lost = False  # a claim found processing/ gone: check the inbox now
 
     async def run(
         self,
@@ -125,28 +131,72 @@ class Intake:
         and ``started`` reported all the same). A file that cannot be read or claimed (an
         ``OSError`` such as EIO, EACCES or ENOSPC) is logged as ``intake.file_error``, left
         where it is, and tried again at the next rescan.
-        """
-        for sub in ("", PROCESSING, PROCESSED, REJECTED):
-            (self.inbox / sub).mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(WriteWatch(self.inbox)) as self._write_watch:
-            async with aclosing(self._changes()) as changes:
-                await anext(changes)  # arms the watcher; the scan below sees what came meanwhile
-                task_status.started()
-                if after is not None:
-                    await after.wait()
-                next_scan = anyio.current_time()
-                fresh: set[str] = set()
-                while True:
-                    if fresh:
-                        self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, fresh))
-                    if anyio.current_time() >= next_scan:
-                        self._add(await anyio.to_thread.run_sync(_arrivals, self.inbox, None))
-                        next_scan = anyio.current_time() + self.rescan_interval
-                    await self._drain(send)
-                    fresh = await anext(changes)
 
-    async def _changes(self) -> AsyncGenerator[set[str], None]:
-        """Yield changed candidate names, or an empty set each tick; poll if watching fails.
+        An inbox removed, moved away or replaced while the daemon runs (found at the next
+        rescan, or when a claim finds ``processing/`` gone) is an ``inbox`` incident: the
+        folders are made again and the watchers re-armed on them, retried with backoff
+        while that fails.
+        """
+        backoff = Backoff(first_s=0.5, max_s=self.rescan_interval)
+        started = False
+        while True:
+            try:
+                identity = await anyio.to_thread.run_sync(_make_folders, self.inbox)
+            except OSError as exc:
+                if not started:
+                    raise
+                self.faults["inbox"].failed(f"cannot make {self.inbox}: {describe_os_error(exc)}",
+                                            inbox=str(self.inbox))
+                await anyio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            with contextlib.closing(WriteWatch(self.inbox)) as self._write_watch:
+                async with aclosing(self._changes()) as changes:
+                    await anext(changes)  # arms the watcher; the scan sees what came meanwhile
+                    if started:
+                        self.faults["inbox"].healed()
+                    else:
+                        started = True
+                        task_status.started()
+                        if after is not None:
+                            await after.wait()
+                    await self._take_files(send, changes, identity)
+
+    async def _take_files(
+        self,
+        send: anyio.abc.ObjectSendStream[Claimed],
+        changes: AsyncGenerator[set[str] | None, None],
+        identity: tuple[int, int],
+    ) -> None:
+        """The intake's loop on one armed inbox; returns when that inbox is gone or replaced."""
+        next_scan = anyio.current_time()
+        fresh: set[str] | None = set()
+        while True:
+            if fresh:
+                self._add((await anyio.to_thread.run_sync(_arrivals, self.inbox, fresh))[0])
+            if fresh is None or self._inbox_lost or anyio.current_time() >= next_scan:
+                problem = await anyio.to_thread.run_sync(_inbox_problem, self.inbox, identity)
+                if problem is not None:
+                    self._inbox_lost = False
+                    self.faults["inbox"].failed(problem, inbox=str(self.inbox))
+                    return
+                found, odd = await anyio.to_thread.run_sync(_arrivals, self.inbox, None)
+                self._add(found)
+                self._note(odd)
+                next_scan = anyio.current_time() + self.rescan_interval
+            await self._drain(send)
+            fresh = await anext(changes)
+
+    def _note(self, odd: dict[str, str]) -> None:
+        """Log once each file left alone for its name (kept while the file stays)."""
+        for name, why in odd.items():
+            if name not in self._noted:
+                log.warning("intake.ignored", name=name, reason=why)
+        self._noted = set(odd)
+
+    async def _changes(self) -> AsyncGenerator[set[str] | None, None]:
+        """Yield changed candidate names, an empty set each tick, ``None`` for "rescan now";
+        poll if watching fails.
 
         This is ``watchfiles.awatch``'s loop over its Rust watcher, with one change: the
         watcher looks every ``_STEP_MS`` while files arrive and only every ``_IDLE_STEP_MS``
@@ -169,7 +219,7 @@ class Intake:
             await anyio.sleep(_TICK_MS / 1000)
             yield set()
 
-    async def _watch(self, notify: RustNotify) -> AsyncGenerator[set[str], None]:
+    async def _watch(self, notify: RustNotify) -> AsyncGenerator[set[str] | None, None]:
         stop = threading.Event()
         quiet_since = anyio.current_time()
         while True:
@@ -178,6 +228,11 @@ class Intake:
             tick = _IDLE_TICK_MS if idle and not self._pending else _TICK_MS
             try:
                 raw = await anyio.to_thread.run_sync(notify.watch, _DEBOUNCE_MS, step, tick, stop)
+            except Exception:
+                # A name that is not valid UTF-8 makes the watcher drop its whole batch of
+                # events: the rescan finds the files it held (and notes the odd name).
+                yield None
+                continue
             except BaseException:
                 stop.set()
                 raise
@@ -214,9 +269,13 @@ class Intake:
             if probe is None:
                 return
             dest = _claim(self.inbox / name, self.inbox / PROCESSING)
+        except _FolderGone:
+            self._inbox_lost = True  # the file stays pending; claimed once the folder is back
+            self._pending[name] = anyio.current_time() + _RECHECK_S
+            return
         except OSError as exc:  # left in the inbox: the next rescan finds it again
             self._pending.pop(name, None)
-            log.warning("intake.file_error", name=name, error=_describe(exc))
+            log.warning("intake.file_error", name=name, error=describe_os_error(exc))
             return
         if dest is None:
             return
@@ -224,8 +283,8 @@ class Intake:
             if os.lstat(dest).st_ino != probe.ino:  # replaced after we read it: send what we moved
                 probe = await self._probe(dest) or _Probe(0, None, "not a regular file", True)
         except OSError as exc:  # claimed already: it gets a (REJECTED) result, not a retry
-            log.warning("intake.file_error", name=name, error=_describe(exc))
-            probe = _Probe(0, None, f"cannot read file: {_describe(exc)}", True)
+            log.warning("intake.file_error", name=name, error=describe_os_error(exc))
+            probe = _Probe(0, None, f"cannot read file: {describe_os_error(exc)}", True)
         await send.send(Claimed(dest, name, probe.data, probe.problem, probe.ctime))
 
     def _paused_writer(self, name: str, probe: _Probe) -> bool:
@@ -315,30 +374,89 @@ def _collect(folder: Path, found: list[tuple[int, Path]], depth: int) -> None:
 
 
 def _is_candidate(name: str) -> bool:
-    return name.endswith(".json") and not name.startswith(".")
+    return name.endswith(".json") and not name.startswith(".") and _decodable(name)
+
+
+def _decodable(name: str) -> bool:
+    """Whether a file name is valid UTF-8 (``os`` decodes other bytes to lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Names writers use while a file is not finished: left alone without a word.
+_QUIET_SUFFIXES = (".tmp", ".part", ".swp", "~")
+
+
+def _odd_name(name: str) -> str | None:
+    """Why a regular file of the inbox is left alone, when that deserves a log line."""
+    if name.startswith(".") or name.endswith(_QUIET_SUFFIXES):
+        return None
+    if not _decodable(name):
+        return "the name is not valid UTF-8: rename the file to have it processed"
+    if not name.endswith(".json"):
+        return "only names ending in .json (lower case) are taken"
+    return None
 
 
 def _watch_filter(change: Change, path: str) -> bool:
     return change != Change.deleted and _is_candidate(os.path.basename(path))
 
 
-def _arrivals(inbox: Path, names: Iterable[str] | None) -> list[str]:
-    """Regular candidate files among ``names`` (None: the whole top level), oldest mtime first."""
+def _arrivals(inbox: Path, names: Iterable[str] | None) -> tuple[list[str], dict[str, str]]:
+    """Regular candidate files among ``names`` (None: the whole top level), oldest mtime first;
+    and, on a whole listing, the regular files left alone for their name, with why."""
+    odd: dict[str, str] = {}
     if names is None:
         try:
             with os.scandir(inbox) as entries:
                 names = [entry.name for entry in entries]
         except OSError:
-            return []
+            return [], odd
+        listing = True
+    else:
+        listing = False
     found: list[tuple[int, str]] = []
-    for name in filter(_is_candidate, names):
+    for name in names:
+        candidate = _is_candidate(name)
+        why = None if candidate or not listing else _odd_name(name)
+        if not candidate and why is None:
+            continue
         try:
             st = os.lstat(inbox / name)
         except OSError:
             continue
-        if stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if candidate:
             found.append((st.st_mtime_ns, name))
-    return [name for _, name in sorted(found)]
+        elif why is not None:
+            odd[name] = why
+    return [name for _, name in sorted(found)], odd
+
+
+def _make_folders(inbox: Path) -> tuple[int, int]:
+    """Create the inbox and its three folders (as needed); the inbox's identity."""
+    for sub in ("", PROCESSING, PROCESSED, REJECTED):
+        (inbox / sub).mkdir(parents=True, exist_ok=True)
+    st = os.stat(inbox)
+    return st.st_dev, st.st_ino
+
+
+def _inbox_problem(inbox: Path, identity: tuple[int, int]) -> str | None:
+    """What happened to the watched inbox (``None``: it is still there, folders and all)."""
+    try:
+        st = os.stat(inbox)
+    except OSError as exc:
+        return f"inbox {inbox} is gone: {describe_os_error(exc)}"
+    if (st.st_dev, st.st_ino) != identity:
+        return f"inbox {inbox} was replaced by another folder"
+    for sub in (PROCESSING, PROCESSED, REJECTED):
+        if not (inbox / sub).is_dir():
+            return f"folder {inbox / sub} is gone"
+    return None
 
 
 def _read_all(fd: int, limit: int) -> bytes:
@@ -380,12 +498,18 @@ def _claim(path: Path, processing: Path) -> Path | None:
             with contextlib.suppress(OSError):
                 dest.parent.rmdir()
         if isinstance(exc, FileNotFoundError):
+            if os.path.lexists(path):
+                raise _FolderGone(str(dest.parent)) from exc
             return None
         raise
     return dest
 
 
-def _describe(exc: OSError) -> str:
+class _FolderGone(OSError):
+    """A claim found ``processing/`` missing (the file itself is still there)."""
+
+
+def describe_os_error(exc: OSError) -> str:
     """``OSError`` as one short line: its strerror (or text), without the errno tuple."""
     return exc.strerror or str(exc) or type(exc).__name__
 

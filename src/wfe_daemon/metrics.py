@@ -137,6 +137,8 @@ class Health:
     beat_at: float | None = None
     store_problem: str | None = "not checked yet"
     watching: Callable[[], bool] = field(default=lambda: False)
+    faults: Callable[[], dict[str, str]] = field(default=dict)
+    """The daemon's open incidents (``Faults.active``): each one fails its own check."""
 
     def checks(self) -> dict[str, str]:
         """Each check's verdict: ``"ok"`` or what is wrong."""
@@ -146,7 +148,9 @@ class Health:
             age = self.clock() - self.beat_at
             loop = "ok" if age <= self.stale_after_s else f"no heartbeat for {age:.1f}s"
         watcher = "ok" if self.watching() else "intake is not running"
-        return {"loop": loop, "store": self.store_problem or "ok", "watcher": watcher}
+        checks = {"loop": loop, "store": self.store_problem or "ok", "watcher": watcher}
+        checks.update(self.faults())
+        return checks
 
     def report(self) -> tuple[bool, dict[str, Any]]:
         """``(healthy, body)`` for ``/healthz``; the body names the failing checks."""
@@ -240,6 +244,7 @@ class Telemetry:
         store, db_path = daemon.store, daemon.settings.db_path
         self.metrics.follow(active=lambda: daemon.active, queued=lambda: _waiting(queue))
         self.health.watching = lambda: daemon.watching
+        self.health.faults = daemon.faults.active
         daemon.on_published.append(self.metrics.published)
         identity = _identity(db_path)
         async with _serving(self.port, self.app()):

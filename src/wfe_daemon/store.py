@@ -200,10 +200,12 @@ class Store:
         await self.flush(durable=True)
         return run_id
 
-    def mark_settled(self, run_id: int) -> None:
-        """Queue: the run's result is published (and its file moved out of processing)."""
-        self._enqueue(("UPDATE workflowrun SET settled_at = ? WHERE id = ?",
-                       (now_iso(), run_id)))
+    def mark_settled(self, run_id: int, source_path: str | None = None) -> None:
+        """Queue: the run's result is published (and its file moved out of processing, to
+        ``source_path`` when given)."""
+        self._enqueue(("UPDATE workflowrun SET settled_at = ?,"
+                       " source_path = COALESCE(?, source_path) WHERE id = ?",
+                       (now_iso(), source_path, run_id)))
 
     def node_running(self, run_id: int, node_id: str, started_at: str, attempts: int) -> None:
         """Queue: the node holds a slot and runs."""

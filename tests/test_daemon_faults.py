@@ -1,0 +1,249 @@
+"""The daemon under faults a real box meets: odd file names, a full or immutable outbox, an
+inbox removed or replaced, a second daemon on the same inbox. Each fault is logged once
+when it begins and once when it heals, and nothing dropped is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import (
+    Daemons,
+    drop,
+    echo_doc,
+    echo_then_sleep,
+    free_port,
+    get,
+    results,
+    wait_result,
+    wait_until,
+)
+
+RESCAN_S = 5.0  # the intake's full listing of the inbox
+
+
+def _bad_name(inbox: Path, raw: bytes) -> None:
+    """Create a file whose name is the bytes ``raw`` (not valid UTF-8) in ``inbox``."""
+    with open(os.path.join(os.fsencode(inbox), raw), "wb") as file:
+        file.write(b'{"name": "odd", "nodes": [{"id": "a", "type": "echo"}]}')
+
+
+def _ignored(daemon_events: list[dict[str, object]]) -> list[object]:
+    return [event["name"] for event in daemon_events if event["event"] == "intake.ignored"]
+
+
+def test_a_name_that_is_not_utf8_is_left_alone_with_one_line(daemons: Daemons) -> None:
+    """A file named with undecodable bytes, there at start, neither stops the daemon nor
+    is logged more than once across rescans; good files are still taken."""
+    daemons.inbox.mkdir(parents=True)
+    _bad_name(daemons.inbox, b"bad\xff.json")
+    _bad_name(daemons.inbox, b"bad\xfe.txt")
+    daemon = daemons.start()
+    drop(daemons.inbox, "good.json", echo_doc("good"))
+    assert wait_result(daemons.outbox, "good")["status"] == "SUCCESS"
+    wait_until(lambda: len(_ignored(daemon.events())) >= 2, 10, "the odd names logged")
+    time.sleep(2 * RESCAN_S + 0.5)  # two more listings of the inbox: no second line
+    drop(daemons.inbox, "later.json", echo_doc("later"))
+    assert wait_result(daemons.outbox, "later")["status"] == "SUCCESS"
+    assert sorted(map(str, _ignored(daemon.events()))) == ["bad\\xfe.txt", "bad\\xff.json"]
+    assert daemon.proc.poll() is None
+    assert os.path.exists(os.path.join(os.fsencode(daemons.inbox), b"bad\xff.json"))
+    assert daemon.terminate() == 0
+
+
+def test_odd_names_dropped_while_running_are_noted_once_and_good_ones_taken(
+    daemons: Daemons,
+) -> None:
+    """Files dropped into a running daemon with a bad name or another suffix are logged
+    once each (writers' *.tmp and dotfiles are not), and a good file beside them is taken."""
+    daemon = daemons.start()
+    _bad_name(daemons.inbox, b"caf\xe9.json")
+    for name in ("notes.txt", "upper.JSON", "job.json.tmp", ".hidden.json"):
+        (daemons.inbox / name).write_text("{}")
+    drop(daemons.inbox, "fine.json", echo_doc("fine"))
+    assert wait_result(daemons.outbox, "fine")["status"] == "SUCCESS"
+    wait_until(lambda: len(_ignored(daemon.events())) >= 3, 3 * RESCAN_S, "odd names logged")
+    time.sleep(2 * RESCAN_S + 0.5)  # two more listings of the inbox: no second line
+    assert sorted(map(str, _ignored(daemon.events()))) == [
+        "caf\\xe9.json", "notes.txt", "upper.JSON"]
+    reasons = {e["name"]: e["reason"] for e in daemon.events("intake.ignored")}
+    assert "not valid UTF-8" in str(reasons["caf\\xe9.json"])
+    assert "lower case" in str(reasons["upper.JSON"])
+    assert daemon.terminate() == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted inside ``tmp_path``, unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to the last byte; the ballast file."""
+    ballast = folder / ".ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (65536, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return ballast
+
+
+def _faults(daemon_events: list[dict[str, object]], name: str) -> list[str]:
+    return [str(e["event"]) for e in daemon_events
+            if e["event"] in ("fault.begun", "fault.healed") and e.get("fault") == name]
+
+
+def test_a_full_outbox_holds_results_until_space_returns(
+    daemons: Daemons, small_disk: Path
+) -> None:
+    """With the outbox's disk full, results wait (health says why, one warning); once
+    space returns every result is published and every input moved, with one heal line."""
+    outbox = small_disk / "outbox"
+    outbox.mkdir()
+    port = free_port()
+    daemon = daemons.start(WFE_OUTBOX=str(outbox), WFE_METRICS_PORT=str(port))
+    ballast = _fill(small_disk)
+    for n in range(3):
+        drop(daemons.inbox, f"full{n}.json", echo_doc(f"full{n}"))
+    wait_until(lambda: _faults(daemon.events(), "outbox"), 10, "the outbox fault logged")
+
+    def failing() -> dict[str, object] | None:
+        status, body = get(port, "/healthz")
+        report = json.loads(body)
+        return report if status == 503 and "outbox" in report["checks"] else None
+
+    report = wait_until(failing, 10, "/healthz failing on the outbox")
+    assert "No space left on device" in str(report["checks"]["outbox"])  # type: ignore[index]
+    assert results(outbox) == []
+    ballast.unlink()
+    for n in range(3):
+        assert wait_result(outbox, f"full{n}", timeout=20)["status"] == "SUCCESS"
+    wait_until(lambda: len(list((daemons.inbox / "processed").iterdir())) == 3, 10, "moved")
+    assert _faults(daemon.events(), "outbox") == ["fault.begun", "fault.healed"]
+    assert wait_until(lambda: get(port, "/healthz")[0] == 200, 10, "/healthz ok again")
+    assert [p.name for p in results(outbox)] == [f"full{n}.result.json" for n in range(3)]
+    assert daemon.terminate() == 0
+
+
+def test_an_immutable_outbox_heals_when_it_is_made_writable(daemons: Daemons) -> None:
+    """An outbox that refuses writes (chattr +i: EPERM, even for root) holds results back
+    and heals without a restart once the flag is cleared."""
+    daemon = daemons.start()
+    if subprocess.run(["chattr", "+i", str(daemons.outbox)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system with it)")
+    try:
+        drop(daemons.inbox, "stuck.json", echo_doc("stuck"))
+        wait_until(lambda: _faults(daemon.events(), "outbox"), 10, "the outbox fault logged")
+        (begun,) = [e for e in daemon.events("fault.begun") if e["fault"] == "outbox"]
+        assert "Operation not permitted" in str(begun["error"])
+        assert (daemons.inbox / "processing" / "stuck.json").exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(daemons.outbox)], check=False)
+    assert wait_result(daemons.outbox, "stuck", timeout=20)["status"] == "SUCCESS"
+    wait_until(lambda: (daemons.inbox / "processed" / "stuck.json").exists(), 10, "moved")
+    healed = wait_until(lambda: [e for e in daemon.events("fault.healed")
+                                 if e["fault"] == "outbox"], 5, "the heal line")
+    assert int(healed[0]["failures"]) >= 1  # type: ignore[call-overload]
+    assert daemon.terminate() == 0
+
+
+def test_an_inbox_removed_and_recreated_is_watched_again(daemons: Daemons) -> None:
+    """After ``rm -r inbox; mkdir inbox`` under a running daemon, files dropped into the
+    new inbox are taken, and the incident is logged once each way."""
+    daemon = daemons.start()
+    shutil.rmtree(daemons.inbox)
+    daemons.inbox.mkdir()
+    drop(daemons.inbox, "after.json", echo_doc("after"))
+    assert wait_result(daemons.outbox, "after", timeout=3 * RESCAN_S)["status"] == "SUCCESS"
+    wait_until(lambda: (daemons.inbox / "processed" / "after.json").exists(), 5, "moved")
+    assert _faults(daemon.events(), "inbox") == ["fault.begun", "fault.healed"]
+    assert daemon.terminate() == 0
+
+
+def test_an_inbox_moved_away_is_made_again_and_watched(daemons: Daemons) -> None:
+    """An inbox renamed away while a run holds a file in it: the daemon makes the inbox
+    again, takes new files there, and the old run still publishes its result."""
+    daemon = daemons.start()
+    drop(daemons.inbox, "slow.json", echo_then_sleep("slow", 2))
+    wait_until(lambda: (daemons.inbox / "processing" / "slow.json").exists(), 10, "claimed")
+    moved = daemons.root / "inbox.old"
+    os.rename(daemons.inbox, moved)
+    wait_until(lambda: (daemons.inbox / "processing").is_dir(), 3 * RESCAN_S, "inbox made")
+    drop(daemons.inbox, "new.json", echo_doc("new"))
+    assert wait_result(daemons.outbox, "new", timeout=10)["status"] == "SUCCESS"
+    assert wait_result(daemons.outbox, "slow", timeout=10)["status"] == "SUCCESS"
+    assert _faults(daemon.events(), "inbox")[:2] == ["fault.begun", "fault.healed"]
+    assert daemon.terminate() == 0
+
+
+def test_a_second_daemon_on_the_same_inbox_is_refused(daemons: Daemons) -> None:
+    """Another daemon on the same inbox, even with its own database, exits 2 naming it."""
+    first = daemons.start()
+    second = daemons.spawn(WFE_DB_PATH=str(daemons.root / "other" / "other.db"))
+    assert second.wait_exit() == 2
+    assert "already running on the inbox" in second.stderr()
+    drop(daemons.inbox, "one.json", echo_doc("one"))
+    assert wait_result(daemons.outbox, "one")["status"] == "SUCCESS"
+    assert first.terminate() == 0
+
+
+def test_the_last_line_says_why_the_daemon_stopped(daemons: Daemons) -> None:
+    """After SIGTERM the last log line is ``daemon.stopped`` with the signal as its reason."""
+    daemon = daemons.start()
+    assert daemon.terminate() == 0
+    last = daemon.events()[-1]
+    assert (last["event"], last["reason"]) == ("daemon.stopped", "SIGTERM received")
+
+
+def test_the_last_line_says_which_runs_the_grace_left_running(daemons: Daemons) -> None:
+    """When the grace runs out, ``daemon.stopped`` says runs were left to resume."""
+    daemon = daemons.start(WFE_SHUTDOWN_GRACE="0.2")
+    drop(daemons.inbox, "long.json", echo_then_sleep("long", 30))
+    wait_until(lambda: (daemons.inbox / "processing" / "long.json").exists(), 10, "claimed")
+    assert daemon.terminate() == 0
+    last = daemon.events()[-1]
+    assert last["event"] == "daemon.stopped"
+    assert "1 workflows still running after the 0.2s grace" in str(last["reason"])
+
+
+def test_show_names_where_the_input_file_is_now(daemons: Daemons) -> None:
+    """``show --json`` gives the file's path in processed/ or rejected/ once it moved."""
+    daemon = daemons.start()
+    drop(daemons.inbox, "ok.json", echo_doc("ok"))
+    drop(daemons.inbox, "bad.json", b"{not json")
+    ok, bad = wait_result(daemons.outbox, "ok"), wait_result(daemons.outbox, "bad")
+    wait_until(lambda: (daemons.inbox / "rejected" / "bad.json").exists(), 5, "rejected")
+    wait_until(lambda: (daemons.inbox / "processed" / "ok.json").exists(), 5, "processed")
+    assert daemon.terminate() == 0
+    env = daemons.env()
+    for summary, folder in ((ok, "processed"), (bad, "rejected")):
+        shown = subprocess.run(
+            [sys.executable, "-m", "wfe_daemon", "show", str(summary["run_id"]), "--json"],
+            capture_output=True, text=True, env=env, cwd=daemons.root, timeout=60, check=True,
+        )
+        assert json.loads(shown.stdout)["source_path"] == str(
+            daemons.inbox / folder / f"{summary['source'].removesuffix('.json')}.json")
