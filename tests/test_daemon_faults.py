@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,46 @@ def test_show_names_where_the_input_file_is_now(daemons: Daemons) -> None:
         )
         assert json.loads(shown.stdout)["source_path"] == str(
             daemons.inbox / folder / f"{summary['source'].removesuffix('.json')}.json")
+
+
+async def test_a_file_whose_handling_fails_is_taken_again_until_it_is_published(
+    engine_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error while a run ends (here its final store write, twice) does not
+    leave the file stuck in processing/: it is taken again as a restart would take it,
+    and published once, with one ``workflow.error`` line and one ``workflow.recovered``."""
+    from structlog.testing import capture_logs
+
+    from wfe_daemon.daemon import Daemon
+    from wfe_daemon.intake import Claimed
+    from wfe_daemon.systemd import Notifier
+
+    engine = engine_factory()
+    store = engine.store
+    real_finish, calls = store.finish_run, []
+
+    async def flaky_finish(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("simulated failure of the final write")
+        await real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish_run", flaky_finish)
+    settings = engine.settings
+    for folder in (settings.inbox / "processing", settings.outbox):
+        folder.mkdir(parents=True, exist_ok=True)
+    path = settings.inbox / "processing" / "flaky.json"
+    data = json.dumps(echo_doc("flaky")).encode()
+    path.write_bytes(data)
+    daemon = Daemon(settings, store, engine, Notifier.from_environ({}))
+    with capture_logs() as logs:
+        await daemon.handle(Claimed(path=path, source="flaky.json", data=data))
+    assert [p.name for p in results(settings.outbox)] == ["flaky.result.json"]
+    summary = json.loads((settings.outbox / "flaky.result.json").read_bytes())
+    assert summary["status"] == "SUCCESS"
+    assert (settings.inbox / "processed" / "flaky.json").exists()
+    events = [e["event"] for e in logs if e["event"].startswith("workflow.")]
+    assert events.count("workflow.error") == 1
+    assert next(e for e in logs if e["event"] == "workflow.recovered")["failures"] == 2
+    rows = await store.list_runs()
+    assert [r["status"] for r in rows] == ["SUCCESS"]
