@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -153,14 +154,41 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(environ=os.environ, toml_path=getattr(args, "config", None))
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def _read(path: Path, max_size: int) -> bytes:
+    """The bytes of the regular file ``path``: never more than ``max_size`` are read.
+
+    Non-blocking open, so a named pipe without a writer is refused instead of waited on;
+    a size of 0 proves nothing (``/proc`` files), so the read itself stops past the limit.
+    """
     try:
-        size = path.stat().st_size
-        if size > max_size:
-            raise WorkflowRejected([f"file is {size} bytes, over max_file_size {max_size}"])
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                kind = next((name for test, name in _KINDS if test(info.st_mode)), "special")
+                raise UsageError(f"cannot read {path}: not a regular file ({kind})")
+            if info.st_size > max_size:
+                raise WorkflowRejected(
+                    [f"file is {info.st_size} bytes, over max_file_size {max_size}"]
+                )
+            with os.fdopen(fd, "rb", closefd=False) as file:
+                data = file.read(max_size + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > max_size:
+        raise WorkflowRejected([f"file is over max_file_size {max_size}"])
+    return data
 
 
 def _print_json(value: Any) -> None:
