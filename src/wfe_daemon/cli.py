@@ -113,8 +113,30 @@ def _since(text: str) -> str:
         ) from None
 
 
+SIGPIPE_STATUS = 128 + 13
+"""The exit status when stdout's reader went away (``wfe-daemon runs | head``).
+
+What a shell reports for ``cat`` or ``seq`` killed by SIGPIPE there, so ``set -o pipefail``
+sees the same, and it is neither a runtime error (1) nor a usage error (2). Python ignores
+SIGPIPE (the daemon's sockets need that), so it arrives as ``BrokenPipeError`` instead.
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a buffered tail would otherwise fail at exit, outside this try
+        return code
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return SIGPIPE_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = _call(args)
