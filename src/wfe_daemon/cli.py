@@ -35,11 +35,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from wfe_daemon.flags import VersionAction, add_setting_flags
+
     common = _Parser(add_help=False)
-    # SUPPRESS: a --config given before the command must survive the command's own parser.
-    common.add_argument("--config", type=Path, metavar="PATH", default=argparse.SUPPRESS,
-                        help="the TOML configuration")
+    add_setting_flags(common)
     parser = _Parser(prog="wfe-daemon", description="A workflow engine daemon.", parents=[common])
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
@@ -172,8 +173,11 @@ def _call(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> Any:
     from wfe_daemon.config import load_settings
+    from wfe_daemon.flags import given_settings
 
-    return load_settings(environ=os.environ, toml_path=getattr(args, "config", None))
+    return load_settings(
+        flags=given_settings(args), environ=os.environ, toml_path=getattr(args, "config", None)
+    )
 
 
 _KINDS = (
