@@ -394,11 +394,16 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+_SUMMARY_NAMES = {"id": "run_id", "name": "workflow"}
+"""``runs --json`` names a run's fields as its result summary does."""
+
+
 def _runs(args: argparse.Namespace) -> int:
     runs = _async(_with_store, _settings(args),
                   lambda store: store.list_runs(args.limit, statuses=args.status, since=args.since))
     if args.json:
-        _print_json(runs)
+        _print_json([{_SUMMARY_NAMES.get(key, key): value for key, value in run.items()}
+                     for run in runs])
         return 0
     from wfe_daemon.views import runs_table
 
