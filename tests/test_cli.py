@@ -351,6 +351,51 @@ def test_cycle_is_named_as_a_path(run_cli: Cli, write_workflow: Writer) -> None:
     assert result.stderr.strip() in ("cycle: a -> b -> a", "cycle: b -> a -> b")
 
 
+def test_validate_names_every_cycle_and_every_other_problem_beside_them(
+    run_cli: Cli, write_workflow: Writer
+) -> None:
+    """Two cycles (one a self-loop) are each named, and the reference and dependency problems
+    elsewhere in the file are still reported: all on stderr, exit 2."""
+    path = write_workflow(
+        _doc(
+            {"id": "a", "type": "echo", "depends_on": ["b"]},
+            {"id": "b", "type": "echo", "depends_on": ["a"]},
+            {"id": "c", "type": "echo", "depends_on": ["c"]},
+            {"id": "d", "type": "echo", "params": {"x": "{{ e.out }}"}},
+            {"id": "e", "type": "echo", "depends_on": ["ghost"]},
+        )
+    )
+
+    result = run_cli("validate", path)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "node 'e': depends_on names unknown node 'ghost'",
+        "cycle: a -> b -> a",
+        "cycle: c -> c",
+        "node 'd': reference {{ e.out }} names 'e', which is not an ancestor of 'd'",
+    ]
+
+
+def test_a_reference_inside_a_cycle_is_judged_too(run_cli: Cli, write_workflow: Writer) -> None:
+    """A node on a cycle that references a node off it is told so; one on the cycle is not."""
+    path = write_workflow(
+        _doc(
+            {"id": "a", "type": "echo", "depends_on": ["b"], "params": {"x": "{{ b.y }}"}},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "params": {"x": "{{ z.y }}"}},
+            {"id": "z", "type": "echo"},
+        )
+    )
+
+    result = run_cli("validate", path)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "cycle: a -> b -> a",
+        "node 'b': reference {{ z.y }} names 'z', which is not an ancestor of 'b'",
+    ]
+
+
 def test_file_over_max_file_size_is_rejected_with_a_recorded_summary(
     run_cli: Cli, write_workflow: Writer, sql: Rows
 ) -> None:

@@ -341,6 +341,15 @@ def test_self_dependency_is_a_cycle() -> None:
     assert _problems(_doc({"id": "a", "type": "echo", "depends_on": ["a"]})) == ["cycle: a -> a"]
 
 
+def test_a_tangle_of_cycles_names_twenty_then_says_there_are_more() -> None:
+    """25 self-loops name the first 20 cycles and one line saying more remain."""
+    doc = _doc(*({"id": f"n{i:02d}", "type": "echo", "depends_on": [f"n{i:02d}"]}
+                 for i in range(25)))
+    problems = _problems(doc)
+    assert problems[:20] == [f"cycle: n{i:02d} -> n{i:02d}" for i in range(20)]
+    assert problems[20:] == ["cycle: more than 20; fix those named and validate again"]
+
+
 def test_cycle_is_found_beside_unknown_dependencies() -> None:
     """Unknown dependencies do not hide a cycle."""
     doc = _doc(
