@@ -29,6 +29,9 @@ class FakeCatalog:
     def __contains__(self, task_type: object) -> bool:
         return task_type in ("echo", "sleep")
 
+    def refusal(self, task_type: str) -> str | None:
+        return None
+
     def check_params(self, task_type: str, params: Mapping[str, Any]) -> list[str]:
         if task_type != "sleep":
             return []

@@ -239,9 +239,10 @@ def _display() -> tuple[bool, int | None]:
 
 def _parse_file(path: Path, settings: Any) -> WorkflowDef:
     from wfe_daemon.model import parse_workflow
-    from wfe_daemon.registry import TaskRegistry
+    from wfe_daemon.services import load_registry
 
-    return parse_workflow(_read(path, settings.max_file_size), TaskRegistry.load())
+    # The registry the daemon would use, so a type the settings turn off is refused here too.
+    return parse_workflow(_read(path, settings.max_file_size), load_registry(settings))
 
 
 # -- commands --------------------------------------------------------------------------------

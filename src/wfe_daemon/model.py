@@ -102,6 +102,10 @@ class TaskCatalog(Protocol):
 
     def __contains__(self, task_type: object) -> bool: ...
 
+    def refusal(self, task_type: str) -> str | None:
+        """Why a known ``task_type`` may not be used here (turned off by a setting), or None."""
+        ...
+
     def check_params(self, task_type: str, params: Mapping[str, JSON]) -> list[str]:
         """Return one message per way ``params`` fails the type's schema (empty when valid).
 
@@ -271,7 +275,8 @@ def _node_id(index: int, raw: Mapping[str, Any], problems: list[str]) -> str | N
 def _task_type(
     raw: Mapping[str, Any], where: str, catalog: TaskCatalog, problems: list[str]
 ) -> str | None:
-    """The node's type when it is a known one, else None (with a problem)."""
+    """The node's type when it is a known one, else None (with a problem); a known type the
+    catalog refuses (turned off by a setting) is returned, with its problem."""
     task_type = raw.get("type")
     if "type" not in raw:
         problems.append(f"{where}type: required")
@@ -280,6 +285,9 @@ def _task_type(
     elif task_type not in catalog:
         problems.append(f"{where}unknown type {show(task_type)}")
     else:
+        refusal = catalog.refusal(task_type)
+        if refusal is not None:
+            problems.append(f"{where}{refusal}")
         return task_type
     return None
 

@@ -109,6 +109,7 @@ class TaskRegistry:
         self._tasks: dict[str, Task] = {}
         self._sources: dict[str, str] = {}
         self._validators: dict[str, Validator] = {}
+        self._refusals: dict[str, str] = {}
         for task in tasks:
             self._add(task, (sources or {}).get(task.type, "built-in"))
 
@@ -170,6 +171,19 @@ class TaskRegistry:
 
     def get(self, task_type: str) -> Task:
         return self._tasks[task_type]
+
+    def refuse(self, task_type: str, reason: str) -> None:
+        """Keep ``task_type`` listed but reject every workflow that uses it, saying ``reason``.
+
+        For a type the settings turn off (``shell`` without ``enable_shell``): validation
+        then reports it up front instead of the node failing once the run has started.
+        """
+        if task_type in self._tasks:
+            self._refusals[task_type] = reason
+
+    def refusal(self, task_type: str) -> str | None:
+        """Why a workflow may not use ``task_type`` here (see :meth:`refuse`), or ``None``."""
+        return self._refusals.get(task_type)
 
     def check_params(
         self, task_type: str, params: Mapping[str, Any], *, resolved: bool = False
