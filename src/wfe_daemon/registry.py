@@ -122,7 +122,8 @@ class TaskRegistry:
         """Build the registry from the built-in types and the installed plugins.
 
         Plugins are classes (or callables returning a ``Task``) published under the
-        entry-point group ``wfe_daemon.tasks``.
+        entry-point group ``wfe_daemon.tasks``. They are looked up here only: a plugin
+        installed later is seen by the next process (the daemon after a restart).
 
         Raises:
             ConfigError: two types share a name, a plugin fails to load, or a
@@ -135,11 +136,12 @@ class TaskRegistry:
         registry = cls(task_class() for task_class in builtins)
         if entry_point_group:
             for ep in importlib.metadata.entry_points(group=entry_point_group):
+                source = _plugin_source(ep)
                 try:
                     task = ep.load()()
                 except Exception as exc:
-                    raise ConfigError(f"task plugin {ep.value}: cannot load: {exc}") from exc
-                registry._add(task, f"plugin {ep.value}")
+                    raise ConfigError(f"task {source}: cannot load: {exc}") from exc
+                registry._add(task, source)
         return registry
 
     def _add(self, task: Task, source: str) -> None:
@@ -219,6 +221,15 @@ class TaskRegistry:
             }
             for task in self
         ]
+
+
+def _plugin_source(ep: importlib.metadata.EntryPoint) -> str:
+    """``plugin module:Class (distribution name version)``: two distributions may publish
+    the same entry point, and only the distribution tells them apart."""
+    dist = ep.dist
+    if dist is None:
+        return f"plugin {ep.value}"
+    return f"plugin {ep.value} (distribution {dist.name} {dist.version})"
 
 
 def _message(error: Any) -> str:
