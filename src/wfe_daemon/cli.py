@@ -1,4 +1,6 @@
-"""The command line: argparse subcommands, and the one place errors become exit codes.
+"""The command line: what each command does, and the one place errors become exit codes.
+
+The grammar (commands, arguments, flags) is in :mod:`wfe_daemon.arguments`.
 
 Exit codes: 0 success; 1 a run that did not fully succeed, or a runtime error; 2 a usage
 or configuration error, or a rejected workflow. Messages are one line on stderr.
@@ -9,13 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from wfe_daemon.errors import StoreError, UsageError, WfeError, WorkflowRejected
 
@@ -24,95 +24,6 @@ if TYPE_CHECKING:
     from wfe_daemon.model import WorkflowDef
     from wfe_daemon.progress import LiveLine
     from wfe_daemon.store import Store
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """A usage error: one line, exit 2 (argparse prints the whole usage otherwise)."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    from wfe_daemon.flags import VersionAction, add_setting_flags
-
-    common = _Parser(add_help=False)
-    add_setting_flags(common)
-    parser = _Parser(prog="wfe-daemon", description="A workflow engine daemon.", parents=[common])
-    parser.add_argument("--version", action=VersionAction)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        command.set_defaults(handler=handler)
-        return command
-
-    add("run", _run, "run the daemon in the foreground until SIGTERM or SIGINT")
-    add("execute", _execute, "run one workflow file and print its result summary").add_argument(
-        "file", type=Path
-    )
-    add("validate", _validate, "check a workflow file").add_argument("file", type=Path)
-    add("tasks", _tasks, "list the task types").add_argument("--json", action="store_true")
-    runs = add("runs", _runs, "list recent runs, newest first")
-    runs.add_argument("--limit", type=_positive_int, default=20)
-    runs.add_argument("--status", type=_status, nargs="+", action="extend", default=[],
-                      metavar="S", help="only runs in these statuses")
-    runs.add_argument("--since", type=_since, metavar="WHEN",
-                      help="only runs started since: an ISO date/time, or an age (2h, 3d, 45m)")
-    runs.add_argument("--json", action="store_true")
-    show = add("show", _show, "show one run with its nodes")
-    show.add_argument("run_id", type=_positive_int, metavar="RUN_ID")
-    show.add_argument("--json", action="store_true")
-    graph = add("graph", _graph, "print the DAG of a workflow file or of a run")
-    graph.add_argument("target", metavar="FILE|RUN_ID")
-    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    add("cancel", _cancel, "cancel a run of the running daemon").add_argument(
-        "run_id", type=_positive_int, metavar="RUN_ID"
-    )
-    add("retry", _retry, "rerun what failed or was skipped in a finished run").add_argument(
-        "run_id", type=_positive_int, metavar="RUN_ID"
-    )
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _status(text: str) -> str:
-    from wfe_daemon.model import RunStatus
-
-    try:
-        return RunStatus(text.upper()).value
-    except ValueError:
-        names = ", ".join(status.value for status in RunStatus)
-        raise argparse.ArgumentTypeError(f"unknown status {text!r} (one of {names})") from None
-
-
-_AGE = re.compile(r"(\d{1,9})\s*([smhdw])", re.IGNORECASE)
-_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def _since(text: str) -> str:
-    """An age (``2h``) or an ISO date/time (naive means local) as the stored UTC shape."""
-    try:
-        age = _AGE.fullmatch(text.strip())
-        if age is not None:
-            delta = timedelta(**{_AGE_UNITS[age[2].lower()]: int(age[1])})
-            return (datetime.now(UTC) - delta).isoformat()
-        return datetime.fromisoformat(text.strip()).astimezone(UTC).isoformat()
-    except (ValueError, OverflowError, OSError):
-        raise argparse.ArgumentTypeError(
-            f"expected an ISO date/time or an age such as 2h, 3d, 45m; got {text!r}"
-        ) from None
-
 
 SIGPIPE_STATUS = 128 + 13
 """The exit status when stdout's reader went away (``wfe-daemon runs | head``).
@@ -138,7 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    from wfe_daemon.arguments import build_parser
+
+    handlers = {"run": _run, "execute": _execute, "validate": _validate, "tasks": _tasks,
+                "runs": _runs, "show": _show, "graph": _graph, "cancel": _cancel,
+                "retry": _retry}
+    args = build_parser(handlers).parse_args(argv)
     try:
         code: int = _call(args)
         return code
@@ -172,8 +88,8 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    from wfe_daemon.arguments import given_settings
     from wfe_daemon.config import load_settings
-    from wfe_daemon.flags import given_settings
 
     return load_settings(
         flags=given_settings(args), environ=os.environ, toml_path=getattr(args, "config", None)
