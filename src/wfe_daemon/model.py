@@ -131,9 +131,10 @@ def parse_workflow(data: bytes | Mapping[str, Any], catalog: TaskCatalog) -> Wor
     """Validate a workflow file and return its typed definition.
 
     Every problem is collected before anything is raised: the file's shape, each node's
-    fields, its task type and params (through ``catalog``), unknown dependencies, every
-    cycle, and references to nodes that are not ancestors. Unknown keys are problems too, so a
-    misspelt optional key cannot pass silently.
+    fields, its task type (known, and not refused by the settings) and params (through
+    ``catalog``), unknown dependencies, every cycle, and references to nodes that are not
+    ancestors. Unknown keys are problems too, so a misspelt optional key cannot pass
+    silently.
 
     Args:
         data: the file's bytes, or an already parsed JSON object.
