@@ -351,6 +351,51 @@ def test_cycle_is_named_as_a_path(run_cli: Cli, write_workflow: Writer) -> None:
     assert result.stderr.strip() in ("cycle: a -> b -> a", "cycle: b -> a -> b")
 
 
+def test_validate_names_every_cycle_and_every_other_problem_beside_them(
+    run_cli: Cli, write_workflow: Writer
+) -> None:
+    """Two cycles (one a self-loop) are each named, and the reference and dependency problems
+    elsewhere in the file are still reported: all on stderr, exit 2."""
+    path = write_workflow(
+        _doc(
+            {"id": "a", "type": "echo", "depends_on": ["b"]},
+            {"id": "b", "type": "echo", "depends_on": ["a"]},
+            {"id": "c", "type": "echo", "depends_on": ["c"]},
+            {"id": "d", "type": "echo", "params": {"x": "{{ e.out }}"}},
+            {"id": "e", "type": "echo", "depends_on": ["ghost"]},
+        )
+    )
+
+    result = run_cli("validate", path)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "node 'e': depends_on names unknown node 'ghost'",
+        "cycle: a -> b -> a",
+        "cycle: c -> c",
+        "node 'd': reference {{ e.out }} names 'e', which is not an ancestor of 'd'",
+    ]
+
+
+def test_a_reference_inside_a_cycle_is_judged_too(run_cli: Cli, write_workflow: Writer) -> None:
+    """A node on a cycle that references a node off it is told so; one on the cycle is not."""
+    path = write_workflow(
+        _doc(
+            {"id": "a", "type": "echo", "depends_on": ["b"], "params": {"x": "{{ b.y }}"}},
+            {"id": "b", "type": "echo", "depends_on": ["a"], "params": {"x": "{{ z.y }}"}},
+            {"id": "z", "type": "echo"},
+        )
+    )
+
+    result = run_cli("validate", path)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "cycle: a -> b -> a",
+        "node 'b': reference {{ z.y }} names 'z', which is not an ancestor of 'b'",
+    ]
+
+
 def test_file_over_max_file_size_is_rejected_with_a_recorded_summary(
     run_cli: Cli, write_workflow: Writer, sql: Rows
 ) -> None:
@@ -451,8 +496,8 @@ def test_runs_and_show_report_what_execute_recorded(run_cli: Cli, write_workflow
 
     assert runs.returncode == plain.returncode == shown.returncode == shown_plain.returncode == 0
     listed = json.loads(runs.stdout)
-    assert [run["id"] for run in listed] == [second["run_id"], first["run_id"]]
-    assert [run["name"] for run in listed] == ["two", "one"]
+    assert [run["run_id"] for run in listed] == [second["run_id"], first["run_id"]]
+    assert [run["workflow"] for run in listed] == ["two", "one"]
     assert "two" in plain.stdout
     assert "one" not in plain.stdout
     run = json.loads(shown.stdout)
@@ -464,6 +509,34 @@ def test_runs_and_show_report_what_execute_recorded(run_cli: Cli, write_workflow
     ]
     assert "b" in shown_plain.stdout
     assert "SUCCESS" in shown_plain.stdout
+
+
+def test_show_of_a_rejected_run_prints_every_problem(run_cli: Cli, write_workflow: Writer) -> None:
+    """``show`` of a REJECTED run lists each of its problems, not only the first."""
+    rejected = summary_of(run_cli("execute", write_workflow(REJECTED["three_problems"][0])))
+    assert len(rejected["errors"]) == 3
+
+    shown = run_cli("show", str(rejected["run_id"]))
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("errors"))
+    assert [line[len("errors    "):] for line in lines[start : start + 3]] == rejected["errors"]
+    assert lines[start + 1].startswith(" " * len("errors    "))
+
+
+def test_show_of_a_run_with_one_problem_keeps_the_single_error_line(
+    run_cli: Cli, write_workflow: Writer
+) -> None:
+    """A run with one problem (here a file over max_file_size) shows it on one ``error`` line."""
+    path = write_workflow({"name": "big", "nodes": [{"id": "a", "type": "echo", "params": {
+        "pad": "x" * 500}}]})
+    rejected = summary_of(run_cli("execute", path, env={"WFE_MAX_FILE_SIZE": "100"}))
+
+    shown = run_cli("show", str(rejected["run_id"]))
+
+    assert f"error     {rejected['errors'][0]}" in shown.stdout.splitlines()
+    assert "errors" not in shown.stdout
 
 
 def test_show_of_an_unknown_run_exits_1_with_one_line(run_cli: Cli) -> None:
@@ -636,19 +709,21 @@ def test_runs_and_show_print_plain_tables_when_piped(run_cli: Cli, write_workflo
     assert table[4].endswith("-  dependency failed: c")
 
 
-def test_runs_json_keeps_its_fields_and_adds_the_error(
+def test_runs_json_names_fields_as_summaries_do_and_adds_the_error(
     run_cli: Cli, write_workflow: Writer
 ) -> None:
-    """``runs --json`` rows keep their fields and gain ``error``: the first failure."""
+    """``runs --json`` rows name the run ``run_id`` and ``workflow``, as result summaries do,
+    and carry ``error``: the first failure."""
     partial = _executed(run_cli, write_workflow, _DIAMOND)
     rejected = _executed(run_cli, write_workflow, REJECTED["cycle"][0])
 
     listed = json.loads(run_cli("runs", "--json").stdout)
 
-    assert [run["id"] for run in listed] == [rejected, partial]
+    assert [run["run_id"] for run in listed] == [rejected, partial]
+    assert [run["workflow"] for run in listed] == ["bad", "diamond"]
     assert set(listed[0]) == {
-        "id",
-        "name",
+        "run_id",
+        "workflow",
         "status",
         "source",
         "started_at",
@@ -669,7 +744,7 @@ def test_runs_status_filter(run_cli: Cli, write_workflow: Writer) -> None:
     def ids(*args: str) -> list[int]:
         result = run_cli("runs", "--json", *args)
         assert result.returncode == 0, result.stderr
-        return [run["id"] for run in json.loads(result.stdout)]
+        return [run["run_id"] for run in json.loads(result.stdout)]
 
     assert ids("--status", "success") == [ok]
     assert ids("--status", "Partial_Success", "REJECTED") == [rejected, partial]
@@ -693,7 +768,7 @@ def test_runs_since_filter(run_cli: Cli, write_workflow: Writer, db_path: Path) 
     def ids(since: str) -> list[int]:
         result = run_cli("runs", "--json", "--since", since)
         assert result.returncode == 0, result.stderr
-        return [run["id"] for run in json.loads(result.stdout)]
+        return [run["run_id"] for run in json.loads(result.stdout)]
 
     assert ids("45m") == [new]
     assert ids("4h") == [new, hours_ago]

@@ -233,10 +233,17 @@ def test_bad_env_values_name_the_variable(name: str, value: str, expected: str) 
     assert config_error(environ={name: value}).startswith(f"config: {name}: {expected}")
 
 
-def test_bad_flag_value_names_the_key() -> None:
-    """A bad flag value is an error naming the key, in the contract's plain form."""
+def test_bad_flag_value_names_the_flag() -> None:
+    """A bad flag value is an error naming the flag as it is typed on the command line."""
     message = config_error(flags={"max_concurrent_tasks": -3}, environ={})
-    assert message == "config: max_concurrent_tasks: must be >= 1, got -3"
+    assert message == "config: --max-concurrent-tasks: must be >= 1, got -3"
+
+
+def test_every_key_with_a_variable_has_a_flag() -> None:
+    """Flags cover every key the environment can set, and only those (not [task_limits])."""
+    from wfe_daemon.config import FLAG_KEYS
+
+    assert set(FLAG_KEYS) == set(DEFAULTS) - {"task_limits"}
 
 
 def test_unknown_flag_errors() -> None:

@@ -320,7 +320,7 @@ def test_sigterm_lets_a_node_ending_within_the_grace_finish_and_publish(
 
 def test_rejections_and_retries_are_logged_with_their_context(daemons: Daemons) -> None:
     """workflow.rejected names the problems; node.retry and node.finished carry the error."""
-    daemon = daemons.start()
+    daemon = daemons.start(WFE_ENABLE_SHELL="1")
     drop(daemons.inbox, "bad.json", {"name": "bad", "nodes": [{"id": "a", "type": "nope"}]})
     drop(daemons.inbox, "retried.json", {"name": "retried", "nodes": [{
         "id": "s", "type": "shell", "params": {"argv": ["false"]},

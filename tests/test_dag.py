@@ -91,3 +91,66 @@ def test_non_ancestors_is_fast_on_a_long_chain_of_far_references() -> None:
     started = time.perf_counter()
     assert dag.non_ancestors(deps, pairs) == set()
     assert time.perf_counter() - started < 1.0
+
+
+def test_find_cycles_names_two_separate_cycles_and_a_self_loop() -> None:
+    """Every separate cycle is named, each from its earliest node, a self-dependency too."""
+    deps = {"a": ["b"], "b": ["a"], "x": [], "c": ["d"], "d": ["c", "x"], "e": ["e"]}
+    assert dag.find_cycles(deps) == [["a", "b", "a"], ["c", "d", "c"], ["e", "e"]]
+
+
+def test_find_cycles_names_cycles_that_share_a_node() -> None:
+    """Two cycles through ``b`` are both named, not only the first one found."""
+    deps = {"a": ["b"], "b": ["a", "c"], "c": ["b"]}
+    assert dag.find_cycles(deps) == [["a", "b", "a"], ["b", "c", "b"]]
+
+
+def test_find_cycles_of_a_dag_is_empty_and_limit_stops_early() -> None:
+    """No cycle gives []; ``limit`` caps how many are named."""
+    assert dag.find_cycles({"a": [], "b": ["a"]}) == []
+    deps = {f"n{i}": [f"n{i}"] for i in range(50)}
+    assert dag.find_cycles(deps, limit=3) == [["n0", "n0"], ["n1", "n1"], ["n2", "n2"]]
+
+
+def test_find_cycles_names_a_dependency_given_twice_once() -> None:
+    """A dependency listed twice closes its cycle once."""
+    assert dag.find_cycles({"a": ["b", "b"], "b": ["a"]}) == [["a", "b", "a"]]
+
+
+def test_every_cycle_of_random_graphs_uses_a_named_cycle_edge() -> None:
+    """Removing the edges of the named cycles leaves each random graph acyclic."""
+    import random
+
+    rng = random.Random(12)
+    for _ in range(200):
+        ids = [f"n{i}" for i in range(rng.randint(1, 12))]
+        deps = {i: rng.sample(ids, rng.randint(0, min(3, len(ids)))) for i in ids}
+        cycles = dag.find_cycles(deps)
+        used = {(c[k], c[k + 1]) for c in cycles for k in range(len(c) - 1)}
+        rest = {i: [d for d in ds if (i, d) not in used] for i, ds in deps.items()}
+        assert dag.find_cycle(rest) is None, (deps, cycles)
+        assert (cycles == []) == (dag.find_cycle(deps) is None)
+
+
+def test_non_ancestors_in_a_graph_with_cycles() -> None:
+    """In a cycle each member is an ancestor of every member, itself included; outside it,
+    ancestry is as usual."""
+    deps = {"a": ["b"], "b": ["a"], "c": ["a"], "d": [], "x": ["x"], "y": ["x"]}
+    pairs = [("c", "b"), ("a", "a"), ("b", "a"), ("c", "c"), ("a", "c"), ("a", "d"),
+             ("x", "x"), ("y", "x"), ("x", "y"), ("d", "zz")]
+    assert dag.non_ancestors(deps, pairs) == {
+        ("c", "c"), ("a", "c"), ("a", "d"), ("x", "y"), ("d", "zz")
+    }
+
+
+def test_non_ancestors_agrees_with_ancestors_on_random_cyclic_graphs() -> None:
+    """On random graphs, cycles or not, the bit-set answer equals one search per question."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        ids = [f"n{i}" for i in range(rng.randint(1, 10))]
+        deps = {i: rng.sample(ids, rng.randint(0, min(3, len(ids)))) for i in ids}
+        pairs = [(a, b) for a in ids for b in ids]
+        expected = {(a, b) for a, b in pairs if b not in dag.ancestors(deps, a)}
+        assert dag.non_ancestors(deps, pairs) == expected, deps

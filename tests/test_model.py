@@ -29,6 +29,9 @@ class FakeCatalog:
     def __contains__(self, task_type: object) -> bool:
         return task_type in ("echo", "sleep")
 
+    def refusal(self, task_type: str) -> str | None:
+        return None
+
     def check_params(self, task_type: str, params: Mapping[str, Any]) -> list[str]:
         if task_type != "sleep":
             return []
@@ -339,6 +342,15 @@ def test_cycle_is_named_once() -> None:
 def test_self_dependency_is_a_cycle() -> None:
     """A node that depends on itself is the cycle a -> a."""
     assert _problems(_doc({"id": "a", "type": "echo", "depends_on": ["a"]})) == ["cycle: a -> a"]
+
+
+def test_a_tangle_of_cycles_names_twenty_then_says_there_are_more() -> None:
+    """25 self-loops name the first 20 cycles and one line saying more remain."""
+    doc = _doc(*({"id": f"n{i:02d}", "type": "echo", "depends_on": [f"n{i:02d}"]}
+                 for i in range(25)))
+    problems = _problems(doc)
+    assert problems[:20] == [f"cycle: n{i:02d} -> n{i:02d}" for i in range(20)]
+    assert problems[20:] == ["cycle: more than 20; fix those named and validate again"]
 
 
 def test_cycle_is_found_beside_unknown_dependencies() -> None:

@@ -17,9 +17,13 @@ from typing import Any
 
 import pytest
 
+from daemon_helpers import Daemons, drop, wait_result
+
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 ENTRY_POINT = 'reverse = "wfe_test_plugin:ReverseTask"'
 CLASHING_ENTRY_POINT = 'echo = "wfe_test_plugin:ShadowEchoTask"'
+NAME = 'name = "wfe-test-plugin"'
+TWIN_NAME = 'name = "wfe-test-plugin-twin"'
 
 Install = Callable[[str], Path]
 
@@ -53,7 +57,8 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
     """Install a variant of the plugin once per module; return its site folder.
 
     ``install("plain")`` is the package as shipped; ``install("clash")`` also registers
-    ``echo``, a type the built-ins already define.
+    ``echo``, a type the built-ins already define; ``install("twin")`` is the same code
+    published as another distribution, ``wfe-test-plugin-twin``.
     """
     installed: dict[str, Path] = {}
 
@@ -63,13 +68,14 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
             source = root / "src"
             # Build from a copy: pip builds in place and would litter tests/plugin_pkg.
             shutil.copytree(PLUGIN_PKG, source)
+            pyproject = source / "pyproject.toml"
+            text = pyproject.read_text()
+            assert ENTRY_POINT in text and NAME in text
             if variant == "clash":
-                pyproject = source / "pyproject.toml"
-                text = pyproject.read_text()
-                assert ENTRY_POINT in text
-                pyproject.write_text(
-                    text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{CLASHING_ENTRY_POINT}")
-                )
+                text = text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{CLASHING_ENTRY_POINT}")
+            elif variant == "twin":
+                text = text.replace(NAME, TWIN_NAME)
+            pyproject.write_text(text)
             _pip_install(source, root / "site")
             installed[variant] = root / "site"
         return installed[variant]
@@ -137,6 +143,61 @@ def test_plugin_clashing_with_a_builtin_is_refused(
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
-        "wfe-daemon: task type 'echo' is defined twice: "
-        "built-in and plugin wfe_test_plugin:ShadowEchoTask\n"
+        "wfe-daemon: task type 'echo' is defined twice: built-in and plugin"
+        " wfe_test_plugin:ShadowEchoTask (distribution wfe-test-plugin 0.1.0)\n"
     )
+
+
+def test_two_distributions_defining_one_type_are_both_named(
+    run_cli: Callable[..., Any], install: Install
+) -> None:
+    """Two installed distributions with the same entry point: the one line names both
+    distributions, not the same entry point twice."""
+    path = f"{install('plain')}:{install('twin')}"
+
+    result = run_cli("tasks", env={"PYTHONPATH": path})
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "wfe-daemon: task type 'reverse' is defined twice:"
+        " plugin wfe_test_plugin:ReverseTask (distribution wfe-test-plugin 0.1.0) and"
+        " plugin wfe_test_plugin:ReverseTask (distribution wfe-test-plugin-twin 0.1.0)\n"
+    )
+
+
+def test_the_daemon_refuses_to_start_on_a_duplicate_type(
+    daemons: Daemons, install: Install
+) -> None:
+    """``run`` stops at start with the same one line naming both distributions, exit 2."""
+    daemon = daemons.spawn(PYTHONPATH=f"{install('twin')}:{install('plain')}")
+
+    assert daemon.wait_exit() == 2
+    assert daemon.stderr() == (
+        "wfe-daemon: task type 'reverse' is defined twice:"
+        " plugin wfe_test_plugin:ReverseTask (distribution wfe-test-plugin-twin 0.1.0) and"
+        " plugin wfe_test_plugin:ReverseTask (distribution wfe-test-plugin 0.1.0)\n"
+    )
+
+
+def test_a_plugin_installed_while_the_daemon_runs_is_seen_after_a_restart(
+    daemons: Daemons, install: Install, tmp_path: Path
+) -> None:
+    """The daemon looks plugins up at start: a file using a type installed meanwhile is
+    REJECTED as unknown until the daemon is restarted, then the same file runs."""
+    site = tmp_path / "site"
+    site.mkdir()
+    doc = {"name": "late", "nodes": [{"id": "flip", "type": "reverse", "params": {"text": "ab"}}]}
+    first = daemons.start(PYTHONPATH=str(site))
+    shutil.copytree(install("plain"), site, dirs_exist_ok=True)  # as pip install would
+
+    drop(daemons.inbox, "before.json", doc)
+    before = wait_result(daemons.outbox, "before")
+    assert first.terminate() == 0
+    daemons.start(PYTHONPATH=str(site))
+    drop(daemons.inbox, "after.json", doc)
+    after = wait_result(daemons.outbox, "after")
+
+    assert before["status"] == "REJECTED"
+    assert before["errors"] == ["node 'flip': unknown type 'reverse'"]
+    assert after["status"] == "SUCCESS"
+    assert after["nodes"]["flip"]["output"] == {"text": "ba"}

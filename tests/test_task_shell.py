@@ -238,5 +238,7 @@ def test_cli_execute_runs_shell_when_enabled(
     node = json.loads(enabled.stdout)["nodes"]["hi"]
     assert node["output"] == {"returncode": 0, "stdout": "from the CLI\n", "stderr": ""}
     disabled = run_cli("execute", path)
-    assert disabled.returncode == 1
-    assert "the shell task is disabled" in json.loads(disabled.stdout)["nodes"]["hi"]["error"]
+    assert disabled.returncode == 2
+    assert json.loads(disabled.stdout)["errors"] == [
+        "node 'hi': shell is disabled: set enable_shell = true"
+    ]

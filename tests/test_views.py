@@ -215,6 +215,33 @@ def test_run_detail_coloured_prefers_the_summary_errors() -> None:
     )
 
 
+def test_run_detail_lists_every_problem_of_a_rejected_run() -> None:
+    """A REJECTED run with several problems shows each on its own line, aligned, none dropped."""
+    problems = ["node 'a': unknown type 'teleport'", "cycle: b -> c -> b", "cycle: d -> d"]
+    run = {**RUN, "status": "REJECTED", "nodes": [], "definition": None,
+           "result_summary": {"errors": problems}}
+
+    assert run_detail(run, tz=UTC).splitlines() == [
+        "run 12  nightly  REJECTED",
+        "source    nightly.json",
+        "started   2024-05-01 12:00:03",
+        "duration  4m05s",
+        "errors    node 'a': unknown type 'teleport'",
+        "          cycle: b -> c -> b",
+        "          cycle: d -> d",
+    ]
+
+
+def test_run_detail_cuts_each_problem_to_the_width() -> None:
+    """On a narrow terminal each problem line is cut to fit, not only the first."""
+    run = {**RUN, "status": "REJECTED", "nodes": [], "definition": None,
+           "result_summary": {"errors": ["x" * 50, "y" * 50]}}
+
+    lines = run_detail(run, width=30, tz=UTC).splitlines()
+
+    assert lines[-2:] == ["errors    " + "x" * 19 + "…", "          " + "y" * 19 + "…"]
+
+
 # -- graphs --------------------------------------------------------------------------------------
 
 

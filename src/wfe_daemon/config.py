@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from wfe_daemon.errors import ConfigError
 
-__all__ = ["DEFAULTS", "DEFAULT_CONFIG_FILE", "Settings", "load_settings"]
+__all__ = ["DEFAULTS", "DEFAULT_CONFIG_FILE", "FLAG_KEYS", "Settings", "flag_name", "load_settings"]
 
 DEFAULT_CONFIG_FILE: Final = Path("config/wfe.toml")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -224,6 +224,15 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
 )
 
 
+#: The keys the command line sets with a flag: every key with a ``WFE_*`` variable.
+FLAG_KEYS: Final = tuple(key for key, spec in _SPECS.items() if spec.env)
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of ``key``: ``--max-concurrent-tasks`` for ``max_concurrent_tasks``."""
+    return "--" + key.replace("_", "-")
+
+
 def _convert(key: str, value: object, text_ok: bool, where: str) -> Any:
     """Convert and check one value; ``where`` prefixes the error (source, key or both)."""
     spec = _SPECS[key]
@@ -280,6 +289,7 @@ def load_settings(
     Args:
         flags: Settings given on the command line, by TOML key name. Values may be
             typed or strings (parsed as the environment's are); ``None`` means not given.
+            An error names the flag (``--max-concurrent-tasks``), see :func:`flag_name`.
         environ: The environment, usually ``os.environ``; ``None`` means empty. Other
             ``WFE_*`` variables are ignored; an empty ``WFE_CONFIG`` counts as unset.
         toml_path: The file named by ``--config``; it must exist.
@@ -291,7 +301,7 @@ def load_settings(
         ConfigError: A file is missing, unreadable or not TOML; a key is unknown; or a
             value has the wrong type or is out of range. The message is one line that
             names the source and the key, e.g.
-            ``config: max_concurrent_tasks: must be >= 1, got -3``.
+            ``config: WFE_MAX_CONCURRENT_TASKS: must be >= 1, got -3``.
     """
     environ = environ if environ is not None else {}
     values: dict[str, Any] = {}
@@ -309,5 +319,5 @@ def load_settings(
         if key not in _SPECS:
             raise _unknown_key("flags", key)
         if value is not None:
-            values[key] = _convert(key, value, True, key)
+            values[key] = _convert(key, value, True, flag_name(key) if key in FLAG_KEYS else key)
     return Settings(**values)

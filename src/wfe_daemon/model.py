@@ -12,7 +12,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Final, Protocol
 
-from wfe_daemon.dag import find_cycle, non_ancestors
+from wfe_daemon.dag import find_cycles, non_ancestors
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.refs import Ref, find_refs
 from wfe_daemon.strictjson import compact, load_json, show
@@ -102,6 +102,10 @@ class TaskCatalog(Protocol):
 
     def __contains__(self, task_type: object) -> bool: ...
 
+    def refusal(self, task_type: str) -> str | None:
+        """Why a known ``task_type`` may not be used here (turned off by a setting), or None."""
+        ...
+
     def check_params(self, task_type: str, params: Mapping[str, JSON]) -> list[str]:
         """Return one message per way ``params`` fails the type's schema (empty when valid).
 
@@ -127,9 +131,10 @@ def parse_workflow(data: bytes | Mapping[str, Any], catalog: TaskCatalog) -> Wor
     """Validate a workflow file and return its typed definition.
 
     Every problem is collected before anything is raised: the file's shape, each node's
-    fields, its task type and params (through ``catalog``), unknown dependencies, a cycle,
-    and references to nodes that are not ancestors. Unknown keys are problems too, so a
-    misspelt optional key cannot pass silently.
+    fields, its task type (known, and not refused by the settings) and params (through
+    ``catalog``), unknown dependencies, every cycle, and references to nodes that are not
+    ancestors. Unknown keys are problems too, so a misspelt optional key cannot pass
+    silently.
 
     Args:
         data: the file's bytes, or an already parsed JSON object.
@@ -271,7 +276,8 @@ def _node_id(index: int, raw: Mapping[str, Any], problems: list[str]) -> str | N
 def _task_type(
     raw: Mapping[str, Any], where: str, catalog: TaskCatalog, problems: list[str]
 ) -> str | None:
-    """The node's type when it is a known one, else None (with a problem)."""
+    """The node's type when it is a known one, else None (with a problem); a known type the
+    catalog refuses (turned off by a setting) is returned, with its problem."""
     task_type = raw.get("type")
     if "type" not in raw:
         problems.append(f"{where}type: required")
@@ -280,6 +286,9 @@ def _task_type(
     elif task_type not in catalog:
         problems.append(f"{where}unknown type {show(task_type)}")
     else:
+        refusal = catalog.refusal(task_type)
+        if refusal is not None:
+            problems.append(f"{where}{refusal}")
         return task_type
     return None
 
@@ -341,7 +350,7 @@ def _trigger_rule(raw: Mapping[str, Any], where: str, problems: list[str]) -> Tr
 
 
 def _check_graph(nodes: list[NodeDef], problems: list[str]) -> None:
-    """Check what spans nodes: unknown dependencies, a cycle, references."""
+    """Check what spans nodes: unknown dependencies, every cycle, references."""
     firsts: dict[str, NodeDef] = {}
     for node in nodes:
         firsts.setdefault(node.id, node)
@@ -352,20 +361,21 @@ def _check_graph(nodes: list[NodeDef], problems: list[str]) -> None:
             for dep in node.depends_on
             if dep not in deps
         )
-    cycle = find_cycle(deps)
-    if cycle is not None:
-        problems.append("cycle: " + " -> ".join(cycle))
-    _check_refs(firsts, deps, problems, acyclic=cycle is None)
+    cycles = find_cycles(deps, limit=_MAX_CYCLES + 1)
+    problems.extend("cycle: " + " -> ".join(cycle) for cycle in cycles[:_MAX_CYCLES])
+    if len(cycles) > _MAX_CYCLES:
+        problems.append(f"cycle: more than {_MAX_CYCLES}; fix those named and validate again")
+    _check_refs(firsts, deps, problems)
+
+
+_MAX_CYCLES: Final = 20
+"""Cycles named at most: a dense tangle has more than anyone reads (and than is cheap)."""
 
 
 def _check_refs(
-    nodes: Mapping[str, NodeDef],
-    deps: Mapping[str, tuple[str, ...]],
-    problems: list[str],
-    *,
-    acyclic: bool,
+    nodes: Mapping[str, NodeDef], deps: Mapping[str, tuple[str, ...]], problems: list[str]
 ) -> None:
-    """Every reference must name an ancestor (checked only once the graph is acyclic)."""
+    """Every reference must name an ancestor (in a cycle, each member is everyone's)."""
     far: list[tuple[str, str]] = []
     for node_id, node in nodes.items():
         found = node.refs
@@ -376,7 +386,7 @@ def _check_refs(
                 for ref in found
                 if ref.node_id in nodes and ref.node_id not in direct
             )
-    bad = non_ancestors(deps, far) if acyclic else set()
+    bad = non_ancestors(deps, far)
     for node_id, node in nodes.items():
         for ref in node.refs:
             if ref.node_id not in nodes:

@@ -109,6 +109,7 @@ class TaskRegistry:
         self._tasks: dict[str, Task] = {}
         self._sources: dict[str, str] = {}
         self._validators: dict[str, Validator] = {}
+        self._refusals: dict[str, str] = {}
         for task in tasks:
             self._add(task, (sources or {}).get(task.type, "built-in"))
 
@@ -121,7 +122,8 @@ class TaskRegistry:
         """Build the registry from the built-in types and the installed plugins.
 
         Plugins are classes (or callables returning a ``Task``) published under the
-        entry-point group ``wfe_daemon.tasks``.
+        entry-point group ``wfe_daemon.tasks``. They are looked up here only: a plugin
+        installed later is seen by the next process (the daemon after a restart).
 
         Raises:
             ConfigError: two types share a name, a plugin fails to load, or a
@@ -134,11 +136,12 @@ class TaskRegistry:
         registry = cls(task_class() for task_class in builtins)
         if entry_point_group:
             for ep in importlib.metadata.entry_points(group=entry_point_group):
+                source = _plugin_source(ep)
                 try:
                     task = ep.load()()
                 except Exception as exc:
-                    raise ConfigError(f"task plugin {ep.value}: cannot load: {exc}") from exc
-                registry._add(task, f"plugin {ep.value}")
+                    raise ConfigError(f"task {source}: cannot load: {exc}") from exc
+                registry._add(task, source)
         return registry
 
     def _add(self, task: Task, source: str) -> None:
@@ -170,6 +173,19 @@ class TaskRegistry:
 
     def get(self, task_type: str) -> Task:
         return self._tasks[task_type]
+
+    def refuse(self, task_type: str, reason: str) -> None:
+        """Keep ``task_type`` listed but reject every workflow that uses it, saying ``reason``.
+
+        For a type the settings turn off (``shell`` without ``enable_shell``): validation
+        then reports it up front instead of the node failing once the run has started.
+        """
+        if task_type in self._tasks:
+            self._refusals[task_type] = reason
+
+    def refusal(self, task_type: str) -> str | None:
+        """Why a workflow may not use ``task_type`` here (see :meth:`refuse`), or ``None``."""
+        return self._refusals.get(task_type)
 
     def check_params(
         self, task_type: str, params: Mapping[str, Any], *, resolved: bool = False
@@ -205,6 +221,15 @@ class TaskRegistry:
             }
             for task in self
         ]
+
+
+def _plugin_source(ep: importlib.metadata.EntryPoint) -> str:
+    """``plugin module:Class (distribution name version)``: two distributions may publish
+    the same entry point, and only the distribution tells them apart."""
+    dist = ep.dist
+    if dist is None:
+        return f"plugin {ep.value}"
+    return f"plugin {ep.value} (distribution {dist.name} {dist.version})"
 
 
 def _message(error: Any) -> str:

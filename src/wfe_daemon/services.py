@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import ConfigError
 from wfe_daemon.registry import TaskRegistry
 
+_OPT_IN: Final[Mapping[str, str]] = {"shell": "enable_shell"}
+"""Task types that run only when their setting is true, by type."""
+
 
 def load_registry(settings: Settings) -> TaskRegistry:
     """Build the task registry and check ``settings`` against it.
+
+    A type whose opt-in setting is false (``shell`` while ``enable_shell`` is false) stays
+    listed but is refused: a workflow using it is rejected when validated, up front.
 
     Raises:
         ConfigError: ``[task_limits]`` names a task type that no installed task has
@@ -20,6 +26,9 @@ def load_registry(settings: Settings) -> TaskRegistry:
             itself cannot be built.
     """
     registry = TaskRegistry.load()
+    for task_type, key in _OPT_IN.items():
+        if not getattr(settings, key):
+            registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
     unknown = sorted(set(settings.task_limits) - {task.type for task in registry})
     if unknown:
         names = ", ".join(repr(name) for name in unknown)

@@ -180,6 +180,17 @@ def failing_error(run: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]]) 
     return None if failed is None else f"{failed['node_id']}: {failed['error']}"
 
 
+def _error_facts(
+    run: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """``error`` and the failure, or ``errors`` and each of the run's problems on its line."""
+    errors = (run.get("result_summary") or {}).get("errors") or []
+    if len(errors) > 1:
+        return [("" if i else "errors", one_line(str(error))) for i, error in enumerate(errors)]
+    error = failing_error(run, ordered)
+    return [("error", one_line(error))] if error else []
+
+
 def run_detail(
     run: Mapping[str, Any],
     *,
@@ -187,7 +198,10 @@ def run_detail(
     width: int | None = None,
     tz: tzinfo | None = None,
 ) -> str:
-    """The ``show`` page: the run's facts, then each node in dependency order."""
+    """The ``show`` page: the run's facts, then each node in dependency order.
+
+    A rejected run's facts end with every problem found in its file, one per line.
+    """
     ordered = node_order(run)
     summary = run.get("result_summary") or {}
     facts = [
@@ -199,9 +213,7 @@ def run_detail(
         value = run.get(key) or summary.get(key)
         if value is not None:
             facts.append((key.replace("_", " "), str(value)))
-    error = failing_error(run, ordered)
-    if error:
-        facts.append(("error", one_line(error)))
+    facts += _error_facts(run, ordered)
     status = run["status"]
     lines = [f"run {run['id']}{_GAP}{run['name']}{_GAP}{paint(status, status, color)}"]
     label = max(len(key) for key, _ in facts)
