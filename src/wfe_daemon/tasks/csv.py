@@ -37,6 +37,7 @@ from wfe_daemon.registry import Output, Params, TaskContext
 from wfe_daemon.tasks import _arrowcsv
 from wfe_daemon.tasks._csvio import (
     DELIMITER_SCHEMA,
+    FIELD_LIMIT,
     Row,
     batches,
     breaks,
@@ -126,7 +127,8 @@ class ValidateCsvTask:
         "errors": "Invalid cells ({line, column, value, error}); always empty on success.",
     }
     failure_doc: ClassVar[tuple[str, ...]] = (
-        "The file is missing, empty, not UTF-8 or malformed CSV.",
+        "The file is missing, empty, not UTF-8 or malformed CSV, or a field is longer than "
+        f"{FIELD_LIMIT:,} characters (10 MiB; the error names its line).",
         "A required or typed column is missing from the header, or the header repeats one.",
         "Any row is invalid (wrong field count, a cell not of its type): the error gives the "
         "count and up to max_errors cells with their line, column and value.",
@@ -306,7 +308,8 @@ class TransformSimpleTask:
         "rows_out": "Rows written (those that passed the filter).",
     }
     failure_doc: ClassVar[tuple[str, ...]] = (
-        "The input is missing, empty, not UTF-8 or malformed, or a row has the wrong width.",
+        "The input is missing, empty, not UTF-8 or malformed, a row has the wrong width, or "
+        f"a field is longer than {FIELD_LIMIT:,} characters.",
         "A step names a column the input lacks; rename targets an unselected column or "
         "makes two output columns share a name.",
         "A cast meets a value that does not read as the type (line, column and value given).",
