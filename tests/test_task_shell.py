@@ -289,6 +289,48 @@ async def test_a_process_that_left_the_group_with_the_output_fails_the_node(
     assert entry["error"] == "sh: a process that left its group kept the output open"
 
 
+# -- timeouts include the grace ---------------------------------------------------------------
+
+
+IGNORES_TERM = "trap '' TERM; sleep 30 & echo $! > pid; wait"
+"""A program whose whole group ignores SIGTERM (ignored signals are inherited)."""
+
+
+async def test_a_child_ignoring_sigterm_ends_by_the_node_timeout(
+    run_shell: RunShell, data_dir: Path
+) -> None:
+    """With a node timeout of 1 s, a group that ignores SIGTERM is killed at the timeout,
+    not a kill grace later (it used to end after 3 s)."""
+    started = time.monotonic()
+    entry = await run_shell({"argv": ["sh", "-c", IGNORES_TERM]}, node_timeout=1)
+    elapsed = time.monotonic() - started
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == "timed out after 1s"
+    assert elapsed < 2.5  # a behaviour bound: the old 1 s + 2 s grace took 3 s
+    assert _gone_soon(int((data_dir / "pid").read_text()), within_s=0.5)
+
+
+async def test_a_child_ignoring_sigterm_ends_by_the_timeout_param(
+    run_shell: RunShell, data_dir: Path
+) -> None:
+    """The ``timeout`` param includes the grace too, and its message names it."""
+    started = time.monotonic()
+    entry = await run_shell({"argv": ["sh", "-c", IGNORES_TERM], "timeout": 1})
+    elapsed = time.monotonic() - started
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == "sh: timed out after 1s; process group killed"
+    assert elapsed < 2.5  # a behaviour bound, as above
+    assert _gone_soon(int((data_dir / "pid").read_text()), within_s=0.5)
+
+
+async def test_sigterm_comes_within_the_timeout(run_shell: RunShell, data_dir: Path) -> None:
+    """A program that handles SIGTERM gets it before the node's timeout and may clean up."""
+    script = "trap 'echo cleaned > done; exit 3' TERM; sleep 30 & wait"
+    entry = await run_shell({"argv": ["sh", "-c", script]}, node_timeout=2)
+    assert entry["error"] == "timed out after 2s"
+    assert (data_dir / "done").read_text() == "cleaned\n"
+
+
 # -- the daemon killed by SIGKILL -----------------------------------------------------------
 
 

@@ -3,7 +3,10 @@
 The program runs in a session of its own, so stopping it means signalling its whole
 process group: on a timeout or a cancellation, and when something the program left
 running still holds its output a second after it exited. Stopping is SIGTERM, a grace,
-then SIGKILL. The environment is scrubbed: the child sees only the ``env`` param
+then SIGKILL; on a timeout the grace is part of it: SIGTERM comes a grace of
+``min(2 s, a quarter of the timeout)`` before it, SIGKILL at it, so the node ends by its
+timeout. The timeout is the nearer of the ``timeout`` param and the node's own (the
+engine's deadline). The environment is scrubbed: the child sees only the ``env`` param
 and a minimal ``PATH``. Output is read concurrently from both pipes and capped.
 
 The child is started by :class:`subprocess.Popen`, not the event loop: uvloop's spawn
@@ -38,6 +41,8 @@ OUTPUT_CAP_BYTES: Final = 64 * 1024
 
 _RESERVED_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_")
 _TERM_GRACE_S: Final = 2.0
+_TERM_SHARE: Final = 0.25
+"""On a timeout, SIGTERM comes this share of the timeout (at most the grace) before it."""
 _DRAIN_GRACE_S: Final = 2.0
 _SETTLE_S: Final = 1.0
 """How long output may stay open after the program exits before its group is stopped."""
@@ -57,7 +62,7 @@ class ShellTask:
         "group, with a scrubbed environment (only `env` plus a minimal PATH) and stdin "
         "from /dev/null. Refused unless the `enable_shell` setting is true. On a timeout "
         "or cancellation its whole process group is stopped, grandchildren included: "
-        "SIGTERM, then SIGKILL. Once the program exits, what it left "
+        "SIGTERM, then SIGKILL by the timeout. Once the program exits, what it left "
         "running is stopped only if it still holds the output a second later; a process "
         "that detached (setsid, output redirected) is left running."
     )
@@ -85,8 +90,9 @@ class ShellTask:
             "timeout": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "description": "Seconds before the process group is killed; the node's "
-                "timeout applies as well.",
+                "description": "Seconds the program may run; the node's timeout applies "
+                "as well, and the nearer one counts. SIGTERM comes min(2 s, a quarter of "
+                "it) before, SIGKILL at it.",
             },
         },
         "required": ["argv"],
@@ -106,7 +112,8 @@ class ShellTask:
         "The program is not found or cannot be executed.",
         "The program exits with a non-zero code or is killed by a signal "
         "(the error gives the code and the tail of stderr).",
-        "The `timeout` param expires (the process group is killed).",
+        "The `timeout` param or the node's timeout expires (the process group is killed "
+        "by then).",
         "A process that left the group (setsid) still holds stdout or stderr.",
     )
 
@@ -120,17 +127,22 @@ class ShellTask:
         cwd = _working_dir(ctx, params.get("cwd"))
         env = _environment(params.get("env", {}))
         loop = asyncio.get_running_loop()
-        limit_s = params.get("timeout")
-        term_at = None if limit_s is None else loop.time() + limit_s
+        kill_at, ours = _kill_time(loop.time(), params.get("timeout"), ctx.deadlines.remaining())
         child = await _Child.start(_spawn(argv, cwd, env))
         exited = False
         try:
-            exited = await child.wait_leader(until=term_at)
+            exited = await child.wait_leader(until=_term_time(loop.time(), kill_at))
         finally:
             # Whatever happened (exit, timeout, cancellation), nothing of the group survives.
-            await _shielded(child.reap(None, exited=exited))
+            await _shielded(child.reap(kill_at, exited=exited))
         if not exited:
-            raise TaskTimeout(f"{argv[0]}: timed out after {limit_s:g}s; process group killed")
+            assert kill_at is not None  # without a deadline, only the exit ends the wait
+            if not ours:  # the node's deadline: the engine's timeout ends it, a moment on
+                await asyncio.sleep(max(0.0, kill_at - loop.time()) + _POLL_S)
+            raise TaskTimeout(
+                f"{argv[0]}: timed out after {params['timeout']:g}s; process group killed"
+                if ours else f"{argv[0]}: timed out; process group killed"
+            )
         if child.reading.cancelled():  # see reap: never re-raise its cancel as ours
             raise TaskFailed(f"{argv[0]}: a process that left its group kept the output open")
         (out, out_total), (err, err_total) = child.reading.result()
@@ -140,6 +152,25 @@ class ShellTask:
         if returncode != 0:
             raise TaskFailed(f"{argv[0]}: {_exit_reason(returncode)}{_tail(stderr)}")
         return {"returncode": returncode, "stdout": stdout, "stderr": stderr}
+
+
+def _kill_time(
+    now: float, param_s: float | None, node_s: float | None
+) -> tuple[float | None, bool]:
+    """When the group must be dead (loop time, or ``None``), and whether the ``timeout``
+    param sets it (else the node's deadline does)."""
+    limits = [(s, ours) for s, ours in ((param_s, True), (node_s, False)) if s is not None]
+    if not limits:
+        return None, False
+    seconds, ours = min(limits, key=lambda limit: (limit[0], not limit[1]))  # a tie: the param
+    return now + seconds, ours
+
+
+def _term_time(now: float, kill_at: float | None) -> float | None:
+    """When SIGTERM goes out: a grace before ``kill_at``, part of the timeout."""
+    if kill_at is None:
+        return None
+    return kill_at - min(_TERM_GRACE_S, _TERM_SHARE * max(0.0, kill_at - now))
 
 
 def _working_dir(ctx: TaskContext, cwd: str | None) -> Path:
