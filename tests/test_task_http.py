@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from test_task_paths import unwritable
 from wfe_daemon.config import Settings, load_settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed, WorkflowRejected
@@ -231,6 +232,32 @@ async def test_save_to_streams_into_data_dir(
     assert output["bytes"] == saved.stat().st_size
     assert "text" not in output
     assert [p.name for p in saved.parent.iterdir()] == ["sales.csv"]  # no temporary left
+
+
+async def test_save_to_an_unwritable_folder_names_it(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A save_to folder that refuses new files fails the node naming the path as given,
+    the folder and the reason, and says the request itself succeeded."""
+    with unwritable(tmp_path / "data" / "raw") as why:
+        summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": "raw/sales.csv"}))
+    assert error_of(summary) == (
+        f"GET {base}/csv answered 200, but save_to: cannot write 'raw/sales.csv': "
+        f"cannot create a file in the folder 'raw': {why}")
+
+
+@pytest.mark.parametrize("save_to", ["raw/sales.csv", "raw/2024/sales.csv"])
+async def test_save_to_under_a_file_names_it(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path, save_to: str
+) -> None:
+    """A save_to whose folder is a regular file fails the node naming the folder."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw").write_text("a file, not a folder")
+    summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": save_to}))
+    folder = save_to.rsplit("/", 1)[0]
+    assert error_of(summary) == (
+        f"GET {base}/csv answered 200, but save_to: cannot write {save_to!r}: "
+        f"cannot create its folder {folder!r}: Not a directory")
 
 
 async def test_save_to_escape_refused(base: str, run_nodes: Callable[..., Any]) -> None:

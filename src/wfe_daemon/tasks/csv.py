@@ -313,6 +313,8 @@ class TransformSimpleTask:
         "A step names a column the input lacks; rename targets an unselected column or "
         "makes two output columns share a name.",
         "A cast meets a value that does not read as the type (line, column and value given).",
+        "The output cannot be written (its folder is a file, or refuses new files; the "
+        "disk is full): the error names it as given, and the reason.",
         "input or output leads out of data_dir, or is the daemon's own database. On any "
         "failure (or cancellation) the output is left as it was.",
     )
@@ -347,22 +349,26 @@ def _transform(
     with open_csv(source, name, delimiter) as (header, _):
         plan = _plan(header, params, name)
     try:
-        with atomic_write(target, "wb", cancelled=cancelled) as out:
+        with atomic_write(target, "wb", cancelled=cancelled, name=params["output"],
+                          param="output") as out:
             rows_in, rows_out = _arrowcsv.transform(source, header, delimiter, plan, out,
                                                     cancelled)
     except _arrowcsv.Fallback:  # the reference reader names the line of a bad row or cell
-        rows_in, rows_out = _transform_rows(source, target, delimiter, plan, cancelled)
+        rows_in, rows_out = _transform_rows(source, target, params["output"], delimiter, plan,
+                                            cancelled)
     return {"path": params["output"], "rows_in": rows_in, "rows_out": rows_out}
 
 
 def _transform_rows(
-    source: Path, target: Path, delimiter: str, plan: Plan, cancelled: threading.Event
+    source: Path, target: Path, name: str, delimiter: str, plan: Plan,
+    cancelled: threading.Event,
 ) -> tuple[int, int]:
     """The reference path: the stdlib reader and writer, a batch of rows at a time."""
     rows_in = rows_out = 0
     with (
         open_csv(source, plan.name, delimiter) as (header, reader),
-        atomic_write(target, "w", cancelled=cancelled, newline="", encoding="utf-8") as out,
+        atomic_write(target, "w", cancelled=cancelled, name=name, param="output", newline="",
+                     encoding="utf-8") as out,
     ):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(plan.header)
