@@ -336,11 +336,11 @@ async def test_sigterm_comes_within_the_timeout(run_shell: RunShell, data_dir: P
 
 @pytest.mark.parametrize("script", [
     "echo $$ > pid; exec sleep 300",
-    "trap '' TERM HUP INT; echo $$ > pid; sleep 300; echo never",
+    "trap '' TERM HUP INT; echo $$ > pid; exec sleep 300",  # a sleep that ignores SIGTERM
 ])
 def test_a_killed_daemon_leaves_no_program_behind(daemons: Daemons, script: str) -> None:
-    """When ``wfe-daemon run`` dies by SIGKILL while a shell node runs, the node's program
-    (even one ignoring SIGTERM) dies with it: the kernel kills it (PR_SET_PDEATHSIG)."""
+    """When ``wfe-daemon run`` dies by SIGKILL while a shell node runs ``sleep 300``, the
+    sleep (even one ignoring SIGTERM) dies with it: the kernel kills it (PR_SET_PDEATHSIG)."""
     daemons.data_dir.mkdir(parents=True)
     daemon = daemons.start(WFE_ENABLE_SHELL="1")
     doc = {"name": "long", "nodes": [

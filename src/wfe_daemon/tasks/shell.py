@@ -133,7 +133,7 @@ class ShellTask:
         try:
             exited = await child.wait_leader(until=_term_time(loop.time(), kill_at))
         finally:
-            # Whatever happened (exit, timeout, cancellation), nothing of the group survives.
+            # A timeout or a cancellation stops the whole group; an exit, what holds the output.
             await _shielded(child.reap(kill_at, exited=exited))
         if not exited:
             assert kill_at is not None  # without a deadline, only the exit ends the wait
