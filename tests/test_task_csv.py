@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from test_task_paths import unwritable
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import PathEscapeError, TaskFailed
@@ -468,3 +469,37 @@ async def test_a_transform_cancelled_in_its_last_batch_publishes_nothing(
     await asyncio.sleep(0.3)  # ample time for the thread to finish, had it gone on
     assert (data / "out.csv").read_text() == "old\n"
     assert sorted(os.listdir(data)) == ["in.csv", "out.csv"]
+
+
+# -- outputs that cannot be written ---------------------------------------------------------
+
+
+async def test_an_unwritable_output_folder_is_named(
+    engine_factory: Callable[..., Engine], data: Path
+) -> None:
+    """transform_simple into a folder that refuses new files fails naming the output as
+    given, its folder and the reason (never a temporary file)."""
+    (data / "sales.csv").write_text(SALES)
+    with unwritable(data / "out") as why:
+        summary = await run_nodes(engine_factory(), transform(input="sales.csv",
+                                                              output="out/clean.csv"))
+    assert summary["nodes"]["t"]["error"] == (
+        f"output: cannot write 'out/clean.csv': cannot create a file in the folder 'out': {why}")
+
+
+@pytest.mark.parametrize(("output", "reason"), [
+    ("out/clean.csv", "cannot create its folder 'out': Not a directory"),
+    ("out/2024/clean.csv", "cannot create its folder 'out/2024': Not a directory"),
+    ("folder", "saving: Is a directory"),
+])
+async def test_an_output_that_cannot_be_a_file_is_named(
+    engine_factory: Callable[..., Engine], data: Path, output: str, reason: str
+) -> None:
+    """An output under a regular file, or naming a folder, fails naming it and the reason."""
+    (data / "sales.csv").write_text(SALES)
+    (data / "out").write_text("a file, not a folder")
+    (data / "folder").mkdir()
+    summary = await run_nodes(engine_factory(), transform(input="sales.csv", output=output))
+    assert summary["nodes"]["t"]["error"] == f"output: cannot write {output!r}: {reason}"
+    left = [p.name for p in os.scandir(data) if ".tmp" in p.name]
+    assert left == []  # no temporary file left behind

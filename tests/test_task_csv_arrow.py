@@ -20,7 +20,9 @@ import pytest
 import wfe_daemon.tasks.csv as csv_task
 import wfe_daemon.tasks.sqlite as sqlite_task
 from test_task_csv import context
+from wfe_daemon.errors import TaskFailed
 from wfe_daemon.tasks import _arrowcsv
+from wfe_daemon.tasks._csvio import FIELD_LIMIT
 from wfe_daemon.tasks._csvtypes import CHECKS, OPS, cast_column, predicate
 from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
 from wfe_daemon.tasks.sqlite import SaveDbTask
@@ -198,3 +200,115 @@ async def test_a_file_only_the_reference_reader_takes_still_loads(tmp_path: Path
 
     with sqlite3.connect(tmp_path / "o.db") as db:
         assert db.execute("SELECT a FROM t").fetchall() == [("1",), ("open\n",)]
+
+
+# -- long fields ----------------------------------------------------------------------------
+
+
+def long_field_file(folder: Path, size: int, *, bad_cell: bool = False) -> Path:
+    """A valid CSV file (or one with an int cell that is not one) whose row 3000 holds a
+    quoted field of ``size`` characters (commas, quotes and a line break included)."""
+    field = ('x,"y"\n' + "é" * 7 + "z" * size)[:size]
+    rows = [f"{i},{i}\n" for i in range(1, 3000)]
+    rows.append('3000,"' + field.replace('"', '""') + '"\n')
+    rows += [f"{i},{i}\n" for i in range(3001, 3010)]
+    if bad_cell:
+        rows.append("nine,9\n")
+    path = folder / "long.csv"
+    path.write_text("id,note\n" + "".join(rows))
+    return path
+
+
+def no_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the reference path fail the test if any task takes it."""
+    def no_fallback(*_: object, **__: object) -> Any:
+        raise AssertionError("the reference path was taken")
+
+    monkeypatch.setattr(csv_task, "batches", no_fallback)
+    monkeypatch.setattr(sqlite_task, "_row_batches", no_fallback)
+
+
+def no_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Arrow refuse every file, so every task takes the reference path."""
+    def refuse(*_: object, **__: object) -> Any:
+        raise _arrowcsv.Fallback
+
+    monkeypatch.setattr(_arrowcsv, "batches", refuse)
+
+
+async def through_the_three_tasks(data: Path) -> tuple[Any, bytes, list[Any]]:
+    """validate_csv, transform_simple and save_db on ``long.csv``: outputs, file and rows."""
+    import sqlite3
+
+    ctx = context(data)
+    checked = await ValidateCsvTask().execute({"path": "long.csv", "types": {"id": "int"}}, ctx)
+    await TransformSimpleTask().execute(
+        {"input": "long.csv", "output": "out.csv", "cast": {"id": "int"}}, ctx)
+    await SaveDbTask().execute(
+        {"source": "long.csv", "database": "long.db", "table": "t", "mode": "replace"}, ctx)
+    with sqlite3.connect(data / "long.db") as db:
+        rows = db.execute("SELECT id, note FROM t ORDER BY rowid").fetchall()
+    (data / "long.db").unlink()
+    return checked, (data / "out.csv").read_bytes(), rows
+
+
+@pytest.mark.parametrize("size", [600_000, 3_000_000])
+async def test_a_record_longer_than_the_block_stays_on_arrow(
+    size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field longer than the stdlib's 128 KiB limit and than Arrow's first block goes
+    through the three CSV tasks on Arrow, which reads again with a larger block."""
+    long_field_file(tmp_path, size)
+    no_reference(monkeypatch)
+    checked, written, rows = await through_the_three_tasks(tmp_path)
+    assert checked["row_count"] == 3009
+    assert len(rows) == 3009 and len(rows[2999][1]) == size and rows[3000] == ("3001", "3001")
+    assert written.count(b"\n") == 3010 + 1  # header, rows, the line break in the field
+
+
+@pytest.mark.parametrize("size", [200_000, 3_000_000, FIELD_LIMIT])
+async def test_long_fields_read_the_same_on_both_paths(
+    size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fields up to FIELD_LIMIT characters give the same outputs, file and table on Arrow
+    and on the reference path."""
+    long_field_file(tmp_path, size)
+    on_arrow = await through_the_three_tasks(tmp_path)
+    no_arrow(monkeypatch)
+    assert await through_the_three_tasks(tmp_path) == on_arrow
+    assert len(on_arrow[2][2999][1]) == size
+
+
+@pytest.mark.parametrize("size", [200_000, 700_000])
+async def test_a_bad_cell_beside_a_long_field_is_named(
+    size: int, tmp_path: Path
+) -> None:
+    """A file with a long field and a bad cell falls back to the reference reader, which
+    names the bad cell (not the field's length)."""
+    long_field_file(tmp_path, size, bad_cell=True)
+    with pytest.raises(TaskFailed, match=r"line 3012, column 'id': 'nine' is not an int"):
+        await ValidateCsvTask().execute(
+            {"path": "long.csv", "types": {"id": "int"}}, context(tmp_path))
+    with pytest.raises(TaskFailed, match=r"line 3012: cast: column 'id': 'nine'"):
+        await TransformSimpleTask().execute(
+            {"input": "long.csv", "output": "o.csv", "cast": {"id": "int"}}, context(tmp_path))
+
+
+@pytest.mark.parametrize("path", ["arrow", "reference"])
+async def test_a_field_over_the_limit_fails_naming_line_and_limit(
+    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field one character over FIELD_LIMIT fails all three tasks with its line and the
+    limit, on either path; nothing is written."""
+    long_field_file(tmp_path, FIELD_LIMIT + 1)
+    if path == "reference":
+        no_arrow(monkeypatch)
+    ctx = context(tmp_path)
+    expected = rf"long.csv: line 300\d: a field is longer than {FIELD_LIMIT:,} characters"
+    with pytest.raises(TaskFailed, match=expected):
+        await ValidateCsvTask().execute({"path": "long.csv"}, ctx)
+    with pytest.raises(TaskFailed, match=expected):
+        await TransformSimpleTask().execute({"input": "long.csv", "output": "o.csv"}, ctx)
+    with pytest.raises(TaskFailed, match=expected):
+        await SaveDbTask().execute({"source": "long.csv", "database": "l.db", "table": "t"}, ctx)
+    assert not (tmp_path / "o.csv").exists()

@@ -1,7 +1,10 @@
 """Tests for the ``http_get`` task: a real HTTP server on 127.0.0.1, driven through the engine.
 
-No test sends traffic anywhere but 127.0.0.1: refused addresses are refused before any
-connection is attempted, and unit tests of the pure parts use ``httpx.MockTransport``.
+No test sends traffic anywhere but 127.0.0.1, and unit tests of the pure parts use
+``httpx.MockTransport``. The tests that name refused addresses (169.254.169.254 and the
+like) live in ``test_task_http_refused.py``, which runs only inside a network namespace of
+its own with nothing but loopback (:func:`test_refused_addresses_run_without_a_network`):
+a regression there cannot reach a real address.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from test_task_paths import unwritable
 from wfe_daemon.config import Settings, load_settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed, WorkflowRejected
@@ -77,7 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif route[0] == "query":
             self._send(200, json.dumps(parse_qs(parts.query)).encode(), "application/json")
         elif route[0] == "redirect":
-            self._send(302, b"", extra={"Location": parse_qs(parts.query)["to"][0]})
+            # Without ?to=, to itself: a redirect loop.
+            to = parse_qs(parts.query).get("to", ["/redirect"])[0]
+            self._send(302, b"", extra={"Location": to})
         elif route[0] == "big":
             self._send(200, b"x" * int(route[1]))
         elif route[0] == "bomb":
@@ -233,6 +239,32 @@ async def test_save_to_streams_into_data_dir(
     assert [p.name for p in saved.parent.iterdir()] == ["sales.csv"]  # no temporary left
 
 
+async def test_save_to_an_unwritable_folder_names_it(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A save_to folder that refuses new files fails the node naming the path as given,
+    the folder and the reason, and says the request itself succeeded."""
+    with unwritable(tmp_path / "data" / "raw") as why:
+        summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": "raw/sales.csv"}))
+    assert error_of(summary) == (
+        f"GET {base}/csv answered 200, but save_to: cannot write 'raw/sales.csv': "
+        f"cannot create a file in the folder 'raw': {why}")
+
+
+@pytest.mark.parametrize("save_to", ["raw/sales.csv", "raw/2024/sales.csv"])
+async def test_save_to_under_a_file_names_it(
+    base: str, run_nodes: Callable[..., Any], tmp_path: Path, save_to: str
+) -> None:
+    """A save_to whose folder is a regular file fails the node naming the folder."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw").write_text("a file, not a folder")
+    summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": save_to}))
+    folder = save_to.rsplit("/", 1)[0]
+    assert error_of(summary) == (
+        f"GET {base}/csv answered 200, but save_to: cannot write {save_to!r}: "
+        f"cannot create its folder {folder!r}: Not a directory")
+
+
 async def test_save_to_escape_refused(base: str, run_nodes: Callable[..., Any]) -> None:
     """A save_to path out of data_dir fails the node before any request."""
     summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": "../out.csv"}))
@@ -314,6 +346,16 @@ async def test_query_params_are_added_to_the_urls_own(
     assert node(summary)["output"]["json"] == {"sig": ["a,b/c"], "q": ["own", "added"],
                                                "n": ["3"]}
     assert server.requests[-1]["query"] == "sig=a,b%2Fc&flag&q=own&q=added&n=3"
+
+
+async def test_a_redirect_loop_stops_after_ten_hops(
+    base: str, run_nodes: Callable[..., Any], server: _Server
+) -> None:
+    """A real server that redirects to itself is asked 11 times (10 redirects), then the
+    node fails naming the limit."""
+    summary, _ = await run_nodes(get({"url": f"{base}/redirect"}))
+    assert error_of(summary) == f"GET {base}/redirect: more than 10 redirects"
+    assert [r["path"] for r in server.requests] == ["/redirect"] * 11
 
 
 async def test_redirect_followed(base: str, run_nodes: Callable[..., Any]) -> None:
@@ -446,61 +488,6 @@ def test_validate_cli_rejects_an_ftp_url(
     result = run_cli("validate", path)
     assert result.returncode == 2
     assert "must be an http:// or https:// URL, got 'ftp://127.0.0.1/x'" in result.stderr
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://169.254.169.254/latest/meta-data/",
-        "http://2852039166/",
-        "http://0251.0376.0251.0376/",
-        "http://0xa9.0xfe.0xa9.0xfe/",
-        "http://[::ffff:169.254.169.254]/",
-        "http://[64:ff9b::a9fe:a9fe]/",
-        "http://[2002:a9fe:a9fe::1]/",
-        "http://100.100.100.200/",
-        "http://[fd00:ec2::254]/",
-        "http://[fe80::1]/",
-    ],
-)
-async def test_metadata_addresses_refused_before_connecting(
-    run_nodes: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, url: str
-) -> None:
-    """Metadata and link-local addresses, however spelt, are refused without any connection."""
-
-    def no_network(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(f"a connection was attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
-    summary, _ = await run_nodes(get({"url": url}))
-    message = error_of(summary)
-    assert message.startswith(f"GET {url}: ")
-    assert "a link-local/metadata address" in message
-    assert message.endswith("; refused")
-
-
-async def test_metadata_message_names_the_address(run_nodes: Callable[..., Any]) -> None:
-    """A disguised address is named in the error as the address it spells."""
-    summary, _ = await run_nodes(get({"url": "http://2852039166/"}))
-    assert error_of(summary) == (
-        "GET http://2852039166/: 2852039166 resolves to 169.254.169.254,"
-        " a link-local/metadata address; refused"
-    )
-
-
-async def test_redirect_to_metadata_refused(
-    base: str, run_nodes: Callable[..., Any], server: _Server
-) -> None:
-    """A local redirect to http://169.254.169.254/latest is refused on that hop."""
-    summary, _ = await run_nodes(
-        get({"url": f"{base}/redirect?to=http://169.254.169.254/latest"})
-    )
-    assert error_of(summary) == (
-        "GET http://169.254.169.254/latest: 169.254.169.254 is a link-local/metadata address;"
-        " refused"
-    )
-    assert [r["path"] for r in server.requests] == ["/redirect"]
 
 
 async def test_deny_loopback_refuses_local_server(
@@ -741,3 +728,46 @@ def test_settings_field_is_a_tuple() -> None:
     """Settings keeps http_deny_networks as a tuple, so it stays hashable and frozen."""
     settings = dataclasses.replace(Settings(), http_deny_networks=["loopback"])  # type: ignore[arg-type]
     assert settings.http_deny_networks == ("loopback",)
+
+
+# -- the refused-address tests, without a network -----------------------------------------------
+
+NETNS_ENV = "WFE_TEST_NETNS"
+"""Set to 1 inside the namespace where ``test_task_http_refused.py`` runs."""
+
+
+def _netns_prefix() -> list[str] | None:
+    """The command that runs a program in a new network namespace, or None."""
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return None
+    # As root a plain network namespace; otherwise inside a user namespace of our own.
+    return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]
+
+
+@pytest.mark.timeout(300)
+def test_refused_addresses_run_without_a_network() -> None:
+    """test_task_http_refused.py passes inside a network namespace with only loopback up
+    (`unshare -n`, `ip link set lo up`), where a refused address cannot be reached."""
+    import subprocess
+    import sys
+
+    if os.environ.get(NETNS_ENV) == "1":
+        pytest.skip("already inside the network namespace")
+    prefix = _netns_prefix()
+    if prefix is None:
+        pytest.skip("network namespaces need unshare (util-linux) and ip (iproute2)")
+    probe = subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], capture_output=True,
+                           text=True, timeout=30, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
+    module = Path(__file__).with_name("test_task_http_refused.py")
+    script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$1"'
+    result = subprocess.run(
+        [*prefix, "sh", "-c", script, sys.executable, str(module)],
+        cwd=Path(__file__).parent.parent, env={**os.environ, NETNS_ENV: "1"},
+        capture_output=True, text=True, timeout=280, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and " skipped" not in result.stdout, result.stdout

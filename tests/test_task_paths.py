@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,33 @@ from wfe_daemon.config import Settings
 from wfe_daemon.errors import PathEscapeError, TaskFailed
 from wfe_daemon.registry import TaskContext
 from wfe_daemon.tasks._paths import atomic_write, data_path
+
+
+@contextmanager
+def unwritable(folder: Path) -> Iterator[str]:
+    """Make ``folder`` (created) refuse new files for this process; yield the reason the
+    system gives. Root ignores chmod, so as root the folder is made immutable (chattr +i),
+    and the test is skipped where that is not possible."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield "Permission denied"
+        finally:
+            folder.chmod(0o755)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except FileNotFoundError:
+        pytest.skip("running as root, whom chmod does not stop, and chattr is not installed")
+    if done.returncode != 0:
+        pytest.skip(f"running as root, whom chmod does not stop, and chattr +i failed here "
+                    f"(not ext4/xfs, or no CAP_LINUX_IMMUTABLE): {done.stderr.strip()}")
+    try:
+        yield "Operation not permitted"
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], timeout=10, check=True)
 
 
 def test_relative_path_resolves_inside_data_dir(tmp_path: Path) -> None:

@@ -6,14 +6,16 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon_helpers import Daemons, drop, wait_running, wait_until
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.logs import configure_logging
@@ -81,6 +83,22 @@ def _gone_soon(pid: int, within_s: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@pytest.fixture
+def stray_pids() -> Iterator[list[int]]:
+    """Pids a test expects to outlive its node; each still running is killed at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pid_in(path: Path) -> int:
+    """The pid a child wrote to ``path`` (waiting for it to be written)."""
+    text = wait_until(lambda: path.exists() and path.read_text().strip(), 10, f"{path.name}")
+    return int(text)
 
 
 async def test_echo_output_is_captured(run_shell: RunShell) -> None:
@@ -242,3 +260,100 @@ def test_cli_execute_runs_shell_when_enabled(
     assert json.loads(disabled.stdout)["errors"] == [
         "node 'hi': shell is disabled: set enable_shell = true"
     ]
+
+
+# -- detached processes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detach", [
+    "setsid sleep 30 >/dev/null 2>&1 </dev/null & echo $! > pid",
+    "(setsid sh -c 'echo $$ > pid; exec sleep 30' </dev/null >/dev/null 2>&1 &)",
+])
+async def test_a_detached_process_leaves_the_node(
+    run_shell: RunShell, data_dir: Path, stray_pids: list[int], detach: str
+) -> None:
+    """A program whose background process detached properly (own session, none of the
+    node's pipes) succeeds at once, and the detached process is left running."""
+    entry = await run_shell({"argv": ["sh", "-c", detach + "; echo started"]})
+    stray_pids.append(_pid_in(data_dir / "pid"))
+    assert entry["status"] == "SUCCESS", entry
+    assert entry["output"]["stdout"] == "started\n"
+    assert _running(stray_pids[0])
+
+
+async def test_a_process_that_left_the_group_with_the_output_fails_the_node(
+    run_shell: RunShell, data_dir: Path, stray_pids: list[int]
+) -> None:
+    """A process that left the group but still holds stdout fails the node, saying so."""
+    entry = await run_shell({"argv": ["sh", "-c", "setsid sleep 30 & echo $! > pid"]})
+    stray_pids.append(_pid_in(data_dir / "pid"))
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == "sh: a process that left its group kept the output open"
+
+
+# -- timeouts include the grace ---------------------------------------------------------------
+
+
+IGNORES_TERM = "trap '' TERM; sleep 30 & echo $! > pid; wait"
+"""A program whose whole group ignores SIGTERM (ignored signals are inherited)."""
+
+
+async def test_a_child_ignoring_sigterm_ends_by_the_node_timeout(
+    run_shell: RunShell, data_dir: Path
+) -> None:
+    """With a node timeout of 1 s, a group that ignores SIGTERM is killed at the timeout,
+    not a kill grace later (it used to end after 3 s)."""
+    started = time.monotonic()
+    entry = await run_shell({"argv": ["sh", "-c", IGNORES_TERM]}, node_timeout=1)
+    elapsed = time.monotonic() - started
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == "timed out after 1s"
+    assert elapsed < 2.5  # a behaviour bound: the old 1 s + 2 s grace took 3 s
+    assert _gone_soon(int((data_dir / "pid").read_text()), within_s=0.5)
+
+
+async def test_a_child_ignoring_sigterm_ends_by_the_timeout_param(
+    run_shell: RunShell, data_dir: Path
+) -> None:
+    """The ``timeout`` param includes the grace too, and its message names it."""
+    started = time.monotonic()
+    entry = await run_shell({"argv": ["sh", "-c", IGNORES_TERM], "timeout": 1})
+    elapsed = time.monotonic() - started
+    assert entry["status"] == "FAILED"
+    assert entry["error"] == "sh: timed out after 1s; process group killed"
+    assert elapsed < 2.5  # a behaviour bound, as above
+    assert _gone_soon(int((data_dir / "pid").read_text()), within_s=0.5)
+
+
+async def test_sigterm_comes_within_the_timeout(run_shell: RunShell, data_dir: Path) -> None:
+    """A program that handles SIGTERM gets it before the node's timeout and may clean up."""
+    script = "trap 'echo cleaned > done; exit 3' TERM; sleep 30 & wait"
+    entry = await run_shell({"argv": ["sh", "-c", script]}, node_timeout=2)
+    assert entry["error"] == "timed out after 2s"
+    assert (data_dir / "done").read_text() == "cleaned\n"
+
+
+# -- the daemon killed by SIGKILL -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", [
+    "echo $$ > pid; exec sleep 300",
+    "trap '' TERM HUP INT; echo $$ > pid; exec sleep 300",  # a sleep that ignores SIGTERM
+])
+def test_a_killed_daemon_leaves_no_program_behind(daemons: Daemons, script: str) -> None:
+    """When ``wfe-daemon run`` dies by SIGKILL while a shell node runs ``sleep 300``, the
+    sleep (even one ignoring SIGTERM) dies with it: the kernel kills it (PR_SET_PDEATHSIG)."""
+    daemons.data_dir.mkdir(parents=True)
+    daemon = daemons.start(WFE_ENABLE_SHELL="1")
+    doc = {"name": "long", "nodes": [
+        {"id": "sh", "type": "shell", "params": {"argv": ["sh", "-c", script]}}]}
+    drop(daemons.inbox, "long.json", doc)
+    wait_running(daemons.db_path, "sh")
+    pid = _pid_in(daemons.data_dir / "pid")
+    try:
+        assert _running(pid)
+        daemon.kill()
+        assert _gone_soon(pid), "the shell node's program outlived the daemon"
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -100,6 +100,18 @@ class Deadlines:
         # Balance this timeout's cancel request; any other request means a real cancel.
         return task.uncancel() <= deadline.cancelling
 
+    def remaining(self) -> float | None:
+        """Seconds left before the current task's nearest deadline; ``None`` without one.
+
+        For work that must end by the deadline on its own terms rather than be cancelled
+        at it (the ``shell`` task warns its process group before killing it).
+        """
+        task = asyncio.current_task()
+        if task is None or self._loop is not asyncio.get_running_loop():
+            return None
+        whens = [d.when for q in self._queues.values() for d in q.entries if d.task is task]
+        return min(whens) - self._loop.time() if whens else None
+
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()

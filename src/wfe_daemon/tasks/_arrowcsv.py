@@ -15,7 +15,11 @@ strip and case changes, unusual spellings of numbers, values not already in cano
 form), that cell alone is computed in Python by the same function as the reference path.
 
 Memory stays flat: the reader holds one block (:data:`BLOCK_BYTES`) of the file at a time
-and runs in the task's worker thread (Arrow's own threads are not used).
+and runs in the task's worker thread (Arrow's own threads are not used). A record must fit
+in about two blocks: a longer one makes the reader start again with a larger block (up to
+:data:`MAX_BLOCK_BYTES`), past the rows already read. Fields longer than
+:data:`~wfe_daemon.tasks._csvio.FIELD_LIMIT` fall back, and the reference reader names
+their line.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from wfe_daemon.tasks._csvio import FIELD_LIMIT
 from wfe_daemon.tasks._csvtypes import (
     ARROW_CANONICAL,
     ARROW_CHECKS,
@@ -45,6 +50,10 @@ if TYPE_CHECKING:
 
 BLOCK_BYTES = 256 * 1024
 """Bytes of CSV parsed at a time (a batch is some thousands of rows)."""
+MAX_BLOCK_BYTES = 32 * 1024 * 1024
+"""The largest block tried: records up to about twice this size stay on Arrow (a field of
+:data:`~wfe_daemon.tasks._csvio.FIELD_LIMIT` characters fits); longer ones fall back."""
+_GROWTH = 8
 
 _ASCII_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 """The ASCII characters for which ``str.isspace()`` holds: what ``str.strip()`` removes."""
@@ -80,33 +89,74 @@ def batches(
 
     Raises:
         Fallback: Arrow cannot parse the file as the reference reader would (another
-            header, a row of another width, invalid UTF-8, a quote left open...).
+            header, a row of another width, invalid UTF-8, a quote left open, a field
+            longer than ``FIELD_LIMIT``, a record too long for the largest block...).
     """
+    import pyarrow as pa
+
+    _use_a_thrifty_allocator()
+    done, block = 0, BLOCK_BYTES
+    while True:
+        try:
+            for batch in _read(file, header, delimiter, cancelled, block, skip=done):
+                done += batch.num_rows
+                yield batch
+            return
+        except pa.ArrowInvalid as exc:
+            # "straddling object straddles two block boundaries": a record longer than
+            # the block; read again with a larger one, past the rows already given.
+            if "straddl" not in str(exc) or block >= MAX_BLOCK_BYTES:
+                raise Fallback from exc
+            block = min(block * _GROWTH, MAX_BLOCK_BYTES)
+        except (pa.ArrowException, OSError) as exc:
+            raise Fallback from exc
+
+
+def _read(
+    file: Path, header: Sequence[str], delimiter: str, cancelled: threading.Event,
+    block: int, *, skip: int,
+) -> Iterator[pa.RecordBatch]:
+    """The batches of one reader of ``block`` bytes, without the first ``skip`` rows."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    _use_a_thrifty_allocator()
-    try:
-        reader = pcsv.open_csv(
-            file,
-            read_options=pcsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
-            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=False, quoted_strings_can_be_null=False,
-            ),
-        )
-        if reader.schema.names != list(header):
-            raise Fallback
-        while True:
-            stop_if(cancelled)
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            yield batch
-    except (pa.ArrowException, OSError) as exc:
-        raise Fallback from exc
+    reader = pcsv.open_csv(
+        file,
+        read_options=pcsv.ReadOptions(use_threads=False, block_size=block),
+        parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=False, quoted_strings_can_be_null=False,
+        ),
+    )
+    if reader.schema.names != list(header):
+        raise Fallback
+    while True:
+        stop_if(cancelled)
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        if skip:
+            batch, skip = batch.slice(skip), 0
+        _check_fields(batch)
+        yield batch
+
+
+def _check_fields(batch: pa.RecordBatch) -> None:
+    """Fall back when a cell is longer than ``FIELD_LIMIT`` (the reference names its line)."""
+    import pyarrow.compute as pc
+
+    for column in batch.columns:
+        data = column.buffers()[2]
+        # Only a column holding that many bytes can hold such a cell: one test per column.
+        if data is not None and data.size > FIELD_LIMIT and len(column):
+            longest = pc.max(pc.utf8_length(column)).as_py()
+            if longest > FIELD_LIMIT:
+                raise Fallback
 
 
 def all_valid(column: pa.Array, type_name: str) -> bool:

@@ -8,6 +8,7 @@ batches of :data:`BATCH_ROWS` rows, so memory stays flat and a cancelled node st
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -27,6 +28,22 @@ DELIMITER_SCHEMA: dict[str, Any] = {
 BATCH_ROWS = 4096
 """Rows read, checked and written at a time (also how often cancellation is checked)."""
 
+FIELD_LIMIT = 10 * 1024 * 1024
+"""The longest field (in characters) the CSV tasks read, on either path: 10 MiB, so any
+field of 10 MB, whatever its characters. A longer one fails the node, naming its line."""
+
+
+@functools.cache
+def _allow_long_fields() -> None:
+    """Raise the stdlib reader's field limit (128 KiB by default) to :data:`FIELD_LIMIT`.
+
+    The limit is process-global (``csv.field_size_limit``) and no reader takes one of its
+    own, so it is set once, here, and only ever raised: code elsewhere in the process that
+    reads CSV sees longer fields accepted, never a field refused that it read before.
+    """
+    if csv.field_size_limit() < FIELD_LIMIT:
+        csv.field_size_limit(FIELD_LIMIT)
+
 
 @contextmanager
 def open_csv(file: Path, name: str, delimiter: str) -> Iterator[tuple[Row, Any]]:
@@ -44,6 +61,7 @@ def open_csv(file: Path, name: str, delimiter: str) -> Iterator[tuple[Row, Any]]
         raise TaskFailed(f"{name}: is a directory, not a CSV file") from exc
     except OSError as exc:
         raise TaskFailed(f"{name}: cannot open: {exc.strerror}") from exc
+    _allow_long_fields()
     with handle:
         reader = csv.reader(handle, delimiter=delimiter)
         try:
@@ -57,9 +75,16 @@ def open_csv(file: Path, name: str, delimiter: str) -> Iterator[tuple[Row, Any]]
                 seen.add(column)
             yield header, reader
         except csv.Error as exc:
-            raise TaskFailed(f"{name}: line {reader.line_num}: malformed CSV: {exc}") from exc
+            raise TaskFailed(f"{name}: line {reader.line_num}: {_problem(exc)}") from exc
         except UnicodeDecodeError as exc:
             raise TaskFailed(f"{name}: after line {reader.line_num}: not UTF-8 text") from exc
+
+
+def _problem(exc: csv.Error) -> str:
+    if str(exc).startswith("field larger than field limit"):
+        return (f"a field is longer than {csv.field_size_limit():,} characters, "
+                "the limit of the CSV tasks")
+    return f"malformed CSV: {exc}"
 
 
 def batches(reader: Any) -> Iterator[tuple[int, list[Row]]]:

@@ -104,14 +104,16 @@ def json_or_missing(text: str, content_type: str) -> Any:
         return MISSING
 
 
-async def save(chunks: AsyncIterator[bytes], target: Path) -> int:
-    """Stream ``chunks`` to ``target`` atomically; return the bytes written.
+async def save(chunks: AsyncIterator[bytes], target: Path, name: str) -> int:
+    """Stream ``chunks`` to ``target`` (``name`` as the user wrote it) atomically; return
+    the bytes written.
 
     Chunks are gathered to about :data:`WRITE_BATCH_BYTES` and each batch is written by
     one worker-thread call; the fsync and rename run in a thread too. On any failure or
     cancellation the temporary file is removed and ``target`` is left as it was.
     """
-    out = AtomicFile(target, "wb")  # mkdir and an empty temp file: too quick for a thread
+    # mkdir and an empty temp file: too quick for a thread
+    out = AtomicFile(target, "wb", name=name, param="save_to")
     size = pending = 0
     batch: list[bytes] = []
     try:

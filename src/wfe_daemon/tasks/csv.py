@@ -37,6 +37,7 @@ from wfe_daemon.registry import Output, Params, TaskContext
 from wfe_daemon.tasks import _arrowcsv
 from wfe_daemon.tasks._csvio import (
     DELIMITER_SCHEMA,
+    FIELD_LIMIT,
     Row,
     batches,
     breaks,
@@ -126,7 +127,8 @@ class ValidateCsvTask:
         "errors": "Invalid cells ({line, column, value, error}); always empty on success.",
     }
     failure_doc: ClassVar[tuple[str, ...]] = (
-        "The file is missing, empty, not UTF-8 or malformed CSV.",
+        "The file is missing, empty, not UTF-8 or malformed CSV, or a field is longer than "
+        f"{FIELD_LIMIT:,} characters (10 MiB; the error names its line).",
         "A required or typed column is missing from the header, or the header repeats one.",
         "Any row is invalid (wrong field count, a cell not of its type): the error gives the "
         "count and up to max_errors cells with their line, column and value.",
@@ -306,10 +308,13 @@ class TransformSimpleTask:
         "rows_out": "Rows written (those that passed the filter).",
     }
     failure_doc: ClassVar[tuple[str, ...]] = (
-        "The input is missing, empty, not UTF-8 or malformed, or a row has the wrong width.",
+        "The input is missing, empty, not UTF-8 or malformed, a row has the wrong width, or "
+        f"a field is longer than {FIELD_LIMIT:,} characters.",
         "A step names a column the input lacks; rename targets an unselected column or "
         "makes two output columns share a name.",
         "A cast meets a value that does not read as the type (line, column and value given).",
+        "The output cannot be written (its folder is a file, or refuses new files; the "
+        "disk is full): the error names it as given, and the reason.",
         "input or output leads out of data_dir, or is the daemon's own database. On any "
         "failure (or cancellation) the output is left as it was.",
     )
@@ -344,22 +349,26 @@ def _transform(
     with open_csv(source, name, delimiter) as (header, _):
         plan = _plan(header, params, name)
     try:
-        with atomic_write(target, "wb", cancelled=cancelled) as out:
+        with atomic_write(target, "wb", cancelled=cancelled, name=params["output"],
+                          param="output") as out:
             rows_in, rows_out = _arrowcsv.transform(source, header, delimiter, plan, out,
                                                     cancelled)
     except _arrowcsv.Fallback:  # the reference reader names the line of a bad row or cell
-        rows_in, rows_out = _transform_rows(source, target, delimiter, plan, cancelled)
+        rows_in, rows_out = _transform_rows(source, target, params["output"], delimiter, plan,
+                                            cancelled)
     return {"path": params["output"], "rows_in": rows_in, "rows_out": rows_out}
 
 
 def _transform_rows(
-    source: Path, target: Path, delimiter: str, plan: Plan, cancelled: threading.Event
+    source: Path, target: Path, name: str, delimiter: str, plan: Plan,
+    cancelled: threading.Event,
 ) -> tuple[int, int]:
     """The reference path: the stdlib reader and writer, a batch of rows at a time."""
     rows_in = rows_out = 0
     with (
         open_csv(source, plan.name, delimiter) as (header, reader),
-        atomic_write(target, "w", cancelled=cancelled, newline="", encoding="utf-8") as out,
+        atomic_write(target, "w", cancelled=cancelled, name=name, param="output", newline="",
+                     encoding="utf-8") as out,
     ):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(plan.header)

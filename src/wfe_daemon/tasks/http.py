@@ -44,6 +44,7 @@ from wfe_daemon.tasks._netguard import (
     literal_address,
     remember_policy,
 )
+from wfe_daemon.tasks._paths import WriteFailed
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -330,7 +331,11 @@ class _Fetch:
         headers = _shown_headers(response.headers)  # one pass: httpx's lookups cost more
         chunks = decoded(response, headers.get("content-encoding", ""), self.limit, url)
         if self.target is not None:
-            size = await save(chunks, self.target)
+            try:
+                size = await save(chunks, self.target, self.params["save_to"])
+            except WriteFailed as exc:  # the request went well: say so
+                code = response.status_code
+                raise WriteFailed(f"GET {url} answered {code}, but {exc}") from exc
         else:
             body = bytearray()
             async for chunk in chunks:

@@ -1,19 +1,34 @@
 """``shell``: run one program from an argv list, opt-in through ``enable_shell``.
 
 The program runs in a session of its own, so stopping it means signalling its whole
-process group: on a timeout, a cancellation, or once the program itself has exited
-(whatever it left running in the background). Stopping is SIGTERM, a short grace,
-then SIGKILL. The environment is scrubbed: the child sees only the ``env`` param and a
-minimal ``PATH``. Output is read concurrently from both pipes and capped.
+process group: on a timeout or a cancellation, and when something the program left
+running still holds its output a second after it exited. Stopping is SIGTERM, a grace,
+then SIGKILL; on a timeout the grace is part of it: SIGTERM comes a grace of
+``min(2 s, a quarter of the timeout)`` before it, SIGKILL at it, so the node ends by its
+timeout. The timeout is the nearer of the ``timeout`` param and the node's own (the
+engine's deadline). The environment is scrubbed: the child sees only the ``env`` param
+and a minimal ``PATH``. Output is read concurrently from both pipes and capped.
+
+The child is started by :class:`subprocess.Popen`, not the event loop: uvloop's spawn
+leaves copies of the pipes open in the child under other descriptor numbers, so a
+background process that detached properly (``setsid cmd >/dev/null 2>&1 </dev/null &``)
+still held them, and the node waited on it. What the program leaves running without its
+output has detached from the node: it is neither waited for nor stopped. The child asks
+the kernel to SIGKILL it when the daemon dies (``PR_SET_PDEATHSIG``), so a daemon killed
+by SIGKILL leaves no program of a node running; what the program started in its group is
+left to the service manager (systemd kills the unit's whole cgroup).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import functools
 import os
 import signal
-import time
-from collections.abc import Awaitable, Mapping, Sequence
+import subprocess
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -26,10 +41,15 @@ OUTPUT_CAP_BYTES: Final = 64 * 1024
 
 _RESERVED_ENV: Final = ("NOTIFY_SOCKET", "WATCHDOG_")
 _TERM_GRACE_S: Final = 2.0
+_TERM_SHARE: Final = 0.25
+"""On a timeout, SIGTERM comes this share of the timeout (at most the grace) before it."""
 _DRAIN_GRACE_S: Final = 2.0
+_SETTLE_S: Final = 1.0
+"""How long output may stay open after the program exits before its group is stopped."""
 _POLL_S: Final = 0.05
 _CHUNK: Final = 64 * 1024
 _ERROR_TAIL_CHARS: Final = 400
+_PR_SET_PDEATHSIG: Final = 1
 
 
 class ShellTask:
@@ -41,8 +61,10 @@ class ShellTask:
         "Runs one program from an argv list (never a shell string) in its own process "
         "group, with a scrubbed environment (only `env` plus a minimal PATH) and stdin "
         "from /dev/null. Refused unless the `enable_shell` setting is true. On a timeout "
-        "or cancellation, and once the program exits, its whole process group is "
-        "stopped (SIGTERM, then SIGKILL), grandchildren included."
+        "or cancellation its whole process group is stopped, grandchildren included: "
+        "SIGTERM, then SIGKILL by the timeout. Once the program exits, what it left "
+        "running is stopped only if it still holds the output a second later; a process "
+        "that detached (setsid, output redirected) is left running."
     )
     category: ClassVar[str] = "system"
     params_schema: ClassVar[dict[str, Any]] = {
@@ -68,8 +90,9 @@ class ShellTask:
             "timeout": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "description": "Seconds before the process group is killed; the node's "
-                "timeout applies as well.",
+                "description": "Seconds the program may run; the node's timeout applies "
+                "as well, and the nearer one counts. SIGTERM comes min(2 s, a quarter of "
+                "it) before, SIGKILL at it.",
             },
         },
         "required": ["argv"],
@@ -89,7 +112,9 @@ class ShellTask:
         "The program is not found or cannot be executed.",
         "The program exits with a non-zero code or is killed by a signal "
         "(the error gives the code and the tail of stderr).",
-        "The `timeout` param expires (the process group is killed).",
+        "The `timeout` param or the node's timeout expires (the process group is killed "
+        "by then).",
+        "A process that left the group (setsid) still holds stdout or stderr.",
     )
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
@@ -100,30 +125,52 @@ class ShellTask:
             )
         argv = list(params["argv"])
         cwd = _working_dir(ctx, params.get("cwd"))
-        proc = await _spawn(argv, cwd, _environment(params.get("env", {})))
-        reading = asyncio.create_task(_read_both(proc))
-        limit_s = params.get("timeout")
-        scope = asyncio.timeout(limit_s)
+        env = _environment(params.get("env", {}))
+        loop = asyncio.get_running_loop()
+        kill_at, ours = _kill_time(loop.time(), params.get("timeout"), ctx.deadlines.remaining())
+        child = await _Child.start(_spawn(argv, cwd, env))
+        exited = False
         try:
-            async with scope:
-                await _wait_leader(proc, reading)
-        except TimeoutError:
-            if not scope.expired():
-                raise
+            exited = await child.wait_leader(until=_term_time(loop.time(), kill_at))
         finally:
-            # Whatever happened (exit, timeout, cancellation), nothing of the group survives.
-            await _shielded(_reap(proc, reading))
-        if scope.expired():
-            raise TaskTimeout(f"{argv[0]}: timed out after {limit_s:g}s; process group killed")
-        if reading.cancelled():  # see _reap: never re-raise its cancel as ours
+            # A timeout or a cancellation stops the whole group; an exit, what holds the output.
+            await _shielded(child.reap(kill_at, exited=exited))
+        if not exited:
+            assert kill_at is not None  # without a deadline, only the exit ends the wait
+            if not ours:  # the node's deadline: the engine's timeout ends it, a moment on
+                await asyncio.sleep(max(0.0, kill_at - loop.time()) + _POLL_S)
+            raise TaskTimeout(
+                f"{argv[0]}: timed out after {params['timeout']:g}s; process group killed"
+                if ours else f"{argv[0]}: timed out; process group killed"
+            )
+        if child.reading.cancelled():  # see reap: never re-raise its cancel as ours
             raise TaskFailed(f"{argv[0]}: a process that left its group kept the output open")
-        (out, out_total), (err, err_total) = reading.result()
+        (out, out_total), (err, err_total) = child.reading.result()
         stdout, stderr = _decode(out, out_total), _decode(err, err_total)
-        returncode = proc.returncode
-        assert returncode is not None  # _reap waited for the leader
+        returncode = child.proc.returncode
+        assert returncode is not None  # reap waited for the leader
         if returncode != 0:
             raise TaskFailed(f"{argv[0]}: {_exit_reason(returncode)}{_tail(stderr)}")
         return {"returncode": returncode, "stdout": stdout, "stderr": stderr}
+
+
+def _kill_time(
+    now: float, param_s: float | None, node_s: float | None
+) -> tuple[float | None, bool]:
+    """When the group must be dead (loop time, or ``None``), and whether the ``timeout``
+    param sets it (else the node's deadline does)."""
+    limits = [(s, ours) for s, ours in ((param_s, True), (node_s, False)) if s is not None]
+    if not limits:
+        return None, False
+    seconds, ours = min(limits, key=lambda limit: (limit[0], not limit[1]))  # a tie: the param
+    return now + seconds, ours
+
+
+def _term_time(now: float, kill_at: float | None) -> float | None:
+    """When SIGTERM goes out: a grace before ``kill_at``, part of the timeout."""
+    if kill_at is None:
+        return None
+    return kill_at - min(_TERM_GRACE_S, _TERM_SHARE * max(0.0, kill_at - now))
 
 
 def _working_dir(ctx: TaskContext, cwd: str | None) -> Path:
@@ -141,16 +188,17 @@ def _environment(given: Mapping[str, str]) -> dict[str, str]:
     return {"PATH": MINIMAL_PATH, **given}
 
 
-async def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
+        return subprocess.Popen(
+            argv,
             cwd=cwd,
             env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: killpg reaches grandchildren
+            preexec_fn=_die_with_parent(os.getpid()),
         )
     except FileNotFoundError as exc:
         where = "" if "/" in argv[0] else f" in PATH {env['PATH']}"
@@ -163,12 +211,127 @@ async def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.sub
         raise TaskFailed(f"cannot start {argv[0]!r}: {exc}") from exc
 
 
-async def _read_capped(stream: asyncio.StreamReader | None) -> tuple[bytes, int]:
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up once in the daemon (never in a forked child)."""
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return function
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGKILL the child when the daemon dies.
+
+    The signal follows the thread that forked the child: here the event loop's, which
+    lives as long as the daemon. It runs between fork and exec, and calls only a C
+    function resolved beforehand, so no lock another thread held at the fork is needed.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the daemon died before the request took
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+class _Child:
+    """A started program: its exit, and its two pipes read on the event loop."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], exit: asyncio.Task[None],
+        reading: asyncio.Task[Any], transports: list[asyncio.BaseTransport],
+    ) -> None:
+        self.proc, self.exit, self.reading, self._transports = proc, exit, reading, transports
+
+    @classmethod
+    async def start(cls, proc: subprocess.Popen[bytes]) -> _Child:
+        loop = asyncio.get_running_loop()
+        readers: list[asyncio.StreamReader] = []
+        transports: list[asyncio.BaseTransport] = []
+        try:
+            for pipe in (proc.stdout, proc.stderr):
+                reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
+                transport, _ = await loop.connect_read_pipe(
+                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
+                readers.append(reader)
+                transports.append(transport)
+        except BaseException:  # cancelled before both pipes were connected
+            for connected in transports:
+                connected.close()
+            _kill_now(proc)
+            raise
+        reading = asyncio.ensure_future(_read_both(readers[0], readers[1]))
+        return cls(proc, asyncio.ensure_future(_wait_exit(proc)), reading, transports)
+
+    async def wait_leader(self, *, until: float | None) -> bool:
+        """Wait for the program itself to exit (not for what it left running); ``False``
+        when loop time ``until`` came first."""
+        timeout = None if until is None else max(0.0, until - asyncio.get_running_loop().time())
+        await asyncio.wait([self.exit], timeout=timeout)
+        return self.exit.done()
+
+    async def reap(self, kill_at: float | None, *, exited: bool) -> None:
+        """Stop what must stop, wait for the leader, let the readers reach EOF (bounded).
+
+        Once the program has exited by itself, what it left running is stopped only if
+        it still holds the output a moment later: a process that let go of the pipes has
+        detached from the node (or is about to: ``setsid`` may not have run yet).
+        """
+        if exited:
+            await asyncio.wait([self.reading], timeout=_SETTLE_S)
+        if not self.reading.done():
+            await _stop_group(self.proc.pid, kill_at)  # the leader's pid is the group id
+            await asyncio.wait([self.exit])
+            await asyncio.wait([self.reading], timeout=_DRAIN_GRACE_S)
+        if not self.reading.done():
+            # Only a process that left the group (setsid) can still hold the pipes open.
+            self.reading.cancel()
+            await asyncio.wait([self.reading])
+        await asyncio.wait([self.exit])
+        for transport in self._transports:
+            transport.close()
+
+
+def _kill_now(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None and not pipe.closed:
+            pipe.close()
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes]) -> None:
+    """Return once ``proc`` has exited (and is reaped): woken by a pidfd where the
+    kernel has them, else by polling."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # an older kernel or another system
+        while proc.poll() is None:  # noqa: ASYNC110 - nothing to wait on
+            await asyncio.sleep(_POLL_S)
+        return
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(pidfd, readable.set)
+    try:
+        while proc.poll() is None:
+            await readable.wait()
+            readable.clear()
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
+async def _read_capped(stream: asyncio.StreamReader) -> tuple[bytes, int]:
     """Read ``stream`` to EOF, keeping the first bytes; returns them and the total size."""
     kept = bytearray()
     total = 0
-    if stream is None:
-        return b"", 0
     # Keep reading past the cap, so a chatty child never blocks on a full pipe.
     while chunk := await stream.read(_CHUNK):
         total += len(chunk)
@@ -178,22 +341,10 @@ async def _read_capped(stream: asyncio.StreamReader | None) -> tuple[bytes, int]
 
 
 async def _read_both(
-    proc: asyncio.subprocess.Process,
+    out: asyncio.StreamReader, err: asyncio.StreamReader
 ) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
-    out, err = await asyncio.gather(_read_capped(proc.stdout), _read_capped(proc.stderr))
-    return out, err
-
-
-async def _wait_leader(proc: asyncio.subprocess.Process, reading: asyncio.Task[Any]) -> None:
-    """Return once the program itself has exited.
-
-    The pipes usually close as it exits; but a background child may hold them open,
-    and ``Process.wait()`` would then wait for that child too.
-    """
-    while proc.returncode is None and not reading.done():
-        await asyncio.wait([reading], timeout=_POLL_S)
-    if proc.returncode is None:
-        await proc.wait()
+    both = await asyncio.gather(_read_capped(out), _read_capped(err))
+    return both[0], both[1]
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -205,13 +356,16 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-async def _stop_group(pgid: int) -> None:
-    """SIGTERM the group, give it a short grace, then SIGKILL what is left."""
+async def _stop_group(pgid: int, kill_at: float | None) -> None:
+    """SIGTERM the group, give it a grace (never past ``kill_at``), then SIGKILL what is left."""
     if not _signal_group(pgid, signal.SIGTERM):
         return
-    deadline = time.monotonic() + _TERM_GRACE_S
-    while time.monotonic() < deadline:
-        await asyncio.sleep(_POLL_S)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + _TERM_GRACE_S
+    if kill_at is not None:
+        give_up = min(give_up, kill_at)
+    while (left := give_up - loop.time()) > 0:
+        await asyncio.sleep(min(_POLL_S, left))
         if not _group_alive(pgid):
             return
     _signal_group(pgid, signal.SIGKILL)
@@ -240,24 +394,6 @@ def _live_member(pid: str, pgid: int) -> bool:
         return False
     fields = stat[stat.rfind(b")") + 2 :].split()  # the command name may hold spaces
     return len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid
-
-
-async def _reap(proc: asyncio.subprocess.Process, reading: asyncio.Task[Any]) -> None:
-    """Stop the group, wait for the leader, and let the readers reach EOF (bounded)."""
-    await _stop_group(proc.pid)  # the session leader's pid is the group id
-    await asyncio.wait([reading], timeout=_DRAIN_GRACE_S)
-    if not reading.done():
-        # Only a process that left the group (setsid) can still hold the pipes open.
-        reading.cancel()
-        await asyncio.wait([reading])
-        # Close our ends of the pipes; Process has no public way to, hence the private one.
-        proc._transport.close()  # type: ignore[attr-defined]
-        # Not proc.wait(): it would also wait for the pipes the escaped process holds.
-        # The leader was killed above; the child watcher reports it shortly.
-        while proc.returncode is None:  # noqa: ASYNC110 - asyncio offers no exit-only event
-            await asyncio.sleep(_POLL_S)
-    else:
-        await proc.wait()
 
 
 async def _shielded(cleanup: Awaitable[None]) -> None:

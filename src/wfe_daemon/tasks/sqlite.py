@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.registry import Output, Params, TaskContext
 from wfe_daemon.tasks import _arrowcsv
-from wfe_daemon.tasks._csvio import DELIMITER_SCHEMA, batches, even_rows, open_csv
+from wfe_daemon.tasks._csvio import (
+    DELIMITER_SCHEMA,
+    FIELD_LIMIT,
+    batches,
+    even_rows,
+    open_csv,
+)
 from wfe_daemon.tasks._threads import run_blocking, stop_if
 
 if TYPE_CHECKING:
@@ -94,7 +100,8 @@ class SaveDbTask:
     }
     failure_doc: ClassVar[tuple[str, ...]] = (
         "The table name, or a header column, is not a plain identifier (or starts with sqlite_).",
-        "The source is missing, empty, not UTF-8 or malformed, or a row has the wrong width.",
+        "The source is missing, empty, not UTF-8 or malformed, a row has the wrong width, or "
+        f"a field is longer than {FIELD_LIMIT:,} characters.",
         "append: the existing table's columns differ from the header.",
         "A SQLite error (locked for longer than 10 s, not a database...). Nothing of the "
         "load is kept after any failure.",
