@@ -29,6 +29,7 @@ from benchmarks._suite import (
     Section,
     existing_sections,
     kept_notes,
+    measured_code,
     render_results,
     render_section,
 )
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
                                         if (argv if argv is not None else sys.argv[1:]) else "")
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    code = measured_code()
 
     rendered: dict[str, str] = {}
     failed = []
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 failed.append(f"{name}: {type(exc).__name__}: {exc}")
                 continue
-        rendered[name] = render_section(section, command, date)
+        rendered[name] = render_section(section, command, date, code)
         print(f"[{name}] done in {time.perf_counter() - started:.1f}s", flush=True)
         print(rendered[name], flush=True)
 

@@ -107,6 +107,19 @@ def wait_result(outbox: Path, stem: str, timeout: float = 10.0) -> dict[str, Any
     )
 
 
+def wait_settled(
+    inbox: Path, name: str, *, rejected: bool = False, timeout: float = 5.0
+) -> Path:
+    """Wait until input ``name`` is in ``processed/`` (``rejected/`` when ``rejected``); its path.
+
+    The daemon publishes a result before it moves the input, so seeing the result does not
+    mean the move happened: a test that checks where the input went waits with this.
+    """
+    path = inbox / ("rejected" if rejected else "processed") / name
+    wait_until(path.exists, timeout, f"{name} in {path.parent.name}/")
+    return path
+
+
 def results(outbox: Path) -> list[Path]:
     """Every published result file in the outbox (temporary dotfiles excluded)."""
     return sorted(p for p in outbox.glob("*.json") if not p.name.startswith("."))

