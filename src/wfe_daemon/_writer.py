@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -64,6 +65,7 @@ def _apply(db: sqlite3.Connection, batch: Sequence[Item], durable: bool) -> list
     Consecutive writes of one statement go through one ``executemany``.
     """
     results: list[Any] = []
+    rollback(db)  # a transaction a failed ROLLBACK left open would refuse this BEGIN
     db.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -74,9 +76,20 @@ def _apply(db: sqlite3.Connection, batch: Sequence[Item], durable: bool) -> list
                 db.executemany(sql, [item[1] for item in group])  # type: ignore[index]
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        rollback(db)
         raise
     return results
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any, keeping the error that led here.
+
+    SQLite may already have rolled back by itself (a full disk, an I/O error): a ROLLBACK
+    then fails with "no transaction is active", which must not replace the real error.
+    """
+    if db.in_transaction:
+        with suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
