@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import random
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from wfe_daemon.errors import StoreError
-from wfe_daemon.store import MIGRATIONS, Store
+from test_store import finish, node_rows, wait_for
+from wfe_daemon import store as store_module
+from wfe_daemon.errors import StoreCorrupt, StoreError
+from wfe_daemon.faults import FAULT_BEGUN, FAULT_HEALED, Faults
+from wfe_daemon.store import MIGRATIONS, STORE_UNWRITTEN, Store
 
 STARTED = "2024-01-01T00:00:00+00:00"
 
@@ -112,3 +121,164 @@ def _make_v1_wal_database(conn: sqlite3.Connection) -> None:
     )
     conn.execute("PRAGMA user_version = 1")
     conn.execute("COMMIT")
+
+
+HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute(sys.argv[2])
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+class LockHolder:
+    """Another process holding a lock on the database until ``release()``."""
+
+    def __init__(self, path: Path, begin: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path), begin],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "locked\n"
+
+    def release(self) -> None:
+        """Commit and let go; returns once the process has exited."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        assert self.proc.wait(30) == 0
+
+
+@contextmanager
+def lock_held(path: Path, begin: str = "BEGIN EXCLUSIVE") -> Iterator[LockHolder]:
+    """A :class:`LockHolder` for the block, killed at its end if still running."""
+    holder = LockHolder(path, begin)
+    try:
+        yield holder
+    finally:
+        if holder.proc.poll() is None:
+            holder.proc.kill()
+        holder.proc.wait(30)
+        for stream in (holder.proc.stdin, holder.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def incident_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fault.begun and fault.healed entries of captured logs."""
+    return [entry for entry in logs if entry["event"] in (FAULT_BEGUN, FAULT_HEALED)]
+
+
+async def test_a_lock_held_elsewhere_is_waited_out_and_logged_once(db_path: Path) -> None:
+    """While another process holds the write lock past the busy timeout, writes queued
+    meanwhile wait (nothing gives up) and commit once it lets go; the spell is one
+    fault.begun with SQLite's error and one fault.healed with the count."""
+    faults = Faults()
+    with capture_logs() as logs:
+        async with Store.open(db_path, busy_timeout_s=0.05, give_up_s=None,
+                              faults=faults) as store:
+            run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
+            with lock_held(db_path) as holder:
+                finish(store, run_id, "a")
+                created = asyncio.create_task(
+                    store.create_run(name="later", started_at=STARTED, nodes=[]))
+                await wait_for(lambda: faults["store"].failures >= 3)
+                assert not created.done()
+                assert "database is locked" in faults.active()["store"]
+                holder.release()
+                later_id = await created
+            assert faults.active() == {}
+            assert store.healthy
+
+    assert node_rows(db_path, run_id) == {"a": ("SUCCESS", 1)}
+    assert later_id == run_id + 1
+    begun, healed = incident_lines(logs)
+    assert (begun["event"], begun["fault"], begun["log_level"]) == (FAULT_BEGUN, "store", "warning")
+    assert "database is locked" in begun["error"]
+    assert healed["event"] == FAULT_HEALED and healed["failures"] >= 3
+
+
+async def test_a_full_disk_is_waited_out_and_logged_once(small_disk: SmallDisk) -> None:
+    """A durable write on a full disk waits (nothing gives up) and commits once there is
+    room, with one fault.begun naming "database or disk is full" and one fault.healed."""
+    faults = Faults()
+    with capture_logs() as logs:
+        async with Store.open(small_disk.db_path, give_up_s=None, faults=faults) as store:
+            run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
+            small_disk.fill()
+            finished = asyncio.create_task(store.finish_run(
+                run_id, status="SUCCESS", finished_at=STARTED, duration=1.0,
+                summary={"big": "x" * 300_000}))
+            await wait_for(lambda: faults["store"].failures >= 2)
+            assert not finished.done() and not store.healthy
+            small_disk.free()
+            await finished
+            run = await store.get_run(run_id)
+
+    assert run is not None and run["status"] == "SUCCESS"
+    begun, healed = incident_lines(logs)
+    assert "database or disk is full" in begun["error"]
+    assert healed["failures"] >= 2
+
+
+async def test_closing_on_a_full_disk_does_not_wait_forever(
+    small_disk: SmallDisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing giving up, closing while the disk stays full waits a bounded time, then
+    logs the writes left unwritten (the next start resumes from what was committed)."""
+    monkeypatch.setattr(store_module, "_CLOSE_WAIT_S", 0.3)
+    with capture_logs() as logs:
+        async with Store.open(small_disk.db_path, give_up_s=None) as store:
+            run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
+            small_disk.fill()
+            store.node_finished(run_id, "a", status="SUCCESS", started_at=STARTED,
+                                finished_at=STARTED, duration=1.0, attempts=1,
+                                output_json='"' + "x" * 300_000 + '"')
+    (unwritten,) = [entry for entry in logs if entry["event"] == STORE_UNWRITTEN]
+    assert unwritten["writes"] == 1
+    assert "database or disk is full" in unwritten["error"]
+
+
+def _damage_pages(path: Path) -> None:
+    """Overwrite every page but the first with random bytes, behind SQLite's back, after
+    moving everything out of the WAL; a commit by another connection then makes every
+    connection drop the pages it has cached."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = path.stat().st_size
+        with open(path, "r+b") as raw:
+            raw.seek(4096)
+            raw.write(random.Random(7).randbytes(size - 4096))
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("PRAGMA user_version = 3")
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+async def test_a_file_damaged_while_open_fails_every_waiter_at_once(db_path: Path) -> None:
+    """A batch failing with SQLITE_CORRUPT raises StoreCorrupt to every caller waiting, sets
+    ``fatal`` (``wait_fatal`` returns it), and later writes fail with it at once, although
+    nothing gives up on a transient fault; closing raises it too."""
+    with pytest.raises(StoreCorrupt):  # leaving the block flushes: the damage is raised
+        async with Store.open(db_path, give_up_s=None) as store:
+            run_id = await store.create_run(
+                name="w", started_at=STARTED,
+                nodes=[(f"node-{n:05d}" + "y" * 100, "echo") for n in range(3000)])
+            await store.flush(durable=True)
+            _damage_pages(db_path)
+            created = asyncio.create_task(
+                store.create_run(name="v", started_at=STARTED, nodes=[]))
+            finish(store, run_id, "node-00042" + "y" * 100)
+            flushed = asyncio.create_task(store.flush())
+            with pytest.raises(StoreCorrupt, match="is damaged"):
+                await created
+            with pytest.raises(StoreCorrupt):
+                await flushed
+            assert await store.wait_fatal() is store.fatal
+            assert not store.healthy
+            with pytest.raises(StoreCorrupt):
+                await store.create_run(name="after", started_at=STARTED, nodes=[])

@@ -1,0 +1,150 @@
+"""Opening the SQLite file, and what its errors mean: a fault that may heal, or damage.
+
+A transient fault (a lock held elsewhere, a full disk, an I/O error, a read-only or
+unreachable file) can go away by itself, so the store retries it. A damaged file (SQLite's
+CORRUPT or NOTADB) cannot: it is :class:`~wfe_daemon.errors.StoreCorrupt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from enum import Enum
+from pathlib import Path
+
+import aiosqlite
+
+from wfe_daemon.errors import StoreCorrupt, StoreError
+from wfe_daemon.faults import Backoff, Incident
+from wfe_daemon.schema import migrate
+
+__all__ = ["Fault", "connect", "connect_patiently", "corrupt", "fault_of"]
+
+_TRANSIENT = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_PROTOCOL,
+})
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# A connection opened while the file could not be written stays read-only for good, and
+# one whose file went away keeps failing: these faults heal only on a new connection.
+_REOPEN = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR})
+
+
+class Fault(Enum):
+    """What an error means for the store."""
+
+    TRANSIENT = "transient"  # retry: the cause may go away
+    REOPEN = "reopen"  # transient, and retried on a new connection
+    DAMAGED = "damaged"  # the file is corrupt: nothing heals it
+    OTHER = "other"  # a constraint, a bug in a call: fails its callers at once
+
+
+def fault_of(exc: BaseException) -> Fault:
+    """Classify an exception raised by a database operation."""
+    if isinstance(exc, StoreCorrupt):
+        return Fault.DAMAGED
+    if isinstance(exc, OSError):  # making the folder, or a file gone mid-open
+        return Fault.REOPEN
+    if not isinstance(exc, sqlite3.Error):
+        return Fault.OTHER
+    code = exc.sqlite_errorcode & 0xFF
+    if code in _DAMAGED:
+        return Fault.DAMAGED
+    if code in _REOPEN:
+        return Fault.REOPEN
+    return Fault.TRANSIENT if code in _TRANSIENT else Fault.OTHER
+
+
+def corrupt(path: Path, exc: BaseException) -> StoreCorrupt:
+    """The error for a damaged file, naming it and what to do."""
+    error = StoreCorrupt(
+        f"database {path} is damaged ({exc}): restore it from a backup, or move it away"
+        " to start a new one"
+    )
+    error.__cause__ = exc
+    return error
+
+
+async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
+    """A writing connection: WAL, foreign keys, the schema migrated forward.
+
+    Raises:
+        StoreCorrupt: the file is damaged or not a database.
+        sqlite3.Error, OSError: anything else; the caller decides whether to retry.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = await _open(str(path))
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        await _use_wal(conn, busy_timeout_s)
+        await conn.execute("PRAGMA foreign_keys = ON")
+        await conn._execute(migrate, conn._conn)  # type: ignore[no-untyped-call]
+    except BaseException as exc:
+        await conn.close()
+        if fault_of(exc) is Fault.DAMAGED and not isinstance(exc, StoreCorrupt):
+            raise corrupt(path, exc) from exc
+        raise
+    return conn
+
+
+async def connect_patiently(
+    path: Path, busy_timeout_s: float, give_up_s: float | None, incident: Incident
+) -> aiosqlite.Connection:
+    """:func:`connect`; with ``give_up_s=None`` a transient fault is retried with backoff
+    (one incident) until it passes, else it fails at once.
+
+    Raises:
+        StoreCorrupt: the file is damaged or not a database.
+        StoreError: any other failure (with ``give_up_s=None``: one no retry heals).
+    """
+    backoff = Backoff(first_s=0.05, max_s=2.0)
+    while True:
+        try:
+            return await connect(path, busy_timeout_s)
+        except (OSError, sqlite3.Error) as exc:
+            if give_up_s is not None or fault_of(exc) is Fault.OTHER:
+                raise StoreError(f"cannot open database {path}: {exc}") from exc
+            incident.failed(f"cannot open database: {exc}", db_path=str(path))
+        await asyncio.sleep(backoff.next())
+
+
+async def _open(database: str) -> aiosqlite.Connection:
+    connecting = aiosqlite.connect(database, isolation_level=None)
+    try:
+        return await connecting
+    except BaseException:
+        await _join_worker(connecting)
+        raise
+
+
+async def _use_wal(conn: aiosqlite.Connection, patience_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the lock.
+
+    Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database
+    is locked" at once, without waiting out ``busy_timeout``, when another connection
+    is switching it too (processes opening a new database together).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_s
+    delay = 0.005
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+async def _join_worker(conn: aiosqlite.Connection) -> None:
+    """Wait for the worker thread of a connection that failed to open.
+
+    aiosqlite stops that thread without waiting for it; if the event loop closes first,
+    the thread reports to a closed loop and prints a traceback.
+    """
+    thread = getattr(conn, "_thread", None)
+    if thread is not None and thread.is_alive():
+        await asyncio.to_thread(thread.join, 5)
