@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from test_store import finish, node_rows, wait_for
+from test_store import Cli, finish, node_rows, wait_for
+from test_store import Writer as WorkflowWriter
 from wfe_daemon import store as store_module
 from wfe_daemon.errors import StoreCorrupt, StoreError
 from wfe_daemon.faults import FAULT_BEGUN, FAULT_HEALED, Faults
@@ -51,6 +52,10 @@ class SmallDisk:
     def free(self) -> None:
         """Remove the filler: the disk has room again."""
         (self.root / "filler").unlink()
+
+    def remount(self, mode: str) -> None:
+        """Make the disk read-only (``"ro"``, with no file open for writing) or writable."""
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.root)], check=True)
 
 
 @pytest.fixture
@@ -282,3 +287,113 @@ async def test_a_file_damaged_while_open_fails_every_waiter_at_once(db_path: Pat
             assert not store.healthy
             with pytest.raises(StoreCorrupt):
                 await store.create_run(name="after", started_at=STARTED, nodes=[])
+
+
+async def test_a_read_only_disk_at_start_is_waited_for(small_disk: SmallDisk) -> None:
+    """With nothing giving up, opening a database on a read-only disk waits, logged as one
+    incident, until the disk is writable again; then a write commits and it heals."""
+    async with Store.open(small_disk.db_path) as store:
+        await store.create_run(name="w", started_at=STARTED, nodes=[])
+    small_disk.remount("ro")
+    faults = Faults()
+
+    async def open_and_write() -> list[dict[str, Any]]:
+        async with Store.open(small_disk.db_path, give_up_s=None, faults=faults) as store:
+            await store.wait_writable()
+            return await store.list_runs()
+
+    with capture_logs() as logs:
+        opening = asyncio.create_task(open_and_write())
+        await wait_for(lambda: faults["store"].failures >= 2)
+        assert not opening.done()
+        small_disk.remount("rw")
+        runs = await opening
+
+    assert [run["name"] for run in runs] == ["w"]
+    begun, healed = incident_lines(logs)
+    assert "unable to open database file" in begun["error"]
+    assert healed["failures"] >= 2
+
+
+async def test_a_full_disk_at_start_is_found_by_a_write_and_waited_for(
+    small_disk: SmallDisk,
+) -> None:
+    """A database that opens on a full disk is not writable: the first write fails at once
+    (the incident opens, ``healthy`` is False), ``wait_writable`` waits until there is room."""
+    async with Store.open(small_disk.db_path):
+        pass
+    # Another connection keeps the WAL files, so that opening itself needs no room.
+    other = sqlite3.connect(small_disk.db_path)
+    try:
+        other.execute("SELECT 1 FROM workflowrun").fetchall()
+        small_disk.fill()
+        faults = Faults()
+        with capture_logs() as logs:
+            async with Store.open(small_disk.db_path, give_up_s=None, faults=faults) as store:
+                writable = asyncio.create_task(store.wait_writable())
+                await wait_for(lambda: not store.healthy)
+                assert not writable.done()
+                assert "database or disk is full" in faults.active()["store"]
+                small_disk.free()
+                await writable
+                assert store.healthy
+    finally:
+        other.close()
+    begun, healed = incident_lines(logs)
+    assert "database or disk is full" in begun["error"]
+    assert healed["event"] == FAULT_HEALED
+
+
+def _database_bytes(path: Path) -> bytes:
+    """The bytes of a closed database of a few hundred pages."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript("".join(MIGRATIONS))
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO workflowrun (name, status) VALUES (?, 'SUCCESS')",
+                         ((f"run-{n}" + "z" * 300,) for n in range(3000)))
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return path.read_bytes()
+
+
+def _write_damaged(path: Path, damage: str) -> None:
+    """A database at ``path`` with one of the kinds of ``DAMAGE``."""
+    path.parent.mkdir(parents=True)
+    path.write_bytes(DAMAGE[damage](_database_bytes(path)))
+
+
+DAMAGE = {
+    "random bytes": lambda data: random.Random(1).randbytes(len(data)),
+    "truncated": lambda data: data[: len(data) // 2],
+    "pages overwritten mid-file": lambda data: (
+        data[:4096] + random.Random(2).randbytes(len(data) - 8192) + data[-4096:]),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+async def test_a_damaged_file_is_refused_at_open(db_path: Path, damage: str) -> None:
+    """Opening a damaged file raises StoreCorrupt at once, although nothing gives up on a
+    transient fault: random bytes, a truncated file, pages overwritten (found by ``check``)."""
+    _write_damaged(db_path, damage)
+
+    with pytest.raises(StoreCorrupt, match="is damaged"):
+        async with Store.open(db_path, give_up_s=None, check=True):
+            pass
+
+
+def test_execute_on_a_damaged_file_says_so_in_one_line(
+    run_cli: Cli, write_workflow: WorkflowWriter, db_path: Path
+) -> None:
+    """``execute`` on a file that is not a database exits 1 with one line naming the damage."""
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(random.Random(3).randbytes(64 * 1024))
+
+    result = run_cli("execute", write_workflow({"name": "w", "nodes": [{"id": "a",
+                                                                      "type": "echo"}]}))
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "is damaged (file is not a database)" in result.stderr

@@ -66,8 +66,14 @@ def corrupt(path: Path, exc: BaseException) -> StoreCorrupt:
     return error
 
 
-async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
+async def connect(
+    path: Path, busy_timeout_s: float, *, check: bool = False
+) -> aiosqlite.Connection:
     """A writing connection: WAL, foreign keys, the schema migrated forward.
+
+    ``check`` runs ``PRAGMA quick_check`` first. It reads every page (about 0.4 s per
+    100 MB with the file in the OS cache) and finds pages damaged mid-file, which no
+    other start-up statement reads; a random or truncated file is found without it.
 
     Raises:
         StoreCorrupt: the file is damaged or not a database.
@@ -77,6 +83,8 @@ async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
     conn = await _open(str(path))
     try:
         await conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        if check:
+            await _quick_check(conn, path)
         await _use_wal(conn, busy_timeout_s)
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn._execute(migrate, conn._conn)  # type: ignore[no-untyped-call]
@@ -89,7 +97,12 @@ async def connect(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
 
 
 async def connect_patiently(
-    path: Path, busy_timeout_s: float, give_up_s: float | None, incident: Incident
+    path: Path,
+    busy_timeout_s: float,
+    give_up_s: float | None,
+    incident: Incident,
+    *,
+    check: bool = False,
 ) -> aiosqlite.Connection:
     """:func:`connect`; with ``give_up_s=None`` a transient fault is retried with backoff
     (one incident) until it passes, else it fails at once.
@@ -101,7 +114,7 @@ async def connect_patiently(
     backoff = Backoff(first_s=0.05, max_s=2.0)
     while True:
         try:
-            return await connect(path, busy_timeout_s)
+            return await connect(path, busy_timeout_s, check=check)
         except (OSError, sqlite3.Error) as exc:
             if give_up_s is not None or fault_of(exc) is Fault.OTHER:
                 raise StoreError(f"cannot open database {path}: {exc}") from exc
@@ -116,6 +129,13 @@ async def _open(database: str) -> aiosqlite.Connection:
     except BaseException:
         await _join_worker(connecting)
         raise
+
+
+async def _quick_check(conn: aiosqlite.Connection, path: Path) -> None:
+    async with conn.execute("PRAGMA quick_check(1)") as cursor:
+        row = await cursor.fetchone()
+    if row is None or row[0] != "ok":
+        raise corrupt(path, sqlite3.DatabaseError(f"quick_check: {row[0] if row else '?'}"))
 
 
 async def _use_wal(conn: aiosqlite.Connection, patience_s: float) -> None:
