@@ -11,14 +11,16 @@ import asyncio
 import sqlite3
 from enum import Enum
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
+import anyio
 
 from wfe_daemon.errors import StoreCorrupt, StoreError
 from wfe_daemon.faults import Backoff, Incident
-from wfe_daemon.schema import migrate
+from wfe_daemon.schema import SCHEMA_VERSION, migrate
 
-__all__ = ["Fault", "connect", "connect_patiently", "corrupt", "fault_of"]
+__all__ = ["Fault", "connect", "connect_patiently", "connect_read_only", "corrupt", "fault_of"]
 
 _TRANSIENT = frozenset({
     sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
@@ -122,8 +124,65 @@ async def connect_patiently(
         await asyncio.sleep(backoff.next())
 
 
-async def _open(database: str) -> aiosqlite.Connection:
-    connecting = aiosqlite.connect(database, isolation_level=None)
+async def connect_read_only(path: Path, busy_timeout_s: float) -> aiosqlite.Connection:
+    """A connection for queries that never writes nor takes the write lock: no WAL switch,
+    no migration. A missing file (or one no schema was written to yet) reads as an empty
+    database, and nothing is created.
+
+    Raises:
+        StoreCorrupt: the file is damaged or not a database.
+        StoreError: the file cannot be read, or its schema is not this program's.
+    """
+    where = anyio.Path(path)
+    if not await where.exists():
+        return await _empty()
+    uri = f"file:{quote(str(await where.absolute()))}?mode=ro"
+    try:
+        conn = await _open(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise _read_error(path, exc) from exc
+    version = int(row[0]) if row else 0
+    if version == SCHEMA_VERSION:
+        return conn
+    await conn.close()
+    if version == 0:
+        return await _empty()
+    raise StoreError(_version_problem(path, version))
+
+
+def _read_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    if fault_of(exc) is Fault.DAMAGED:
+        return corrupt(path, exc)
+    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+        return StoreError(f"database {path} is locked by another process; try again ({exc})")
+    return StoreError(f"cannot read database {path}: {exc}")
+
+
+def _version_problem(path: Path, version: int) -> str:
+    if version > SCHEMA_VERSION:
+        return (f"database schema version {version} is newer than this program's"
+                f" {SCHEMA_VERSION}")
+    return (f"database {path} has schema version {version}, older than this program's"
+            f" {SCHEMA_VERSION}: the daemon migrates it when it starts (as does execute),"
+            " then it can be read")
+
+
+async def _empty() -> aiosqlite.Connection:
+    """An empty database at the current schema, in memory."""
+    conn = await _open(":memory:")
+    await conn._execute(migrate, conn._conn)  # type: ignore[no-untyped-call]
+    return conn
+
+
+async def _open(database: str, *, uri: bool = False) -> aiosqlite.Connection:
+    connecting = aiosqlite.connect(database, isolation_level=None, uri=uri)
     try:
         return await connecting
     except BaseException:

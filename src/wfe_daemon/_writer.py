@@ -141,6 +141,7 @@ class Writer:
         self._backoff = Backoff(first_s=_RETRY_FIRST_S, max_s=_RETRY_MAX_S)
         self.fatal: StoreCorrupt | None = None
         self._fatal_event = asyncio.Event()
+        self._refused: StoreError | None = None
 
     @property
     def healthy(self) -> bool:
@@ -152,8 +153,14 @@ class Writer:
         """Writes queued and not committed yet."""
         return sum(item is not None for item in self._queue)
 
+    def refuse(self, error: StoreError) -> None:
+        """Refuse every write from now on with ``error`` (a store opened read-only)."""
+        self._refused = error
+
     def enqueue(self, item: Item) -> None:
         """Queue a write; it commits after everything queued before it."""
+        if self._refused is not None:
+            raise self._refused
         if self.fatal is not None:
             return  # nothing will be written again; the callers waiting were told
         self._queue.append(item)
@@ -183,6 +190,8 @@ class Writer:
         """Wait until every write queued so far is committed (fsynced when ``durable``)."""
         if self.fatal is not None:
             raise self.fatal
+        if self._refused is not None:
+            return  # nothing was written, nothing to wait for
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         self._durable = self._durable or durable

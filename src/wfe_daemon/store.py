@@ -25,7 +25,7 @@ import aiosqlite
 import structlog
 
 from wfe_daemon import _transactions as _tx
-from wfe_daemon._sqlite import Fault, connect, connect_patiently, fault_of
+from wfe_daemon._sqlite import Fault, connect, connect_patiently, connect_read_only, fault_of
 from wfe_daemon._writer import Writer
 from wfe_daemon.clock import now_iso
 from wfe_daemon.errors import DuplicateRun, StoreCorrupt, StoreError
@@ -36,6 +36,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
 _BUSY_TIMEOUT_S = 10.0
 _GIVE_UP_S = 30.0
+_READ_BUSY_TIMEOUT_S = 2.0  # only a database not in WAL mode makes readers wait
 _CLOSE_WAIT_S = 5.0
 
 STORE_UNWRITTEN = "store.unwritten"
@@ -127,6 +128,31 @@ class Store:
             store._probe = store._start_probe()
             yield store
             await store._flush_at_close()
+        finally:
+            await store._close()
+
+    @classmethod
+    @asynccontextmanager
+    async def open_read_only(
+        cls, path: Path, *, busy_timeout_s: float = _READ_BUSY_TIMEOUT_S
+    ) -> AsyncIterator[Store]:
+        """Open the database at ``path`` for queries only (``runs``, ``show``).
+
+        It never takes the write lock, switches the journal or migrates, so a daemon
+        writing meanwhile neither waits for it nor makes it wait (WAL). A missing file
+        reads as an empty database and is not created. Writes raise ``StoreError``.
+
+        Raises:
+            StoreError: the file cannot be read (locked for longer than
+                ``busy_timeout_s`` when not in WAL mode), or its schema is older or newer
+                than this program's.
+            StoreCorrupt: the file is damaged.
+        """
+        store = cls(await connect_read_only(path, busy_timeout_s), path,
+                    busy_timeout_s=busy_timeout_s)
+        store._writer.refuse(StoreError(f"database {path} is open read-only"))
+        try:
+            yield store
         finally:
             await store._close()
 
