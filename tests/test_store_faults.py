@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -397,3 +398,42 @@ def test_execute_on_a_damaged_file_says_so_in_one_line(
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "is damaged (file is not a database)" in result.stderr
+
+
+def _copy_open_database(source: Path, target: Path) -> None:
+    """Copy a database with its WAL files, as they are while a connection has it open."""
+    source.parent.mkdir(parents=True, exist_ok=True)
+    keep = sqlite3.connect(source, isolation_level=None)
+    try:
+        keep.execute("PRAGMA journal_mode = WAL")
+        keep.executescript("".join(MIGRATIONS))
+        keep.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        for suffix in ("", "-wal", "-shm"):
+            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+    finally:
+        keep.close()
+
+
+async def test_a_connection_opened_read_only_heals_on_a_new_one(
+    small_disk: SmallDisk, tmp_path: Path
+) -> None:
+    """A database opened while its disk is read-only (its WAL files present) opens, for
+    reading; once the disk is writable again the writer opens a new connection (SQLite
+    keeps the old one read-only for good), the first write commits, and the incident heals."""
+    _copy_open_database(tmp_path / "source.db", small_disk.db_path)
+    small_disk.remount("ro")
+    faults = Faults()
+    with capture_logs() as logs:
+        async with Store.open(small_disk.db_path, give_up_s=None, faults=faults) as store:
+            assert await store.list_runs() == []
+            writable = asyncio.create_task(store.wait_writable())
+            await wait_for(lambda: faults["store"].failures >= 2)
+            assert not writable.done()
+            small_disk.remount("rw")
+            await writable
+            await store.create_run(name="w", started_at=STARTED, nodes=[])
+            assert [run["name"] for run in await store.list_runs()] == ["w"]
+
+    begun, healed = incident_lines(logs)
+    assert "attempt to write a readonly database" in begun["error"]
+    assert healed["failures"] >= 2

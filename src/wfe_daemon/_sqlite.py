@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiosqlite
@@ -20,7 +22,10 @@ from wfe_daemon.errors import StoreCorrupt, StoreError
 from wfe_daemon.faults import Backoff, Incident
 from wfe_daemon.schema import SCHEMA_VERSION, migrate
 
-__all__ = ["Fault", "connect", "connect_patiently", "connect_read_only", "corrupt", "fault_of"]
+__all__ = [
+    "Fault", "connect", "connect_patiently", "connect_read_only", "corrupt", "fault_of",
+    "run_in_thread",
+]
 
 _TRANSIENT = frozenset({
     sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
@@ -48,9 +53,10 @@ def fault_of(exc: BaseException) -> Fault:
         return Fault.DAMAGED
     if isinstance(exc, OSError):  # making the folder, or a file gone mid-open
         return Fault.REOPEN
-    if not isinstance(exc, sqlite3.Error):
+    code = getattr(exc, "sqlite_errorcode", None)  # not on every sqlite3.Error
+    if code is None:
         return Fault.OTHER
-    code = exc.sqlite_errorcode & 0xFF
+    code &= 0xFF
     if code in _DAMAGED:
         return Fault.DAMAGED
     if code in _REOPEN:
@@ -66,6 +72,12 @@ def corrupt(path: Path, exc: BaseException) -> StoreCorrupt:
     )
     error.__cause__ = exc
     return error
+
+
+async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(sqlite3_connection, *args)`` in the connection's thread, one round trip."""
+    # aiosqlite's one way to run a callable in its connection thread.
+    return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
 
 
 async def connect(
@@ -89,7 +101,7 @@ async def connect(
             await _quick_check(conn, path)
         await _use_wal(conn, busy_timeout_s)
         await conn.execute("PRAGMA foreign_keys = ON")
-        await conn._execute(migrate, conn._conn)  # type: ignore[no-untyped-call]
+        await run_in_thread(conn, migrate)
     except BaseException as exc:
         await conn.close()
         if fault_of(exc) is Fault.DAMAGED and not isinstance(exc, StoreCorrupt):
@@ -160,7 +172,7 @@ async def connect_read_only(path: Path, busy_timeout_s: float) -> aiosqlite.Conn
 def _read_error(path: Path, exc: sqlite3.Error) -> StoreError:
     if fault_of(exc) is Fault.DAMAGED:
         return corrupt(path, exc)
-    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
         return StoreError(f"database {path} is locked by another process; try again ({exc})")
     return StoreError(f"cannot read database {path}: {exc}")
 
@@ -177,7 +189,7 @@ def _version_problem(path: Path, version: int) -> str:
 async def _empty() -> aiosqlite.Connection:
     """An empty database at the current schema, in memory."""
     conn = await _open(":memory:")
-    await conn._execute(migrate, conn._conn)  # type: ignore[no-untyped-call]
+    await run_in_thread(conn, migrate)
     return conn
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import aiosqlite
 
-from wfe_daemon._sqlite import Fault, corrupt, fault_of
+from wfe_daemon._sqlite import Fault, corrupt, fault_of, run_in_thread
 from wfe_daemon.errors import StoreCorrupt, StoreError
 from wfe_daemon.faults import Backoff, Incident
 
@@ -101,12 +101,6 @@ def rollback(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
 
 
-async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(sqlite3_connection, *args)`` in the connection's thread, one round trip."""
-    # aiosqlite's one way to run a callable in its connection thread.
-    return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
-
-
 class Writer:
     """The write queue of one connection; ``run()`` is its writer task (owned by the Store).
 
@@ -142,6 +136,9 @@ class Writer:
         self.fatal: StoreCorrupt | None = None
         self._fatal_event = asyncio.Event()
         self._refused: StoreError | None = None
+        self._stale = False  # open a new connection before the next use
+        self._closed = False
+        self._reconnecting = asyncio.Lock()
 
     @property
     def healthy(self) -> bool:
@@ -235,13 +232,14 @@ class Writer:
         waiters, self._waiters = self._waiters, []
         durable, self._durable = self._durable, False
         try:
+            conn = await self.connection()
             # Nothing to write: a flush must not wait for the write lock held elsewhere.
-            results = await run_in_thread(self.conn, _apply, batch, durable) if (
+            results = await run_in_thread(conn, _apply, batch, durable) if (
                 batch or durable) else []
         except Exception as exc:
             self._requeue(exc, batch, waiters, durable)
             if fault_of(exc) is Fault.REOPEN:
-                await self._use_new_connection()
+                self._stale = True
             return False
         self._failure = self._failing_since = None
         self._backoff.reset()
@@ -282,16 +280,36 @@ class Writer:
         self._running_at = {node: at + len(batch) for node, at in self._running_at.items()}
         self._durable = self._durable or durable
 
-    async def _use_new_connection(self) -> None:
-        """Replace the connection (read-only or unreachable file); on failure, keep the old."""
-        try:
-            conn = await self._reopen()
-        except Exception as exc:
-            if fault_of(exc) is Fault.DAMAGED:
-                self.declare_damaged(exc)
-            return  # the next attempt fails again and tries again
-        old, self.conn = self.conn, conn
-        await old.close()
+    async def close(self) -> None:
+        """Close the connection (once the writer task is done)."""
+        if not self._closed:
+            self._closed = True
+            await self.conn.close()
+
+    async def connection(self) -> aiosqlite.Connection:
+        """The open connection; after a fault that only a new one heals, a new one.
+
+        Returns without yielding to the loop unless it opens one, so an operation queued
+        on the connection at once runs before any close of it.
+
+        Raises:
+            StoreCorrupt: the file is found damaged on opening it again.
+            sqlite3.Error, OSError: it cannot be opened again (yet).
+        """
+        async with self._reconnecting:
+            if self._stale:
+                # The old one is closed first: SQLite shares one file handle and one WAL
+                # index per file within a process, and a new connection opened beside
+                # the old would inherit its read-only ones.
+                await self.close()
+                try:
+                    self.conn = await self._reopen()
+                except Exception as exc:
+                    if fault_of(exc) is Fault.DAMAGED:
+                        raise self.declare_damaged(exc) from exc
+                    raise
+                self._closed = self._stale = False
+        return self.conn
 
     @staticmethod
     def _fail(futures: Sequence[asyncio.Future[Any]], error: BaseException) -> None:

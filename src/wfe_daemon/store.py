@@ -25,7 +25,14 @@ import aiosqlite
 import structlog
 
 from wfe_daemon import _transactions as _tx
-from wfe_daemon._sqlite import Fault, connect, connect_patiently, connect_read_only, fault_of
+from wfe_daemon._sqlite import (
+    Fault,
+    connect,
+    connect_patiently,
+    connect_read_only,
+    fault_of,
+    run_in_thread,
+)
 from wfe_daemon._writer import Writer
 from wfe_daemon.clock import now_iso
 from wfe_daemon.errors import DuplicateRun, StoreCorrupt, StoreError
@@ -209,7 +216,7 @@ class Store:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
-        await self._conn.close()
+        await self._writer.close()
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         return await self._writer.submit(fn)
@@ -475,10 +482,17 @@ class Store:
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                names = [column[0] for column in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-        except sqlite3.Error as exc:
+            # One round trip: the writer may close the connection between two.
+            rows: list[dict[str, Any]] = await run_in_thread(
+                await self._writer.connection(), _rows, sql, params)
+            return rows
+        except (sqlite3.Error, OSError) as exc:
             if fault_of(exc) is Fault.DAMAGED:
                 raise self._writer.declare_damaged(exc) from exc
             raise StoreError(f"database query failed: {exc}") from exc
+
+
+def _rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
