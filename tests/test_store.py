@@ -149,18 +149,19 @@ async def test_version_1_database_is_migrated_and_old_rows_stay_readable(db_path
 def test_version_1_database_is_migrated_by_the_cli(
     run_cli: Cli, write_workflow: Writer, db_path: Path
 ) -> None:
-    """``runs --json`` and ``show`` read an old database, and ``execute`` adds to it."""
+    """``execute`` migrates an old database and adds to it; ``runs --json`` and ``show`` then
+    read its old run (read commands never migrate: see test_store_reads)."""
     make_v1_database(db_path)
 
-    runs = run_cli("runs", "--json")
-    shown = run_cli("show", "1", "--json")
     executed = run_cli(
         "execute", write_workflow({"name": "new", "nodes": [{"id": "a", "type": "echo"}]})
     )
+    runs = run_cli("runs", "--json")
+    shown = run_cli("show", "1", "--json")
 
     assert runs.returncode == 0, runs.stderr
     assert [(r["id"], r["name"], r["status"]) for r in json.loads(runs.stdout)] == [
-        (1, "legacy", "SUCCESS")
+        (2, "new", "SUCCESS"), (1, "legacy", "SUCCESS")
     ]
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["result_summary"] == OLD_SUMMARY

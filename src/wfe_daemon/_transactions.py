@@ -24,6 +24,13 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def touch(db: sqlite3.Connection) -> None:
+    """A write that changes nothing: the schema version written again, so that its commit
+    proves the file can be written now (a read-only file, a full disk)."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    db.execute(f"PRAGMA user_version = {int(version)}")
+
+
 def _key_holder(db: sqlite3.Connection, key: str) -> int | None:
     holder = db.execute(
         "SELECT id FROM workflowrun WHERE idempotency_key = ?"

@@ -366,7 +366,8 @@ def _graph(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from wfe_daemon.operations import request_cancel
 
-    print(_async(_with_store, _settings(args), lambda store: request_cancel(store, args.run_id)))
+    print(_async(_with_store_writing, _settings(args),
+                 lambda store: request_cancel(store, args.run_id)))
     return 0
 
 
@@ -390,6 +391,22 @@ def _get_run(settings: Any, run_id: int) -> dict[str, Any]:
 
 
 async def _with_store(settings: Any, query: Callable[[Store], Awaitable[Any]]) -> Any:
+    """``query(store)`` on the database opened read-only: a daemon's lock never holds it up."""
+    import anyio
+
+    from wfe_daemon.store import Store
+
+    missing = not await anyio.Path(settings.db_path).exists()
+    async with Store.open_read_only(settings.db_path) as store:  # missing: reads as empty
+        found = await query(store)
+    if missing and found == []:  # an empty listing says where it looked
+        print(f"wfe-daemon: no database at {settings.db_path} yet: nothing has run",
+              file=sys.stderr)
+    return found
+
+
+async def _with_store_writing(settings: Any, query: Callable[[Store], Awaitable[Any]]) -> Any:
+    """``query(store)`` on the database opened for writing (``cancel``)."""
     from wfe_daemon.store import Store
 
     async with Store.open(settings.db_path) as store:

@@ -12,6 +12,7 @@ are translated at the boundary with ``raise ... from exc``::
     │   ├── ParamsError      resolved params do not fit the task (bad reference, schema)
     │   └── PathEscapeError  a path param leads out of ``data_dir``
     ├── StoreError           the database is unusable or holds no such run
+    │   └── StoreCorrupt     the database file is damaged (no retry heals it)
     ├── DuplicateRun         a run with the same idempotency key exists
     └── UsageError           a command line or command argument is wrong
 """
@@ -59,6 +60,10 @@ class PathEscapeError(TaskError):
 
 class StoreError(WfeError):
     """Raised when the database cannot be used, or holds no such run."""
+
+
+class StoreCorrupt(StoreError):
+    """Raised when the database file is damaged or not a database: a fault no retry heals."""
 
 
 class DuplicateRun(WfeError):

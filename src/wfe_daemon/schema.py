@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import suppress
 
 from wfe_daemon.errors import StoreError
 
@@ -96,6 +97,8 @@ def _step(db: sqlite3.Connection) -> bool:
             db.execute(f"PRAGMA user_version = {version + 1}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite may have rolled back already (a full disk)
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
     return version < SCHEMA_VERSION

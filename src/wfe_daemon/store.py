@@ -22,17 +22,33 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import structlog
 
 from wfe_daemon import _transactions as _tx
-from wfe_daemon._writer import Writer, run_in_thread
+from wfe_daemon._sqlite import (
+    Fault,
+    connect,
+    connect_patiently,
+    connect_read_only,
+    fault_of,
+    run_in_thread,
+)
+from wfe_daemon._writer import Writer
 from wfe_daemon.clock import now_iso
-from wfe_daemon.errors import DuplicateRun, StoreError
-from wfe_daemon.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from wfe_daemon.errors import DuplicateRun, StoreCorrupt, StoreError
+from wfe_daemon.faults import Faults
+from wfe_daemon.schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
 _BUSY_TIMEOUT_S = 10.0
 _GIVE_UP_S = 30.0
+_READ_BUSY_TIMEOUT_S = 2.0  # only a database not in WAL mode makes readers wait
+_CLOSE_WAIT_S = 5.0
+
+STORE_UNWRITTEN = "store.unwritten"
+
+log = structlog.get_logger()
 
 _NODE_RUNNING = (
     "UPDATE noderun SET status = 'RUNNING', started_at = ?, attempts = ?"
@@ -53,19 +69,35 @@ class Store:
 
     Event methods (``node_running``, ``node_finished``) queue a write and return at once;
     ``create_run``, ``record_unrun``, ``finish_run`` and ``flush`` wait for theirs.
-    A write batch that fails (e.g. another process holds the lock) is retried with
-    backoff ahead of later writes, and ``healthy`` is False meanwhile; queued events are
-    never dropped.
+    A write batch that fails (e.g. another process holds the lock, the disk is full) is
+    retried with backoff ahead of later writes, and ``healthy`` is False meanwhile (the
+    ``"store"`` incident is open); queued events are never dropped.
 
     Raises:
         StoreError: the file cannot be opened or migrated, a query failed, or writes a
-            caller waits for kept failing for ``give_up_s`` (or failed other than busy).
+            caller waits for kept failing for ``give_up_s`` (or failed other than by a
+            transient fault).
+        StoreCorrupt: the file is damaged; from then on ``fatal`` holds the error and
+            every write fails with it.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, *, give_up_s: float = _GIVE_UP_S) -> None:
-        self._conn = conn
-        self._writer = Writer(conn, give_up_s=give_up_s)
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        path: Path,
+        *,
+        busy_timeout_s: float = _BUSY_TIMEOUT_S,
+        give_up_s: float | None = _GIVE_UP_S,
+        faults: Faults | None = None,
+    ) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._give_up_s = give_up_s
+        self._incident = (Faults() if faults is None else faults)["store"]
+        self._writer = Writer(conn, path, give_up_s=give_up_s, incident=self._incident,
+                              reopen=partial(connect, path, busy_timeout_s))
         self._writer_task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     @classmethod
     @asynccontextmanager
@@ -74,65 +106,117 @@ class Store:
         path: Path,
         *,
         busy_timeout_s: float = _BUSY_TIMEOUT_S,
-        give_up_s: float = _GIVE_UP_S,
+        give_up_s: float | None = _GIVE_UP_S,
+        faults: Faults | None = None,
+        check: bool = False,
     ) -> AsyncIterator[Store]:
         """Open (creating and migrating as needed) the database at ``path``.
 
         ``busy_timeout_s`` is how long one statement waits for another connection's lock;
         a write batch that still fails is retried, and callers waiting on it get
-        ``StoreError`` once writes have failed for ``give_up_s``.
+        ``StoreError`` once writes have failed for ``give_up_s``. With ``give_up_s=None``
+        (the daemon) nothing gives up: opening, and every write, waits as long as a
+        transient fault lasts, reported through ``faults["store"]`` (a private ``Faults``
+        when none is given). A damaged file raises ``StoreCorrupt``, at once; ``check``
+        looks at every page for damage first (``PRAGMA quick_check``, about 0.4 s per
+        100 MB), else only what opening reads is looked at.
+
+        Opening returns without waiting for a write; a first write that proves the file
+        writable is queued at once (its failure opens the incident), and
+        :meth:`wait_writable` waits for it.
         """
-        connecting = aiosqlite.connect(path, isolation_level=None)
+        faults = Faults() if faults is None else faults
+        conn = await connect_patiently(path, busy_timeout_s, give_up_s, faults["store"],
+                                       check=check)
+        store = cls(conn, path, busy_timeout_s=busy_timeout_s, give_up_s=give_up_s,
+                    faults=faults)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await connecting
-        except (OSError, sqlite3.Error) as exc:
-            await _join_worker(connecting)
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
-        store = cls(conn, give_up_s=give_up_s)
-        try:
-            await store._prepare(path, busy_timeout_s)
             store._writer_task = asyncio.create_task(store._writer.run(), name="wfe-store-writer")
+            store._probe = store._start_probe()
             yield store
-            await store.flush()
+            await store._flush_at_close()
         finally:
             await store._close()
 
-    async def _prepare(self, path: Path, busy_timeout_s: float) -> None:
-        try:
-            await self._conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
-            await self._use_wal(busy_timeout_s)
-            await self._conn.execute("PRAGMA foreign_keys = ON")
-            await run_in_thread(self._conn, migrate)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot use database {path}: {exc}") from exc
+    @classmethod
+    @asynccontextmanager
+    async def open_read_only(
+        cls, path: Path, *, busy_timeout_s: float = _READ_BUSY_TIMEOUT_S
+    ) -> AsyncIterator[Store]:
+        """Open the database at ``path`` for queries only (``runs``, ``show``).
 
-    async def _use_wal(self, patience_s: float) -> None:
-        """``PRAGMA journal_mode = WAL``, tried again while another connection holds the lock.
+        It never takes the write lock, switches the journal or migrates, so a daemon
+        writing meanwhile neither waits for it nor makes it wait (WAL). A missing file
+        reads as an empty database and is not created. Writes raise ``StoreError``.
 
-        Switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database
-        is locked" at once, without waiting out ``busy_timeout``, when another connection
-        is switching it too (processes opening a new database together).
+        Raises:
+            StoreError: the file cannot be read (locked for longer than
+                ``busy_timeout_s`` when not in WAL mode), or its schema is older or newer
+                than this program's.
+            StoreCorrupt: the file is damaged.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + patience_s
-        delay = 0.005
-        while True:
-            try:
-                await self._conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() >= deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        store = cls(await connect_read_only(path, busy_timeout_s), path,
+                    busy_timeout_s=busy_timeout_s)
+        store._writer.refuse(StoreError(f"database {path} is open read-only"))
+        try:
+            yield store
+        finally:
+            await store._close()
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        return self._writer.conn
+
+    async def wait_writable(self) -> None:
+        """Return once a write has committed since opening: the file can be written.
+
+        Raises:
+            StoreError: writes kept failing for ``give_up_s`` (never when it is ``None``).
+            StoreCorrupt: the file is damaged.
+        """
+        probe = self._probe
+        if probe is None or (probe.done() and (probe.cancelled() or probe.exception())):
+            probe = self._probe = self._start_probe()
+        await asyncio.shield(probe)
+
+    def _start_probe(self) -> asyncio.Task[None]:
+        probe = asyncio.create_task(self._submit(_tx.touch), name="wfe-store-probe")
+        # Its failure is for wait_writable to raise; unawaited, it must not be reported.
+        probe.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return probe
+
+    @property
+    def fatal(self) -> StoreCorrupt | None:
+        """The damage found in the file, once found (then every write fails with it)."""
+        return self._writer.fatal
+
+    async def wait_fatal(self) -> StoreCorrupt:
+        """Return the error once the file is found damaged; until then, wait."""
+        return await self._writer.wait_fatal()
+
+    async def _flush_at_close(self) -> None:
+        """Commit what is queued; when nothing gives up, wait only ``_CLOSE_WAIT_S`` for it.
+
+        What is left unwritten then is logged: the database still holds a consistent
+        prefix of what happened, and the next start resumes the runs it shows unfinished.
+        """
+        if self._give_up_s is not None or self.fatal is not None:
+            await self.flush()
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await self.flush()
+        except TimeoutError:
+            log.warning(STORE_UNWRITTEN, writes=self._writer.pending, error=self._incident.error,
+                        db_path=str(self._path))
 
     async def _close(self) -> None:
-        if self._writer_task is not None:
-            self._writer_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._writer_task
-        await self._conn.close()
+        for task in (self._probe, self._writer_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        await self._writer.close()
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         return await self._writer.submit(fn)
@@ -400,20 +484,17 @@ class Store:
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                names = [column[0] for column in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-        except sqlite3.Error as exc:
+            # One round trip: the writer may close the connection between two.
+            rows: list[dict[str, Any]] = await run_in_thread(
+                await self._writer.connection(), _rows, sql, params)
+            return rows
+        except (sqlite3.Error, OSError) as exc:
+            if fault_of(exc) is Fault.DAMAGED:
+                raise self._writer.declare_damaged(exc) from exc
             raise StoreError(f"database query failed: {exc}") from exc
 
 
-async def _join_worker(conn: aiosqlite.Connection) -> None:
-    """Wait for the worker thread of a connection that failed to open.
-
-    aiosqlite stops that thread without waiting for it; if the event loop closes first,
-    the thread reports to a closed loop and prints a traceback.
-    """
-    thread = getattr(conn, "_thread", None)
-    if thread is not None and thread.is_alive():
-        await asyncio.to_thread(thread.join, 5)
-
+def _rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
