@@ -291,3 +291,61 @@ async def test_a_file_whose_handling_fails_is_taken_again_until_it_is_published(
     assert next(e for e in logs if e["event"] == "workflow.recovered")["failures"] == 2
     rows = await store.list_runs()
     assert [r["status"] for r in rows] == ["SUCCESS"]
+
+
+def test_a_damaged_database_at_start_exits_3_in_one_line(daemons: Daemons) -> None:
+    """A database file that is not a database stops the daemon at once with exit 3 (the
+    unit does not restart on it) and one line naming the problem, no traceback."""
+    daemons.db_path.parent.mkdir(parents=True)
+    daemons.db_path.write_bytes(os.urandom(64 * 1024))
+    daemon = daemons.spawn()
+    assert daemon.wait_exit() == 3
+    lines = daemon.stderr().strip().splitlines()
+    assert len(lines) == 1 and "wfe-daemon:" in lines[0], daemon.output()
+    with pytest.raises(AssertionError, match="exited with 3 before READY=1"):
+        daemon.wait_ready(timeout=1)
+
+
+def test_a_database_damaged_while_running_stops_the_daemon_with_3(daemons: Daemons) -> None:
+    """Pages of the database overwritten under a running daemon: the next file that needs
+    them stops it with exit 3, and ``daemon.stopped`` names the damage."""
+    daemon = daemons.start()
+    for n in range(30):
+        drop(daemons.inbox, f"fill{n}.json", echo_doc(f"fill{n}" + "x" * 2000))
+    wait_until(lambda: len(results(daemons.outbox)) == 30, 30, "thirty results")
+    subprocess.run([sys.executable, "-c", (
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
+        " c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()"), str(daemons.db_path)],
+        check=True, timeout=30)
+    size = daemons.db_path.stat().st_size
+    with daemons.db_path.open("r+b") as file:  # keep the header page, ruin the rest
+        file.seek(4096)
+        file.write(os.urandom(size - 4096))
+    drop(daemons.inbox, "after.json", echo_doc("after"))
+    assert daemon.wait_exit(30) == 3
+    last = daemon.events()[-1]
+    assert last["event"] == "daemon.stopped" and "damaged" in str(last["reason"])
+
+
+def test_a_read_only_database_at_start_delays_ready_until_it_is_writable(
+    daemons: Daemons,
+) -> None:
+    """An immutable database file: no READY=1 while it cannot be written (one warning),
+    then READY=1 and files taken once it can, without a restart."""
+    first = daemons.start()
+    assert first.terminate() == 0
+    if subprocess.run(["chattr", "+i", str(daemons.db_path)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system with it)")
+    try:
+        daemon = daemons.spawn()
+        wait_until(lambda: _faults(daemon.events(), "store"), 15, "the store fault logged")
+        with pytest.raises(AssertionError, match="no READY=1"):
+            daemon.wait_ready(timeout=2)
+    finally:
+        subprocess.run(["chattr", "-i", str(daemons.db_path)], check=False)
+    daemon.wait_ready()
+    drop(daemons.inbox, "late.json", echo_doc("late"))
+    assert wait_result(daemons.outbox, "late")["status"] == "SUCCESS"
+    assert _faults(daemon.events(), "store") == ["fault.begun", "fault.healed"]
+    assert daemon.terminate() == 0

@@ -388,14 +388,14 @@ async def test_a_damaged_file_is_refused_at_open(db_path: Path, damage: str) -> 
 def test_execute_on_a_damaged_file_says_so_in_one_line(
     run_cli: Cli, write_workflow: WorkflowWriter, db_path: Path
 ) -> None:
-    """``execute`` on a file that is not a database exits 1 with one line naming the damage."""
+    """``execute`` on a file that is not a database exits 3 with one line naming the damage."""
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(random.Random(3).randbytes(64 * 1024))
 
     result = run_cli("execute", write_workflow({"name": "w", "nodes": [{"id": "a",
                                                                       "type": "echo"}]}))
 
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "is damaged (file is not a database)" in result.stderr
 

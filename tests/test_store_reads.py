@@ -30,7 +30,7 @@ def test_read_commands_do_not_wait_for_a_write_lock_held_elsewhere(
         graph = run_cli("graph", "1")
 
     assert runs.returncode == 0, runs.stderr
-    assert [(r["id"], r["status"]) for r in json.loads(runs.stdout)] == [(1, "SUCCESS")]
+    assert [(r["run_id"], r["status"]) for r in json.loads(runs.stdout)] == [(1, "SUCCESS")]
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["name"] == "hello"
     assert graph.returncode == 0, graph.stderr

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from wfe_daemon.errors import StoreError, UsageError, WfeError, WorkflowRejected
+from wfe_daemon.errors import StoreCorrupt, StoreError, UsageError, WfeError, WorkflowRejected
 
 if TYPE_CHECKING:
     from wfe_daemon.engine import Engine
@@ -64,6 +64,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except (UsageError, WfeError) as exc:
         print(f"wfe-daemon: {exc}", file=sys.stderr)
+        if isinstance(exc, StoreCorrupt):
+            return 3  # no retry heals it: the unit does not restart on it
         return 1 if isinstance(exc, StoreError) else 2
     except KeyboardInterrupt:
         return 130

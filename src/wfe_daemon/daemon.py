@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
-from wfe_daemon.errors import ConfigError, UsageError
+from wfe_daemon.errors import ConfigError, StoreCorrupt, UsageError
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.intake import (
     PROCESSED,
@@ -139,7 +139,14 @@ def _publish(
 class Daemon:
     """One daemon: the store, the engine, the intake and the workers (see ``serve``)."""
 
-    def __init__(self, settings: Settings, store: Store, engine: Engine, notifier: Notifier):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        engine: Engine,
+        notifier: Notifier,
+        faults: Faults | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -155,9 +162,11 @@ class Daemon:
         """True while intake runs (for ``/healthz``)."""
         self.on_published: list[Callable[[Claimed, dict[str, Any]], None]] = []
         """Called after each result is published (metrics)."""
-        self.faults = Faults()
+        self.faults = Faults() if faults is None else faults
         """Faults happening now (outbox, inbox, store), for the log and ``/healthz``."""
         self.stop_reason = "stopped"
+        self.starting: anyio.CancelScope | None = None
+        """While start-up waits (for a writable database), a signal cancels this scope."""
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file.
@@ -177,6 +186,8 @@ class Daemon:
                 try:
                     await self._handle_once(claimed, recovered)
                     break
+                except StoreCorrupt:
+                    return  # the daemon stops on it (``_stop_if_damaged``); the file stays
                 except Exception:  # one file must never take the daemon down
                     failures += 1
                     if failures == 1:
@@ -260,7 +271,9 @@ class Daemon:
         interval = self.notifier.watchdog_interval()
         period = min(interval, 2.0) if interval else 2.0
         while True:
-            if self.store.healthy:
+            # A store fault that heals (a lock, a full disk) keeps the watchdog fed: a
+            # restart would not heal it sooner. Only damage stops the petting.
+            if self.store.fatal is None:
                 if interval:
                     self.notifier.watchdog()
                 self.notifier.status(f"running {self.active} workflows; {self.done} done")
@@ -278,15 +291,20 @@ async def serve(settings: Settings) -> int:
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     daemon: Daemon | None = None
     failure: BaseException | None = None
+    faults = Faults()
     try:
         with _state_lock(settings.db_path, settings.inbox):
-            async with Store.open(settings.db_path) as store, \
+            # The daemon never gives up on a store fault that can heal; damage is fatal.
+            async with Store.open(settings.db_path, faults=faults, give_up_s=None,
+                                  check=True) as store, \
                     open_services(settings) as services:
                 telemetry = _telemetry(settings.metrics_port)
                 engine = Engine(registry, store, settings, services=services,
                                 **(telemetry.engine_options() if telemetry else {}))
-                daemon = Daemon(settings, store, engine, notifier)
+                daemon = Daemon(settings, store, engine, notifier, faults)
                 await _supervise(daemon, telemetry)
+                if store.fatal is not None:
+                    raise store.fatal
     except BaseException as exc:
         failure = exc
         raise
@@ -316,11 +334,21 @@ def _telemetry(port: int) -> Telemetry | None:
 async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
-    await abandon_orphans(daemon.store, settings.inbox)
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
     async with anyio.create_task_group() as tg:
         stop_requested = anyio.Event()
         tg.start_soon(_watch_signals, daemon, stop_requested, tg.cancel_scope)
+        tg.start_soon(_stop_if_damaged, daemon, tg.cancel_scope)
+        with anyio.CancelScope() as daemon.starting:
+            # READY=1 means the store takes writes: a read-only or full database is
+            # waited for here (the store logs it), a signal ends the wait.
+            notifier.status("waiting for the database to take writes")
+            await daemon.store.wait_writable()
+            await abandon_orphans(daemon.store, settings.inbox)
+        daemon.starting = None
+        if stop_requested.is_set():
+            tg.cancel_scope.cancel()
+            return
         with receive:
             for _ in range(settings.max_concurrent_workflows):
                 tg.start_soon(daemon.worker, receive.clone())
@@ -386,6 +414,13 @@ async def _feed_leftovers(
     fed.set()
 
 
+async def _stop_if_damaged(daemon: Daemon, everything: anyio.CancelScope) -> None:
+    """A damaged database stops the daemon at once (``serve`` raises the error: exit 3)."""
+    damage = await daemon.store.wait_fatal()
+    daemon.stop_reason = f"the database is damaged: {damage}"
+    everything.cancel()
+
+
 async def _watch_signals(
     daemon: Daemon, stop_requested: anyio.Event, everything: anyio.CancelScope
 ) -> None:
@@ -399,3 +434,5 @@ async def _watch_signals(
                 return
             daemon.stop_reason = f"{name} received"
             stop_requested.set()
+            if daemon.starting is not None:
+                daemon.starting.cancel()

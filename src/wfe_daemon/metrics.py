@@ -164,6 +164,8 @@ class Health:
 
 async def check_store(store: Store, db_path: Path, identity: tuple[int, int] | None) -> str | None:
     """What is wrong with the store (``None``: usable); runs on the loop, never in a thread."""
+    if store.fatal is not None:
+        return f"the database is damaged: {store.fatal}"
     if not store.healthy:
         return "the last database write failed"
     if identity is not None and _identity(db_path) != identity:
