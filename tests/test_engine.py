@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
+import orjson
 import pytest
 
 from wfe_daemon.engine import Engine
@@ -79,6 +80,9 @@ class BadOutputTask(_TestTask):
             "set": {"values": {1, 2}},
             "nan": {"ratio": math.nan},
             "object": {"thing": object()},
+            "bigint": {"rows": [0, 2**64]},
+            "surrogate": {"text": "a\udc80"},
+            "intkey": {"counts": {1: 2}},
         }[params["kind"]]
 
 
@@ -719,20 +723,28 @@ async def test_resolved_params_are_checked_against_the_schema(
     assert "soon" in entry["error"]
 
 
-@pytest.mark.parametrize("kind", ["set", "nan", "object"])
+@pytest.mark.parametrize(("kind", "message"), [
+    ("set", "output.values: set is not a JSON value"),
+    ("nan", "output.ratio: number nan is not a JSON number"),
+    ("object", "output.thing: object is not a JSON value"),
+    ("bigint", "output.rows.1: integer 18446744073709551616 does not fit in 64 bits"),
+    ("surrogate", "output.text: string 'a\\udc80' holds a lone surrogate"),
+    ("intkey", "output.counts: key 1 is not a string"),
+])
 async def test_output_that_is_not_json_fails_the_node_cleanly(
-    engine_factory: Callable[..., Engine], sql: Rows, kind: str
+    engine_factory: Callable[..., Engine], sql: Rows, kind: str, message: str
 ) -> None:
-    """An output that is not strict JSON fails the node; the summary stays valid JSON."""
+    """An output JSON cannot carry fails the node naming where; the summary stays encodable."""
     engine = engine_factory(BadOutputTask())
     summary = await run_doc(engine, workflow(node("bad", "bad_output", params={"kind": kind})))
 
     entry = summary["nodes"]["bad"]
     assert summary["status"] == "FAILED"
     assert entry["status"] == "FAILED"
-    assert entry["error"].startswith("output is not JSON")
+    assert entry["error"] == message
     assert "output" not in entry
     json.dumps(summary, allow_nan=False)
+    orjson.dumps(summary)
     row = node_rows(sql, summary["run_id"])["bad"]
     assert row["result_data"] is None
     assert row["status"] == "FAILED"

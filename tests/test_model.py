@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,6 +129,43 @@ def test_non_finite_constants_are_rejected(literal: str) -> None:
 def test_overflowing_numbers_are_rejected() -> None:
     """A number too large for a float would become infinity, so it is rejected."""
     assert "out of range" in _load_problem(b'{"a": 1e999}')
+
+
+def test_integer_beyond_64_bits_is_rejected_naming_where() -> None:
+    """An integer no summary could carry is rejected at validation, with its line and column."""
+    assert _load_problem(b'{"name": "w",\n "n": 1267650600228229401496703205376}') == (
+        "invalid JSON: integer 1267650600228229401496703205376 at line 2, column 7"
+        " does not fit in 64 bits"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fits"),
+    [("-9223372036854775808", True), ("18446744073709551615", True),
+     ("-9223372036854775809", False), ("18446744073709551616", False),
+     ("1" + "0" * 70, False), ("0.00000000000000000001", True)],
+)
+def test_integers_are_accepted_exactly_within_64_bits(text: str, fits: bool) -> None:
+    """The accepted range is -2**63 to 2**64-1, at both ends; long fractions are no integers."""
+    data = f'{{"a": [1, {text}]}}'.encode()
+    if fits:
+        assert load_json(data) == {"a": [1, json.loads(text)]}
+    else:
+        assert "does not fit in 64 bits" in _load_problem(data)
+
+
+def test_execute_rejects_an_echo_param_beyond_64_bits(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """A file whose echo params hold a too large integer is REJECTED by execute, no traceback."""
+    path = write_workflow({"name": "big", "nodes": [
+        {"id": "a", "type": "echo", "params": {"n": 2**100}}]})
+    result = run_cli("execute", path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["errors"] == [
+        "invalid JSON: integer 1267650600228229401496703205376 at line 1, column 71"
+        " does not fit in 64 bits"]
 
 
 def test_lone_surrogate_escape_is_rejected() -> None:

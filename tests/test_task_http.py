@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from daemon_helpers import PAST, Daemons, drop, results, wait_result, wait_until
 from wfe_daemon.config import Settings, load_settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed, WorkflowRejected
@@ -84,6 +85,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.server.bomb, extra={"Content-Encoding": "gzip"})
         elif route[0] == "trickle":
             self._trickle()
+        else:
+            self._other(route[0], parts.query)
+
+    def _other(self, route: str, query: str) -> None:
+        if route == "body":  # the body given in the query, as JSON
+            self._send(200, parse_qs(query)["b"][0].encode(), "application/json")
         else:
             self._send(404, b"no such route")
 
@@ -741,3 +748,61 @@ def test_settings_field_is_a_tuple() -> None:
     """Settings keeps http_deny_networks as a tuple, so it stays hashable and frozen."""
     settings = dataclasses.replace(Settings(), http_deny_networks=["loopback"])  # type: ignore[arg-type]
     assert settings.http_deny_networks == ("loopback",)
+
+
+# -- outputs JSON cannot carry ----------------------------------------------------------------
+
+UNFIT_BODIES = [
+    ('{"a": 1267650600228229401496703205376}',
+     "output.json.a: integer 1267650600228229401496703205376 does not fit in 64 bits"),
+    ('{"n": [1, -123456789012345678901234567890]}',
+     "output.json.n.1: integer -123456789012345678901234567890 does not fit in 64 bits"),
+    ('{"s": "\\ud800"}', "output.json.s: string '\\ud800' holds a lone surrogate"),
+    ('{"a": 1e999999}', "output.json.a: number inf is not a JSON number"),
+]
+
+
+def _unfit_doc(base: str, body: str) -> dict[str, Any]:
+    """fetch (the unfit body) -> after (skipped), beside an independent ok node."""
+    url = f"{base}/body?{httpx.QueryParams({'b': body})}"
+    return {"name": "unfit", "nodes": [
+        get({"url": url}),
+        {"id": "after", "type": "echo", "depends_on": ["fetch"], "params": {"v": "{{ fetch }}"}},
+        {"id": "ok", "type": "echo", "params": {"v": 1}},
+    ]}
+
+
+@pytest.mark.parametrize(("body", "message"), UNFIT_BODIES)
+def test_execute_fails_a_node_whose_body_json_cannot_carry(
+    base: str, run_cli: Callable[..., Any], write_workflow: Callable[..., Path],
+    body: str, message: str,
+) -> None:
+    """A response body JSON cannot carry fails its node naming where; execute prints the summary."""
+    result = run_cli("execute", write_workflow(_unfit_doc(base, body)))
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    assert summary["nodes"]["fetch"]["error"] == message
+    assert summary["nodes"]["after"]["reason"] == "dependency failed: fetch"
+    assert summary["nodes"]["ok"]["status"] == "SUCCESS"
+
+
+def test_daemon_publishes_the_result_of_a_body_json_cannot_carry(
+    base: str, daemons: Daemons,
+) -> None:
+    """A real daemon ends such a run, publishes its result and moves the file to processed/."""
+    daemon = daemons.start()
+    for n, (body, _) in enumerate(UNFIT_BODIES):
+        drop(daemons.inbox, f"unfit{n}.json", json.dumps(_unfit_doc(base, body)).encode(),
+             mtime=PAST)
+    for n, (_, message) in enumerate(UNFIT_BODIES):
+        summary = wait_result(daemons.outbox, f"unfit{n}", 20)
+        assert summary["status"] == "PARTIAL_SUCCESS"
+        assert summary["nodes"]["fetch"]["error"] == message
+        wait_until(lambda n=n: (daemons.inbox / "processed" / f"unfit{n}.json").exists(), 10,
+                   f"unfit{n}.json in processed/")
+    assert list((daemons.inbox / "processing").iterdir()) == []
+    assert len(results(daemons.outbox)) == len(UNFIT_BODIES)
+    assert daemon.terminate() == 0

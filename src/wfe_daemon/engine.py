@@ -38,7 +38,7 @@ from wfe_daemon.model import (
 from wfe_daemon.model import redact_secrets as redact
 from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
 from wfe_daemon.store import Store
-from wfe_daemon.strictjson import compact
+from wfe_daemon.strictjson import encode_output
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
@@ -429,10 +429,10 @@ class _Run:
         except Exception as exc:
             return hide_url_secrets(f"{type(exc).__name__}: {exc}")
         shown = redact(output)
-        try:  # encoded once, here: NaN would make the summary invalid JSON
-            state.output_json = compact(shown)
-        except (TypeError, ValueError) as exc:
-            return str(TaskFailed(f"output is not JSON: {exc}"))
+        try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
+            state.output_json = encode_output(shown)
+        except ValueError as exc:
+            return str(TaskFailed(str(exc)))
         state.output = shown
         self.outputs[node.id] = output
         return None
@@ -448,6 +448,9 @@ class _Run:
         return params
 
     def _end(self, state: NodeState, status: NodeStatus, *, error: str | None = None) -> None:
+        if error is not None and not error.isascii():
+            # A lone surrogate (e.g. from a file name) would make the summary unencodable.
+            error = error.encode("utf-8", "backslashreplace").decode()
         state.status = status
         state.error = error
         state.finished_at = now_iso()

@@ -33,7 +33,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
     Raises:
         OSError: the outbox is missing or not writable, or the disk is full.
     """
-    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    data = _encode(summary)
     # Cap the stem in the temporary name so it stays under NAME_MAX even for long stems.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem[:100]}.", suffix=".tmp", dir=outbox)
     tmp = Path(tmp_name)
@@ -92,6 +92,16 @@ def remove_temporaries(outbox: Path) -> int:
                 path.unlink()
                 removed += 1
     return removed
+
+
+def _encode(summary: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        # Node outputs are checked when they are made, but a result must be published
+        # whatever else it holds (say a file name that is not UTF-8): the standard
+        # encoder writes big integers and lone surrogates (escaped) without loss.
+        return (json.dumps(summary, indent=2) + "\n").encode()
 
 
 def _candidate(outbox: Path, stem: str, run_id: int, n: int) -> Path:
