@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
-from wfe_daemon.engine import Engine
+from wfe_daemon.engine import MAX_BACKOFF_S, Engine, backoff
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.registry import Params, TaskContext, TaskRegistry
 from wfe_daemon.submission import submit
@@ -885,3 +886,27 @@ async def test_a_cancel_arriving_after_every_node_ended_changes_nothing(
     engine = task.engine = engine_factory(task)
     summary = await run_doc(engine, workflow(node("a", "cancels_on_return")))
     assert summary["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("retry_delay", "attempt", "expected"),
+    [(1.0, 1, 1.0), (1.0, 2, 2.0), (0.5, 4, 4.0), (1.0, 12, 2048.0), (1.0, 13, MAX_BACKOFF_S),
+     (3600.0, 2, MAX_BACKOFF_S), (0.001, 1025, MAX_BACKOFF_S), (0.0, 1025, 0.0)],
+)
+def test_backoff_doubles_up_to_an_hour(retry_delay: float, attempt: int, expected: float) -> None:
+    """The wait doubles per attempt, never passes an hour and never overflows (attempt 1025)."""
+    assert MAX_BACKOFF_S == 3600.0
+    assert backoff(retry_delay, attempt) == expected
+
+
+async def test_retry_waits_are_logged_as_backoff_computes_them(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """Each node.retry carries the delay the engine waits, retry_delay * 2**(attempt-1)."""
+    engine = engine_factory(FailTask())
+    with capture_logs() as logs:
+        summary = await run_doc(engine, workflow(
+            node("f", "fail", retries=3, retry_delay=0.01)))
+    assert summary["nodes"]["f"]["attempts"] == 4
+    delays = [e["delay"] for e in logs if e["event"] == "node.retry"]
+    assert delays == [0.01, 0.02, 0.04]

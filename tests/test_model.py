@@ -296,7 +296,7 @@ def test_bad_optional_top_level_fields() -> None:
     assert _problems(doc) == [
         "idempotency_key: must be a non-empty string, got ''",
         "description: must be a string, got 5",
-        "timeout: must be a number > 0, got 0",
+        "timeout: must be a number > 0 and at most 2592000, got 0",
     ]
 
 
@@ -411,19 +411,55 @@ def test_params_are_not_checked_for_unknown_types() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("timeout", 0, "timeout: must be a number > 0, got 0"),
-        ("timeout", True, "timeout: must be a number > 0, got true"),
-        ("timeout", "5", "timeout: must be a number > 0, got '5'"),
-        ("retries", -1, "retries: must be a whole number >= 0, got -1"),
-        ("retries", 1.5, "retries: must be a whole number >= 0, got 1.5"),
-        ("retries", True, "retries: must be a whole number >= 0, got true"),
-        ("retry_delay", -0.5, "retry_delay: must be a number >= 0, got -0.5"),
-        ("retry_delay", None, "retry_delay: must be a number >= 0, got null"),
+        ("timeout", 0, "timeout: must be a number > 0 and at most 2592000, got 0"),
+        ("timeout", True, "timeout: must be a number > 0 and at most 2592000, got true"),
+        ("timeout", "5", "timeout: must be a number > 0 and at most 2592000, got '5'"),
+        ("retries", -1, "retries: must be a whole number from 0 to 100, got -1"),
+        ("retries", 1.5, "retries: must be a whole number from 0 to 100, got 1.5"),
+        ("retries", True, "retries: must be a whole number from 0 to 100, got true"),
+        ("retry_delay", -0.5, "retry_delay: must be a number >= 0 and at most 3600, got -0.5"),
+        ("retry_delay", None, "retry_delay: must be a number >= 0 and at most 3600, got null"),
     ],
 )
 def test_numeric_node_fields(field: str, value: Any, message: str) -> None:
     """timeout, retries and retry_delay are numbers in range, and booleans are not numbers."""
     assert _problems(_doc({"id": "a", "type": "echo", field: value})) == [f"node 'a': {message}"]
+
+
+def test_validate_bounds_retries_where_the_backoff_would_overflow(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """`"retries": 1100` is refused by validate with the allowed range, not run to an overflow."""
+    path = write_workflow(_doc({"id": "a", "type": "echo", "retries": 1100}))
+    result = run_cli("validate", path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "node 'a': retries: must be a whole number from 0 to 100, got 1100"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"retry_delay": 1e308}, "retry_delay: must be a number >= 0 and at most 3600, got 1e+308"),
+        ({"retry_delay": 3601}, "retry_delay: must be a number >= 0 and at most 3600, got 3601"),
+        ({"timeout": 1e300}, "timeout: must be a number > 0 and at most 2592000, got 1e+300"),
+        ({"retries": 101}, "retries: must be a whole number from 0 to 100, got 101"),
+    ],
+)
+def test_node_timing_fields_have_a_maximum(fields: dict[str, Any], message: str) -> None:
+    """Values too large for timers and backoff are refused with the bound they passed."""
+    assert _problems(_doc({"id": "a", "type": "echo", **fields})) == [f"node 'a': {message}"]
+
+
+def test_the_largest_timing_values_are_accepted() -> None:
+    """The maxima themselves are valid, for a node and for the workflow's timeout."""
+    doc = _doc({"id": "a", "type": "echo", "retries": 100, "retry_delay": 3600,
+                "timeout": 2592000})
+    doc["timeout"] = 2592000
+    workflow = parse_workflow(doc, CATALOG)
+    assert (workflow.timeout, workflow.nodes[0].retries) == (2592000, 100)
+    doc["timeout"] = 2592001
+    assert _problems(doc) == ["timeout: must be a number > 0 and at most 2592000, got 2592001"]
 
 
 def test_trigger_rule_lists_the_allowed_values() -> None:
@@ -477,7 +513,7 @@ def test_every_problem_is_reported() -> None:
         "name: required",
         "nodes[0].id: 'a b' must be 1 to 64 characters of [A-Za-z0-9_-]",
         "node 'x': unknown type 'htp_get'",
-        "node 'x': retries: must be a whole number >= 0, got -1",
+        "node 'x': retries: must be a whole number from 0 to 100, got -1",
         "node 'y': depends_on names unknown node 'zz'",
         "node 'y': reference {{ x.out }} names 'x', which is not an ancestor of 'y'",
     ]

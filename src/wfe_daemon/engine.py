@@ -45,6 +45,8 @@ SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKI
 FAILED_PREFIX = "dependency failed: "
 """How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
+MAX_BACKOFF_S = 3600.0
+"""The longest wait between two attempts of a node, whatever its retries and retry_delay."""
 
 
 @dataclass(slots=True)
@@ -399,7 +401,7 @@ class _Run:
             if state.attempts > node.retries:
                 self._end(state, FAILED, error=error)
                 return
-            delay = node.retry_delay * 2 ** (state.attempts - 1)
+            delay = backoff(node.retry_delay, state.attempts)
             self.log.warning(NODE_RETRY, node_id=node.id, attempt=state.attempts, error=error,
                              delay=delay)
             await asyncio.sleep(delay)
@@ -497,6 +499,13 @@ class _Run:
                                     duration=summary["duration"], summary=summary)
         self.log.info(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+def backoff(retry_delay: float, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (from 1): ``retry_delay * 2**(attempt-1)``,
+    at most :data:`MAX_BACKOFF_S`."""
+    # The exponent is capped first: 2.0 ** 1024 overflows a float.
+    return min(retry_delay * 2.0 ** min(attempt - 1, 32), MAX_BACKOFF_S)
 
 
 def reusable_states(
