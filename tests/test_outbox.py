@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from daemon_helpers import PAST, Daemons, query, read_json, results, wait_until
 from wfe_daemon.outbox import find_result, write_result
 
 
@@ -125,3 +127,83 @@ def test_glob_characters_in_stem(tmp_path: Path) -> None:
     (tmp_path / "a[1]*.result.2.json").write_text('{"run_id": 99}\n')
     path = write_result(tmp_path, "a[1]*", 2, _summary(2))
     assert find_result(tmp_path, "a[1]*", 2) == path
+
+
+# -- names near NAME_MAX ------------------------------------------------------------------------
+
+
+def _short(stem: str, tail: str) -> str:
+    """The documented rule: a stem too long is cut to fit 255 bytes, then ~ and 12 hex of
+    its SHA-256."""
+    if len((stem + tail).encode()) <= 255:
+        return stem + tail
+    room = 255 - len(tail.encode()) - 13
+    cut = stem.encode()[:room].decode("utf-8", "ignore")
+    return f"{cut}~{hashlib.sha256(stem.encode()).hexdigest()[:12]}{tail}"
+
+
+LONG_STEMS = [
+    "é" * 100 + "a" * 45,  # a 250-byte file name, two bytes a character
+    "é" * 100 + "a" * 44 + "b",  # the same beginning, another end
+    "\U0001f600" * 62 + "ab",  # a 255-byte file name, four bytes a character
+    "x" * 238 + "Ω",  # fits as .result.json; cut inside the Ω as .result.<run_id>.json
+]
+
+
+def _drop_long(inbox: Path, name: str) -> None:
+    """Write a one-node workflow under a short name beside the inbox and rename it in."""
+    staging = inbox.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    tmp = staging / "long.tmp"
+    tmp.write_text(json.dumps({"name": "w", "nodes": [{"id": "a", "type": "echo"}]}))
+    os.utime(tmp, (PAST, PAST))
+    os.rename(tmp, inbox / name)
+
+
+def test_daemon_publishes_results_of_names_at_name_max(daemons: Daemons) -> None:
+    """Inbox names of 244-255 bytes get results whose names fit, one each, the stems kept apart."""
+    # An earlier result holds the first name of the last stem: its result takes the second.
+    daemons.outbox.mkdir(parents=True)
+    taken = daemons.outbox / _short(LONG_STEMS[-1], ".result.json")
+    taken.write_text(json.dumps(_summary(99)))
+    daemon = daemons.start()
+    names = [stem + ".json" for stem in LONG_STEMS]
+    assert {len(name.encode()) for name in names} <= set(range(244, 256))
+    for name in names:
+        _drop_long(daemons.inbox, name)
+    wait_until(lambda: len(results(daemons.outbox)) == len(LONG_STEMS) + 1, 20, "every result")
+    for stem in LONG_STEMS:
+        wait_until(
+            lambda s=stem: (daemons.inbox / "processed" / f"{s}.json").exists(),
+            10,
+            "the file in processed/",
+        )
+    published = {
+        read_json(path)["source"]: path.name for path in results(daemons.outbox) if path != taken
+    }
+    run_of = {
+        row["source"]: row["id"]
+        for row in query(daemons.db_path, "SELECT id, source FROM workflowrun")
+    }
+    assert published == {
+        stem + ".json": _short(stem, ".result.json") for stem in LONG_STEMS[:-1]
+    } | {names[-1]: _short(LONG_STEMS[-1], f".result.{run_of[names[-1]]}.json")}
+    assert all(len(path.name.encode()) <= 255 for path in results(daemons.outbox))
+    assert daemon.terminate() == 0
+    assert daemon.events("workflow.error") == []
+
+
+def test_long_stem_names_fit_for_every_clash_and_are_found_again(tmp_path: Path) -> None:
+    """Every fallback name of a long stem fits 255 bytes, and find_result finds each one."""
+    stem = "ü" * 125
+    paths = [write_result(tmp_path, stem, 1234567, _summary(1234567, n=n)) for n in range(4)]
+    assert [p.name for p in paths] == [
+        _short(stem, ".result.json"),
+        _short(stem, ".result.1234567.json"),
+        _short(stem, ".result.1234567.1.json"),
+        _short(stem, ".result.1234567.2.json"),
+    ]
+    assert all(len(p.name.encode()) <= 255 for p in paths)
+    for n, path in enumerate(paths[:3]):  # the first three names taken by other runs
+        path.write_text(json.dumps(_summary(n)))
+    assert find_result(tmp_path, stem, 1234567) == paths[3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -12,7 +13,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["find_result", "remove_temporaries", "write_result"]
+__all__ = ["NAME_MAX", "find_result", "remove_temporaries", "result_name", "write_result"]
+
+NAME_MAX = 255
+"""Bytes a file name may have on Linux file systems (the name, not the path)."""
+_HASH_CHARS = 12
 
 
 def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any]) -> Path:
@@ -35,7 +40,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
     """
     data = _encode(summary)
     # Cap the stem in the temporary name so it stays under NAME_MAX even for long stems.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem[:100]}.", suffix=".tmp", dir=outbox)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{_cut(stem, 100)}.", suffix=".tmp", dir=outbox)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -64,20 +69,25 @@ def find_result(outbox: Path, stem: str, run_id: int) -> Path | None:
     """Return an already published result of ``run_id`` for ``stem``, or ``None``.
 
     Crash recovery uses this to skip re-publishing when the daemon died after writing the
-    result but before moving the input to ``inbox/processed/``. Both names are checked
-    (``<stem>.result.json`` and ``<stem>.result.<run_id>[.N].json``); a file counts only
-    when it parses as JSON whose ``"run_id"`` equals ``run_id``.
+    result but before moving the input to ``inbox/processed/``. Every name
+    :func:`write_result` may have used is checked (``<stem>.result.json``, then
+    ``<stem>.result.<run_id>[.N].json``, each shortened by :func:`result_name`); a file
+    counts only when it parses as JSON whose ``"run_id"`` equals ``run_id``.
     """
-    names = [outbox / f"{stem}.result.json", outbox / f"{stem}.result.{run_id}.json"]
-    names += sorted(outbox.glob(f"{_glob_escape(stem)}.result.{run_id}.*.json"))
-    for path in names:
+    n = 0
+    while True:
+        path = _candidate(outbox, stem, run_id, n)
         try:
             doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            if n >= 1:  # write_result takes the names in order: none after a missing one
+                return None
+            doc = None
         except (OSError, ValueError):
-            continue
+            doc = None
         if isinstance(doc, dict) and doc.get("run_id") == run_id:
             return path
-    return None
+        n += 1
 
 
 def remove_temporaries(outbox: Path) -> int:
@@ -106,10 +116,38 @@ def _encode(summary: Mapping[str, Any]) -> bytes:
 
 def _candidate(outbox: Path, stem: str, run_id: int, n: int) -> Path:
     if n == 0:
-        return outbox / f"{stem}.result.json"
+        return outbox / result_name(stem, ".result.json")
     if n == 1:
-        return outbox / f"{stem}.result.{run_id}.json"
-    return outbox / f"{stem}.result.{run_id}.{n - 1}.json"
+        return outbox / result_name(stem, f".result.{run_id}.json")
+    return outbox / result_name(stem, f".result.{run_id}.{n - 1}.json")
+
+
+def result_name(stem: str, tail: str) -> str:
+    """``stem + tail``, with the stem shortened when the name would pass :data:`NAME_MAX` bytes.
+
+    A stem too long is cut at a character boundary to fit, then followed by ``~`` and the
+    first 12 hex digits of the SHA-256 of the whole stem (UTF-8), so two long stems that
+    share their beginning still get different names, and the same stem always the same.
+    """
+    name = stem + tail
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:_HASH_CHARS]
+    room = NAME_MAX - len(os.fsencode(tail)) - 1 - _HASH_CHARS
+    return f"{_cut(stem, room)}~{digest}{tail}"
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest beginning of ``text`` that is at most ``size`` bytes as a file name."""
+    if len(os.fsencode(text)) <= size:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += len(os.fsencode(char))
+        if used > size:
+            break
+        kept.append(char)
+    return "".join(kept)
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
@@ -117,10 +155,6 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return path.read_bytes() == data
     except OSError:
         return False
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _fsync_dir(path: Path) -> None:
