@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["NAME_MAX", "find_result", "remove_temporaries", "result_name", "write_result"]
+__all__ = [
+    "NAME_MAX", "find_result", "remove_temporaries", "result_name", "same_run", "write_result",
+]
 
 NAME_MAX = 255
 """Bytes a file name may have on Linux file systems (the name, not the path)."""
@@ -27,10 +29,11 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
     globbing ``*.json`` never sees it and the publish never crosses a mount), fsynced, then
     hard-linked to its final name: ``os.link`` fails instead of replacing an existing file,
     which a plain rename would not. On a clash the result goes to
-    ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... A name
-    that already holds exactly these bytes (a re-publish after a crash: the summary carries
-    ``run_id``) is returned as is, so a retried publish never adds a second file.
-    The outbox directory is fsynced afterwards and the temporary file never outlives the call.
+    ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... (each
+    name shortened by :func:`result_name`). A name that already holds this run's result (a
+    re-publish after a crash; see :func:`same_run`) is returned as is, so a retried publish
+    never adds a second file. The outbox directory is fsynced afterwards and the temporary
+    file never outlives the call.
 
     Returns:
         The path the result was published under.
@@ -54,8 +57,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
                 os.link(tmp, candidate)
                 break
             except FileExistsError:
-                # Identical bytes (run_id included) mean this very result was published before.
-                if _same_bytes(candidate, data):
+                if same_run(_read(candidate), summary):
                     break
                 n += 1
         _fsync_dir(outbox)
@@ -65,15 +67,36 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
             tmp.unlink()
 
 
-def find_result(outbox: Path, stem: str, run_id: int) -> Path | None:
-    """Return an already published result of ``run_id`` for ``stem``, or ``None``.
+def same_run(doc: Any, summary: Mapping[str, Any]) -> bool:
+    """Whether a published result ``doc`` is the result of the run ``summary`` describes.
+
+    A run is known by its id together with the microsecond it started: ids start again at 1
+    when the database is deleted or restored from a backup, so an id alone may name an
+    earlier run whose result is still in the outbox.
+    """
+    return (
+        isinstance(doc, dict)
+        and doc.get("run_id") == summary["run_id"]
+        and doc.get("started_at") == summary.get("started_at")
+    )
+
+
+def find_result(
+    outbox: Path, stem: str, run_id: int, started_at: str | None = None
+) -> Path | None:
+    """Return the already published result of the run ``(run_id, started_at)``, or ``None``.
 
     Crash recovery uses this to skip re-publishing when the daemon died after writing the
     result but before moving the input to ``inbox/processed/``. Every name
     :func:`write_result` may have used is checked (``<stem>.result.json``, then
     ``<stem>.result.<run_id>[.N].json``, each shortened by :func:`result_name`); a file
-    counts only when it parses as JSON whose ``"run_id"`` equals ``run_id``.
+    counts only when its ``run_id`` and ``started_at`` are the run's (see :func:`same_run`).
+    Without ``started_at`` no file can be told apart from an earlier run's with the same
+    id, so ``None`` is returned: :func:`write_result` recognises the run's own result itself.
     """
+    if started_at is None:
+        return None
+    wanted = {"run_id": run_id, "started_at": started_at}
     n = 0
     while True:
         path = _candidate(outbox, stem, run_id, n)
@@ -85,7 +108,7 @@ def find_result(outbox: Path, stem: str, run_id: int) -> Path | None:
             doc = None
         except (OSError, ValueError):
             doc = None
-        if isinstance(doc, dict) and doc.get("run_id") == run_id:
+        if same_run(doc, wanted):
             return path
         n += 1
 
@@ -150,11 +173,12 @@ def _cut(text: str, size: int) -> str:
     return "".join(kept)
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
+def _read(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` when it cannot be read or parsed."""
     try:
-        return path.read_bytes() == data
-    except OSError:
-        return False
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
