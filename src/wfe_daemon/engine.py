@@ -388,7 +388,8 @@ class _Run:
                 if state.started_at is None:
                     state.started_at = now_iso()
                     state.clock = time.perf_counter()
-                    self.store.node_running(self.run_id, node.id, state.started_at, 1)
+                # Every attempt is recorded: a restart goes on from it (see reusable_states).
+                self.store.node_running(self.run_id, node.id, state.started_at, state.attempts)
                 error = await self._attempt(state)
             finally:
                 engine.slots.release()
@@ -516,14 +517,25 @@ def reusable_states(
     A SUCCESS node whose stored output lost a secret to redaction (``***``) is left out
     when a node still to run references it: it runs again (at-least-once), so that node
     gets the real value rather than ``***``.
+
+    A node that was RUNNING keeps its count of attempts: the attempt a restart interrupted
+    (running, or waiting its backoff after a failure) runs again under the same number, and
+    the next ones follow it, so a node never gets more retries than it had left.
     """
     defs = {node.id: node for node in workflow.nodes}
-    kept = {
-        row["node_id"]: NodeState.from_row(row, defs[row["node_id"]])
-        for row in rows
-        if row["node_id"] in defs and NodeStatus(row["status"]) in keep
-    }
-    needed = {ref.node_id for node in workflow.nodes if node.id not in kept for ref in node.refs}
+    kept: dict[str, NodeState] = {}
+    for row in rows:
+        node = defs.get(row["node_id"])
+        status = NodeStatus(row["status"])
+        if node is None:
+            continue
+        if status in keep:
+            kept[node.id] = NodeState.from_row(row, node)
+        elif status is NodeStatus.RUNNING and row["attempts"] > 1:
+            kept[node.id] = NodeState(node, attempts=row["attempts"] - 1)
+    to_run = [node for node in workflow.nodes
+              if node.id not in kept or not kept[node.id].status.is_final]
+    needed = {ref.node_id for node in to_run for ref in node.refs}
     for node_id in needed & kept.keys():
         if kept[node_id].status is SUCCESS and holds_redacted(kept[node_id].output):
             del kept[node_id]
