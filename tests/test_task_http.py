@@ -806,3 +806,56 @@ def test_daemon_publishes_the_result_of_a_body_json_cannot_carry(
     assert list((daemons.inbox / "processing").iterdir()) == []
     assert len(results(daemons.outbox)) == len(UNFIT_BODIES)
     assert daemon.terminate() == 0
+
+
+# -- outputs are stored once, and capped ------------------------------------------------------
+
+
+def test_execute_fails_an_output_over_max_output_size(
+    base: str, run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """A response whose output passes max_output_size fails its node naming size and cap."""
+    path = write_workflow({"name": "big", "nodes": [get({"url": f"{base}/big/3000"})]})
+    result = run_cli("execute", path, env={"WFE_MAX_OUTPUT_SIZE": "2000"})
+    assert result.returncode == 1, result.stderr
+    error = json.loads(result.stdout)["nodes"]["fetch"]["error"]
+    size = int(error.removeprefix("output is ").split()[0])
+    assert size > 3000
+    assert error == f"output is {size} bytes, over max_output_size 2000"
+
+
+def test_execute_fails_an_echo_output_over_max_output_size(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """The cap counts the output's JSON bytes: a 3,000-character echo param passes a 3,000 cap."""
+    doc = {"name": "big", "nodes": [{"id": "e", "type": "echo", "params": {"s": "é" * 1500}}]}
+    result = run_cli("execute", write_workflow(doc), env={"WFE_MAX_OUTPUT_SIZE": "3000"})
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["nodes"]["e"]["error"] == (
+        "output is 3008 bytes, over max_output_size 3000")
+
+
+def test_large_output_is_stored_once_and_published_whole(
+    base: str, daemons: Daemons, run_cli: Callable[..., Any]
+) -> None:
+    """A 3 MB body under the cap is in its node row only, yet whole in the outbox and in show."""
+    size = 3_000_000
+    daemon = daemons.start()
+    drop(daemons.inbox, "big.json", {"name": "big", "nodes": [
+        get({"url": f"{base}/big/{size}"})]}, mtime=PAST)
+    summary = wait_result(daemons.outbox, "big", 20)
+    assert len(summary["nodes"]["fetch"]["output"]["text"]) == size
+    assert daemon.terminate() == 0
+
+    with sqlite3.connect(daemons.db_path) as conn:
+        [(data_len,)] = conn.execute("SELECT length(result_data) FROM noderun").fetchall()
+        [(summary_len, stored)] = conn.execute(
+            "SELECT length(result_summary), result_summary FROM workflowrun").fetchall()
+    conn.close()
+    assert data_len > size
+    assert summary_len < 10_000
+    assert json.loads(stored)["nodes"]["fetch"]["output"] is None
+
+    shown = run_cli("show", str(summary["run_id"]), "--json", env=daemons.env())
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["result_summary"] == summary

@@ -433,9 +433,13 @@ class _Run:
             return hide_url_secrets(f"{type(exc).__name__}: {exc}")
         shown = redact(output)
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
-            state.output_json = encode_output(shown)
+            data = encode_output(shown)
         except ValueError as exc:
             return str(TaskFailed(str(exc)))
+        if len(data) > engine.settings.max_output_size:
+            return str(TaskFailed(f"output is {len(data)} bytes, over max_output_size"
+                                  f" {engine.settings.max_output_size}"))
+        state.output_json = data.decode()
         state.output = shown
         self.outputs[node.id] = output
         return None

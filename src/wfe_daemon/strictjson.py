@@ -35,8 +35,8 @@ def compact(value: Any) -> str:
 _OUTPUT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def encode_output(value: Any, where: str = "output") -> str:
-    """``value`` as compact JSON text that every reader here takes back unchanged.
+def encode_output(value: Any, where: str = "output") -> bytes:
+    """``value`` as compact UTF-8 JSON that every reader here takes back unchanged.
 
     That is strict JSON whose integers fit in 64 bits, whose strings are valid Unicode
     (no lone surrogate) and whose object keys are strings: what the result summary's
@@ -55,7 +55,7 @@ def encode_output(value: Any, where: str = "output") -> str:
         problem = _unfit(value, where)
         if problem is not None:
             raise ValueError(problem)
-    return data.decode()
+    return data
 
 
 def _unfit(value: Any, where: str) -> str | None:
