@@ -45,6 +45,9 @@ SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKI
 FAILED_PREFIX = "dependency failed: "
 """How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
+NODE_INTERRUPTED = "node.interrupted"
+"""A running node was cancelled by a shutdown (the grace ran out); it runs again at restart."""
+_UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS})
 MAX_BACKOFF_S = 3600.0
 """The longest wait between two attempts of a node, whatever its retries and retry_delay."""
 
@@ -356,6 +359,9 @@ class _Run:
             await self._attempts(state, holding)
         except asyncio.CancelledError:
             if self.stopped is None:  # a shutdown: the run stays to be resumed
+                if state.started_at is not None:
+                    self.log.warning(NODE_INTERRUPTED, node_id=node.id, task_type=node.type,
+                                     attempt=state.attempts)
                 raise
             if state.started_at is None:  # it never held a slot: _finish skips it
                 state.attempts = 0
@@ -472,10 +478,11 @@ class _Run:
         if error is None:
             self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
                           status=status.value, duration=state.duration, attempt=state.attempts)
-        else:
-            self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                          status=status.value, duration=state.duration, attempt=state.attempts,
-                          error=error)
+        else:  # a failure must show at log_level WARNING too
+            emit = self.log.warning if status is FAILED else self.log.info
+            emit(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
+                 status=status.value, duration=state.duration, attempt=state.attempts,
+                 error=error)
 
     def _skip(self, state: NodeState, reason: str, cause: str | None) -> None:
         state.status, state.reason, state.cause = SKIPPED, reason, cause
@@ -502,7 +509,8 @@ class _Run:
                             self.started_at, finished_at, duration, self.states.values())
         await self.store.finish_run(self.run_id, status=status, finished_at=finished_at,
                                     duration=summary["duration"], summary=summary)
-        self.log.info(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
+        emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
+        emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
 
 
