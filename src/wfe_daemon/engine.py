@@ -18,6 +18,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import orjson
 import structlog
 
 from wfe_daemon import dag, refs
@@ -38,7 +39,7 @@ from wfe_daemon.model import (
 from wfe_daemon.model import redact_secrets as redact
 from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
 from wfe_daemon.store import Store
-from wfe_daemon.strictjson import encode_output
+from wfe_daemon.strictjson import unfit
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
@@ -182,7 +183,8 @@ class Engine:
         done: Mapping[str, NodeState] | None = None,
         began: float | None = None,
     ) -> dict[str, Any]:
-        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state.
+        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state
+        (a node there that is not final runs, going on from its count of attempts).
 
         ``began`` is ``time.perf_counter()`` at ``started_at`` when this process started
         the run; without it (a resumed run) the duration is taken from the wall clock.
@@ -512,6 +514,30 @@ class _Run:
         emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
         emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+# datetimes and dataclasses orjson would encode, but they are not JSON values: refuse them.
+_OUTPUT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def encode_output(value: Any) -> bytes:
+    """A node's output as compact UTF-8 JSON that every reader takes back unchanged.
+
+    orjson, which encodes the result summary, refuses what JSON cannot carry without loss
+    (big integers, lone surrogates, keys that are not strings), so an output it takes here
+    can never make the summary fail later.
+
+    Raises:
+        ValueError: naming where the first unfit value is (:func:`~wfe_daemon.strictjson.unfit`).
+    """
+    try:
+        data = orjson.dumps(value, option=_OUTPUT_OPTIONS)
+    except TypeError as exc:
+        raise ValueError(unfit(value) or f"output: {exc}") from None
+    # orjson writes NaN and Infinity as null: only an output holding null can hide one.
+    if b"null" in data and (problem := unfit(value)) is not None:
+        raise ValueError(problem)
+    return data
 
 
 def backoff(retry_delay: float, attempt: int) -> float:

@@ -14,8 +14,6 @@ from functools import partial
 from itertools import accumulate
 from typing import Any
 
-import orjson
-
 from wfe_daemon.errors import WorkflowRejected
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -31,35 +29,14 @@ def compact(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
-# datetimes and dataclasses would be encoded by orjson but are not JSON values: refuse them.
-_OUTPUT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+def unfit(value: Any, where: str = "output") -> str | None:
+    """Where the first value in ``value`` that JSON cannot carry without loss is, and why.
 
-
-def encode_output(value: Any, where: str = "output") -> bytes:
-    """``value`` as compact UTF-8 JSON that every reader here takes back unchanged.
-
-    That is strict JSON whose integers fit in 64 bits, whose strings are valid Unicode
-    (no lone surrogate) and whose object keys are strings: what the result summary's
-    encoder (orjson) and SQLite's text columns carry without loss.
-
-    Raises:
-        ValueError: one line naming where the first unfit value is, as a dotted path
-            from ``where``, e.g. ``output.json.a: integer 1267... does not fit in 64 bits``.
+    That is an integer beyond 64 bits, a string or key with a lone surrogate, NaN or
+    Infinity, a key that is not a string, or a value that is not JSON at all; the answer
+    is one line with a dotted path from ``where``, e.g.
+    ``output.json.a: integer 1267... does not fit in 64 bits``. ``None`` when all fit.
     """
-    try:
-        data = orjson.dumps(value, option=_OUTPUT_OPTIONS)
-    except TypeError as exc:
-        raise ValueError(_unfit(value, where) or f"{where}: {exc}") from None
-    # orjson writes NaN and Infinity as null: only an output holding null can hide one.
-    if b"null" in data:
-        problem = _unfit(value, where)
-        if problem is not None:
-            raise ValueError(problem)
-    return data
-
-
-def _unfit(value: Any, where: str) -> str | None:
-    """Where the first value JSON cannot carry is, and why; ``None`` when there is none."""
     stack: list[tuple[str, Any]] = [(where, value)]
     while stack:
         path, item = stack.pop()
@@ -119,7 +96,7 @@ _DIGIT_MARKS = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
 _LONG_DIGITS = b"1" * 19
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-"""The integers JSON here carries (orjson's range, which encodes summaries and outputs)."""
+"""The integers JSON here carries (orjson's range: it encodes summaries and outputs)."""
 
 
 def load_json(data: bytes) -> Any:
