@@ -58,7 +58,7 @@ def _no_redact() -> contextlib.AbstractContextManager[None]:
 def _no_output_check() -> contextlib.AbstractContextManager[None]:
     import wfe_daemon.engine as engine
 
-    return _setattrs((engine, "compact", lambda value: "{}"))
+    return _setattrs((engine, "encode_output", lambda value: b"{}"))
 
 
 def _fixed_clock() -> contextlib.AbstractContextManager[None]:
@@ -104,7 +104,7 @@ ABLATIONS: dict[str, tuple[str, Patch | None]] = {
     "logs at WARNING": ("WARNING", None),
     "no node writes to the store (node_running/node_finished no-ops)": ("INFO", _no_node_writes),
     "redact() = identity (outputs, summary, definition)": ("INFO", _no_redact),
-    "no output encoding (strictjson.compact)": ("INFO", _no_output_check),
+    "no output encoding (engine.encode_output)": ("INFO", _no_output_check),
     "now_iso() constant": ("INFO", _fixed_clock),
     "is_secret_key cached (lru_cache)": ("INFO", _cached_secret_keys),
     "no timeout scope per attempt (Deadlines.scope)": ("INFO", _no_timeout_scope),

@@ -111,5 +111,5 @@ def test_profile_engine_runs_every_ablation() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "| no output encoding (strictjson.compact) |" in done.stdout
+    assert "| no output encoding (engine.encode_output) |" in done.stdout
     assert "| bare asyncio scheduler |" in done.stdout

@@ -541,3 +541,43 @@ def test_a_backlog_of_leftovers_delays_neither_ready_nor_sigterm(daemons: Daemon
         lambda: len(list((daemons.inbox / "processed").iterdir())) == 5, 5, "five in processed/"
     )
     assert second.terminate() == 0
+
+
+def test_log_level_warning_shows_failed_nodes_and_unsuccessful_runs(daemons: Daemons) -> None:
+    """At log_level WARNING a FAILED node and a FAILED or PARTIAL_SUCCESS run still show."""
+    daemon = daemons.start(WFE_LOG_LEVEL="WARNING")
+    missing = {"id": "bad", "type": "validate_csv", "params": {"path": "missing.csv"}}
+    drop(daemons.inbox, "part.json", {"name": "part", "nodes": [
+        missing, {"id": "ok", "type": "echo"}]}, mtime=PAST)
+    drop(daemons.inbox, "fail.json", {"name": "fail", "nodes": [missing]}, mtime=PAST)
+    drop(daemons.inbox, "fine.json", echo_doc("fine"), mtime=PAST)
+    for stem in ("part", "fail", "fine"):
+        wait_result(daemons.outbox, stem)
+    assert daemon.terminate() == 0
+
+    assert {e["level"] for e in daemon.events()} == {"warning"}
+    failed = daemon.events("node.finished")
+    assert sorted((e["workflow"], e["node_id"], e["status"]) for e in failed) == [
+        ("fail", "bad", "FAILED"), ("part", "bad", "FAILED")]
+    assert all("missing.csv" in e["error"] and e["run_id"] for e in failed)
+    finished = daemon.events("workflow.finished")
+    assert sorted((e["workflow"], e["status"]) for e in finished) == [
+        ("fail", "FAILED"), ("part", "PARTIAL_SUCCESS")]
+
+
+def test_nodes_cancelled_when_the_shutdown_grace_runs_out_are_logged(daemons: Daemons) -> None:
+    """SIGTERM with a 0.5 s grace during long sleeps logs node.interrupted for each running node."""
+    daemon = daemons.start(WFE_SHUTDOWN_GRACE="0.5")
+    drop(daemons.inbox, "long.json", {"name": "long", "nodes": [
+        {"id": "s1", "type": "sleep", "params": {"seconds": 60}},
+        {"id": "s2", "type": "sleep", "params": {"seconds": 60}},
+        {"id": "later", "type": "echo", "depends_on": ["s1"]}]}, mtime=PAST)
+    run_id = wait_running(daemons.db_path, "s1")
+    wait_running(daemons.db_path, "s2")
+    assert daemon.terminate() == 0
+
+    interrupted = daemon.events("node.interrupted")
+    assert sorted((e["node_id"], e["run_id"], e["level"]) for e in interrupted) == [
+        ("s1", run_id, "warning"), ("s2", run_id, "warning")]
+    assert all(e["task_type"] == "sleep" and e["attempt"] == 1 for e in interrupted)
+    assert not (daemons.outbox / "long.result.json").exists()  # it resumes at the next start

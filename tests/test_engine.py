@@ -10,9 +10,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
+import orjson
 import pytest
+from structlog.testing import capture_logs
 
-from wfe_daemon.engine import Engine
+from wfe_daemon.engine import MAX_BACKOFF_S, Engine, backoff
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.registry import Params, TaskContext, TaskRegistry
 from wfe_daemon.submission import submit
@@ -79,6 +81,9 @@ class BadOutputTask(_TestTask):
             "set": {"values": {1, 2}},
             "nan": {"ratio": math.nan},
             "object": {"thing": object()},
+            "bigint": {"rows": [0, 2**64]},
+            "surrogate": {"text": "a\udc80"},
+            "intkey": {"counts": {1: 2}},
         }[params["kind"]]
 
 
@@ -731,20 +736,28 @@ async def test_resolved_params_are_checked_against_the_schema(
     assert "soon" in entry["error"]
 
 
-@pytest.mark.parametrize("kind", ["set", "nan", "object"])
+@pytest.mark.parametrize(("kind", "message"), [
+    ("set", "output.values: set is not a JSON value"),
+    ("nan", "output.ratio: number nan is not a JSON number"),
+    ("object", "output.thing: object is not a JSON value"),
+    ("bigint", "output.rows.1: integer 18446744073709551616 does not fit in 64 bits"),
+    ("surrogate", "output.text: string 'a\\udc80' holds a lone surrogate"),
+    ("intkey", "output.counts: key 1 is not a string"),
+])
 async def test_output_that_is_not_json_fails_the_node_cleanly(
-    engine_factory: Callable[..., Engine], sql: Rows, kind: str
+    engine_factory: Callable[..., Engine], sql: Rows, kind: str, message: str
 ) -> None:
-    """An output that is not strict JSON fails the node; the summary stays valid JSON."""
+    """An output JSON cannot carry fails the node naming where; the summary stays encodable."""
     engine = engine_factory(BadOutputTask())
     summary = await run_doc(engine, workflow(node("bad", "bad_output", params={"kind": kind})))
 
     entry = summary["nodes"]["bad"]
     assert summary["status"] == "FAILED"
     assert entry["status"] == "FAILED"
-    assert entry["error"].startswith("output is not JSON")
+    assert entry["error"] == message
     assert "output" not in entry
     json.dumps(summary, allow_nan=False)
+    orjson.dumps(summary)
     row = node_rows(sql, summary["run_id"])["bad"]
     assert row["result_data"] is None
     assert row["status"] == "FAILED"
@@ -885,3 +898,27 @@ async def test_a_cancel_arriving_after_every_node_ended_changes_nothing(
     engine = task.engine = engine_factory(task)
     summary = await run_doc(engine, workflow(node("a", "cancels_on_return")))
     assert summary["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("retry_delay", "attempt", "expected"),
+    [(1.0, 1, 1.0), (1.0, 2, 2.0), (0.5, 4, 4.0), (1.0, 12, 2048.0), (1.0, 13, MAX_BACKOFF_S),
+     (3600.0, 2, MAX_BACKOFF_S), (0.001, 1025, MAX_BACKOFF_S), (0.0, 1025, 0.0)],
+)
+def test_backoff_doubles_up_to_an_hour(retry_delay: float, attempt: int, expected: float) -> None:
+    """The wait doubles per attempt, never passes an hour and never overflows (attempt 1025)."""
+    assert MAX_BACKOFF_S == 3600.0
+    assert backoff(retry_delay, attempt) == expected
+
+
+async def test_retry_waits_are_logged_as_backoff_computes_them(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """Each node.retry carries the delay the engine waits, retry_delay * 2**(attempt-1)."""
+    engine = engine_factory(FailTask())
+    with capture_logs() as logs:
+        summary = await run_doc(engine, workflow(
+            node("f", "fail", retries=3, retry_delay=0.01)))
+    assert summary["nodes"]["f"]["attempts"] == 4
+    delays = [e["delay"] for e in logs if e["event"] == "node.retry"]
+    assert delays == [0.01, 0.02, 0.04]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,6 +145,43 @@ def test_overflowing_numbers_are_rejected() -> None:
     assert "out of range" in _load_problem(b'{"a": 1e999}')
 
 
+def test_integer_beyond_64_bits_is_rejected_naming_where() -> None:
+    """An integer no summary could carry is rejected at validation, with its line and column."""
+    assert _load_problem(b'{"name": "w",\n "n": 1267650600228229401496703205376}') == (
+        "invalid JSON: integer 1267650600228229401496703205376 at line 2, column 7"
+        " does not fit in 64 bits"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fits"),
+    [("-9223372036854775808", True), ("18446744073709551615", True),
+     ("-9223372036854775809", False), ("18446744073709551616", False),
+     ("1" + "0" * 70, False), ("0.00000000000000000001", True)],
+)
+def test_integers_are_accepted_exactly_within_64_bits(text: str, fits: bool) -> None:
+    """The accepted range is -2**63 to 2**64-1, at both ends; long fractions are no integers."""
+    data = f'{{"a": [1, {text}]}}'.encode()
+    if fits:
+        assert load_json(data) == {"a": [1, json.loads(text)]}
+    else:
+        assert "does not fit in 64 bits" in _load_problem(data)
+
+
+def test_execute_rejects_an_echo_param_beyond_64_bits(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """A file whose echo params hold a too large integer is REJECTED by execute, no traceback."""
+    path = write_workflow({"name": "big", "nodes": [
+        {"id": "a", "type": "echo", "params": {"n": 2**100}}]})
+    result = run_cli("execute", path)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["errors"] == [
+        "invalid JSON: integer 1267650600228229401496703205376 at line 1, column 71"
+        " does not fit in 64 bits"]
+
+
 def test_lone_surrogate_escape_is_rejected() -> None:
     """A \\ud800 escape with no partner is rejected, in values and in keys."""
     assert "lone surrogate" in _load_problem(b'{"a": "x\\ud800"}')
@@ -272,7 +310,7 @@ def test_bad_optional_top_level_fields() -> None:
     assert _problems(doc) == [
         "idempotency_key: must be a non-empty string, got ''",
         "description: must be a string, got 5",
-        "timeout: must be a number > 0, got 0",
+        "timeout: must be a number > 0 and at most 2592000, got 0",
     ]
 
 
@@ -396,19 +434,55 @@ def test_params_are_not_checked_for_unknown_types() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("timeout", 0, "timeout: must be a number > 0, got 0"),
-        ("timeout", True, "timeout: must be a number > 0, got true"),
-        ("timeout", "5", "timeout: must be a number > 0, got '5'"),
-        ("retries", -1, "retries: must be a whole number >= 0, got -1"),
-        ("retries", 1.5, "retries: must be a whole number >= 0, got 1.5"),
-        ("retries", True, "retries: must be a whole number >= 0, got true"),
-        ("retry_delay", -0.5, "retry_delay: must be a number >= 0, got -0.5"),
-        ("retry_delay", None, "retry_delay: must be a number >= 0, got null"),
+        ("timeout", 0, "timeout: must be a number > 0 and at most 2592000, got 0"),
+        ("timeout", True, "timeout: must be a number > 0 and at most 2592000, got true"),
+        ("timeout", "5", "timeout: must be a number > 0 and at most 2592000, got '5'"),
+        ("retries", -1, "retries: must be a whole number from 0 to 100, got -1"),
+        ("retries", 1.5, "retries: must be a whole number from 0 to 100, got 1.5"),
+        ("retries", True, "retries: must be a whole number from 0 to 100, got true"),
+        ("retry_delay", -0.5, "retry_delay: must be a number >= 0 and at most 3600, got -0.5"),
+        ("retry_delay", None, "retry_delay: must be a number >= 0 and at most 3600, got null"),
     ],
 )
 def test_numeric_node_fields(field: str, value: Any, message: str) -> None:
     """timeout, retries and retry_delay are numbers in range, and booleans are not numbers."""
     assert _problems(_doc({"id": "a", "type": "echo", field: value})) == [f"node 'a': {message}"]
+
+
+def test_validate_bounds_retries_where_the_backoff_would_overflow(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """`"retries": 1100` is refused by validate with the allowed range, not run to an overflow."""
+    path = write_workflow(_doc({"id": "a", "type": "echo", "retries": 1100}))
+    result = run_cli("validate", path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "node 'a': retries: must be a whole number from 0 to 100, got 1100"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"retry_delay": 1e308}, "retry_delay: must be a number >= 0 and at most 3600, got 1e+308"),
+        ({"retry_delay": 3601}, "retry_delay: must be a number >= 0 and at most 3600, got 3601"),
+        ({"timeout": 1e300}, "timeout: must be a number > 0 and at most 2592000, got 1e+300"),
+        ({"retries": 101}, "retries: must be a whole number from 0 to 100, got 101"),
+    ],
+)
+def test_node_timing_fields_have_a_maximum(fields: dict[str, Any], message: str) -> None:
+    """Values too large for timers and backoff are refused with the bound they passed."""
+    assert _problems(_doc({"id": "a", "type": "echo", **fields})) == [f"node 'a': {message}"]
+
+
+def test_the_largest_timing_values_are_accepted() -> None:
+    """The maxima themselves are valid, for a node and for the workflow's timeout."""
+    doc = _doc({"id": "a", "type": "echo", "retries": 100, "retry_delay": 3600,
+                "timeout": 2592000})
+    doc["timeout"] = 2592000
+    workflow = parse_workflow(doc, CATALOG)
+    assert (workflow.timeout, workflow.nodes[0].retries) == (2592000, 100)
+    doc["timeout"] = 2592001
+    assert _problems(doc) == ["timeout: must be a number > 0 and at most 2592000, got 2592001"]
 
 
 def test_trigger_rule_lists_the_allowed_values() -> None:
@@ -462,7 +536,7 @@ def test_every_problem_is_reported() -> None:
         "name: required",
         "nodes[0].id: 'a b' must be 1 to 64 characters of [A-Za-z0-9_-]",
         "node 'x': unknown type 'htp_get'",
-        "node 'x': retries: must be a whole number >= 0, got -1",
+        "node 'x': retries: must be a whole number from 0 to 100, got -1",
         "node 'y': depends_on names unknown node 'zz'",
         "node 'y': reference {{ x.out }} names 'x', which is not an ancestor of 'y'",
     ]

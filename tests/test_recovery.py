@@ -314,3 +314,56 @@ def _check_statuses(summaries: dict[str, Any], kinds: dict[str, str], seed: int)
         assert all(
             s["status"] == "DUPLICATE" and s["duplicate_of"] == ran[0]["run_id"] for s in others
         ), (seed, key, group)
+
+
+def _attempts_of(daemon: Any, node_id: str) -> list[int]:
+    """The attempt numbers of ``node_id`` this daemon started, in order."""
+    return [e["attempt"] for e in daemon.events("node.started") if e.get("node_id") == node_id]
+
+
+def _kill_once(daemons: Daemons, daemon: Any, event: str, attempt: int) -> None:
+    """SIGKILL ``daemon`` once it logged ``event`` for node f's attempt ``attempt`` and the
+    database holds that attempt."""
+    wait_until(lambda: any(e.get("attempt") == attempt for e in daemon.events(event)), 20,
+               f"{event} of attempt {attempt}")
+    wait_until(lambda: try_query(daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'f'"
+                                 " AND status = 'RUNNING' AND attempts = ?", attempt),
+               10, f"attempt {attempt} in the database")
+    daemon.kill()
+
+
+def test_sigkill_during_a_retry_delay_keeps_the_attempt_count(daemons: Daemons) -> None:
+    """Killed while waiting to retry after attempt 2 of 3, the node goes on from attempt 2: it
+    never gets its retries back, and the result counts every attempt."""
+    doc = {"name": "flaky", "nodes": [
+        {"id": "f", "type": "validate_csv", "params": {"path": "missing.csv"},
+         "retries": 2, "retry_delay": 1}]}
+    first = daemons.start()
+    drop(daemons.inbox, "flaky.json", doc, mtime=PAST)
+    _kill_once(daemons, first, "node.retry", 2)  # inside the 2 s wait before attempt 3
+    assert _attempts_of(first, "f") == [1, 2]
+
+    second = daemons.start()
+    summary = wait_result(daemons.outbox, "flaky", 20)
+    assert summary["nodes"]["f"]["status"] == "FAILED"
+    assert summary["nodes"]["f"]["attempts"] == 3
+    assert _attempts_of(second, "f") == [2, 3]
+    assert second.terminate() == 0
+
+
+def test_sigkill_during_the_last_attempt_gives_no_fresh_retries(daemons: Daemons) -> None:
+    """Killed during its last allowed attempt, a node runs that attempt again and no other."""
+    doc = {"name": "slow", "nodes": [
+        {"id": "f", "type": "sleep", "params": {"seconds": 30}, "timeout": 1,
+         "retries": 1, "retry_delay": 0}]}
+    first = daemons.start()
+    drop(daemons.inbox, "slow.json", doc, mtime=PAST)
+    _kill_once(daemons, first, "node.started", 2)
+    assert _attempts_of(first, "f") == [1, 2]
+
+    second = daemons.start()
+    summary = wait_result(daemons.outbox, "slow", 20)
+    assert summary["nodes"]["f"]["status"] == "FAILED"
+    assert summary["nodes"]["f"]["error"] == "timed out after 1s"
+    assert (summary["nodes"]["f"]["attempts"], _attempts_of(second, "f")) == (2, [2])
+    assert second.terminate() == 0

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from daemon_helpers import PAST, Daemons, drop, results, wait_result, wait_until
 from test_task_paths import unwritable
 from wfe_daemon.config import Settings, load_settings
 from wfe_daemon.engine import Engine
@@ -90,6 +91,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.server.bomb, extra={"Content-Encoding": "gzip"})
         elif route[0] == "trickle":
             self._trickle()
+        else:
+            self._other(route[0], parts.query)
+
+    def _other(self, route: str, query: str) -> None:
+        if route == "body":  # the body given in the query, as JSON
+            self._send(200, parse_qs(query)["b"][0].encode(), "application/json")
         else:
             self._send(404, b"no such route")
 
@@ -771,3 +778,114 @@ def test_refused_addresses_run_without_a_network() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and " skipped" not in result.stdout, result.stdout
+
+
+# -- outputs JSON cannot carry ----------------------------------------------------------------
+
+UNFIT_BODIES = [
+    ('{"a": 1267650600228229401496703205376}',
+     "output.json.a: integer 1267650600228229401496703205376 does not fit in 64 bits"),
+    ('{"n": [1, -123456789012345678901234567890]}',
+     "output.json.n.1: integer -123456789012345678901234567890 does not fit in 64 bits"),
+    ('{"s": "\\ud800"}', "output.json.s: string '\\ud800' holds a lone surrogate"),
+    ('{"a": 1e999999}', "output.json.a: number inf is not a JSON number"),
+]
+
+
+def _unfit_doc(base: str, body: str) -> dict[str, Any]:
+    """fetch (the unfit body) -> after (skipped), beside an independent ok node."""
+    url = f"{base}/body?{httpx.QueryParams({'b': body})}"
+    return {"name": "unfit", "nodes": [
+        get({"url": url}),
+        {"id": "after", "type": "echo", "depends_on": ["fetch"], "params": {"v": "{{ fetch }}"}},
+        {"id": "ok", "type": "echo", "params": {"v": 1}},
+    ]}
+
+
+@pytest.mark.parametrize(("body", "message"), UNFIT_BODIES)
+def test_execute_fails_a_node_whose_body_json_cannot_carry(
+    base: str, run_cli: Callable[..., Any], write_workflow: Callable[..., Path],
+    body: str, message: str,
+) -> None:
+    """A response body JSON cannot carry fails its node naming where; execute prints the summary."""
+    result = run_cli("execute", write_workflow(_unfit_doc(base, body)))
+
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    assert summary["nodes"]["fetch"]["error"] == message
+    assert summary["nodes"]["after"]["reason"] == "dependency failed: fetch"
+    assert summary["nodes"]["ok"]["status"] == "SUCCESS"
+
+
+def test_daemon_publishes_the_result_of_a_body_json_cannot_carry(
+    base: str, daemons: Daemons,
+) -> None:
+    """A real daemon ends such a run, publishes its result and moves the file to processed/."""
+    daemon = daemons.start()
+    for n, (body, _) in enumerate(UNFIT_BODIES):
+        drop(daemons.inbox, f"unfit{n}.json", json.dumps(_unfit_doc(base, body)).encode(),
+             mtime=PAST)
+    for n, (_, message) in enumerate(UNFIT_BODIES):
+        summary = wait_result(daemons.outbox, f"unfit{n}", 20)
+        assert summary["status"] == "PARTIAL_SUCCESS"
+        assert summary["nodes"]["fetch"]["error"] == message
+        wait_until(lambda n=n: (daemons.inbox / "processed" / f"unfit{n}.json").exists(), 10,
+                   f"unfit{n}.json in processed/")
+    assert list((daemons.inbox / "processing").iterdir()) == []
+    assert len(results(daemons.outbox)) == len(UNFIT_BODIES)
+    assert daemon.terminate() == 0
+
+
+# -- outputs are stored once, and capped ------------------------------------------------------
+
+
+def test_execute_fails_an_output_over_max_output_size(
+    base: str, run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """A response whose output passes max_output_size fails its node naming size and cap."""
+    path = write_workflow({"name": "big", "nodes": [get({"url": f"{base}/big/3000"})]})
+    result = run_cli("execute", path, env={"WFE_MAX_OUTPUT_SIZE": "2000"})
+    assert result.returncode == 1, result.stderr
+    error = json.loads(result.stdout)["nodes"]["fetch"]["error"]
+    size = int(error.removeprefix("output is ").split()[0])
+    assert size > 3000
+    assert error == f"output is {size} bytes, over max_output_size 2000"
+
+
+def test_execute_fails_an_echo_output_over_max_output_size(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
+) -> None:
+    """The cap counts the output's JSON bytes: a 3,000-character echo param passes a 3,000 cap."""
+    doc = {"name": "big", "nodes": [{"id": "e", "type": "echo", "params": {"s": "é" * 1500}}]}
+    result = run_cli("execute", write_workflow(doc), env={"WFE_MAX_OUTPUT_SIZE": "3000"})
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["nodes"]["e"]["error"] == (
+        "output is 3008 bytes, over max_output_size 3000")
+
+
+def test_large_output_is_stored_once_and_published_whole(
+    base: str, daemons: Daemons, run_cli: Callable[..., Any]
+) -> None:
+    """A 3 MB body under the cap is in its node row only, yet whole in the outbox and in show."""
+    size = 3_000_000
+    daemon = daemons.start()
+    drop(daemons.inbox, "big.json", {"name": "big", "nodes": [
+        get({"url": f"{base}/big/{size}"})]}, mtime=PAST)
+    summary = wait_result(daemons.outbox, "big", 20)
+    assert len(summary["nodes"]["fetch"]["output"]["text"]) == size
+    assert daemon.terminate() == 0
+
+    with sqlite3.connect(daemons.db_path) as conn:
+        [(data_len,)] = conn.execute("SELECT length(result_data) FROM noderun").fetchall()
+        [(summary_len, stored)] = conn.execute(
+            "SELECT length(result_summary), result_summary FROM workflowrun").fetchall()
+    conn.close()
+    assert data_len > size
+    assert summary_len < 10_000
+    assert json.loads(stored)["nodes"]["fetch"]["output"] is None
+
+    shown = run_cli("show", str(summary["run_id"]), "--json", env=daemons.env())
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["result_summary"] == summary

@@ -31,6 +31,34 @@ def touch(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA user_version = {int(version)}")
 
 
+def summary_text(summary: Any) -> str:
+    """JSON text of a run's summary as the database keeps it: each node's output is null.
+
+    The outputs are stored once, in their node rows (``result_data``); a summary of a
+    large output stored twice doubled the database and the memory it took to write it.
+    :func:`restore_outputs` puts them back when the run is read.
+    """
+    nodes = summary.get("nodes") if isinstance(summary, dict) else None
+    if not nodes:
+        return dumps(summary)
+    stripped = {
+        node_id: {**entry, "output": None} if "output" in entry else entry
+        for node_id, entry in nodes.items()
+    }
+    return dumps({**summary, "nodes": stripped})
+
+
+def restore_outputs(summary: Any, nodes: Sequence[dict[str, Any]]) -> None:
+    """Put the node rows' outputs (decoded ``result_data``) back into a stored summary."""
+    entries = summary.get("nodes") if isinstance(summary, dict) else None
+    if not entries:
+        return
+    for row in nodes:
+        entry = entries.get(row["node_id"])
+        if entry is not None and "output" in entry:
+            entry["output"] = row["result_data"]
+
+
 def _key_holder(db: sqlite3.Connection, key: str) -> int | None:
     holder = db.execute(
         "SELECT id FROM workflowrun WHERE idempotency_key = ?"

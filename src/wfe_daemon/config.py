@@ -46,6 +46,8 @@ class Settings:
     task_timeout: float = 300.0
     max_workflow_duration: float = 3600.0
     max_file_size: int = 10 * 1024 * 1024
+    max_output_size: int = 16 * 1024 * 1024
+    """Bytes of one node's output, encoded as JSON; a larger output fails the node."""
     shutdown_grace: float = 20.0
     enable_shell: bool = False
     log_level: str = "INFO"
@@ -214,6 +216,7 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "task_timeout": _Spec(_as_float, _above(0)),
         "max_workflow_duration": _Spec(_as_float, _above(0)),
         "max_file_size": _Spec(_as_int, _at_least(1)),
+        "max_output_size": _Spec(_as_int, _at_least(1)),
         "shutdown_grace": _Spec(_as_float, _at_least(0)),
         "enable_shell": _Spec(_as_bool),
         "log_level": _Spec(_as_log_level),

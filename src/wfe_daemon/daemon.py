@@ -122,7 +122,8 @@ def _publish(
     run_id = summary["run_id"]
     try:
         # Only a recovered file can already have its result: a crash after publishing.
-        if not recovered or find_result(settings.outbox, stem, run_id) is None:
+        if not recovered or find_result(settings.outbox, stem, run_id,
+                                        summary.get("started_at")) is None:
             write_result(settings.outbox, stem, run_id, summary)
     except OSError as exc:
         raise _PublishFailed("outbox", f"cannot write the result of {path.name} in "

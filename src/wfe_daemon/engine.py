@@ -18,6 +18,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import orjson
 import structlog
 
 from wfe_daemon import dag, refs
@@ -38,13 +39,18 @@ from wfe_daemon.model import (
 from wfe_daemon.model import redact_secrets as redact
 from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
 from wfe_daemon.store import Store
-from wfe_daemon.strictjson import compact
+from wfe_daemon.strictjson import unfit
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
 FAILED_PREFIX = "dependency failed: "
 """How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
+NODE_INTERRUPTED = "node.interrupted"
+"""A running node was cancelled by a shutdown (the grace ran out); it runs again at restart."""
+_UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS})
+MAX_BACKOFF_S = 3600.0
+"""The longest wait between two attempts of a node, whatever its retries and retry_delay."""
 
 
 @dataclass(slots=True)
@@ -177,7 +183,8 @@ class Engine:
         done: Mapping[str, NodeState] | None = None,
         began: float | None = None,
     ) -> dict[str, Any]:
-        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state.
+        """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state
+        (a node there that is not final runs, going on from its count of attempts).
 
         ``began`` is ``time.perf_counter()`` at ``started_at`` when this process started
         the run; without it (a resumed run) the duration is taken from the wall clock.
@@ -354,6 +361,9 @@ class _Run:
             await self._attempts(state, holding)
         except asyncio.CancelledError:
             if self.stopped is None:  # a shutdown: the run stays to be resumed
+                if state.started_at is not None:
+                    self.log.warning(NODE_INTERRUPTED, node_id=node.id, task_type=node.type,
+                                     attempt=state.attempts)
                 raise
             if state.started_at is None:  # it never held a slot: _finish skips it
                 state.attempts = 0
@@ -386,7 +396,8 @@ class _Run:
                 if state.started_at is None:
                     state.started_at = now_iso()
                     state.clock = time.perf_counter()
-                    self.store.node_running(self.run_id, node.id, state.started_at, 1)
+                # Every attempt is recorded: a restart goes on from it (see reusable_states).
+                self.store.node_running(self.run_id, node.id, state.started_at, state.attempts)
                 error = await self._attempt(state)
             finally:
                 engine.slots.release()
@@ -399,7 +410,7 @@ class _Run:
             if state.attempts > node.retries:
                 self._end(state, FAILED, error=error)
                 return
-            delay = node.retry_delay * 2 ** (state.attempts - 1)
+            delay = backoff(node.retry_delay, state.attempts)
             self.log.warning(NODE_RETRY, node_id=node.id, attempt=state.attempts, error=error,
                              delay=delay)
             await asyncio.sleep(delay)
@@ -429,10 +440,14 @@ class _Run:
         except Exception as exc:
             return hide_url_secrets(f"{type(exc).__name__}: {exc}")
         shown = redact(output)
-        try:  # encoded once, here: NaN would make the summary invalid JSON
-            state.output_json = compact(shown)
-        except (TypeError, ValueError) as exc:
-            return str(TaskFailed(f"output is not JSON: {exc}"))
+        try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
+            data = encode_output(shown)
+        except ValueError as exc:
+            return str(TaskFailed(str(exc)))
+        if len(data) > engine.settings.max_output_size:
+            return str(TaskFailed(f"output is {len(data)} bytes, over max_output_size"
+                                  f" {engine.settings.max_output_size}"))
+        state.output_json = data.decode()
         state.output = shown
         self.outputs[node.id] = output
         return None
@@ -448,6 +463,9 @@ class _Run:
         return params
 
     def _end(self, state: NodeState, status: NodeStatus, *, error: str | None = None) -> None:
+        if error is not None and not error.isascii():
+            # A lone surrogate (e.g. from a file name) would make the summary unencodable.
+            error = error.encode("utf-8", "backslashreplace").decode()
         state.status = status
         state.error = error
         state.finished_at = now_iso()
@@ -462,10 +480,11 @@ class _Run:
         if error is None:
             self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
                           status=status.value, duration=state.duration, attempt=state.attempts)
-        else:
-            self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                          status=status.value, duration=state.duration, attempt=state.attempts,
-                          error=error)
+        else:  # a failure must show at log_level WARNING too
+            emit = self.log.warning if status is FAILED else self.log.info
+            emit(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
+                 status=status.value, duration=state.duration, attempt=state.attempts,
+                 error=error)
 
     def _skip(self, state: NodeState, reason: str, cause: str | None) -> None:
         state.status, state.reason, state.cause = SKIPPED, reason, cause
@@ -492,8 +511,40 @@ class _Run:
                             self.started_at, finished_at, duration, self.states.values())
         await self.store.finish_run(self.run_id, status=status, finished_at=finished_at,
                                     duration=summary["duration"], summary=summary)
-        self.log.info(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
+        emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
+        emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+# datetimes and dataclasses orjson would encode, but they are not JSON values: refuse them.
+_OUTPUT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def encode_output(value: Any) -> bytes:
+    """A node's output as compact UTF-8 JSON that every reader takes back unchanged.
+
+    orjson, which encodes the result summary, refuses what JSON cannot carry without loss
+    (big integers, lone surrogates, keys that are not strings), so an output it takes here
+    can never make the summary fail later.
+
+    Raises:
+        ValueError: naming where the first unfit value is (:func:`~wfe_daemon.strictjson.unfit`).
+    """
+    try:
+        data = orjson.dumps(value, option=_OUTPUT_OPTIONS)
+    except TypeError as exc:
+        raise ValueError(unfit(value) or f"output: {exc}") from None
+    # orjson writes NaN and Infinity as null: only an output holding null can hide one.
+    if b"null" in data and (problem := unfit(value)) is not None:
+        raise ValueError(problem)
+    return data
+
+
+def backoff(retry_delay: float, attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (from 1): ``retry_delay * 2**(attempt-1)``,
+    at most :data:`MAX_BACKOFF_S`."""
+    # The exponent is capped first: 2.0 ** 1024 overflows a float.
+    return min(retry_delay * 2.0 ** min(attempt - 1, 32), MAX_BACKOFF_S)
 
 
 def reusable_states(
@@ -504,14 +555,25 @@ def reusable_states(
     A SUCCESS node whose stored output lost a secret to redaction (``***``) is left out
     when a node still to run references it: it runs again (at-least-once), so that node
     gets the real value rather than ``***``.
+
+    A node that was RUNNING keeps its count of attempts: the attempt a restart interrupted
+    (running, or waiting its backoff after a failure) runs again under the same number, and
+    the next ones follow it, so a node never gets more retries than it had left.
     """
     defs = {node.id: node for node in workflow.nodes}
-    kept = {
-        row["node_id"]: NodeState.from_row(row, defs[row["node_id"]])
-        for row in rows
-        if row["node_id"] in defs and NodeStatus(row["status"]) in keep
-    }
-    needed = {ref.node_id for node in workflow.nodes if node.id not in kept for ref in node.refs}
+    kept: dict[str, NodeState] = {}
+    for row in rows:
+        node = defs.get(row["node_id"])
+        status = NodeStatus(row["status"])
+        if node is None:
+            continue
+        if status in keep:
+            kept[node.id] = NodeState.from_row(row, node)
+        elif status is NodeStatus.RUNNING and row["attempts"] > 1:
+            kept[node.id] = NodeState(node, attempts=row["attempts"] - 1)
+    to_run = [node for node in workflow.nodes
+              if node.id not in kept or not kept[node.id].status.is_final]
+    needed = {ref.node_id for node in to_run for ref in node.refs}
     for node_id in needed & kept.keys():
         if kept[node_id].status is SUCCESS and holds_redacted(kept[node_id].output):
             del kept[node_id]

@@ -115,6 +115,11 @@ class TaskCatalog(Protocol):
         ...
 
 
+MAX_RETRIES: Final = 100
+MAX_RETRY_DELAY_S: Final = 3600.0
+MAX_TIMEOUT_S: Final = 30 * 86400.0
+"""The largest ``timeout`` a node or a workflow may set: 30 days."""
+
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOP_KEYS = frozenset({"name", "nodes", "timeout", "idempotency_key", "description"})
 _NODE_KEYS = frozenset(
@@ -187,15 +192,22 @@ def _check_keys(
 
 
 def _number(
-    obj: Mapping[str, Any], key: str, where: str, problems: list[str], *, allow_zero: bool
+    obj: Mapping[str, Any],
+    key: str,
+    where: str,
+    problems: list[str],
+    *,
+    allow_zero: bool,
+    maximum: float = MAX_TIMEOUT_S,
 ) -> float | None:
-    """The optional finite number at ``key`` (> 0, or >= 0); None when absent or bad."""
+    """The optional number at ``key`` (> 0, or >= 0, up to ``maximum``); None when absent
+    or bad. The maximum keeps timers and backoff arithmetic within range."""
     if key not in obj:
         return None
     value = obj[key]
     number = _as_number(value)
-    if number is None or number < 0 or (number == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
+    if number is None or number < 0 or (number == 0 and not allow_zero) or number > maximum:
+        bound = f"{'>= 0' if allow_zero else '> 0'} and at most {maximum:.0f}"
         problems.append(f"{where}{key}: must be a number {bound}, got {show(value)}")
         return None
     return number
@@ -329,14 +341,17 @@ def _depends_on(raw: Mapping[str, Any], where: str, problems: list[str]) -> tupl
 
 
 def _retry_delay(raw: Mapping[str, Any], where: str, problems: list[str]) -> float:
-    delay = _number(raw, "retry_delay", where, problems, allow_zero=True)
+    delay = _number(raw, "retry_delay", where, problems, allow_zero=True,
+                    maximum=MAX_RETRY_DELAY_S)
     return 1.0 if delay is None else delay
 
 
 def _retries(raw: Mapping[str, Any], where: str, problems: list[str]) -> int:
     value = raw.get("retries", 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        problems.append(f"{where}retries: must be a whole number >= 0, got {show(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        problems.append(
+            f"{where}retries: must be a whole number from 0 to {MAX_RETRIES}, got {show(value)}"
+        )
         return 0
     return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -12,7 +13,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["find_result", "remove_temporaries", "write_result"]
+__all__ = [
+    "NAME_MAX", "find_result", "remove_temporaries", "result_name", "same_run", "write_result",
+]
+
+NAME_MAX = 255
+"""Bytes a file name may have on Linux file systems (the name, not the path)."""
+_HASH_CHARS = 12
 
 
 def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any]) -> Path:
@@ -22,10 +29,11 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
     globbing ``*.json`` never sees it and the publish never crosses a mount), fsynced, then
     hard-linked to its final name: ``os.link`` fails instead of replacing an existing file,
     which a plain rename would not. On a clash the result goes to
-    ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... A name
-    that already holds exactly these bytes (a re-publish after a crash: the summary carries
-    ``run_id``) is returned as is, so a retried publish never adds a second file.
-    The outbox directory is fsynced afterwards and the temporary file never outlives the call.
+    ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... (each
+    name shortened by :func:`result_name`). A name that already holds this run's result (a
+    re-publish after a crash; see :func:`same_run`) is returned as is, so a retried publish
+    never adds a second file. The outbox directory is fsynced afterwards and the temporary
+    file never outlives the call.
 
     Returns:
         The path the result was published under.
@@ -33,9 +41,9 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
     Raises:
         OSError: the outbox is missing or not writable, or the disk is full.
     """
-    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    data = _encode(summary)
     # Cap the stem in the temporary name so it stays under NAME_MAX even for long stems.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem[:100]}.", suffix=".tmp", dir=outbox)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{_cut(stem, 100)}.", suffix=".tmp", dir=outbox)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -49,8 +57,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
                 os.link(tmp, candidate)
                 break
             except FileExistsError:
-                # Identical bytes (run_id included) mean this very result was published before.
-                if _same_bytes(candidate, data):
+                if same_run(_read(candidate), summary):
                     break
                 n += 1
         _fsync_dir(outbox)
@@ -60,24 +67,50 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
             tmp.unlink()
 
 
-def find_result(outbox: Path, stem: str, run_id: int) -> Path | None:
-    """Return an already published result of ``run_id`` for ``stem``, or ``None``.
+def same_run(doc: Any, summary: Mapping[str, Any]) -> bool:
+    """Whether a published result ``doc`` is the result of the run ``summary`` describes.
+
+    A run is known by its id together with the microsecond it started: ids start again at 1
+    when the database is deleted or restored from a backup, so an id alone may name an
+    earlier run whose result is still in the outbox.
+    """
+    return (
+        isinstance(doc, dict)
+        and doc.get("run_id") == summary["run_id"]
+        and doc.get("started_at") == summary.get("started_at")
+    )
+
+
+def find_result(
+    outbox: Path, stem: str, run_id: int, started_at: str | None = None
+) -> Path | None:
+    """Return the already published result of the run ``(run_id, started_at)``, or ``None``.
 
     Crash recovery uses this to skip re-publishing when the daemon died after writing the
-    result but before moving the input to ``inbox/processed/``. Both names are checked
-    (``<stem>.result.json`` and ``<stem>.result.<run_id>[.N].json``); a file counts only
-    when it parses as JSON whose ``"run_id"`` equals ``run_id``.
+    result but before moving the input to ``inbox/processed/``. Every name
+    :func:`write_result` may have used is checked (``<stem>.result.json``, then
+    ``<stem>.result.<run_id>[.N].json``, each shortened by :func:`result_name`); a file
+    counts only when its ``run_id`` and ``started_at`` are the run's (see :func:`same_run`).
+    Without ``started_at`` no file can be told apart from an earlier run's with the same
+    id, so ``None`` is returned: :func:`write_result` recognises the run's own result itself.
     """
-    names = [outbox / f"{stem}.result.json", outbox / f"{stem}.result.{run_id}.json"]
-    names += sorted(outbox.glob(f"{_glob_escape(stem)}.result.{run_id}.*.json"))
-    for path in names:
+    if started_at is None:
+        return None
+    wanted = {"run_id": run_id, "started_at": started_at}
+    n = 0
+    while True:
+        path = _candidate(outbox, stem, run_id, n)
         try:
             doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            if n >= 1:  # write_result takes the names in order: none after a missing one
+                return None
+            doc = None
         except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("run_id") == run_id:
+            doc = None
+        if same_run(doc, wanted):
             return path
-    return None
+        n += 1
 
 
 def remove_temporaries(outbox: Path) -> int:
@@ -94,23 +127,58 @@ def remove_temporaries(outbox: Path) -> int:
     return removed
 
 
+def _encode(summary: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        # Node outputs are checked when they are made, but a result must be published
+        # whatever else it holds (say a file name that is not UTF-8): the standard
+        # encoder writes big integers and lone surrogates (escaped) without loss.
+        return (json.dumps(summary, indent=2) + "\n").encode()
+
+
 def _candidate(outbox: Path, stem: str, run_id: int, n: int) -> Path:
     if n == 0:
-        return outbox / f"{stem}.result.json"
+        return outbox / result_name(stem, ".result.json")
     if n == 1:
-        return outbox / f"{stem}.result.{run_id}.json"
-    return outbox / f"{stem}.result.{run_id}.{n - 1}.json"
+        return outbox / result_name(stem, f".result.{run_id}.json")
+    return outbox / result_name(stem, f".result.{run_id}.{n - 1}.json")
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
+def result_name(stem: str, tail: str) -> str:
+    """``stem + tail``, with the stem shortened when the name would pass :data:`NAME_MAX` bytes.
+
+    A stem too long is cut at a character boundary to fit, then followed by ``~`` and the
+    first 12 hex digits of the SHA-256 of the whole stem (UTF-8), so two long stems that
+    share their beginning still get different names, and the same stem always the same.
+    """
+    name = stem + tail
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:_HASH_CHARS]
+    room = NAME_MAX - len(os.fsencode(tail)) - 1 - _HASH_CHARS
+    return f"{_cut(stem, room)}~{digest}{tail}"
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest beginning of ``text`` that is at most ``size`` bytes as a file name."""
+    if len(os.fsencode(text)) <= size:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += len(os.fsencode(char))
+        if used > size:
+            break
+        kept.append(char)
+    return "".join(kept)
+
+
+def _read(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` when it cannot be read or parsed."""
     try:
-        return path.read_bytes() == data
-    except OSError:
-        return False
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def _fsync_dir(path: Path) -> None:

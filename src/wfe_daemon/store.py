@@ -320,8 +320,10 @@ class Store:
     async def finish_run(
         self, run_id: int, *, status: str, finished_at: str, duration: float, summary: Any
     ) -> None:
-        """Record the run's final state and wait until it is durable."""
-        self._enqueue((_RUN_FINISHED, (status, finished_at, duration, _tx.dumps(summary), run_id)))
+        """Record the run's final state and wait until it is durable (the node outputs in
+        ``summary`` are kept in the node rows only; :meth:`get_run` puts them back)."""
+        summary_text = _tx.summary_text(summary)
+        self._enqueue((_RUN_FINISHED, (status, finished_at, duration, summary_text, run_id)))
         await self.flush(durable=True)
 
     # -- queries --------------------------------------------------------------------------
@@ -368,6 +370,7 @@ class Store:
         )
         for node in run["nodes"]:
             node["result_data"] = json.loads(node["result_data"]) if node["result_data"] else None
+        _tx.restore_outputs(run["result_summary"], run["nodes"])
         return run
 
     async def unfinished_runs(self) -> list[dict[str, Any]]:
@@ -397,7 +400,7 @@ class Store:
     async def set_summary(self, run_id: int, summary: Any) -> None:
         """Store a run's result summary, durably."""
         self._enqueue(("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
-                       (_tx.dumps(summary), run_id)))
+                       (_tx.summary_text(summary), run_id)))
         await self.flush(durable=True)
 
     async def unsettled_runs(self) -> list[dict[str, Any]]:
