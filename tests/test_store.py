@@ -159,7 +159,7 @@ def test_version_1_database_is_migrated_by_the_cli(
     )
 
     assert runs.returncode == 0, runs.stderr
-    assert [(r["id"], r["name"], r["status"]) for r in json.loads(runs.stdout)] == [
+    assert [(r["run_id"], r["workflow"], r["status"]) for r in json.loads(runs.stdout)] == [
         (1, "legacy", "SUCCESS")
     ]
     assert shown.returncode == 0, shown.stderr
