@@ -277,3 +277,18 @@ def test_recovered_run_publishes_its_own_result_after_the_database_is_deleted(
     wait_until(lambda: not any((daemons.inbox / "processing").iterdir()), 10, "processing/ empty")
     assert len(list((daemons.inbox / "processed").iterdir())) == 2
     assert third.terminate() == 0
+
+
+def test_the_same_long_name_dropped_twice_is_settled_twice(daemons: Daemons) -> None:
+    """A 250-byte name dropped a second time: its input still moves to processed/ under a
+    name that fits (the first one holds the plain name), and both runs are published."""
+    stem = LONG_STEMS[0]
+    daemon = daemons.start()
+    for round_ in (1, 2):
+        _drop_long(daemons.inbox, stem + ".json")
+        wait_until(lambda r=round_: len(list((daemons.inbox / "processed").iterdir())) == r,
+                   10, f"input {round_} in processed/")
+    assert len(results(daemons.outbox)) == 2
+    assert all(len(p.name.encode()) <= 255 for p in (daemons.inbox / "processed").iterdir())
+    assert daemon.terminate() == 0
+    assert daemon.events("workflow.error") == [] and daemon.events("fault.begun") == []

@@ -28,6 +28,7 @@ from watchfiles._rust_notify import RustNotify  # awatch's engine: see Intake._c
 
 from wfe_daemon._writing import WriteWatch
 from wfe_daemon.faults import Backoff, Faults
+from wfe_daemon.outbox import result_name
 
 __all__ = ["Claimed", "Intake", "describe_os_error", "leftover_claims", "settle_file"]
 
@@ -515,9 +516,11 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def _free_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/<stem>.<unique><suffix>`` when taken (still within
+    NAME_MAX: a long stem is shortened as result names are)."""
     # Check-then-rename is enough: this process is the only writer of these folders.
     dest = folder / name
     while os.path.lexists(dest):
         stem, suffix = os.path.splitext(name)
-        dest = folder / f"{stem}.{uuid.uuid4().hex[:12]}{suffix}"
+        dest = folder / result_name(stem, f".{uuid.uuid4().hex[:12]}{suffix}")
     return dest
