@@ -26,7 +26,13 @@ from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
 from wfe_daemon.deadlines import Deadlines
 from wfe_daemon.errors import ParamsError, TaskError, TaskFailed, TaskTimeout
-from wfe_daemon.logs import NODE_FINISHED, NODE_RETRY, WORKFLOW_FINISHED, WORKFLOW_STARTED
+from wfe_daemon.logs import (
+    NODE_FINISHED,
+    NODE_INTERRUPTED,
+    NODE_RETRY,
+    WORKFLOW_FINISHED,
+    WORKFLOW_STARTED,
+)
 from wfe_daemon.model import (
     NodeDef,
     NodeStatus,
@@ -46,8 +52,6 @@ SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKI
 FAILED_PREFIX = "dependency failed: "
 """How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
-NODE_INTERRUPTED = "node.interrupted"
-"""A running node was cancelled by a shutdown (the grace ran out); it runs again at restart."""
 _UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS})
 MAX_BACKOFF_S = 3600.0
 """The longest wait between two attempts of a node, whatever its retries and retry_delay."""

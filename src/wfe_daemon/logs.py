@@ -32,6 +32,7 @@ WORKFLOW_FINISHED = "workflow.finished"
 NODE_STARTED = "node.started"
 NODE_FINISHED = "node.finished"
 NODE_RETRY = "node.retry"
+NODE_INTERRUPTED = "node.interrupted"  # cancelled when the shutdown grace ran out
 
 # Keys the engine and daemon log that never hold a secret: skipped by the redaction.
 _PLAIN_KEYS = frozenset(
