@@ -349,3 +349,36 @@ def test_a_read_only_database_at_start_delays_ready_until_it_is_writable(
     assert wait_result(daemons.outbox, "late")["status"] == "SUCCESS"
     assert _faults(daemon.events(), "store") == ["fault.begun", "fault.healed"]
     assert daemon.terminate() == 0
+
+
+def test_files_dropped_while_another_process_holds_the_database_lock_all_finish(
+    daemons: Daemons,
+) -> None:
+    """Another process holds the database's write lock past the busy timeout: files
+    dropped meanwhile wait (one store warning), then all finish once it lets go."""
+    daemon = daemons.start()
+    drop(daemons.inbox, "before.json", echo_doc("before"))
+    wait_result(daemons.outbox, "before")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(13)\n"
+            "c.execute('ROLLBACK')\n"), str(daemons.db_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        for n in range(4):
+            drop(daemons.inbox, f"locked{n}.json", echo_doc(f"locked{n}"))
+        wait_until(lambda: _faults(daemon.events(), "store"), 20, "the store fault logged")
+        assert holder.wait(30) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    for n in range(4):
+        assert wait_result(daemons.outbox, f"locked{n}", timeout=30)["status"] == "SUCCESS"
+    wait_until(lambda: _faults(daemon.events(), "store") == ["fault.begun", "fault.healed"],
+               10, "the heal line")
+    assert daemon.events("workflow.error") == []
+    assert daemon.terminate() == 0
