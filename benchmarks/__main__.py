@@ -47,6 +47,10 @@ BENCHMARKS: dict[str, str] = {
     "validate": "benchmarks.daemon:validate",
 }
 
+#: Sections written by their own long-running entry points (``python -m benchmarks.soak``),
+#: never run by this command; their sections in RESULTS.md are kept, after the others.
+KEPT: tuple[str, ...] = ("soak",)
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
         sections = {**existing_sections(old), **rendered}
         RESULTS.write_text(
-            render_results(list(BENCHMARKS), sections, command, date, kept_notes(old)),
+            render_results([*BENCHMARKS, *KEPT], sections, command, date, kept_notes(old)),
             encoding="utf-8",
         )
         print(f"wrote {RESULTS}", flush=True)
