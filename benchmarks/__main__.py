@@ -59,6 +59,16 @@ def _load(name: str) -> Any:
     return getattr(importlib.import_module(module), function)
 
 
+def rewrite(results: Path, rendered: dict[str, str], command: str, date: str) -> None:
+    """Put ``rendered`` sections into ``results``; every other section and the notes stay."""
+    old = results.read_text(encoding="utf-8") if results.exists() else ""
+    sections = {**existing_sections(old), **rendered}
+    results.write_text(
+        render_results([*BENCHMARKS, *KEPT], sections, command, date, kept_notes(old)),
+        encoding="utf-8",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description=(__doc__ or "").split("\n")[0])
@@ -94,12 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rendered[name], flush=True)
 
     if not args.quick:
-        old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-        sections = {**existing_sections(old), **rendered}
-        RESULTS.write_text(
-            render_results([*BENCHMARKS, *KEPT], sections, command, date, kept_notes(old)),
-            encoding="utf-8",
-        )
+        rewrite(RESULTS, rendered, command, date)
         print(f"wrote {RESULTS}", flush=True)
     for failure in failed:
         print(f"FAILED {failure}", file=sys.stderr)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import daemon as daemon_benchmarks
-from benchmarks._suite import _source, existing_sections, kept_notes, render_results
+from benchmarks._suite import _source
 from benchmarks.daemon import DaemonRun, loadavg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,14 +352,10 @@ def _report_row(row: dict[str, Any]) -> None:
 
 
 def write_results(section: str, command: str) -> Path:
-    """Splice ``section`` into RESULTS.md as the ``soak`` section, keeping everything else."""
-    from benchmarks.__main__ import BENCHMARKS, KEPT, RESULTS
+    """Put ``section`` into RESULTS.md as the ``soak`` section, keeping everything else."""
+    from benchmarks.__main__ import RESULTS, rewrite
 
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-    sections = {**existing_sections(old), "soak": section}
-    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    RESULTS.write_text(render_results([*BENCHMARKS, *KEPT], sections, command, date,
-                                      kept_notes(old)), encoding="utf-8")
+    rewrite(RESULTS, {"soak": section}, command, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     return RESULTS
 
 

@@ -46,6 +46,24 @@ def test_probe_adds_allocator_and_sqlite_figures(tmp_path: Path) -> None:
     assert "| SQLite MB |" in done.stdout
 
 
+def test_suite_rewrite_keeps_the_soak_section(tmp_path: Path) -> None:
+    """Rewriting RESULTS.md for other benchmarks keeps the soak's section and the notes."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.__main__ import rewrite
+    finally:
+        sys.path.remove(str(ROOT))
+    results = tmp_path / "RESULTS.md"
+    results.write_bytes(RESULTS.read_bytes())
+    rewrite(results, {"soak": "## Soak\n\nan hour of it\n"}, "python -m benchmarks.soak", "d1")
+    rewrite(results, {"idle": "## 8. Idle\n\nagain\n"}, "python -m benchmarks --only idle", "d2")
+    text = results.read_text()
+    assert "an hour of it" in text and "again" in text
+    assert text.index("<!-- bench:soak -->") > text.index("<!-- bench:validate -->")
+    assert text.split("hand-written notes below")[1] == \
+        RESULTS.read_text().split("hand-written notes below")[1]
+
+
 def test_bad_arguments_get_a_usage_error() -> None:
     """A zero duration or an --env without '=' is refused with a message, not a traceback."""
     for args, message in ((["--duration", "0"], "must be positive"),
