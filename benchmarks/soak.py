@@ -129,6 +129,8 @@ class Soak:
 
     run: DaemonRun
     probe_file: Path | None
+    samples_file: Path | None
+    """Where each sample is appended as a JSON line as soon as it is taken."""
     samples: list[dict[str, Any]] = field(default_factory=list)
     started: float = 0.0
 
@@ -148,6 +150,9 @@ class Soak:
                 row.update(json.loads(self.probe_file.read_text().splitlines()[-1]))
                 del row["t"]
         self.samples.append(row)
+        if self.samples_file is not None:
+            with self.samples_file.open("w" if len(self.samples) == 1 else "a") as file:
+                file.write(json.dumps(row) + "\n")
         return row
 
 
@@ -167,12 +172,13 @@ def soak(root: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
                        *(["--tracemalloc"] if args.tracemalloc else []), "--", "run"]
         path = os.environ.get("PYTHONPATH")
         run.extra_env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
-    state = Soak(run, probe_file)
+    state = Soak(run, probe_file, args.samples)
+    feeder = Feeder(run, args.rate, 0.0)
     try:
         run.start()
         time.sleep(1.0)
         state.started = time.perf_counter()
-        feeder = Feeder(run, args.rate, state.started + args.duration)
+        feeder.until = state.started + args.duration
         state.sample(0)
         feeder.start()
         _report_row(state.samples[-1])
@@ -188,6 +194,9 @@ def soak(root: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
         summary = _check(run, feeder.dropped)
         summary.update(late=feeder.late, duration=args.duration, rate=args.rate)
     finally:
+        feeder.stop.set()  # before the folders go
+        if feeder.is_alive():
+            feeder.join(10)
         run.kill()
         growth = root / "probe.jsonl.growth.txt"
         if args.samples is not None and growth.exists():
@@ -378,7 +387,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the daemon")
     parser.add_argument("--write", action="store_true", help="record in benchmarks/RESULTS.md")
-    parser.add_argument("--samples", type=Path, help="write every sample here as JSON lines")
+    parser.add_argument("--samples", type=Path,
+                        help="append every sample here as a JSON line as it is taken")
     return parser
 
 
@@ -400,8 +410,6 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="wfe-soak-") as tmp:
         rows, summary = soak(Path(tmp), args)
-    if args.samples is not None:
-        args.samples.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     section = report(rows, summary, command)
     print(section, flush=True)
     if args.write:
