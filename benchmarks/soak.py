@@ -308,8 +308,11 @@ def _inside(first: list[dict[str, Any]], last: list[dict[str, Any]]) -> list[str
     """With --probe: how the memory the daemon asked for moved, apart from its free lists."""
     if "malloc_used" not in last[-1]:
         return []
+    for row in (*first, *last):  # a block moves between the two as malloc's threshold adapts
+        row["malloc_held"] = row["malloc_used"] + row.get("malloc_mmap", 0)
     parts = []
-    for key, label, scale, unit in (("malloc_used", "malloc in use", 1024, "kB"),
+    for key, label, scale, unit in (("malloc_held", "malloc in use (heap and mmapped)", 1024,
+                                     "kB"),
                                     ("sqlite_used", "SQLite's own (in malloc)", 1024, "kB"),
                                     ("malloc_free", "malloc's free lists", 1024, "kB"),
                                     ("py_blocks", "Python allocator blocks", 1, "blocks")):
