@@ -88,8 +88,18 @@ def sample(libc: ctypes.CDLL, sqlite: ctypes.CDLL | None) -> dict[str, Any]:
     return row
 
 
+#: The probe's own allocations (the snapshots, their tracebacks' source lines) are not the
+#: daemon's.
+_NOT_THE_DAEMON = [tracemalloc.Filter(False, name, all_frames=True)
+                   for name in (__file__, tracemalloc.__file__)]
+
+
+def _snapshot() -> tracemalloc.Snapshot:
+    return tracemalloc.take_snapshot().filter_traces(_NOT_THE_DAEMON)
+
+
 def _growth(out: Path, base: tracemalloc.Snapshot) -> None:
-    stats = tracemalloc.take_snapshot().compare_to(base, "traceback")[:25]
+    stats = _snapshot().compare_to(base, "traceback")[:25]
     lines = []
     for stat in stats:
         lines.append(f"{stat.size_diff / 1024:+.1f} KiB, {stat.count_diff:+d} blocks")
@@ -106,7 +116,7 @@ def _sampler(out: Path, interval: float, trim: bool) -> None:
             if tracemalloc.is_tracing():
                 row["py_traced"] = tracemalloc.get_traced_memory()[0]
                 if n == 10:
-                    base = tracemalloc.take_snapshot()
+                    base = _snapshot()
                 elif base is not None and n % 10 == 0:
                     _growth(out, base)
             file.write(json.dumps(row) + "\n")
