@@ -4,15 +4,15 @@ Not part of ``python -m benchmarks`` (an hour is the point of it). The real daem
 subprocess (as in :mod:`benchmarks.daemon`: temporary inbox, outbox and database, READY=1 on
 a real notify socket; its JSON log lines, at ``--log-level``, INFO by default, to a file)
 while a feeder thread writes small workflows beside the inbox and renames them in at a
-steady ``--rate`` per second, in turn:
-one ``echo``; ``sleep 0`` then ``echo``; a fan-out of one ``echo`` into four. Every
-``--interval`` seconds the daemon is sampled from ``/proc/<pid>``: ``VmRSS`` split into
-``RssAnon`` and ``RssFile``, open descriptors, threads; and the database and WAL sizes. At
-the end every file must have exactly one ``SUCCESS`` result and its own run in the
-database. The report is a table of the samples and the slope of RSS per 1,000 workflows
-over the first and the last third of the run (a least-squares line through each third's
-samples): a leak keeps the last third's slope near the first's, a cache that fills levels
-off to near zero.
+steady ``--rate`` per second, in turn: one ``echo``; ``sleep 0`` then ``echo``; a fan-out
+of one ``echo`` into four. Every ``--interval`` seconds the daemon is sampled from
+``/proc/<pid>``: ``VmRSS`` split into ``RssAnon`` and ``RssFile``, open descriptors,
+threads, the arenas of Python's object allocator (1 MiB anonymous maps); and the database
+and WAL sizes. At the end every file must have exactly one ``SUCCESS`` result and its own
+run in the database. The report is a table of the samples and the slope of RSS per 1,000
+workflows over the first and the last third of the run (a least-squares line through each
+third's samples): a leak keeps the last third's slope near the first's, a cache that fills
+levels off to near zero.
 
 - ``--probe``: the daemon runs under :mod:`benchmarks._soak_probe`, which adds the Python
   allocator's blocks, glibc's ``mallinfo2`` and SQLite's own memory counter to each sample;
@@ -20,7 +20,10 @@ off to near zero.
 - ``--env KEY=VALUE``: extra environment for the daemon (``MALLOC_ARENA_MAX=2``, ...).
 - ``--write``: put the report into ``benchmarks/RESULTS.md`` as its ``soak`` section (the
   other sections are kept; ``python -m benchmarks`` keeps this one in turn).
-- ``--samples FILE``: every sample as JSON lines, for a closer look.
+- ``--samples FILE``: every sample as a JSON line, appended as it is taken.
+- ``--tracemalloc`` (with ``--probe``): Python's allocations traced; the call sites that grew
+  most go to ``FILE.growth.txt`` beside ``--samples``. Tracing halves the daemon's speed:
+  use a lower ``--rate``.
 """
 
 from __future__ import annotations
@@ -111,6 +114,21 @@ def _status(pid: int) -> dict[str, int]:
     return values
 
 
+def _object_arenas(pid: int) -> int:
+    """Anonymous maps of exactly 1 MiB: the arenas of Python's object allocator (3.10+).
+
+    An arena is returned only once every block in it is free, so its count is the Python
+    heap's fragmentation, which neither the block count nor ``malloc_trim`` shows.
+    """
+    count = 0
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5:  # no path: anonymous
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            count += end - start == 1 << 20
+    return count
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -142,6 +160,7 @@ class Soak:
             "done": _results(self.run.outbox),
             **_status(pid),
             "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "py_arenas": _object_arenas(pid),
             "db": _size(self.run.db_path),
             "wal": _size(self.run.db_path.with_name(self.run.db_path.name + "-wal")),
         }
@@ -268,6 +287,7 @@ _COLUMNS: list[tuple[str, str, Any]] = [
     ("threads", "Threads", str),
     ("db MB", "db", lambda v: f"{v / 2**20:.1f}"),
     ("WAL MB", "wal", lambda v: f"{v / 2**20:.1f}"),
+    ("Python arenas", "py_arenas", str),
     ("Python blocks (k)", "py_blocks", lambda v: f"{v / 1000:.0f}"),
     ("malloc used MB", "malloc_used", lambda v: f"{v / 2**20:.1f}"),
     ("malloc free MB", "malloc_free", lambda v: f"{v / 2**20:.1f}"),
@@ -359,6 +379,7 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], command: str) ->
 
 def _report_row(row: dict[str, Any]) -> None:
     keys = ("s", "dropped", "done", "VmRSS", "RssAnon", "RssFile", "fds", "Threads", "wal",
+            "py_arenas",
             "py_blocks", "malloc_used", "malloc_free", "arenas", "sqlite_used", "py_traced")
     print("  ..", json.dumps({k: row[k] for k in keys if k in row}), file=sys.stderr, flush=True)
 
