@@ -46,12 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import daemon as daemon_benchmarks
-from benchmarks._suite import _source
-from benchmarks.daemon import DaemonRun, loadavg
+from benchmarks._soak_report import report
+from benchmarks.daemon import DaemonRun
 
 ROOT = Path(__file__).resolve().parent.parent
 DRAIN_TIMEOUT_S = 120.0
-TABLE_ROWS = 13  # rows of the report's table, evenly spread over the samples
 
 
 def workflow(i: int) -> dict[str, Any]:
@@ -255,128 +254,6 @@ def _check(run: DaemonRun, dropped: int) -> dict[str, Any]:
     return {"dropped": dropped, "results": len(names), "runs": runs[0]}
 
 
-# -- the report --------------------------------------------------------------------------------
-
-
-def slope_kb_per_1000(rows: list[dict[str, Any]], key: str = "VmRSS") -> float:
-    """Least-squares slope of ``key`` (kB) against finished workflows, in kB per 1,000."""
-    xs = [float(r["done"]) for r in rows]
-    ys = [float(r[key]) for r in rows]
-    if len(rows) < 2 or max(xs) == min(xs):
-        return 0.0
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx * 1000
-
-
-def thirds(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The samples of the first and of the last third of the run (by time, the feeding part)."""
-    fed = [r for r in rows if r["dropped"] > 0] or rows
-    end = fed[-1]["s"]
-    return ([r for r in fed if r["s"] <= end / 3], [r for r in fed if r["s"] >= end * 2 / 3])
-
-
-_MB = 1024.0
-_COLUMNS: list[tuple[str, str, Any]] = [
-    ("min", "s", lambda v: f"{v / 60:.1f}"),
-    ("workflows done", "done", lambda v: f"{v:,}"),
-    ("RSS MB", "VmRSS", lambda v: f"{v / _MB:.1f}"),
-    ("anon MB", "RssAnon", lambda v: f"{v / _MB:.1f}"),
-    ("file MB", "RssFile", lambda v: f"{v / _MB:.1f}"),
-    ("fds", "fds", str),
-    ("threads", "Threads", str),
-    ("db MB", "db", lambda v: f"{v / 2**20:.1f}"),
-    ("WAL MB", "wal", lambda v: f"{v / 2**20:.1f}"),
-    ("Python arenas", "py_arenas", str),
-    ("Python blocks (k)", "py_blocks", lambda v: f"{v / 1000:.0f}"),
-    ("malloc used MB", "malloc_used", lambda v: f"{v / 2**20:.1f}"),
-    ("malloc free MB", "malloc_free", lambda v: f"{v / 2**20:.1f}"),
-    ("arenas", "arenas", str),
-    ("SQLite MB", "sqlite_used", lambda v: f"{v / 2**20:.2f}"),
-]
-
-
-def table(rows: list[dict[str, Any]], count: int = TABLE_ROWS) -> list[str]:
-    """A Markdown table of ``count`` samples spread evenly from the first to the last."""
-    picked = rows if len(rows) <= count else [
-        rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
-    columns = [c for c in _COLUMNS if c[1] in rows[-1]]
-    lines = ["| " + " | ".join(c[0] for c in columns) + " |",
-             "| " + " | ".join("---:" for _ in columns) + " |"]
-    lines += ["| " + " | ".join(fmt(r[key]) for _, key, fmt in columns) + " |" for r in picked]
-    return lines
-
-
-#: Below this growth (kB per 1,000 workflows) over the last third the memory has levelled
-#: off: the noise of malloc's free lists (RSS wanders by a megabyte or two as they are
-#: reused and returned) over a third of an hour-long run at 20 files/s (24,000 workflows).
-LEVEL_KB_PER_1000 = 100.0
-
-
-def verdict(first: float, last: float) -> str:
-    """"levels off" when the last third grows far slower than the first, or hardly at all."""
-    if last <= max(LEVEL_KB_PER_1000, first * 0.25):
-        return "levels off"
-    return "still growing"
-
-
-def _mean(rows: list[dict[str, Any]], key: str) -> float:
-    return sum(r[key] for r in rows) / len(rows)
-
-
-def _inside(first: list[dict[str, Any]], last: list[dict[str, Any]]) -> list[str]:
-    """With --probe: how the memory the daemon asked for moved, apart from its free lists."""
-    if "malloc_used" not in last[-1]:
-        return []
-    for row in (*first, *last):  # a block moves between the two as malloc's threshold adapts
-        row["malloc_held"] = row["malloc_used"] + row.get("malloc_mmap", 0)
-    parts = []
-    for key, label, scale, unit in (("malloc_held", "malloc in use (heap and mmapped)", 1024,
-                                     "kB"),
-                                    ("sqlite_used", "SQLite's own (in malloc)", 1024, "kB"),
-                                    ("malloc_free", "malloc's free lists", 1024, "kB"),
-                                    ("py_blocks", "Python allocator blocks", 1, "blocks")):
-        a, b = slope_kb_per_1000(first, key) / scale, slope_kb_per_1000(last, key) / scale
-        parts.append(f"{label} {a:+.0f} → {b:+.0f} {unit}")
-    arenas = (min(r["arenas"] for r in first), max(r["arenas"] for r in last))
-    return [f"- Inside the daemon (`--probe`), per 1,000 workflows, first → last third: "
-            f"{'; '.join(parts)}. malloc arenas {arenas[0]} at the start, at most "
-            f"{arenas[1]} in the last third."]
-
-
-def report(rows: list[dict[str, Any]], summary: dict[str, Any], command: str) -> str:
-    first, last = thirds(rows)
-    middle = [r for r in rows if first[-1]["s"] < r["s"] < last[0]["s"]] or last
-    s_first, s_last = slope_kb_per_1000(first), slope_kb_per_1000(last)
-    anon_first, anon_last = slope_kb_per_1000(first, "RssAnon"), slope_kb_per_1000(last, "RssAnon")
-    means = " / ".join(f"{_mean(part, 'VmRSS') / _MB:.1f}" for part in (first, middle, last))
-    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        "## Soak: the daemon's memory over a long steady trickle of workflows",
-        "",
-        (__doc__ or "").split("\n\n")[1].replace("\n", " ").replace("``", "`").strip(),
-        "",
-        f"Measured {date} by `{command}` ({summary['duration'] / 60:.0f} min at "
-        f"{summary['rate']:g} files/s, samples every {rows[1]['s'] - rows[0]['s']:.0f} s; "
-        f"measured code: {_source()}).",
-        "",
-        *table(rows),
-        "",
-        f"- Slope of RSS per 1,000 workflows: first third **{s_first:+.0f} kB**, last third "
-        f"**{s_last:+.0f} kB** (anonymous memory {anon_first:+.0f} → {anon_last:+.0f} kB); "
-        f"mean RSS of the first, middle and last third {means} MB: "
-        f"**{verdict(s_first, s_last)}** (the last third below "
-        f"{LEVEL_KB_PER_1000:.0f} kB per 1,000 or a quarter of the first).",
-        *_inside(first, last),
-        f"- {summary['dropped']:,} files dropped, {summary['results']:,} results, all "
-        f"`SUCCESS`, {summary['runs']:,} distinct runs in the database; none lost or doubled. "
-        f"The feeder was at most {summary['late'] * 1000:.0f} ms behind its schedule.",
-        f"- Peak RSS (VmHWM) {rows[-1]['VmHWM'] / _MB:.1f} MB. MB = 2^20 bytes. Load average "
-        f"(1 min) at the end {loadavg()} on {os.cpu_count()} cores.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def _report_row(row: dict[str, Any]) -> None:
     keys = ("s", "dropped", "done", "VmRSS", "RssAnon", "RssFile", "fds", "Threads", "wal",
             "py_arenas",
@@ -434,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="wfe-soak-") as tmp:
         rows, summary = soak(Path(tmp), args)
-    section = report(rows, summary, command)
+    what = (__doc__ or "").split("\n\n")[1]
+    section = report(rows, summary, command, what)
     print(section, flush=True)
     if args.write:
         print(f"wrote {write_results(section, command)}", flush=True)
