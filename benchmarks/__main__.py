@@ -48,12 +48,26 @@ BENCHMARKS: dict[str, str] = {
     "validate": "benchmarks.daemon:validate",
 }
 
+#: Sections written by their own long-running entry points (``python -m benchmarks.soak``),
+#: never run by this command; their sections in RESULTS.md are kept, after the others.
+KEPT: tuple[str, ...] = ("soak",)
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def _load(name: str) -> Any:
     module, _, function = BENCHMARKS[name].partition(":")
     return getattr(importlib.import_module(module), function)
+
+
+def rewrite(results: Path, rendered: dict[str, str], command: str, date: str) -> None:
+    """Put ``rendered`` sections into ``results``; every other section and the notes stay."""
+    old = results.read_text(encoding="utf-8") if results.exists() else ""
+    sections = {**existing_sections(old), **rendered}
+    results.write_text(
+        render_results([*BENCHMARKS, *KEPT], sections, command, date, kept_notes(old)),
+        encoding="utf-8",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rendered[name], flush=True)
 
     if not args.quick:
-        old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-        sections = {**existing_sections(old), **rendered}
-        RESULTS.write_text(
-            render_results(list(BENCHMARKS), sections, command, date, kept_notes(old)),
-            encoding="utf-8",
-        )
+        rewrite(RESULTS, rendered, command, date)
         print(f"wrote {RESULTS}", flush=True)
     for failure in failed:
         print(f"FAILED {failure}", file=sys.stderr)

@@ -72,6 +72,8 @@ class DaemonRun:
         for folder in (self.inbox, self.outbox, self.data_dir, self.staging):
             folder.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.command = [sys.executable, "-m", "wfe_daemon", "run"]
+        self.extra_env: dict[str, str] = {}
         self.sock: socket.socket | None = None
         self._files: list[IO[bytes]] = []
 
@@ -89,6 +91,7 @@ class DaemonRun:
             WFE_DATA_DIR=str(self.data_dir),
             WFE_LOG_LEVEL=LOG_LEVEL,
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> float:
@@ -101,7 +104,7 @@ class DaemonRun:
         self._files = [(self.root / "daemon.out").open("wb"), (self.root / "daemon.err").open("wb")]
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wfe_daemon", "run"],
+            self.command,
             cwd=self.root,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -25,6 +25,7 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from wfe_daemon.allocator import fix_mmap_threshold
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import ConfigError, StoreCorrupt, UsageError
@@ -283,6 +284,7 @@ class Daemon:
 
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit status (0)."""
+    fix_mmap_threshold()  # else malloc's free lists grow with the workflows served
     registry = load_registry(settings)
     _prepare_folders(settings)
     notifier = Notifier.from_environ(os.environ)
