@@ -116,8 +116,10 @@ def report(rows: list[dict[str, Any]], summary: dict[str, Any], command: str, wh
         "",
         what.replace("\n", " ").replace("``", "`").strip(),
         "",
-        f"Measured {date} on {measured_code()} by `{command}` ({summary['duration'] / 60:.0f} "
-        f"min at {summary['rate']:g} files/s, samples every {rows[1]['s'] - rows[0]['s']:.0f} s).",
+        f"Measured {date} on {measured_code()} by `{command}`.",
+        "",
+        f"{summary['duration'] / 60:.0f} min at {summary['rate']:g} files/s, samples every "
+        f"{rows[1]['s'] - rows[0]['s']:.0f} s.",
         "",
         *table(rows),
         "",
