@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 _RETRY_MAX_S = 10.0
+_QUICK_S = 1.0  # a start-up wait longer than this is shown in systemd's STATUS=
 
 
 def _prepare_folders(settings: Settings) -> None:
@@ -345,8 +346,11 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         with anyio.CancelScope() as daemon.starting:
             # READY=1 means the store takes writes: a read-only or full database is
             # waited for here (the store logs it), a signal ends the wait.
-            notifier.status("waiting for the database to take writes")
-            await daemon.store.wait_writable()
+            with anyio.move_on_after(_QUICK_S) as quick:
+                await daemon.store.wait_writable()
+            if quick.cancelled_caught:
+                notifier.status("waiting for the database to take writes")
+                await daemon.store.wait_writable()
             await abandon_orphans(daemon.store, settings.inbox)
         daemon.starting = None
         if stop_requested.is_set():
