@@ -34,7 +34,7 @@ from benchmarks._suite import (
     render_section,
 )
 
-#: name -> "module:function", in report order (the issue's table numbers in the titles).
+#: name -> "module:function", in report order (the row numbers in the titles).
 BENCHMARKS: dict[str, str] = {
     "fanout": "benchmarks.engine:fanout",
     "chain": "benchmarks.engine:chain",

@@ -1,4 +1,4 @@
-"""CSV pipeline benchmark (issue 6, row 7; issue 4).
+"""CSV pipeline benchmark (RESULTS.md row 7).
 
 One million generated sales rows (``id,date,region,amount,note``) through
 ``validate_csv -> transform_simple -> save_db`` in the real :class:`~wfe_daemon.engine.Engine`
@@ -115,7 +115,7 @@ def _import(cli: str, source: Path, db: Path) -> float:
 
 
 def csv_pipeline(ctx: Context) -> Section:
-    """Issue 6 row 7: a million CSV rows through the three tasks, against ``.import``."""
+    """Row 7: a million CSV rows through the three tasks, against ``.import``."""
     rows = ctx.size(1_000_000, 2_000)
     data = ctx.tmp / "data"
     data.mkdir()

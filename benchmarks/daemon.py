@@ -1,4 +1,4 @@
-"""Daemon benchmarks (issue 6, rows 4, 5, 8 and 9): the real ``wfe-daemon`` as a process.
+"""Daemon benchmarks (RESULTS.md rows 4, 5, 8 and 9): the real ``wfe-daemon`` as a process.
 
 Every daemon benchmark starts ``python -m wfe_daemon run`` as a subprocess with its working
 directory and ``WFE_INBOX``, ``WFE_OUTBOX``, ``WFE_DB_PATH`` and ``WFE_DATA_DIR`` inside a fresh

@@ -1,4 +1,4 @@
-"""Engine benchmarks (issue 6, rows 1, 2, 3 and 5b).
+"""Engine benchmarks (RESULTS.md rows 1, 2, 3 and 5b).
 
 - ``fanout``: 10,000 ``echo`` nodes, one root and 9,999 children that all depend on it,
   through :class:`~wfe_daemon.engine.Engine` with a real SQLite file, logs at INFO (and
@@ -230,7 +230,7 @@ async def design_sequential(workflow: Any, registry: Any, *, restart: bool = Fal
 
     ``execute_node`` resolves the node's references and awaits the same task the engine
     runs; one node at a time (v1.0 is sequential), no persistence, no logs.
-    ``restart=True`` is the issue's reading ("scan the pending nodes until one is ready, run
+    ``restart=True`` is the literal reading ("scan the pending nodes until one is ready, run
     it, repeat"): the scan starts over after each node.
     """
     from wfe_daemon.config import Settings
@@ -311,7 +311,7 @@ def _engine_vs_baselines(
 
 
 def fanout(ctx: Context) -> Section:
-    """Issue 6 row 1 (and issue 2): 10,000 echo nodes as a fan-out."""
+    """Row 1: 10,000 echo nodes as a fan-out."""
     n = ctx.size(10_000, 200)
     section = Section(
         "fanout", f"1. Fan-out of {n:,} `echo` nodes through the engine",
@@ -327,7 +327,7 @@ def fanout(ctx: Context) -> Section:
 
 
 def chain(ctx: Context) -> Section:
-    """Issue 6 row 2: a 10,000-node chain with a reference on every edge."""
+    """Row 2: a 10,000-node chain with a reference on every edge."""
     n = ctx.size(10_000, 200)
     section = Section(
         "chain", f"2. Chain of {n:,} `echo` nodes through the engine",
@@ -347,7 +347,7 @@ def chain(ctx: Context) -> Section:
 
 
 def sequential(ctx: Context) -> Section:
-    """Issue 6 row 3: the engine against the design document's sequential algorithm."""
+    """Row 3: the engine against the design document's sequential algorithm."""
     registry = _registry()
     sizes = [ctx.size(1_000, 50), ctx.size(5_000, 100), ctx.size(10_000, 200)]
     fan_n = ctx.size(10_000, 200)
@@ -363,7 +363,7 @@ def sequential(ctx: Context) -> Section:
         " after running a node, so on a file listed in dependency order one pass runs a chain"
         " and it stays linear; its quadratic cost shows when the file lists nodes in another"
         " order (here: the chain reversed, last node first, a valid workflow under the"
-        " contract), and in the issue's reading \"scan until one is ready, run it, repeat\""
+        " contract), and in the literal reading \"scan until one is ready, run it, repeat\""
         " (`restart=True`), which copies `list(pending.items())` once per node.",
     )
 
@@ -456,7 +456,7 @@ def memory_child(path: str, db: str) -> None:
 
 
 def memory(ctx: Context) -> Section:
-    """Issue 6 row 5b: peak RSS of one 100,000-node workflow."""
+    """Row 5b: peak RSS of one 100,000-node workflow."""
     n = ctx.size(100_000, 1_000)
     path = ctx.tmp / f"fanout-{n}.json"
     path.write_bytes(encode(fanout_doc(n)))

@@ -1,4 +1,4 @@
-"""HTTP benchmark (issue 6, row 6): 1,000 ``http_get`` nodes against a 50 ms local server.
+"""HTTP benchmark (RESULTS.md row 6): 1,000 ``http_get`` nodes against a 50 ms local server.
 
 The server (``python -m benchmarks.http serve DELAY``) is a raw asyncio HTTP/1.1 keep-alive
 server on 127.0.0.1 in its own process, answering every request after ``DELAY`` seconds.
@@ -340,7 +340,7 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
 
 
 def http(ctx: Context) -> Section:
-    """Issue 6 row 6: makespan of 1,000 ``http_get`` nodes over the ideal, per client."""
+    """Row 6: makespan of 1,000 ``http_get`` nodes over the ideal, per client."""
     nodes, concurrency = ctx.size(1_000, 40), ctx.size(100, 10)
     delay_s = ctx.size(50, 20) / 1000
     ideal = nodes / concurrency * delay_s
