@@ -351,3 +351,25 @@ def test_history_retention_days_from_toml_and_env(tmp_path: Path) -> None:
     assert load_settings(environ={}, toml_path=path).history_retention_days == 30
     environ = {"WFE_HISTORY_RETENTION_DAYS": "7"}
     assert load_settings(environ=environ, toml_path=path).history_retention_days == 7
+
+
+@pytest.mark.timeout(30)
+def test_a_device_as_config_file_is_refused_not_read_forever(tmp_path: Path) -> None:
+    """``--config /dev/zero`` fails at once naming the size bound, instead of reading on."""
+    with pytest.raises(ConfigError, match=r"^config: /dev/zero: larger than 1048576 bytes$"):
+        load_settings(flags={}, environ={}, toml_path=Path("/dev/zero"))
+
+
+@pytest.mark.timeout(30)
+def test_a_pipe_as_config_file_still_works(tmp_path: Path) -> None:
+    """A config file given as a pipe (``--config <(...)``) is read to its end."""
+    import threading
+
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("max_concurrent_tasks = 3\n",))
+    writer.start()
+    try:
+        assert load_settings(flags={}, environ={}, toml_path=fifo).max_concurrent_tasks == 3
+    finally:
+        writer.join(10)

@@ -255,11 +255,21 @@ def _unknown_key(source: str, key: str) -> ConfigError:
     return ConfigError(f"config: {source}: unknown key {key!r}{hint}")
 
 
+_MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file, turning every failure into a one-line ConfigError."""
+    """Parse one TOML file, turning every failure into a one-line ConfigError.
+
+    At most ``_MAX_CONFIG_BYTES`` are read, so a device (``/dev/zero``) fails instead of
+    reading forever; a pipe (``--config <(...)``) still works.
+    """
     try:
         with path.open("rb") as fp:
-            return tomllib.load(fp)
+            data = fp.read(_MAX_CONFIG_BYTES + 1)
+        if len(data) > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"config: {path}: larger than {_MAX_CONFIG_BYTES} bytes")
+        return tomllib.loads(data.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"config: {path}: cannot read file: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
