@@ -382,3 +382,19 @@ def test_files_dropped_while_another_process_holds_the_database_lock_all_finish(
                10, "the heal line")
     assert daemon.events("workflow.error") == []
     assert daemon.terminate() == 0
+
+
+def test_an_outbox_replaced_by_a_file_does_not_hold_up_a_shutdown(daemons: Daemons) -> None:
+    """An outbox path that became a regular file: the result waits (one warning), SIGTERM
+    still ends the daemon with 0, and the next start publishes once the folder is back."""
+    daemon = daemons.start(WFE_SHUTDOWN_GRACE="1")
+    shutil.rmtree(daemons.outbox)
+    daemons.outbox.write_text("not a folder")
+    drop(daemons.inbox, "blocked.json", echo_doc("blocked"))
+    wait_until(lambda: _faults(daemon.events(), "outbox"), 10, "the outbox fault")
+    time.sleep(1)  # a few retries: each must fail fast, not look for a free name forever
+    assert daemon.terminate() == 0
+    daemons.outbox.unlink()
+    daemons.outbox.mkdir()
+    daemons.start()
+    assert wait_result(daemons.outbox, "blocked", timeout=20)["status"] == "SUCCESS"

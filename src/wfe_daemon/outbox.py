@@ -106,8 +106,10 @@ def find_result(
             if n >= 1:  # write_result takes the names in order: none after a missing one
                 return None
             doc = None
-        except (OSError, ValueError):
+        except (IsADirectoryError, ValueError):  # a folder or another file holds that name
             doc = None
+        # Any other OSError (the outbox unreadable, not a folder, EIO) is raised: looking
+        # further could not end, and the caller retries the publish as a fault.
         if same_run(doc, wanted):
             return path
         n += 1
