@@ -75,6 +75,11 @@ def test_odd_names_dropped_while_running_are_noted_once_and_good_ones_taken(
     time.sleep(2 * RESCAN_S + 0.5)  # two more listings of the inbox: no second line
     assert sorted(map(str, _ignored(daemon.events()))) == [
         "caf\\xe9.json", "notes.txt", "upper.JSON"]
+    # The bad name broke the watcher once; a new one watches: later files come by events.
+    assert len(daemon.events("intake.watch_failed")) == 1
+    drop(daemons.inbox, "next.json", echo_doc("next"))
+    assert wait_result(daemons.outbox, "next")["status"] == "SUCCESS"
+    assert len(daemon.events("intake.watch_failed")) == 1
     reasons = {e["name"]: e["reason"] for e in daemon.events("intake.ignored")}
     assert "not valid UTF-8" in str(reasons["caf\\xe9.json"])
     assert "lower case" in str(reasons["upper.JSON"])

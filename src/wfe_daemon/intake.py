@@ -207,15 +207,20 @@ class Intake:
         waits for a re-check (each return is a thread hop: a quarter of the idle CPU). The
         first file after a quiet spell waits up to two idle steps; the ones after it, fast
         steps. A shutdown of an idle daemon waits up to one idle tick for the thread.
+
+        A watcher that fails (a name that is not valid UTF-8 breaks it for good) is
+        replaced by a new one, after a rescan that finds what its lost events held.
         """
-        try:
-            notify = RustNotify([str(self.inbox)], False, False, 300, False, False)
-        except Exception as exc:  # e.g. the inotify watch limit: the rescans still find every file
-            log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc))
-        else:
+        while True:
+            try:
+                notify = RustNotify([str(self.inbox)], False, False, 300, False, False)
+            except Exception as exc:  # e.g. the inotify watch limit: rescans find every file
+                log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc))
+                break
             with notify:
                 async for names in self._watch(notify):
                     yield names
+            yield None  # the watcher failed: rescan now, then watch with a new one
         while True:
             await anyio.sleep(_TICK_MS / 1000)
             yield set()
@@ -229,11 +234,12 @@ class Intake:
             tick = _IDLE_TICK_MS if idle and not self._pending else _TICK_MS
             try:
                 raw = await anyio.to_thread.run_sync(notify.watch, _DEBOUNCE_MS, step, tick, stop)
-            except Exception:
-                # A name that is not valid UTF-8 makes the watcher drop its whole batch of
-                # events: the rescan finds the files it held (and notes the odd name).
-                yield None
-                continue
+            except Exception as exc:
+                # A name that is not valid UTF-8 breaks the watcher, which then raises at
+                # every call: end, and let _changes rescan and make a new one.
+                log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc),
+                            action="rescanned and watching again")
+                return
             except BaseException:
                 stop.set()
                 raise
