@@ -187,6 +187,10 @@ def test_an_inbox_removed_and_recreated_is_watched_again(daemons: Daemons) -> No
     assert wait_result(daemons.outbox, "after", timeout=3 * RESCAN_S)["status"] == "SUCCESS"
     wait_until(lambda: (daemons.inbox / "processed" / "after.json").exists(), 5, "moved")
     assert _faults(daemon.events(), "inbox") == ["fault.begun", "fault.healed"]
+    # The new inbox is locked too: a second daemon with its own database is refused.
+    second = daemons.spawn(WFE_DB_PATH=str(daemons.root / "other" / "other.db"))
+    assert second.wait_exit() == 2
+    assert "already running on the inbox" in second.stderr()
     assert daemon.terminate() == 0
 
 

@@ -9,6 +9,7 @@ sockets and devices are left alone, and files are opened without following links
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -140,28 +141,48 @@ class Intake:
         """
         backoff = Backoff(first_s=0.5, max_s=self.rescan_interval)
         started = False
-        while True:
-            try:
-                identity = await anyio.to_thread.run_sync(_make_folders, self.inbox)
-            except OSError as exc:
-                if not started:
-                    raise
-                self.faults["inbox"].failed(f"cannot make {self.inbox}: {describe_os_error(exc)}",
-                                            inbox=str(self.inbox))
-                await anyio.sleep(backoff.next())
-                continue
-            backoff.reset()
-            with contextlib.closing(WriteWatch(self.inbox)) as self._write_watch:
-                async with aclosing(self._changes()) as changes:
-                    await anext(changes)  # arms the watcher; the scan sees what came meanwhile
+        lock: int | None = None  # the flock on an inbox made again (the daemon locked the first)
+        try:
+            while True:
+                try:
+                    identity = await anyio.to_thread.run_sync(_make_folders, self.inbox)
                     if started:
-                        self.faults["inbox"].healed()
-                    else:
-                        started = True
-                        task_status.started()
-                        if after is not None:
-                            await after.wait()
-                    await self._take_files(send, changes, identity)
+                        lock = _relock(self.inbox, lock)
+                except OSError as exc:
+                    if not started:
+                        raise
+                    self.faults["inbox"].failed(
+                        f"cannot take {self.inbox}: {describe_os_error(exc)}",
+                        inbox=str(self.inbox))
+                    await anyio.sleep(backoff.next())
+                    continue
+                backoff.reset()
+                started = await self._watch_inbox(send, identity, started, task_status, after)
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    async def _watch_inbox(
+        self,
+        send: anyio.abc.ObjectSendStream[Claimed],
+        identity: tuple[int, int],
+        started: bool,
+        task_status: anyio.abc.TaskStatus[None],
+        after: anyio.Event | None,
+    ) -> bool:
+        """Arm the watchers on the inbox and take files until it is gone or replaced."""
+        with contextlib.closing(WriteWatch(self.inbox)) as self._write_watch:
+            async with aclosing(self._changes()) as changes:
+                await anext(changes)  # arms the watcher; the scan sees what came meanwhile
+                if started:
+                    self.faults["inbox"].healed()
+                else:
+                    started = True
+                    task_status.started()
+                    if after is not None:
+                        await after.wait()
+                await self._take_files(send, changes, identity)
+        return started
 
     async def _take_files(
         self,
@@ -450,6 +471,23 @@ def _make_folders(inbox: Path) -> tuple[int, int]:
         (inbox / sub).mkdir(parents=True, exist_ok=True)
     st = os.stat(inbox)
     return st.st_dev, st.st_ino
+
+
+def _relock(inbox: Path, old: int | None) -> int:
+    """Hold an exclusive ``flock`` on the inbox folder (made again), releasing ``old``.
+
+    Raises:
+        OSError: another process (a second daemon) holds it: EWOULDBLOCK.
+    """
+    fd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    if old is not None:
+        os.close(old)
+    return fd
 
 
 def _inbox_problem(inbox: Path, identity: tuple[int, int]) -> str | None:
