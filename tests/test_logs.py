@@ -116,3 +116,20 @@ def test_a_closed_stream_does_not_make_logging_raise() -> None:
     configure_logging("INFO", stream)
     stream.close()
     structlog.get_logger().error("daemon.stopping")
+
+
+def test_a_value_whose_repr_raises_still_gives_a_line() -> None:
+    """An object whose ``repr`` raises is not shown, but its event still is."""
+
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("boom")
+
+        __str__ = __repr__
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    structlog.get_logger().warning("node.finished", odd=Hostile())
+    (line,) = _lines(stream)
+    assert (line["event"], line["level"]) == ("node.finished", "warning")
+    assert "Hostile" in str(line["log_error"])

@@ -72,15 +72,19 @@ def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
     """
     try:
         return orjson.dumps(event_dict, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, ValueError, RecursionError):
+    except Exception:  # whatever a value's repr raises, a line is written
         pass
     try:
         return orjson.dumps(_printable(event_dict), default=repr,
                             option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, ValueError, RecursionError) as exc:
-        fallback = {key: _printable(event_dict.get(key)) for key in ("event", "level", "timestamp")}
+    except Exception as exc:  # e.g. a value whose repr raises
+        fallback = {key: _printable(str(event_dict.get(key)))
+                    for key in ("event", "level", "timestamp")}
         fallback["log_error"] = _printable(f"{type(exc).__name__}: {exc}")
-        fallback["text"] = _printable(repr(event_dict)[:_FALLBACK_CHARS])
+        try:
+            fallback["text"] = _printable(repr(event_dict)[:_FALLBACK_CHARS])
+        except Exception:
+            fallback["text"] = "<the line could not be shown>"
         return orjson.dumps(fallback).decode()
 
 
