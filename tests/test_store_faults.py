@@ -437,3 +437,22 @@ async def test_a_connection_opened_read_only_heals_on_a_new_one(
     begun, healed = incident_lines(logs)
     assert "attempt to write a readonly database" in begun["error"]
     assert healed["failures"] >= 2
+
+
+async def test_a_reconnect_never_makes_a_new_database_where_the_file_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Reconnecting after a fault (``create=False``) fails while the file is missing, and
+    creates neither the file nor its folder: a database away for a moment is waited for,
+    not replaced by an empty one."""
+    from wfe_daemon._sqlite import connect
+
+    path = tmp_path / "gone" / "wfe.db"
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        await connect(path, 1.0, create=False)
+    assert not path.parent.exists()
+    path.parent.mkdir()
+    conn = await connect(path, 1.0)  # the first open of a daemon still creates it
+    await conn.close()
+    conn = await connect(path, 1.0, create=False)
+    await conn.close()

@@ -8,6 +8,7 @@ CORRUPT or NOTADB) cannot: it is :class:`~wfe_daemon.errors.StoreCorrupt`.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable
 from enum import Enum
@@ -81,9 +82,13 @@ async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *arg
 
 
 async def connect(
-    path: Path, busy_timeout_s: float, *, check: bool = False
+    path: Path, busy_timeout_s: float, *, check: bool = False, create: bool = True
 ) -> aiosqlite.Connection:
     """A writing connection: WAL, foreign keys, the schema migrated forward.
+
+    With ``create=False`` (a reconnect after a fault) a missing file stays a fault
+    (SQLite's "unable to open"), instead of becoming a new empty database: the mount it
+    lived on may only be away for a moment.
 
     ``check`` runs ``PRAGMA quick_check`` first. It reads every page (about 0.4 s per
     100 MB with the file in the OS cache) and finds pages damaged mid-file, which no
@@ -93,8 +98,11 @@ async def connect(
         StoreCorrupt: the file is damaged or not a database.
         sqlite3.Error, OSError: anything else; the caller decides whether to retry.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = await _open(str(path))
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await _open(str(path))
+    else:
+        conn = await _open(_existing_file_uri(path), uri=True)
     try:
         await conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
         if check:
@@ -191,6 +199,11 @@ async def _empty() -> aiosqlite.Connection:
     conn = await _open(":memory:")
     await run_in_thread(conn, migrate)
     return conn
+
+
+def _existing_file_uri(path: Path) -> str:
+    """An SQLite URI that opens ``path`` for writing only if it exists (never creates it)."""
+    return f"file:{quote(os.path.abspath(path))}?mode=rw"
 
 
 async def _open(database: str, *, uri: bool = False) -> aiosqlite.Connection:

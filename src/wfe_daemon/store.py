@@ -95,7 +95,7 @@ class Store:
         self._give_up_s = give_up_s
         self._incident = (Faults() if faults is None else faults)["store"]
         self._writer = Writer(conn, path, give_up_s=give_up_s, incident=self._incident,
-                              reopen=partial(connect, path, busy_timeout_s))
+                              reopen=partial(connect, path, busy_timeout_s, create=False))
         self._writer_task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
 
