@@ -106,7 +106,7 @@ def _flock(path: Path, flags: int, what: str) -> Iterator[None]:
 
 class _PublishFailed(Exception):
     """Raised when a result cannot be written (``fault`` "outbox") or its file cannot be
-    moved out of ``processing/`` ("inbox"); ``str()`` says which path and why."""
+    moved out of ``processing/`` ("settle"); ``str()`` says which path and why."""
 
     def __init__(self, fault: str, message: str) -> None:
         super().__init__(message)
@@ -135,7 +135,7 @@ def _publish(
     try:
         return settle_file(path, settings.inbox, summary["status"] == "REJECTED")
     except OSError as exc:
-        raise _PublishFailed("inbox", f"cannot move {path} out of {PROCESSING}/: "
+        raise _PublishFailed("settle", f"cannot move {path} out of {PROCESSING}/: "
                              f"{describe_os_error(exc)}") from exc
 
 
@@ -226,6 +226,7 @@ class Daemon:
         """
         stem = Path(summary.get("source") or claimed.source).stem
         backoff = Backoff(first_s=0.1, max_s=_RETRY_MAX_S)
+        failed: set[str] = set()
         while True:
             try:
                 settled = await anyio.to_thread.run_sync(
@@ -234,10 +235,11 @@ class Daemon:
                 break
             except _PublishFailed as exc:
                 self.faults[exc.fault].failed(str(exc))
+                failed.add(exc.fault)
                 recovered = True  # the result may be written already: never write it twice
             await anyio.sleep(backoff.next())
-        self.faults["outbox"].healed()
-        self.faults["inbox"].healed()
+        for fault in failed:  # only what this publish saw fail: another may still be failing
+            self.faults[fault].healed()
         self.store.mark_settled(summary["run_id"], None if settled is None else str(settled))
         for hook in self.on_published:
             hook(claimed, summary)
