@@ -407,3 +407,18 @@ def test_an_outbox_replaced_by_a_file_does_not_hold_up_a_shutdown(daemons: Daemo
     daemons.outbox.mkdir()
     daemons.start()
     assert wait_result(daemons.outbox, "blocked", timeout=20)["status"] == "SUCCESS"
+
+
+def test_execute_runs_a_file_whose_name_is_not_utf8(daemons: Daemons) -> None:
+    """``execute`` of a file named with undecodable bytes runs it; the summary, the
+    database and the log show the name escaped."""
+    daemons.root.mkdir(exist_ok=True)
+    _bad_name(daemons.root, b"odd\xff.json")
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"wfe_daemon", b"execute",
+         os.path.join(os.fsencode(daemons.root), b"odd\xff.json")],
+        capture_output=True, env=daemons.env(), cwd=daemons.root, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    summary = json.loads(done.stdout)
+    assert (summary["status"], summary["source"]) == ("SUCCESS", "odd\\xff.json")
+    assert b"Traceback" not in done.stderr

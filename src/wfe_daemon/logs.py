@@ -19,7 +19,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.model import is_secret_key, redact_secrets
+from wfe_daemon.model import is_secret_key, printable, redact_secrets
 
 DAEMON_STARTED = "daemon.started"
 DAEMON_STOPPING = "daemon.stopping"
@@ -95,11 +95,7 @@ def _printable(value: Any, depth: int = 0) -> Any:
     """``value`` with every string made valid UTF-8 (undecodable bytes and lone surrogates
     escaped) and huge integers as text; containers are copied, to a depth encoders accept."""
     if isinstance(value, str):
-        try:
-            raw = value.encode("utf-8", "surrogateescape")  # a file name's undecodable bytes
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return raw.decode("utf-8", "backslashreplace")
+        return printable(value)
     if isinstance(value, int) and not -(2**63) <= value < 2**64:
         return str(value)  # beyond what orjson encodes
     if depth > _MAX_DEPTH:

@@ -504,6 +504,16 @@ def _hide_pairs(text: str) -> str:
     )
 
 
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: undecodable bytes of a file name (which ``os`` decodes to
+    lone surrogates) shown as ``\\xff``, any other lone surrogate as ``\\ud800``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def redact_secrets(value: Any) -> Any:
     """Return ``value`` with every secret-keyed dict value replaced by ``"***"``.
 

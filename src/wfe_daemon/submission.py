@@ -15,7 +15,7 @@ from wfe_daemon.clock import now_iso
 from wfe_daemon.engine import Engine, summarize
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
-from wfe_daemon.model import RunStatus, parse_workflow, public_definition
+from wfe_daemon.model import RunStatus, parse_workflow, printable, public_definition
 from wfe_daemon.strictjson import load_json
 
 
@@ -32,6 +32,10 @@ async def submit(
     ``data`` is ``None`` when the file was refused unread (``problem`` says why, for
     example that it is over ``max_file_size``).
     """
+    # A name that is not valid UTF-8 (``execute`` of any file) is kept escaped: the
+    # database, the summary and the logs hold text.
+    source = printable(source)
+    path_text = None if source_path is None else printable(str(source_path))
     log = structlog.get_logger().bind(source=source)
     log.info(WORKFLOW_RECEIVED, bytes=None if data is None else len(data))
     doc: Any = None
@@ -43,7 +47,7 @@ async def submit(
     except WorkflowRejected as exc:
         name = doc.get("name") if isinstance(doc, dict) else None
         summary = _unrun(RunStatus.REJECTED, name, source, errors=exc.problems)
-        await _record(engine, summary, source_path)
+        await _record(engine, summary, path_text)
         log.warning(WORKFLOW_REJECTED, run_id=summary["run_id"], errors=exc.problems)
         return summary
     definition = public_definition(data.decode("utf-8-sig"), doc)
@@ -52,12 +56,12 @@ async def submit(
         return await engine.run(
             workflow,
             source=source,
-            source_path=None if source_path is None else str(source_path),
+            source_path=path_text,
             definition=definition,
         )
     except DuplicateRun as exc:
         summary = _unrun(RunStatus.DUPLICATE, workflow.name, source, duplicate_of=exc.run_id)
-        await _record(engine, summary, source_path)
+        await _record(engine, summary, path_text)
         log.info(WORKFLOW_DUPLICATE, run_id=summary["run_id"], duplicate_of=exc.run_id)
         return summary
 
@@ -79,13 +83,13 @@ def _unrun(
     return summary
 
 
-async def _record(engine: Engine, summary: dict[str, Any], source_path: Path | None) -> None:
+async def _record(engine: Engine, summary: dict[str, Any], source_path: str | None) -> None:
     """Store a run that never ran; sets ``summary["run_id"]``."""
     await engine.store.record_unrun(
         status=summary["status"],
         name=summary["workflow"] or summary["source"],
         source=summary["source"],
-        source_path=None if source_path is None else str(source_path),
+        source_path=source_path,
         at=summary["started_at"],
         summary=summary,
         duplicate_of=summary.get("duplicate_of"),
