@@ -10,6 +10,7 @@ idle tasks. Every transition is queued to the store in the order it happened.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -539,8 +540,13 @@ def encode_output(value: Any) -> bytes:
     except TypeError as exc:
         raise ValueError(unfit(value) or f"output: {exc}") from None
     # orjson writes NaN and Infinity as null: only an output holding null can hide one.
-    if b"null" in data and (problem := unfit(value)) is not None:
-        raise ValueError(problem)
+    # The stdlib's C encoder finds one about ten times faster than a walk in Python; the
+    # walk runs only to name where it is.
+    if b"null" in data:
+        try:
+            json.dumps(value, allow_nan=False, check_circular=False)
+        except ValueError:
+            raise ValueError(unfit(value) or "output: NaN or Infinity") from None
     return data
 
 
