@@ -366,7 +366,8 @@ async def _stop_group(pgid: int, kill_at: float | None) -> None:
         give_up = min(give_up, kill_at)
     while (left := give_up - loop.time()) > 0:
         await asyncio.sleep(min(_POLL_S, left))
-        if not _group_alive(pgid):
+        # The /proc scan of _group_alive reads a file per process: off the event loop.
+        if not await asyncio.to_thread(_group_alive, pgid):
             return
     _signal_group(pgid, signal.SIGKILL)
 
