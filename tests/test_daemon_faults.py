@@ -148,6 +148,7 @@ def test_a_full_outbox_holds_results_until_space_returns(
     for n in range(3):
         assert wait_result(outbox, f"full{n}", timeout=20)["status"] == "SUCCESS"
     wait_until(lambda: len(list((daemons.inbox / "processed").iterdir())) == 3, 10, "moved")
+    wait_until(lambda: "fault.healed" in _faults(daemon.events(), "outbox"), 10, "healed")
     assert _faults(daemon.events(), "outbox") == ["fault.begun", "fault.healed"]
     assert wait_until(lambda: get(port, "/healthz")[0] == 200, 10, "/healthz ok again")
     assert [p.name for p in results(outbox)] == [f"full{n}.result.json" for n in range(3)]

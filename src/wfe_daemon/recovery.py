@@ -61,7 +61,8 @@ def _read(path: Path, max_size: int) -> bytes | None:
     with os.fdopen(fd, "rb") as file:
         if os.fstat(fd).st_size > max_size:
             return None
-        return file.read()
+        data = file.read(max_size + 1)  # st_size may lie (the file grew): read no further
+    return None if len(data) > max_size else data
 
 
 async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
