@@ -352,6 +352,8 @@ def test_a_read_only_database_at_start_delays_ready_until_it_is_writable(
         wait_until(lambda: _faults(daemon.events(), "store"), 15, "the store fault logged")
         with pytest.raises(AssertionError, match="no READY=1"):
             daemon.wait_ready(timeout=2)
+        # systemd's start timeout is pushed back meanwhile, so it does not kill the wait.
+        daemon.wait_notice("EXTEND_TIMEOUT_USEC=30000000", timeout=5)
     finally:
         subprocess.run(["chattr", "-i", str(daemons.db_path)], check=False)
     daemon.wait_ready()
@@ -423,3 +425,17 @@ def test_execute_runs_a_file_whose_name_is_not_utf8(daemons: Daemons) -> None:
     summary = json.loads(done.stdout)
     assert (summary["status"], summary["source"]) == ("SUCCESS", "odd\\xff.json")
     assert b"Traceback" not in done.stderr
+
+
+def test_sigterm_while_the_database_cannot_be_opened_at_start_exits_0(daemons: Daemons) -> None:
+    """A database that cannot be opened yet (its path is a folder) is waited for with one
+    warning and no READY=1; SIGTERM then ends the wait: exit 0, ``daemon.stopped`` last."""
+    daemons.db_path.mkdir(parents=True)
+    daemon = daemons.spawn()
+    wait_until(lambda: _faults(daemon.events(), "store"), 15, "the store fault logged")
+    with pytest.raises(AssertionError, match="no READY=1"):
+        daemon.wait_ready(timeout=1)
+    assert daemon.terminate() == 0
+    last = daemon.events()[-1]
+    assert last["event"] == "daemon.stopped"
+    assert last["reason"] == "SIGTERM received while opening the database"

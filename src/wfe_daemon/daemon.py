@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ log = structlog.get_logger()
 
 _RETRY_MAX_S = 10.0
 _QUICK_S = 1.0  # a start-up wait longer than this is shown in systemd's STATUS=
+_EXTEND_EVERY_S = 10.0
 
 
 def _prepare_folders(settings: Settings) -> None:
@@ -300,10 +301,11 @@ async def serve(settings: Settings) -> int:
     faults = Faults()
     try:
         with _state_lock(settings.db_path, settings.inbox):
-            # The daemon never gives up on a store fault that can heal; damage is fatal.
-            async with Store.open(settings.db_path, faults=faults, give_up_s=None,
-                                  check=True) as store, \
-                    open_services(settings) as services:
+            async with AsyncExitStack() as stack:
+                store = await _open_store(stack, settings, faults, notifier)
+                if store is None:
+                    return 0
+                services = await stack.enter_async_context(open_services(settings))
                 telemetry = _telemetry(settings.metrics_port)
                 engine = Engine(registry, store, settings, services=services,
                                 **(telemetry.engine_options() if telemetry else {}))
@@ -318,6 +320,46 @@ async def serve(settings: Settings) -> int:
         if daemon is not None:  # it started: its last line says why it stopped
             _log_stopped(daemon, failure)
     return 0
+
+
+async def _open_store(
+    stack: AsyncExitStack, settings: Settings, faults: Faults, notifier: Notifier
+) -> Store | None:
+    """Open the store into ``stack``; ``None`` when a SIGTERM or SIGINT came first.
+
+    The daemon never gives up on a store fault that can heal (the store logs it), so the
+    open may wait long: a signal ends the wait, and systemd's start timeout is extended
+    meanwhile. A damaged file raises ``StoreCorrupt`` (exit 3).
+    """
+    stopped_by: list[str] = []
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    stopped_by.append(signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            tg.start_soon(_extend_start_timeout, notifier)
+            store = await stack.enter_async_context(
+                Store.open(settings.db_path, faults=faults, give_up_s=None, check=True))
+            tg.cancel_scope.cancel()
+    if stopped_by:
+        log.info(DAEMON_STOPPED, reason=f"{stopped_by[0]} received while opening the database")
+        return None
+    return store
+
+
+async def _extend_start_timeout(notifier: Notifier) -> None:
+    """While start-up waits for the database, ask systemd for more time (else its start
+    timeout would kill the daemon and ``Restart=`` start it again, over and over)."""
+    if not notifier.address:
+        return
+    await anyio.sleep(_QUICK_S)
+    while True:
+        notifier.notify(f"EXTEND_TIMEOUT_USEC={round(3 * _EXTEND_EVERY_S * 1e6)}")
+        await anyio.sleep(_EXTEND_EVERY_S)
 
 
 def _log_stopped(daemon: Daemon, failure: BaseException | None) -> None:
@@ -352,7 +394,10 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
                 await daemon.store.wait_writable()
             if quick.cancelled_caught:
                 notifier.status("waiting for the database to take writes")
-                await daemon.store.wait_writable()
+                async with anyio.create_task_group() as waiting:
+                    waiting.start_soon(_extend_start_timeout, notifier)
+                    await daemon.store.wait_writable()
+                    waiting.cancel_scope.cancel()
             await abandon_orphans(daemon.store, settings.inbox)
         daemon.starting = None
         if stop_requested.is_set():
