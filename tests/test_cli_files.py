@@ -10,24 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from test_cli import assert_one_line_error
+
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Writer = Callable[..., Path]
 
 
-def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The command exited ``code`` with exactly one line on stderr and nothing on stdout."""
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", ["validate", "execute", "graph"])
 def test_a_device_is_refused_unread(run_cli: Cli, command: str, db_path: Path) -> None:
     """``/dev/zero`` (endless, size 0) is refused as not a regular file, exit 2, nothing run."""
-    line = one_line(run_cli(command, "/dev/zero"), 2)
+    line = assert_one_line_error(run_cli(command, "/dev/zero"), 2)
 
     assert line == "wfe-daemon: cannot read /dev/zero: not a regular file (a character device)"
     assert not db_path.exists()
@@ -42,14 +36,14 @@ def test_a_fifo_without_a_writer_is_refused_without_blocking(
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
 
-    line = one_line(run_cli(command, fifo), 2)
+    line = assert_one_line_error(run_cli(command, fifo), 2)
 
     assert line == f"wfe-daemon: cannot read {fifo}: not a regular file (a named pipe)"
 
 
 def test_a_directory_is_refused(run_cli: Cli, tmp_path: Path) -> None:
     """A folder given as the file is refused with the same one line."""
-    line = one_line(run_cli("validate", tmp_path), 2)
+    line = assert_one_line_error(run_cli("validate", tmp_path), 2)
 
     assert line == f"wfe-daemon: cannot read {tmp_path}: not a regular file (a directory)"
 
