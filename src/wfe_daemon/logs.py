@@ -20,6 +20,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from wfe_daemon.clock import now_iso
 from wfe_daemon.model import is_secret_key, printable, redact_secrets
+from wfe_daemon.strictjson import INT_MAX, INT_MIN
 
 DAEMON_STARTED = "daemon.started"
 DAEMON_STOPPING = "daemon.stopping"
@@ -96,7 +97,7 @@ def _printable(value: Any, depth: int = 0) -> Any:
     escaped) and huge integers as text; containers are copied, to a depth encoders accept."""
     if isinstance(value, str):
         return printable(value)
-    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+    if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
         return str(value)  # beyond what orjson encodes
     if depth > _MAX_DEPTH:
         return "<too deeply nested to log>"
