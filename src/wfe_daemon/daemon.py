@@ -169,8 +169,6 @@ class Daemon:
         self.faults = Faults() if faults is None else faults
         """Faults happening now (outbox, inbox, store), for the log and ``/healthz``."""
         self.stop_reason = "stopped"
-        self.starting: anyio.CancelScope | None = None
-        """While start-up waits (for a writable database), a signal cancels this scope."""
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file.
@@ -325,10 +323,11 @@ async def serve(settings: Settings) -> int:
 async def _open_store(
     stack: AsyncExitStack, settings: Settings, faults: Faults, notifier: Notifier
 ) -> Store | None:
-    """Open the store into ``stack``; ``None`` when a SIGTERM or SIGINT came first.
+    """Open the store into ``stack`` and wait until it takes writes; ``None`` when a
+    SIGTERM or SIGINT came first.
 
-    The daemon never gives up on a store fault that can heal (the store logs it), so the
-    open may wait long: a signal ends the wait, and systemd's start timeout is extended
+    The daemon never gives up on a store fault that can heal (the store logs it), so this
+    may wait long: a signal ends the wait, and systemd's start timeout is extended
     meanwhile. A damaged file raises ``StoreCorrupt`` (exit 3).
     """
     stopped_by: list[str] = []
@@ -344,6 +343,13 @@ async def _open_store(
             tg.start_soon(_extend_start_timeout, notifier)
             store = await stack.enter_async_context(
                 Store.open(settings.db_path, faults=faults, give_up_s=None, check=True))
+            # READY=1 means the store takes writes: a read-only or full database is
+            # waited for here too (the store logs it).
+            with anyio.move_on_after(_QUICK_S) as quick:
+                await store.wait_writable()
+            if quick.cancelled_caught:
+                notifier.status("waiting for the database to take writes")
+                await store.wait_writable()
             tg.cancel_scope.cancel()
     if stopped_by:
         log.info(DAEMON_STOPPED, reason=f"{stopped_by[0]} received while opening the database")
@@ -387,22 +393,7 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         stop_requested = anyio.Event()
         tg.start_soon(_watch_signals, daemon, stop_requested, tg.cancel_scope)
         tg.start_soon(_stop_if_damaged, daemon, tg.cancel_scope)
-        with anyio.CancelScope() as daemon.starting:
-            # READY=1 means the store takes writes: a read-only or full database is
-            # waited for here (the store logs it), a signal ends the wait.
-            with anyio.move_on_after(_QUICK_S) as quick:
-                await daemon.store.wait_writable()
-            if quick.cancelled_caught:
-                notifier.status("waiting for the database to take writes")
-                async with anyio.create_task_group() as waiting:
-                    waiting.start_soon(_extend_start_timeout, notifier)
-                    await daemon.store.wait_writable()
-                    waiting.cancel_scope.cancel()
-            await abandon_orphans(daemon.store, settings.inbox)
-        daemon.starting = None
-        if stop_requested.is_set():
-            tg.cancel_scope.cancel()
-            return
+        await abandon_orphans(daemon.store, settings.inbox)
         with receive:
             for _ in range(settings.max_concurrent_workflows):
                 tg.start_soon(daemon.worker, receive.clone())
@@ -488,5 +479,3 @@ async def _watch_signals(
                 return
             daemon.stop_reason = f"{name} received"
             stop_requested.set()
-            if daemon.starting is not None:
-                daemon.starting.cancel()
