@@ -71,19 +71,28 @@ def rewrite(results: Path, rendered: dict[str, str], command: str, date: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run, no RESULTS.md")
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only these: {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only these: {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 5)")
     args = parser.parse_args(argv)
     runs = args.runs if args.runs is not None else (1 if args.quick else 5)
     if runs < 1:
         parser.error("--runs must be at least 1")
     names = args.only or list(BENCHMARKS)
-    command = "python -m benchmarks" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])
-                                        if (argv if argv is not None else sys.argv[1:]) else "")
+    command = "python -m benchmarks" + (
+        " " + shlex.join(argv if argv is not None else sys.argv[1:])
+        if (argv if argv is not None else sys.argv[1:])
+        else ""
+    )
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     code = measured_code()
 

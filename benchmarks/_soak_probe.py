@@ -40,8 +40,18 @@ _SQLITE_STATUS_MEMORY_USED = 0
 class _Mallinfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                     "uordblks", "fordblks", "keepcost")
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
     ]
 
 
@@ -82,16 +92,18 @@ def sample(libc: ctypes.CDLL, sqlite: ctypes.CDLL | None) -> dict[str, Any]:
     }
     if sqlite is not None:
         current, peak = ctypes.c_int64(), ctypes.c_int64()
-        sqlite.sqlite3_status64(_SQLITE_STATUS_MEMORY_USED, ctypes.byref(current),
-                                ctypes.byref(peak), 0)
+        sqlite.sqlite3_status64(
+            _SQLITE_STATUS_MEMORY_USED, ctypes.byref(current), ctypes.byref(peak), 0
+        )
         row["sqlite_used"], row["sqlite_peak"] = current.value, peak.value
     return row
 
 
 #: The probe's own allocations (the snapshots, their tracebacks' source lines) are not the
 #: daemon's.
-_NOT_THE_DAEMON = [tracemalloc.Filter(False, name, all_frames=True)
-                   for name in (__file__, tracemalloc.__file__)]
+_NOT_THE_DAEMON = [
+    tracemalloc.Filter(False, name, all_frames=True) for name in (__file__, tracemalloc.__file__)
+]
 
 
 def _snapshot() -> tracemalloc.Snapshot:
@@ -132,8 +144,9 @@ def main(argv: list[str]) -> int:
     if "--tracemalloc" in rest:
         tracemalloc.start(8)
     args = rest[rest.index("--") + 1 :]
-    threading.Thread(target=_sampler, args=(Path(out), float(interval), trim),
-                     name="soak-probe", daemon=True).start()
+    threading.Thread(
+        target=_sampler, args=(Path(out), float(interval), trim), name="soak-probe", daemon=True
+    ).start()
     from wfe_daemon.cli import main as daemon_main
 
     return daemon_main(args)

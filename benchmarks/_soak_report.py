@@ -52,11 +52,16 @@ _COLUMNS: list[tuple[str, str, Any]] = [
 
 def table(rows: list[dict[str, Any]], count: int = TABLE_ROWS) -> list[str]:
     """A Markdown table of ``count`` samples spread evenly from the first to the last."""
-    picked = rows if len(rows) <= count else [
-        rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
+    picked = (
+        rows
+        if len(rows) <= count
+        else [rows[round(i * (len(rows) - 1) / (count - 1))] for i in range(count)]
+    )
     columns = [c for c in _COLUMNS if c[1] in rows[-1]]
-    lines = ["| " + " | ".join(c[0] for c in columns) + " |",
-             "| " + " | ".join("---:" for _ in columns) + " |"]
+    lines = [
+        "| " + " | ".join(c[0] for c in columns) + " |",
+        "| " + " | ".join("---:" for _ in columns) + " |",
+    ]
     lines += ["| " + " | ".join(fmt(r[key]) for _, key, fmt in columns) + " |" for r in picked]
     return lines
 
@@ -71,7 +76,7 @@ LEVEL_STEP_MB = 1.0
 
 
 def verdict(first: float, last: float, step_mb: float) -> str:
-    """"levels off" when the last third grows far slower than the first, or hardly at all,
+    """ "levels off" when the last third grows far slower than the first, or hardly at all,
     and sits about where the middle third did (``step_mb``: the rise of the mean between them).
     """
     if last <= max(LEVEL_KB_PER_1000, first * 0.25) and step_mb <= LEVEL_STEP_MB:
@@ -90,17 +95,20 @@ def _inside(first: list[dict[str, Any]], last: list[dict[str, Any]]) -> list[str
     for row in (*first, *last):  # a block moves between the two as malloc's threshold adapts
         row["malloc_held"] = row["malloc_used"] + row.get("malloc_mmap", 0)
     parts = []
-    for key, label, scale, unit in (("malloc_held", "malloc in use (heap and mmapped)", 1024,
-                                     "kB"),
-                                    ("sqlite_used", "SQLite's own (in malloc)", 1024, "kB"),
-                                    ("malloc_free", "malloc's free lists", 1024, "kB"),
-                                    ("py_blocks", "Python allocator blocks", 1, "blocks")):
+    for key, label, scale, unit in (
+        ("malloc_held", "malloc in use (heap and mmapped)", 1024, "kB"),
+        ("sqlite_used", "SQLite's own (in malloc)", 1024, "kB"),
+        ("malloc_free", "malloc's free lists", 1024, "kB"),
+        ("py_blocks", "Python allocator blocks", 1, "blocks"),
+    ):
         a, b = slope_kb_per_1000(first, key) / scale, slope_kb_per_1000(last, key) / scale
         parts.append(f"{label} {a:+.0f} → {b:+.0f} {unit}")
     arenas = (min(r["arenas"] for r in first), max(r["arenas"] for r in last))
-    return [f"- Inside the daemon (`--probe`), per 1,000 workflows, first → last third: "
-            f"{'; '.join(parts)}. malloc arenas {arenas[0]} at the start, at most "
-            f"{arenas[1]} in the last third."]
+    return [
+        f"- Inside the daemon (`--probe`), per 1,000 workflows, first → last third: "
+        f"{'; '.join(parts)}. malloc arenas {arenas[0]} at the start, at most "
+        f"{arenas[1]} in the last third."
+    ]
 
 
 def report(rows: list[dict[str, Any]], summary: dict[str, Any], command: str, what: str) -> str:

@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LIBRARIES = (
-    "anyio", "uvloop", "aiosqlite", "httpx", "aiohttp", "structlog", "watchfiles",
-    "jsonschema", "orjson", "pyarrow", "adbc-driver-sqlite",
+    "anyio",
+    "uvloop",
+    "aiosqlite",
+    "httpx",
+    "aiohttp",
+    "structlog",
+    "watchfiles",
+    "jsonschema",
+    "orjson",
+    "pyarrow",
+    "adbc-driver-sqlite",
 )
 
 
@@ -185,10 +194,18 @@ def measured_code() -> str:
         return "no importable wfe_daemon"
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return f"`{where}`"
     if not commit:

@@ -47,18 +47,41 @@ def generate(path: Path, rows: int) -> None:
 WORKFLOW: dict[str, Any] = {
     "name": "csv pipeline benchmark",
     "nodes": [
-        {"id": "check", "type": "validate_csv", "params": {
-            "path": "sales.csv", "required_columns": ["id", "date", "amount"],
-            "types": {"id": "int", "date": "date", "amount": "float"}}},
-        {"id": "clean", "type": "transform_simple", "depends_on": ["check"], "params": {
-            "input": "sales.csv", "output": "clean.csv",
-            "filter": [{"column": "amount", "op": "ge", "value": 0}],
-            "strip": ["region"], "lowercase": ["region"], "cast": {"amount": "float"},
-            "select": ["id", "date", "region", "amount", "note"],
-            "rename": {"amount": "amount_eur"}}},
-        {"id": "load", "type": "save_db", "depends_on": ["clean"], "params": {
-            "source": "clean.csv", "database": "sales.db", "table": "sales",
-            "mode": "replace"}},
+        {
+            "id": "check",
+            "type": "validate_csv",
+            "params": {
+                "path": "sales.csv",
+                "required_columns": ["id", "date", "amount"],
+                "types": {"id": "int", "date": "date", "amount": "float"},
+            },
+        },
+        {
+            "id": "clean",
+            "type": "transform_simple",
+            "depends_on": ["check"],
+            "params": {
+                "input": "sales.csv",
+                "output": "clean.csv",
+                "filter": [{"column": "amount", "op": "ge", "value": 0}],
+                "strip": ["region"],
+                "lowercase": ["region"],
+                "cast": {"amount": "float"},
+                "select": ["id", "date", "region", "amount", "note"],
+                "rename": {"amount": "amount_eur"},
+            },
+        },
+        {
+            "id": "load",
+            "type": "save_db",
+            "depends_on": ["clean"],
+            "params": {
+                "source": "clean.csv",
+                "database": "sales.db",
+                "table": "sales",
+                "mode": "replace",
+            },
+        },
     ],
 }
 
@@ -84,19 +107,34 @@ def child(data_dir: str, db: str) -> None:
                 return summary, time.perf_counter() - started
 
         summary, seconds = run_on_loop(run())
-    print(json.dumps({
-        "status": summary["status"], "seconds": seconds,
-        "nodes": {k: {"duration": v.get("duration"), "output": v.get("output"),
-                      "error": v.get("error")} for k, v in summary["nodes"].items()},
-        "maxrss_kb": proc_status_kb("VmHWM"),
-    }))
+    print(
+        json.dumps(
+            {
+                "status": summary["status"],
+                "seconds": seconds,
+                "nodes": {
+                    k: {
+                        "duration": v.get("duration"),
+                        "output": v.get("output"),
+                        "error": v.get("error"),
+                    }
+                    for k, v in summary["nodes"].items()
+                },
+                "maxrss_kb": proc_status_kb("VmHWM"),
+            }
+        )
+    )
 
 
 def _pipeline(data: Path, db: Path) -> dict[str, Any]:
     (data / "sales.db").unlink(missing_ok=True)
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.csv_pipeline", "child", str(data), str(db)],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     if result["status"] != "SUCCESS":
@@ -109,8 +147,12 @@ def _import(cli: str, source: Path, db: Path) -> float:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     started = time.perf_counter()
-    subprocess.run([cli, str(db), ".mode csv", f".import {source} sales"],
-                   check=True, capture_output=True, timeout=1800)
+    subprocess.run(
+        [cli, str(db), ".mode csv", f".import {source} sales"],
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
     return time.perf_counter() - started
 
 
@@ -123,7 +165,8 @@ def csv_pipeline(ctx: Context) -> Section:
     generate(data / "sales.csv", rows)
     size_mb = (data / "sales.csv").stat().st_size / 1e6
     section = Section(
-        "csv_pipeline", f"7. {rows:,} CSV rows: validate_csv -> transform_simple -> save_db",
+        "csv_pipeline",
+        f"7. {rows:,} CSV rows: validate_csv -> transform_simple -> save_db",
         "A fresh `python -m benchmarks.csv_pipeline child DATA DB` process runs the workflow "
         "`WORKFLOW` of `benchmarks/csv_pipeline.py` (validate 3 typed columns; filter "
         "amount >= 0, strip + lowercase region, cast amount to float, select, rename; "
@@ -149,11 +192,12 @@ def csv_pipeline(ctx: Context) -> Section:
         section.add(Figure(f"  of which `{node}`", [n[node] for n in nodes], "s"))
     if baseline:
         section.add(Figure("`sqlite3` shell `.import` time", baseline, "s"))
-        section.add(Figure("pipeline time / `.import` time", ratios(seconds, baseline), "x",
-                           3.0))
+        section.add(Figure("pipeline time / `.import` time", ratios(seconds, baseline), "x", 3.0))
     else:
-        section.notes.append("`sqlite3` command not found: the `.import` baseline was "
-                             "skipped (install it with `apt-get install sqlite3`).")
+        section.notes.append(
+            "`sqlite3` command not found: the `.import` baseline was "
+            "skipped (install it with `apt-get install sqlite3`)."
+        )
     section.add(Figure("peak RSS of the pipeline process (VmHWM)", peaks, "MB", 150.0))
     section.notes.append(f"Input file {size_mb:.1f} MB. MB = 2^20 bytes for RSS.")
     return section

@@ -59,8 +59,12 @@ def chain_doc(n: int, *, reverse: bool = False) -> dict:
     """
     nodes = [{"id": "n0", "type": "echo", "params": {"v": 0}}]
     nodes += [
-        {"id": f"n{i}", "type": "echo", "depends_on": [f"n{i - 1}"],
-         "params": {"v": f"{{{{ n{i - 1}.v }}}}"}}
+        {
+            "id": f"n{i}",
+            "type": "echo",
+            "depends_on": [f"n{i - 1}"],
+            "params": {"v": f"{{{{ n{i - 1}.v }}}}"},
+        }
         for i in range(1, n)
     ]
     if reverse:
@@ -107,8 +111,13 @@ async def _engine_run(workflow: Any, doc: Any, registry: Any, db: Path) -> float
     from wfe_daemon.model import public_definition
     from wfe_daemon.store import Store
 
-    settings = Settings(db_path=db, data_dir=db.parent / "data", inbox=db.parent / "inbox",
-                        outbox=db.parent / "outbox", max_concurrent_tasks=CONCURRENCY)
+    settings = Settings(
+        db_path=db,
+        data_dir=db.parent / "data",
+        inbox=db.parent / "inbox",
+        outbox=db.parent / "outbox",
+        max_concurrent_tasks=CONCURRENCY,
+    )
     async with Store.open(db) as store:
         engine = Engine(registry, store, settings)  # after configure_logging: wrappers bind
         definition = public_definition(encode(doc).decode(), doc)  # as submit() does, before
@@ -121,8 +130,9 @@ async def _engine_run(workflow: Any, doc: Any, registry: Any, db: Path) -> float
     return elapsed
 
 
-def engine_seconds(workflow: Any, doc: Any, registry: Any, db: Path, level: str, *,
-                   stdlib_loop: bool = False) -> float:
+def engine_seconds(
+    workflow: Any, doc: Any, registry: Any, db: Path, level: str, *, stdlib_loop: bool = False
+) -> float:
     """One engine run on a fresh database file, logs at ``level`` to ``os.devnull``.
 
     It runs on the daemon's event loop (uvloop), or with ``stdlib_loop`` on the standard
@@ -261,7 +271,11 @@ async def design_sequential(workflow: Any, registry: Any, *, restart: bool = Fal
 
 
 def _engine_vs_baselines(
-    ctx: Context, section: Section, doc: dict, n: int, limit: float,
+    ctx: Context,
+    section: Section,
+    doc: dict,
+    n: int,
+    limit: float,
     baselines: Sequence[tuple[str, Callable[[Any, Any], Coroutine[Any, Any, None]]]],
 ) -> None:
     registry = _registry()
@@ -283,15 +297,24 @@ def _engine_vs_baselines(
         warning.append(
             engine_seconds(workflow, doc_parsed, registry, ctx.tmp / "bench.db", "WARNING")
         )
-        stdlib.append(engine_seconds(workflow, doc_parsed, registry, ctx.tmp / "bench.db",
-                                     "INFO", stdlib_loop=True))
+        stdlib.append(
+            engine_seconds(
+                workflow, doc_parsed, registry, ctx.tmp / "bench.db", "INFO", stdlib_loop=True
+            )
+        )
         for label, fn in baselines:
             bare[label].append(_timed(fn(workflow, registry)))
-    section.add(Figure("engine + SQLite, logs INFO to /dev/null", per_node_us(info, n),
-                       "µs/node", limit))
+    section.add(
+        Figure("engine + SQLite, logs INFO to /dev/null", per_node_us(info, n), "µs/node", limit)
+    )
     section.add(Figure("engine + SQLite, logs WARNING", per_node_us(warning, n), "µs/node", limit))
-    section.add(Figure("before uvloop: engine + SQLite, logs INFO, on the standard library's"
-                       " event loop", per_node_us(stdlib, n), "µs/node"))
+    section.add(
+        Figure(
+            "before uvloop: engine + SQLite, logs INFO, on the standard library's event loop",
+            per_node_us(stdlib, n),
+            "µs/node",
+        )
+    )
     section.add(Figure("ratio uvloop / standard loop (engine, INFO)", ratios(info, stdlib), "x"))
     for label, samples in bare.items():
         section.add(Figure(label, per_node_us(samples, n), "µs/node"))
@@ -300,8 +323,13 @@ def _engine_vs_baselines(
     section.add(Figure(f"ratio engine (WARNING) / {first}", ratios(warning, bare[first]), "x"))
     for label, _ in baselines[1:]:
         section.add(Figure(f"ratio engine (INFO) / {label}", ratios(info, bare[label]), "x"))
-    section.add(Figure("parse: load_json + parse_workflow of the file (not in the engine"
-                       " figures)", per_node_us(parse_s, n), "µs/node"))
+    section.add(
+        Figure(
+            "parse: load_json + parse_workflow of the file (not in the engine figures)",
+            per_node_us(parse_s, n),
+            "µs/node",
+        )
+    )
     section.notes.append(
         f"{n:,} nodes, file of {len(data) / 1e6:.2f} MB; max_concurrent_tasks = {CONCURRENCY};"
         " a fresh SQLite file (WAL) per run; the engine figure is `Engine.run` from call to"
@@ -314,15 +342,22 @@ def fanout(ctx: Context) -> Section:
     """Row 1: 10,000 echo nodes as a fan-out."""
     n = ctx.size(10_000, 200)
     section = Section(
-        "fanout", f"1. Fan-out of {n:,} `echo` nodes through the engine",
-        "One root `n0` and every other node depending on it (`depends_on: [\"n0\"]`, params"
-        " `{\"v\": i}`): the fan-out shape, where the scheduler keeps 9,999 ready nodes behind"
+        "fanout",
+        f"1. Fan-out of {n:,} `echo` nodes through the engine",
+        'One root `n0` and every other node depending on it (`depends_on: ["n0"]`, params'
+        ' `{"v": i}`): the fan-out shape, where the scheduler keeps 9,999 ready nodes behind'
         " 16 slots. Baseline: `bare_scheduler` in `benchmarks/engine.py`, the same"
         " `await EchoTask().execute(params, ctx)` per node through `asyncio.TaskGroup` +"
         " `asyncio.Semaphore(16)`, without engine, store or logs.",
     )
-    _engine_vs_baselines(ctx, section, fanout_doc(n), n, 50.0,
-                         [("bare asyncio (TaskGroup + Semaphore(16))", bare_scheduler)])
+    _engine_vs_baselines(
+        ctx,
+        section,
+        fanout_doc(n),
+        n,
+        50.0,
+        [("bare asyncio (TaskGroup + Semaphore(16))", bare_scheduler)],
+    )
     return section
 
 
@@ -330,16 +365,24 @@ def chain(ctx: Context) -> Section:
     """Row 2: a 10,000-node chain with a reference on every edge."""
     n = ctx.size(10_000, 200)
     section = Section(
-        "chain", f"2. Chain of {n:,} `echo` nodes through the engine",
-        "`n0 -> n1 -> ...`, each node's params `{\"v\": \"{{ n<i-1>.v }}\"}` (a reference to"
+        "chain",
+        f"2. Chain of {n:,} `echo` nodes through the engine",
+        '`n0 -> n1 -> ...`, each node\'s params `{"v": "{{ n<i-1>.v }}"}` (a reference to'
         " its parent's output, resolved at node start). Baselines: the same bare scheduler as"
         " in 1 (one task per node when its parent ends), and a plain loop awaiting the chain"
         " in sequence (`bare_loop`: no task per node at all, the floor of any scheduler).",
     )
-    _engine_vs_baselines(ctx, section, chain_doc(n), n, 100.0, [
-        ("bare asyncio (TaskGroup + Semaphore(16))", bare_scheduler),
-        ("bare loop (awaited in sequence)", bare_loop),
-    ])
+    _engine_vs_baselines(
+        ctx,
+        section,
+        chain_doc(n),
+        n,
+        100.0,
+        [
+            ("bare asyncio (TaskGroup + Semaphore(16))", bare_scheduler),
+            ("bare loop (awaited in sequence)", bare_loop),
+        ],
+    )
     return section
 
 
@@ -353,9 +396,10 @@ def sequential(ctx: Context) -> Section:
     fan_n = ctx.size(10_000, 200)
     sleep_n, sleep_s = ctx.size(200, 20), 0.01
     section = Section(
-        "sequential", "3. The engine against the design document's sequential algorithm",
-        "`design_sequential` in `benchmarks/engine.py` is `architecture.md` §3 \"Resolución de"
-        " Dependencias\" as written: `while pending: for node_id, node in"
+        "sequential",
+        "3. The engine against the design document's sequential algorithm",
+        '`design_sequential` in `benchmarks/engine.py` is `architecture.md` §3 "Resolución de'
+        ' Dependencias" as written: `while pending: for node_id, node in'
         " list(pending.items()): if all(dep in executed ...): execute_node(node); ...`, each"
         " node awaited in turn (v1.0 is sequential), references resolved, **no persistence and"
         " no logs** (the engine figures include both: SQLite and INFO logs to /dev/null)."
@@ -363,7 +407,7 @@ def sequential(ctx: Context) -> Section:
         " after running a node, so on a file listed in dependency order one pass runs a chain"
         " and it stays linear; its quadratic cost shows when the file lists nodes in another"
         " order (here: the chain reversed, last node first, a valid workflow under the"
-        " contract), and in the literal reading \"scan until one is ready, run it, repeat\""
+        ' contract), and in the literal reading "scan until one is ready, run it, repeat"'
         " (`restart=True`), which copies `list(pending.items())` once per node.",
     )
 
@@ -374,7 +418,8 @@ def sequential(ctx: Context) -> Section:
         samples["engine"] = []
         for _ in range(ctx.runs):
             samples["engine"].append(
-                engine_seconds(workflow, parsed, registry, ctx.tmp / "seq.db", "INFO"))
+                engine_seconds(workflow, parsed, registry, ctx.tmp / "seq.db", "INFO")
+            )
             for label, fn in variants.items():
                 samples[label].append(_timed(fn(workflow, registry)))
         return samples
@@ -384,8 +429,9 @@ def sequential(ctx: Context) -> Section:
         section.add(Figure(f"{title}: engine", per_node_us(engine, n), "µs/node"))
         for label, values in samples.items():
             section.add(Figure(f"{title}: {label}", per_node_us(values, n), "µs/node"))
-            section.add(Figure(f"{title}: speed-up of the engine over {label}",
-                               ratios(values, engine), "x"))
+            section.add(
+                Figure(f"{title}: speed-up of the engine over {label}", ratios(values, engine), "x")
+            )
 
     doc_order = lambda wf, reg: design_sequential(wf, reg)  # noqa: E731
     restart = lambda wf, reg: design_sequential(wf, reg, restart=True)  # noqa: E731
@@ -394,22 +440,35 @@ def sequential(ctx: Context) -> Section:
     report(f"fan-out {fan_n:,}", fan_n, measure(fanout_doc(fan_n), {"design": doc_order}))
     for n in sizes:
         ctx.progress(f"sequential: chain {n} in file order")
-        report(f"chain {n:,}, file order", n,
-               measure(chain_doc(n), {"design": doc_order, "design, scan restarted": restart}))
+        report(
+            f"chain {n:,}, file order",
+            n,
+            measure(chain_doc(n), {"design": doc_order, "design, scan restarted": restart}),
+        )
     for n in sizes:
         ctx.progress(f"sequential: chain {n} reversed")
-        report(f"chain {n:,}, reversed file", n,
-               measure(chain_doc(n, reverse=True), {"design": doc_order}))
+        report(
+            f"chain {n:,}, reversed file",
+            n,
+            measure(chain_doc(n, reverse=True), {"design": doc_order}),
+        )
     ctx.progress(f"sequential: fan-out of {sleep_n} sleep nodes")
     sleeps = fanout_doc(sleep_n, "sleep", lambda i: {"seconds": sleep_s})
     samples = measure(sleeps, {"design": doc_order})
     engine = samples["engine"]
-    section.add(Figure(f"I/O-bound fan-out, {sleep_n} `sleep` {sleep_s}s nodes: engine",
-                       engine, "s"))
-    section.add(Figure(f"I/O-bound fan-out, {sleep_n} `sleep` nodes: design", samples["design"],
-                       "s"))
-    section.add(Figure("I/O-bound fan-out: speed-up of the engine over design",
-                       ratios(samples["design"], engine), "x"))
+    section.add(
+        Figure(f"I/O-bound fan-out, {sleep_n} `sleep` {sleep_s}s nodes: engine", engine, "s")
+    )
+    section.add(
+        Figure(f"I/O-bound fan-out, {sleep_n} `sleep` nodes: design", samples["design"], "s")
+    )
+    section.add(
+        Figure(
+            "I/O-bound fan-out: speed-up of the engine over design",
+            ratios(samples["design"], engine),
+            "x",
+        )
+    )
     section.notes.append(
         "Growth on chains: compare the µs/node of each design row across 1k, 5k and 10k; a"
         " constant µs/node is linear, µs/node proportional to n is quadratic. The engine's"
@@ -451,8 +510,17 @@ def memory_child(path: str, db: str) -> None:
     status, seconds = run_on_loop(run())
     phases["after_run"] = proc_status_kb("VmRSS")
     peak_kb = proc_status_kb("VmHWM")
-    print(json.dumps({"status": status, "nodes": len(workflow.nodes), "seconds": seconds,
-                      "maxrss_kb": peak_kb, "phases_kb": phases}))
+    print(
+        json.dumps(
+            {
+                "status": status,
+                "nodes": len(workflow.nodes),
+                "seconds": seconds,
+                "maxrss_kb": peak_kb,
+                "phases_kb": phases,
+            }
+        )
+    )
 
 
 def memory(ctx: Context) -> Section:
@@ -461,7 +529,8 @@ def memory(ctx: Context) -> Section:
     path = ctx.tmp / f"fanout-{n}.json"
     path.write_bytes(encode(fanout_doc(n)))
     section = Section(
-        "memory", f"5b. Peak RSS of one workflow of {n:,} `echo` nodes",
+        "memory",
+        f"5b. Peak RSS of one workflow of {n:,} `echo` nodes",
         "A fresh `python -m benchmarks.engine memory-child FILE DB` process reads the file,"
         " runs `load_json` + `parse_workflow`, then `Engine.run` with persistence (new SQLite"
         " file) and INFO logs to /dev/null, and prints its peak RSS (`VmHWM` of"
@@ -474,7 +543,11 @@ def memory(ctx: Context) -> Section:
         db = ctx.tmp / f"memory-{run}.db"
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.engine", "memory-child", str(path), str(db)],
-            cwd=ROOT, capture_output=True, text=True, check=True, timeout=900,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=900,
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         if result["status"] != "SUCCESS" or result["nodes"] != n:
@@ -487,13 +560,15 @@ def memory(ctx: Context) -> Section:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     section.add(Figure("peak RSS (VmHWM)", peaks, "MB", 300.0))
     section.add(Figure("RSS after imports (before reading the file)", imported, "MB"))
-    section.add(Figure("peak RSS after load_json + parse_workflow (before the run)", parsed,
-                       "MB"))
-    section.add(Figure("peak minus imports, per node", [(p - i) * 1024 / n for p, i in
-                                                          zip(peaks, imported, strict=True)],
-                       "KB/node"))
-    section.add(Figure("engine run time of the same workflow", per_node_us(seconds, n),
-                       "µs/node"))
+    section.add(Figure("peak RSS after load_json + parse_workflow (before the run)", parsed, "MB"))
+    section.add(
+        Figure(
+            "peak minus imports, per node",
+            [(p - i) * 1024 / n for p, i in zip(peaks, imported, strict=True)],
+            "KB/node",
+        )
+    )
+    section.add(Figure("engine run time of the same workflow", per_node_us(seconds, n), "µs/node"))
     section.notes.append(f"File size {path.stat().st_size / 1e6:.1f} MB. MB = 2^20 bytes.")
     return section
 

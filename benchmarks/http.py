@@ -83,8 +83,10 @@ SHIPPED = "aiohttp"
 def serve(delay_s: float) -> None:
     """Answer every GET on 127.0.0.1 after ``delay_s``; print the port; stop at stdin EOF."""
     body = b'{"ok": true}'
-    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-             % len(body)) + body
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % len(body)
+    ) + body
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -127,8 +129,9 @@ def _sharded_transport(total: int, per_pool: int) -> Any:
 
         def __init__(self) -> None:
             limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
-            self.pools = [httpx.AsyncHTTPTransport(limits=limits)
-                          for _ in range(max(1, total // per_pool))]
+            self.pools = [
+                httpx.AsyncHTTPTransport(limits=limits) for _ in range(max(1, total // per_pool))
+            ]
             self.busy = [0] * len(self.pools)
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -169,7 +172,8 @@ def _go_direct(settings: Any) -> Any:
 
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=settings.max_concurrent_tasks),
-        trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
     async def execute(self: Any, params: Any, ctx: Any) -> Any:
@@ -178,10 +182,13 @@ def _go_direct(settings: Any) -> Any:
             async with session.get(params["url"], allow_redirects=False) as response:
                 body = await response.read()
         text = body.decode(response.charset or "utf-8", errors="replace")
-        output = {"status_code": response.status,
-                  "headers": {k.lower(): v for k, v in response.headers.items()},
-                  "elapsed": round(time.perf_counter() - started, 6), "bytes": len(body),
-                  "text": text}
+        output = {
+            "status_code": response.status,
+            "headers": {k.lower(): v for k, v in response.headers.items()},
+            "elapsed": round(time.perf_counter() - started, 6),
+            "bytes": len(body),
+            "text": text,
+        }
         parsed = json_or_missing(text, response.headers.get("content-type", ""))
         if parsed is not MISSING:
             output["json"] = parsed
@@ -265,8 +272,9 @@ async def _aiohttp_alone(
 
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     clock = _Clock()
-    async with aiohttp.ClientSession(connector=connector, trust_env=False,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
         gate = asyncio.Semaphore(concurrency)
 
         def busy() -> None:
@@ -308,15 +316,22 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
     registry = _registry()
     _log_to_devnull("INFO")
     task = "echo" if variant == "echo" else "http_get"
-    doc = {"name": "http bench", "nodes": [
-        {"id": f"n{i}", "type": task, "params": {"url": f"{url}/item/{i}"}}
-        for i in range(nodes)
-    ]}
+    doc = {
+        "name": "http bench",
+        "nodes": [
+            {"id": f"n{i}", "type": task, "params": {"url": f"{url}/item/{i}"}}
+            for i in range(nodes)
+        ],
+    }
     _, workflow = parse(json.dumps(doc).encode(), registry)
     folder = Path(tmp)
-    settings = Settings(db_path=folder / "http.db", data_dir=folder / "data",
-                        inbox=folder / "inbox", outbox=folder / "outbox",
-                        max_concurrent_tasks=concurrency)
+    settings = Settings(
+        db_path=folder / "http.db",
+        data_dir=folder / "data",
+        inbox=folder / "inbox",
+        outbox=folder / "outbox",
+        max_concurrent_tasks=concurrency,
+    )
 
     async def main() -> list[list[float]]:
         clock = _Clock()
@@ -345,12 +360,18 @@ def http(ctx: Context) -> Section:
     delay_s = ctx.size(50, 20) / 1000
     ideal = nodes / concurrency * delay_s
     section = Section(
-        "http", f"6. {nodes:,} `http_get` nodes against a {delay_s * 1000:g} ms local server",
+        "http",
+        f"6. {nodes:,} `http_get` nodes against a {delay_s * 1000:g} ms local server",
         (__doc__ or "").split("\n\n", 1)[1].split("\n\nArrangements")[0].replace("\n", " ")
         + f" Ideal here: {nodes} / {concurrency} x {delay_s * 1000:g} ms = {ideal:g} s.",
     )
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.http", "serve", str(delay_s)],
-                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.http", "serve", str(delay_s)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         url = f"http://127.0.0.1:{int(server.stdout.readline())}"
@@ -362,25 +383,50 @@ def http(ctx: Context) -> Section:
                 continue
             ctx.progress(f"http: {variant}")
             done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.http", "client", variant, url, str(nodes),
-                 str(concurrency), str(ctx.runs), str(ctx.tmp)],
-                cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.http",
+                    "client",
+                    variant,
+                    url,
+                    str(nodes),
+                    str(concurrency),
+                    str(ctx.runs),
+                    str(ctx.tmp),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
             )
             if done.returncode != 0:
                 raise RuntimeError(f"http client {variant}: {done.stderr[-2000:]}")
             (cold, *warm), (_, *cpu) = json.loads(done.stdout.strip().splitlines()[-1])
             makespans[variant] = warm
             limit = 1.15 if variant == SHIPPED else None
-            section.add(Figure(f"{label}: makespan / ideal", ratios(warm, [ideal] * len(warm)),
-                               "x", limit))
+            section.add(
+                Figure(f"{label}: makespan / ideal", ratios(warm, [ideal] * len(warm)), "x", limit)
+            )
             section.add(Figure(f"{label}: makespan", warm, "s"))
-            section.add(Figure(f"{label}: CPU of the client process per node",
-                               [c / nodes * 1e6 for c in cpu], "µs"))
+            section.add(
+                Figure(
+                    f"{label}: CPU of the client process per node",
+                    [c / nodes * 1e6 for c in cpu],
+                    "µs",
+                )
+            )
             section.add(Figure(f"{label}: first run, pool opening (cold)", [cold], "s"))
         if SHIPPED in makespans and "floor" in makespans:
-            section.add(Figure("shipped makespan / floor makespan (what the engine, store, logs,"
-                               " task and client add)",
-                               ratios(makespans[SHIPPED], makespans["floor"]), "x"))
+            section.add(
+                Figure(
+                    "shipped makespan / floor makespan (what the engine, store, logs,"
+                    " task and client add)",
+                    ratios(makespans[SHIPPED], makespans["floor"]),
+                    "x",
+                )
+            )
     finally:
         if server.stdin is not None:
             server.stdin.close()
@@ -403,8 +449,16 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"] and len(sys.argv) == 3:
         serve(float(sys.argv[2]))
     elif sys.argv[1:2] == ["client"] and len(sys.argv) == 8:
-        client(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]),
-               sys.argv[7])
+        client(
+            sys.argv[2],
+            sys.argv[3],
+            int(sys.argv[4]),
+            int(sys.argv[5]),
+            int(sys.argv[6]),
+            sys.argv[7],
+        )
     else:
-        sys.exit("usage: python -m benchmarks.http serve DELAY"
-                 " | client VARIANT URL NODES CONCURRENCY RUNS TMP")
+        sys.exit(
+            "usage: python -m benchmarks.http serve DELAY"
+            " | client VARIANT URL NODES CONCURRENCY RUNS TMP"
+        )

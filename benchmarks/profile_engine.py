@@ -45,8 +45,10 @@ def _setattrs(*triples: tuple[Any, str, Any]) -> Iterator[None]:
 def _no_node_writes() -> contextlib.AbstractContextManager[None]:
     from wfe_daemon.store import Store
 
-    return _setattrs((Store, "node_running", lambda *a, **k: None),
-                     (Store, "node_finished", lambda *a, **k: None))
+    return _setattrs(
+        (Store, "node_running", lambda *a, **k: None),
+        (Store, "node_finished", lambda *a, **k: None),
+    )
 
 
 def _no_redact() -> contextlib.AbstractContextManager[None]:
@@ -108,9 +110,17 @@ ABLATIONS: dict[str, tuple[str, Patch | None]] = {
     "now_iso() constant": ("INFO", _fixed_clock),
     "is_secret_key cached (lru_cache)": ("INFO", _cached_secret_keys),
     "no timeout scope per attempt (Deadlines.scope)": ("INFO", _no_timeout_scope),
-    "all of the above, logs WARNING": ("WARNING", lambda: _all(
-        _no_node_writes, _no_redact, _no_output_check, _fixed_clock, _cached_secret_keys,
-        _no_timeout_scope)),
+    "all of the above, logs WARNING": (
+        "WARNING",
+        lambda: _all(
+            _no_node_writes,
+            _no_redact,
+            _no_output_check,
+            _fixed_clock,
+            _cached_secret_keys,
+            _no_timeout_scope,
+        ),
+    ),
 }
 
 
@@ -129,8 +139,9 @@ def ablations(shape: str, runs: int, n: int = 10_000) -> list[tuple[str, float, 
                 samples[name].append(seconds / n * 1e6)
             bare.append(bench._timed(bench.bare_scheduler(workflow, registry)) / n * 1e6)
     base = statistics.median(samples["as is (INFO)"])
-    rows = [(name, statistics.median(v), base - statistics.median(v))
-            for name, v in samples.items()]
+    rows = [
+        (name, statistics.median(v), base - statistics.median(v)) for name, v in samples.items()
+    ]
     rows.append(("bare asyncio scheduler", statistics.median(bare), base - statistics.median(bare)))
     return rows
 
@@ -149,15 +160,23 @@ def log_events(count: int = 20_000) -> list[tuple[str, float]]:
     rows = []
 
     def measure(label: str, procs: list[Any], factory: Any = None) -> None:
-        structlog.configure(processors=procs,
-                            logger_factory=factory or structlog.WriteLoggerFactory(devnull))
+        structlog.configure(
+            processors=procs, logger_factory=factory or structlog.WriteLoggerFactory(devnull)
+        )
         log = structlog.get_logger().bind(run_id=1, workflow="fan-out 10000")
         best = []
         for _ in range(5):
             started = time.perf_counter()
             for i in range(count):
-                log.info("node.finished", node_id=f"n{i}", task_type="echo", status="SUCCESS",
-                         duration=0.000123, attempt=1, error=None)
+                log.info(
+                    "node.finished",
+                    node_id=f"n{i}",
+                    task_type="echo",
+                    status="SUCCESS",
+                    duration=0.000123,
+                    attempt=1,
+                    error=None,
+                )
             best.append((time.perf_counter() - started) / count * 1e6)
         rows.append((label, min(best)))
 
@@ -176,9 +195,11 @@ def log_events(count: int = 20_000) -> list[tuple[str, float]]:
         info = msg
 
     measure("write without flush per line", processors, lambda *_: NoFlush())
-    measure("processors only (logger discards)", [*processors[:-1], lambda *_: ""],
-            lambda *_: type("Null", (), {"msg": lambda self, m: None,
-                                         "info": lambda self, m: None})())
+    measure(
+        "processors only (logger discards)",
+        [*processors[:-1], lambda *_: ""],
+        lambda *_: type("Null", (), {"msg": lambda self, m: None, "info": lambda self, m: None})(),
+    )
     clear_contextvars()
     configure_logging("INFO", devnull)
     return rows

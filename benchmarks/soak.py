@@ -67,8 +67,12 @@ def workflow(i: int) -> dict[str, Any]:
     else:
         nodes = [{"id": "root", "type": "echo", "params": {"i": i, "items": [1, 2, 3]}}]
         nodes += [
-            {"id": f"leaf{k}", "type": "echo", "depends_on": ["root"],
-             "params": {"k": k, "v": "{{ root.i }}"}}
+            {
+                "id": f"leaf{k}",
+                "type": "echo",
+                "depends_on": ["root"],
+                "params": {"k": k, "v": "{{ root.i }}"},
+            }
             for k in range(4)
         ]
     return {"name": name, "nodes": nodes}
@@ -178,16 +182,25 @@ def soak(root: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
     """Run one soak in ``root``; its samples and a summary. Raises if a file was lost."""
     run = DaemonRun(root)
     probe_file = root / "probe.jsonl" if args.probe else None
-    run.extra_env = {"WFE_LOG_LEVEL": args.log_level,
-                     **dict(item.split("=", 1) for item in args.env)}
+    run.extra_env = {
+        "WFE_LOG_LEVEL": args.log_level,
+        **dict(item.split("=", 1) for item in args.env),
+    }
     if args.tracemalloc:  # tracing every allocation slows the start-up several times over
         daemon_benchmarks.READY_TIMEOUT_S = 180.0
     if probe_file is not None:
-        run.command = [sys.executable, "-m", "benchmarks._soak_probe", str(probe_file),
-                       # tracing makes each look costly: look once per sample then
-                       str(args.interval if args.tracemalloc else 1),
-                       *(["--trim"] if args.trim else []),
-                       *(["--tracemalloc"] if args.tracemalloc else []), "--", "run"]
+        run.command = [
+            sys.executable,
+            "-m",
+            "benchmarks._soak_probe",
+            str(probe_file),
+            # tracing makes each look costly: look once per sample then
+            str(args.interval if args.tracemalloc else 1),
+            *(["--trim"] if args.trim else []),
+            *(["--tracemalloc"] if args.tracemalloc else []),
+            "--",
+            "run",
+        ]
         path = os.environ.get("PYTHONPATH")
         run.extra_env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
     state = Soak(run, probe_file, args.samples)
@@ -227,8 +240,9 @@ def _drain(run: DaemonRun, dropped: int) -> None:
     while _results(run.outbox) < dropped:
         run.check_alive()
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"only {_results(run.outbox)} of {dropped} results after "
-                               f"{DRAIN_TIMEOUT_S:.0f} s")
+            raise RuntimeError(
+                f"only {_results(run.outbox)} of {dropped} results after {DRAIN_TIMEOUT_S:.0f} s"
+            )
         time.sleep(0.2)
 
 
@@ -244,8 +258,12 @@ def _check(run: DaemonRun, dropped: int) -> dict[str, Any]:
         run_ids.add(summary["run_id"])
     with contextlib.closing(sqlite3.connect(f"file:{run.db_path}?mode=ro", uri=True)) as db:
         runs = db.execute("SELECT count(*), count(DISTINCT name) FROM workflowrun").fetchone()
-    if (names != expected or statuses != {"SUCCESS": dropped} or len(run_ids) != dropped
-            or tuple(runs) != (dropped, dropped)):
+    if (
+        names != expected
+        or statuses != {"SUCCESS": dropped}
+        or len(run_ids) != dropped
+        or tuple(runs) != (dropped, dropped)
+    ):
         raise RuntimeError(
             f"{dropped} files dropped, {len(names)} results ({statuses}), {len(run_ids)} run "
             f"ids, database runs/names {tuple(runs)}; "
@@ -255,9 +273,24 @@ def _check(run: DaemonRun, dropped: int) -> dict[str, Any]:
 
 
 def _report_row(row: dict[str, Any]) -> None:
-    keys = ("s", "dropped", "done", "VmRSS", "RssAnon", "RssFile", "fds", "Threads", "wal",
-            "py_arenas",
-            "py_blocks", "malloc_used", "malloc_free", "arenas", "sqlite_used", "py_traced")
+    keys = (
+        "s",
+        "dropped",
+        "done",
+        "VmRSS",
+        "RssAnon",
+        "RssFile",
+        "fds",
+        "Threads",
+        "wal",
+        "py_arenas",
+        "py_blocks",
+        "malloc_used",
+        "malloc_free",
+        "arenas",
+        "sqlite_used",
+        "py_traced",
+    )
     print("  ..", json.dumps({k: row[k] for k in keys if k in row}), file=sys.stderr, flush=True)
 
 
@@ -274,22 +307,35 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.soak", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--duration", type=float, required=True, help="seconds of feeding")
     parser.add_argument("--rate", type=float, default=20.0, help="files per second (20)")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
-    parser.add_argument("--log-level", default="INFO",
-                        help="the daemon's WFE_LOG_LEVEL (INFO, its default); lines go to a file")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the daemon's WFE_LOG_LEVEL (INFO, its default); lines go to a file",
+    )
     parser.add_argument("--probe", action="store_true", help="sample malloc/SQLite from inside")
     parser.add_argument("--trim", action="store_true", help="with --probe: malloc_trim(0)")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="with --probe: trace Python allocations, report their growth")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for the daemon")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="with --probe: trace Python allocations, report their growth",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the daemon",
+    )
     parser.add_argument("--write", action="store_true", help="record in benchmarks/RESULTS.md")
-    parser.add_argument("--samples", type=Path,
-                        help="append every sample here as a JSON line as it is taken")
+    parser.add_argument(
+        "--samples", type=Path, help="append every sample here as a JSON line as it is taken"
+    )
     return parser
 
 
@@ -307,8 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     raw = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks.soak " + shlex.join(raw)
-    print(f"soak: {args.duration:.0f} s at {args.rate:g} files/s, log level {args.log_level}",
-          file=sys.stderr, flush=True)
+    print(
+        f"soak: {args.duration:.0f} s at {args.rate:g} files/s, log level {args.log_level}",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="wfe-soak-") as tmp:
         rows, summary = soak(Path(tmp), args)
     what = (__doc__ or "").split("\n\n")[1]

@@ -107,9 +107,7 @@ def wait_result(outbox: Path, stem: str, timeout: float = 10.0) -> dict[str, Any
     )
 
 
-def wait_settled(
-    inbox: Path, name: str, *, rejected: bool = False, timeout: float = 5.0
-) -> Path:
+def wait_settled(inbox: Path, name: str, *, rejected: bool = False, timeout: float = 5.0) -> Path:
     """Wait until input ``name`` is in ``processed/`` (``rejected/`` when ``rejected``); its path.
 
     The daemon publishes a result before it moves the input, so seeing the result does not
@@ -157,9 +155,13 @@ def try_query(db_path: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
 def wait_running(db_path: Path, node_id: str) -> int:
     """Wait until node ``node_id`` of some run is RUNNING; that run's id."""
     rows = wait_until(
-        lambda: try_query(db_path, "SELECT workflow_id FROM noderun WHERE node_id = ?"
-                          " AND status = 'RUNNING'", node_id),
-        15, f"node {node_id} running",
+        lambda: try_query(
+            db_path,
+            "SELECT workflow_id FROM noderun WHERE node_id = ? AND status = 'RUNNING'",
+            node_id,
+        ),
+        15,
+        f"node {node_id} running",
     )
     return int(rows[0]["workflow_id"])
 

@@ -94,8 +94,13 @@ def test_daemon_keeps_a_large_block_mapped_after_freeing_one(
     script = tmp_path / "daemon_probe.py"
     script.write_text(_IN_THE_DAEMON)
     done = subprocess.run(
-        [sys.executable, str(script)], env=cli_env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=45, check=False,
+        [sys.executable, str(script)],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert _answer((tmp_path / "answer").read_text()) >= 900 * 1024
@@ -105,6 +110,9 @@ def test_block_just_over_the_threshold_stays_mapped_after_a_huge_one() -> None:
     """With the threshold fixed, a 200 KiB block is mapped even after an 8 MiB one was freed."""
     done = subprocess.run(
         [sys.executable, "-c", _AFTER_FIX, str(8 * 1024 * 1024), str(200 * 1024)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert _answer(done.stdout) >= 200 * 1024

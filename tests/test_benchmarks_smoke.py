@@ -17,8 +17,9 @@ MEASURED = re.compile(r"^Measured (.+?) on (.+?) by `(python -m benchmarks[^`]*)
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          timeout=30, check=False)
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30, check=False
+    )
 
 
 @pytest.mark.timeout(300)  # about 25 s of CPU: minutes when the two cores are shared
@@ -32,7 +33,11 @@ def test_quick_suite_runs_every_benchmark() -> None:
     before = RESULTS.read_bytes() if RESULTS.exists() else None
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=280, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     for name in BENCHMARKS:
@@ -86,16 +91,27 @@ def test_a_partial_rerun_keeps_each_kept_sections_commit() -> None:
     figure = Figure("x", [1.0], "s")
     old = render_results(
         ["a", "b"],
-        {n: render_section(Section(n, n, "w", [figure]), "python -m benchmarks", "D1",
-                           "commit 1111111") for n in ("a", "b")},
-        "python -m benchmarks", "D1", "notes\n",
+        {
+            n: render_section(
+                Section(n, n, "w", [figure]), "python -m benchmarks", "D1", "commit 1111111"
+            )
+            for n in ("a", "b")
+        },
+        "python -m benchmarks",
+        "D1",
+        "notes\n",
     )
-    rerun = render_section(Section("b", "b", "w", [figure]), "python -m benchmarks --only b",
-                           "D2", "commit 2222222")
-    new = render_results(["a", "b"], {**existing_sections(old), "b": rerun},
-                         "python -m benchmarks --only b", "D2", kept_notes(old))
-    found = {name: MEASURED.findall(body)
-             for name, body in existing_sections(new).items()}
+    rerun = render_section(
+        Section("b", "b", "w", [figure]), "python -m benchmarks --only b", "D2", "commit 2222222"
+    )
+    new = render_results(
+        ["a", "b"],
+        {**existing_sections(old), "b": rerun},
+        "python -m benchmarks --only b",
+        "D2",
+        kept_notes(old),
+    )
+    found = {name: MEASURED.findall(body) for name, body in existing_sections(new).items()}
     assert found == {
         "a": [("D1", "commit 1111111", "python -m benchmarks")],
         "b": [("D2", "commit 2222222", "python -m benchmarks --only b")],
@@ -106,9 +122,22 @@ def test_a_partial_rerun_keeps_each_kept_sections_commit() -> None:
 def test_profile_engine_runs_every_ablation() -> None:
     """The ablation tool still reaches the internals it patches (tiny workflow, one run)."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.profile_engine", "--runs", "1", "--nodes", "50",
-         "--shape", "chain"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.profile_engine",
+            "--runs",
+            "1",
+            "--nodes",
+            "50",
+            "--shape",
+            "chain",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "| no output encoding (engine.encode_output) |" in done.stdout

@@ -264,18 +264,50 @@ def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
 ) -> None:
     """A secret-named param that fails its schema, in the file or once resolved: the
     problem names the param and the rule, and the value reaches no output, log or row."""
-    rejected = write_workflow({"name": "w", "nodes": [{
-        "id": "get", "type": "http_get",
-        "params": {"url": "http://127.0.0.1:9/", "headers": {"Authorization": ["Bearer v4lue-a"]}},
-    }]})
-    bad_url = write_workflow({"name": "w", "nodes": [{
-        "id": "get", "type": "http_get", "params": {"url": "ftp://me:v4lue-c@h/?api_key=v4lue-d"},
-    }]})
-    resolved = write_workflow({"name": "w", "nodes": [
-        {"id": "creds", "type": "echo", "params": {"token": ["Bearer v4lue-b"]}},
-        {"id": "get", "type": "http_get", "depends_on": ["creds"], "params": {
-            "url": "http://127.0.0.1:9/", "headers": {"Authorization": "{{ creds.token }}"}}},
-    ]})
+    rejected = write_workflow(
+        {
+            "name": "w",
+            "nodes": [
+                {
+                    "id": "get",
+                    "type": "http_get",
+                    "params": {
+                        "url": "http://127.0.0.1:9/",
+                        "headers": {"Authorization": ["Bearer v4lue-a"]},
+                    },
+                }
+            ],
+        }
+    )
+    bad_url = write_workflow(
+        {
+            "name": "w",
+            "nodes": [
+                {
+                    "id": "get",
+                    "type": "http_get",
+                    "params": {"url": "ftp://me:v4lue-c@h/?api_key=v4lue-d"},
+                }
+            ],
+        }
+    )
+    resolved = write_workflow(
+        {
+            "name": "w",
+            "nodes": [
+                {"id": "creds", "type": "echo", "params": {"token": ["Bearer v4lue-b"]}},
+                {
+                    "id": "get",
+                    "type": "http_get",
+                    "depends_on": ["creds"],
+                    "params": {
+                        "url": "http://127.0.0.1:9/",
+                        "headers": {"Authorization": "{{ creds.token }}"},
+                    },
+                },
+            ],
+        }
+    )
 
     first = run_cli("execute", rejected)
     validated = run_cli("validate", rejected)
@@ -296,8 +328,15 @@ def test_a_bad_secret_param_is_named_but_its_value_shown_nowhere(
     assert summary_of(third)["errors"] == [
         "node 'get': params: url: must be an http:// or https:// URL, got 'ftp://***@h/?api_key=***'"
     ]
-    everything = [first.stdout, first.stderr, validated.stderr, second.stdout, second.stderr,
-                  third.stdout, third.stderr]
+    everything = [
+        first.stdout,
+        first.stderr,
+        validated.stderr,
+        second.stdout,
+        second.stderr,
+        third.stdout,
+        third.stderr,
+    ]
     assert not any("v4lue" in text for text in everything)
     connection = sqlite3.connect(db_path)
     try:
@@ -313,14 +352,21 @@ def test_the_config_file_in_effect_and_its_precedence(tmp_path: Path) -> None:
     (tmp_path / "config" / "wfe.toml").write_text('db_path = "state/default.db"\n')
     (tmp_path / "other.toml").write_text('db_path = "state/other.db"\n')
     (tmp_path / "third.toml").write_text('db_path = "state/third.db"\n')
-    (tmp_path / "wf.json").write_text(json.dumps(
-        {"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {}}]}))
+    (tmp_path / "wf.json").write_text(
+        json.dumps({"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {}}]})
+    )
     base = {key: value for key, value in os.environ.items() if not key.startswith("WFE_")}
 
     def run(*args: str, **env: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "wfe_daemon", "execute", *args, "wf.json"],
-                              cwd=tmp_path, env={**base, **env}, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "wfe_daemon", "execute", *args, "wf.json"],
+            cwd=tmp_path,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert summary_of(done)["status"] == "SUCCESS"
 
@@ -521,7 +567,7 @@ def test_show_of_a_rejected_run_prints_every_problem(run_cli: Cli, write_workflo
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("errors"))
-    assert [line[len("errors    "):] for line in lines[start : start + 3]] == rejected["errors"]
+    assert [line[len("errors    ") :] for line in lines[start : start + 3]] == rejected["errors"]
     assert lines[start + 1].startswith(" " * len("errors    "))
 
 
@@ -529,8 +575,9 @@ def test_show_of_a_run_with_one_problem_keeps_the_single_error_line(
     run_cli: Cli, write_workflow: Writer
 ) -> None:
     """A run with one problem (here a file over max_file_size) shows it on one ``error`` line."""
-    path = write_workflow({"name": "big", "nodes": [{"id": "a", "type": "echo", "params": {
-        "pad": "x" * 500}}]})
+    path = write_workflow(
+        {"name": "big", "nodes": [{"id": "a", "type": "echo", "params": {"pad": "x" * 500}}]}
+    )
     rejected = summary_of(run_cli("execute", path, env={"WFE_MAX_FILE_SIZE": "100"}))
 
     shown = run_cli("show", str(rejected["run_id"]))
@@ -1040,7 +1087,9 @@ def test_an_idempotency_key_holds_until_its_run_failed(
     assert (after_failed["status"], after_failed["nodes"]["ok"]["status"]) == ("SUCCESS", "SUCCESS")
     assert partial["status"] == "PARTIAL_SUCCESS"
     assert (after_partial["status"], after_partial["duplicate_of"]) == (
-        "DUPLICATE", partial["run_id"])
+        "DUPLICATE",
+        partial["run_id"],
+    )
     assert after_partial["nodes"] == {}
 
 
@@ -1058,7 +1107,11 @@ def _signal_when_running(
     from the signal to the exit)``."""
     process = subprocess.Popen(
         [sys.executable, "-m", "wfe_daemon", *map(str, args)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20

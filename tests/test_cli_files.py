@@ -16,8 +16,6 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 Writer = Callable[..., Path]
 
 
-
-
 @pytest.mark.parametrize("command", ["validate", "execute", "graph"])
 def test_a_device_is_refused_unread(run_cli: Cli, command: str, db_path: Path) -> None:
     """``/dev/zero`` (endless, size 0) is refused as not a regular file, exit 2, nothing run."""

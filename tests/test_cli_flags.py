@@ -27,8 +27,9 @@ def test_max_file_size_from_each_source_in_order(
     run_cli: Cli, write_workflow: Writer, tmp_path: Path
 ) -> None:
     """max_file_size: default < TOML < WFE_MAX_FILE_SIZE < --max-file-size, wherever it stands."""
-    path = write_workflow({"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {
-        "pad": "x" * 300}}]})
+    path = write_workflow(
+        {"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {"pad": "x" * 300}}]}
+    )
     toml = tmp_path / "small.toml"
     toml.write_text("max_file_size = 100\n")
     big_env = {"WFE_MAX_FILE_SIZE": "100000"}
@@ -55,8 +56,17 @@ def test_db_path_and_log_level_flags_beat_environment_and_file(
     toml.write_text('log_level = "ERROR"\n')
     other = tmp_path / "elsewhere" / "other.db"
 
-    executed = run_cli("execute", path, "--db-path", other, "--config", toml,
-                       "--log-level", "info", env={"WFE_LOG_LEVEL": "ERROR"})
+    executed = run_cli(
+        "execute",
+        path,
+        "--db-path",
+        other,
+        "--config",
+        toml,
+        "--log-level",
+        "info",
+        env={"WFE_LOG_LEVEL": "ERROR"},
+    )
     quiet = run_cli("execute", path, "--db-path", other, "--config", toml)
 
     assert executed.returncode == 0, executed.stderr

@@ -57,7 +57,10 @@ def read_one_line_then_close(
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "wfe_daemon", *map(str, args)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None
@@ -100,7 +103,10 @@ def test_a_reader_that_leaves_after_one_line_ends_the_command_quietly(
 
 @pytest.mark.parametrize("args", [["tasks"], ["tasks", "--json"], ["runs"]])
 def test_a_reader_gone_before_the_first_write_ends_the_command_quietly(
-    tmp_path: Path, cli_env: dict[str, str], args: list[str], run_cli: Cli,
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    args: list[str],
+    run_cli: Cli,
     write_workflow: Writer,
 ) -> None:
     """A short listing whose reader has already closed the pipe ends the same quiet way."""

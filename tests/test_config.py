@@ -199,11 +199,15 @@ def test_unknown_toml_key_without_suggestion(tmp_path: Path) -> None:
         ("[task_limits]\nhttp_get = 0", "task_limits.http_get: must be >= 1, got 0"),
         ('[task_limits]\nhttp_get = "8"', "task_limits.http_get: must be an integer, got '8'"),
         ('[task_limits]\n"" = 2', "task_limits: task types must be non-empty strings, got ''"),
-        ('http_deny_networks = "loopback"',
-         "http_deny_networks: must be a list of CIDR networks or names, got 'loopback'"),
-        ('http_deny_networks = ["10.0.0.0/33"]',
-         "http_deny_networks: must be CIDR networks (like 10.0.0.0/8) or loopback, private,"
-         " got '10.0.0.0/33'"),
+        (
+            'http_deny_networks = "loopback"',
+            "http_deny_networks: must be a list of CIDR networks or names, got 'loopback'",
+        ),
+        (
+            'http_deny_networks = ["10.0.0.0/33"]',
+            "http_deny_networks: must be CIDR networks (like 10.0.0.0/8) or loopback, private,"
+            " got '10.0.0.0/33'",
+        ),
         ("http_deny_networks = [8]", "http_deny_networks: must be CIDR networks"),
     ],
 )
@@ -337,7 +341,9 @@ def test_http_deny_networks_from_toml_and_env(tmp_path: Path) -> None:
     """http_deny_networks takes a TOML list or a comma-separated variable, normalised."""
     path = write(tmp_path / "a.toml", 'http_deny_networks = ["Loopback", "10.1.2.3/8", "::1"]\n')
     assert load_settings(environ={}, toml_path=path).http_deny_networks == (
-        "loopback", "10.0.0.0/8", "::1/128"
+        "loopback",
+        "10.0.0.0/8",
+        "::1/128",
     )
     environ = {"WFE_HTTP_DENY_NETWORKS": " private , 192.168.0.0/16,"}
     settings = load_settings(environ=environ, toml_path=path)

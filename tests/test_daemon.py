@@ -340,10 +340,22 @@ def test_rejections_and_retries_are_logged_with_their_context(daemons: Daemons) 
     """workflow.rejected names the problems; node.retry and node.finished carry the error."""
     daemon = daemons.start(WFE_ENABLE_SHELL="1")
     drop(daemons.inbox, "bad.json", {"name": "bad", "nodes": [{"id": "a", "type": "nope"}]})
-    drop(daemons.inbox, "retried.json", {"name": "retried", "nodes": [{
-        "id": "s", "type": "shell", "params": {"argv": ["false"]},
-        "retries": 1, "retry_delay": 0,
-    }]})
+    drop(
+        daemons.inbox,
+        "retried.json",
+        {
+            "name": "retried",
+            "nodes": [
+                {
+                    "id": "s",
+                    "type": "shell",
+                    "params": {"argv": ["false"]},
+                    "retries": 1,
+                    "retry_delay": 0,
+                }
+            ],
+        },
+    )
     rejected = wait_result(daemons.outbox, "bad")
     failed = wait_result(daemons.outbox, "retried")
 
@@ -370,11 +382,14 @@ def test_no_more_than_max_concurrent_workflows_run_at_once(daemons: Daemons) -> 
     for name in names:
         assert wait_result(daemons.outbox, name)["status"] == "SUCCESS"
 
-    runs = query(daemons.db_path, "SELECT name, started_at, finished_at FROM workflowrun"
-                                  " ORDER BY id")
+    runs = query(
+        daemons.db_path, "SELECT name, started_at, finished_at FROM workflowrun ORDER BY id"
+    )
     assert [run["name"] for run in runs] == names
-    edges = sorted([(run["started_at"], 1) for run in runs]
-                   + [(run["finished_at"], -1) for run in runs], key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(run["started_at"], 1) for run in runs] + [(run["finished_at"], -1) for run in runs],
+        key=lambda e: (e[0], e[1]),
+    )
     running = most = 0
     for _, change in edges:
         running += change
@@ -522,15 +537,17 @@ def test_a_backlog_of_leftovers_delays_neither_ready_nor_sigterm(daemons: Daemon
     # Waiting for the backlog would take 15 s; READY=1 came before the second leftover ended.
     assert len(results(daemons.outbox)) <= 1
     (running,) = wait_until(
-        lambda: try_query(daemons.db_path,
-                          "SELECT workflow_id FROM noderun WHERE status = 'RUNNING'"),
+        lambda: try_query(
+            daemons.db_path, "SELECT workflow_id FROM noderun WHERE status = 'RUNNING'"
+        ),
         10,
         "the first leftover running",
     )
     assert first.terminate() == 0
     # The 1 s grace ran out before the 3 s node: it was interrupted, not waited for.
-    (run,) = query(daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?",
-                   running["workflow_id"])
+    (run,) = query(
+        daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?", running["workflow_id"]
+    )
     assert run["status"] == "RUNNING"
 
     second = daemons.start()
@@ -547,8 +564,12 @@ def test_log_level_warning_shows_failed_nodes_and_unsuccessful_runs(daemons: Dae
     """At log_level WARNING a FAILED node and a FAILED or PARTIAL_SUCCESS run still show."""
     daemon = daemons.start(WFE_LOG_LEVEL="WARNING")
     missing = {"id": "bad", "type": "validate_csv", "params": {"path": "missing.csv"}}
-    drop(daemons.inbox, "part.json", {"name": "part", "nodes": [
-        missing, {"id": "ok", "type": "echo"}]}, mtime=PAST)
+    drop(
+        daemons.inbox,
+        "part.json",
+        {"name": "part", "nodes": [missing, {"id": "ok", "type": "echo"}]},
+        mtime=PAST,
+    )
     drop(daemons.inbox, "fail.json", {"name": "fail", "nodes": [missing]}, mtime=PAST)
     drop(daemons.inbox, "fine.json", echo_doc("fine"), mtime=PAST)
     for stem in ("part", "fail", "fine"):
@@ -558,26 +579,41 @@ def test_log_level_warning_shows_failed_nodes_and_unsuccessful_runs(daemons: Dae
     assert {e["level"] for e in daemon.events()} == {"warning"}
     failed = daemon.events("node.finished")
     assert sorted((e["workflow"], e["node_id"], e["status"]) for e in failed) == [
-        ("fail", "bad", "FAILED"), ("part", "bad", "FAILED")]
+        ("fail", "bad", "FAILED"),
+        ("part", "bad", "FAILED"),
+    ]
     assert all("missing.csv" in e["error"] and e["run_id"] for e in failed)
     finished = daemon.events("workflow.finished")
     assert sorted((e["workflow"], e["status"]) for e in finished) == [
-        ("fail", "FAILED"), ("part", "PARTIAL_SUCCESS")]
+        ("fail", "FAILED"),
+        ("part", "PARTIAL_SUCCESS"),
+    ]
 
 
 def test_nodes_cancelled_when_the_shutdown_grace_runs_out_are_logged(daemons: Daemons) -> None:
     """SIGTERM with a 0.5 s grace during long sleeps logs node.interrupted for each running node."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="0.5")
-    drop(daemons.inbox, "long.json", {"name": "long", "nodes": [
-        {"id": "s1", "type": "sleep", "params": {"seconds": 60}},
-        {"id": "s2", "type": "sleep", "params": {"seconds": 60}},
-        {"id": "later", "type": "echo", "depends_on": ["s1"]}]}, mtime=PAST)
+    drop(
+        daemons.inbox,
+        "long.json",
+        {
+            "name": "long",
+            "nodes": [
+                {"id": "s1", "type": "sleep", "params": {"seconds": 60}},
+                {"id": "s2", "type": "sleep", "params": {"seconds": 60}},
+                {"id": "later", "type": "echo", "depends_on": ["s1"]},
+            ],
+        },
+        mtime=PAST,
+    )
     run_id = wait_running(daemons.db_path, "s1")
     wait_running(daemons.db_path, "s2")
     assert daemon.terminate() == 0
 
     interrupted = daemon.events("node.interrupted")
     assert sorted((e["node_id"], e["run_id"], e["level"]) for e in interrupted) == [
-        ("s1", run_id, "warning"), ("s2", run_id, "warning")]
+        ("s1", run_id, "warning"),
+        ("s2", run_id, "warning"),
+    ]
     assert all(e["task_type"] == "sleep" and e["attempt"] == 1 for e in interrupted)
     assert not (daemons.outbox / "long.result.json").exists()  # it resumes at the next start

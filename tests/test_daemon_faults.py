@@ -74,7 +74,10 @@ def test_odd_names_dropped_while_running_are_noted_once_and_good_ones_taken(
     wait_until(lambda: len(_ignored(daemon.events())) >= 3, 3 * RESCAN_S, "odd names logged")
     time.sleep(2 * RESCAN_S + 0.5)  # two more listings of the inbox: no second line
     assert sorted(map(str, _ignored(daemon.events()))) == [
-        "caf\\xe9.json", "notes.txt", "upper.JSON"]
+        "caf\\xe9.json",
+        "notes.txt",
+        "upper.JSON",
+    ]
     # The bad name broke the watcher once; a new one watches: later files come by events.
     assert len(daemon.events("intake.watch_failed")) == 1
     drop(daemons.inbox, "next.json", echo_doc("next"))
@@ -91,8 +94,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted inside ``tmp_path``, unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
     try:
@@ -118,8 +125,11 @@ def _fill(folder: Path) -> Path:
 
 
 def _faults(daemon_events: list[dict[str, object]], name: str) -> list[str]:
-    return [str(e["event"]) for e in daemon_events
-            if e["event"] in ("fault.begun", "fault.healed") and e.get("fault") == name]
+    return [
+        str(e["event"])
+        for e in daemon_events
+        if e["event"] in ("fault.begun", "fault.healed") and e.get("fault") == name
+    ]
 
 
 def test_a_full_outbox_holds_results_until_space_returns(
@@ -159,8 +169,12 @@ def test_an_immutable_outbox_heals_when_it_is_made_writable(daemons: Daemons) ->
     """An outbox that refuses writes (chattr +i: EPERM, even for root) holds results back
     and heals without a restart once the flag is cleared."""
     daemon = daemons.start()
-    if subprocess.run(["chattr", "+i", str(daemons.outbox)], capture_output=True,
-                      check=False).returncode != 0:
+    if (
+        subprocess.run(
+            ["chattr", "+i", str(daemons.outbox)], capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
         pytest.skip("chattr +i is not available here (needs root and a file system with it)")
     try:
         drop(daemons.inbox, "stuck.json", echo_doc("stuck"))
@@ -172,8 +186,11 @@ def test_an_immutable_outbox_heals_when_it_is_made_writable(daemons: Daemons) ->
         subprocess.run(["chattr", "-i", str(daemons.outbox)], check=False)
     assert wait_result(daemons.outbox, "stuck", timeout=20)["status"] == "SUCCESS"
     wait_until(lambda: (daemons.inbox / "processed" / "stuck.json").exists(), 10, "moved")
-    healed = wait_until(lambda: [e for e in daemon.events("fault.healed")
-                                 if e["fault"] == "outbox"], 5, "the heal line")
+    healed = wait_until(
+        lambda: [e for e in daemon.events("fault.healed") if e["fault"] == "outbox"],
+        5,
+        "the heal line",
+    )
     assert int(healed[0]["failures"]) >= 1  # type: ignore[call-overload]
     assert daemon.terminate() == 0
 
@@ -254,10 +271,16 @@ def test_show_names_where_the_input_file_is_now(daemons: Daemons) -> None:
     for summary, folder in ((ok, "processed"), (bad, "rejected")):
         shown = subprocess.run(
             [sys.executable, "-m", "wfe_daemon", "show", str(summary["run_id"]), "--json"],
-            capture_output=True, text=True, env=env, cwd=daemons.root, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=daemons.root,
+            timeout=60,
+            check=True,
         )
         assert json.loads(shown.stdout)["source_path"] == str(
-            daemons.inbox / folder / f"{summary['source'].removesuffix('.json')}.json")
+            daemons.inbox / folder / f"{summary['source'].removesuffix('.json')}.json"
+        )
 
 
 async def test_a_file_whose_handling_fails_is_taken_again_until_it_is_published(
@@ -323,10 +346,19 @@ def test_a_database_damaged_while_running_stops_the_daemon_with_3(daemons: Daemo
     for n in range(30):
         drop(daemons.inbox, f"fill{n}.json", echo_doc(f"fill{n}" + "x" * 2000))
     wait_until(lambda: len(results(daemons.outbox)) == 30, 30, "thirty results")
-    subprocess.run([sys.executable, "-c", (
-        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
-        " c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()"), str(daemons.db_path)],
-        check=True, timeout=30)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
+                " c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()"
+            ),
+            str(daemons.db_path),
+        ],
+        check=True,
+        timeout=30,
+    )
     size = daemons.db_path.stat().st_size
     with daemons.db_path.open("r+b") as file:  # keep the header page, ruin the rest
         file.seek(4096)
@@ -344,8 +376,12 @@ def test_a_read_only_database_at_start_delays_ready_until_it_is_writable(
     then READY=1 and files taken once it can, without a restart."""
     first = daemons.start()
     assert first.terminate() == 0
-    if subprocess.run(["chattr", "+i", str(daemons.db_path)], capture_output=True,
-                      check=False).returncode != 0:
+    if (
+        subprocess.run(
+            ["chattr", "+i", str(daemons.db_path)], capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
         pytest.skip("chattr +i is not available here (needs root and a file system with it)")
     try:
         daemon = daemons.spawn()
@@ -372,12 +408,20 @@ def test_files_dropped_while_another_process_holds_the_database_lock_all_finish(
     drop(daemons.inbox, "before.json", echo_doc("before"))
     wait_result(daemons.outbox, "before")
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import sqlite3, sys, time\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(13)\n"
-            "c.execute('ROLLBACK')\n"), str(daemons.db_path)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(13)\n"
+                "c.execute('ROLLBACK')\n"
+            ),
+            str(daemons.db_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         for n in range(4):
@@ -390,8 +434,11 @@ def test_files_dropped_while_another_process_holds_the_database_lock_all_finish(
         holder.stdout.close()  # type: ignore[union-attr]
     for n in range(4):
         assert wait_result(daemons.outbox, f"locked{n}", timeout=30)["status"] == "SUCCESS"
-    wait_until(lambda: _faults(daemon.events(), "store") == ["fault.begun", "fault.healed"],
-               10, "the heal line")
+    wait_until(
+        lambda: _faults(daemon.events(), "store") == ["fault.begun", "fault.healed"],
+        10,
+        "the heal line",
+    )
     assert daemon.events("workflow.error") == []
     assert daemon.terminate() == 0
 
@@ -418,9 +465,19 @@ def test_execute_runs_a_file_whose_name_is_not_utf8(daemons: Daemons) -> None:
     daemons.root.mkdir(exist_ok=True)
     _bad_name(daemons.root, b"odd\xff.json")
     done = subprocess.run(
-        [sys.executable.encode(), b"-m", b"wfe_daemon", b"execute",
-         os.path.join(os.fsencode(daemons.root), b"odd\xff.json")],
-        capture_output=True, env=daemons.env(), cwd=daemons.root, timeout=60, check=False)
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"wfe_daemon",
+            b"execute",
+            os.path.join(os.fsencode(daemons.root), b"odd\xff.json"),
+        ],
+        capture_output=True,
+        env=daemons.env(),
+        cwd=daemons.root,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     summary = json.loads(done.stdout)
     assert (summary["status"], summary["source"]) == ("SUCCESS", "odd\\xff.json")

@@ -141,10 +141,24 @@ def test_non_ancestors_in_a_graph_with_cycles() -> None:
     """In a cycle each member is an ancestor of every member, itself included; outside it,
     ancestry is as usual."""
     deps = {"a": ["b"], "b": ["a"], "c": ["a"], "d": [], "x": ["x"], "y": ["x"]}
-    pairs = [("c", "b"), ("a", "a"), ("b", "a"), ("c", "c"), ("a", "c"), ("a", "d"),
-             ("x", "x"), ("y", "x"), ("x", "y"), ("d", "zz")]
+    pairs = [
+        ("c", "b"),
+        ("a", "a"),
+        ("b", "a"),
+        ("c", "c"),
+        ("a", "c"),
+        ("a", "d"),
+        ("x", "x"),
+        ("y", "x"),
+        ("x", "y"),
+        ("d", "zz"),
+    ]
     assert dag.non_ancestors(deps, pairs) == {
-        ("c", "c"), ("a", "c"), ("a", "d"), ("x", "y"), ("d", "zz")
+        ("c", "c"),
+        ("a", "c"),
+        ("a", "d"),
+        ("x", "y"),
+        ("d", "zz"),
     }
 
 

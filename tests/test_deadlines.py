@@ -31,7 +31,9 @@ async def _attempt(deadlines: Deadlines, limit: float, work: float) -> str:
 async def test_attempts_past_their_deadline_time_out_and_the_others_finish() -> None:
     deadlines = Deadlines()
     results = await asyncio.gather(
-        _attempt(deadlines, 5, 0.05), _attempt(deadlines, 0.05, 5), _attempt(deadlines, 0.1, 5),
+        _attempt(deadlines, 5, 0.05),
+        _attempt(deadlines, 0.05, 5),
+        _attempt(deadlines, 0.1, 5),
         _attempt(deadlines, 5, 0.2),
     )
     assert results == ["done", "timed out", "timed out", "done"]
@@ -85,9 +87,9 @@ async def test_quick_attempts_behind_a_slow_one_do_not_pile_up() -> None:
     slow = asyncio.create_task(_attempt(deadlines, 300, 5))
     await asyncio.sleep(0)
     for _ in range(20):
-        assert set(await asyncio.gather(
-            *(_attempt(deadlines, 300, 0) for _ in range(500))
-        )) == {"done"}
+        assert set(await asyncio.gather(*(_attempt(deadlines, 300, 0) for _ in range(500)))) == {
+            "done"
+        }
     (queue,) = deadlines._queues.values()
     assert len(queue.entries) < 200
     slow.cancel()

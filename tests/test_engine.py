@@ -390,10 +390,13 @@ async def test_the_task_types_default_timeout_comes_between_the_nodes_and_task_t
 ) -> None:
     """A node's own timeout, else its task type's default, else task_timeout."""
     engine = engine_factory(SlowDefaultTask(), task_timeout=300)
-    summary = await run_doc(engine, workflow(
-        node("typed", "slow_default", params={"seconds": 30}),
-        node("own", "slow_default", params={"seconds": 0.5}, timeout=1),
-    ))
+    summary = await run_doc(
+        engine,
+        workflow(
+            node("typed", "slow_default", params={"seconds": 30}),
+            node("own", "slow_default", params={"seconds": 0.5}, timeout=1),
+        ),
+    )
 
     nodes = summary["nodes"]
     assert nodes["typed"]["error"] == "timed out after 0.2s"
@@ -534,10 +537,20 @@ _UPSTREAM = {"quiet": "ok1", "lost": "bad1"}
         ),
         # A skip with no failure upstream is not a failure: all_failed does not fire, and
         # nothing failed, so the run is a SUCCESS.
-        ("all_failed", ["quiet"], "SKIPPED", "trigger rule all_failed: quiet did not fail",
-         "SUCCESS"),
-        ("all_failed", ["bad1", "quiet"], "SKIPPED",
-         "trigger rule all_failed: quiet did not fail", "PARTIAL_SUCCESS"),
+        (
+            "all_failed",
+            ["quiet"],
+            "SKIPPED",
+            "trigger rule all_failed: quiet did not fail",
+            "SUCCESS",
+        ),
+        (
+            "all_failed",
+            ["bad1", "quiet"],
+            "SKIPPED",
+            "trigger rule all_failed: quiet did not fail",
+            "PARTIAL_SUCCESS",
+        ),
         # A skip caused by a failure counts as one.
         ("all_failed", ["lost"], "SUCCESS", None, "PARTIAL_SUCCESS"),
         ("all_failed", ["lost", "bad2"], "SUCCESS", None, "PARTIAL_SUCCESS"),
@@ -736,14 +749,17 @@ async def test_resolved_params_are_checked_against_the_schema(
     assert "soon" in entry["error"]
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("set", "output.values: set is not a JSON value"),
-    ("nan", "output.ratio: number nan is not a JSON number"),
-    ("object", "output.thing: object is not a JSON value"),
-    ("bigint", "output.rows.1: integer 18446744073709551616 does not fit in 64 bits"),
-    ("surrogate", "output.text: string 'a\\udc80' holds a lone surrogate"),
-    ("intkey", "output.counts: key 1 is not a string"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("set", "output.values: set is not a JSON value"),
+        ("nan", "output.ratio: number nan is not a JSON number"),
+        ("object", "output.thing: object is not a JSON value"),
+        ("bigint", "output.rows.1: integer 18446744073709551616 does not fit in 64 bits"),
+        ("surrogate", "output.text: string 'a\\udc80' holds a lone surrogate"),
+        ("intkey", "output.counts: key 1 is not a string"),
+    ],
+)
 async def test_output_that_is_not_json_fails_the_node_cleanly(
     engine_factory: Callable[..., Engine], sql: Rows, kind: str, message: str
 ) -> None:
@@ -856,22 +872,38 @@ def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None
     from wfe_daemon.model import NodeStatus, parse_workflow
 
     wf = parse_workflow(
-        json.dumps(workflow(
-            node("login", params={"token": "abc"}),
-            node("plain", params={"x": 1}),
-            node("use", depends_on=["login", "plain"],
-                 params={"auth": "{{ login.token }}", "x": "{{ plain.x }}"}),
-        )).encode(),
+        json.dumps(
+            workflow(
+                node("login", params={"token": "abc"}),
+                node("plain", params={"x": 1}),
+                node(
+                    "use",
+                    depends_on=["login", "plain"],
+                    params={"auth": "{{ login.token }}", "x": "{{ plain.x }}"},
+                ),
+            )
+        ).encode(),
         TaskRegistry.load(entry_point_group=None),
     )
 
     def row(node_id: str, status: str, output: Any) -> dict[str, Any]:
-        return {"node_id": node_id, "status": status, "attempts": 1, "started_at": "t",
-                "finished_at": "t", "duration": 0.1, "result_data": output, "error": None,
-                "reason": None}
+        return {
+            "node_id": node_id,
+            "status": status,
+            "attempts": 1,
+            "started_at": "t",
+            "finished_at": "t",
+            "duration": 0.1,
+            "result_data": output,
+            "error": None,
+            "reason": None,
+        }
 
-    rows = [row("login", "SUCCESS", {"token": "***"}), row("plain", "SUCCESS", {"x": 1}),
-            row("use", "RUNNING", None)]
+    rows = [
+        row("login", "SUCCESS", {"token": "***"}),
+        row("plain", "SUCCESS", {"x": 1}),
+        row("use", "RUNNING", None),
+    ]
     kept = reusable_states(wf, rows, {NodeStatus.SUCCESS})
     assert set(kept) == {"plain"}
     finished = [*rows[:2], row("use", "SUCCESS", {"auth": "***", "x": 1})]
@@ -902,8 +934,16 @@ async def test_a_cancel_arriving_after_every_node_ended_changes_nothing(
 
 @pytest.mark.parametrize(
     ("retry_delay", "attempt", "expected"),
-    [(1.0, 1, 1.0), (1.0, 2, 2.0), (0.5, 4, 4.0), (1.0, 12, 2048.0), (1.0, 13, MAX_BACKOFF_S),
-     (3600.0, 2, MAX_BACKOFF_S), (0.001, 1025, MAX_BACKOFF_S), (0.0, 1025, 0.0)],
+    [
+        (1.0, 1, 1.0),
+        (1.0, 2, 2.0),
+        (0.5, 4, 4.0),
+        (1.0, 12, 2048.0),
+        (1.0, 13, MAX_BACKOFF_S),
+        (3600.0, 2, MAX_BACKOFF_S),
+        (0.001, 1025, MAX_BACKOFF_S),
+        (0.0, 1025, 0.0),
+    ],
 )
 def test_backoff_doubles_up_to_an_hour(retry_delay: float, attempt: int, expected: float) -> None:
     """The wait doubles per attempt, never passes an hour and never overflows (attempt 1025)."""
@@ -917,8 +957,7 @@ async def test_retry_waits_are_logged_as_backoff_computes_them(
     """Each node.retry carries the delay the engine waits, retry_delay * 2**(attempt-1)."""
     engine = engine_factory(FailTask())
     with capture_logs() as logs:
-        summary = await run_doc(engine, workflow(
-            node("f", "fail", retries=3, retry_delay=0.01)))
+        summary = await run_doc(engine, workflow(node("f", "fail", retries=3, retry_delay=0.01)))
     assert summary["nodes"]["f"]["attempts"] == 4
     delays = [e["delay"] for e in logs if e["event"] == "node.retry"]
     assert delays == [0.01, 0.02, 0.04]

@@ -16,7 +16,10 @@ def test_example_validates_as_documented(path: Path, tmp_path: Path) -> None:
     """Every example is valid, except invalid.json, whose problems are all listed."""
     result = subprocess.run(
         [sys.executable, "-m", "wfe_daemon", "validate", str(path)],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     if path.name == "invalid.json":
         assert result.returncode == 2
@@ -35,7 +38,10 @@ def test_hello_example_runs_with_typed_references(tmp_path: Path) -> None:
 
     result = subprocess.run(
         [sys.executable, "-m", "wfe_daemon", "execute", str(EXAMPLES / "hello.json")],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "WFE_DB_PATH": str(tmp_path / "h.db")},
     )
     assert result.returncode == 0, result.stderr

@@ -17,7 +17,9 @@ def test_an_incident_logs_once_when_it_begins_and_once_when_it_heals() -> None:
         faults["outbox"].healed()
         faults["outbox"].healed()  # nothing open: silent
     assert [(e["event"], e["log_level"]) for e in logs] == [
-        (FAULT_BEGUN, "warning"), (FAULT_HEALED, "warning")]
+        (FAULT_BEGUN, "warning"),
+        (FAULT_HEALED, "warning"),
+    ]
     assert logs[0]["folder"] == "/out" and logs[0]["fault"] == "outbox"
     assert logs[1]["failures"] == 3
     assert faults.active() == {}

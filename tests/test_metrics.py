@@ -50,7 +50,6 @@ CYCLE = {
 }
 
 
-
 def scrape(port: int) -> Samples:
     """Every sample of ``/metrics``, parsed as Prometheus text, by name and labels."""
     status, body = get(port, "/metrics")
@@ -257,10 +256,18 @@ def test_taken_metrics_port_stops_the_daemon_with_one_line(tmp_path: Path) -> No
         port = busy.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "wfe_daemon", "run"],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path,
-            env={**os.environ, "WFE_METRICS_PORT": str(port),
-                 "WFE_INBOX": str(tmp_path / "inbox"), "WFE_OUTBOX": str(tmp_path / "outbox"),
-                 "WFE_DB_PATH": str(tmp_path / "wfe.db"), "WFE_DATA_DIR": str(tmp_path / "data")},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "WFE_METRICS_PORT": str(port),
+                "WFE_INBOX": str(tmp_path / "inbox"),
+                "WFE_OUTBOX": str(tmp_path / "outbox"),
+                "WFE_DB_PATH": str(tmp_path / "wfe.db"),
+                "WFE_DATA_DIR": str(tmp_path / "data"),
+            },
         )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -155,9 +155,14 @@ def test_integer_beyond_64_bits_is_rejected_naming_where() -> None:
 
 @pytest.mark.parametrize(
     ("text", "fits"),
-    [("-9223372036854775808", True), ("18446744073709551615", True),
-     ("-9223372036854775809", False), ("18446744073709551616", False),
-     ("1" + "0" * 70, False), ("0.00000000000000000001", True)],
+    [
+        ("-9223372036854775808", True),
+        ("18446744073709551615", True),
+        ("-9223372036854775809", False),
+        ("18446744073709551616", False),
+        ("1" + "0" * 70, False),
+        ("0.00000000000000000001", True),
+    ],
 )
 def test_integers_are_accepted_exactly_within_64_bits(text: str, fits: bool) -> None:
     """The accepted range is -2**63 to 2**64-1, at both ends; long fractions are no integers."""
@@ -172,14 +177,16 @@ def test_execute_rejects_an_echo_param_beyond_64_bits(
     run_cli: Callable[..., Any], write_workflow: Callable[..., Path]
 ) -> None:
     """A file whose echo params hold a too large integer is REJECTED by execute, no traceback."""
-    path = write_workflow({"name": "big", "nodes": [
-        {"id": "a", "type": "echo", "params": {"n": 2**100}}]})
+    path = write_workflow(
+        {"name": "big", "nodes": [{"id": "a", "type": "echo", "params": {"n": 2**100}}]}
+    )
     result = run_cli("execute", path)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 2
     assert json.loads(result.stdout)["errors"] == [
         "invalid JSON: integer 1267650600228229401496703205376 at line 1, column 71"
-        " does not fit in 64 bits"]
+        " does not fit in 64 bits"
+    ]
 
 
 def test_lone_surrogate_escape_is_rejected() -> None:
@@ -395,8 +402,9 @@ def test_self_dependency_is_a_cycle() -> None:
 
 def test_a_tangle_of_cycles_names_twenty_then_says_there_are_more() -> None:
     """25 self-loops name the first 20 cycles and one line saying more remain."""
-    doc = _doc(*({"id": f"n{i:02d}", "type": "echo", "depends_on": [f"n{i:02d}"]}
-                 for i in range(25)))
+    doc = _doc(
+        *({"id": f"n{i:02d}", "type": "echo", "depends_on": [f"n{i:02d}"]} for i in range(25))
+    )
     problems = _problems(doc)
     assert problems[:20] == [f"cycle: n{i:02d} -> n{i:02d}" for i in range(20)]
     assert problems[20:] == ["cycle: more than 20; fix those named and validate again"]
@@ -457,7 +465,8 @@ def test_validate_bounds_retries_where_the_backoff_would_overflow(
     result = run_cli("validate", path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "node 'a': retries: must be a whole number from 0 to 100, got 1100"]
+        "node 'a': retries: must be a whole number from 0 to 100, got 1100"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -476,8 +485,7 @@ def test_node_timing_fields_have_a_maximum(fields: dict[str, Any], message: str)
 
 def test_the_largest_timing_values_are_accepted() -> None:
     """The maxima themselves are valid, for a node and for the workflow's timeout."""
-    doc = _doc({"id": "a", "type": "echo", "retries": 100, "retry_delay": 3600,
-                "timeout": 2592000})
+    doc = _doc({"id": "a", "type": "echo", "retries": 100, "retry_delay": 3600, "timeout": 2592000})
     doc["timeout"] = 2592000
     workflow = parse_workflow(doc, CATALOG)
     assert (workflow.timeout, workflow.nodes[0].retries) == (2592000, 100)
@@ -586,8 +594,12 @@ def test_wide_fan_out_validates_in_linear_time() -> None:
 
     def parsing(n: int) -> Callable[[], Any]:
         nodes = [{"id": "root", "type": "echo"}] + [
-            {"id": f"n{i}", "type": "sleep", "depends_on": ["root"],
-             "params": {"seconds": "{{ root.s }}"}}
+            {
+                "id": f"n{i}",
+                "type": "sleep",
+                "depends_on": ["root"],
+                "params": {"seconds": "{{ root.s }}"},
+            }
             for i in range(n)
         ]
         data = json.dumps(_doc(*nodes)).encode()
@@ -643,8 +655,7 @@ def test_redact_secrets_leaves_scalars_alone() -> None:
 def test_public_definition_catches_a_secret_key_written_with_escapes() -> None:
     """A key spelt with JSON escapes is judged decoded, so its value is still redacted."""
     text = (
-        '{"name": "w", "nodes": [{"id": "a", "type": "echo",'
-        ' "params": {"pass\\u0077ord": "x"}}]}'
+        '{"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {"pass\\u0077ord": "x"}}]}'
     )
     stored = public_definition(text, json.loads(text))
     assert "x" not in json.loads(stored)["nodes"][0]["params"].values()

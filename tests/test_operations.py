@@ -46,7 +46,6 @@ LONG = {
 }
 
 
-
 # -- cancel --------------------------------------------------------------------------------------
 
 
@@ -74,10 +73,14 @@ def test_cancel_from_the_cli_ends_a_long_daemon_run_cancelled_at_once(
     for skipped in ("after", "last"):
         assert nodes[skipped]["status"] == "SKIPPED"
         assert "cancelled" in nodes[skipped]["reason"]
-    wait_until(lambda: not query(daemons.db_path, "SELECT * FROM cancel_request"), 5,
-               "the request row to be deleted")
-    [run] = query(daemons.db_path, "SELECT status, finished_at FROM workflowrun WHERE id = ?",
-                  run_id)
+    wait_until(
+        lambda: not query(daemons.db_path, "SELECT * FROM cancel_request"),
+        5,
+        "the request row to be deleted",
+    )
+    [run] = query(
+        daemons.db_path, "SELECT status, finished_at FROM workflowrun WHERE id = ?", run_id
+    )
     assert run["status"] == "CANCELLED"
     reaction = datetime.fromisoformat(run["finished_at"]) - requested
     assert reaction.total_seconds() < 1.0, reaction  # the daemon ended it within a second
@@ -132,9 +135,14 @@ def test_cancel_reaches_a_run_of_a_live_execute_process(
     """`cancel` also stops a run that `wfe-daemon execute` runs: it prints the CANCELLED
     summary and exits 1."""
     path = write_workflow(LONG)
-    proc = subprocess.Popen([sys.executable, "-m", "wfe_daemon", "execute", str(path)],
-                            cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wfe_daemon", "execute", str(path)],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         run_id = wait_running(db_path, "nap")
         assert run_cli("cancel", run_id).returncode == 0
@@ -170,12 +178,15 @@ async def test_cancel_is_prompt_for_threads_and_gives_every_slot_back(
     """Engine.cancel ends a run at once even while a node blocks a thread, skips the node still
     waiting for a slot, and leaves every slot free for the next run."""
     engine = engine_factory(BlockTask(), max_concurrent_tasks=2)
-    doc = {"name": "busy", "nodes": [
-        {"id": "blk", "type": "block", "params": {"seconds": 1.5}},
-        {"id": "nap", "type": "sleep", "params": {"seconds": 30}},
-        {"id": "queued", "type": "sleep", "params": {"seconds": 30}},
-        {"id": "dep", "type": "echo", "depends_on": ["nap"], "params": {}},
-    ]}
+    doc = {
+        "name": "busy",
+        "nodes": [
+            {"id": "blk", "type": "block", "params": {"seconds": 1.5}},
+            {"id": "nap", "type": "sleep", "params": {"seconds": 30}},
+            {"id": "queued", "type": "sleep", "params": {"seconds": 30}},
+            {"id": "dep", "type": "echo", "depends_on": ["nap"], "params": {}},
+        ],
+    }
     running = asyncio.create_task(submit(engine, json.dumps(doc).encode(), source="busy.json"))
     for _ in range(200):
         if len(sql("SELECT 1 FROM noderun WHERE status = 'RUNNING'")) == 2:
@@ -187,8 +198,12 @@ async def test_cancel_is_prompt_for_threads_and_gives_every_slot_back(
     summary = await running
     assert time.monotonic() - started < 1.0
     statuses = {node: entry["status"] for node, entry in summary["nodes"].items()}
-    assert statuses == {"blk": "CANCELLED", "nap": "CANCELLED", "queued": "SKIPPED",
-                        "dep": "SKIPPED"}
+    assert statuses == {
+        "blk": "CANCELLED",
+        "nap": "CANCELLED",
+        "queued": "SKIPPED",
+        "dep": "SKIPPED",
+    }
     assert summary["status"] == "CANCELLED"
     assert engine.slots._value == 2
     assert engine.active_runs == {}
@@ -257,12 +272,22 @@ def test_retry_after_fixing_the_input_reruns_only_what_failed(
     what succeeded, ends SUCCESS and links to the original run."""
     base = f"http://127.0.0.1:{http_server.server_address[1]}"
     http_server.status.update({"/a": 200, "/b": 500})
-    path = write_workflow({"name": "two branches", "nodes": [
-        {"id": "a", "type": "http_get", "params": {"url": f"{base}/a"}},
-        {"id": "c", "type": "echo", "depends_on": ["a"], "params": {"got": "{{ a.json.call }}"}},
-        {"id": "b", "type": "http_get", "params": {"url": f"{base}/b"}},
-        {"id": "d", "type": "echo", "depends_on": ["b"], "params": {"got": "{{ b.json }}"}},
-    ]})
+    path = write_workflow(
+        {
+            "name": "two branches",
+            "nodes": [
+                {"id": "a", "type": "http_get", "params": {"url": f"{base}/a"}},
+                {
+                    "id": "c",
+                    "type": "echo",
+                    "depends_on": ["a"],
+                    "params": {"got": "{{ a.json.call }}"},
+                },
+                {"id": "b", "type": "http_get", "params": {"url": f"{base}/b"}},
+                {"id": "d", "type": "echo", "depends_on": ["b"], "params": {"got": "{{ b.json }}"}},
+            ],
+        }
+    )
     first = run_cli("execute", path)
     assert first.returncode == 1, first.stderr
     original = json.loads(first.stdout)
@@ -281,13 +306,18 @@ def test_retry_after_fixing_the_input_reruns_only_what_failed(
         assert retried["nodes"][reused]["output"] == original["nodes"][reused]["output"]
         assert retried["nodes"][reused]["reason"] == f"output reused from run {original['run_id']}"
     assert retried["nodes"]["d"]["output"] == {"got": {"path": "/b", "call": 2}}
-    [row] = sql("SELECT retry_of, status, result_summary FROM workflowrun WHERE id = ?",
-                retried["run_id"])
+    [row] = sql(
+        "SELECT retry_of, status, result_summary FROM workflowrun WHERE id = ?", retried["run_id"]
+    )
     assert (row["retry_of"], row["status"]) == (original["run_id"], "SUCCESS")
     assert json.loads(row["result_summary"])["retry_of"] == original["run_id"]
-    stored = {r["node_id"]: r for r in sql(
-        "SELECT node_id, status, result_data FROM noderun WHERE workflow_id = ?",
-        retried["run_id"])}
+    stored = {
+        r["node_id"]: r
+        for r in sql(
+            "SELECT node_id, status, result_data FROM noderun WHERE workflow_id = ?",
+            retried["run_id"],
+        )
+    }
     assert json.loads(stored["a"]["result_data"]) == original["nodes"]["a"]["output"]
 
 
@@ -330,8 +360,11 @@ async def test_retry_of_redacted_secrets_uses_the_original_file_or_refuses(
     redacted; without that file it refuses rather than send "***"."""
     record = RecordTask()
     engine = engine_factory(record)
-    doc = {"name": "secret", "idempotency_key": "k1",
-           "nodes": [{"id": "r", "type": "record", "params": {"api_token": "s3cret"}}]}
+    doc = {
+        "name": "secret",
+        "idempotency_key": "k1",
+        "nodes": [{"id": "r", "type": "record", "params": {"api_token": "s3cret"}}],
+    }
     data = json.dumps(doc).encode()
     first = await submit(engine, data, source="secret.json")
     assert first["status"] == "FAILED"
@@ -354,8 +387,9 @@ async def test_retry_of_redacted_secrets_uses_the_original_file_or_refuses(
 async def test_retry_refuses_a_running_run(engine_factory: Callable[..., Engine]) -> None:
     """retry_run raises StoreError for a run that is still RUNNING."""
     engine = engine_factory()
-    run_id = await engine.store.create_run(name="w", started_at="2026-01-01T00:00:00+00:00",
-                                           nodes=[("a", "echo")])
+    run_id = await engine.store.create_run(
+        name="w", started_at="2026-01-01T00:00:00+00:00", nodes=[("a", "echo")]
+    )
     with pytest.raises(StoreError, match="RUNNING"):
         await retry_run(engine, run_id)
 
@@ -387,14 +421,23 @@ async def test_retention_deletes_what_is_old_and_nothing_else(
 
     async def finished_run(name: str, days: float, retry_of: int | None = None) -> int:
         if retry_of is None:
-            run_id = await store.create_run(name=name, started_at=_ago(days + 0.01),
-                                            nodes=[("a", "echo"), ("b", "echo")])
+            run_id = await store.create_run(
+                name=name, started_at=_ago(days + 0.01), nodes=[("a", "echo"), ("b", "echo")]
+            )
         else:
             run_id = await store.create_retry(
-                retry_of, name=name, started_at=_ago(days + 0.01), nodes=[("a", "echo")],
-                source=None, definition=None, idempotency_key=None, reused_reason="")
-        await store.finish_run(run_id, status="SUCCESS", finished_at=_ago(days), duration=1.0,
-                               summary={})
+                retry_of,
+                name=name,
+                started_at=_ago(days + 0.01),
+                nodes=[("a", "echo")],
+                source=None,
+                definition=None,
+                idempotency_key=None,
+                reused_reason="",
+            )
+        await store.finish_run(
+            run_id, status="SUCCESS", finished_at=_ago(days), duration=1.0, summary={}
+        )
         return run_id
 
     old = await finished_run("old", 10)
@@ -404,8 +447,12 @@ async def test_retention_deletes_what_is_old_and_nothing_else(
     await store.request_cancel(old, _ago(10))  # a stale request goes with its run
     inbox = tmp_path / "inbox"
     gone = [_age(inbox / "processed" / "old.json", 8), _age(inbox / "rejected" / "old.json", 8)]
-    kept = [_age(inbox / "processed" / "new.json", 6), _age(inbox / "rejected" / "new.json", 0),
-            _age(inbox / "processing" / "old.json", 30), _age(inbox / "old.json", 30)]
+    kept = [
+        _age(inbox / "processed" / "new.json", 6),
+        _age(inbox / "rejected" / "new.json", 0),
+        _age(inbox / "processing" / "old.json", 30),
+        _age(inbox / "old.json", 30),
+    ]
 
     counts = await prune_history(store, engine.settings)
 
@@ -426,12 +473,12 @@ async def test_retention_of_zero_days_keeps_everything(
     """With history_retention_days = 0 (the default) nothing is deleted."""
     engine = engine_factory()
     run_id = await engine.store.create_run(name="x", started_at=_ago(400), nodes=[])
-    await engine.store.finish_run(run_id, status="FAILED", finished_at=_ago(400), duration=0,
-                                  summary={})
+    await engine.store.finish_run(
+        run_id, status="FAILED", finished_at=_ago(400), duration=0, summary={}
+    )
     old_file = _age(tmp_path / "inbox" / "processed" / "x.json", 400)
     assert engine.settings.history_retention_days == 0
-    assert await prune_history(engine.store, engine.settings) == {"runs": 0, "nodes": 0,
-                                                                  "files": 0}
+    assert await prune_history(engine.store, engine.settings) == {"runs": 0, "nodes": 0, "files": 0}
     assert old_file.exists()
     assert await engine.store.get_run(run_id) is not None
 
@@ -441,8 +488,12 @@ def test_daemon_prunes_history_at_start(
 ) -> None:
     """With history_retention_days set, the daemon prunes at start and logs history.pruned."""
     assert run_cli("execute", write_workflow(echo_doc("ancient"))).returncode == 0
-    execute(daemons.db_path, "UPDATE workflowrun SET started_at = ?, finished_at = ?",
-            _ago(40), _ago(40))
+    execute(
+        daemons.db_path,
+        "UPDATE workflowrun SET started_at = ?, finished_at = ?",
+        _ago(40),
+        _ago(40),
+    )
     daemon = daemons.start(WFE_HISTORY_RETENTION_DAYS="30")
     [event] = wait_until(lambda: daemon.events("history.pruned"), 10, "history.pruned")
     assert (event["runs"], event["nodes"]) == (1, 1)

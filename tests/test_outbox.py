@@ -32,8 +32,13 @@ def _started(run_id: int) -> str:
 
 
 def _summary(run_id: int, **extra: Any) -> dict[str, Any]:
-    return {"run_id": run_id, "workflow": "nightly sales", "status": "SUCCESS",
-            "started_at": _started(run_id), **extra}
+    return {
+        "run_id": run_id,
+        "workflow": "nightly sales",
+        "status": "SUCCESS",
+        "started_at": _started(run_id),
+        **extra,
+    }
 
 
 def test_write_produces_valid_json(tmp_path: Path) -> None:
@@ -286,8 +291,11 @@ def test_the_same_long_name_dropped_twice_is_settled_twice(daemons: Daemons) -> 
     daemon = daemons.start()
     for round_ in (1, 2):
         _drop_long(daemons.inbox, stem + ".json")
-        wait_until(lambda r=round_: len(list((daemons.inbox / "processed").iterdir())) == r,
-                   10, f"input {round_} in processed/")
+        wait_until(
+            lambda r=round_: len(list((daemons.inbox / "processed").iterdir())) == r,
+            10,
+            f"input {round_} in processed/",
+        )
     assert len(results(daemons.outbox)) == 2
     assert all(len(p.name.encode()) <= 255 for p in (daemons.inbox / "processed").iterdir())
     assert daemon.terminate() == 0

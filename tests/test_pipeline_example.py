@@ -29,9 +29,18 @@ def sales_server() -> Iterator[int]:
     """``python -m http.server`` on 127.0.0.1 serving examples/data, as the README shows."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(EXAMPLES / "data")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(EXAMPLES / "data"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
@@ -53,9 +62,15 @@ def _execute(example: str, port: int, tmp_path: Path) -> tuple[int, dict]:
     workflow.write_text(text)
     result = subprocess.run(
         [sys.executable, "-m", "wfe_daemon", "execute", str(workflow)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "WFE_DATA_DIR": str(tmp_path / "data"),
-             "WFE_DB_PATH": str(tmp_path / "wfe.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WFE_DATA_DIR": str(tmp_path / "data"),
+            "WFE_DB_PATH": str(tmp_path / "wfe.db"),
+        },
     )
     assert "Traceback" not in result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -64,8 +79,13 @@ def _execute(example: str, port: int, tmp_path: Path) -> tuple[int, dict]:
 def _expected_rows() -> list[tuple[str, ...]]:
     with (EXAMPLES / "data" / "sales.csv").open(newline="") as file:
         return [
-            (row["id"], row["date"], row["region"].upper(), str(float(row["amount"])),
-             row["note"].strip())
+            (
+                row["id"],
+                row["date"],
+                row["region"].upper(),
+                str(float(row["amount"])),
+                row["note"].strip(),
+            )
             for row in csv.DictReader(file)
             if float(row["amount"]) >= 100
         ]

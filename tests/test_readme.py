@@ -43,12 +43,17 @@ def test_the_result_sample_is_what_executing_hello_prints(tmp_path: Path) -> Non
     sample = json.loads(_json_block_after("## The result summary"))
     done = subprocess.run(
         [sys.executable, "-m", "wfe_daemon", "execute", str(HELLO)],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
         env={"PATH": "/usr/bin:/bin", "WFE_DB_PATH": str(tmp_path / "h.db")},
     )
     assert done.returncode == 0, done.stderr
     assert _stable(sample) == _stable(json.loads(done.stdout))
     for entry in [sample, *sample["nodes"].values()]:
         span = datetime.fromisoformat(entry["finished_at"]) - datetime.fromisoformat(
-            entry["started_at"])
+            entry["started_at"]
+        )
         assert abs(span.total_seconds() - entry["duration"]) < 0.001, entry

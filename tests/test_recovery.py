@@ -95,8 +95,11 @@ def test_crash_between_finishing_and_moving_the_input(
     assert daemon.terminate() == 0
     # Rebuild the state a SIGKILL at that moment leaves behind.
     os.rename(daemons.inbox / "processed" / "pub.json", daemons.inbox / "processing" / "pub.json")
-    execute(daemons.db_path, "UPDATE workflowrun SET settled_at = NULL, source_path = ?",
-            str(daemons.inbox / "processing" / "pub.json"))
+    execute(
+        daemons.db_path,
+        "UPDATE workflowrun SET settled_at = NULL, source_path = ?",
+        str(daemons.inbox / "processing" / "pub.json"),
+    )
     if not result_written:
         (daemons.outbox / "pub.result.json").unlink()
 
@@ -324,20 +327,38 @@ def _attempts_of(daemon: Any, node_id: str) -> list[int]:
 def _kill_once(daemons: Daemons, daemon: Any, event: str, attempt: int) -> None:
     """SIGKILL ``daemon`` once it logged ``event`` for node f's attempt ``attempt`` and the
     database holds that attempt."""
-    wait_until(lambda: any(e.get("attempt") == attempt for e in daemon.events(event)), 20,
-               f"{event} of attempt {attempt}")
-    wait_until(lambda: try_query(daemons.db_path, "SELECT 1 FROM noderun WHERE node_id = 'f'"
-                                 " AND status = 'RUNNING' AND attempts = ?", attempt),
-               10, f"attempt {attempt} in the database")
+    wait_until(
+        lambda: any(e.get("attempt") == attempt for e in daemon.events(event)),
+        20,
+        f"{event} of attempt {attempt}",
+    )
+    wait_until(
+        lambda: try_query(
+            daemons.db_path,
+            "SELECT 1 FROM noderun WHERE node_id = 'f' AND status = 'RUNNING' AND attempts = ?",
+            attempt,
+        ),
+        10,
+        f"attempt {attempt} in the database",
+    )
     daemon.kill()
 
 
 def test_sigkill_during_a_retry_delay_keeps_the_attempt_count(daemons: Daemons) -> None:
     """Killed while waiting to retry after attempt 2 of 3, the node goes on from attempt 2: it
     never gets its retries back, and the result counts every attempt."""
-    doc = {"name": "flaky", "nodes": [
-        {"id": "f", "type": "validate_csv", "params": {"path": "missing.csv"},
-         "retries": 2, "retry_delay": 1}]}
+    doc = {
+        "name": "flaky",
+        "nodes": [
+            {
+                "id": "f",
+                "type": "validate_csv",
+                "params": {"path": "missing.csv"},
+                "retries": 2,
+                "retry_delay": 1,
+            }
+        ],
+    }
     first = daemons.start()
     drop(daemons.inbox, "flaky.json", doc, mtime=PAST)
     _kill_once(daemons, first, "node.retry", 2)  # inside the 2 s wait before attempt 3
@@ -353,9 +374,19 @@ def test_sigkill_during_a_retry_delay_keeps_the_attempt_count(daemons: Daemons) 
 
 def test_sigkill_during_the_last_attempt_gives_no_fresh_retries(daemons: Daemons) -> None:
     """Killed during its last allowed attempt, a node runs that attempt again and no other."""
-    doc = {"name": "slow", "nodes": [
-        {"id": "f", "type": "sleep", "params": {"seconds": 30}, "timeout": 1,
-         "retries": 1, "retry_delay": 0}]}
+    doc = {
+        "name": "slow",
+        "nodes": [
+            {
+                "id": "f",
+                "type": "sleep",
+                "params": {"seconds": 30},
+                "timeout": 1,
+                "retries": 1,
+                "retry_delay": 0,
+            }
+        ],
+    }
     first = daemons.start()
     drop(daemons.inbox, "slow.json", doc, mtime=PAST)
     _kill_once(daemons, first, "node.started", 2)

@@ -18,7 +18,11 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 def _soak(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "benchmarks.soak", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=50, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
     )
 
 
@@ -38,8 +42,18 @@ def test_short_soak_reports_and_checks_every_file(tmp_path: Path) -> None:
 def test_probe_adds_allocator_and_sqlite_figures(tmp_path: Path) -> None:
     """With --probe (and --trim, and extra environment) the samples carry malloc and SQLite."""
     samples = tmp_path / "samples.jsonl"
-    done = _soak("--duration", "3", "--interval", "1", "--probe", "--trim",
-                 "--env", "MALLOC_ARENA_MAX=2", "--samples", str(samples))
+    done = _soak(
+        "--duration",
+        "3",
+        "--interval",
+        "1",
+        "--probe",
+        "--trim",
+        "--env",
+        "MALLOC_ARENA_MAX=2",
+        "--samples",
+        str(samples),
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     last = json.loads(samples.read_text().splitlines()[-1])
     assert last["sqlite_used"] > 0 and last["malloc_used"] > 0 and last["py_blocks"] > 0
@@ -60,14 +74,18 @@ def test_suite_rewrite_keeps_the_soak_section(tmp_path: Path) -> None:
     text = results.read_text()
     assert "an hour of it" in text and "again" in text
     assert text.index("<!-- bench:soak -->") > text.index("<!-- bench:validate -->")
-    assert text.split("hand-written notes below")[1] == \
-        RESULTS.read_text().split("hand-written notes below")[1]
+    assert (
+        text.split("hand-written notes below")[1]
+        == RESULTS.read_text().split("hand-written notes below")[1]
+    )
 
 
 def test_bad_arguments_get_a_usage_error() -> None:
     """A zero duration or an --env without '=' is refused with a message, not a traceback."""
-    for args, message in ((["--duration", "0"], "must be positive"),
-                          (["--duration", "1", "--env", "X"], "KEY=VALUE")):
+    for args, message in (
+        (["--duration", "0"], "must be positive"),
+        (["--duration", "1", "--env", "X"], "KEY=VALUE"),
+    ):
         done = _soak(*args)
         assert done.returncode == 2
         assert message in done.stderr and "Traceback" not in done.stderr

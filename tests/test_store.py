@@ -168,7 +168,8 @@ def test_version_1_database_is_migrated_by_the_cli(
 
     assert runs.returncode == 0, runs.stderr
     assert [(r["run_id"], r["workflow"], r["status"]) for r in json.loads(runs.stdout)] == [
-        (2, "new", "SUCCESS"), (1, "legacy", "SUCCESS")
+        (2, "new", "SUCCESS"),
+        (1, "legacy", "SUCCESS"),
     ]
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["result_summary"] == OLD_SUMMARY
@@ -286,8 +287,13 @@ def node_rows(path: Path, run_id: int) -> dict[str, tuple[Any, ...]]:
 def finish(store: Store, run_id: int, node_id: str, attempts: int = 1) -> None:
     """Queue a SUCCESS for one node."""
     store.node_finished(
-        run_id, node_id, status="SUCCESS", started_at="2024-01-01T00:00:00+00:00",
-        finished_at="2024-01-01T00:00:01+00:00", duration=1.0, attempts=attempts,
+        run_id,
+        node_id,
+        status="SUCCESS",
+        started_at="2024-01-01T00:00:00+00:00",
+        finished_at="2024-01-01T00:00:01+00:00",
+        duration=1.0,
+        attempts=attempts,
     )
 
 
@@ -297,7 +303,8 @@ async def test_a_batch_that_fails_on_a_lock_is_retried_before_later_writes(db_pa
     reports unhealthy meanwhile and a flush waiting through the outage succeeds."""
     async with Store.open(db_path, busy_timeout_s=0.02) as store:
         run_id = await store.create_run(
-            name="w", started_at="2024-01-01T00:00:00+00:00",
+            name="w",
+            started_at="2024-01-01T00:00:00+00:00",
             nodes=[("a", "echo"), ("b", "echo"), ("c", "echo")],
         )
         with write_locked(db_path):
@@ -314,7 +321,9 @@ async def test_a_batch_that_fails_on_a_lock_is_retried_before_later_writes(db_pa
         assert store.healthy
 
     assert node_rows(db_path, run_id) == {
-        "a": ("SUCCESS", 1), "b": ("RUNNING", 1), "c": ("RUNNING", 2)
+        "a": ("SUCCESS", 1),
+        "b": ("RUNNING", 1),
+        "c": ("RUNNING", 2),
     }
 
 

@@ -66,7 +66,9 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     root.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (root needed): {mounted.stderr.strip()}")
@@ -83,8 +85,13 @@ async def test_a_write_on_a_full_disk_fails_with_sqlites_own_error(small_disk: S
         run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
         small_disk.fill()
         with pytest.raises(StoreError, match="database or disk is full") as raised:
-            await store.finish_run(run_id, status="SUCCESS", finished_at=STARTED,
-                                   duration=1.0, summary={"big": "x" * 300_000})
+            await store.finish_run(
+                run_id,
+                status="SUCCESS",
+                finished_at=STARTED,
+                duration=1.0,
+                summary={"big": "x" * 300_000},
+            )
         assert "rollback" not in str(raised.value)
         small_disk.free()
         await store.flush()
@@ -145,7 +152,9 @@ class LockHolder:
     def __init__(self, path: Path, begin: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", HOLDER, str(path), begin],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None and self.proc.stdout.readline() == "locked\n"
 
@@ -183,13 +192,13 @@ async def test_a_lock_held_elsewhere_is_waited_out_and_logged_once(db_path: Path
     fault.begun with SQLite's error and one fault.healed with the count."""
     faults = Faults()
     with capture_logs() as logs:
-        async with Store.open(db_path, busy_timeout_s=0.05, give_up_s=None,
-                              faults=faults) as store:
+        async with Store.open(db_path, busy_timeout_s=0.05, give_up_s=None, faults=faults) as store:
             run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
             with lock_held(db_path) as holder:
                 finish(store, run_id, "a")
                 created = asyncio.create_task(
-                    store.create_run(name="later", started_at=STARTED, nodes=[]))
+                    store.create_run(name="later", started_at=STARTED, nodes=[])
+                )
                 await wait_for(lambda: faults["store"].failures >= 3)
                 assert not created.done()
                 assert "database is locked" in faults.active()["store"]
@@ -214,9 +223,15 @@ async def test_a_full_disk_is_waited_out_and_logged_once(small_disk: SmallDisk) 
         async with Store.open(small_disk.db_path, give_up_s=None, faults=faults) as store:
             run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
             small_disk.fill()
-            finished = asyncio.create_task(store.finish_run(
-                run_id, status="SUCCESS", finished_at=STARTED, duration=1.0,
-                summary={"big": "x" * 300_000}))
+            finished = asyncio.create_task(
+                store.finish_run(
+                    run_id,
+                    status="SUCCESS",
+                    finished_at=STARTED,
+                    duration=1.0,
+                    summary={"big": "x" * 300_000},
+                )
+            )
             await wait_for(lambda: faults["store"].failures >= 2)
             assert not finished.done() and not store.healthy
             small_disk.free()
@@ -239,9 +254,16 @@ async def test_closing_on_a_full_disk_does_not_wait_forever(
         async with Store.open(small_disk.db_path, give_up_s=None) as store:
             run_id = await store.create_run(name="w", started_at=STARTED, nodes=[("a", "echo")])
             small_disk.fill()
-            store.node_finished(run_id, "a", status="SUCCESS", started_at=STARTED,
-                                finished_at=STARTED, duration=1.0, attempts=1,
-                                output_json='"' + "x" * 300_000 + '"')
+            store.node_finished(
+                run_id,
+                "a",
+                status="SUCCESS",
+                started_at=STARTED,
+                finished_at=STARTED,
+                duration=1.0,
+                attempts=1,
+                output_json='"' + "x" * 300_000 + '"',
+            )
     (unwritten,) = [entry for entry in logs if entry["event"] == STORE_UNWRITTEN]
     assert unwritten["writes"] == 1
     assert "database or disk is full" in unwritten["error"]
@@ -272,12 +294,13 @@ async def test_a_file_damaged_while_open_fails_every_waiter_at_once(db_path: Pat
     with pytest.raises(StoreCorrupt):  # leaving the block flushes: the damage is raised
         async with Store.open(db_path, give_up_s=None) as store:
             run_id = await store.create_run(
-                name="w", started_at=STARTED,
-                nodes=[(f"node-{n:05d}" + "y" * 100, "echo") for n in range(3000)])
+                name="w",
+                started_at=STARTED,
+                nodes=[(f"node-{n:05d}" + "y" * 100, "echo") for n in range(3000)],
+            )
             await store.flush(durable=True)
             _damage_pages(db_path)
-            created = asyncio.create_task(
-                store.create_run(name="v", started_at=STARTED, nodes=[]))
+            created = asyncio.create_task(store.create_run(name="v", started_at=STARTED, nodes=[]))
             finish(store, run_id, "node-00042" + "y" * 100)
             flushed = asyncio.create_task(store.flush())
             with pytest.raises(StoreCorrupt, match="is damaged"):
@@ -351,8 +374,10 @@ def _database_bytes(path: Path) -> bytes:
     try:
         conn.executescript("".join(MIGRATIONS))
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO workflowrun (name, status) VALUES (?, 'SUCCESS')",
-                         ((f"run-{n}" + "z" * 300,) for n in range(3000)))
+        conn.executemany(
+            "INSERT INTO workflowrun (name, status) VALUES (?, 'SUCCESS')",
+            ((f"run-{n}" + "z" * 300,) for n in range(3000)),
+        )
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         conn.execute("COMMIT")
     finally:
@@ -370,7 +395,8 @@ DAMAGE = {
     "random bytes": lambda data: random.Random(1).randbytes(len(data)),
     "truncated": lambda data: data[: len(data) // 2],
     "pages overwritten mid-file": lambda data: (
-        data[:4096] + random.Random(2).randbytes(len(data) - 8192) + data[-4096:]),
+        data[:4096] + random.Random(2).randbytes(len(data) - 8192) + data[-4096:]
+    ),
 }
 
 
@@ -392,8 +418,9 @@ def test_execute_on_a_damaged_file_says_so_in_one_line(
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(random.Random(3).randbytes(64 * 1024))
 
-    result = run_cli("execute", write_workflow({"name": "w", "nodes": [{"id": "a",
-                                                                      "type": "echo"}]}))
+    result = run_cli(
+        "execute", write_workflow({"name": "w", "nodes": [{"id": "a", "type": "echo"}]})
+    )
 
     assert result.returncode == 3
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

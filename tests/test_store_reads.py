@@ -12,8 +12,10 @@ from test_store import Cli, make_v1_database, user_version
 from test_store import Writer as WorkflowWriter
 from test_store_faults import lock_held
 
-HELLO = {"name": "hello", "nodes": [{"id": "a", "type": "echo"},
-                                    {"id": "b", "type": "echo", "depends_on": ["a"]}]}
+HELLO = {
+    "name": "hello",
+    "nodes": [{"id": "a", "type": "echo"}, {"id": "b", "type": "echo", "depends_on": ["a"]}],
+}
 
 
 @pytest.mark.parametrize("begin", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
@@ -58,9 +60,7 @@ def test_a_database_not_in_wal_mode_locked_elsewhere_is_one_clear_line(
     assert "is locked by another process" in result.stderr
 
 
-def test_read_commands_on_a_missing_database_create_nothing(
-    run_cli: Cli, db_path: Path
-) -> None:
+def test_read_commands_on_a_missing_database_create_nothing(run_cli: Cli, db_path: Path) -> None:
     """With no database yet, ``runs`` lists no runs and says where it looked, ``show`` says
     there is no such run, and neither creates the file."""
     runs = run_cli("runs", "--json")
@@ -74,9 +74,7 @@ def test_read_commands_on_a_missing_database_create_nothing(
     assert not db_path.exists() and not db_path.parent.exists()
 
 
-def test_read_commands_on_an_older_schema_say_so_and_leave_it(
-    run_cli: Cli, db_path: Path
-) -> None:
+def test_read_commands_on_an_older_schema_say_so_and_leave_it(run_cli: Cli, db_path: Path) -> None:
     """A database of an older schema is not migrated by ``runs``: one line says so and how
     it gets migrated, exit 1, and the file keeps its version."""
     make_v1_database(db_path)

@@ -129,7 +129,10 @@ def _installed_root(tmp_path: Path) -> Path:
 def _verify(exe: str, root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [exe, "verify", f"--root={root}", "--recursive-errors=no", "wfe-daemon.service"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -46,9 +46,7 @@ def context(data_dir: Path) -> TaskContext:
 
 async def run_nodes(engine: Engine, *nodes: dict[str, Any]) -> dict[str, Any]:
     """Run a workflow of ``nodes`` (a chain, in order) through the engine; return its summary."""
-    chained = [
-        {**n, "depends_on": [nodes[i - 1]["id"]]} if i else n for i, n in enumerate(nodes)
-    ]
+    chained = [{**n, "depends_on": [nodes[i - 1]["id"]]} if i else n for i, n in enumerate(nodes)]
     doc = {"name": "csv test", "nodes": chained}
     return await submit(engine, json.dumps(doc).encode(), source="test.json")
 
@@ -71,14 +69,20 @@ async def test_valid_file_reports_rows_and_columns(
 ) -> None:
     """A valid file gives SUCCESS with its row count, header and no errors."""
     (data / "sales.csv").write_text(SALES)
-    summary = await run_nodes(engine_factory(), validate(
-        "sales.csv", required_columns=["id", "amount"],
-        types={"id": "int", "date": "date", "amount": "float", "region": "str"},
-    ))
+    summary = await run_nodes(
+        engine_factory(),
+        validate(
+            "sales.csv",
+            required_columns=["id", "amount"],
+            types={"id": "int", "date": "date", "amount": "float", "region": "str"},
+        ),
+    )
     assert summary["nodes"]["v"]["status"] == "SUCCESS"
     assert summary["nodes"]["v"]["output"] == {
-        "path": "sales.csv", "row_count": 3,
-        "columns": ["id", "date", "region", "amount", "note"], "errors": [],
+        "path": "sales.csv",
+        "row_count": 3,
+        "columns": ["id", "date", "region", "amount", "note"],
+        "errors": [],
     }
 
 
@@ -91,8 +95,7 @@ async def test_bad_typed_value_fails_naming_line_column_and_value(
     node = summary["nodes"]["v"]
     assert node["status"] == "FAILED"
     assert node["error"] == (
-        "sales.csv: 1 invalid value(s) in 1 row(s): line 3, column 'amount': "
-        "'seven' is not a float"
+        "sales.csv: 1 invalid value(s) in 1 row(s): line 3, column 'amount': 'seven' is not a float"
     )
 
 
@@ -117,8 +120,11 @@ async def test_errors_are_counted_and_capped_at_max_errors(data: Path) -> None:
         ("int", ["0", "-12", "+7", "007"], ["", "1.0", "1e3", "12a", " 1", "²"]),
         ("float", ["1", "-1.5", ".5", "2.", "1e-3", "+3E2"], ["", "nan", "inf", "1,5", "1_0"]),
         ("bool", ["true", "False", "YES", "no", "1", "0"], ["", "y", "maybe", "2"]),
-        ("date", ["2024-02-29", "1999-12-31"], ["", "2023-02-29", "2024-1-05", "20240105",
-                                                 "2024-01-05T00:00"]),
+        (
+            "date",
+            ["2024-02-29", "1999-12-31"],
+            ["", "2023-02-29", "2024-1-05", "20240105", "2024-01-05T00:00"],
+        ),
         ("str", ["", "anything"], []),
     ],
 )
@@ -167,9 +173,10 @@ async def test_missing_required_column_fails_naming_it(
 ) -> None:
     """A required (or typed) column absent from the header fails the node, named."""
     (data / "sales.csv").write_text(SALES)
-    summary = await run_nodes(engine_factory(), validate(
-        "sales.csv", required_columns=["id", "customer"], types={"vat": "float"}
-    ))
+    summary = await run_nodes(
+        engine_factory(),
+        validate("sales.csv", required_columns=["id", "customer"], types={"vat": "float"}),
+    )
     assert summary["nodes"]["v"]["status"] == "FAILED"
     assert summary["nodes"]["v"]["error"].startswith(
         "sales.csv: missing column(s) 'customer', 'vat' (header: id, date, region"
@@ -190,8 +197,11 @@ async def test_missing_file_and_empty_file_fail_clearly(
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("../outside.csv", "uses '..'"), ("/etc/passwd", "is absolute"),
-     ("link/outside.csv", "through a symlink")],
+    [
+        ("../outside.csv", "uses '..'"),
+        ("/etc/passwd", "is absolute"),
+        ("link/outside.csv", "through a symlink"),
+    ],
 )
 async def test_paths_out_of_data_dir_fail_the_node(
     engine_factory: Callable[..., Engine], data: Path, tmp_path: Path, path: str, expected: str
@@ -227,20 +237,31 @@ async def test_steps_run_in_contract_order(
 ) -> None:
     """filter sees raw values, then strip, lowercase, uppercase, cast, select, rename apply."""
     (data / "people.csv").write_text(PEOPLE)
-    summary = await run_nodes(engine_factory(), transform(
-        input="people.csv", output="out/people.csv",
-        # On raw values: ' paris ' and 'PARIS' are not 'Paris' (strip/lowercase come later);
-        # '007' > 5 numerically (textually '007' < '5'); ' 40 ' reads as a number too.
-        filter=[{"column": "city", "op": "eq", "value": "Paris"},
-                {"column": "amount", "op": "gt", "value": 5}],
-        strip=["amount"], lowercase=["city", "name"], uppercase=["name"],
-        cast={"amount": "int"},
-        select=["amount", "name", "city"],  # input names, in output order
-        rename={"amount": "total", "city": "town"},  # input name -> output name
-    ))
+    summary = await run_nodes(
+        engine_factory(),
+        transform(
+            input="people.csv",
+            output="out/people.csv",
+            # On raw values: ' paris ' and 'PARIS' are not 'Paris' (strip/lowercase come later);
+            # '007' > 5 numerically (textually '007' < '5'); ' 40 ' reads as a number too.
+            filter=[
+                {"column": "city", "op": "eq", "value": "Paris"},
+                {"column": "amount", "op": "gt", "value": 5},
+            ],
+            strip=["amount"],
+            lowercase=["city", "name"],
+            uppercase=["name"],
+            cast={"amount": "int"},
+            select=["amount", "name", "city"],  # input names, in output order
+            rename={"amount": "total", "city": "town"},  # input name -> output name
+        ),
+    )
     assert summary["nodes"]["t"]["status"] == "SUCCESS"
-    assert summary["nodes"]["t"]["output"] == {"path": "out/people.csv", "rows_in": 5,
-                                               "rows_out": 2}
+    assert summary["nodes"]["t"]["output"] == {
+        "path": "out/people.csv",
+        "rows_in": 5,
+        "rows_out": 2,
+    }
     written = (data / "out" / "people.csv").read_text()
     assert written == "total,name,town\n7,ALICE,paris\n40,EVE,paris\n"
 
@@ -248,19 +269,28 @@ async def test_steps_run_in_contract_order(
 @pytest.mark.parametrize(
     ("op", "value", "kept"),
     [
-        ("eq", 7, ["alice"]), ("eq", "007", ["alice"]),
+        ("eq", 7, ["alice"]),
+        ("eq", "007", ["alice"]),
         ("ne", 9, ["alice", "Carol", "dave", "Eve"]),
-        ("lt", 9, ["alice", "dave"]), ("le", 9, ["alice", "Bob", "dave"]),
-        ("gt", 12, ["Eve"]), ("ge", "12", ["Carol", "Eve"]),
-        ("in", [3, "9", 100], ["Bob", "dave"]), ("contains", "0", ["alice", "Eve"]),
+        ("lt", 9, ["alice", "dave"]),
+        ("le", 9, ["alice", "Bob", "dave"]),
+        ("gt", 12, ["Eve"]),
+        ("ge", "12", ["Carol", "Eve"]),
+        ("in", [3, "9", 100], ["Bob", "dave"]),
+        ("contains", "0", ["alice", "Eve"]),
     ],
 )
 async def test_filter_ops(data: Path, op: str, value: Any, kept: list[str]) -> None:
     """Each op keeps the rows it should, comparing numerically when both sides are numbers."""
     (data / "people.csv").write_text(PEOPLE)
     await TransformSimpleTask().execute(
-        {"input": "people.csv", "output": "o.csv", "select": ["name"],
-         "filter": [{"column": "amount", "op": op, "value": value}]}, context(data),
+        {
+            "input": "people.csv",
+            "output": "o.csv",
+            "select": ["name"],
+            "filter": [{"column": "amount", "op": op, "value": value}],
+        },
+        context(data),
     )
     assert (data / "o.csv").read_text().split() == ["name", *kept]
 
@@ -269,8 +299,12 @@ async def test_text_comparison_when_a_side_is_not_a_number(data: Path) -> None:
     """Ordering compares text when the cell or the value does not read as a number."""
     (data / "f.csv").write_text("k\napple\nbanana\n10\n9\n")
     await TransformSimpleTask().execute(
-        {"input": "f.csv", "output": "o.csv",
-         "filter": [{"column": "k", "op": "lt", "value": "b"}]}, context(data),
+        {
+            "input": "f.csv",
+            "output": "o.csv",
+            "filter": [{"column": "k", "op": "lt", "value": "b"}],
+        },
+        context(data),
     )
     assert (data / "o.csv").read_text().split() == ["k", "apple", "10", "9"]
 
@@ -279,8 +313,12 @@ async def test_casts_write_canonical_values(data: Path) -> None:
     """cast rewrites ints, floats and bools in one spelling; dates and str stay as they are."""
     (data / "f.csv").write_text("i,f,b,d\n+007,1.50,YES,2024-01-05\n-0,3,0,2024-12-31\n")
     await TransformSimpleTask().execute(
-        {"input": "f.csv", "output": "o.csv",
-         "cast": {"i": "int", "f": "float", "b": "bool", "d": "date"}}, context(data),
+        {
+            "input": "f.csv",
+            "output": "o.csv",
+            "cast": {"i": "int", "f": "float", "b": "bool", "d": "date"},
+        },
+        context(data),
     )
     written = (data / "o.csv").read_text()
     assert written == "i,f,b,d\n7,1.5,true,2024-01-05\n0,3.0,false,2024-12-31\n"
@@ -292,9 +330,9 @@ async def test_failed_cast_names_line_column_and_value_and_keeps_old_output(
     """A value the cast cannot read fails the node; the previous output file is untouched."""
     (data / "people.csv").write_text(PEOPLE.replace("12,c3", "twelve,c3"))
     (data / "o.csv").write_text("old\n")
-    summary = await run_nodes(engine_factory(), transform(
-        input="people.csv", output="o.csv", cast={"amount": "int"}
-    ))
+    summary = await run_nodes(
+        engine_factory(), transform(input="people.csv", output="o.csv", cast={"amount": "int"})
+    )
     assert summary["nodes"]["t"]["error"] == (
         "people.csv: line 4: cast: column 'amount': 'twelve' is not an int"
     )
@@ -306,9 +344,12 @@ async def test_failed_cast_names_line_column_and_value_and_keeps_old_output(
     ("step", "params"),
     [
         ("filter", {"filter": [{"column": "zip", "op": "eq", "value": "1"}]}),
-        ("strip", {"strip": ["zip"]}), ("lowercase", {"lowercase": ["zip"]}),
-        ("uppercase", {"uppercase": ["zip"]}), ("cast", {"cast": {"zip": "int"}}),
-        ("select", {"select": ["name", "zip"]}), ("rename", {"rename": {"zip": "postcode"}}),
+        ("strip", {"strip": ["zip"]}),
+        ("lowercase", {"lowercase": ["zip"]}),
+        ("uppercase", {"uppercase": ["zip"]}),
+        ("cast", {"cast": {"zip": "int"}}),
+        ("select", {"select": ["name", "zip"]}),
+        ("rename", {"rename": {"zip": "postcode"}}),
     ],
 )
 async def test_unknown_column_in_any_step_fails_naming_it(
@@ -328,37 +369,44 @@ async def test_rename_must_target_selected_columns_and_stay_unique(data: Path) -
     (data / "people.csv").write_text(PEOPLE)
     task, ctx = TransformSimpleTask(), context(data)
     with pytest.raises(TaskFailed, match="'code' is not among the selected columns"):
-        await task.execute({"input": "people.csv", "output": "o.csv", "select": ["name"],
-                            "rename": {"code": "c"}}, ctx)
+        await task.execute(
+            {"input": "people.csv", "output": "o.csv", "select": ["name"], "rename": {"code": "c"}},
+            ctx,
+        )
     with pytest.raises(TaskFailed, match="two columns named 'name'"):
-        await task.execute({"input": "people.csv", "output": "o.csv",
-                            "rename": {"city": "name"}}, ctx)
+        await task.execute(
+            {"input": "people.csv", "output": "o.csv", "rename": {"city": "name"}}, ctx
+        )
 
 
 def test_filter_values_must_fit_their_op() -> None:
     """Workflow validation refuses 'in' without a list, a list elsewhere, and non-text contains."""
     registry = TaskRegistry.load(entry_point_group=None)
-    params = {"input": "a.csv", "output": "b.csv", "filter": [
-        {"column": "c", "op": "in", "value": "x"},
-        {"column": "c", "op": "eq", "value": [1]},
-        {"column": "c", "op": "contains", "value": 3},
-        {"column": "c", "op": "in", "value": "{{ up.values }}"},
-    ]}
+    params = {
+        "input": "a.csv",
+        "output": "b.csv",
+        "filter": [
+            {"column": "c", "op": "in", "value": "x"},
+            {"column": "c", "op": "eq", "value": [1]},
+            {"column": "c", "op": "contains", "value": 3},
+            {"column": "c", "op": "in", "value": "{{ up.values }}"},
+        ],
+    }
     assert registry.check_params("transform_simple", params) == [
         "filter.0.value: op 'in' needs a list of values, got 'x'",
         "filter.1.value: op 'eq' needs one value, not a list",
         "filter.2.value: op 'contains' needs text, got 3",
     ]
-    problems = registry.check_params("transform_simple", {"input": "a", "output": "b", "cast": {
-        "c": "decimal"}})
+    problems = registry.check_params(
+        "transform_simple", {"input": "a", "output": "b", "cast": {"c": "decimal"}}
+    )
     assert problems and "decimal" in problems[0]
 
 
 async def test_path_escape_error_is_raised_directly(data: Path) -> None:
     """Called directly, a bad path raises PathEscapeError before any file is touched."""
     with pytest.raises(PathEscapeError, match="output"):
-        await TransformSimpleTask().execute({"input": "a.csv", "output": "../b.csv"},
-                                            context(data))
+        await TransformSimpleTask().execute({"input": "a.csv", "output": "../b.csv"}, context(data))
 
 
 async def test_cancellation_reaches_the_worker_thread() -> None:
@@ -412,8 +460,10 @@ print(json.dumps([counts, peak]))
 def _write_rows(path: Path, rows: int) -> None:
     with path.open("w") as f:
         f.write("id,date,region,amount,note\n")
-        f.writelines(f"{i},2024-03-{i % 28 + 1:02d}, north ,{i % 997}.25,\"a note, {i}\"\n"
-                     for i in range(rows))
+        f.writelines(
+            f'{i},2024-03-{i % 28 + 1:02d}, north ,{i % 997}.25,"a note, {i}"\n'
+            for i in range(rows)
+        )
 
 
 def test_memory_does_not_grow_with_the_file(data: Path) -> None:
@@ -422,8 +472,13 @@ def test_memory_does_not_grow_with_the_file(data: Path) -> None:
     peaks = {}
     for rows in (30_000, 300_000):
         _write_rows(data / f"{rows}.csv", rows)
-        done = subprocess.run([sys.executable, "-c", _PEAK, str(data), f"{rows}.csv"],
-                              capture_output=True, text=True, timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(data), f"{rows}.csv"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         counts, peaks[rows] = json.loads(done.stdout)
         kept = rows - rows // 997 - (1 if rows % 997 else 0)  # amount 0.25 is filtered out
         assert counts == [rows, kept, kept]
@@ -481,17 +536,22 @@ async def test_an_unwritable_output_folder_is_named(
     given, its folder and the reason (never a temporary file)."""
     (data / "sales.csv").write_text(SALES)
     with unwritable(data / "out") as why:
-        summary = await run_nodes(engine_factory(), transform(input="sales.csv",
-                                                              output="out/clean.csv"))
+        summary = await run_nodes(
+            engine_factory(), transform(input="sales.csv", output="out/clean.csv")
+        )
     assert summary["nodes"]["t"]["error"] == (
-        f"output: cannot write 'out/clean.csv': cannot create a file in the folder 'out': {why}")
+        f"output: cannot write 'out/clean.csv': cannot create a file in the folder 'out': {why}"
+    )
 
 
-@pytest.mark.parametrize(("output", "reason"), [
-    ("out/clean.csv", "cannot create its folder 'out': Not a directory"),
-    ("out/2024/clean.csv", "cannot create its folder 'out/2024': Not a directory"),
-    ("folder", "saving: Is a directory"),
-])
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("out/clean.csv", "cannot create its folder 'out': Not a directory"),
+        ("out/2024/clean.csv", "cannot create its folder 'out/2024': Not a directory"),
+        ("folder", "saving: Is a directory"),
+    ],
+)
 async def test_an_output_that_cannot_be_a_file_is_named(
     engine_factory: Callable[..., Engine], data: Path, output: str, reason: str
 ) -> None:

@@ -28,14 +28,72 @@ from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
 from wfe_daemon.tasks.sqlite import SaveDbTask
 
 CELLS = [
-    "", " ", "0", "-0", "+0", "007", "7", "-7", "+7", "12345678901234567890123", "1.", ".5",
-    "1.5", "-1.50", "0.0", "-0.0", "0.00001", "0.0001", "1e5", "1E-5", "1e999", "nan", "inf",
-    " 40 ", "\t40\n", "\x0b40", "\x1c40\x1f", "\xa040", "٤٠", "\uff11\uff12", "1,5", "1_000",
-    "true", "False", "TRUE", "yes", "No", "1", "\u017f", "ye\u017f", "nO",
-    "2024-02-29", "2023-02-29", "0000-01-01", "0001-01-01", "9999-12-31", "2023-13-01",
-    "2023-00-10", "2023-04-31", "2023-1-02", "20230102", " 2023-01-02",
-    "Paris", " paris ", "PARIS", "straße", "İstanbul", "ǅ", "ﬁ", "café", "a\"b", "a,b",
-    "line\nbreak", "ΣΑΣ", "\u2028x\u2028", "\u3000x",
+    "",
+    " ",
+    "0",
+    "-0",
+    "+0",
+    "007",
+    "7",
+    "-7",
+    "+7",
+    "12345678901234567890123",
+    "1.",
+    ".5",
+    "1.5",
+    "-1.50",
+    "0.0",
+    "-0.0",
+    "0.00001",
+    "0.0001",
+    "1e5",
+    "1E-5",
+    "1e999",
+    "nan",
+    "inf",
+    " 40 ",
+    "\t40\n",
+    "\x0b40",
+    "\x1c40\x1f",
+    "\xa040",
+    "٤٠",
+    "\uff11\uff12",
+    "1,5",
+    "1_000",
+    "true",
+    "False",
+    "TRUE",
+    "yes",
+    "No",
+    "1",
+    "\u017f",
+    "ye\u017f",
+    "nO",
+    "2024-02-29",
+    "2023-02-29",
+    "0000-01-01",
+    "0001-01-01",
+    "9999-12-31",
+    "2023-13-01",
+    "2023-00-10",
+    "2023-04-31",
+    "2023-1-02",
+    "20230102",
+    " 2023-01-02",
+    "Paris",
+    " paris ",
+    "PARIS",
+    "straße",
+    "İstanbul",
+    "ǅ",
+    "ﬁ",
+    "café",
+    'a"b',
+    "a,b",
+    "line\nbreak",
+    "ΣΑΣ",
+    "\u2028x\u2028",
+    "\u3000x",
 ]
 
 
@@ -142,9 +200,16 @@ def test_arrow_reads_files_as_the_stdlib_reader_does(name: str, tmp_path: Path) 
     assert rows == expected
 
 
-@pytest.mark.parametrize("text", [
-    "a,b\n1\n", "a,b\n1,2,3\n", "a\n\"open\n", "a,b\n1,\xff\n", "a,a2\n1,2\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a,b\n1\n",
+        "a,b\n1,2,3\n",
+        'a\n"open\n',
+        "a,b\n1,\xff\n",
+        "a,a2\n1,2\n",
+    ],
+)
 def test_what_arrow_cannot_read_falls_back(text: str, tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     path.write_bytes(text.encode("latin-1"))
@@ -153,10 +218,9 @@ def test_what_arrow_cannot_read_falls_back(text: str, tmp_path: Path) -> None:
         list(_arrowcsv.batches(path, header, ",", threading.Event()))
 
 
-SALES = (
-    "id,date,region,amount,note\n"
-    + "".join(f'{i},2024-01-{i % 28 + 1:02d}, North{i % 3} ,{i * 1.25 - 5:.2f},"x, ""{i}"""\n'
-              for i in range(1, 400))
+SALES = "id,date,region,amount,note\n" + "".join(
+    f'{i},2024-01-{i % 28 + 1:02d}, North{i % 3} ,{i * 1.25 - 5:.2f},"x, ""{i}"""\n'
+    for i in range(1, 400)
 )
 
 
@@ -164,6 +228,7 @@ async def test_ordinary_files_never_take_the_reference_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """validate -> transform -> save_db on a file with quoted fields all run on Arrow."""
+
     def no_fallback(*_: object, **__: object) -> Any:
         raise AssertionError("the reference path was taken")
 
@@ -173,17 +238,26 @@ async def test_ordinary_files_never_take_the_reference_path(
     (data / "sales.csv").write_text(SALES)
     ctx = context(data)
     checked = await ValidateCsvTask().execute(
-        {"path": "sales.csv", "types": {"id": "int", "date": "date", "amount": "float"}}, ctx)
+        {"path": "sales.csv", "types": {"id": "int", "date": "date", "amount": "float"}}, ctx
+    )
     assert checked["row_count"] == 399
-    cleaned = await TransformSimpleTask().execute({
-        "input": "sales.csv", "output": "clean.csv",
-        "filter": [{"column": "amount", "op": "ge", "value": 0}],
-        "strip": ["region"], "uppercase": ["region"], "cast": {"amount": "float", "id": "int"},
-        "select": ["id", "region", "amount", "note"], "rename": {"amount": "eur"},
-    }, ctx)
+    cleaned = await TransformSimpleTask().execute(
+        {
+            "input": "sales.csv",
+            "output": "clean.csv",
+            "filter": [{"column": "amount", "op": "ge", "value": 0}],
+            "strip": ["region"],
+            "uppercase": ["region"],
+            "cast": {"amount": "float", "id": "int"},
+            "select": ["id", "region", "amount", "note"],
+            "rename": {"amount": "eur"},
+        },
+        ctx,
+    )
     assert cleaned["rows_out"] == 396
     loaded = await SaveDbTask().execute(
-        {"source": "clean.csv", "database": "s.db", "table": "sales", "mode": "replace"}, ctx)
+        {"source": "clean.csv", "database": "s.db", "table": "sales", "mode": "replace"}, ctx
+    )
     assert loaded["rows_written"] == 396
     first = (data / "clean.csv").read_text().splitlines()[:2]
     assert first == ["id,region,eur,note", '4,NORTH1,0.0,"x, ""4"""']
@@ -194,7 +268,8 @@ async def test_a_file_only_the_reference_reader_takes_still_loads(tmp_path: Path
     the file as the cell; save_db loads what the reference reads."""
     (tmp_path / "odd.csv").write_text('a\n1\n"open\n')
     loaded = await SaveDbTask().execute(
-        {"source": "odd.csv", "database": "o.db", "table": "t"}, context(tmp_path))
+        {"source": "odd.csv", "database": "o.db", "table": "t"}, context(tmp_path)
+    )
     assert loaded["rows_written"] == 2
     import sqlite3
 
@@ -221,6 +296,7 @@ def long_field_file(folder: Path, size: int, *, bad_cell: bool = False) -> Path:
 
 def no_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the reference path fail the test if any task takes it."""
+
     def no_fallback(*_: object, **__: object) -> Any:
         raise AssertionError("the reference path was taken")
 
@@ -230,6 +306,7 @@ def no_reference(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def no_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make Arrow refuse every file, so every task takes the reference path."""
+
     def refuse(*_: object, **__: object) -> Any:
         raise _arrowcsv.Fallback
 
@@ -243,9 +320,11 @@ async def through_the_three_tasks(data: Path) -> tuple[Any, bytes, list[Any]]:
     ctx = context(data)
     checked = await ValidateCsvTask().execute({"path": "long.csv", "types": {"id": "int"}}, ctx)
     await TransformSimpleTask().execute(
-        {"input": "long.csv", "output": "out.csv", "cast": {"id": "int"}}, ctx)
+        {"input": "long.csv", "output": "out.csv", "cast": {"id": "int"}}, ctx
+    )
     await SaveDbTask().execute(
-        {"source": "long.csv", "database": "long.db", "table": "t", "mode": "replace"}, ctx)
+        {"source": "long.csv", "database": "long.db", "table": "t", "mode": "replace"}, ctx
+    )
     with sqlite3.connect(data / "long.db") as db:
         rows = db.execute("SELECT id, note FROM t ORDER BY rowid").fetchall()
     (data / "long.db").unlink()
@@ -280,18 +359,18 @@ async def test_long_fields_read_the_same_on_both_paths(
 
 
 @pytest.mark.parametrize("size", [200_000, 700_000])
-async def test_a_bad_cell_beside_a_long_field_is_named(
-    size: int, tmp_path: Path
-) -> None:
+async def test_a_bad_cell_beside_a_long_field_is_named(size: int, tmp_path: Path) -> None:
     """A file with a long field and a bad cell falls back to the reference reader, which
     names the bad cell (not the field's length)."""
     long_field_file(tmp_path, size, bad_cell=True)
     with pytest.raises(TaskFailed, match=r"line 3012, column 'id': 'nine' is not an int"):
         await ValidateCsvTask().execute(
-            {"path": "long.csv", "types": {"id": "int"}}, context(tmp_path))
+            {"path": "long.csv", "types": {"id": "int"}}, context(tmp_path)
+        )
     with pytest.raises(TaskFailed, match=r"line 3012: cast: column 'id': 'nine'"):
         await TransformSimpleTask().execute(
-            {"input": "long.csv", "output": "o.csv", "cast": {"id": "int"}}, context(tmp_path))
+            {"input": "long.csv", "output": "o.csv", "cast": {"id": "int"}}, context(tmp_path)
+        )
 
 
 @pytest.mark.parametrize("path", ["arrow", "reference"])

@@ -55,8 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet."""
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/plain",
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -67,12 +72,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
-        self.server.requests.append({"path": parts.path, "query": parts.query,
-                                     "headers": {k.lower(): v for k, v in self.headers.items()}})
+        self.server.requests.append(
+            {
+                "path": parts.path,
+                "query": parts.query,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            }
+        )
         route = parts.path.strip("/").split("/")
         if route[0] == "json":
-            self._send(200, b'{"hello": "world", "n": [1, 2]}', "application/json",
-                       {"Set-Cookie": "session=abc", "X-Auth-Token": "tok"})
+            self._send(
+                200,
+                b'{"hello": "world", "n": [1, 2]}',
+                "application/json",
+                {"Set-Cookie": "session=abc", "X-Auth-Token": "tok"},
+            )
         elif route[0] == "text":
             self._send(200, "héllo".encode(), "text/plain; charset=utf-8")
         elif route[0] == "csv":
@@ -129,8 +143,7 @@ def server() -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.requests = []
     srv.bomb = gzip.compress(b"\0" * BOMB_SIZE, compresslevel=9)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
@@ -160,10 +173,15 @@ async def run_nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     configure_logging("INFO", logs)
     registry = TaskRegistry.load()
 
-    async def run(nodes: dict[str, Any] | list[dict[str, Any]],
-                  **overrides: Any) -> tuple[dict[str, Any], str]:
-        paths = {"db_path": tmp_path / "wfe.db", "data_dir": tmp_path / "data",
-                 "inbox": tmp_path / "inbox", "outbox": tmp_path / "outbox"}
+    async def run(
+        nodes: dict[str, Any] | list[dict[str, Any]], **overrides: Any
+    ) -> tuple[dict[str, Any], str]:
+        paths = {
+            "db_path": tmp_path / "wfe.db",
+            "data_dir": tmp_path / "data",
+            "inbox": tmp_path / "inbox",
+            "outbox": tmp_path / "outbox",
+        }
         settings = Settings(**{**paths, **overrides})
         node_list = nodes if isinstance(nodes, list) else [nodes]
         data = json.dumps({"name": "http test", "nodes": node_list}).encode()
@@ -215,10 +233,12 @@ async def test_a_cookie_set_by_one_response_is_not_sent_with_later_requests(
     server: _Server, base: str, run_nodes: Callable[..., Any]
 ) -> None:
     """The shared client keeps no cookies: a cookie one node received is not sent by the next."""
-    summary, _ = await run_nodes([
-        get({"url": f"{base}/json"}, "sets"),
-        {**get({"url": f"{base}/text"}, "after"), "depends_on": ["sets"]},
-    ])
+    summary, _ = await run_nodes(
+        [
+            get({"url": f"{base}/json"}, "sets"),
+            {**get({"url": f"{base}/text"}, "after"), "depends_on": ["sets"]},
+        ]
+    )
     assert summary["status"] == "SUCCESS"
     assert [r["path"] for r in server.requests] == ["/json", "/text"]
     assert "cookie" not in server.requests[1]["headers"]
@@ -255,7 +275,8 @@ async def test_save_to_an_unwritable_folder_names_it(
         summary, _ = await run_nodes(get({"url": f"{base}/csv", "save_to": "raw/sales.csv"}))
     assert error_of(summary) == (
         f"GET {base}/csv answered 200, but save_to: cannot write 'raw/sales.csv': "
-        f"cannot create a file in the folder 'raw': {why}")
+        f"cannot create a file in the folder 'raw': {why}"
+    )
 
 
 @pytest.mark.parametrize("save_to", ["raw/sales.csv", "raw/2024/sales.csv"])
@@ -269,7 +290,8 @@ async def test_save_to_under_a_file_names_it(
     folder = save_to.rsplit("/", 1)[0]
     assert error_of(summary) == (
         f"GET {base}/csv answered 200, but save_to: cannot write {save_to!r}: "
-        f"cannot create its folder {folder!r}: Not a directory")
+        f"cannot create its folder {folder!r}: Not a directory"
+    )
 
 
 async def test_save_to_escape_refused(base: str, run_nodes: Callable[..., Any]) -> None:
@@ -350,8 +372,7 @@ async def test_query_params_are_added_to_the_urls_own(
     appended to it (httpx alone would replace it)."""
     params = {"url": f"{base}/query?sig=a,b%2Fc&flag&q=own", "query": {"q": "added", "n": 3}}
     summary, _ = await run_nodes(get(params))
-    assert node(summary)["output"]["json"] == {"sig": ["a,b/c"], "q": ["own", "added"],
-                                               "n": ["3"]}
+    assert node(summary)["output"]["json"] == {"sig": ["a,b/c"], "q": ["own", "added"], "n": ["3"]}
     assert server.requests[-1]["query"] == "sig=a,b%2Fc&flag&q=own&q=added&n=3"
 
 
@@ -384,10 +405,12 @@ async def test_error_status_fails(base: str, run_nodes: Callable[..., Any], code
 
 async def test_expect_status_accepts_listed(base: str, run_nodes: Callable[..., Any]) -> None:
     """A 404 listed in expect_status is a success; a 200 not listed is a failure."""
-    summary, _ = await run_nodes([
-        get({"url": f"{base}/status/404", "expect_status": [404]}, "a"),
-        get({"url": f"{base}/json", "expect_status": [201, 404]}, "b"),
-    ])
+    summary, _ = await run_nodes(
+        [
+            get({"url": f"{base}/status/404", "expect_status": [404]}, "a"),
+            get({"url": f"{base}/json", "expect_status": [201, 404]}, "b"),
+        ]
+    )
     assert node(summary, "a")["output"]["status_code"] == 404
     assert error_of(summary, "b") == f"expected 201, 404, got 200 from {base}/json"
 
@@ -428,10 +451,12 @@ async def test_save_to_timing_out_keeps_the_old_file(
 
 async def test_body_over_max_bytes(base: str, run_nodes: Callable[..., Any]) -> None:
     """A body larger than max_bytes fails; one exactly max_bytes passes."""
-    summary, _ = await run_nodes([
-        get({"url": f"{base}/big/1001", "max_bytes": 1000}, "over"),
-        get({"url": f"{base}/big/1000", "max_bytes": 1000}, "exact"),
-    ])
+    summary, _ = await run_nodes(
+        [
+            get({"url": f"{base}/big/1001", "max_bytes": 1000}, "over"),
+            get({"url": f"{base}/big/1000", "max_bytes": 1000}, "exact"),
+        ]
+    )
     assert error_of(summary, "over") == f"GET {base}/big/1001: body is over max_bytes (1000 bytes)"
     assert node(summary, "exact")["output"]["bytes"] == 1000
 
@@ -454,8 +479,10 @@ async def test_gzip_bomb_fails_early(
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
 async def test_non_http_scheme_refused(run_nodes: Callable[..., Any], url: str) -> None:
     """A file:// or ftp:// URL arriving through a reference fails the node at start, clearly."""
-    nodes = [{"id": "src", "type": "echo", "params": {"url": url}},
-             {**get({"url": "{{ src.url }}"}), "depends_on": ["src"]}]
+    nodes = [
+        {"id": "src", "type": "echo", "params": {"url": url}},
+        {**get({"url": "{{ src.url }}"}), "depends_on": ["src"]},
+    ]
     summary, _ = await run_nodes(nodes)
     assert error_of(summary) == f"params: url: must be an http:// or https:// URL, got {url!r}"
 
@@ -517,8 +544,9 @@ async def test_deny_loopback_refuses_local_server(
 async def test_deny_cidr_refuses(base: str, run_nodes: Callable[..., Any]) -> None:
     """A CIDR in http_deny_networks (from the config loader) refuses what it contains."""
     settings = load_settings(environ={"WFE_HTTP_DENY_NETWORKS": "127.0.0.0/24"})
-    summary, _ = await run_nodes(get({"url": f"{base}/json"}),
-                                 http_deny_networks=settings.http_deny_networks)
+    summary, _ = await run_nodes(
+        get({"url": f"{base}/json"}), http_deny_networks=settings.http_deny_networks
+    )
     assert "127.0.0.1 is in 127.0.0.0/24 (http_deny_networks); refused" in error_of(summary)
 
 
@@ -565,13 +593,20 @@ async def test_secrets_in_urls_reach_the_server_but_no_message(
     """
     with_password = base.replace("http://", "http://me:pw-s3cr3t@")
     with_token = base.replace("http://", "http://ghp_s3cr3t@")
-    summary, logs = await run_nodes([
-        get({"url": f"{base}/status/404?token=tok-s3cr3t&page=2",
-             "query": {"api_key": "key-s3cr3t"}}, "query"),
-        get({"url": f"{base}/redirect?to=/status/500%3FX-Api-Key%3Dloc-s3cr3t"}, "redirect"),
-        get({"url": f"{with_password}/status/404"}, "password"),
-        get({"url": f"{with_token}/status/404#access_token=frag-s3cr3t"}, "user"),
-    ])
+    summary, logs = await run_nodes(
+        [
+            get(
+                {
+                    "url": f"{base}/status/404?token=tok-s3cr3t&page=2",
+                    "query": {"api_key": "key-s3cr3t"},
+                },
+                "query",
+            ),
+            get({"url": f"{base}/redirect?to=/status/500%3FX-Api-Key%3Dloc-s3cr3t"}, "redirect"),
+            get({"url": f"{with_password}/status/404"}, "password"),
+            get({"url": f"{with_token}/status/404#access_token=frag-s3cr3t"}, "user"),
+        ]
+    )
     assert error_of(summary, "query") == (
         f"expected 2xx, got 404 from {base}/status/404?token=***&page=2&api_key=***"
     )
@@ -612,9 +647,20 @@ def test_schema_rejects_bad_params() -> None:
     assert registry.check_params("http_get", {"url": "http://x/", "max_bytes": -1})
     assert registry.check_params("http_get", {"url": "http://x/", "headers": {"a": 1}})
     assert registry.check_params("http_get", {"url": "http://x/", "timeout": 0})
-    assert registry.check_params("http_get", {"url": "http://x/", "headers": {"a": "b"},
-                                              "query": {"q": [1, "a"]}, "save_to": "f",
-                                              "max_bytes": 0, "expect_status": [200]}) == []
+    assert (
+        registry.check_params(
+            "http_get",
+            {
+                "url": "http://x/",
+                "headers": {"a": "b"},
+                "query": {"q": [1, "a"]},
+                "save_to": "f",
+                "max_bytes": 0,
+                "expect_status": [200],
+            },
+        )
+        == []
+    )
 
 
 async def test_missing_client_fails_clearly(tmp_path: Path) -> None:
@@ -682,8 +728,16 @@ def test_default_policy(address: str, refused: bool) -> None:
 def test_named_networks() -> None:
     """'loopback' and 'private' add their ranges, IPv4-mapped forms included."""
     policy = AddressPolicy.from_settings(("loopback", "private"))
-    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3", "192.168.0.1",
-                    "172.31.0.1", "fd12::1", "0.0.0.0"):
+    for address in (
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.31.0.1",
+        "fd12::1",
+        "0.0.0.0",
+    ):
         assert policy.refusal(ipaddress.ip_address(address)) is not None, address
     assert policy.refusal(ipaddress.ip_address("93.184.216.34")) is None
 
@@ -709,8 +763,9 @@ async def test_mock_transport_nan_is_not_json(tmp_path: Path) -> None:
     """A body with NaN is kept as text only, since the summary must stay valid JSON."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b'{"x": NaN}',
-                              headers={"Content-Type": "application/json"})
+        return httpx.Response(
+            200, content=b'{"x": NaN}', headers={"Content-Type": "application/json"}
+        )
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
@@ -765,16 +820,25 @@ def test_refused_addresses_run_without_a_network() -> None:
     prefix = _netns_prefix()
     if prefix is None:
         pytest.skip("network namespaces need unshare (util-linux) and ip (iproute2)")
-    probe = subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], capture_output=True,
-                           text=True, timeout=30, check=False)
+    probe = subprocess.run(
+        [*prefix, "ip", "link", "set", "lo", "up"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if probe.returncode != 0:
         pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
     module = Path(__file__).with_name("test_task_http_refused.py")
     script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$1"'
     result = subprocess.run(
         [*prefix, "sh", "-c", script, sys.executable, str(module)],
-        cwd=Path(__file__).parent.parent, env={**os.environ, NETNS_ENV: "1"},
-        capture_output=True, text=True, timeout=280, check=False,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, NETNS_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and " skipped" not in result.stdout, result.stdout
@@ -783,10 +847,14 @@ def test_refused_addresses_run_without_a_network() -> None:
 # -- outputs JSON cannot carry ----------------------------------------------------------------
 
 UNFIT_BODIES = [
-    ('{"a": 1267650600228229401496703205376}',
-     "output.json.a: integer 1267650600228229401496703205376 does not fit in 64 bits"),
-    ('{"n": [1, -123456789012345678901234567890]}',
-     "output.json.n.1: integer -123456789012345678901234567890 does not fit in 64 bits"),
+    (
+        '{"a": 1267650600228229401496703205376}',
+        "output.json.a: integer 1267650600228229401496703205376 does not fit in 64 bits",
+    ),
+    (
+        '{"n": [1, -123456789012345678901234567890]}',
+        "output.json.n.1: integer -123456789012345678901234567890 does not fit in 64 bits",
+    ),
     ('{"s": "\\ud800"}', "output.json.s: string '\\ud800' holds a lone surrogate"),
     ('{"a": 1e999999}', "output.json.a: number inf is not a JSON number"),
 ]
@@ -795,17 +863,28 @@ UNFIT_BODIES = [
 def _unfit_doc(base: str, body: str) -> dict[str, Any]:
     """fetch (the unfit body) -> after (skipped), beside an independent ok node."""
     url = f"{base}/body?{httpx.QueryParams({'b': body})}"
-    return {"name": "unfit", "nodes": [
-        get({"url": url}),
-        {"id": "after", "type": "echo", "depends_on": ["fetch"], "params": {"v": "{{ fetch }}"}},
-        {"id": "ok", "type": "echo", "params": {"v": 1}},
-    ]}
+    return {
+        "name": "unfit",
+        "nodes": [
+            get({"url": url}),
+            {
+                "id": "after",
+                "type": "echo",
+                "depends_on": ["fetch"],
+                "params": {"v": "{{ fetch }}"},
+            },
+            {"id": "ok", "type": "echo", "params": {"v": 1}},
+        ],
+    }
 
 
 @pytest.mark.parametrize(("body", "message"), UNFIT_BODIES)
 def test_execute_fails_a_node_whose_body_json_cannot_carry(
-    base: str, run_cli: Callable[..., Any], write_workflow: Callable[..., Path],
-    body: str, message: str,
+    base: str,
+    run_cli: Callable[..., Any],
+    write_workflow: Callable[..., Path],
+    body: str,
+    message: str,
 ) -> None:
     """A response body JSON cannot carry fails its node naming where; execute prints the summary."""
     result = run_cli("execute", write_workflow(_unfit_doc(base, body)))
@@ -820,19 +899,24 @@ def test_execute_fails_a_node_whose_body_json_cannot_carry(
 
 
 def test_daemon_publishes_the_result_of_a_body_json_cannot_carry(
-    base: str, daemons: Daemons,
+    base: str,
+    daemons: Daemons,
 ) -> None:
     """A real daemon ends such a run, publishes its result and moves the file to processed/."""
     daemon = daemons.start()
     for n, (body, _) in enumerate(UNFIT_BODIES):
-        drop(daemons.inbox, f"unfit{n}.json", json.dumps(_unfit_doc(base, body)).encode(),
-             mtime=PAST)
+        drop(
+            daemons.inbox, f"unfit{n}.json", json.dumps(_unfit_doc(base, body)).encode(), mtime=PAST
+        )
     for n, (_, message) in enumerate(UNFIT_BODIES):
         summary = wait_result(daemons.outbox, f"unfit{n}", 20)
         assert summary["status"] == "PARTIAL_SUCCESS"
         assert summary["nodes"]["fetch"]["error"] == message
-        wait_until(lambda n=n: (daemons.inbox / "processed" / f"unfit{n}.json").exists(), 10,
-                   f"unfit{n}.json in processed/")
+        wait_until(
+            lambda n=n: (daemons.inbox / "processed" / f"unfit{n}.json").exists(),
+            10,
+            f"unfit{n}.json in processed/",
+        )
     assert list((daemons.inbox / "processing").iterdir()) == []
     assert len(results(daemons.outbox)) == len(UNFIT_BODIES)
     assert daemon.terminate() == 0
@@ -862,7 +946,8 @@ def test_execute_fails_an_echo_output_over_max_output_size(
     result = run_cli("execute", write_workflow(doc), env={"WFE_MAX_OUTPUT_SIZE": "3000"})
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["nodes"]["e"]["error"] == (
-        "output is 3008 bytes, over max_output_size 3000")
+        "output is 3008 bytes, over max_output_size 3000"
+    )
 
 
 def test_large_output_is_stored_once_and_published_whole(
@@ -871,8 +956,12 @@ def test_large_output_is_stored_once_and_published_whole(
     """A 3 MB body under the cap is in its node row only, yet whole in the outbox and in show."""
     size = 3_000_000
     daemon = daemons.start()
-    drop(daemons.inbox, "big.json", {"name": "big", "nodes": [
-        get({"url": f"{base}/big/{size}"})]}, mtime=PAST)
+    drop(
+        daemons.inbox,
+        "big.json",
+        {"name": "big", "nodes": [get({"url": f"{base}/big/{size}"})]},
+        mtime=PAST,
+    )
     summary = wait_result(daemons.outbox, "big", 20)
     assert len(summary["nodes"]["fetch"]["output"]["text"]) == size
     assert daemon.terminate() == 0
@@ -880,7 +969,8 @@ def test_large_output_is_stored_once_and_published_whole(
     with sqlite3.connect(daemons.db_path) as conn:
         [(data_len,)] = conn.execute("SELECT length(result_data) FROM noderun").fetchall()
         [(summary_len, stored)] = conn.execute(
-            "SELECT length(result_summary), result_summary FROM workflowrun").fetchall()
+            "SELECT length(result_summary), result_summary FROM workflowrun"
+        ).fetchall()
     conn.close()
     assert data_len > size
     assert summary_len < 10_000

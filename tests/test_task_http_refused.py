@@ -83,9 +83,7 @@ async def test_redirect_to_metadata_refused(
     base: str, run_nodes: Callable[..., Any], server: _Server
 ) -> None:
     """A local redirect to http://169.254.169.254/latest is refused on that hop."""
-    summary, _ = await run_nodes(
-        get({"url": f"{base}/redirect?to=http://169.254.169.254/latest"})
-    )
+    summary, _ = await run_nodes(get({"url": f"{base}/redirect?to=http://169.254.169.254/latest"}))
     assert error_of(summary) == (
         "GET http://169.254.169.254/latest: 169.254.169.254 is a link-local/metadata address;"
         " refused"
@@ -108,9 +106,14 @@ async def test_the_transport_refuses_a_denied_literal_itself(
     assert server.requests == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest", "http://2852039166/", "http://[::ffff:a9fe:a9fe]/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest",
+        "http://2852039166/",
+        "http://[::ffff:a9fe:a9fe]/",
+    ],
+)
 async def test_the_transport_refuses_a_redirect_to_a_metadata_address(
     base: str, server: _Server, tmp_path: Path, url: str
 ) -> None:

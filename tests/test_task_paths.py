@@ -31,13 +31,16 @@ def unwritable(folder: Path) -> Iterator[str]:
             folder.chmod(0o755)
         return
     try:
-        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True,
-                              timeout=10, check=False)
+        done = subprocess.run(
+            ["chattr", "+i", str(folder)], capture_output=True, text=True, timeout=10, check=False
+        )
     except FileNotFoundError:
         pytest.skip("running as root, whom chmod does not stop, and chattr is not installed")
     if done.returncode != 0:
-        pytest.skip(f"running as root, whom chmod does not stop, and chattr +i failed here "
-                    f"(not ext4/xfs, or no CAP_LINUX_IMMUTABLE): {done.stderr.strip()}")
+        pytest.skip(
+            f"running as root, whom chmod does not stop, and chattr +i failed here "
+            f"(not ext4/xfs, or no CAP_LINUX_IMMUTABLE): {done.stderr.strip()}"
+        )
     try:
         yield "Operation not permitted"
     finally:
@@ -95,8 +98,15 @@ def test_reserved_target_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["workflows.db", "workflows.db-wal", "workflows.db-shm", "workflows.db-journal",
-     "workflows.db.lock", "./workflows.db", "alias.db"],
+    [
+        "workflows.db",
+        "workflows.db-wal",
+        "workflows.db-shm",
+        "workflows.db-journal",
+        "workflows.db.lock",
+        "./workflows.db",
+        "alias.db",
+    ],
 )
 def test_context_path_refuses_the_daemon_database(tmp_path: Path, name: str) -> None:
     """With db_path inside data_dir (the default layout), ctx.path refuses it and its companions."""
@@ -126,8 +136,10 @@ def test_atomic_write_does_not_publish_once_cancelled(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
     target.write_text("old\n")
     cancelled = threading.Event()
-    with pytest.raises(TaskFailed, match="cancelled"), \
-            atomic_write(target, cancelled=cancelled) as file:
+    with (
+        pytest.raises(TaskFailed, match="cancelled"),
+        atomic_write(target, cancelled=cancelled) as file,
+    ):
         file.write("new\n")
         cancelled.set()
     assert target.read_text() == "old\n"

@@ -265,10 +265,13 @@ def test_cli_execute_runs_shell_when_enabled(
 # -- detached processes ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("detach", [
-    "setsid sleep 30 >/dev/null 2>&1 </dev/null & echo $! > pid",
-    "(setsid sh -c 'echo $$ > pid; exec sleep 30' </dev/null >/dev/null 2>&1 &)",
-])
+@pytest.mark.parametrize(
+    "detach",
+    [
+        "setsid sleep 30 >/dev/null 2>&1 </dev/null & echo $! > pid",
+        "(setsid sh -c 'echo $$ > pid; exec sleep 30' </dev/null >/dev/null 2>&1 &)",
+    ],
+)
 async def test_a_detached_process_leaves_the_node(
     run_shell: RunShell, data_dir: Path, stray_pids: list[int], detach: str
 ) -> None:
@@ -336,17 +339,22 @@ async def test_sigterm_comes_within_the_timeout(run_shell: RunShell, data_dir: P
 # -- the daemon killed by SIGKILL -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", [
-    "echo $$ > pid; exec sleep 300",
-    "trap '' TERM HUP INT; echo $$ > pid; exec sleep 300",  # a sleep that ignores SIGTERM
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "echo $$ > pid; exec sleep 300",
+        "trap '' TERM HUP INT; echo $$ > pid; exec sleep 300",  # a sleep that ignores SIGTERM
+    ],
+)
 def test_a_killed_daemon_leaves_no_program_behind(daemons: Daemons, script: str) -> None:
     """When ``wfe-daemon run`` dies by SIGKILL while a shell node runs ``sleep 300``, the
     sleep (even one ignoring SIGTERM) dies with it: the kernel kills it (PR_SET_PDEATHSIG)."""
     daemons.data_dir.mkdir(parents=True)
     daemon = daemons.start(WFE_ENABLE_SHELL="1")
-    doc = {"name": "long", "nodes": [
-        {"id": "sh", "type": "shell", "params": {"argv": ["sh", "-c", script]}}]}
+    doc = {
+        "name": "long",
+        "nodes": [{"id": "sh", "type": "shell", "params": {"argv": ["sh", "-c", script]}}],
+    }
     drop(daemons.inbox, "long.json", doc)
     wait_running(daemons.db_path, "sh")
     pid = _pid_in(daemons.data_dir / "pid")

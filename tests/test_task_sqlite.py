@@ -58,8 +58,11 @@ async def run_doc(engine: Engine, nodes: list[dict[str, Any]]) -> dict[str, Any]
 
 def save(**params: Any) -> dict[str, Any]:
     """A save_db node called ``s``, loading ``in.csv`` into ``out.db`` table ``sales``."""
-    return {"id": "s", "type": "save_db",
-            "params": {"source": "in.csv", "database": "out.db", "table": "sales", **params}}
+    return {
+        "id": "s",
+        "type": "save_db",
+        "params": {"source": "in.csv", "database": "out.db", "table": "sales", **params},
+    }
 
 
 async def test_loads_rows_into_a_new_table_of_text_columns(
@@ -68,8 +71,11 @@ async def test_loads_rows_into_a_new_table_of_text_columns(
     """A new table gets the header's columns, TEXT typed, and exactly the file's rows."""
     (data / "in.csv").write_text("id,region,amount\n1,north,12.5\n2,south,7\n")
     summary = await run_doc(engine_factory(), [save()])
-    assert summary["nodes"]["s"]["output"] == {"database": "out.db", "table": "sales",
-                                               "rows_written": 2}
+    assert summary["nodes"]["s"]["output"] == {
+        "database": "out.db",
+        "table": "sales",
+        "rows_written": 2,
+    }
     assert rows_of(data / "out.db", "sales") == [("1", "north", "12.5"), ("2", "south", "7")]
     conn = sqlite3.connect(data / "out.db")
     try:
@@ -111,8 +117,9 @@ async def test_a_file_that_is_not_a_database_fails_clearly(data: Path) -> None:
     (data / "in.csv").write_text("id\n1\n")
     (data / "x.db").write_bytes(b"not sqlite " * 100)
     with pytest.raises(TaskFailed) as failed:
-        await SaveDbTask().execute({"source": "in.csv", "database": "x.db", "table": "t"},
-                                   context(data))
+        await SaveDbTask().execute(
+            {"source": "in.csv", "database": "x.db", "table": "t"}, context(data)
+        )
     assert str(failed.value).startswith("x.db: ")
     assert str(failed.value).endswith("file is not a database")
     assert "[SQLite]" not in str(failed.value) and "INVALID_ARGUMENT" not in str(failed.value)
@@ -141,8 +148,9 @@ async def test_unsafe_table_names_are_refused(data: Path, table: str) -> None:
     """Table names that are not plain identifiers never reach SQL."""
     (data / "in.csv").write_text("id\n1\n")
     with pytest.raises(TaskFailed, match="table"):
-        await SaveDbTask().execute({"source": "in.csv", "database": "x.db", "table": table},
-                                   context(data))
+        await SaveDbTask().execute(
+            {"source": "in.csv", "database": "x.db", "table": table}, context(data)
+        )
     assert not (data / "x.db").exists()
 
 
@@ -159,14 +167,20 @@ async def test_injected_table_name_and_bad_mode_fail_the_node(
     assert summary["status"] == "REJECTED"
     assert "upsert" in json.dumps(summary["errors"])
 
-    names = {"id": "names", "type": "echo",
-             "params": {"table": "sales; DROP TABLE x", "mode": "upsert"}}
+    names = {
+        "id": "names",
+        "type": "echo",
+        "params": {"table": "sales; DROP TABLE x", "mode": "upsert"},
+    }
     for bad in ({"table": "{{ names.table }}"}, {"mode": "{{ names.mode }}"}):
         summary = await run_doc(engine, [names, {**save(**bad), "depends_on": ["names"]}])
         node = summary["nodes"]["s"]
         assert node["status"] == "FAILED"
-        assert ("'sales; DROP TABLE x' does not match" in node["error"]
-                if "table" in bad else "'upsert' is not one of" in node["error"])
+        assert (
+            "'sales; DROP TABLE x' does not match" in node["error"]
+            if "table" in bad
+            else "'upsert' is not one of" in node["error"]
+        )
     assert not (data / "out.db").exists()
 
 
@@ -191,8 +205,11 @@ async def test_bad_column_names_in_the_header_fail(data: Path) -> None:
     ],
 )
 async def test_missing_source_and_escaping_paths_fail_the_node(
-    engine_factory: Callable[..., Engine], data: Path, tmp_path: Path,
-    params: dict[str, str], expected: str,
+    engine_factory: Callable[..., Engine],
+    data: Path,
+    tmp_path: Path,
+    params: dict[str, str],
+    expected: str,
 ) -> None:
     """A missing CSV and a path leading out of data_dir are FAILED nodes with clear errors."""
     (data / "in.csv").write_text("id\n1\n")
@@ -247,19 +264,46 @@ SALES = (
 
 
 def _pipeline(mode: str) -> dict[str, Any]:
-    return {"name": "sales pipeline", "nodes": [
-        {"id": "check", "type": "validate_csv", "params": {
-            "path": "raw/sales.csv", "required_columns": ["id", "amount"],
-            "types": {"id": "int", "date": "date", "amount": "float"}}},
-        {"id": "clean", "type": "transform_simple", "depends_on": ["check"], "params": {
-            "input": "{{ check.path }}", "output": "clean/sales.csv",
-            "filter": [{"column": "amount", "op": "gt", "value": 0}],
-            "strip": ["region"], "lowercase": ["region"], "cast": {"amount": "float"},
-            "select": ["id", "region", "amount"], "rename": {"amount": "amount_eur"}}},
-        {"id": "load", "type": "save_db", "depends_on": ["clean"], "params": {
-            "source": "{{ clean.path }}", "database": "db/sales.db", "table": "sales",
-            "mode": mode}},
-    ]}
+    return {
+        "name": "sales pipeline",
+        "nodes": [
+            {
+                "id": "check",
+                "type": "validate_csv",
+                "params": {
+                    "path": "raw/sales.csv",
+                    "required_columns": ["id", "amount"],
+                    "types": {"id": "int", "date": "date", "amount": "float"},
+                },
+            },
+            {
+                "id": "clean",
+                "type": "transform_simple",
+                "depends_on": ["check"],
+                "params": {
+                    "input": "{{ check.path }}",
+                    "output": "clean/sales.csv",
+                    "filter": [{"column": "amount", "op": "gt", "value": 0}],
+                    "strip": ["region"],
+                    "lowercase": ["region"],
+                    "cast": {"amount": "float"},
+                    "select": ["id", "region", "amount"],
+                    "rename": {"amount": "amount_eur"},
+                },
+            },
+            {
+                "id": "load",
+                "type": "save_db",
+                "depends_on": ["clean"],
+                "params": {
+                    "source": "{{ clean.path }}",
+                    "database": "db/sales.db",
+                    "table": "sales",
+                    "mode": mode,
+                },
+            },
+        ],
+    }
 
 
 def test_cli_pipeline_loads_exact_rows_and_replace_keeps_them(
@@ -276,10 +320,12 @@ def test_cli_pipeline_loads_exact_rows_and_replace_keeps_them(
         assert summary["status"] == "SUCCESS"
         nodes = summary["nodes"]
         assert nodes["check"]["output"]["row_count"] == 4
-        assert nodes["clean"]["output"] == {"path": "clean/sales.csv", "rows_in": 4,
-                                            "rows_out": 2}
-        assert nodes["load"]["output"] == {"database": "db/sales.db", "table": "sales",
-                                           "rows_written": 2}
+        assert nodes["clean"]["output"] == {"path": "clean/sales.csv", "rows_in": 4, "rows_out": 2}
+        assert nodes["load"]["output"] == {
+            "database": "db/sales.db",
+            "table": "sales",
+            "rows_written": 2,
+        }
         assert rows_of(data / "db" / "sales.db", "sales") == expected
 
 
@@ -303,8 +349,11 @@ def test_cli_pipeline_stops_at_an_invalid_row(
 
 @pytest.mark.parametrize("database", ["wfe.db", "wfe.db-wal", "./wfe.db"])
 async def test_save_db_cannot_replace_a_table_of_the_daemon_database(
-    engine_factory: Callable[..., Engine], data: Path, db_path: Path,
-    sql: Callable[..., list[dict[str, Any]]], database: str,
+    engine_factory: Callable[..., Engine],
+    data: Path,
+    db_path: Path,
+    sql: Callable[..., list[dict[str, Any]]],
+    database: str,
 ) -> None:
     """With db_path inside data_dir, save_db refuses it: the daemon's tables stay as they were."""
     assert db_path.parent == data
@@ -322,7 +371,8 @@ async def test_save_db_cannot_replace_a_table_of_the_daemon_database(
 
 
 async def test_a_timeout_in_the_last_batch_commits_nothing(
-    engine_factory: Callable[..., Engine], data: Path,
+    engine_factory: Callable[..., Engine],
+    data: Path,
     stall_last_batch: Callable[[str, float], threading.Event],
 ) -> None:
     """A timeout during the last batch rolls the load back, so a retry in append mode

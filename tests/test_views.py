@@ -218,8 +218,13 @@ def test_run_detail_coloured_prefers_the_summary_errors() -> None:
 def test_run_detail_lists_every_problem_of_a_rejected_run() -> None:
     """A REJECTED run with several problems shows each on its own line, aligned, none dropped."""
     problems = ["node 'a': unknown type 'teleport'", "cycle: b -> c -> b", "cycle: d -> d"]
-    run = {**RUN, "status": "REJECTED", "nodes": [], "definition": None,
-           "result_summary": {"errors": problems}}
+    run = {
+        **RUN,
+        "status": "REJECTED",
+        "nodes": [],
+        "definition": None,
+        "result_summary": {"errors": problems},
+    }
 
     assert run_detail(run, tz=UTC).splitlines() == [
         "run 12  nightly  REJECTED",
@@ -234,8 +239,13 @@ def test_run_detail_lists_every_problem_of_a_rejected_run() -> None:
 
 def test_run_detail_cuts_each_problem_to_the_width() -> None:
     """On a narrow terminal each problem line is cut to fit, not only the first."""
-    run = {**RUN, "status": "REJECTED", "nodes": [], "definition": None,
-           "result_summary": {"errors": ["x" * 50, "y" * 50]}}
+    run = {
+        **RUN,
+        "status": "REJECTED",
+        "nodes": [],
+        "definition": None,
+        "result_summary": {"errors": ["x" * 50, "y" * 50]},
+    }
 
     lines = run_detail(run, width=30, tz=UTC).splitlines()
 
@@ -363,15 +373,32 @@ def test_progress_line() -> None:
 
 def test_task_types_lists_name_category_description_and_params() -> None:
     """The plain ``tasks`` text shows each type's params with type, enum and required marks."""
-    text = task_types([
-        {"type": "save_db", "display_name": "Save", "category": "data",
-         "description": "Loads\na CSV.",
-         "params_schema": {"type": "object", "required": ["table"], "properties": {
-             "table": {"type": "string"}, "mode": {"enum": ["append", "replace"]},
-             "n": {"type": ["integer", "null"]}}}},
-        {"type": "echo", "display_name": "Echo", "category": "basic", "description": "Echo.",
-         "params_schema": {"type": "object"}},
-    ])
+    text = task_types(
+        [
+            {
+                "type": "save_db",
+                "display_name": "Save",
+                "category": "data",
+                "description": "Loads\na CSV.",
+                "params_schema": {
+                    "type": "object",
+                    "required": ["table"],
+                    "properties": {
+                        "table": {"type": "string"},
+                        "mode": {"enum": ["append", "replace"]},
+                        "n": {"type": ["integer", "null"]},
+                    },
+                },
+            },
+            {
+                "type": "echo",
+                "display_name": "Echo",
+                "category": "basic",
+                "description": "Echo.",
+                "params_schema": {"type": "object"},
+            },
+        ]
+    )
     assert text == (
         "save_db (Save) [data]\n"
         "  Loads a CSV.\n"

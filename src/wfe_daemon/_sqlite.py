@@ -24,15 +24,27 @@ from wfe_daemon.faults import Backoff, Incident
 from wfe_daemon.schema import SCHEMA_VERSION, migrate
 
 __all__ = [
-    "Fault", "connect", "connect_patiently", "connect_read_only", "corrupt", "fault_of",
+    "Fault",
+    "connect",
+    "connect_patiently",
+    "connect_read_only",
+    "corrupt",
+    "fault_of",
     "run_in_thread",
 ]
 
-_TRANSIENT = frozenset({
-    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOMEM,
-    sqlite3.SQLITE_PROTOCOL,
-})
+_TRANSIENT = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # A connection opened while the file could not be written stays read-only for good, and
 # one whose file went away keeps failing: these faults heal only on a new connection.
@@ -187,11 +199,12 @@ def _read_error(path: Path, exc: sqlite3.Error) -> StoreError:
 
 def _version_problem(path: Path, version: int) -> str:
     if version > SCHEMA_VERSION:
-        return (f"database schema version {version} is newer than this program's"
-                f" {SCHEMA_VERSION}")
-    return (f"database {path} has schema version {version}, older than this program's"
-            f" {SCHEMA_VERSION}: the daemon migrates it when it starts (as does execute),"
-            " then it can be read")
+        return f"database schema version {version} is newer than this program's {SCHEMA_VERSION}"
+    return (
+        f"database {path} has schema version {version}, older than this program's"
+        f" {SCHEMA_VERSION}: the daemon migrates it when it starts (as does execute),"
+        " then it can be read"
+    )
 
 
 async def _empty() -> aiosqlite.Connection:

@@ -100,8 +100,9 @@ def insert_unrun(db: sqlite3.Connection, row: tuple[Any, ...], summary: dict[str
     )
     assert cursor.lastrowid is not None
     summary["run_id"] = cursor.lastrowid
-    db.execute("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
-               (dumps(summary), cursor.lastrowid))
+    db.execute(
+        "UPDATE workflowrun SET result_summary = ? WHERE id = ?", (dumps(summary), cursor.lastrowid)
+    )
     return cursor.lastrowid
 
 
@@ -130,8 +131,10 @@ def request_cancel(db: sqlite3.Connection, run_id: int, requested_at: str) -> di
     if row is None:
         return None
     if row[0] == "RUNNING":
-        db.execute("INSERT OR IGNORE INTO cancel_request (run_id, requested_at) VALUES (?, ?)",
-                   (run_id, requested_at))
+        db.execute(
+            "INSERT OR IGNORE INTO cancel_request (run_id, requested_at) VALUES (?, ?)",
+            (run_id, requested_at),
+        )
     return {"status": row[0], "pid": row[1]}
 
 
@@ -179,11 +182,15 @@ def prune_batch(db: sqlite3.Connection, before: str, batch: int) -> tuple[int, i
     """Delete up to ``batch`` prunable runs with their nodes; ``(runs, nodes)`` deleted."""
     # started_at <= finished_at: the started_at index finds the candidates. A run
     # whose result is not published yet is kept: recovery still needs it.
-    ids = [row[0] for row in db.execute(
-        "SELECT id FROM workflowrun WHERE started_at < ?1 AND finished_at < ?1"
-        " AND status != 'RUNNING' AND (settled_at IS NOT NULL OR source_path IS NULL)"
-        " LIMIT ?2", (before, batch),
-    )]
+    ids = [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM workflowrun WHERE started_at < ?1 AND finished_at < ?1"
+            " AND status != 'RUNNING' AND (settled_at IS NOT NULL OR source_path IS NULL)"
+            " LIMIT ?2",
+            (before, batch),
+        )
+    ]
     if not ids:
         return 0, 0
     marks = ",".join("?" * len(ids))

@@ -234,8 +234,9 @@ class Writer:
         try:
             conn = await self.connection()
             # Nothing to write: a flush must not wait for the write lock held elsewhere.
-            results = await run_in_thread(conn, _apply, batch, durable) if (
-                batch or durable) else []
+            results = (
+                await run_in_thread(conn, _apply, batch, durable) if (batch or durable) else []
+            )
         except Exception as exc:
             self._requeue(exc, batch, waiters, durable)
             if fault_of(exc) is Fault.REOPEN:

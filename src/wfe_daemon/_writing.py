@@ -32,8 +32,9 @@ _IN_CREATE, _IN_DELETE, _IN_Q_OVERFLOW, _IN_ISDIR = 0x100, 0x200, 0x4000, 0x4000
 _PRUNE_ABOVE: Final = 256
 """Names kept before those silent for ``HOLD_MAX_S`` are dropped (links never close)."""
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-_MASK: Final = (_IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE
-                | _IN_DELETE)
+_MASK: Final = (
+    _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+)
 _HEADER: Final = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 
 
@@ -78,13 +79,14 @@ class WriteWatch:
             now, offset = time.monotonic(), 0
             while offset + _HEADER.size <= len(data):
                 _, mask, _, length = _HEADER.unpack_from(data, offset)
-                raw = data[offset + _HEADER.size:offset + _HEADER.size + length]
+                raw = data[offset + _HEADER.size : offset + _HEADER.size + length]
                 offset += _HEADER.size + length
                 if not mask & _IN_ISDIR:
                     self._apply(mask, os.fsdecode(raw.rstrip(b"\0")), now)
             if len(self._writing) > _PRUNE_ABOVE:
-                self._writing = {name: last for name, last in self._writing.items()
-                                 if now - last < HOLD_MAX_S}
+                self._writing = {
+                    name: last for name, last in self._writing.items() if now - last < HOLD_MAX_S
+                }
 
     def _apply(self, mask: int, name: str, now: float) -> None:
         if mask & _IN_Q_OVERFLOW:

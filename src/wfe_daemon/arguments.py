@@ -53,10 +53,21 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     add("tasks", "list the task types").add_argument("--json", action="store_true")
     runs = add("runs", "list recent runs, newest first")
     runs.add_argument("--limit", type=_positive_int, default=20)
-    runs.add_argument("--status", type=_status, nargs="+", action="extend", default=[],
-                      metavar="S", help="only runs in these statuses")
-    runs.add_argument("--since", type=_since, metavar="WHEN",
-                      help="only runs started since: an ISO date/time, or an age (2h, 3d, 45m)")
+    runs.add_argument(
+        "--status",
+        type=_status,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="S",
+        help="only runs in these statuses",
+    )
+    runs.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only runs started since: an ISO date/time, or an age (2h, 3d, 45m)",
+    )
     runs.add_argument("--json", action="store_true")
     show = add("show", "show one run with its nodes")
     show.add_argument("run_id", type=_positive_int, metavar="RUN_ID")
@@ -141,17 +152,28 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "settings", "override the configuration file and the WFE_* variables"
     )
-    group.add_argument("--config", type=Path, metavar="PATH", default=argparse.SUPPRESS,
-                       help="the TOML configuration file")
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the TOML configuration file",
+    )
     for key in FLAG_KEYS:
         metavar, text = _HELP.get(key, ("VALUE", "see config/wfe.toml"))
         dest = _DEST_PREFIX + key
         if isinstance(DEFAULTS[key], bool):
-            group.add_argument(flag_name(key), dest=dest, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=text)
+            group.add_argument(
+                flag_name(key),
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
         else:
-            group.add_argument(flag_name(key), dest=dest, metavar=metavar,
-                               default=argparse.SUPPRESS, help=text)
+            group.add_argument(
+                flag_name(key), dest=dest, metavar=metavar, default=argparse.SUPPRESS, help=text
+            )
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -167,11 +189,21 @@ class VersionAction(argparse.Action):
     """``--version``: print the installed package's version on stdout and exit 0."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="print the version and exit")
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print the version and exit",
+        )
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         # Read here, not when the parser is built: most commands never need it.
         from importlib.metadata import PackageNotFoundError, version
 

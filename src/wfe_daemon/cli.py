@@ -51,9 +51,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     from wfe_daemon.arguments import build_parser
 
-    handlers = {"run": _run, "execute": _execute, "validate": _validate, "tasks": _tasks,
-                "runs": _runs, "show": _show, "graph": _graph, "cancel": _cancel,
-                "retry": _retry}
+    handlers = {
+        "run": _run,
+        "execute": _execute,
+        "validate": _validate,
+        "tasks": _tasks,
+        "runs": _runs,
+        "show": _show,
+        "graph": _graph,
+        "cancel": _cancel,
+        "retry": _retry,
+    }
     args = build_parser(handlers).parse_args(argv)
     try:
         code: int = _call(args)
@@ -318,11 +326,15 @@ _SUMMARY_NAMES = {"id": "run_id", "name": "workflow"}
 
 
 def _runs(args: argparse.Namespace) -> int:
-    runs = _async(_with_store, _settings(args),
-                  lambda store: store.list_runs(args.limit, statuses=args.status, since=args.since))
+    runs = _async(
+        _with_store,
+        _settings(args),
+        lambda store: store.list_runs(args.limit, statuses=args.status, since=args.since),
+    )
     if args.json:
-        _print_json([{_SUMMARY_NAMES.get(key, key): value for key, value in run.items()}
-                     for run in runs])
+        _print_json(
+            [{_SUMMARY_NAMES.get(key, key): value for key, value in run.items()} for run in runs]
+        )
         return 0
     from wfe_daemon.views import runs_table
 
@@ -368,8 +380,11 @@ def _graph(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from wfe_daemon.operations import request_cancel
 
-    print(_async(_with_store_writing, _settings(args),
-                 lambda store: request_cancel(store, args.run_id)))
+    print(
+        _async(
+            _with_store_writing, _settings(args), lambda store: request_cancel(store, args.run_id)
+        )
+    )
     return 0
 
 
@@ -402,8 +417,9 @@ async def _with_store(settings: Any, query: Callable[[Store], Awaitable[Any]]) -
     async with Store.open_read_only(settings.db_path) as store:  # missing: reads as empty
         found = await query(store)
     if missing and found == []:  # an empty listing says where it looked
-        print(f"wfe-daemon: no database at {settings.db_path} yet: nothing has run",
-              file=sys.stderr)
+        print(
+            f"wfe-daemon: no database at {settings.db_path} yet: nothing has run", file=sys.stderr
+        )
     return found
 
 

@@ -87,8 +87,10 @@ def _state_lock(db_path: Path, inbox: Path) -> Iterator[None]:
     databases would share its files between them)."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = db_path.with_name(db_path.name + ".lock")
-    with _flock(lock_path, os.O_RDWR | os.O_CREAT, f"the database {db_path}"), \
-            _flock(inbox, os.O_RDONLY | os.O_DIRECTORY, f"the inbox {inbox}"):
+    with (
+        _flock(lock_path, os.O_RDWR | os.O_CREAT, f"the database {db_path}"),
+        _flock(inbox, os.O_RDONLY | os.O_DIRECTORY, f"the inbox {inbox}"),
+    ):
         yield
 
 
@@ -125,19 +127,25 @@ def _publish(
     run_id = summary["run_id"]
     try:
         # Only a recovered file can already have its result: a crash after publishing.
-        if not recovered or find_result(settings.outbox, stem, run_id,
-                                        summary.get("started_at")) is None:
+        if (
+            not recovered
+            or find_result(settings.outbox, stem, run_id, summary.get("started_at")) is None
+        ):
             write_result(settings.outbox, stem, run_id, summary)
     except OSError as exc:
-        raise _PublishFailed("outbox", f"cannot write the result of {path.name} in "
-                             f"{settings.outbox}: {describe_os_error(exc)}") from exc
+        raise _PublishFailed(
+            "outbox",
+            f"cannot write the result of {path.name} in "
+            f"{settings.outbox}: {describe_os_error(exc)}",
+        ) from exc
     if not os.path.lexists(path):
         return None
     try:
         return settle_file(path, settings.inbox, summary["status"] == "REJECTED")
     except OSError as exc:
-        raise _PublishFailed("settle", f"cannot move {path} out of {PROCESSING}/: "
-                             f"{describe_os_error(exc)}") from exc
+        raise _PublishFailed(
+            "settle", f"cannot move {path} out of {PROCESSING}/: {describe_os_error(exc)}"
+        ) from exc
 
 
 class Daemon:
@@ -193,8 +201,9 @@ class Daemon:
                 except Exception:  # one file must never take the daemon down
                     failures += 1
                     if failures == 1:
-                        log.exception("workflow.error", source=claimed.source,
-                                      path=str(claimed.path))
+                        log.exception(
+                            "workflow.error", source=claimed.source, path=str(claimed.path)
+                        )
                     recovered = True  # the store knows how far it got: go on from there
                 await anyio.sleep(backoff.next())
             if failures:
@@ -209,8 +218,13 @@ class Daemon:
         if recovered:
             summary = await recover(self.engine, claimed)
         else:
-            summary = await submit(self.engine, claimed.data, source=claimed.source,
-                                   source_path=claimed.path, problem=claimed.problem)
+            summary = await submit(
+                self.engine,
+                claimed.data,
+                source=claimed.source,
+                source_path=claimed.path,
+                problem=claimed.problem,
+            )
         if summary is not None:
             await self.publish(claimed, summary, recovered=recovered)
 
@@ -305,8 +319,13 @@ async def serve(settings: Settings) -> int:
                     return 0
                 services = await stack.enter_async_context(open_services(settings))
                 telemetry = _telemetry(settings.metrics_port)
-                engine = Engine(registry, store, settings, services=services,
-                                **(telemetry.engine_options() if telemetry else {}))
+                engine = Engine(
+                    registry,
+                    store,
+                    settings,
+                    services=services,
+                    **(telemetry.engine_options() if telemetry else {}),
+                )
                 daemon = Daemon(settings, store, engine, notifier, faults)
                 await _supervise(daemon, telemetry)
                 if store.fatal is not None:
@@ -342,7 +361,8 @@ async def _open_store(
             tg.start_soon(stop_on_signal)
             tg.start_soon(_extend_start_timeout, notifier)
             store = await stack.enter_async_context(
-                Store.open(settings.db_path, faults=faults, give_up_s=None, check=True))
+                Store.open(settings.db_path, faults=faults, give_up_s=None, check=True)
+            )
             # READY=1 means the store takes writes: a read-only or full database is
             # waited for here too (the store logs it).
             with anyio.move_on_after(_QUICK_S) as quick:
@@ -405,8 +425,13 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
         await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)
         notifier.ready(f"watching {settings.inbox}")
-        log.info(DAEMON_STARTED, inbox=str(settings.inbox), outbox=str(settings.outbox),
-                 db_path=str(settings.db_path), pid=os.getpid())
+        log.info(
+            DAEMON_STARTED,
+            inbox=str(settings.inbox),
+            outbox=str(settings.outbox),
+            db_path=str(settings.db_path),
+            pid=os.getpid(),
+        )
         if notifier.address:
             tg.start_soon(daemon.heartbeat)
         # Cancel requests and retention run beside the workers, after READY: neither may
@@ -421,8 +446,10 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         with anyio.move_on_after(settings.shutdown_grace) as grace:
             await daemon.drained()
         if grace.cancelled_caught:
-            daemon.stop_reason += (f"; {daemon.active} workflows still running after the "
-                                   f"{settings.shutdown_grace:g}s grace resume at the next start")
+            daemon.stop_reason += (
+                f"; {daemon.active} workflows still running after the "
+                f"{settings.shutdown_grace:g}s grace resume at the next start"
+            )
         tg.cancel_scope.cancel()
 
 

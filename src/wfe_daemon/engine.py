@@ -92,10 +92,16 @@ class NodeState:
         reason = row["reason"]
         failed = reason is not None and reason.startswith(FAILED_PREFIX)
         return cls(
-            node, status=NodeStatus(row["status"]), attempts=row["attempts"],
-            started_at=row["started_at"], finished_at=row["finished_at"],
-            duration=row["duration"], output=row["result_data"], error=row["error"],
-            reason=reason, cause=reason[len(FAILED_PREFIX):] if failed else None,
+            node,
+            status=NodeStatus(row["status"]),
+            attempts=row["attempts"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            duration=row["duration"],
+            output=row["result_data"],
+            error=row["error"],
+            reason=reason,
+            cause=reason[len(FAILED_PREFIX) :] if failed else None,
         )
 
     def entry(self) -> dict[str, Any]:
@@ -175,8 +181,9 @@ class Engine:
             definition=definition,
             idempotency_key=workflow.idempotency_key,
         )
-        return await self.resume(workflow, run_id, started_at=started_at, source=source,
-                                 began=began)
+        return await self.resume(
+            workflow, run_id, started_at=started_at, source=source, began=began
+        )
 
     async def resume(
         self,
@@ -367,8 +374,12 @@ class _Run:
         except asyncio.CancelledError:
             if self.stopped is None:  # a shutdown: the run stays to be resumed
                 if state.started_at is not None:
-                    self.log.warning(NODE_INTERRUPTED, node_id=node.id, task_type=node.type,
-                                     attempt=state.attempts)
+                    self.log.warning(
+                        NODE_INTERRUPTED,
+                        node_id=node.id,
+                        task_type=node.type,
+                        attempt=state.attempts,
+                    )
                 raise
             if state.started_at is None:  # it never held a slot: _finish skips it
                 state.attempts = 0
@@ -416,8 +427,9 @@ class _Run:
                 self._end(state, FAILED, error=error)
                 return
             delay = backoff(node.retry_delay, state.attempts)
-            self.log.warning(NODE_RETRY, node_id=node.id, attempt=state.attempts, error=error,
-                             delay=delay)
+            self.log.warning(
+                NODE_RETRY, node_id=node.id, attempt=state.attempts, error=error, delay=delay
+            )
             await asyncio.sleep(delay)
 
     async def _attempt(self, state: NodeState) -> str | None:
@@ -429,8 +441,15 @@ class _Run:
         node, engine = state.node, self.engine
         task = engine.registry.get(node.type)
         timeout = node.timeout or task.default_timeout or engine.settings.task_timeout
-        ctx = TaskContext(self.run_id, self.workflow.name, node.id, state.attempts,
-                          engine.settings, engine.services, engine.deadlines)
+        ctx = TaskContext(
+            self.run_id,
+            self.workflow.name,
+            node.id,
+            state.attempts,
+            engine.settings,
+            engine.services,
+            engine.deadlines,
+        )
         scope = engine.deadlines.scope(timeout)
         try:
             with scope:
@@ -450,8 +469,12 @@ class _Run:
         except ValueError as exc:
             return str(TaskFailed(str(exc)))
         if len(data) > engine.settings.max_output_size:
-            return str(TaskFailed(f"output is {len(data)} bytes, over max_output_size"
-                                  f" {engine.settings.max_output_size}"))
+            return str(
+                TaskFailed(
+                    f"output is {len(data)} bytes, over max_output_size"
+                    f" {engine.settings.max_output_size}"
+                )
+            )
         state.output_json = data.decode()
         state.output = shown
         self.outputs[node.id] = output
@@ -478,25 +501,56 @@ class _Run:
             state.duration = round(time.perf_counter() - state.clock, 6)
         output_json, state.output_json = state.output_json, None
         self.store.node_finished(
-            self.run_id, state.node.id, status=status, started_at=state.started_at,
-            finished_at=state.finished_at, duration=state.duration, attempts=state.attempts,
-            output_json=output_json if status is SUCCESS else None, error=error,
+            self.run_id,
+            state.node.id,
+            status=status,
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+            duration=state.duration,
+            attempts=state.attempts,
+            output_json=output_json if status is SUCCESS else None,
+            error=error,
         )
         if error is None:
-            self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                          status=status.value, duration=state.duration, attempt=state.attempts)
+            self.log.info(
+                NODE_FINISHED,
+                node_id=state.node.id,
+                task_type=state.node.type,
+                status=status.value,
+                duration=state.duration,
+                attempt=state.attempts,
+            )
         else:  # a failure must show at log_level WARNING too
             emit = self.log.warning if status is FAILED else self.log.info
-            emit(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                 status=status.value, duration=state.duration, attempt=state.attempts,
-                 error=error)
+            emit(
+                NODE_FINISHED,
+                node_id=state.node.id,
+                task_type=state.node.type,
+                status=status.value,
+                duration=state.duration,
+                attempt=state.attempts,
+                error=error,
+            )
 
     def _skip(self, state: NodeState, reason: str, cause: str | None) -> None:
         state.status, state.reason, state.cause = SKIPPED, reason, cause
-        self.store.node_finished(self.run_id, state.node.id, status=SKIPPED, started_at=None,
-                                 finished_at=None, duration=None, attempts=0, reason=reason)
-        self.log.info(NODE_FINISHED, node_id=state.node.id, task_type=state.node.type,
-                      status=SKIPPED.value, reason=reason)
+        self.store.node_finished(
+            self.run_id,
+            state.node.id,
+            status=SKIPPED,
+            started_at=None,
+            finished_at=None,
+            duration=None,
+            attempts=0,
+            reason=reason,
+        )
+        self.log.info(
+            NODE_FINISHED,
+            node_id=state.node.id,
+            task_type=state.node.type,
+            status=SKIPPED.value,
+            reason=reason,
+        )
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -512,10 +566,23 @@ class _Run:
         else:  # resumed: the run began in an earlier life of the process
             elapsed = datetime.fromisoformat(finished_at) - datetime.fromisoformat(self.started_at)
             duration = max(elapsed.total_seconds(), 0.0)
-        summary = summarize(self.run_id, self.workflow.name, self.source, status,
-                            self.started_at, finished_at, duration, self.states.values())
-        await self.store.finish_run(self.run_id, status=status, finished_at=finished_at,
-                                    duration=summary["duration"], summary=summary)
+        summary = summarize(
+            self.run_id,
+            self.workflow.name,
+            self.source,
+            status,
+            self.started_at,
+            finished_at,
+            duration,
+            self.states.values(),
+        )
+        await self.store.finish_run(
+            self.run_id,
+            status=status,
+            finished_at=finished_at,
+            duration=summary["duration"],
+            summary=summary,
+        )
         emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
         emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
@@ -581,8 +648,9 @@ def reusable_states(
             kept[node.id] = NodeState.from_row(row, node)
         elif status is NodeStatus.RUNNING and row["attempts"] > 1:
             kept[node.id] = NodeState(node, attempts=row["attempts"] - 1)
-    to_run = [node for node in workflow.nodes
-              if node.id not in kept or not kept[node.id].status.is_final]
+    to_run = [
+        node for node in workflow.nodes if node.id not in kept or not kept[node.id].status.is_final
+    ]
     needed = {ref.node_id for node in to_run for ref in node.refs}
     for node_id in needed & kept.keys():
         if kept[node_id].status is SUCCESS and holds_redacted(kept[node_id].output):

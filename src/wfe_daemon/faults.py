@@ -55,9 +55,14 @@ class Incident:
         """An attempt succeeded; ends an open incident with ``fault.healed``."""
         if not self.failures:
             return
-        log.warning(FAULT_HEALED, fault=self.name, failures=self.failures,
-                    lasted=round(time.monotonic() - self.since, 3), error=self.error,
-                    **self.context)
+        log.warning(
+            FAULT_HEALED,
+            fault=self.name,
+            failures=self.failures,
+            lasted=round(time.monotonic() - self.since, 3),
+            error=self.error,
+            **self.context,
+        )
         self.failures = 0
         self.error = ""
         self.context = {}

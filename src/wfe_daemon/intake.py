@@ -152,8 +152,8 @@ class Intake:
                     if not started:
                         raise
                     self.faults["inbox"].failed(
-                        f"cannot take {self.inbox}: {describe_os_error(exc)}",
-                        inbox=str(self.inbox))
+                        f"cannot take {self.inbox}: {describe_os_error(exc)}", inbox=str(self.inbox)
+                    )
                     await anyio.sleep(backoff.next())
                     continue
                 backoff.reset()
@@ -258,8 +258,12 @@ class Intake:
             except Exception as exc:
                 # A name that is not valid UTF-8 breaks the watcher, which then raises at
                 # every call: end, and let _changes rescan and make a new one.
-                log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc),
-                            action="rescanned and watching again")
+                log.warning(
+                    "intake.watch_failed",
+                    inbox=str(self.inbox),
+                    error=repr(exc),
+                    action="rescanned and watching again",
+                )
                 return
             except BaseException:
                 stop.set()
@@ -317,8 +321,13 @@ class Intake:
 
     def _paused_writer(self, name: str, probe: _Probe) -> bool:
         """A settled file that does not parse, still open after a write: its writer paused."""
-        return (probe.settled and probe.data is not None and self._write_watch is not None
-                and self._write_watch.writing(name) and not _parses(probe.data))
+        return (
+            probe.settled
+            and probe.data is not None
+            and self._write_watch is not None
+            and self._write_watch.writing(name)
+            and not _parses(probe.data)
+        )
 
     async def _probe(self, path: Path) -> _Probe | None:
         """Open and inspect ``path``; None when it is gone or not a regular file."""

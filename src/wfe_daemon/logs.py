@@ -37,8 +37,23 @@ NODE_INTERRUPTED = "node.interrupted"  # cancelled when the shutdown grace ran o
 
 # Keys the engine and daemon log that never hold a secret: skipped by the redaction.
 _PLAIN_KEYS = frozenset(
-    {"event", "level", "timestamp", "run_id", "workflow", "node_id", "task_type", "status",
-     "duration", "attempt", "error", "reason", "source", "nodes", "delay"}
+    {
+        "event",
+        "level",
+        "timestamp",
+        "run_id",
+        "workflow",
+        "node_id",
+        "task_type",
+        "status",
+        "duration",
+        "attempt",
+        "error",
+        "reason",
+        "source",
+        "nodes",
+        "delay",
+    }
 )
 
 
@@ -76,11 +91,13 @@ def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
     except Exception:  # whatever a value's repr raises, a line is written
         pass
     try:
-        return orjson.dumps(_printable(event_dict), default=repr,
-                            option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(
+            _printable(event_dict), default=repr, option=orjson.OPT_NON_STR_KEYS
+        ).decode()
     except Exception as exc:  # e.g. a value whose repr raises
-        fallback = {key: _printable(str(event_dict.get(key)))
-                    for key in ("event", "level", "timestamp")}
+        fallback = {
+            key: _printable(str(event_dict.get(key))) for key in ("event", "level", "timestamp")
+        }
         fallback["log_error"] = _printable(f"{type(exc).__name__}: {exc}")
         try:
             fallback["text"] = _printable(repr(event_dict)[:_FALLBACK_CHARS])

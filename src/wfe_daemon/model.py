@@ -341,8 +341,7 @@ def _depends_on(raw: Mapping[str, Any], where: str, problems: list[str]) -> tupl
 
 
 def _retry_delay(raw: Mapping[str, Any], where: str, problems: list[str]) -> float:
-    delay = _number(raw, "retry_delay", where, problems, allow_zero=True,
-                    maximum=MAX_RETRY_DELAY_S)
+    delay = _number(raw, "retry_delay", where, problems, allow_zero=True, maximum=MAX_RETRY_DELAY_S)
     return 1.0 if delay is None else delay
 
 

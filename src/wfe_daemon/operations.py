@@ -71,8 +71,9 @@ CANCEL_POLL_S = 0.25
 PRUNE_EVERY_S = 24 * 3600.0
 PRUNE_BATCH = 500
 """Runs deleted per transaction, so the writer never holds a long one."""
-_RETRYABLE = frozenset({RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS, RunStatus.FAILED,
-                        RunStatus.CANCELLED})
+_RETRYABLE = frozenset(
+    {RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED}
+)
 _MAX_CANDIDATES = 200
 """Files of the same name looked at when searching for a retried run's original file."""
 
@@ -94,12 +95,15 @@ async def request_cancel(store: Store, run_id: int) -> str:
     if found is None:
         raise StoreError(f"no run {run_id}")
     if found["status"] != RunStatus.RUNNING:
-        raise StoreError(f"run {run_id} is not running (it is {found['status']}): "
-                         "nothing to cancel")
+        raise StoreError(
+            f"run {run_id} is not running (it is {found['status']}): nothing to cancel"
+        )
     if found["pid"] is not None and process_alive(found["pid"]):
         return f"cancel requested for run {run_id}"
-    return (f"cancel requested for run {run_id}; no process runs it now: "
-            "it is applied when the run resumes")
+    return (
+        f"cancel requested for run {run_id}; no process runs it now: "
+        "it is applied when the run resumes"
+    )
 
 
 async def apply_cancel_requests(engine: Engine) -> tuple[list[int], int]:
@@ -180,22 +184,32 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
     if run is None:
         raise StoreError(f"no run {run_id}")
     if run["status"] not in _RETRYABLE:
-        raise StoreError(f"run {run_id} is {run['status']}: only a finished run that ran "
-                         "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried")
+        raise StoreError(
+            f"run {run_id} is {run['status']}: only a finished run that ran "
+            "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
+        )
     workflow, definition = await _definition(engine, run)
     began, started_at = time.perf_counter(), now_iso()
     new_id = await store.create_retry(
-        run_id, name=workflow.name, started_at=started_at,
-        nodes=[(node.id, node.type) for node in workflow.nodes], source=run["source"],
-        definition=definition, idempotency_key=workflow.idempotency_key,
+        run_id,
+        name=workflow.name,
+        started_at=started_at,
+        nodes=[(node.id, node.type) for node in workflow.nodes],
+        source=run["source"],
+        definition=definition,
+        idempotency_key=workflow.idempotency_key,
         reused_reason=f"output reused from run {run_id}",
     )
     new = await store.get_run(new_id)
     assert new is not None
     done = reusable_states(workflow, new["nodes"], {NodeStatus.SUCCESS})
     log.info("workflow.retry", run_id=new_id, retry_of=run_id, reused=len(done))
-    summary = await run_cancellable(engine, engine.resume(
-        workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began))
+    summary = await run_cancellable(
+        engine,
+        engine.resume(
+            workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began
+        ),
+    )
     summary["retry_of"] = run_id
     await store.set_summary(new_id, summary)
     return summary
@@ -210,11 +224,13 @@ async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef,
     if holds_redacted(stored):  # the database has "***" where secrets were: find the file
         doc = await asyncio.to_thread(_find_original, engine.settings, run, stored)
         if doc is None:
-            raise WorkflowRejected([
-                f"run {run['id']}: its secrets were redacted in the database and the "
-                f"original file {run['source']!r} is no longer in inbox/processed/ or "
-                "inbox/rejected/; drop the file again instead"
-            ])
+            raise WorkflowRejected(
+                [
+                    f"run {run['id']}: its secrets were redacted in the database and the "
+                    f"original file {run['source']!r} is no longer in inbox/processed/ or "
+                    "inbox/rejected/; drop the file again instead"
+                ]
+            )
     return parse_workflow(doc, engine.registry), compact(stored)
 
 
@@ -282,8 +298,10 @@ def _delete_old_files(folders: list[Path], before: float) -> int:
             continue
         for entry in entries:
             try:
-                if (entry.is_file(follow_symlinks=False)
-                        and entry.stat(follow_symlinks=False).st_mtime < before):
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < before
+                ):
                     os.unlink(entry.path)
                     deleted += 1
             except FileNotFoundError:
@@ -291,8 +309,7 @@ def _delete_old_files(folders: list[Path], before: float) -> int:
     return deleted
 
 
-async def keep_history(store: Store, settings: Settings, *, every_s: float = PRUNE_EVERY_S
-                       ) -> None:
+async def keep_history(store: Store, settings: Settings, *, every_s: float = PRUNE_EVERY_S) -> None:
     """Prune the history now and then every ``every_s`` seconds (a no-op with 0 days).
 
     Logs ``history.pruned`` with the counts; a failure is logged and retried next time.

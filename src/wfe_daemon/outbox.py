@@ -14,7 +14,12 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "NAME_MAX", "find_result", "remove_temporaries", "result_name", "same_run", "write_result",
+    "NAME_MAX",
+    "find_result",
+    "remove_temporaries",
+    "result_name",
+    "same_run",
+    "write_result",
 ]
 
 NAME_MAX = 255
@@ -81,9 +86,7 @@ def same_run(doc: Any, summary: Mapping[str, Any]) -> bool:
     )
 
 
-def find_result(
-    outbox: Path, stem: str, run_id: int, started_at: str | None = None
-) -> Path | None:
+def find_result(outbox: Path, stem: str, run_id: int, started_at: str | None = None) -> Path | None:
     """Return the already published result of the run ``(run_id, started_at)``, or ``None``.
 
     Crash recovery uses this to skip re-publishing when the daemon died after writing the

@@ -40,8 +40,13 @@ async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
         return None
     run = await engine.store.run_for_source(str(claimed.path))
     if run is None:
-        return await submit(engine, data, source=claimed.source, source_path=claimed.path,
-                            problem=f"file is over max_file_size {engine.settings.max_file_size}")
+        return await submit(
+            engine,
+            data,
+            source=claimed.source,
+            source_path=claimed.path,
+            problem=f"file is over max_file_size {engine.settings.max_file_size}",
+        )
     source = run["source"] or claimed.source
     if run["status"] != "RUNNING":
         summary: dict[str, Any] | None = run["result_summary"]
@@ -51,8 +56,13 @@ async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
         workflow = parse_workflow(load_json(data or b""), engine.registry)
     except WorkflowRejected as exc:  # e.g. a task type is no longer installed
         return await abandon(engine.store, run["id"], "cannot resume: " + "; ".join(exc.problems))
-    return await engine.resume(workflow, run["id"], started_at=run["started_at"],
-                               source=source, done=reusable_states(workflow, run["nodes"], _FINAL))
+    return await engine.resume(
+        workflow,
+        run["id"],
+        started_at=run["started_at"],
+        source=source,
+        done=reusable_states(workflow, run["nodes"], _FINAL),
+    )
 
 
 def _read(path: Path, max_size: int) -> bytes | None:
@@ -72,8 +82,16 @@ async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
     run = await store.get_run(run_id)
     assert run is not None
     states = [NodeState.from_row(row, NodeDef(row["node_id"], row["type"])) for row in run["nodes"]]
-    summary = summarize(run_id, run["name"], run["source"], RunStatus(status), run["started_at"],
-                        finished_at, None, states)
+    summary = summarize(
+        run_id,
+        run["name"],
+        run["source"],
+        RunStatus(status),
+        run["started_at"],
+        finished_at,
+        None,
+        states,
+    )
     await store.set_summary(run_id, summary)
     return summary
 

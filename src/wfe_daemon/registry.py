@@ -66,7 +66,9 @@ class TaskContext:
         import structlog
 
         return structlog.get_logger().bind(
-            run_id=self.run_id, workflow=self.workflow, node_id=self.node_id,
+            run_id=self.run_id,
+            workflow=self.workflow,
+            node_id=self.node_id,
             attempt=self.attempt,
         )
 

@@ -94,8 +94,13 @@ class Store:
         self._busy_timeout_s = busy_timeout_s
         self._give_up_s = give_up_s
         self._incident = (Faults() if faults is None else faults)["store"]
-        self._writer = Writer(conn, path, give_up_s=give_up_s, incident=self._incident,
-                              reopen=partial(connect, path, busy_timeout_s, create=False))
+        self._writer = Writer(
+            conn,
+            path,
+            give_up_s=give_up_s,
+            incident=self._incident,
+            reopen=partial(connect, path, busy_timeout_s, create=False),
+        )
         self._writer_task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
 
@@ -126,10 +131,10 @@ class Store:
         :meth:`wait_writable` waits for it.
         """
         faults = Faults() if faults is None else faults
-        conn = await connect_patiently(path, busy_timeout_s, give_up_s, faults["store"],
-                                       check=check)
-        store = cls(conn, path, busy_timeout_s=busy_timeout_s, give_up_s=give_up_s,
-                    faults=faults)
+        conn = await connect_patiently(
+            path, busy_timeout_s, give_up_s, faults["store"], check=check
+        )
+        store = cls(conn, path, busy_timeout_s=busy_timeout_s, give_up_s=give_up_s, faults=faults)
         try:
             store._writer_task = asyncio.create_task(store._writer.run(), name="wfe-store-writer")
             store._probe = store._start_probe()
@@ -155,8 +160,9 @@ class Store:
                 than this program's.
             StoreCorrupt: the file is damaged.
         """
-        store = cls(await connect_read_only(path, busy_timeout_s), path,
-                    busy_timeout_s=busy_timeout_s)
+        store = cls(
+            await connect_read_only(path, busy_timeout_s), path, busy_timeout_s=busy_timeout_s
+        )
         store._writer.refuse(StoreError(f"database {path} is open read-only"))
         try:
             yield store
@@ -207,8 +213,12 @@ class Store:
             async with asyncio.timeout(_CLOSE_WAIT_S):
                 await self.flush()
         except TimeoutError:
-            log.warning(STORE_UNWRITTEN, writes=self._writer.pending, error=self._incident.error,
-                        db_path=str(self._path))
+            log.warning(
+                STORE_UNWRITTEN,
+                writes=self._writer.pending,
+                error=self._incident.error,
+                db_path=str(self._path),
+            )
 
     async def _close(self) -> None:
         for task in (self._probe, self._writer_task):
@@ -256,10 +266,10 @@ class Store:
         Raises:
             DuplicateRun: a run holding the same ``idempotency_key`` exists.
         """
-        run_row = (name, started_at, source, source_path, definition, idempotency_key,
-                   os.getpid())
-        run_id: int = await self._submit(partial(_tx.insert_run, run_row=run_row,
-                                                 nodes=list(nodes)))
+        run_row = (name, started_at, source, source_path, definition, idempotency_key, os.getpid())
+        run_id: int = await self._submit(
+            partial(_tx.insert_run, run_row=run_row, nodes=list(nodes))
+        )
         if run_id < 0:  # a negative id names the run that holds the key
             raise DuplicateRun(-run_id)
         return run_id
@@ -287,9 +297,13 @@ class Store:
     def mark_settled(self, run_id: int, source_path: str | None = None) -> None:
         """Queue: the run's result is published (and its file moved out of processing, to
         ``source_path`` when given)."""
-        self._enqueue(("UPDATE workflowrun SET settled_at = ?,"
-                       " source_path = COALESCE(?, source_path) WHERE id = ?",
-                       (now_iso(), source_path, run_id)))
+        self._enqueue(
+            (
+                "UPDATE workflowrun SET settled_at = ?,"
+                " source_path = COALESCE(?, source_path) WHERE id = ?",
+                (now_iso(), source_path, run_id),
+            )
+        )
 
     def node_running(self, run_id: int, node_id: str, started_at: str, attempts: int) -> None:
         """Queue: the node holds a slot and runs."""
@@ -312,10 +326,24 @@ class Store:
         reason: str | None = None,
     ) -> None:
         """Queue: the node reached a final status (``output_json``: encoded, redacted)."""
-        self._writer.enqueue_finished((run_id, node_id), (_NODE_FINISHED, (
-            status, started_at, finished_at, duration, attempts, output_json, error, reason,
-            run_id, node_id,
-        )))
+        self._writer.enqueue_finished(
+            (run_id, node_id),
+            (
+                _NODE_FINISHED,
+                (
+                    status,
+                    started_at,
+                    finished_at,
+                    duration,
+                    attempts,
+                    output_json,
+                    error,
+                    reason,
+                    run_id,
+                    node_id,
+                ),
+            ),
+        )
 
     async def finish_run(
         self, run_id: int, *, status: str, finished_at: str, duration: float, summary: Any
@@ -399,8 +427,12 @@ class Store:
 
     async def set_summary(self, run_id: int, summary: Any) -> None:
         """Store a run's result summary, durably."""
-        self._enqueue(("UPDATE workflowrun SET result_summary = ? WHERE id = ?",
-                       (_tx.summary_text(summary), run_id)))
+        self._enqueue(
+            (
+                "UPDATE workflowrun SET result_summary = ? WHERE id = ?",
+                (_tx.summary_text(summary), run_id),
+            )
+        )
         await self.flush(durable=True)
 
     async def unsettled_runs(self) -> list[dict[str, Any]]:
@@ -466,9 +498,11 @@ class Store:
         holds it (e.g. the original FAILED); otherwise the retry runs without a key.
         """
         run_row = (name, started_at, source, definition, idempotency_key, retry_of)
-        run_id: int = await self._submit(partial(
-            _tx.insert_retry, run_row=run_row, nodes=list(nodes), reused_reason=reused_reason
-        ))
+        run_id: int = await self._submit(
+            partial(
+                _tx.insert_retry, run_row=run_row, nodes=list(nodes), reused_reason=reused_reason
+            )
+        )
         return run_id
 
     async def prune_runs(self, before: str, batch: int = 500) -> tuple[int, int]:
@@ -489,7 +523,8 @@ class Store:
         try:
             # One round trip: the writer may close the connection between two.
             rows: list[dict[str, Any]] = await run_in_thread(
-                await self._writer.connection(), _rows, sql, params)
+                await self._writer.connection(), _rows, sql, params
+            )
             return rows
         except (sqlite3.Error, OSError) as exc:
             if fault_of(exc) is Fault.DAMAGED:

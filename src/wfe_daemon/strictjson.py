@@ -120,7 +120,10 @@ def load_json(data: bytes) -> Any:
     parse_int = partial(_int, text) if _LONG_DIGITS in body.translate(_DIGIT_MARKS) else None
     try:
         value = json.loads(
-            text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_float,
+            text,
+            object_pairs_hook=_object,
+            parse_constant=_constant,
+            parse_float=_float,
             parse_int=parse_int,
         )
     except json.JSONDecodeError as exc:
@@ -191,8 +194,12 @@ def _int(text: str, digits: str) -> int:
         at = text.find(digits)
         line = text.count("\n", 0, at) + 1
         column = at - text.rfind("\n", 0, at)
-        raise WorkflowRejected([f"invalid JSON: integer {show(value)} at line {line}, column"
-                                f" {column} does not fit in 64 bits"])
+        raise WorkflowRejected(
+            [
+                f"invalid JSON: integer {show(value)} at line {line}, column"
+                f" {column} does not fit in 64 bits"
+            ]
+        )
     return value
 
 

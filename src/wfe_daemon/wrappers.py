@@ -27,8 +27,14 @@ def logged(fn: AttemptFn) -> AttemptFn:
     log = structlog.get_logger().bind()
 
     async def attempt(task: Task, params: Params, ctx: TaskContext) -> Output:
-        log.info(NODE_STARTED, run_id=ctx.run_id, workflow=ctx.workflow, node_id=ctx.node_id,
-                 task_type=task.type, attempt=ctx.attempt)
+        log.info(
+            NODE_STARTED,
+            run_id=ctx.run_id,
+            workflow=ctx.workflow,
+            node_id=ctx.node_id,
+            task_type=task.type,
+            attempt=ctx.attempt,
+        )
         return await fn(task, params, ctx)
 
     return attempt

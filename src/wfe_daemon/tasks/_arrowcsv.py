@@ -61,8 +61,14 @@ _ASCII_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 _SIMPLE_NUMBER = r"^-?[0-9]+(?:\.[0-9]+)?$"
 """Cells whose float value Arrow's cast computes exactly as ``float()`` does."""
 
-_COMPARE = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal",
-            "gt": "greater", "ge": "greater_equal"}
+_COMPARE = {
+    "eq": "equal",
+    "ne": "not_equal",
+    "lt": "less",
+    "le": "less_equal",
+    "gt": "greater",
+    "ge": "greater_equal",
+}
 
 
 class Fallback(Exception):
@@ -113,8 +119,13 @@ def batches(
 
 
 def _read(
-    file: Path, header: Sequence[str], delimiter: str, cancelled: threading.Event,
-    block: int, *, skip: int,
+    file: Path,
+    header: Sequence[str],
+    delimiter: str,
+    cancelled: threading.Event,
+    block: int,
+    *,
+    skip: int,
 ) -> Iterator[pa.RecordBatch]:
     """The batches of one reader of ``block`` bytes, without the first ``skip`` rows."""
     import pyarrow as pa
@@ -126,7 +137,8 @@ def _read(
         parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         convert_options=pcsv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()),
-            strings_can_be_null=False, quoted_strings_can_be_null=False,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
     if reader.schema.names != list(header):
@@ -168,8 +180,12 @@ def all_valid(column: pa.Array, type_name: str) -> bool:
     valid = pc.match_substring_regex(column, ARROW_CHECKS[type_name])
     if type_name == "date":
         check = CHECKS["date"]
-        valid = _in_python(valid, pc.match_substring_regex(column, LEAP_DAY), column,
-                           lambda cells: [bool(check(c)) for c in cells])
+        valid = _in_python(
+            valid,
+            pc.match_substring_regex(column, LEAP_DAY),
+            column,
+            lambda cells: [bool(check(c)) for c in cells],
+        )
     return bool(pc.all(valid).as_py())
 
 
@@ -217,7 +233,9 @@ def uppercase(column: pa.Array) -> pa.Array:
 
 
 EDITS: dict[str, Callable[[pa.Array], pa.Array]] = {
-    "strip": strip, "lowercase": lowercase, "uppercase": uppercase,
+    "strip": strip,
+    "lowercase": lowercase,
+    "uppercase": uppercase,
 }
 
 
@@ -261,7 +279,8 @@ def keep(column: pa.Array, op: str, value: Any) -> pa.Array:
         if not numbers:
             return found
         test: Callable[[pa.Array], pa.Array] = lambda floats: pc.is_in(  # noqa: E731
-            pc.add(floats, 0.0), value_set=pa.array(numbers, pa.float64()))
+            pc.add(floats, 0.0), value_set=pa.array(numbers, pa.float64())
+        )
     else:
         compare, target = getattr(pc, _COMPARE[op]), number(value)
         if target is None:
@@ -277,7 +296,10 @@ def keep(column: pa.Array, op: str, value: Any) -> pa.Array:
 
 
 def valid_rows(
-    file: Path, header: Sequence[str], delimiter: str, types: Mapping[str, str],
+    file: Path,
+    header: Sequence[str],
+    delimiter: str,
+    types: Mapping[str, str],
     cancelled: threading.Event,
 ) -> int:
     """The count of data rows, once every typed cell is known valid.
@@ -295,7 +317,11 @@ def valid_rows(
 
 
 def transform(
-    file: Path, header: Sequence[str], delimiter: str, plan: Plan, out: IO[bytes],
+    file: Path,
+    header: Sequence[str],
+    delimiter: str,
+    plan: Plan,
+    out: IO[bytes],
     cancelled: threading.Event,
 ) -> tuple[int, int]:
     """Write ``plan`` applied to ``file`` to ``out`` as CSV; return (rows in, rows out).
@@ -363,11 +389,12 @@ def _csv_rows(columns: list[pa.Array]) -> memoryview:
             needs = found if needs is None else pc.or_(needs, found)
         if needs is not None and pc.any(needs).as_py():
             wrapped = pc.binary_join_element_wise(
-                '"', pc.replace_substring(column, '"', '""'), '"', "")
+                '"', pc.replace_substring(column, '"', '""'), '"', ""
+            )
             column = pc.if_else(needs, wrapped, column)
         quoted.append(column)
     lines = pc.binary_join_element_wise(*quoted, ",") if len(quoted) > 1 else quoted[0]
     lines = pc.binary_join_element_wise(lines, "", "\n")
     _, offsets, data = lines.buffers()
     bounds = memoryview(offsets).cast("i")  # int32 offsets of a (non-large) string array
-    return memoryview(data)[bounds[lines.offset]:bounds[lines.offset + len(lines)]]
+    return memoryview(data)[bounds[lines.offset] : bounds[lines.offset + len(lines)]]

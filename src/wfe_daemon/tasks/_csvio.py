@@ -20,8 +20,12 @@ from wfe_daemon.errors import TaskFailed
 Row = list[str]
 
 DELIMITER_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": 1, "not": {"enum": ['"', "\n", "\r"]},
-    "default": ",", "description": "The field separator of the input (one character).",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 1,
+    "not": {"enum": ['"', "\n", "\r"]},
+    "default": ",",
+    "description": "The field separator of the input (one character).",
 }
 """The ``delimiter`` param of every task that reads CSV."""
 
@@ -82,8 +86,10 @@ def open_csv(file: Path, name: str, delimiter: str) -> Iterator[tuple[Row, Any]]
 
 def _problem(exc: csv.Error) -> str:
     if str(exc).startswith("field larger than field limit"):
-        return (f"a field is longer than {csv.field_size_limit():,} characters, "
-                "the limit of the CSV tasks")
+        return (
+            f"a field is longer than {csv.field_size_limit():,} characters, "
+            "the limit of the CSV tasks"
+        )
     return f"malformed CSV: {exc}"
 
 

@@ -27,18 +27,25 @@ _PATTERNS = {
 """What a valid cell of each type looks like, in the syntax both Python's ``re`` and
 Arrow's RE2 read the same way (ASCII digits, no look-around)."""
 
-_INT, _FLOAT, _BOOL, _DATE = (re.compile(_PATTERNS[t]).fullmatch
-                              for t in ("int", "float", "bool", "date"))
+_INT, _FLOAT, _BOOL, _DATE = (
+    re.compile(_PATTERNS[t]).fullmatch for t in ("int", "float", "bool", "date")
+)
 _NUMBER = re.compile(r"\s*" + _PATTERNS["float"] + r"\s*").fullmatch
-_BOOL_TEXT = {"true": "true", "yes": "true", "1": "true",
-              "false": "false", "no": "false", "0": "false"}
+_BOOL_TEXT = {
+    "true": "true",
+    "yes": "true",
+    "1": "true",
+    "false": "false",
+    "no": "false",
+    "0": "false",
+}
 
 ARROW_CHECKS = {
     **{t: f"^(?:{p})$" for t, p in _PATTERNS.items()},
     # A real day, February 29th aside (leap years are for Python to tell); not year 0.
     "date": "^(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:"
-            "(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
-            "|02-(?:0[1-9]|1[0-9]|2[0-8]))$",
+    "(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    "|02-(?:0[1-9]|1[0-9]|2[0-8]))$",
 }
 """The same checks for Arrow's ``match_substring_regex`` (``February 29th`` excepted)."""
 LEAP_DAY = "^[0-9]{4}-02-29$"
@@ -56,14 +63,22 @@ def _is_date(text: str) -> bool:
 
 
 CHECKS: Mapping[str, Callable[[str], object]] = {
-    "int": _INT, "float": _FLOAT, "str": lambda _: True, "bool": _BOOL, "date": _is_date,
+    "int": _INT,
+    "float": _FLOAT,
+    "str": lambda _: True,
+    "bool": _BOOL,
+    "date": _is_date,
 }
 """Per type, a callable that is truthy for a valid cell (``""`` is valid only as ``str``)."""
 
 
 _COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt,
-    "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
 }
 OPS = (*_COMPARE, "in", "contains")
 
@@ -119,8 +134,10 @@ def predicate(op: str, value: Any) -> Test:
         numbers = _numbers(cells)
         if numbers is not None:
             return map(compare, numbers, repeat(as_number))
-        return [compare(n, as_number) if (n := number(c)) is not None else compare(c, as_text)
-                for c in cells]
+        return [
+            compare(n, as_number) if (n := number(c)) is not None else compare(c, as_text)
+            for c in cells
+        ]
 
     return test
 

@@ -51,8 +51,9 @@ class AddressPolicy:
                 phrase = f"a {entry} address (http_deny_networks)"
                 denied += [(ipaddress.ip_network(n), phrase) for n in _NAMED[entry]]
             else:
-                denied.append((ipaddress.ip_network(entry, strict=False),
-                               f"in {entry} (http_deny_networks)"))
+                denied.append(
+                    (ipaddress.ip_network(entry, strict=False), f"in {entry} (http_deny_networks)")
+                )
         return cls(tuple(denied))
 
     def refusal(self, address: IPAddress) -> str | None:
@@ -218,7 +219,9 @@ def _body_class() -> type[Any]:
 
 @lru_cache(maxsize=64)
 def _client_timeout(
-    connect: float | None = None, read: float | None = None, write: float | None = None,
+    connect: float | None = None,
+    read: float | None = None,
+    write: float | None = None,
     pool: float | None = None,
 ) -> Any:
     """httpx's per-operation timeouts in aiohttp's terms (no total: the caller's deadline).
@@ -291,8 +294,12 @@ def guarded_transport_class() -> type[Any]:
             extensions = request.extensions
             try:
                 response = await self._session.request(
-                    request.method, url, headers=headers, data=body,
-                    allow_redirects=False, auto_decompress=False,
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    auto_decompress=False,
                     timeout=_client_timeout(**extensions.get("timeout", {})),
                     server_hostname=extensions.get("sni_hostname"),
                 )

@@ -76,7 +76,12 @@ class AtomicFile:
     """
 
     def __init__(
-        self, target: Path, mode: str = "w", *, name: str | None = None, param: str = "path",
+        self,
+        target: Path,
+        mode: str = "w",
+        *,
+        name: str | None = None,
+        param: str = "path",
         **open_kwargs: Any,
     ) -> None:
         self.target = target
@@ -141,8 +146,13 @@ class AtomicFile:
 
 @contextmanager
 def atomic_write(
-    target: Path, mode: str = "w", *, cancelled: threading.Event | None = None,
-    name: str | None = None, param: str = "path", **open_kwargs: Any,
+    target: Path,
+    mode: str = "w",
+    *,
+    cancelled: threading.Event | None = None,
+    name: str | None = None,
+    param: str = "path",
+    **open_kwargs: Any,
 ) -> Iterator[IO[Any]]:
     """Write ``target`` through a temporary file in its folder, renamed in on success.
 

@@ -84,7 +84,8 @@ class _Errors:
 
     def message(self, name: str) -> str:
         shown = "; ".join(
-            f"line {e['line']}" + (f", column {e['column']!r}" if e["column"] is not None else "")
+            f"line {e['line']}"
+            + (f", column {e['column']!r}" if e["column"] is not None else "")
             + f": {e['value'][:80]!r} {e['error']}"
             for e in self.kept
         )
@@ -106,15 +107,27 @@ class ValidateCsvTask:
         "type": "object",
         "properties": {
             "path": {"type": "string", "minLength": 1, "description": _PATH_DOC},
-            "required_columns": {**_COLUMNS, "default": [],
-                                 "description": "Columns the header must have."},
+            "required_columns": {
+                **_COLUMNS,
+                "default": [],
+                "description": "Columns the header must have.",
+            },
             "delimiter": DELIMITER_SCHEMA,
-            "types": {**_TYPES, "default": {}, "description": (
-                "{column: type}: every cell of the column must read as the type; an empty "
-                "cell is valid only as str. bool is true/false/yes/no/1/0."
-            )},
-            "max_errors": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 20,
-                           "description": "How many invalid cells the error lists at most."},
+            "types": {
+                **_TYPES,
+                "default": {},
+                "description": (
+                    "{column: type}: every cell of the column must read as the type; an empty "
+                    "cell is valid only as str. bool is true/false/yes/no/1/0."
+                ),
+            },
+            "max_errors": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10_000,
+                "default": 20,
+                "description": "How many invalid cells the error lists at most.",
+            },
         },
         "required": ["path"],
         "additionalProperties": False,
@@ -149,8 +162,9 @@ def _validate(source: Path, params: Params, cancelled: threading.Event) -> dict[
             listed = ", ".join(repr(c) for c in dict.fromkeys(missing))
             raise TaskFailed(f"{name}: missing column(s) {listed} (header: {', '.join(header)})")
         try:
-            rows = _arrowcsv.valid_rows(source, header, params.get("delimiter", ","), types,
-                                        cancelled)
+            rows = _arrowcsv.valid_rows(
+                source, header, params.get("delimiter", ","), types, cancelled
+            )
         except _arrowcsv.Fallback:  # the reference reader finds the lines and values
             pass
         else:
@@ -193,8 +207,9 @@ def _find_errors(
             else:
                 for index, column, type_name, check in checks:
                     if not check(row[index]):
-                        errors.add(line, column, row[index],
-                                   f"is not {ARTICLE[type_name]} {type_name}")
+                        errors.add(
+                            line, column, row[index], f"is not {ARTICLE[type_name]} {type_name}"
+                        )
             errors.rows += errors.count > found
         line += 1 + sum(map(breaks, row))
     return rows
@@ -219,7 +234,9 @@ class Plan:
 
 
 _EDITS: dict[str, Callable[[str], str]] = {
-    "strip": str.strip, "lowercase": str.lower, "uppercase": str.upper,
+    "strip": str.strip,
+    "lowercase": str.lower,
+    "uppercase": str.upper,
 }
 
 
@@ -261,13 +278,18 @@ class TransformSimpleTask:
         "type": "object",
         "properties": {
             "input": {"type": "string", "minLength": 1, "description": _PATH_DOC},
-            "output": {"type": "string", "minLength": 1, "description": (
-                "Path of the CSV file to write (comma-separated, UTF-8), relative to "
-                "data_dir; replaced atomically."
-            )},
+            "output": {
+                "type": "string",
+                "minLength": 1,
+                "description": (
+                    "Path of the CSV file to write (comma-separated, UTF-8), relative to "
+                    "data_dir; replaced atomically."
+                ),
+            },
             "delimiter": DELIMITER_SCHEMA,
             "filter": {
-                "type": "array", "default": [],
+                "type": "array",
+                "default": [],
                 "description": (
                     "Rows kept: those passing every rule. Comparisons are numeric when both "
                     "sides read as numbers, textual otherwise; 'in' takes a list."
@@ -277,8 +299,10 @@ class TransformSimpleTask:
                     "properties": {
                         "column": {"type": "string"},
                         "op": {"enum": list(OPS)},
-                        "value": {"type": ["string", "number", "array"],
-                                  "items": {"type": ["string", "number"]}},
+                        "value": {
+                            "type": ["string", "number", "array"],
+                            "items": {"type": ["string", "number"]},
+                        },
                     },
                     "required": ["column", "op", "value"],
                     "additionalProperties": False,
@@ -287,16 +311,23 @@ class TransformSimpleTask:
             "strip": {**_COLUMNS, "description": "Columns whose cells lose outer whitespace."},
             "lowercase": {**_COLUMNS, "description": "Columns turned to lower case."},
             "uppercase": {**_COLUMNS, "description": "Columns turned to upper case."},
-            "cast": {**_TYPES, "description": (
-                "{column: type}: cells rewritten in canonical form (int '007' -> '7', "
-                "bool -> true/false); a cell that does not read as the type fails the node."
-            )},
-            "select": {**_COLUMNS, "minItems": 1, "description": (
-                "Input columns to keep, in this order (default: all)."
-            )},
-            "rename": {"type": "object", "additionalProperties": {"type": "string",
-                                                                  "minLength": 1},
-                       "description": "{input column: output name}, for selected columns."},
+            "cast": {
+                **_TYPES,
+                "description": (
+                    "{column: type}: cells rewritten in canonical form (int '007' -> '7', "
+                    "bool -> true/false); a cell that does not read as the type fails the node."
+                ),
+            },
+            "select": {
+                **_COLUMNS,
+                "minItems": 1,
+                "description": ("Input columns to keep, in this order (default: all)."),
+            },
+            "rename": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "minLength": 1},
+                "description": "{input column: output name}, for selected columns.",
+            },
         },
         "required": ["input", "output"],
         "additionalProperties": False,
@@ -349,26 +380,38 @@ def _transform(
     with open_csv(source, name, delimiter) as (header, _):
         plan = _plan(header, params, name)
     try:
-        with atomic_write(target, "wb", cancelled=cancelled, name=params["output"],
-                          param="output") as out:
-            rows_in, rows_out = _arrowcsv.transform(source, header, delimiter, plan, out,
-                                                    cancelled)
+        with atomic_write(
+            target, "wb", cancelled=cancelled, name=params["output"], param="output"
+        ) as out:
+            rows_in, rows_out = _arrowcsv.transform(source, header, delimiter, plan, out, cancelled)
     except _arrowcsv.Fallback:  # the reference reader names the line of a bad row or cell
-        rows_in, rows_out = _transform_rows(source, target, params["output"], delimiter, plan,
-                                            cancelled)
+        rows_in, rows_out = _transform_rows(
+            source, target, params["output"], delimiter, plan, cancelled
+        )
     return {"path": params["output"], "rows_in": rows_in, "rows_out": rows_out}
 
 
 def _transform_rows(
-    source: Path, target: Path, name: str, delimiter: str, plan: Plan,
+    source: Path,
+    target: Path,
+    name: str,
+    delimiter: str,
+    plan: Plan,
     cancelled: threading.Event,
 ) -> tuple[int, int]:
     """The reference path: the stdlib reader and writer, a batch of rows at a time."""
     rows_in = rows_out = 0
     with (
         open_csv(source, plan.name, delimiter) as (header, reader),
-        atomic_write(target, "w", cancelled=cancelled, name=name, param="output", newline="",
-                     encoding="utf-8") as out,
+        atomic_write(
+            target,
+            "w",
+            cancelled=cancelled,
+            name=name,
+            param="output",
+            newline="",
+            encoding="utf-8",
+        ) as out,
     ):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(plan.header)

@@ -230,8 +230,10 @@ class HttpGetTask:
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
         client = ctx.services.get("http")
         if client is None:
-            raise TaskFailed("http_get: no HTTP client: the engine was built without"
-                             ' services={"http": ...} (see open_http_client)')
+            raise TaskFailed(
+                "http_get: no HTTP client: the engine was built without"
+                ' services={"http": ...} (see open_http_client)'
+            )
         url = params["url"]
         timeout_s = float(params.get("timeout", DEFAULT_TIMEOUT_S))
         target = ctx.path(params["save_to"], param="save_to") if "save_to" in params else None
@@ -252,8 +254,15 @@ class HttpGetTask:
 class _Fetch:
     """One ``http_get`` attempt: hops, status check, bounded body."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, params: Params, timeout_s: float,
-                 limit: int, target: Path | None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        params: Params,
+        timeout_s: float,
+        limit: int,
+        target: Path | None,
+    ) -> None:
         self.client, self.url, self.params = client, url, params
         self.timeout_s, self.limit, self.target = timeout_s, limit, target
         self.expect: Sequence[int] | None = params.get("expect_status")
@@ -269,16 +278,16 @@ class _Fetch:
                 url = str(request.url)
                 # Before any connection; the transport checks again, on what aiohttp gets.
                 target = request.url
-                check_target(self.url if hop == 0 else url, target.scheme, target.host,
-                             self.client)
+                check_target(self.url if hop == 0 else url, target.scheme, target.host, self.client)
                 response = await self.client.send(request, stream=True)
                 try:
                     follow = response.next_request
                     if response.status_code in _REDIRECTS and follow is not None:
                         # httpx strips Authorization across origins and fixes Host; rebuilt
                         # without a body stream, which the aiohttp transport would send.
-                        request = httpx.Request("GET", follow.url, headers=follow.headers,
-                                                extensions=follow.extensions)
+                        request = httpx.Request(
+                            "GET", follow.url, headers=follow.headers, extensions=follow.extensions
+                        )
                         continue
                     self._check_status(response, url)
                     return await self._read(response, url, started)
@@ -305,7 +314,9 @@ class _Fetch:
                 extra = str(httpx.QueryParams(query)).encode()
                 url = url.copy_with(query=url.query + b"&" + extra if url.query else extra)
             return self.client.build_request(
-                "GET", url, headers=self.params.get("headers"),
+                "GET",
+                url,
+                headers=self.params.get("headers"),
                 # execute's deadline bounds the whole request (every hop, every read), so
                 # per-operation timeouts of the same length would only add timers.
                 timeout=None,
@@ -387,7 +398,9 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
             return f"cannot resolve host: {error.strerror or error}"
     for error in chain:
         if isinstance(error, TimeoutError) or type(error).__name__ in (
-            "ReadTimeout", "ServerTimeoutError", "SocketTimeoutError"
+            "ReadTimeout",
+            "ServerTimeoutError",
+            "SocketTimeoutError",
         ):
             return f"timed out after {timeout_s:g}s"
     for error in reversed(chain):

@@ -112,8 +112,7 @@ class ShellTask:
         "The program is not found or cannot be executed.",
         "The program exits with a non-zero code or is killed by a signal "
         "(the error gives the code and the tail of stderr).",
-        "The `timeout` param or the node's timeout expires (the process group is killed "
-        "by then).",
+        "The `timeout` param or the node's timeout expires (the process group is killed by then).",
         "A process that left the group (setsid) still holds stdout or stderr.",
     )
 
@@ -141,7 +140,8 @@ class ShellTask:
                 await asyncio.sleep(max(0.0, kill_at - loop.time()) + _POLL_S)
             raise TaskTimeout(
                 f"{argv[0]}: timed out after {params['timeout']:g}s; process group killed"
-                if ours else f"{argv[0]}: timed out; process group killed"
+                if ours
+                else f"{argv[0]}: timed out; process group killed"
             )
         if child.reading.cancelled():  # see reap: never re-raise its cancel as ours
             raise TaskFailed(f"{argv[0]}: a process that left its group kept the output open")
@@ -244,8 +244,11 @@ class _Child:
     """A started program: its exit, and its two pipes read on the event loop."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], exit: asyncio.Task[None],
-        reading: asyncio.Task[Any], transports: list[asyncio.BaseTransport],
+        self,
+        proc: subprocess.Popen[bytes],
+        exit: asyncio.Task[None],
+        reading: asyncio.Task[Any],
+        transports: list[asyncio.BaseTransport],
     ) -> None:
         self.proc, self.exit, self.reading, self._transports = proc, exit, reading, transports
 
@@ -258,7 +261,8 @@ class _Child:
             for pipe in (proc.stdout, proc.stderr):
                 reader = asyncio.StreamReader(limit=_CHUNK, loop=loop)
                 transport, _ = await loop.connect_read_pipe(
-                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
+                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe
+                )
                 readers.append(reader)
                 transports.append(transport)
         except BaseException:  # cancelled before both pipes were connected

@@ -75,18 +75,33 @@ class SaveDbTask:
     params_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "source": {"type": "string", "minLength": 1,
-                       "description": "Path of the CSV file, relative to data_dir."},
-            "database": {"type": "string", "minLength": 1, "description": (
-                "Path of the SQLite database, relative to data_dir (created if missing)."
-            )},
-            "table": {"type": "string", "pattern": f"^{IDENTIFIER.pattern}$", "description": (
-                "Table to load; created if missing. Letters, digits and _, at most 64."
-            )},
-            "mode": {"enum": list(MODES), "default": "append", "description": (
-                "append: add the rows (the table's columns must match the header); "
-                "replace: the table holds exactly the file's rows afterwards."
-            )},
+            "source": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Path of the CSV file, relative to data_dir.",
+            },
+            "database": {
+                "type": "string",
+                "minLength": 1,
+                "description": (
+                    "Path of the SQLite database, relative to data_dir (created if missing)."
+                ),
+            },
+            "table": {
+                "type": "string",
+                "pattern": f"^{IDENTIFIER.pattern}$",
+                "description": (
+                    "Table to load; created if missing. Letters, digits and _, at most 64."
+                ),
+            },
+            "mode": {
+                "enum": list(MODES),
+                "default": "append",
+                "description": (
+                    "append: add the rows (the table's columns must match the header); "
+                    "replace: the table holds exactly the file's rows afterwards."
+                ),
+            },
             "delimiter": DELIMITER_SCHEMA,
         },
         "required": ["source", "database", "table"],
@@ -140,8 +155,9 @@ def _save(
                 _prepare_table(db, table, columns, params.get("mode", "append"))
                 db.run("SAVEPOINT arrow")
                 try:
-                    written = db.ingest(table, _arrowcsv.batches(source, header, delimiter,
-                                                                 cancelled))
+                    written = db.ingest(
+                        table, _arrowcsv.batches(source, header, delimiter, cancelled)
+                    )
                 except _arrowcsv.Fallback:  # the reference reader names the problem
                     db.run("ROLLBACK TO arrow")
                     written = db.ingest(table, _row_batches(source, name, delimiter, cancelled))
@@ -239,8 +255,9 @@ class _Database:
             if peeked is None:
                 return 0
             schema, stream = peeked
-            statement.set_options(**{"adbc.ingest.target_table": table,
-                                     "adbc.ingest.mode": "adbc.ingest.mode.append"})
+            statement.set_options(
+                **{"adbc.ingest.target_table": table, "adbc.ingest.mode": "adbc.ingest.mode.append"}
+            )
             statement.bind_stream(pa.RecordBatchReader.from_batches(schema, stream))
             statement.execute_update()
         except adbc_driver_manager.Error:
@@ -271,8 +288,9 @@ def _row_batches(
             stop_if(cancelled)
             rows = even_rows(name, before, batch, len(header))
             if rows:
-                yield pa.record_batch([pa.array(c, pa.string()) for c in zip(*rows, strict=True)],
-                                      names=header)
+                yield pa.record_batch(
+                    [pa.array(c, pa.string()) for c in zip(*rows, strict=True)], names=header
+                )
 
 
 def _quoted(names: Iterable[str]) -> str:
