@@ -94,6 +94,7 @@ def child(data_dir: str, db: str) -> None:
     from wfe_daemon.registry import TaskRegistry
     from wfe_daemon.store import Store
     from wfe_daemon.submission import submit
+    from wfe_daemon.tasks import BUILTINS
 
     with open("/dev/null", "w") as devnull:
         configure_logging("INFO", devnull)
@@ -101,7 +102,7 @@ def child(data_dir: str, db: str) -> None:
 
         async def run() -> tuple[dict[str, Any], float]:
             async with Store.open(settings.db_path) as store:
-                engine = Engine(TaskRegistry.load(), store, settings)
+                engine = Engine(TaskRegistry.load(BUILTINS), store, settings)
                 started = time.perf_counter()
                 summary = await submit(engine, json.dumps(WORKFLOW).encode(), source="bench")
                 return summary, time.perf_counter() - started

@@ -92,8 +92,9 @@ def _log_to_devnull(level: str) -> None:
 
 def _registry() -> Any:
     from wfe_daemon.registry import TaskRegistry
+    from wfe_daemon.tasks import BUILTINS
 
-    return TaskRegistry.load()
+    return TaskRegistry.load(BUILTINS)
 
 
 def parse(data: bytes, registry: Any) -> tuple[Any, Any]:
@@ -164,9 +165,9 @@ def _timed(coro: Coroutine[Any, Any, None]) -> float:
 
 def _context(node_id: str) -> Any:
     from wfe_daemon.config import Settings
-    from wfe_daemon.registry import TaskContext
+    from wfe_daemon.task import Services, TaskContext
 
-    return TaskContext(1, "bench", node_id, 1, Settings(), {})
+    return TaskContext(1, "bench", node_id, 1, Settings(), Services())
 
 
 async def bare_scheduler(workflow: Any, registry: Any) -> None:
@@ -178,7 +179,7 @@ async def bare_scheduler(workflow: Any, registry: Any) -> None:
     """
     from wfe_daemon.config import Settings
     from wfe_daemon.refs import find_refs, resolve
-    from wfe_daemon.registry import TaskContext
+    from wfe_daemon.task import Services, TaskContext
 
     settings = Settings()
     slots = asyncio.Semaphore(CONCURRENCY)
@@ -195,7 +196,7 @@ async def bare_scheduler(workflow: Any, registry: Any) -> None:
         async def run(node: Any) -> None:
             async with slots:
                 params = resolve(node.params, outputs) if has_refs[node.id] else node.params
-                ctx = TaskContext(1, "bench", node.id, 1, settings, {})
+                ctx = TaskContext(1, "bench", node.id, 1, settings, Services())
                 outputs[node.id] = await registry.get(node.type).execute(params, ctx)
             for child in children[node.id]:
                 waiting[child.id] -= 1
@@ -213,12 +214,12 @@ async def bare_loop(workflow: Any, registry: Any) -> None:
     """A chain awaited in sequence: ``for node: await task.execute(resolved, ctx)``."""
     from wfe_daemon.config import Settings
     from wfe_daemon.refs import resolve
-    from wfe_daemon.registry import TaskContext
+    from wfe_daemon.task import Services, TaskContext
 
     settings = Settings()
     outputs: dict[str, Any] = {}
     for node in workflow.nodes:  # file order is dependency order in chain_doc
-        ctx = TaskContext(1, "bench", node.id, 1, settings, {})
+        ctx = TaskContext(1, "bench", node.id, 1, settings, Services())
         params = resolve(node.params, outputs)
         outputs[node.id] = await registry.get(node.type).execute(params, ctx)
 
@@ -245,13 +246,13 @@ async def design_sequential(workflow: Any, registry: Any, *, restart: bool = Fal
     """
     from wfe_daemon.config import Settings
     from wfe_daemon.refs import resolve
-    from wfe_daemon.registry import TaskContext
+    from wfe_daemon.task import Services, TaskContext
 
     settings = Settings()
     outputs: dict[str, Any] = {}
 
     async def execute_node(node: Any) -> None:
-        ctx = TaskContext(1, "bench", node.id, 1, settings, {})
+        ctx = TaskContext(1, "bench", node.id, 1, settings, Services())
         params = resolve(node.params, outputs)
         outputs[node.id] = await registry.get(node.type).execute(params, ctx)
 

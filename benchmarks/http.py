@@ -5,7 +5,7 @@ server on 127.0.0.1 in its own process, answering every request after ``DELAY`` 
 Each client arrangement runs in a fresh child process (``python -m benchmarks.http client
 ...``), on the daemon's event loop (uvloop) unless it says otherwise. It drives the real
 :class:`~wfe_daemon.engine.Engine` (SQLite store, INFO logs to ``os.devnull``) with
-``max_concurrent_tasks = 100`` and ``services={"http": client}``: one workflow of 1,000
+``max_concurrent_tasks = 100`` and ``services=Services(http=client)``: one workflow of 1,000
 independent ``http_get`` nodes. One warm-up run opens the pool (its time is reported as
 "cold"), then each measured run reuses the client, as the daemon does.
 The figure is the makespan (``Engine.run``, call to return) over the ideal
@@ -312,6 +312,7 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
     from wfe_daemon.config import Settings
     from wfe_daemon.engine import Engine
     from wfe_daemon.store import Store
+    from wfe_daemon.task import Services
 
     registry = _registry()
     _log_to_devnull("INFO")
@@ -339,7 +340,7 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
             for run in range(runs + 1):
                 db = folder / f"http-{run}.db"
                 async with Store.open(db) as store:
-                    engine = Engine(registry, store, settings, services={"http": http})
+                    engine = Engine(registry, store, settings, services=Services(http=http))
                     with clock.timed():
                         summary = await engine.run(workflow, source="bench.json")
                 if summary["status"] != "SUCCESS":

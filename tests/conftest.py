@@ -23,8 +23,9 @@ from daemon_helpers import Daemons, daemons_for
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.logs import configure_logging
-from wfe_daemon.registry import Task, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
+from wfe_daemon.task import Task
 from wfe_daemon.tasks import BUILTINS
 
 CLI_TIMEOUT_S = 60

@@ -16,8 +16,10 @@ from structlog.testing import capture_logs
 
 from wfe_daemon.engine import MAX_BACKOFF_S, Engine, backoff
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.registry import Params, TaskContext, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.submission import submit
+from wfe_daemon.task import Params, TaskContext
+from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.wrappers import call_task
 
 Rows = Callable[..., list[dict[str, Any]]]
@@ -883,7 +885,7 @@ def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None
                 ),
             )
         ).encode(),
-        TaskRegistry.load(entry_point_group=None),
+        TaskRegistry.load(BUILTINS, entry_point_group=None),
     )
 
     def row(node_id: str, status: str, output: Any) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from daemon_helpers import (
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import StoreError, TaskFailed, WorkflowRejected
 from wfe_daemon.operations import prune_history, request_cancel, retry_run
-from wfe_daemon.registry import Params, TaskContext
 from wfe_daemon.submission import submit
+from wfe_daemon.task import Params, TaskContext
 
 LONG = {
     "name": "long",

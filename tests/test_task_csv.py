@@ -18,8 +18,10 @@ from test_task_paths import unwritable
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import PathEscapeError, TaskFailed
-from wfe_daemon.registry import TaskContext, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.submission import submit
+from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.tasks._threads import run_blocking
 from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
 
@@ -41,7 +43,7 @@ def data(tmp_path: Path) -> Path:
 
 def context(data_dir: Path) -> TaskContext:
     """A task context whose data_dir is ``data_dir``."""
-    return TaskContext(1, "test", "node", 1, Settings(data_dir=data_dir), {})
+    return TaskContext(1, "test", "node", 1, Settings(data_dir=data_dir), Services())
 
 
 async def run_nodes(engine: Engine, *nodes: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +383,7 @@ async def test_rename_must_target_selected_columns_and_stay_unique(data: Path) -
 
 def test_filter_values_must_fit_their_op() -> None:
     """Workflow validation refuses 'in' without a list, a list elsewhere, and non-text contains."""
-    registry = TaskRegistry.load(entry_point_group=None)
+    registry = TaskRegistry.load(BUILTINS, entry_point_group=None)
     params = {
         "input": "a.csv",
         "output": "b.csv",
@@ -433,10 +435,10 @@ _PEAK = """
 import asyncio, json, sys
 from pathlib import Path
 from wfe_daemon.config import Settings
-from wfe_daemon.registry import TaskContext
+from wfe_daemon.task import Services, TaskContext
 from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
 from wfe_daemon.tasks.sqlite import SaveDbTask
-ctx = TaskContext(1, "mem", "v", 1, Settings(data_dir=Path(sys.argv[1])), {})
+ctx = TaskContext(1, "mem", "v", 1, Settings(data_dir=Path(sys.argv[1])), Services())
 name = sys.argv[2]
 async def main():
     checked = await ValidateCsvTask().execute(

@@ -36,9 +36,11 @@ from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed, WorkflowRejected
 from wfe_daemon.logs import configure_logging
 from wfe_daemon.model import parse_workflow
-from wfe_daemon.registry import TaskContext, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
+from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.tasks.http import AddressPolicy, HttpGetTask, literal_address, open_http_client
 
 SECRET = "Bearer s3cr3t-t0ken-value"
@@ -171,7 +173,7 @@ async def run_nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """
     logs = io.StringIO()
     configure_logging("INFO", logs)
-    registry = TaskRegistry.load()
+    registry = TaskRegistry.load(BUILTINS)
 
     async def run(
         nodes: dict[str, Any] | list[dict[str, Any]], **overrides: Any
@@ -186,7 +188,7 @@ async def run_nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         node_list = nodes if isinstance(nodes, list) else [nodes]
         data = json.dumps({"name": "http test", "nodes": node_list}).encode()
         async with Store.open(settings.db_path) as store, open_http_client(settings) as client:
-            engine = Engine(registry, store, settings, services={"http": client})
+            engine = Engine(registry, store, settings, services=Services(http=client))
             summary = await submit(engine, data, source="t.json")
         assert summary["status"] != "REJECTED", summary["errors"]
         return summary, logs.getvalue()
@@ -490,7 +492,7 @@ async def test_non_http_scheme_refused(run_nodes: Callable[..., Any], url: str) 
 async def test_task_itself_refuses_a_non_http_scheme(tmp_path: Path) -> None:
     """Called directly (no schema check), the task still refuses ftp:// before connecting."""
     async with open_http_client(Settings()) as client:
-        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), Services(http=client))
         with pytest.raises(TaskFailed, match="only http and https URLs are allowed"):
             await HttpGetTask().execute({"url": "ftp://127.0.0.1/x"}, ctx)
 
@@ -502,7 +504,7 @@ def test_literal_non_http_url_rejects_the_file(url: str) -> None:
     """A literal url that is not http(s) rejects the workflow at validation, naming the node."""
     doc = {"name": "w", "nodes": [get({"url": url})]}
     with pytest.raises(WorkflowRejected) as caught:
-        parse_workflow(doc, TaskRegistry.load())
+        parse_workflow(doc, TaskRegistry.load(BUILTINS))
     assert caught.value.problems == [
         f"node 'fetch': params: url: must be an http:// or https:// URL, got {url!r}"
     ]
@@ -511,7 +513,7 @@ def test_literal_non_http_url_rejects_the_file(url: str) -> None:
 @pytest.mark.parametrize("url", ["http://h/", "HTTPS://h:8443/x?q=1", "Http://[::1]/"])
 def test_literal_http_urls_of_any_case_pass_validation(url: str) -> None:
     """http and https pass validation whatever their case."""
-    assert TaskRegistry.load().check_params("http_get", {"url": url}) == []
+    assert TaskRegistry.load(BUILTINS).check_params("http_get", {"url": url}) == []
 
 
 def test_validate_cli_rejects_an_ftp_url(
@@ -639,7 +641,7 @@ async def test_secrets_in_urls_reach_the_server_but_no_message(
 
 def test_schema_rejects_bad_params() -> None:
     """Validation rejects a non-string url, unknown keys, bad status codes and max_bytes."""
-    registry = TaskRegistry.load()
+    registry = TaskRegistry.load(BUILTINS)
     assert registry.check_params("http_get", {"url": 5}) == ["url: 5 is not of type 'string'"]
     assert registry.check_params("http_get", {}) == ["'url' is a required property"]
     assert registry.check_params("http_get", {"url": "http://x/", "verb": "POST"})
@@ -665,14 +667,14 @@ def test_schema_rejects_bad_params() -> None:
 
 async def test_missing_client_fails_clearly(tmp_path: Path) -> None:
     """Without services["http"], the task fails and says how to provide the client."""
-    ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {})
+    ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), Services())
     with pytest.raises(TaskFailed, match="no HTTP client"):
         await HttpGetTask().execute({"url": "http://127.0.0.1/"}, ctx)
 
 
 def test_registry_lists_http_get() -> None:
     """The registry discovers http_get with a 60 s default timeout."""
-    task = TaskRegistry.load().get("http_get")
+    task = TaskRegistry.load(BUILTINS).get("http_get")
     assert task.default_timeout == 60.0
     assert task.params_schema["additionalProperties"] is False
 
@@ -752,7 +754,7 @@ async def test_mock_transport_json_and_decoding(tmp_path: Path) -> None:
 
     settings = Settings(data_dir=tmp_path)
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        ctx = TaskContext(1, "w", "n", 1, settings, {"http": client})
+        ctx = TaskContext(1, "w", "n", 1, settings, Services(http=client))
         output = await HttpGetTask().execute({"url": "http://service.test/x"}, ctx)
     assert output["json"] == ["a", 1]
     assert output["bytes"] == len(b'["a", 1]')
@@ -768,7 +770,7 @@ async def test_mock_transport_nan_is_not_json(tmp_path: Path) -> None:
         )
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), Services(http=client))
         output = await HttpGetTask().execute({"url": "http://service.test/"}, ctx)
     assert output["text"] == '{"x": NaN}'
     assert "json" not in output
@@ -781,7 +783,7 @@ async def test_mock_transport_too_many_redirects(tmp_path: Path) -> None:
         return httpx.Response(302, headers={"Location": "/again"})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), {"http": client})
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), Services(http=client))
         with pytest.raises(TaskFailed, match="more than 10 redirects"):
             await HttpGetTask().execute({"url": "http://service.test/"}, ctx)
 

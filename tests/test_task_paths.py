@@ -13,8 +13,8 @@ import pytest
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import PathEscapeError, TaskFailed
-from wfe_daemon.registry import TaskContext
-from wfe_daemon.tasks._paths import atomic_write, data_path
+from wfe_daemon.task import Services, TaskContext, data_path
+from wfe_daemon.tasks._paths import atomic_write
 
 
 @contextmanager
@@ -115,7 +115,7 @@ def test_context_path_refuses_the_daemon_database(tmp_path: Path, name: str) -> 
     (data / "workflows.db").touch()
     (data / "alias.db").symlink_to(data / "workflows.db")
     settings = Settings(data_dir=data, db_path=data / "workflows.db")
-    ctx = TaskContext(1, "wf", "n", 1, settings, {})
+    ctx = TaskContext(1, "wf", "n", 1, settings, Services())
     with pytest.raises(PathEscapeError, match="daemon's own database; refused"):
         ctx.path(name, param="database")
     assert ctx.path("mine.db", param="database") == data.resolve() / "mine.db"
@@ -126,7 +126,7 @@ def test_context_path_resolves_a_relative_db_path_against_the_cwd(
 ) -> None:
     """The default, relative settings (data/workflows.db in data) still protect the database."""
     monkeypatch.chdir(tmp_path)
-    ctx = TaskContext(1, "wf", "n", 1, Settings(), {})
+    ctx = TaskContext(1, "wf", "n", 1, Settings(), Services())
     with pytest.raises(PathEscapeError, match="daemon's own database"):
         ctx.path("workflows.db", param="output")
 

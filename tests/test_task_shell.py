@@ -19,9 +19,11 @@ from daemon_helpers import Daemons, drop, wait_running, wait_until
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.logs import configure_logging
-from wfe_daemon.registry import TaskContext, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
+from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.tasks.shell import MINIMAL_PATH, OUTPUT_CAP_BYTES, ShellTask
 
 RunShell = Callable[..., Awaitable[dict[str, Any]]]
@@ -50,7 +52,7 @@ async def run_shell(tmp_path: Path, data_dir: Path) -> AsyncIterator[RunShell]:
             settings = Settings(
                 enable_shell=enable_shell, data_dir=data_dir, db_path=tmp_path / "wfe.db"
             )
-            engine = Engine(TaskRegistry.load(entry_point_group=None), store, settings)
+            engine = Engine(TaskRegistry.load(BUILTINS, entry_point_group=None), store, settings)
             node: dict[str, Any] = {"id": "sh", "type": "shell", "params": params}
             if node_timeout is not None:
                 node["timeout"] = node_timeout
@@ -165,7 +167,7 @@ async def test_leftover_background_process_is_killed_after_exit(
 
 async def test_cancellation_kills_the_group_and_propagates(data_dir: Path) -> None:
     """Cancelling the task kills its process group, then re-raises CancelledError."""
-    ctx = TaskContext(1, "wf", "sh", 1, Settings(enable_shell=True, data_dir=data_dir), {})
+    ctx = TaskContext(1, "wf", "sh", 1, Settings(enable_shell=True, data_dir=data_dir), Services())
     params = {"argv": ["sh", "-c", "sleep 30 & echo $! > pid; wait"]}
     task = asyncio.create_task(ShellTask().execute(params, ctx))
     pid_file = data_dir / "pid"

@@ -16,8 +16,8 @@ import pytest
 from wfe_daemon.config import Settings
 from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.registry import TaskContext
 from wfe_daemon.submission import submit
+from wfe_daemon.task import Services, TaskContext
 from wfe_daemon.tasks.sqlite import SaveDbTask
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -33,7 +33,7 @@ def data(tmp_path: Path) -> Path:
 
 def context(data_dir: Path) -> TaskContext:
     """A task context whose data_dir is ``data_dir``."""
-    return TaskContext(1, "test", "node", 1, Settings(data_dir=data_dir), {})
+    return TaskContext(1, "test", "node", 1, Settings(data_dir=data_dir), Services())
 
 
 def rows_of(database: Path, table: str) -> list[tuple[Any, ...]]:

@@ -309,9 +309,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _tasks(args: argparse.Namespace) -> int:
     from wfe_daemon.registry import TaskRegistry
+    from wfe_daemon.tasks import BUILTINS
 
     _settings(args)  # a bad configuration stops every command, this one too
-    described = TaskRegistry.load().describe()
+    described = TaskRegistry.load(BUILTINS).describe()
     if args.json:
         _print_json(described)
         return 0

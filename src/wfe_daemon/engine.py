@@ -44,10 +44,11 @@ from wfe_daemon.model import (
     holds_redacted,
 )
 from wfe_daemon.model import redact_secrets as redact
-from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import unfit
-from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
+from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.wrappers import AttemptFn, AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
 FAILED_PREFIX = "dependency failed: "
@@ -142,12 +143,12 @@ class Engine:
         *,
         executor: AttemptFn = call_task,
         hooks: tuple[AttemptHook, ...] = (),
-        services: Mapping[str, Any] | None = None,
+        services: Services | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.settings = settings
-        self.services = services or {}
+        self.services = Services() if services is None else services
         self.slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self.type_slots = {t: asyncio.Semaphore(n) for t, n in settings.task_limits.items()}
         self.attempts = {task.type: build_attempt(task, executor, hooks) for task in registry}

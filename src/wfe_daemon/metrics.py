@@ -30,9 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 
 from wfe_daemon.errors import UsageError
 from wfe_daemon.intake import Claimed
-from wfe_daemon.registry import AttemptFn, Output, Params, Task, TaskContext
 from wfe_daemon.store import Store
-from wfe_daemon.wrappers import call_task
+from wfe_daemon.task import Output, Params, Task, TaskContext
+from wfe_daemon.wrappers import AttemptFn, call_task
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream

@@ -13,7 +13,7 @@ import os
 from types import TracebackType
 from typing import TextIO
 
-from wfe_daemon.registry import Output, Params, Task, TaskContext
+from wfe_daemon.task import Output, Params, Task, TaskContext
 from wfe_daemon.views import progress_line
 from wfe_daemon.wrappers import call_task
 

@@ -1,103 +1,25 @@
-"""Task types: the ``Task`` protocol, the context a task gets, and the registry of types."""
+"""The registry of task types: the built-ins it is given and the installed plugins.
+
+What a task type is (the ``Task`` protocol) and what it gets (``TaskContext``) live in
+:mod:`wfe_daemon.task`; the built-in types in :mod:`wfe_daemon.tasks`, which the caller
+passes in (``TaskRegistry.load(BUILTINS)``), so this module never imports them.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-from wfe_daemon.deadlines import Deadlines, Scope
 from wfe_daemon.errors import ConfigError
 from wfe_daemon.model import hide_url_secrets, is_secret_key, redact_secrets
 from wfe_daemon.refs import contains_ref
+from wfe_daemon.task import Task
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
-    from wfe_daemon.config import Settings
-
-Params = Mapping[str, Any]
-Output = Any
-
 ENTRY_POINT_GROUP = "wfe_daemon.tasks"
-
-
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs a microsecond per attempt
-class TaskContext:
-    """What a running task may know and use besides its params (treat it as read-only)."""
-
-    run_id: int
-    workflow: str
-    node_id: str
-    attempt: int
-    settings: Settings
-    services: Mapping[str, Any]
-    """Process-wide resources opened by the daemon (for example a shared HTTP client)."""
-    deadlines: Deadlines = field(default_factory=Deadlines)
-    """The engine's timer for attempt timeouts; use it through :meth:`timeout`."""
-
-    def timeout(self, seconds: float) -> Scope:
-        """``with ctx.timeout(seconds):`` raises ``TimeoutError`` out of a block that takes
-        longer, like ``async with asyncio.timeout(seconds):`` but on the engine's one timer."""
-        return self.deadlines.scope(seconds)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir
-
-    def path(self, relative: str, *, param: str) -> Path:
-        """The file ``relative`` names inside ``data_dir``: how every path param is read.
-
-        Raises:
-            PathEscapeError: ``relative`` is absolute, uses ``..``, leads out of
-                ``data_dir`` through a symlink, or is the daemon's own database (or one
-                of its ``-wal``, ``-shm``, ``-journal``, ``.lock`` files).
-        """
-        from wfe_daemon.tasks._paths import data_path, reserved_paths
-
-        reserved = reserved_paths(self.settings.db_path)
-        return data_path(self.data_dir, relative, param=param, reserved=reserved)
-
-    @property
-    def log(self) -> Any:
-        """A logger bound to this run, node and attempt, for tasks that log."""
-        import structlog
-
-        return structlog.get_logger().bind(
-            run_id=self.run_id,
-            workflow=self.workflow,
-            node_id=self.node_id,
-            attempt=self.attempt,
-        )
-
-
-@runtime_checkable
-class Task(Protocol):
-    """A task type: metadata as class attributes and one ``execute`` coroutine.
-
-    ``execute`` returns a JSON-serialisable output and raises to fail: raise
-    ``TaskFailed("why")`` for an expected failure; any other exception fails the attempt
-    too, with its type and message. Never catch cancellation. The engine applies the
-    timeout, retries and the wrappers; a task does none of that itself.
-    """
-
-    type: ClassVar[str]
-    display_name: ClassVar[str]
-    description: ClassVar[str]
-    category: ClassVar[str]
-    params_schema: ClassVar[Mapping[str, Any]]
-    default_timeout: ClassVar[float | None]
-    """Seconds, or ``None`` to use ``task_timeout``."""
-
-    async def execute(self, params: Params, ctx: TaskContext) -> Output: ...
-
-
-AttemptFn = Callable[[Task, Params, TaskContext], Awaitable[Output]]
-"""One attempt of one node: what the executor calls, wrapped once per task type."""
-
-Wrapper = Callable[[AttemptFn], AttemptFn]
 
 
 class TaskRegistry:
@@ -118,10 +40,10 @@ class TaskRegistry:
     @classmethod
     def load(
         cls,
-        builtins: Sequence[type[Task]] | None = None,
+        builtins: Sequence[type[Task]],
         entry_point_group: str | None = ENTRY_POINT_GROUP,
     ) -> TaskRegistry:
-        """Build the registry from the built-in types and the installed plugins.
+        """Build the registry from ``builtins`` (``tasks.BUILTINS``) and the installed plugins.
 
         Plugins are classes (or callables returning a ``Task``) published under the
         entry-point group ``wfe_daemon.tasks``. They are looked up here only: a plugin
@@ -131,10 +53,6 @@ class TaskRegistry:
             ConfigError: two types share a name, a plugin fails to load, or a
                 ``params_schema`` is not a valid JSON Schema.
         """
-        if builtins is None:
-            from wfe_daemon.tasks import BUILTINS
-
-            builtins = BUILTINS
         registry = cls(task_class() for task_class in builtins)
         if entry_point_group:
             for ep in importlib.metadata.entry_points(group=entry_point_group):

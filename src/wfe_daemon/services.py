@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Final
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import ConfigError
 from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.task import Services
+from wfe_daemon.tasks import BUILTINS
 
 _OPT_IN: Final[Mapping[str, str]] = {"shell": "enable_shell"}
 """Task types that run only when their setting is true, by type."""
@@ -25,7 +27,7 @@ def load_registry(settings: Settings) -> TaskRegistry:
             (a misspelt key would otherwise limit nothing, silently), or the registry
             itself cannot be built.
     """
-    registry = TaskRegistry.load()
+    registry = TaskRegistry.load(BUILTINS)
     for task_type, key in _OPT_IN.items():
         if not getattr(settings, key):
             registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
@@ -41,12 +43,12 @@ def load_registry(settings: Settings) -> TaskRegistry:
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Mapping[str, Any]]:
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open what tasks reach through ``ctx.services`` and close it on exit.
 
-    Today that is ``"http"``: the one pooled HTTP client of ``http_get``.
+    Today that is ``http``: the one pooled HTTP client of ``http_get``.
     """
     from wfe_daemon.tasks.http import open_http_client
 
     async with open_http_client(settings) as http:
-        yield {"http": http}
+        yield Services(http=http)

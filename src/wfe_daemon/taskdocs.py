@@ -23,7 +23,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from wfe_daemon.registry import Task, TaskRegistry
+from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.task import Task
+from wfe_daemon.tasks import BUILTINS
 
 DOC_PATH: Final = Path("docs/tasks.md")
 COMMAND: Final = "python -m wfe_daemon.taskdocs"
@@ -184,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only tell whether it is stale")
     parser.add_argument("--output", type=Path, default=DOC_PATH, help=f"default {DOC_PATH}")
     args = parser.parse_args(argv)
-    text = render(TaskRegistry.load(entry_point_group=None))
+    text = render(TaskRegistry.load(BUILTINS, entry_point_group=None))
     path: Path = args.output
     if args.check:
         current = path.read_text(encoding="utf-8") if path.exists() else None

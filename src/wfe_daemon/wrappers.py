@@ -11,12 +11,17 @@ of wrappers, outermost first).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from wfe_daemon.logs import NODE_STARTED
-from wfe_daemon.registry import AttemptFn, Output, Params, Task, TaskContext, Wrapper
+from wfe_daemon.task import Output, Params, Task, TaskContext
+
+AttemptFn = Callable[[Task, Params, TaskContext], Awaitable[Output]]
+"""One attempt of one node: what the executor calls, wrapped once per task type."""
+
+Wrapper = Callable[[AttemptFn], AttemptFn]
 
 AttemptHook = Callable[[str, bool, float], None]
 """Called after every attempt with ``(task_type, succeeded, duration_s)`` (metrics)."""

@@ -1,18 +1,17 @@
 """The built-in task types, one module per family.
 
 Each public module here (``basic``, ``http``, ``csv``, ...) lists its task classes in a
-``TASKS`` tuple; :data:`BUILTINS` gathers them in module-name order. Modules import heavy
-libraries (httpx, sqlite3...) inside ``execute``, so loading the registry stays cheap.
+``TASKS`` tuple; :data:`BUILTINS` gathers them in module-name order, for the code that
+builds the registry (``TaskRegistry.load(BUILTINS)``). Modules import heavy libraries
+(httpx, sqlite3...) inside ``execute``, so loading the registry stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from wfe_daemon.registry import Task
+from wfe_daemon.task import Task
 
 
 def _discover() -> tuple[type[Task], ...]:

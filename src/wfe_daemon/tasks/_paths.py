@@ -1,11 +1,8 @@
-"""The ``data_dir`` sandbox: every path a task reads or writes goes through here.
+"""Files the tasks write inside ``data_dir``, atomically.
 
-A path param is relative to ``data_dir``. An absolute path, a ``..`` component, or a
-symlink (anywhere along the path) that leads out of ``data_dir`` is refused with
-:class:`~wfe_daemon.errors.PathEscapeError`, and so is the daemon's own database and its
-companion files (the default ``db_path`` lies inside ``data_dir``). Tasks reach this
-through :meth:`TaskContext.path <wfe_daemon.registry.TaskContext.path>`. Files are written
-atomically: to a temporary file beside the target, renamed into place once complete.
+A file is written to a temporary file beside the target and renamed into place once
+complete. The target itself comes from :meth:`TaskContext.path
+<wfe_daemon.task.TaskContext.path>`, the ``data_dir`` sandbox every path param goes through.
 """
 
 from __future__ import annotations
@@ -13,52 +10,12 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from wfe_daemon.errors import PathEscapeError, TaskFailed
-
-DB_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
-"""Suffixes of the files SQLite and the daemon keep beside the database."""
-
-
-def reserved_paths(db_path: Path) -> frozenset[Path]:
-    """The resolved database file and its companions, which no task may touch."""
-    db = db_path.resolve()
-    return frozenset({db, *(db.with_name(db.name + suffix) for suffix in DB_COMPANIONS)})
-
-
-def data_path(
-    data_dir: Path, relative: str, *, param: str = "path", reserved: Collection[Path] = ()
-) -> Path:
-    """Resolve ``relative`` inside ``data_dir`` (symlinks followed) and check it stays there.
-
-    The file need not exist (an output path); its parent folders are not created here.
-    ``reserved`` holds resolved paths refused even inside ``data_dir`` (the daemon's
-    database, see :func:`reserved_paths`).
-
-    Raises:
-        PathEscapeError: ``relative`` is empty, absolute, has a ``..`` component,
-            resolves (through symlinks) outside ``data_dir``, or is reserved.
-    """
-    if not isinstance(relative, str) or not relative.strip():
-        raise PathEscapeError(f"{param}: must be a non-empty relative path, got {relative!r}")
-    if "\x00" in relative:
-        raise PathEscapeError(f"{param}: {relative!r} contains a NUL byte")
-    pure = PurePosixPath(relative)
-    if pure.is_absolute():
-        raise PathEscapeError(f"{param}: {relative!r} is absolute; paths are relative to data_dir")
-    if ".." in pure.parts:
-        raise PathEscapeError(f"{param}: {relative!r} uses '..'; paths must stay in data_dir")
-    root = data_dir.resolve()
-    target = (root / pure).resolve()
-    if target != root and not target.is_relative_to(root):
-        raise PathEscapeError(f"{param}: {relative!r} leads out of data_dir through a symlink")
-    if target in reserved:
-        raise PathEscapeError(f"{param}: {relative!r} is the daemon's own database; refused")
-    return target
+from wfe_daemon.errors import TaskFailed
 
 
 class WriteFailed(TaskFailed):

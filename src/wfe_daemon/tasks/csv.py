@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.refs import contains_ref
-from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.task import Output, Params, TaskContext
 from wfe_daemon.tasks import _arrowcsv
 from wfe_daemon.tasks._csvio import (
     DELIMITER_SCHEMA,

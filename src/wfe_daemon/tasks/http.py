@@ -1,7 +1,7 @@
 """``http_get``: one GET through the process's shared HTTP client, guarded and bounded.
 
 The client is opened once per process by :func:`open_http_client` and handed to tasks as
-``ctx.services["http"]``. It is an ``httpx.AsyncClient`` over the package's own
+``ctx.services.http``. It is an ``httpx.AsyncClient`` over the package's own
 transport on aiohttp's connection pool (about 10 times the rate of httpcore's pool at 100
 concurrent requests, and less CPU per request than the ``httpx-aiohttp`` transport, see
 ``benchmarks/http.py``), with ``trust_env=False`` so proxy variables cannot route around
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from wfe_daemon.errors import TaskFailed
 from wfe_daemon.model import is_secret_key
-from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.task import Output, Params, TaskContext
 from wfe_daemon.tasks._httpbody import MISSING, decoded, json_or_missing, save
 from wfe_daemon.tasks._netguard import (
     AddressPolicy,
@@ -71,7 +71,7 @@ async def open_http_client(settings: Settings) -> AsyncIterator[httpx.AsyncClien
     """Open the process's one HTTP client; close its connections on exit.
 
     The daemon and ``wfe-daemon execute`` open it once and pass it to the engine as
-    ``services={"http": client}``. It pools keep-alive connections (up to
+    ``services=Services(http=client)``. It pools keep-alive connections (up to
     ``max_concurrent_tasks``), ignores proxy and certificate environment variables
     (``trust_env=False``), never follows redirects itself (``http_get`` checks each hop),
     keeps no cookies between requests, and refuses link-local/metadata addresses and the
@@ -228,11 +228,11 @@ class HttpGetTask:
     default_timeout: ClassVar[float | None] = 60.0
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
-        client = ctx.services.get("http")
+        client = ctx.services.http
         if client is None:
             raise TaskFailed(
                 "http_get: no HTTP client: the engine was built without"
-                ' services={"http": ...} (see open_http_client)'
+                " services=Services(http=...) (see open_http_client)"
             )
         url = params["url"]
         timeout_s = float(params.get("timeout", DEFAULT_TIMEOUT_S))

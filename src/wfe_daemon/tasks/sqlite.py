@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.registry import Output, Params, TaskContext
+from wfe_daemon.task import Output, Params, TaskContext
 from wfe_daemon.tasks import _arrowcsv
 from wfe_daemon.tasks._csvio import (
     DELIMITER_SCHEMA,
