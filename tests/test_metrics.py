@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -29,7 +28,7 @@ from daemon_helpers import (
 from wfe_daemon.errors import UsageError
 from wfe_daemon.faults import Faults
 from wfe_daemon.intake import Claimed
-from wfe_daemon.metrics import Health, Telemetry
+from wfe_daemon.metrics import Followed, Health, Telemetry
 from wfe_daemon.store import Store
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -196,15 +195,15 @@ def test_health_names_a_stalled_loop_and_a_stopped_watcher() -> None:
     }
 
 
-def _fake_daemon(store: Store, db_path: Path) -> Any:
-    """What :meth:`Telemetry.run` reads of a daemon."""
-    return SimpleNamespace(
+def _fake_daemon(store: Store, db_path: Path) -> Followed:
+    """What :meth:`Telemetry.run` reads of a daemon: no workflow running, intake alive."""
+    return Followed(
         store=store,
-        settings=SimpleNamespace(db_path=db_path),
-        active=0,
-        watching=True,
+        db_path=db_path,
+        active=lambda: 0,
+        watching=lambda: True,
+        faults=Faults().active,
         on_published=[],
-        faults=Faults(),
     )
 
 

@@ -50,7 +50,7 @@ from wfe_daemon.submission import submit
 from wfe_daemon.systemd import Notifier, scrub_environ
 
 if TYPE_CHECKING:
-    from wfe_daemon.metrics import Telemetry
+    from wfe_daemon.metrics import Followed, Telemetry
 
 log = structlog.get_logger()
 
@@ -405,6 +405,20 @@ def _telemetry(port: int) -> Telemetry | None:
     return Telemetry(port)
 
 
+def _followed(daemon: Daemon) -> Followed:
+    """What the telemetry reads of ``daemon``: plain values and callables over its state."""
+    from wfe_daemon.metrics import Followed
+
+    return Followed(
+        store=daemon.store,
+        db_path=daemon.settings.db_path,
+        active=lambda: daemon.active,
+        watching=lambda: daemon.watching,
+        faults=daemon.faults.active,
+        on_published=daemon.on_published,
+    )
+
+
 async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
@@ -420,7 +434,7 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         leftovers = leftover_claims(settings.inbox)
         daemon.leftovers.update(leftovers)
         if telemetry is not None:
-            await tg.start(telemetry.run, daemon, send)
+            await tg.start(telemetry.run, _followed(daemon), send)
         intake_scope = anyio.CancelScope()
         intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
         await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableSequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +37,7 @@ from wfe_daemon.wrappers import AttemptFn, call_task
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
-    from wfe_daemon.daemon import Daemon
-
-__all__ = ["Health", "Metrics", "Telemetry"]
+__all__ = ["Followed", "Health", "Metrics", "Telemetry"]
 
 log = structlog.get_logger()
 
@@ -188,6 +186,25 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What the telemetry reads of the daemon, built by the daemon: values and callables.
+
+    The callables run in the HTTP thread at scrape time, so each only reads an attribute.
+    """
+
+    store: Store
+    db_path: Path
+    active: Callable[[], int]
+    """Workflows running now."""
+    watching: Callable[[], bool]
+    """Whether intake runs."""
+    faults: Callable[[], dict[str, str]]
+    """The open incidents (``Faults.active``)."""
+    on_published: MutableSequence[Callable[[Claimed, dict[str, Any]], None]]
+    """The daemon's hooks after each published result: the telemetry adds its own."""
+
+
 class Telemetry:
     """Metrics and health of one daemon, with the server that shows them.
 
@@ -229,7 +246,7 @@ class Telemetry:
 
     async def run(
         self,
-        daemon: Daemon,
+        daemon: Followed,
         queue: MemoryObjectSendStream[Claimed],
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -238,15 +255,15 @@ class Telemetry:
 
         Follows ``daemon`` (active workflows, intake, published results) and ``queue`` (the
         claimed files waiting for a worker). Reports ``started`` once the port is bound (use
-        ``await tg.start(telemetry.run, daemon, send)``); stops the server on the way out.
+        ``await tg.start(telemetry.run, followed, send)``); stops the server on the way out.
 
         Raises:
             UsageError: the port cannot be bound.
         """
-        store, db_path = daemon.store, daemon.settings.db_path
-        self.metrics.follow(active=lambda: daemon.active, queued=lambda: _waiting(queue))
-        self.health.watching = lambda: daemon.watching
-        self.health.faults = daemon.faults.active
+        store, db_path = daemon.store, daemon.db_path
+        self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue))
+        self.health.watching = daemon.watching
+        self.health.faults = daemon.faults
         daemon.on_published.append(self.metrics.published)
         identity = _identity(db_path)
         async with _serving(self.port, self.app()):
