@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from wfe_daemon.tasks._csvio import FIELD_LIMIT
+from wfe_daemon.tasks._csvplan import Plan
 from wfe_daemon.tasks._csvtypes import (
     ARROW_CANONICAL,
     ARROW_CHECKS,
@@ -45,8 +46,6 @@ from wfe_daemon.tasks._threads import stop_if
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from wfe_daemon.tasks.csv import Plan
 
 BLOCK_BYTES = 256 * 1024
 """Bytes of CSV parsed at a time (a batch is some thousands of rows)."""

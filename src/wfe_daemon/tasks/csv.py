@@ -45,6 +45,7 @@ from wfe_daemon.tasks._csvio import (
     line_of,
     open_csv,
 )
+from wfe_daemon.tasks._csvplan import EDITS, Plan, build_plan
 from wfe_daemon.tasks._csvtypes import (
     ARTICLE,
     CHECKS,
@@ -55,11 +56,6 @@ from wfe_daemon.tasks._csvtypes import (
 )
 from wfe_daemon.tasks._paths import atomic_write
 from wfe_daemon.tasks._threads import run_blocking, stop_if
-
-
-def _unknown(step: str, column: str, name: str, header: Sequence[str]) -> TaskFailed:
-    return TaskFailed(f"{step}: no column {column!r} in {name} (columns: {', '.join(header)})")
-
 
 _PATH_DOC = "Path of the CSV file, relative to data_dir."
 _COLUMNS: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
@@ -218,52 +214,6 @@ def _find_errors(
 # -- transform_simple -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Plan:
-    """The steps of one transform, as column positions of the input."""
-
-    name: str
-    filters: list[tuple[int, str, Any]]
-    """(column, op, value) of each rule."""
-    edits: list[tuple[int, str]]
-    """(column, step): strip, lowercase, uppercase, in that order."""
-    casts: list[tuple[int, str, str]]
-    select: list[int]
-    header: list[str]
-    """The output header: selected columns, renamed."""
-
-
-_EDITS: dict[str, Callable[[str], str]] = {
-    "strip": str.strip,
-    "lowercase": str.lower,
-    "uppercase": str.upper,
-}
-
-
-def _plan(header: Row, params: Params, name: str) -> Plan:
-    """Resolve every step's columns against the input header (unknown columns fail)."""
-    where = {column: i for i, column in enumerate(header)}
-
-    def col(step: str, column: str) -> int:
-        if column not in where:
-            raise _unknown(step, column, name, header)
-        return where[column]
-
-    filters = [(col("filter", f["column"]), f["op"], f["value"]) for f in params.get("filter", ())]
-    edits = [(col(step, c), step) for step in _EDITS for c in params.get(step, ())]
-    casts = [(col("cast", c), c, t) for c, t in params.get("cast", {}).items()]
-    select = [col("select", c) for c in params.get("select", header)]
-    rename: Mapping[str, str] = params.get("rename", {})
-    for old in rename:
-        if col("rename", old) not in select:
-            raise TaskFailed(f"rename: column {old!r} is not among the selected columns")
-    out = [rename.get(header[i], header[i]) for i in select]
-    twice = next((c for i, c in enumerate(out) if c in out[:i]), None)
-    if twice is not None:
-        raise TaskFailed(f"rename: the output would have two columns named {twice!r}")
-    return Plan(name, filters, edits, casts, select, out)
-
-
 class TransformSimpleTask:
     """Filters, cleans, casts and reshapes a CSV file into another, streaming."""
 
@@ -378,7 +328,7 @@ def _transform(
 ) -> dict[str, Any]:
     name, delimiter = params["input"], params.get("delimiter", ",")
     with open_csv(source, name, delimiter) as (header, _):
-        plan = _plan(header, params, name)
+        plan = build_plan(header, params, name)
     try:
         with atomic_write(
             target, "wb", cancelled=cancelled, name=params["output"], param="output"
@@ -439,7 +389,7 @@ def _apply(plan: Plan, rows: list[Row], line: Callable[[Row], int]) -> list[Any]
         return []
     columns: list[Sequence[str]] = list(zip(*rows, strict=True))
     for index, step in plan.edits:
-        columns[index] = list(map(_EDITS[step], columns[index]))
+        columns[index] = list(map(EDITS[step], columns[index]))
     for index, column, type_name in plan.casts:
         cast = cast_column(columns[index], type_name)
         if isinstance(cast, int):
