@@ -7,6 +7,7 @@ then finds the entry point in its dist-info. The project's own environment is un
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ from typing import Any
 
 import pytest
 
+import wfe_daemon
 from daemon_helpers import Daemons, drop, wait_result
+from wfe_daemon.config import Settings
 
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 ENTRY_POINT = 'reverse = "wfe_test_plugin:ReverseTask"'
@@ -201,3 +204,86 @@ def test_a_plugin_installed_while_the_daemon_runs_is_seen_after_a_restart(
     assert before["errors"] == ["node 'flip': unknown type 'reverse'"]
     assert after["status"] == "SUCCESS"
     assert after["nodes"]["flip"]["output"] == {"text": "ba"}
+
+
+# -- the plugin API: what a plugin imports ---------------------------------------------------
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def _readme_example() -> str:
+    """The Python block of the README's "Your own task types"."""
+    section = README.read_text(encoding="utf-8").split("### Your own task types", 1)[1]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```\n", start)]
+
+
+def _own_imports(source: str) -> list[str]:
+    """What ``source`` imports from wfe-daemon, as ``module:name`` (``module`` for a plain
+    import)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wfe_daemon"):
+            found.extend(f"{node.module}:{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend(a.name for a in node.names if a.name.startswith("wfe_daemon"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(_readme_example(), id="README"),
+        pytest.param((PLUGIN_PKG / "wfe_test_plugin" / "__init__.py").read_text(), id="plugin_pkg"),
+    ],
+)
+def test_plugins_import_only_the_package_api(source: str) -> None:
+    """The README's example and the test plugin import from ``wfe_daemon`` itself, and only
+    names its ``__all__`` exports."""
+    imported = _own_imports(source)
+    assert imported
+    for item in imported:
+        module, _, name = item.partition(":")
+        assert module == "wfe_daemon", f"{item}: import it from wfe_daemon"
+        assert name in wfe_daemon.__all__, f"{name} is not in wfe_daemon.__all__"
+
+
+async def test_the_readme_example_is_a_task_that_runs(tmp_path: Path) -> None:
+    """The README's example class satisfies ``Task``, reverses its text and fails with
+    ``TaskFailed`` on an empty one."""
+    namespace: dict[str, Any] = {}
+    exec(compile(_readme_example(), "README.md", "exec"), namespace)
+    task = namespace["ReverseTask"]()
+    assert isinstance(task, wfe_daemon.Task)
+    ctx = wfe_daemon.TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), wfe_daemon.Services())
+    assert await task.execute({"text": "abc"}, ctx) == {"text": "cba"}
+    with pytest.raises(wfe_daemon.TaskFailed, match="nothing to reverse"):
+        await task.execute({"text": ""}, ctx)
+
+
+def test_the_package_api_is_exported_and_imported_on_first_use() -> None:
+    """``wfe_daemon`` exports the plugin API, and importing it alone loads none of it."""
+    assert sorted(wfe_daemon.__all__) == [
+        "Output",
+        "Params",
+        "Services",
+        "Task",
+        "TaskContext",
+        "TaskFailed",
+        "__version__",
+    ]
+    code = (
+        "import sys, wfe_daemon\n"
+        "assert 'wfe_daemon.task' not in sys.modules, sorted(sys.modules)\n"
+        "assert 'asyncio' not in sys.modules\n"
+        "from wfe_daemon import Task, TaskContext\n"
+        "assert TaskContext.__module__ == 'wfe_daemon.task'\n"
+        "try:\n"
+        "    wfe_daemon.Nothing\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert result.stdout == "module 'wfe_daemon' has no attribute 'Nothing'\n"

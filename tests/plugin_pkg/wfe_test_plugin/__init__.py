@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from wfe_daemon import Output, Params, TaskContext
+
 
 class ReverseTask:
     """Reverses the string ``text``."""
@@ -22,7 +24,7 @@ class ReverseTask:
     default_timeout: ClassVar[float | None] = None
     output_doc: ClassVar[Mapping[str, str]] = {"text": "The reversed text."}
 
-    async def execute(self, params: Mapping[str, Any], ctx: Any) -> Any:
+    async def execute(self, params: Params, ctx: TaskContext) -> Output:
         return {"text": params["text"][::-1]}
 
 
