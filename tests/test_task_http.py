@@ -666,7 +666,7 @@ def test_schema_rejects_bad_params() -> None:
 
 
 async def test_missing_client_fails_clearly(tmp_path: Path) -> None:
-    """Without services["http"], the task fails and says how to provide the client."""
+    """Without services.http, the task fails and says how to provide the client."""
     ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), Services())
     with pytest.raises(TaskFailed, match="no HTTP client"):
         await HttpGetTask().execute({"url": "http://127.0.0.1/"}, ctx)
