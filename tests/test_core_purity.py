@@ -1,4 +1,4 @@
-"""The pure core (model, dag, refs) imports only the stdlib and itself."""
+"""The pure core (model, dag, refs, rules, summary, records) imports only the stdlib and itself."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import pytest
 
 import wfe_daemon
 
-CORE = ("model.py", "strictjson.py", "dag.py", "refs.py")
+CORE = ("model.py", "strictjson.py", "dag.py", "refs.py", "rules.py", "summary.py", "records.py")
 ALLOWED_OWN = {
     "wfe_daemon.errors",
     "wfe_daemon.model",
     "wfe_daemon.strictjson",
     "wfe_daemon.dag",
     "wfe_daemon.refs",
+    "wfe_daemon.rules",
+    "wfe_daemon.summary",
 }
 FORBIDDEN = {"anyio", "aiosqlite", "httpx", "structlog", "jsonschema", "asyncio", "watchfiles"}
 PACKAGE_DIR = Path(wfe_daemon.__file__).parent

@@ -273,6 +273,7 @@ async def test_failure_skips_transitive_dependents_and_independent_branch_succee
     rows = node_rows(sql, summary["run_id"])
     assert {n: r["status"] for n, r in rows.items()} == statuses(summary)
     assert rows["c"]["reason"] == "dependency failed: a"
+    assert [rows[n]["cause"] for n in "abcdxy"] == [None, "a", "a", "a", None, None]
 
 
 async def test_a_url_quoted_in_any_tasks_error_keeps_its_secrets_hidden(
@@ -897,6 +898,7 @@ def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None
             "result_data": output,
             "error": None,
             "reason": None,
+            "cause": None,
         }
 
     rows = [

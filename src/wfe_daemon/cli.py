@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from wfe_daemon.engine import Engine
     from wfe_daemon.model import WorkflowDef
     from wfe_daemon.progress import LiveLine
+    from wfe_daemon.records import RunRecord
     from wfe_daemon.store import Store
+    from wfe_daemon.summary import RunSummary
 
 SIGPIPE_STATUS = 128 + 13
 """The exit status when stdout's reader went away (``wfe-daemon runs | head``).
@@ -193,7 +195,7 @@ def _execute(args: argparse.Namespace) -> int:
     live = _live_line(settings, data)
     path = args.file.resolve()
 
-    async def action(engine: Engine) -> dict[str, Any]:
+    async def action(engine: Engine) -> RunSummary:
         from wfe_daemon.operations import run_cancellable
         from wfe_daemon.submission import submit
 
@@ -227,7 +229,7 @@ def _node_count(data: bytes | None) -> int | None:
     return len(nodes) if isinstance(nodes, list) else None
 
 
-def _print_summary(summary: dict[str, Any]) -> int:
+def _print_summary(summary: RunSummary) -> int:
     _print_json(summary)
     return {"SUCCESS": 0, "REJECTED": 2}.get(summary["status"], 1)
 
@@ -235,8 +237,8 @@ def _print_summary(summary: dict[str, Any]) -> int:
 async def _with_engine(
     settings: Any,
     live: LiveLine | None,
-    action: Callable[[Engine], Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
+    action: Callable[[Engine], Awaitable[RunSummary]],
+) -> RunSummary:
     """Run ``action`` on an Engine over the store and the shared services; its summary.
 
     SIGTERM or SIGINT cancels the engine's runs (see :func:`_cancel_on_signal`).
@@ -260,7 +262,7 @@ async def _with_engine(
         return summary
 
 
-async def _cancel_on_signal(engine: Engine, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunSummary:
     """Await ``work``; the first SIGTERM or SIGINT cancels the engine's runs, a second exits.
 
     A cancelled run ends CANCELLED, with its summary, and frees its idempotency key; a
@@ -392,7 +394,7 @@ def _retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
     live = _live_line(settings, None)
 
-    async def action(engine: Engine) -> dict[str, Any]:
+    async def action(engine: Engine) -> RunSummary:
         from wfe_daemon.operations import retry_run
 
         return await retry_run(engine, args.run_id)
@@ -400,8 +402,8 @@ def _retry(args: argparse.Namespace) -> int:
     return _print_summary(_async(_with_engine, settings, live, action))
 
 
-def _get_run(settings: Any, run_id: int) -> dict[str, Any]:
-    run: dict[str, Any] | None = _async(_with_store, settings, lambda store: store.get_run(run_id))
+def _get_run(settings: Any, run_id: int) -> RunRecord:
+    run: RunRecord | None = _async(_with_store, settings, lambda store: store.get_run(run_id))
     if run is None:
         raise StoreError(f"no run {run_id}")
     return run

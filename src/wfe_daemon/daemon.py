@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -47,6 +47,7 @@ from wfe_daemon.recovery import abandon_orphans, recover
 from wfe_daemon.services import load_registry, open_services
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
+from wfe_daemon.summary import RunSummary
 from wfe_daemon.systemd import Notifier, scrub_environ
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class _PublishFailed(Exception):
 
 
 def _publish(
-    settings: Settings, path: Path, stem: str, summary: dict[str, Any], recovered: bool
+    settings: Settings, path: Path, stem: str, summary: RunSummary, recovered: bool
 ) -> Path | None:
     """Write the result and settle the input, in one worker-thread trip; the file's new path.
 
@@ -172,7 +173,7 @@ class Daemon:
         self._drained = anyio.Event()
         self.watching = False
         """True while intake runs (for ``/healthz``)."""
-        self.on_published: list[Callable[[Claimed, dict[str, Any]], None]] = []
+        self.on_published: list[Callable[[Claimed, RunSummary], None]] = []
         """Called after each result is published (metrics)."""
         self.faults = Faults() if faults is None else faults
         """Faults happening now (outbox, inbox, store), for the log and ``/healthz``."""
@@ -229,7 +230,7 @@ class Daemon:
             await self.publish(claimed, summary, recovered=recovered)
 
     async def publish(
-        self, claimed: Claimed, summary: dict[str, Any], *, recovered: bool = False
+        self, claimed: Claimed, summary: RunSummary, *, recovered: bool = False
     ) -> None:
         """Write the result (once per run), move the input out of ``processing/``.
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import structlog
 
-from wfe_daemon import dag, refs
+from wfe_daemon import dag, refs, rules
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
 from wfe_daemon.deadlines import Deadlines
@@ -38,20 +38,19 @@ from wfe_daemon.model import (
     NodeDef,
     NodeStatus,
     RunStatus,
-    TriggerRule,
     WorkflowDef,
     hide_url_secrets,
     holds_redacted,
 )
 from wfe_daemon.model import redact_secrets as redact
+from wfe_daemon.records import NodeRecord
 from wfe_daemon.registry import AttemptFn, TaskContext, TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import unfit
+from wfe_daemon.summary import NodeEntry, RunSummary, build_summary, node_entry
 from wfe_daemon.wrappers import AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
-FAILED_PREFIX = "dependency failed: "
-"""How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
 _UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS})
 MAX_BACKOFF_S = 3600.0
@@ -82,15 +81,13 @@ class NodeState:
     """``time.perf_counter()`` when the node first got a slot."""
 
     @property
-    def failed(self) -> bool:
-        """FAILED, or SKIPPED because something upstream failed."""
-        return self.status is FAILED or (self.status is SKIPPED and self.cause is not None)
+    def id(self) -> str:
+        """The node's id (a :class:`~wfe_daemon.rules.Outcome`)."""
+        return self.node.id
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], node: NodeDef) -> NodeState:
+    def from_row(cls, row: NodeRecord, node: NodeDef) -> NodeState:
         """A node's state from its ``noderun`` row (``Store.get_run``)."""
-        reason = row["reason"]
-        failed = reason is not None and reason.startswith(FAILED_PREFIX)
         return cls(
             node,
             status=NodeStatus(row["status"]),
@@ -100,26 +97,23 @@ class NodeState:
             duration=row["duration"],
             output=row["result_data"],
             error=row["error"],
-            reason=reason,
-            cause=reason[len(FAILED_PREFIX) :] if failed else None,
+            reason=row["reason"],
+            cause=row["cause"],
         )
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> NodeEntry:
         """This node as the result summary shows it."""
-        entry: dict[str, Any] = {"type": self.node.type, "status": self.status.value}
-        if self.attempts:
-            entry["attempts"] = self.attempts
-        if self.started_at is not None:
-            entry["started_at"] = self.started_at
-            entry["finished_at"] = self.finished_at
-            entry["duration"] = self.duration
-        if self.status is SUCCESS:
-            entry["output"] = self.output
-        if self.error is not None:
-            entry["error"] = self.error
-        if self.reason is not None:
-            entry["reason"] = self.reason
-        return entry
+        return node_entry(
+            self.node.type,
+            self.status.value,
+            attempts=self.attempts,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration=self.duration,
+            output=self.output,
+            error=self.error,
+            reason=self.reason,
+        )
 
 
 class Engine:
@@ -163,7 +157,7 @@ class Engine:
         source: str | None = None,
         source_path: str | None = None,
         definition: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         """Record a new run of ``workflow``, run it to the end and return its summary.
 
         ``definition`` is the workflow's JSON as the database keeps it (secrets redacted:
@@ -194,7 +188,7 @@ class Engine:
         source: str | None = None,
         done: Mapping[str, NodeState] | None = None,
         began: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state
         (a node there that is not final runs, going on from its count of attempts).
 
@@ -259,7 +253,7 @@ class _Run:
         self.dispatcher: asyncio.Task[None] | None = None
         self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
 
-    async def execute(self) -> dict[str, Any]:
+    async def execute(self) -> RunSummary:
         self.log.info(WORKFLOW_STARTED, nodes=len(self.states), source=self.source)
         self._seed()
         timeout = self.workflow.timeout or self.engine.settings.max_workflow_duration
@@ -307,7 +301,7 @@ class _Run:
 
     def _decide(self, state: NodeState) -> None:
         """All dependencies ended: queue the node, or skip it and everything that follows."""
-        verdict = _verdict(state, self.states)
+        verdict = self._verdict(state)
         if verdict is None:
             self.ready.append(state)
             self.changed.set()
@@ -320,12 +314,16 @@ class _Run:
                 child = self.states[child_id]
                 child.waiting -= 1
                 if child.waiting == 0:
-                    child_verdict = _verdict(child, self.states)
+                    child_verdict = self._verdict(child)
                     if child_verdict is None:
                         self.ready.append(child)
                         self.changed.set()
                     else:
                         stack.append((child, child_verdict))
+
+    def _verdict(self, state: NodeState) -> rules.Skip | None:
+        deps = [self.states[d] for d in state.node.depends_on]
+        return rules.verdict(state.node.trigger_rule, deps)
 
     def _ended(self, state: NodeState) -> None:
         """A node reached a final status: its children may now be decided."""
@@ -543,6 +541,7 @@ class _Run:
             duration=None,
             attempts=0,
             reason=reason,
+            cause=cause,
         )
         self.log.info(
             NODE_FINISHED,
@@ -554,27 +553,28 @@ class _Run:
 
     # -- the end -----------------------------------------------------------------------------
 
-    async def _finish(self) -> dict[str, Any]:
+    async def _finish(self) -> RunSummary:
         if self.stopped is not None:
             for state in self.states.values():
                 if not state.status.is_final:
                     self._skip(state, self.stopped[1], None)
-        status = _run_status(self.states.values(), self.stopped)
+        stopped = None if self.stopped is None else self.stopped[0]
+        status = rules.run_status(self.states.values(), stopped)
         finished_at = now_iso()
         if self.began is not None:
             duration = time.perf_counter() - self.began
         else:  # resumed: the run began in an earlier life of the process
             elapsed = datetime.fromisoformat(finished_at) - datetime.fromisoformat(self.started_at)
             duration = max(elapsed.total_seconds(), 0.0)
-        summary = summarize(
-            self.run_id,
-            self.workflow.name,
-            self.source,
-            status,
-            self.started_at,
-            finished_at,
-            duration,
-            self.states.values(),
+        summary = build_summary(
+            run_id=self.run_id,
+            workflow=self.workflow.name,
+            source=self.source,
+            status=status,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            duration=duration,
+            nodes=((state.node.id, state.entry()) for state in self.states.values()),
         )
         await self.store.finish_run(
             self.run_id,
@@ -625,7 +625,7 @@ def backoff(retry_delay: float, attempt: int) -> float:
 
 
 def reusable_states(
-    workflow: WorkflowDef, rows: Iterable[Mapping[str, Any]], keep: Collection[NodeStatus]
+    workflow: WorkflowDef, rows: Iterable[NodeRecord], keep: Collection[NodeStatus]
 ) -> dict[str, NodeState]:
     """The nodes a resumed or retried run keeps as they were: those whose status is in ``keep``.
 
@@ -656,73 +656,3 @@ def reusable_states(
         if kept[node_id].status is SUCCESS and holds_redacted(kept[node_id].output):
             del kept[node_id]
     return kept
-
-
-def summarize(
-    run_id: int | None,
-    workflow: str | None,
-    source: str | None,
-    status: RunStatus,
-    started_at: str,
-    finished_at: str,
-    duration: float | None,
-    states: Iterable[NodeState],
-    errors: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The result summary of a run, as the outbox file and ``execute`` show it.
-
-    Files that never ran (REJECTED, DUPLICATE) have no nodes; ``errors`` lists a REJECTED
-    file's problems.
-    """
-    return {
-        "run_id": run_id,
-        "workflow": workflow,
-        "source": source,
-        "status": str(status),
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "duration": None if duration is None else round(duration, 6),
-        "nodes": {state.node.id: state.entry() for state in states},
-        "errors": list(errors),
-    }
-
-
-def _verdict(state: NodeState, states: Mapping[str, NodeState]) -> tuple[str, str | None] | None:
-    """``None`` when the node may run, else ``(reason, failed node or None)`` to skip it."""
-    deps = [states[d] for d in state.node.depends_on]
-    if not deps:
-        return None
-    rule = state.node.trigger_rule
-    failed = next((d for d in deps if d.failed), None)
-    cause = None if failed is None else (failed.cause or failed.node.id)
-    if rule is TriggerRule.ALL_DONE:
-        return None
-    if rule is TriggerRule.ONE_FAILED:
-        return None if failed else ("trigger rule one_failed: no dependency failed", None)
-    if rule is TriggerRule.ALL_FAILED:
-        passed = next((d for d in deps if not d.failed), None)
-        if passed is None:
-            return None
-        return f"trigger rule all_failed: {passed.node.id} did not fail", None
-    if rule is TriggerRule.ONE_SUCCESS and any(d.status is SUCCESS for d in deps):
-        return None
-    if rule is TriggerRule.NONE_FAILED and failed is None:
-        return None
-    if rule is TriggerRule.ALL_SUCCESS and all(d.status is SUCCESS for d in deps):
-        return None
-    if cause is not None:
-        return f"{FAILED_PREFIX}{cause}", cause
-    other = next(d for d in deps if d.status is not SUCCESS)
-    return f"dependency skipped: {other.node.id}", None
-
-
-def _run_status(states: Any, stopped: tuple[NodeStatus, str] | None) -> RunStatus:
-    if stopped is not None and stopped[0] is NodeStatus.CANCELLED:
-        return RunStatus.CANCELLED
-    failed = succeeded = False
-    for state in states:
-        failed = failed or state.failed
-        succeeded = succeeded or state.status is SUCCESS
-    if not failed and stopped is None:
-        return RunStatus.SUCCESS
-    return RunStatus.PARTIAL_SUCCESS if succeeded else RunStatus.FAILED

@@ -49,9 +49,11 @@ from wfe_daemon.model import (
     parse_workflow,
     redact_secrets,
 )
+from wfe_daemon.records import RunRecord
 from wfe_daemon.recovery import process_alive
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import compact, load_json
+from wfe_daemon.summary import RunSummary, retried
 
 __all__ = [
     "CANCEL_POLL_S",
@@ -162,7 +164,7 @@ async def run_cancellable(engine: Engine, work: Awaitable[T]) -> T:
 # -- retry -------------------------------------------------------------------------------------
 
 
-async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
+async def retry_run(engine: Engine, run_id: int) -> RunSummary:
     """Run finished run ``run_id`` again, reusing its SUCCESS nodes; the new run's summary.
 
     Only the nodes that did not succeed (FAILED, SKIPPED, CANCELLED) run; the others keep
@@ -210,12 +212,12 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
             workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began
         ),
     )
-    summary["retry_of"] = run_id
+    summary = retried(summary, run_id)
     await store.set_summary(new_id, summary)
     return summary
 
 
-async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef, str]:
+async def _definition(engine: Engine, run: RunRecord) -> tuple[WorkflowDef, str]:
     """The workflow to retry and the definition to store for the new run (as stored)."""
     stored = run["definition"]
     if not isinstance(stored, dict):
@@ -234,7 +236,7 @@ async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef,
     return parse_workflow(doc, engine.registry), compact(stored)
 
 
-def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:
+def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:
     """The parsed original file of ``run`` whose redacted form is ``stored``, or ``None``.
 
     Looks at the run's own path (``execute``), then at ``processed/`` and ``rejected/``
@@ -242,8 +244,8 @@ def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:
     """
     inbox, source = settings.inbox, Path(run["source"] or "")
     candidates: list[Path] = []
-    if run.get("source_path"):
-        candidates.append(Path(run["source_path"]))
+    if source_path := run["source_path"]:
+        candidates.append(Path(source_path))
     if source.name:
         for folder in (inbox / PROCESSED, inbox / REJECTED):
             candidates.append(folder / source.name)

@@ -12,11 +12,12 @@ from typing import Any
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.engine import Engine, summarize
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
 from wfe_daemon.model import RunStatus, parse_workflow, printable, public_definition
 from wfe_daemon.strictjson import load_json
+from wfe_daemon.summary import RunSummary, build_summary
 
 
 async def submit(
@@ -26,7 +27,7 @@ async def submit(
     source: str,
     source_path: Path | None = None,
     problem: str | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Validate ``data`` and run it, or record why it is rejected; return the summary.
 
     ``data`` is ``None`` when the file was refused unread (``problem`` says why, for
@@ -73,21 +74,27 @@ def _unrun(
     *,
     errors: list[str] | None = None,
     duplicate_of: int | None = None,
-) -> dict[str, Any]:
-    """The summary of a file that never ran (its run id is set once it is recorded)."""
+) -> RunSummary:
+    """The summary of a file that never ran (its run id, 0 here, is set once it is recorded)."""
     at = now_iso()
-    workflow = name if isinstance(name, str) else None
-    summary = summarize(None, workflow, source, status, at, at, 0.0, (), errors or ())
-    if duplicate_of is not None:
-        summary["duplicate_of"] = duplicate_of
-    return summary
+    return build_summary(
+        run_id=0,
+        workflow=name if isinstance(name, str) else None,
+        source=source,
+        status=status,
+        started_at=at,
+        finished_at=at,
+        duration=0.0,
+        errors=errors or (),
+        duplicate_of=duplicate_of,
+    )
 
 
-async def _record(engine: Engine, summary: dict[str, Any], source_path: str | None) -> None:
+async def _record(engine: Engine, summary: RunSummary, source_path: str | None) -> None:
     """Store a run that never ran; sets ``summary["run_id"]``."""
     await engine.store.record_unrun(
         status=summary["status"],
-        name=summary["workflow"] or summary["source"],
+        name=summary["workflow"] or summary["source"] or "",  # _unrun always sets a source
         source=summary["source"],
         source_path=source_path,
         at=summary["started_at"],
