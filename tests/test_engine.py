@@ -869,8 +869,8 @@ async def test_duration_spans_the_whole_run_even_when_resumed(
 
 def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None:
     """Resuming keeps finished nodes, except one whose stored secret a pending node needs."""
-    from wfe_daemon.engine import reusable_states
     from wfe_daemon.model import NodeStatus, parse_workflow
+    from wfe_daemon.nodestate import reusable_states
 
     wf = parse_workflow(
         json.dumps(

@@ -38,7 +38,7 @@ import structlog
 
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine, reusable_states
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.intake import PROCESSED, REJECTED
 from wfe_daemon.model import (
@@ -49,6 +49,7 @@ from wfe_daemon.model import (
     parse_workflow,
     redact_secrets,
 )
+from wfe_daemon.nodestate import reusable_states
 from wfe_daemon.records import RunRecord
 from wfe_daemon.recovery import process_alive
 from wfe_daemon.store import Store

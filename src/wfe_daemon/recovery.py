@@ -18,10 +18,11 @@ import anyio
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.engine import Engine, reusable_states
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
 from wfe_daemon.model import NodeStatus, parse_workflow
+from wfe_daemon.nodestate import reusable_states
 from wfe_daemon.records import NodeRecord
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
