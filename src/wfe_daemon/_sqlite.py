@@ -247,4 +247,3 @@ async def _use_wal(conn: aiosqlite.Connection, patience_s: float) -> None:
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
-
