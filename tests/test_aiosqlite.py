@@ -6,6 +6,7 @@ the one module that touches it.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import sqlite3
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+import wfe_daemon
 from wfe_daemon._aiosqlite import join_worker, run_in_thread, worker_thread
 
 MODULE = "src/wfe_daemon/_aiosqlite.py"
@@ -82,3 +84,25 @@ async def test_join_worker_waits_for_the_thread_of_a_connection_that_failed_to_o
     assert thread is not None, moved("Connection._thread")
     await join_worker(connecting)
     assert not thread.is_alive(), moved("a worker thread that stops after a failed open")
+
+
+def test_no_other_module_reaches_into_aiosqlite() -> None:
+    """Only ``_aiosqlite.py`` touches a private name on an object other than ``self``."""
+    private = {"_execute", "_conn", "_connection", "_thread", "_tx", "_running"}
+    package = Path(wfe_daemon.__file__).parent
+    offenders = []
+    for source in sorted(package.rglob("*.py")):
+        if source.name == "_aiosqlite.py":
+            continue
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            reached = (
+                node.attr
+                if isinstance(node, ast.Attribute)
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+                else node.value
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                else None
+            )
+            if reached in private:
+                offenders.append(f"{source.relative_to(package)}:{node.lineno} {reached}")
+    assert offenders == [], f"aiosqlite's private names belong in {MODULE} only"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import watchfiles
 from watchfiles import Change
 
+import wfe_daemon
 from wfe_daemon._watchfiles import FolderWatcher
 
 MODULE = "src/wfe_daemon/_watchfiles.py"
@@ -96,3 +98,15 @@ def test_a_closed_watcher_refuses_to_watch(tmp_path: Path) -> None:
     watcher.close()
     with pytest.raises(RuntimeError):
         watcher.watch(10, 5, 20, threading.Event())
+
+
+def test_no_other_module_imports_the_private_watcher() -> None:
+    """Only ``_watchfiles.py`` names ``_rust_notify`` or ``RustNotify``."""
+    package = Path(wfe_daemon.__file__).parent
+    private = re.compile(r"_rust_notify|RustNotify")
+    offenders = [
+        str(source.relative_to(package))
+        for source in sorted(package.rglob("*.py"))
+        if source.name != "_watchfiles.py" and private.search(source.read_text())
+    ]
+    assert offenders == [], f"watchfiles' private watcher belongs in {MODULE} only"
