@@ -264,7 +264,7 @@ async def test_polling_takes_over_when_watching_fails(
     def broken_watcher(*args: object, **kwargs: object) -> Any:
         raise OSError(28, "inotify watch limit reached")
 
-    monkeypatch.setattr(intake, "RustNotify", broken_watcher)
+    monkeypatch.setattr(intake, "FolderWatcher", broken_watcher)
     inbox = tmp_path / "inbox"
     with anyio.fail_after(5), capture_logs() as logs:
         async with running(inbox, rescan_interval=0.1) as receive:

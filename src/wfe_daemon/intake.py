@@ -25,8 +25,8 @@ import anyio
 import anyio.abc
 import structlog
 from watchfiles import Change
-from watchfiles._rust_notify import RustNotify  # awatch's engine: see Intake._changes
 
+from wfe_daemon._watchfiles import FolderWatcher  # awatch's engine: see Intake._changes
 from wfe_daemon._writing import WriteWatch
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.outbox import result_name
@@ -234,7 +234,7 @@ class Intake:
         """
         while True:
             try:
-                notify = RustNotify([str(self.inbox)], False, False, 300, False, False)
+                notify = FolderWatcher(self.inbox)
             except Exception as exc:  # e.g. the inotify watch limit: rescans find every file
                 log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc))
                 break
@@ -246,7 +246,7 @@ class Intake:
             await anyio.sleep(_TICK_MS / 1000)
             yield set()
 
-    async def _watch(self, notify: RustNotify) -> AsyncGenerator[set[str] | None, None]:
+    async def _watch(self, notify: FolderWatcher) -> AsyncGenerator[set[str] | None, None]:
         stop = threading.Event()
         quiet_since = anyio.current_time()
         while True:
