@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -106,41 +105,24 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
 def _read(path: Path, max_size: int) -> bytes:
-    """The bytes of the regular file ``path``: never more than ``max_size`` are read.
+    """The bytes of the regular file ``path`` (a symlink to one will do), read by
+    :func:`~wfe_daemon.reading.read_file`: never more than ``max_size`` are read."""
+    from wfe_daemon.reading import NotRegularFile, read_file
 
-    Non-blocking open, so a named pipe without a writer is refused instead of waited on;
-    a size of 0 proves nothing (``/proc`` files), so the read itself stops past the limit.
-    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                kind = next((name for test, name in _KINDS if test(info.st_mode)), "special")
-                raise UsageError(f"cannot read {path}: not a regular file ({kind})")
-            if info.st_size > max_size:
-                raise WorkflowRejected(
-                    [f"file is {info.st_size} bytes, over max_file_size {max_size}"]
-                )
-            with os.fdopen(fd, "rb", closefd=False) as file:
-                data = file.read(max_size + 1)
-        finally:
-            os.close(fd)
+        contents = read_file(path, max_size, follow_symlinks=True)
+    except NotRegularFile as exc:
+        raise UsageError(f"cannot read {path}: not a regular file ({exc.kind})") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > max_size:
-        raise WorkflowRejected([f"file is over max_file_size {max_size}"])
-    return data
+    if contents.data is not None:
+        return contents.data
+    if contents.stat.st_size > max_size:
+        raise WorkflowRejected(
+            [f"file is {contents.stat.st_size} bytes, over max_file_size {max_size}"]
+        )
+    raise WorkflowRejected([f"file is over max_file_size {max_size}"])
 
 
 def _print_json(value: Any) -> None:

@@ -49,6 +49,7 @@ from wfe_daemon.model import (
     parse_workflow,
     redact_secrets,
 )
+from wfe_daemon.reading import read_file
 from wfe_daemon.recovery import process_alive
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import compact, load_json
@@ -254,9 +255,10 @@ def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:
             candidates.extend(clashes[:_MAX_CANDIDATES])
     for path in candidates:
         try:
-            if path.stat().st_size > settings.max_file_size:
+            data = read_file(path, settings.max_file_size, follow_symlinks=True).data
+            if data is None:
                 continue
-            doc = load_json(path.read_bytes())
+            doc = load_json(data)
         except (OSError, WorkflowRejected, ValueError):
             continue
         if redact_secrets(doc) == stored:

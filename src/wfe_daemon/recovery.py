@@ -23,6 +23,7 @@ from wfe_daemon.engine import Engine, NodeState, reusable_states, summarize
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
 from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, parse_workflow
+from wfe_daemon.reading import read_file
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
@@ -67,12 +68,7 @@ async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
 
 def _read(path: Path, max_size: int) -> bytes | None:
     """The file's bytes, or ``None`` when it is too large to read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        if os.fstat(fd).st_size > max_size:
-            return None
-        data = file.read(max_size + 1)  # st_size may lie (the file grew): read no further
-    return None if len(data) > max_size else data
+    return read_file(path, max_size).data
 
 
 async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
