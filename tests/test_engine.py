@@ -92,7 +92,10 @@ class BadOutputTask(_TestTask):
 
 async def run_doc(engine: Engine, doc: dict[str, Any]) -> dict[str, Any]:
     """Submit a workflow document as a file's bytes would arrive; return the summary."""
-    return await submit(engine, json.dumps(doc).encode(), source="test.json")
+    data = json.dumps(doc).encode()
+    return await submit(
+        data, registry=engine.registry, store=engine.store, engine=engine, source="test.json"
+    )
 
 
 def node(node_id: str, task_type: str = "echo", **fields: Any) -> dict[str, Any]:

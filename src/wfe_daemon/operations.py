@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import anyio
 import structlog
 
 from wfe_daemon.clock import now_iso
@@ -50,8 +51,10 @@ from wfe_daemon.model import (
     redact_secrets,
 )
 from wfe_daemon.nodestate import reusable_states
+from wfe_daemon.reading import read_file
 from wfe_daemon.records import RunRecord
 from wfe_daemon.recovery import process_alive
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import compact, load_json
 from wfe_daemon.summary import RunSummary, retried
@@ -109,15 +112,16 @@ async def request_cancel(store: Store, run_id: int) -> str:
     )
 
 
-async def apply_cancel_requests(engine: Engine) -> tuple[list[int], int]:
-    """Apply the pending requests for runs ``engine`` executes; drop those for ended runs.
+async def apply_cancel_requests(store: Store, engine: Engine) -> tuple[list[int], int]:
+    """Apply the pending requests in ``store`` for runs ``engine`` executes; drop those for
+    ended runs.
 
     Returns the runs cancelled here, and how many requests are left waiting (for runs of
     another process, or not resumed yet).
     """
     handled: list[int] = []
     cancelled: list[int] = []
-    requests = await engine.store.cancel_requests()
+    requests = await store.cancel_requests()
     for request in requests:
         run_id = request["run_id"]
         if engine.cancel(run_id):
@@ -125,13 +129,15 @@ async def apply_cancel_requests(engine: Engine) -> tuple[list[int], int]:
             handled.append(run_id)
         elif request["status"] != RunStatus.RUNNING:  # finished meanwhile, or pruned
             handled.append(run_id)
-    engine.store.drop_cancel_requests(handled)
+    store.drop_cancel_requests(handled)
     for run_id in cancelled:
         log.info("workflow.cancelling", run_id=run_id)
     return cancelled, len(requests) - len(handled)
 
 
-async def watch_cancels(engine: Engine, *, interval_s: float = CANCEL_POLL_S) -> NoReturn:
+async def watch_cancels(
+    store: Store, engine: Engine, *, interval_s: float = CANCEL_POLL_S
+) -> NoReturn:
     """Serve cancel requests for ``engine``'s runs until cancelled (see the module doc).
 
     A failing database is logged and retried at the next poll, never raised: cancelling
@@ -141,31 +147,32 @@ async def watch_cancels(engine: Engine, *, interval_s: float = CANCEL_POLL_S) ->
     waiting = 0
     while True:
         try:
-            version = await engine.store.data_version()
+            version = await store.data_version()
             # While requests wait, look again every time: their run may have become ours
             # (resumed, or just created) without any other connection committing.
             if version != seen or waiting:
-                _, waiting = await apply_cancel_requests(engine)
+                _, waiting = await apply_cancel_requests(store, engine)
                 seen = version
         except Exception as exc:  # e.g. the disk is full: try again next time
             log.warning("cancel.poll_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(interval_s)
 
 
-async def run_cancellable(engine: Engine, work: Awaitable[T]) -> T:
-    """Await ``work`` (a run on ``engine``) while serving cancel requests for it."""
-    watcher = asyncio.create_task(watch_cancels(engine), name="wfe-cancel-watch")
-    try:
-        return await work
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+async def run_cancellable(store: Store, engine: Engine, work: Awaitable[T]) -> T:
+    """Await ``work`` (a run on ``engine``) while serving the cancel requests of ``store``."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_cancels, store, engine)
+        result = await work
+        tg.cancel_scope.cancel()
+    return result
 
 
 # -- retry -------------------------------------------------------------------------------------
 
 
-async def retry_run(engine: Engine, run_id: int) -> RunSummary:
+async def retry_run(
+    run_id: int, *, settings: Settings, registry: TaskRegistry, store: Store, engine: Engine
+) -> RunSummary:
     """Run finished run ``run_id`` again, reusing its SUCCESS nodes; the new run's summary.
 
     Only the nodes that did not succeed (FAILED, SKIPPED, CANCELLED) run; the others keep
@@ -174,7 +181,7 @@ async def retry_run(engine: Engine, run_id: int) -> RunSummary:
     the stored definition, or, when its secrets were redacted there, the original file
     found in ``inbox/processed/`` or ``inbox/rejected/``; it is validated again. The retry
     takes the original's ``idempotency_key`` only when no other run holds it. Cancel
-    requests for the new run are served while it runs.
+    requests for the new run are served while it runs. ``engine`` runs over ``store``.
 
     Raises:
         StoreError: no such run, or it is not finished (RUNNING) or never ran (REJECTED,
@@ -182,7 +189,6 @@ async def retry_run(engine: Engine, run_id: int) -> RunSummary:
         WorkflowRejected: the definition is no longer valid (e.g. a task type is gone), or
             its secrets were redacted and the original file was not found.
     """
-    store = engine.store
     run = await store.get_run(run_id)
     if run is None:
         raise StoreError(f"no run {run_id}")
@@ -191,7 +197,7 @@ async def retry_run(engine: Engine, run_id: int) -> RunSummary:
             f"run {run_id} is {run['status']}: only a finished run that ran "
             "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
         )
-    workflow, definition = await _definition(engine, run)
+    workflow, definition = await _definition(run, settings, registry)
     began, started_at = time.perf_counter(), now_iso()
     new_id = await store.create_retry(
         run_id,
@@ -208,6 +214,7 @@ async def retry_run(engine: Engine, run_id: int) -> RunSummary:
     done = reusable_states(workflow, new["nodes"], {NodeStatus.SUCCESS})
     log.info("workflow.retry", run_id=new_id, retry_of=run_id, reused=len(done))
     summary = await run_cancellable(
+        store,
         engine,
         engine.resume(
             workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began
@@ -218,14 +225,16 @@ async def retry_run(engine: Engine, run_id: int) -> RunSummary:
     return summary
 
 
-async def _definition(engine: Engine, run: RunRecord) -> tuple[WorkflowDef, str]:
+async def _definition(
+    run: RunRecord, settings: Settings, registry: TaskRegistry
+) -> tuple[WorkflowDef, str]:
     """The workflow to retry and the definition to store for the new run (as stored)."""
     stored = run["definition"]
     if not isinstance(stored, dict):
         raise WorkflowRejected([f"run {run['id']}: no stored definition to retry"])
     doc = stored
     if holds_redacted(stored):  # the database has "***" where secrets were: find the file
-        doc = await asyncio.to_thread(_find_original, engine.settings, run, stored)
+        doc = await asyncio.to_thread(_find_original, settings, run, stored)
         if doc is None:
             raise WorkflowRejected(
                 [
@@ -234,7 +243,7 @@ async def _definition(engine: Engine, run: RunRecord) -> tuple[WorkflowDef, str]
                     "inbox/rejected/; drop the file again instead"
                 ]
             )
-    return parse_workflow(doc, engine.registry), compact(stored)
+    return parse_workflow(doc, registry), compact(stored)
 
 
 def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:
@@ -257,9 +266,10 @@ def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:
             candidates.extend(clashes[:_MAX_CANDIDATES])
     for path in candidates:
         try:
-            if path.stat().st_size > settings.max_file_size:
+            data = read_file(path, settings.max_file_size, follow_symlinks=True).data
+            if data is None:
                 continue
-            doc = load_json(path.read_bytes())
+            doc = load_json(data)
         except (OSError, WorkflowRejected, ValueError):
             continue
         if redact_secrets(doc) == stored:

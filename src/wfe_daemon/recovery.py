@@ -23,7 +23,9 @@ from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
 from wfe_daemon.model import NodeStatus, parse_workflow
 from wfe_daemon.nodestate import reusable_states
+from wfe_daemon.reading import read_file
 from wfe_daemon.records import NodeRecord
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
@@ -34,29 +36,42 @@ log = structlog.get_logger()
 _FINAL = frozenset(status for status in NodeStatus if status.is_final)
 
 
-async def recover(engine: Engine, claimed: Claimed) -> RunSummary | None:
-    """Bring one leftover file to a result summary (``None`` if the file vanished)."""
+async def recover(
+    claimed: Claimed,
+    *,
+    max_file_size: int,
+    registry: TaskRegistry,
+    store: Store,
+    engine: Engine,
+) -> RunSummary | None:
+    """Bring one leftover file to a result summary (``None`` if the file vanished).
+
+    ``registry``, ``store`` and ``engine`` are those :func:`~wfe_daemon.submission.submit`
+    takes; a run resumed goes on in ``engine``.
+    """
     try:
-        data = await anyio.to_thread.run_sync(_read, claimed.path, engine.settings.max_file_size)
+        data = await anyio.to_thread.run_sync(_read, claimed.path, max_file_size)
     except OSError:
         return None
-    run = await engine.store.run_for_source(str(claimed.path))
+    run = await store.run_for_source(str(claimed.path))
     if run is None:
         return await submit(
-            engine,
             data,
+            registry=registry,
+            store=store,
+            engine=engine,
             source=claimed.source,
             source_path=claimed.path,
-            problem=f"file is over max_file_size {engine.settings.max_file_size}",
+            problem=f"file is over max_file_size {max_file_size}",
         )
     source = run["source"] or claimed.source
     if run["status"] != "RUNNING":
         return run["result_summary"]
     log.info("workflow.resumed", run_id=run["id"], source=source)
     try:
-        workflow = parse_workflow(load_json(data or b""), engine.registry)
+        workflow = parse_workflow(load_json(data or b""), registry)
     except WorkflowRejected as exc:  # e.g. a task type is no longer installed
-        return await abandon(engine.store, run["id"], "cannot resume: " + "; ".join(exc.problems))
+        return await abandon(store, run["id"], "cannot resume: " + "; ".join(exc.problems))
     return await engine.resume(
         workflow,
         run["id"],
@@ -68,12 +83,7 @@ async def recover(engine: Engine, claimed: Claimed) -> RunSummary | None:
 
 def _read(path: Path, max_size: int) -> bytes | None:
     """The file's bytes, or ``None`` when it is too large to read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        if os.fstat(fd).st_size > max_size:
-            return None
-        data = file.read(max_size + 1)  # st_size may lie (the file grew): read no further
-    return None if len(data) > max_size else data
+    return read_file(path, max_size).data
 
 
 async def abandon(store: Store, run_id: int, reason: str) -> RunSummary:

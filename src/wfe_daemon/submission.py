@@ -16,14 +16,18 @@ from wfe_daemon.engine import Engine
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
 from wfe_daemon.model import RunStatus, parse_workflow, printable, public_definition
+from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.summary import RunSummary, build_summary
 
 
 async def submit(
-    engine: Engine,
     data: bytes | None,
     *,
+    registry: TaskRegistry,
+    store: Store,
+    engine: Engine,
     source: str,
     source_path: Path | None = None,
     problem: str | None = None,
@@ -31,7 +35,8 @@ async def submit(
     """Validate ``data`` and run it, or record why it is rejected; return the summary.
 
     ``data`` is ``None`` when the file was refused unread (``problem`` says why, for
-    example that it is over ``max_file_size``).
+    example that it is over ``max_file_size``). ``registry`` validates it, ``store`` records
+    a file that never runs, and ``engine`` (over that store) runs the rest.
     """
     # A name that is not valid UTF-8 (``execute`` of any file) is kept escaped: the
     # database, the summary and the logs hold text.
@@ -44,11 +49,11 @@ async def submit(
         if data is None:
             raise WorkflowRejected([problem or "file could not be read"])
         doc = load_json(data)
-        workflow = parse_workflow(doc, engine.registry)
+        workflow = parse_workflow(doc, registry)
     except WorkflowRejected as exc:
         name = doc.get("name") if isinstance(doc, dict) else None
         summary = _unrun(RunStatus.REJECTED, name, source, errors=exc.problems)
-        await _record(engine, summary, path_text)
+        await _record(store, summary, path_text)
         log.warning(WORKFLOW_REJECTED, run_id=summary["run_id"], errors=exc.problems)
         return summary
     definition = public_definition(data.decode("utf-8-sig"), doc)
@@ -62,7 +67,7 @@ async def submit(
         )
     except DuplicateRun as exc:
         summary = _unrun(RunStatus.DUPLICATE, workflow.name, source, duplicate_of=exc.run_id)
-        await _record(engine, summary, path_text)
+        await _record(store, summary, path_text)
         log.info(WORKFLOW_DUPLICATE, run_id=summary["run_id"], duplicate_of=exc.run_id)
         return summary
 
@@ -90,9 +95,9 @@ def _unrun(
     )
 
 
-async def _record(engine: Engine, summary: RunSummary, source_path: str | None) -> None:
+async def _record(store: Store, summary: RunSummary, source_path: str | None) -> None:
     """Store a run that never ran; sets ``summary["run_id"]``."""
-    await engine.store.record_unrun(
+    await store.record_unrun(
         status=summary["status"],
         name=summary["workflow"] or summary["source"] or "",  # _unrun always sets a source
         source=summary["source"],
