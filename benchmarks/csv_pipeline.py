@@ -102,9 +102,13 @@ def child(data_dir: str, db: str) -> None:
 
         async def run() -> tuple[dict[str, Any], float]:
             async with Store.open(settings.db_path) as store:
-                engine = Engine(TaskRegistry.load(BUILTINS), store, settings)
+                registry = TaskRegistry.load(BUILTINS)
+                engine = Engine(registry, store, settings)
                 started = time.perf_counter()
-                summary = await submit(engine, json.dumps(WORKFLOW).encode(), source="bench")
+                data = json.dumps(WORKFLOW).encode()
+                summary = await submit(
+                    data, registry=registry, store=store, engine=engine, source="bench"
+                )
                 return summary, time.perf_counter() - started
 
         summary, seconds = run_on_loop(run())

@@ -1048,16 +1048,17 @@ def test_execute_adds_nothing_to_stderr_when_piped(run_cli: Cli, write_workflow:
 # -- task limits and signals --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["execute", "retry"])
+@pytest.mark.parametrize("command", ["execute", "retry", "validate", "graph", "tasks"])
 def test_an_unknown_task_type_in_task_limits_exits_2(
     run_cli: Cli, write_workflow: Writer, tmp_path: Path, command: str
 ) -> None:
-    """A misspelt ``[task_limits]`` key stops ``execute`` and ``retry`` with one line naming it
+    """A misspelt ``[task_limits]`` key stops every command that loads the task types
+    (``execute``, ``retry``, ``validate``, ``graph FILE``, ``tasks``) with one line naming it
     and the known types, before anything runs."""
     config = tmp_path / "wfe.toml"
     config.write_text("[task_limits]\nhtp_get = 8\n")
     target = write_workflow({"name": "w", "nodes": [{"id": "a", "type": "echo"}]})
-    args = [command, target] if command == "execute" else [command, "1"]
+    args = {"retry": [command, "1"], "tasks": [command]}.get(command, [command, target])
 
     line = assert_one_line_error(run_cli(*args, "--config", config), 2)
 

@@ -312,7 +312,7 @@ async def test_a_file_whose_handling_fails_is_taken_again_until_it_is_published(
     path = settings.inbox / "processing" / "flaky.json"
     data = json.dumps(echo_doc("flaky")).encode()
     path.write_bytes(data)
-    daemon = Daemon(settings, store, engine, Notifier.from_environ({}))
+    daemon = Daemon(settings, engine.registry, store, engine, Notifier.from_environ({}))
     with capture_logs() as logs:
         await daemon.handle(Claimed(path=path, source="flaky.json", data=data))
     assert [p.name for p in results(settings.outbox)] == ["flaky.result.json"]

@@ -94,7 +94,10 @@ class BadOutputTask(_TestTask):
 
 async def run_doc(engine: Engine, doc: dict[str, Any]) -> dict[str, Any]:
     """Submit a workflow document as a file's bytes would arrive; return the summary."""
-    return await submit(engine, json.dumps(doc).encode(), source="test.json")
+    data = json.dumps(doc).encode()
+    return await submit(
+        data, registry=engine.registry, store=engine.store, engine=engine, source="test.json"
+    )
 
 
 def node(node_id: str, task_type: str = "echo", **fields: Any) -> dict[str, Any]:
@@ -275,6 +278,7 @@ async def test_failure_skips_transitive_dependents_and_independent_branch_succee
     rows = node_rows(sql, summary["run_id"])
     assert {n: r["status"] for n, r in rows.items()} == statuses(summary)
     assert rows["c"]["reason"] == "dependency failed: a"
+    assert [rows[n]["cause"] for n in "abcdxy"] == [None, "a", "a", "a", None, None]
 
 
 async def test_a_url_quoted_in_any_tasks_error_keeps_its_secrets_hidden(
@@ -870,8 +874,8 @@ async def test_duration_spans_the_whole_run_even_when_resumed(
 
 def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None:
     """Resuming keeps finished nodes, except one whose stored secret a pending node needs."""
-    from wfe_daemon.engine import reusable_states
     from wfe_daemon.model import NodeStatus, parse_workflow
+    from wfe_daemon.nodestate import reusable_states
 
     wf = parse_workflow(
         json.dumps(
@@ -899,6 +903,7 @@ def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None
             "result_data": output,
             "error": None,
             "reason": None,
+            "cause": None,
         }
 
     rows = [

@@ -106,7 +106,7 @@ async def test_oversized_sparse_file_is_claimed_unread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 2 GiB sparse file is claimed with data None and a max_file_size problem, never read."""
-    monkeypatch.setattr(intake, "_read_all", lambda fd, limit: pytest.fail("read a huge file"))
+    monkeypatch.setattr(intake, "read_capped", lambda fd, limit: pytest.fail("read a huge file"))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     with (inbox / "huge.json").open("wb") as f:
@@ -264,7 +264,7 @@ async def test_polling_takes_over_when_watching_fails(
     def broken_watcher(*args: object, **kwargs: object) -> Any:
         raise OSError(28, "inotify watch limit reached")
 
-    monkeypatch.setattr(intake, "RustNotify", broken_watcher)
+    monkeypatch.setattr(intake, "FolderWatcher", broken_watcher)
     inbox = tmp_path / "inbox"
     with anyio.fail_after(5), capture_logs() as logs:
         async with running(inbox, rescan_interval=0.1) as receive:
@@ -278,7 +278,7 @@ async def test_polling_takes_over_when_watching_fails(
     [
         ("_claim", OSError(5, "Input/output error")),  # the rename into processing/
         ("_claim", OSError(28, "No space left on device")),  # a clash folder's mkdir
-        ("_read_all", OSError(13, "Permission denied")),  # reading the file
+        ("read_capped", OSError(13, "Permission denied")),  # reading the file
     ],
     ids=["claim-EIO", "claim-ENOSPC", "read-EACCES"],
 )

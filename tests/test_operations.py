@@ -46,6 +46,24 @@ LONG = {
 }
 
 
+async def _submit(engine: Engine, data: bytes, source: str) -> dict[str, Any]:
+    """Submit ``data`` as the file ``source`` through ``engine`` and its registry and store."""
+    return await submit(
+        data, registry=engine.registry, store=engine.store, engine=engine, source=source
+    )
+
+
+async def _retry(engine: Engine, run_id: int) -> dict[str, Any]:
+    """Retry run ``run_id`` on ``engine``, with the engine's settings, registry and store."""
+    return await retry_run(
+        run_id,
+        settings=engine.settings,
+        registry=engine.registry,
+        store=engine.store,
+        engine=engine,
+    )
+
+
 # -- cancel --------------------------------------------------------------------------------------
 
 
@@ -187,7 +205,7 @@ async def test_cancel_is_prompt_for_threads_and_gives_every_slot_back(
             {"id": "dep", "type": "echo", "depends_on": ["nap"], "params": {}},
         ],
     }
-    running = asyncio.create_task(submit(engine, json.dumps(doc).encode(), source="busy.json"))
+    running = asyncio.create_task(_submit(engine, json.dumps(doc).encode(), "busy.json"))
     for _ in range(200):
         if len(sql("SELECT 1 FROM noderun WHERE status = 'RUNNING'")) == 2:
             break
@@ -215,7 +233,7 @@ async def test_request_cancel_refuses_what_is_not_running(
 ) -> None:
     """request_cancel raises StoreError for an unknown run and for a finished one."""
     engine = engine_factory()
-    summary = await submit(engine, json.dumps(echo_doc()).encode(), source="w.json")
+    summary = await _submit(engine, json.dumps(echo_doc()).encode(), "w.json")
     with pytest.raises(StoreError, match="no run 42"):
         await request_cancel(engine.store, 42)
     with pytest.raises(StoreError, match="not running"):
@@ -366,15 +384,15 @@ async def test_retry_of_redacted_secrets_uses_the_original_file_or_refuses(
         "nodes": [{"id": "r", "type": "record", "params": {"api_token": "s3cret"}}],
     }
     data = json.dumps(doc).encode()
-    first = await submit(engine, data, source="secret.json")
+    first = await _submit(engine, data, "secret.json")
     assert first["status"] == "FAILED"
     with pytest.raises(WorkflowRejected, match="redacted"):
-        await retry_run(engine, first["run_id"])
+        await _retry(engine, first["run_id"])
     processed = tmp_path / "inbox" / "processed"
     processed.mkdir(parents=True)
     (processed / "secret.json").write_bytes(json.dumps({**doc, "name": "other"}).encode())
     (processed / "secret.1a2b.json").write_bytes(data)
-    summary = await retry_run(engine, first["run_id"])
+    summary = await _retry(engine, first["run_id"])
     assert summary["status"] == "SUCCESS"
     assert summary["retry_of"] == first["run_id"]
     assert record.calls[-1] == {"api_token": "s3cret"}
@@ -391,7 +409,7 @@ async def test_retry_refuses_a_running_run(engine_factory: Callable[..., Engine]
         name="w", started_at="2026-01-01T00:00:00+00:00", nodes=[("a", "echo")]
     )
     with pytest.raises(StoreError, match="RUNNING"):
-        await retry_run(engine, run_id)
+        await _retry(engine, run_id)
 
 
 # -- retention -----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from daemon_helpers import Daemons, drop, query, wait_result, wait_until
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.model import parse_workflow
-from wfe_daemon.services import load_registry
+from wfe_daemon.services import load_registry, open_engine
+from wfe_daemon.store import Store
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Writer = Callable[..., Path]
@@ -111,3 +112,12 @@ def test_a_registry_built_from_settings_refuses_only_what_they_disable() -> None
         parse_workflow(SHELL_DOC, off)
     assert refused.value.problems == [DISABLED]
     assert [node.type for node in parse_workflow(SHELL_DOC, on).nodes] == ["echo", "shell"]
+
+
+async def test_open_engine_builds_the_engine_on_what_it_is_given(db_path: Path) -> None:
+    """``open_engine`` builds the engine over the store, registry and settings passed in."""
+    settings = Settings(db_path=db_path)
+    registry = load_registry(settings)
+
+    async with Store.open(db_path) as store, open_engine(settings, registry, store) as engine:
+        assert (engine.store, engine.registry, engine.settings) == (store, registry, settings)

@@ -50,7 +50,10 @@ async def run_nodes(engine: Engine, *nodes: dict[str, Any]) -> dict[str, Any]:
     """Run a workflow of ``nodes`` (a chain, in order) through the engine; return its summary."""
     chained = [{**n, "depends_on": [nodes[i - 1]["id"]]} if i else n for i, n in enumerate(nodes)]
     doc = {"name": "csv test", "nodes": chained}
-    return await submit(engine, json.dumps(doc).encode(), source="test.json")
+    data = json.dumps(doc).encode()
+    return await submit(
+        data, registry=engine.registry, store=engine.store, engine=engine, source="test.json"
+    )
 
 
 def validate(path: str, **params: Any) -> dict[str, Any]:

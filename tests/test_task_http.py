@@ -189,7 +189,9 @@ async def run_nodes(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         data = json.dumps({"name": "http test", "nodes": node_list}).encode()
         async with Store.open(settings.db_path) as store, open_http_client(settings) as client:
             engine = Engine(registry, store, settings, services=Services(http=client))
-            summary = await submit(engine, data, source="t.json")
+            summary = await submit(
+                data, registry=registry, store=store, engine=engine, source="t.json"
+            )
         assert summary["status"] != "REJECTED", summary["errors"]
         return summary, logs.getvalue()
 

@@ -52,12 +52,16 @@ async def run_shell(tmp_path: Path, data_dir: Path) -> AsyncIterator[RunShell]:
             settings = Settings(
                 enable_shell=enable_shell, data_dir=data_dir, db_path=tmp_path / "wfe.db"
             )
-            engine = Engine(TaskRegistry.load(BUILTINS, entry_point_group=None), store, settings)
+            registry = TaskRegistry.load(BUILTINS, entry_point_group=None)
+            engine = Engine(registry, store, settings)
             node: dict[str, Any] = {"id": "sh", "type": "shell", "params": params}
             if node_timeout is not None:
                 node["timeout"] = node_timeout
             doc = {"name": "shell-test", "nodes": [node]}
-            summary = await submit(engine, json.dumps(doc).encode(), source="test.json")
+            data = json.dumps(doc).encode()
+            summary = await submit(
+                data, registry=registry, store=store, engine=engine, source="test.json"
+            )
             entry: dict[str, Any] = summary["nodes"]["sh"]
             return entry
 

@@ -53,7 +53,10 @@ def write_rows(path: Path, count: int, tag: str = "r") -> None:
 async def run_doc(engine: Engine, nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Run a workflow of ``nodes`` through the engine; return its summary."""
     doc = {"name": "sqlite test", "nodes": nodes}
-    return await submit(engine, json.dumps(doc).encode(), source="test.json")
+    data = json.dumps(doc).encode()
+    return await submit(
+        data, registry=engine.registry, store=engine.store, engine=engine, source="test.json"
+    )
 
 
 def save(**params: Any) -> dict[str, Any]:

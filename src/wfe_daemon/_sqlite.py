@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import aiosqlite
 import anyio
 
+from wfe_daemon._aiosqlite import join_worker, run_in_thread
 from wfe_daemon.errors import StoreCorrupt, StoreError
 from wfe_daemon.faults import Backoff, Incident
 from wfe_daemon.schema import SCHEMA_VERSION, migrate
@@ -85,12 +84,6 @@ def corrupt(path: Path, exc: BaseException) -> StoreCorrupt:
     )
     error.__cause__ = exc
     return error
-
-
-async def run_in_thread(conn: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(sqlite3_connection, *args)`` in the connection's thread, one round trip."""
-    # aiosqlite's one way to run a callable in its connection thread.
-    return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
 
 
 async def connect(
@@ -224,7 +217,7 @@ async def _open(database: str, *, uri: bool = False) -> aiosqlite.Connection:
     try:
         return await connecting
     except BaseException:
-        await _join_worker(connecting)
+        await join_worker(connecting)
         raise
 
 
@@ -254,14 +247,3 @@ async def _use_wal(conn: aiosqlite.Connection, patience_s: float) -> None:
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-async def _join_worker(conn: aiosqlite.Connection) -> None:
-    """Wait for the worker thread of a connection that failed to open.
-
-    aiosqlite stops that thread without waiting for it; if the event loop closes first,
-    the thread reports to a closed loop and prints a traceback.
-    """
-    thread = getattr(conn, "_thread", None)
-    if thread is not None and thread.is_alive():
-        await asyncio.to_thread(thread.join, 5)

@@ -13,7 +13,11 @@ from typing import Any
 
 import orjson
 
+from wfe_daemon.model import NodeStatus
+from wfe_daemon.records import CancelTarget, NodeRecord
+from wfe_daemon.rules import Ended, run_status
 from wfe_daemon.schema import IDEMPOTENCY_FREE
+from wfe_daemon.summary import NodeEntry, RunSummary
 
 NodeRows = Sequence[tuple[str, str]]
 
@@ -31,25 +35,26 @@ def touch(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA user_version = {int(version)}")
 
 
-def summary_text(summary: Any) -> str:
+def summary_text(summary: RunSummary) -> str:
     """JSON text of a run's summary as the database keeps it: each node's output is null.
 
     The outputs are stored once, in their node rows (``result_data``); a summary of a
     large output stored twice doubled the database and the memory it took to write it.
     :func:`restore_outputs` puts them back when the run is read.
     """
-    nodes = summary.get("nodes") if isinstance(summary, dict) else None
+    nodes = summary.get("nodes")
     if not nodes:
         return dumps(summary)
-    stripped = {
+    stripped: dict[str, NodeEntry] = {
         node_id: {**entry, "output": None} if "output" in entry else entry
         for node_id, entry in nodes.items()
     }
     return dumps({**summary, "nodes": stripped})
 
 
-def restore_outputs(summary: Any, nodes: Sequence[dict[str, Any]]) -> None:
+def restore_outputs(summary: RunSummary | None, nodes: Sequence[NodeRecord]) -> None:
     """Put the node rows' outputs (decoded ``result_data``) back into a stored summary."""
+    # A summary stored by an older version may not be a JSON object.
     entries = summary.get("nodes") if isinstance(summary, dict) else None
     if not entries:
         return
@@ -91,7 +96,7 @@ def insert_run(db: sqlite3.Connection, run_row: tuple[Any, ...], nodes: NodeRows
     return run_id
 
 
-def insert_unrun(db: sqlite3.Connection, row: tuple[Any, ...], summary: dict[str, Any]) -> int:
+def insert_unrun(db: sqlite3.Connection, row: tuple[Any, ...], summary: RunSummary) -> int:
     """A run that never ran, its summary given the new id as ``run_id``; that id."""
     cursor = db.execute(
         "INSERT INTO workflowrun (name, status, started_at, finished_at, duration,"
@@ -107,17 +112,21 @@ def insert_unrun(db: sqlite3.Connection, row: tuple[Any, ...], summary: dict[str
 
 
 def abandon_run(db: sqlite3.Connection, run_id: int, reason: str, finished_at: str) -> str:
-    """Skip the run's unfinished nodes and end it FAILED or PARTIAL_SUCCESS; that status."""
+    """Skip the run's unfinished nodes and end it as a run stopped by a failure ends
+    (:func:`~wfe_daemon.rules.run_status`: FAILED or PARTIAL_SUCCESS); that status."""
     db.execute(
         "UPDATE noderun SET status = 'SKIPPED', reason = ?"
         " WHERE workflow_id = ? AND status IN ('PENDING', 'RUNNING')",
         (reason, run_id),
     )
-    succeeded = db.execute(
-        "SELECT 1 FROM noderun WHERE workflow_id = ? AND status = 'SUCCESS' LIMIT 1",
+    # One row per kind of outcome is all the rule needs, not one per node.
+    outcomes = db.execute(
+        "SELECT MIN(node_id), status, MIN(cause) FROM noderun WHERE workflow_id = ?"
+        " GROUP BY status, cause IS NULL",
         (run_id,),
-    ).fetchone()
-    status = "PARTIAL_SUCCESS" if succeeded else "FAILED"
+    )
+    nodes = (Ended(node_id, NodeStatus(status), cause) for node_id, status, cause in outcomes)
+    status = str(run_status(nodes, stopped=NodeStatus.FAILED))
     db.execute(
         "UPDATE workflowrun SET status = ?, finished_at = ?, settled_at = ? WHERE id = ?",
         (status, finished_at, finished_at, run_id),
@@ -125,7 +134,7 @@ def abandon_run(db: sqlite3.Connection, run_id: int, reason: str, finished_at: s
     return status
 
 
-def request_cancel(db: sqlite3.Connection, run_id: int, requested_at: str) -> dict[str, Any] | None:
+def request_cancel(db: sqlite3.Connection, run_id: int, requested_at: str) -> CancelTarget | None:
     """A cancel request for a RUNNING run; the run's ``status`` and ``pid``, if it exists."""
     row = db.execute("SELECT status, pid FROM workflowrun WHERE id = ?", (run_id,)).fetchone()
     if row is None:

@@ -12,12 +12,29 @@ the intake (:meth:`WriteWatch.update`), so its queue never overflows.
 Where inotify is missing, or its queue overflowed, nothing is known to be written and the
 settle time alone decides, as before. A name with no write for ``HOLD_MAX_S`` stops
 counting as written (a file hard-linked in is created without ever being closed).
+
+The binding is this module's own, about fifteen lines of ``ctypes`` and ``struct``, because
+the maintained ones are the same binding and do no better. ``inotify-simple`` 2.0.1 and
+``asyncinotify`` 4.4.4 both call libc through ``ctypes`` and parse the same records, and
+behave as this module on the cases its tests cover (close after write, a rename in, a
+queue overflow, a name that is not UTF-8, a folder deleted and made again, a missing
+folder). Measured in a process with the daemon's modules loaded (2 shared cores, medians;
+events: 1,500 files made and closed per read, 4,500 events, 15 rounds):
+
+    binding          import      idle RSS   events/s   types
+    this module      1.3 ms      8 KiB      430,000    yes
+    inotify-simple   2.6 ms      56 KiB     285,000    none (no ``py.typed``)
+    asyncinotify     10-17 ms    44 KiB     67,000     yes (an object per event)
+
+``asyncinotify`` is built for an asyncio reader; its synchronous path goes through a
+selector, and it runs ``ldconfig`` at import. ``inotify-simple`` is the closest, and
+would replace the two short blocks below by an untyped dependency that parses more
+slowly, on the event loop.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -45,7 +62,9 @@ class WriteWatch:
         self._writing: dict[str, float] = {}  # name -> monotonic time of its last write
         self._fd: int | None = None
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            # The C library is already loaded: find_library("c") would run ldconfig in a
+            # subprocess, from the event loop, at each arming of the inbox (2 to 7 ms).
+            libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
             if fd < 0:
                 return

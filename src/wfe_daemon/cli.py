@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,10 @@ if TYPE_CHECKING:
     from wfe_daemon.engine import Engine
     from wfe_daemon.model import WorkflowDef
     from wfe_daemon.progress import LiveLine
+    from wfe_daemon.records import RunRecord
+    from wfe_daemon.registry import TaskRegistry
     from wfe_daemon.store import Store
+    from wfe_daemon.summary import RunSummary
 
 SIGPIPE_STATUS = 128 + 13
 """The exit status when stdout's reader went away (``wfe-daemon runs | head``).
@@ -106,41 +108,24 @@ def _settings(args: argparse.Namespace) -> Any:
     )
 
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a named pipe"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
 def _read(path: Path, max_size: int) -> bytes:
-    """The bytes of the regular file ``path``: never more than ``max_size`` are read.
+    """The bytes of the regular file ``path`` (a symlink to one will do), read by
+    :func:`~wfe_daemon.reading.read_file`: never more than ``max_size`` are read."""
+    from wfe_daemon.reading import NotRegularFile, read_file
 
-    Non-blocking open, so a named pipe without a writer is refused instead of waited on;
-    a size of 0 proves nothing (``/proc`` files), so the read itself stops past the limit.
-    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                kind = next((name for test, name in _KINDS if test(info.st_mode)), "special")
-                raise UsageError(f"cannot read {path}: not a regular file ({kind})")
-            if info.st_size > max_size:
-                raise WorkflowRejected(
-                    [f"file is {info.st_size} bytes, over max_file_size {max_size}"]
-                )
-            with os.fdopen(fd, "rb", closefd=False) as file:
-                data = file.read(max_size + 1)
-        finally:
-            os.close(fd)
+        contents = read_file(path, max_size, follow_symlinks=True)
+    except NotRegularFile as exc:
+        raise UsageError(f"cannot read {path}: not a regular file ({exc.kind})") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > max_size:
-        raise WorkflowRejected([f"file is over max_file_size {max_size}"])
-    return data
+    if contents.data is not None:
+        return contents.data
+    if contents.stat.st_size > max_size:
+        raise WorkflowRejected(
+            [f"file is {contents.stat.st_size} bytes, over max_file_size {max_size}"]
+        )
+    raise WorkflowRejected([f"file is over max_file_size {max_size}"])
 
 
 def _print_json(value: Any) -> None:
@@ -163,12 +148,19 @@ def _display() -> tuple[bool, int | None]:
     return color, shutil.get_terminal_size().columns
 
 
-def _parse_file(path: Path, settings: Any) -> WorkflowDef:
-    from wfe_daemon.model import parse_workflow
+def _registry(settings: Any) -> TaskRegistry:
+    """The registry the daemon would build from ``settings``: a type they turn off is
+    refused, and ``[task_limits]`` naming an unknown type is a ``ConfigError``."""
     from wfe_daemon.services import load_registry
 
-    # The registry the daemon would use, so a type the settings turn off is refused here too.
-    return parse_workflow(_read(path, settings.max_file_size), load_registry(settings))
+    return load_registry(settings)
+
+
+def _parse_file(path: Path, settings: Any) -> WorkflowDef:
+    from wfe_daemon.model import parse_workflow
+
+    registry = _registry(settings)  # the configuration is checked before the file is read
+    return parse_workflow(_read(path, settings.max_file_size), registry)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -185,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _execute(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    registry = _registry(settings)
     try:
         data: bytes | None = _read(args.file, settings.max_file_size)
         problem = None
@@ -193,14 +186,22 @@ def _execute(args: argparse.Namespace) -> int:
     live = _live_line(settings, data)
     path = args.file.resolve()
 
-    async def action(engine: Engine) -> dict[str, Any]:
+    async def action(registry: TaskRegistry, store: Store, engine: Engine) -> RunSummary:
         from wfe_daemon.operations import run_cancellable
         from wfe_daemon.submission import submit
 
-        work = submit(engine, data, source=path.name, source_path=path, problem=problem)
-        return await run_cancellable(engine, work)  # `wfe-daemon cancel` reaches it too
+        work = submit(
+            data,
+            registry=registry,
+            store=store,
+            engine=engine,
+            source=path.name,
+            source_path=path,
+            problem=problem,
+        )
+        return await run_cancellable(store, engine, work)  # `wfe-daemon cancel` reaches it too
 
-    return _print_summary(_async(_with_engine, settings, live, action))
+    return _print_summary(_async(_with_engine, settings, registry, live, action))
 
 
 def _live_line(settings: Any, data: bytes | None) -> LiveLine | None:
@@ -227,79 +228,75 @@ def _node_count(data: bytes | None) -> int | None:
     return len(nodes) if isinstance(nodes, list) else None
 
 
-def _print_summary(summary: dict[str, Any]) -> int:
+def _print_summary(summary: RunSummary) -> int:
     _print_json(summary)
     return {"SUCCESS": 0, "REJECTED": 2}.get(summary["status"], 1)
 
 
 async def _with_engine(
     settings: Any,
+    registry: TaskRegistry,
     live: LiveLine | None,
-    action: Callable[[Engine], Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
-    """Run ``action`` on an Engine over the store and the shared services; its summary.
+    action: Callable[[TaskRegistry, Store, Engine], Awaitable[RunSummary]],
+) -> RunSummary:
+    """Run ``action`` on the store and the engine over it (``services.open_engine``); its
+    summary.
 
     SIGTERM or SIGINT cancels the engine's runs (see :func:`_cancel_on_signal`).
     """
     from contextlib import AsyncExitStack
 
-    from wfe_daemon.engine import Engine
-    from wfe_daemon.services import load_registry, open_services
+    from wfe_daemon.services import open_engine
     from wfe_daemon.store import Store
-    from wfe_daemon.wrappers import call_task
 
-    registry = load_registry(settings)
-    async with Store.open(settings.db_path) as store, open_services(settings) as services:
-        executor = call_task if live is None else live.progress.executor
-        engine = Engine(registry, store, settings, services=services, executor=executor)
+    executor = None if live is None else live.progress.executor
+    async with (
+        Store.open(settings.db_path) as store,
+        open_engine(settings, registry, store, executor=executor) as engine,
+    ):
         async with AsyncExitStack() as stack:
             if live is not None:
                 await stack.enter_async_context(live)
-            summary = await _cancel_on_signal(engine, action(engine))
+            summary = await _cancel_on_signal(engine, action(registry, store, engine))
         store.mark_settled(summary["run_id"])  # published on stdout; nothing left to recover
         return summary
 
 
-async def _cancel_on_signal(engine: Engine, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunSummary:
     """Await ``work``; the first SIGTERM or SIGINT cancels the engine's runs, a second exits.
 
     A cancelled run ends CANCELLED, with its summary, and frees its idempotency key; a
     run that registers after the signal is cancelled as soon as it does. The second signal
     exits at once with 128 + its number, leaving the run RUNNING for the daemon to resume.
     """
-    import asyncio
     import signal
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    import anyio
 
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            ids = ", ".join(map(str, engine.active_runs)) or "none"
-            print(f"wfe-daemon: stopped at once; left RUNNING: {ids}", file=sys.stderr)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signum)
-        stop.set()
+    from wfe_daemon.shutdown import watch_stop_signals
+
+    stop = anyio.Event()
+
+    def at_once(signum: signal.Signals) -> None:
+        ids = ", ".join(map(str, engine.active_runs)) or "none"
+        print(f"wfe-daemon: stopped at once; left RUNNING: {ids}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
 
     async def cancel_runs() -> None:
         await stop.wait()
         while True:
             for run_id in list(engine.active_runs):
                 engine.cancel(run_id)
-            await asyncio.sleep(0.05)
+            await anyio.sleep(0.05)
 
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
-    canceller = asyncio.create_task(cancel_runs(), name="wfe-cancel-on-signal")
-    try:
-        return await work
-    finally:
-        canceller.cancel()
-        await asyncio.gather(canceller, return_exceptions=True)
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    async with anyio.create_task_group() as tg:
+        await tg.start(watch_stop_signals, lambda _: stop.set(), at_once)
+        tg.start_soon(cancel_runs)
+        summary = await work
+        tg.cancel_scope.cancel()
+    return summary
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -308,11 +305,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    from wfe_daemon.registry import TaskRegistry
-    from wfe_daemon.tasks import BUILTINS
-
-    _settings(args)  # a bad configuration stops every command, this one too
-    described = TaskRegistry.load(BUILTINS).describe()
+    # The daemon's registry: a bad configuration (``[task_limits]`` too) stops this one too.
+    described = _registry(_settings(args)).describe()
     if args.json:
         _print_json(described)
         return 0
@@ -391,18 +385,21 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    registry = _registry(settings)
     live = _live_line(settings, None)
 
-    async def action(engine: Engine) -> dict[str, Any]:
+    async def action(registry: TaskRegistry, store: Store, engine: Engine) -> RunSummary:
         from wfe_daemon.operations import retry_run
 
-        return await retry_run(engine, args.run_id)
+        return await retry_run(
+            args.run_id, settings=settings, registry=registry, store=store, engine=engine
+        )
 
-    return _print_summary(_async(_with_engine, settings, live, action))
+    return _print_summary(_async(_with_engine, settings, registry, live, action))
 
 
-def _get_run(settings: Any, run_id: int) -> dict[str, Any]:
-    run: dict[str, Any] | None = _async(_with_store, settings, lambda store: store.get_run(run_id))
+def _get_run(settings: Any, run_id: int) -> RunRecord:
+    run: RunRecord | None = _async(_with_store, settings, lambda store: store.get_run(run_id))
     if run is None:
         raise StoreError(f"no run {run_id}")
     return run

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -44,9 +44,12 @@ from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPED, DAEMON_STOPPING
 from wfe_daemon.operations import keep_history, watch_cancels
 from wfe_daemon.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.recovery import abandon_orphans, recover
-from wfe_daemon.services import load_registry, open_services
+from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.services import load_registry, open_engine
+from wfe_daemon.shutdown import watch_stop_signals
 from wfe_daemon.store import Store
 from wfe_daemon.submission import submit
+from wfe_daemon.summary import RunSummary
 from wfe_daemon.systemd import Notifier, scrub_environ
 
 if TYPE_CHECKING:
@@ -117,7 +120,7 @@ class _PublishFailed(Exception):
 
 
 def _publish(
-    settings: Settings, path: Path, stem: str, summary: dict[str, Any], recovered: bool
+    settings: Settings, path: Path, stem: str, summary: RunSummary, recovered: bool
 ) -> Path | None:
     """Write the result and settle the input, in one worker-thread trip; the file's new path.
 
@@ -154,12 +157,14 @@ class Daemon:
     def __init__(
         self,
         settings: Settings,
+        registry: TaskRegistry,
         store: Store,
         engine: Engine,
         notifier: Notifier,
         faults: Faults | None = None,
     ):
         self.settings = settings
+        self.registry = registry
         self.store = store
         self.engine = engine
         self.notifier = notifier
@@ -172,7 +177,7 @@ class Daemon:
         self._drained = anyio.Event()
         self.watching = False
         """True while intake runs (for ``/healthz``)."""
-        self.on_published: list[Callable[[Claimed, dict[str, Any]], None]] = []
+        self.on_published: list[Callable[[Claimed, RunSummary], None]] = []
         """Called after each result is published (metrics)."""
         self.faults = Faults() if faults is None else faults
         """Faults happening now (outbox, inbox, store), for the log and ``/healthz``."""
@@ -215,12 +220,21 @@ class Daemon:
                 self._drained.set()
 
     async def _handle_once(self, claimed: Claimed, recovered: bool) -> None:
+        registry, store, engine = self.registry, self.store, self.engine
         if recovered:
-            summary = await recover(self.engine, claimed)
+            summary = await recover(
+                claimed,
+                max_file_size=self.settings.max_file_size,
+                registry=registry,
+                store=store,
+                engine=engine,
+            )
         else:
             summary = await submit(
-                self.engine,
                 claimed.data,
+                registry=registry,
+                store=store,
+                engine=engine,
                 source=claimed.source,
                 source_path=claimed.path,
                 problem=claimed.problem,
@@ -229,7 +243,7 @@ class Daemon:
             await self.publish(claimed, summary, recovered=recovered)
 
     async def publish(
-        self, claimed: Claimed, summary: dict[str, Any], *, recovered: bool = False
+        self, claimed: Claimed, summary: RunSummary, *, recovered: bool = False
     ) -> None:
         """Write the result (once per run), move the input out of ``processing/``.
 
@@ -317,16 +331,16 @@ async def serve(settings: Settings) -> int:
                 store = await _open_store(stack, settings, faults, notifier)
                 if store is None:
                     return 0
-                services = await stack.enter_async_context(open_services(settings))
                 telemetry = _telemetry(settings.metrics_port)
-                engine = Engine(
-                    registry,
-                    store,
-                    settings,
-                    services=services,
-                    **(telemetry.engine_options() if telemetry else {}),
+                engine = await stack.enter_async_context(
+                    open_engine(
+                        settings,
+                        registry,
+                        store,
+                        **(telemetry.engine_options() if telemetry else {}),
+                    )
                 )
-                daemon = Daemon(settings, store, engine, notifier, faults)
+                daemon = Daemon(settings, registry, store, engine, notifier, faults)
                 await _supervise(daemon, telemetry)
                 if store.fatal is not None:
                     raise store.fatal
@@ -350,27 +364,25 @@ async def _open_store(
     meanwhile. A damaged file raises ``StoreCorrupt`` (exit 3).
     """
     stopped_by: list[str] = []
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                async for signum in signals:
-                    stopped_by.append(signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-
-            tg.start_soon(stop_on_signal)
-            tg.start_soon(_extend_start_timeout, notifier)
-            store = await stack.enter_async_context(
-                Store.open(settings.db_path, faults=faults, give_up_s=None, check=True)
-            )
-            # READY=1 means the store takes writes: a read-only or full database is
-            # waited for here too (the store logs it).
-            with anyio.move_on_after(_QUICK_S) as quick:
-                await store.wait_writable()
-            if quick.cancelled_caught:
-                notifier.status("waiting for the database to take writes")
-                await store.wait_writable()
+        def stop(signum: signal.Signals) -> None:
+            stopped_by.append(signum.name)
             tg.cancel_scope.cancel()
+
+        await tg.start(watch_stop_signals, stop, stop)
+        tg.start_soon(_extend_start_timeout, notifier)
+        store = await stack.enter_async_context(
+            Store.open(settings.db_path, faults=faults, give_up_s=None, check=True)
+        )
+        # READY=1 means the store takes writes: a read-only or full database is
+        # waited for here too (the store logs it).
+        with anyio.move_on_after(_QUICK_S) as quick:
+            await store.wait_writable()
+        if quick.cancelled_caught:
+            notifier.status("waiting for the database to take writes")
+            await store.wait_writable()
+        tg.cancel_scope.cancel()
     if stopped_by:
         log.info(DAEMON_STOPPED, reason=f"{stopped_by[0]} received while opening the database")
         return None
@@ -425,7 +437,7 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
     async with anyio.create_task_group() as tg:
         stop_requested = anyio.Event()
-        tg.start_soon(_watch_signals, daemon, stop_requested, tg.cancel_scope)
+        await tg.start(_watch_signals, daemon, stop_requested, tg.cancel_scope)
         tg.start_soon(_stop_if_damaged, daemon, tg.cancel_scope)
         await abandon_orphans(daemon.store, settings.inbox)
         with receive:
@@ -450,7 +462,7 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
             tg.start_soon(daemon.heartbeat)
         # Cancel requests and retention run beside the workers, after READY: neither may
         # delay start-up (a resumed run takes its own pending cancel request).
-        tg.start_soon(watch_cancels, daemon.engine)
+        tg.start_soon(watch_cancels, daemon.store, daemon.engine)
         tg.start_soon(keep_history, daemon.store, settings)
         await stop_requested.wait()
         log.info(DAEMON_STOPPING, running=daemon.active, grace=settings.shutdown_grace)
@@ -508,15 +520,20 @@ async def _stop_if_damaged(daemon: Daemon, everything: anyio.CancelScope) -> Non
 
 
 async def _watch_signals(
-    daemon: Daemon, stop_requested: anyio.Event, everything: anyio.CancelScope
+    daemon: Daemon,
+    stop_requested: anyio.Event,
+    everything: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """The first SIGTERM or SIGINT starts a graceful stop; a second one stops at once."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if stop_requested.is_set():
-                daemon.stop_reason = f"a second {name}: stopped without waiting for the grace"
-                everything.cancel()
-                return
-            daemon.stop_reason = f"{name} received"
-            stop_requested.set()
+
+    def graceful(signum: signal.Signals) -> None:
+        daemon.stop_reason = f"{signum.name} received"
+        stop_requested.set()
+
+    def at_once(signum: signal.Signals) -> None:
+        daemon.stop_reason = f"a second {signum.name}: stopped without waiting for the grace"
+        everything.cancel()
+
+    await watch_stop_signals(graceful, at_once, task_status=task_status)

@@ -13,8 +13,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 import structlog
 
-from wfe_daemon import dag, refs
+from wfe_daemon import dag, refs, rules
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
 from wfe_daemon.deadlines import Deadlines
@@ -38,89 +37,23 @@ from wfe_daemon.model import (
     NodeDef,
     NodeStatus,
     RunStatus,
-    TriggerRule,
     WorkflowDef,
     hide_url_secrets,
-    holds_redacted,
 )
 from wfe_daemon.model import redact_secrets as redact
+from wfe_daemon.nodestate import NodeState
 from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import unfit
+from wfe_daemon.summary import RunSummary, build_summary
 from wfe_daemon.task import Services, TaskContext
 from wfe_daemon.wrappers import AttemptFn, AttemptHook, build_attempt, call_task
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
-FAILED_PREFIX = "dependency failed: "
-"""How the reason of a node skipped because of a failure starts (the failed id follows)."""
 CANCEL_REASON = "run cancelled by operator"
 _UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS})
 MAX_BACKOFF_S = 3600.0
 """The longest wait between two attempts of a node, whatever its retries and retry_delay."""
-
-
-@dataclass(slots=True)
-class NodeState:
-    """What is known of one node of a run; the summary is built from it."""
-
-    node: NodeDef
-    status: NodeStatus = NodeStatus.PENDING
-    waiting: int = 0
-    """Dependencies that have not reached a final status yet."""
-    attempts: int = 0
-    started_at: str | None = None
-    finished_at: str | None = None
-    duration: float | None = None
-    output: Any = None
-    """The output as shown (secrets redacted); references resolve against the raw one."""
-    output_json: str | None = None
-    """``output`` encoded, from the attempt that produced it until the store takes it."""
-    error: str | None = None
-    reason: str | None = None
-    cause: str | None = None
-    """For a node skipped because of a failure: the id of the node that failed."""
-    clock: float = 0.0
-    """``time.perf_counter()`` when the node first got a slot."""
-
-    @property
-    def failed(self) -> bool:
-        """FAILED, or SKIPPED because something upstream failed."""
-        return self.status is FAILED or (self.status is SKIPPED and self.cause is not None)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any], node: NodeDef) -> NodeState:
-        """A node's state from its ``noderun`` row (``Store.get_run``)."""
-        reason = row["reason"]
-        failed = reason is not None and reason.startswith(FAILED_PREFIX)
-        return cls(
-            node,
-            status=NodeStatus(row["status"]),
-            attempts=row["attempts"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            duration=row["duration"],
-            output=row["result_data"],
-            error=row["error"],
-            reason=reason,
-            cause=reason[len(FAILED_PREFIX) :] if failed else None,
-        )
-
-    def entry(self) -> dict[str, Any]:
-        """This node as the result summary shows it."""
-        entry: dict[str, Any] = {"type": self.node.type, "status": self.status.value}
-        if self.attempts:
-            entry["attempts"] = self.attempts
-        if self.started_at is not None:
-            entry["started_at"] = self.started_at
-            entry["finished_at"] = self.finished_at
-            entry["duration"] = self.duration
-        if self.status is SUCCESS:
-            entry["output"] = self.output
-        if self.error is not None:
-            entry["error"] = self.error
-        if self.reason is not None:
-            entry["reason"] = self.reason
-        return entry
 
 
 class Engine:
@@ -164,7 +97,7 @@ class Engine:
         source: str | None = None,
         source_path: str | None = None,
         definition: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         """Record a new run of ``workflow``, run it to the end and return its summary.
 
         ``definition`` is the workflow's JSON as the database keeps it (secrets redacted:
@@ -195,7 +128,7 @@ class Engine:
         source: str | None = None,
         done: Mapping[str, NodeState] | None = None,
         began: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state
         (a node there that is not final runs, going on from its count of attempts).
 
@@ -260,7 +193,7 @@ class _Run:
         self.dispatcher: asyncio.Task[None] | None = None
         self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
 
-    async def execute(self) -> dict[str, Any]:
+    async def execute(self) -> RunSummary:
         self.log.info(WORKFLOW_STARTED, nodes=len(self.states), source=self.source)
         self._seed()
         timeout = self.workflow.timeout or self.engine.settings.max_workflow_duration
@@ -308,7 +241,7 @@ class _Run:
 
     def _decide(self, state: NodeState) -> None:
         """All dependencies ended: queue the node, or skip it and everything that follows."""
-        verdict = _verdict(state, self.states)
+        verdict = self._verdict(state)
         if verdict is None:
             self.ready.append(state)
             self.changed.set()
@@ -321,12 +254,16 @@ class _Run:
                 child = self.states[child_id]
                 child.waiting -= 1
                 if child.waiting == 0:
-                    child_verdict = _verdict(child, self.states)
+                    child_verdict = self._verdict(child)
                     if child_verdict is None:
                         self.ready.append(child)
                         self.changed.set()
                     else:
                         stack.append((child, child_verdict))
+
+    def _verdict(self, state: NodeState) -> rules.Skip | None:
+        deps = [self.states[d] for d in state.node.depends_on]
+        return rules.verdict(state.node.trigger_rule, deps)
 
     def _ended(self, state: NodeState) -> None:
         """A node reached a final status: its children may now be decided."""
@@ -544,6 +481,7 @@ class _Run:
             duration=None,
             attempts=0,
             reason=reason,
+            cause=cause,
         )
         self.log.info(
             NODE_FINISHED,
@@ -555,27 +493,28 @@ class _Run:
 
     # -- the end -----------------------------------------------------------------------------
 
-    async def _finish(self) -> dict[str, Any]:
+    async def _finish(self) -> RunSummary:
         if self.stopped is not None:
             for state in self.states.values():
                 if not state.status.is_final:
                     self._skip(state, self.stopped[1], None)
-        status = _run_status(self.states.values(), self.stopped)
+        stopped = None if self.stopped is None else self.stopped[0]
+        status = rules.run_status(self.states.values(), stopped)
         finished_at = now_iso()
         if self.began is not None:
             duration = time.perf_counter() - self.began
         else:  # resumed: the run began in an earlier life of the process
             elapsed = datetime.fromisoformat(finished_at) - datetime.fromisoformat(self.started_at)
             duration = max(elapsed.total_seconds(), 0.0)
-        summary = summarize(
-            self.run_id,
-            self.workflow.name,
-            self.source,
-            status,
-            self.started_at,
-            finished_at,
-            duration,
-            self.states.values(),
+        summary = build_summary(
+            run_id=self.run_id,
+            workflow=self.workflow.name,
+            source=self.source,
+            status=status,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            duration=duration,
+            nodes=((state.node.id, state.entry()) for state in self.states.values()),
         )
         await self.store.finish_run(
             self.run_id,
@@ -623,107 +562,3 @@ def backoff(retry_delay: float, attempt: int) -> float:
     at most :data:`MAX_BACKOFF_S`."""
     # The exponent is capped first: 2.0 ** 1024 overflows a float.
     return min(retry_delay * 2.0 ** min(attempt - 1, 32), MAX_BACKOFF_S)
-
-
-def reusable_states(
-    workflow: WorkflowDef, rows: Iterable[Mapping[str, Any]], keep: Collection[NodeStatus]
-) -> dict[str, NodeState]:
-    """The nodes a resumed or retried run keeps as they were: those whose status is in ``keep``.
-
-    A SUCCESS node whose stored output lost a secret to redaction (``***``) is left out
-    when a node still to run references it: it runs again (at-least-once), so that node
-    gets the real value rather than ``***``.
-
-    A node that was RUNNING keeps its count of attempts: the attempt a restart interrupted
-    (running, or waiting its backoff after a failure) runs again under the same number, and
-    the next ones follow it, so a node never gets more retries than it had left.
-    """
-    defs = {node.id: node for node in workflow.nodes}
-    kept: dict[str, NodeState] = {}
-    for row in rows:
-        node = defs.get(row["node_id"])
-        status = NodeStatus(row["status"])
-        if node is None:
-            continue
-        if status in keep:
-            kept[node.id] = NodeState.from_row(row, node)
-        elif status is NodeStatus.RUNNING and row["attempts"] > 1:
-            kept[node.id] = NodeState(node, attempts=row["attempts"] - 1)
-    to_run = [
-        node for node in workflow.nodes if node.id not in kept or not kept[node.id].status.is_final
-    ]
-    needed = {ref.node_id for node in to_run for ref in node.refs}
-    for node_id in needed & kept.keys():
-        if kept[node_id].status is SUCCESS and holds_redacted(kept[node_id].output):
-            del kept[node_id]
-    return kept
-
-
-def summarize(
-    run_id: int | None,
-    workflow: str | None,
-    source: str | None,
-    status: RunStatus,
-    started_at: str,
-    finished_at: str,
-    duration: float | None,
-    states: Iterable[NodeState],
-    errors: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The result summary of a run, as the outbox file and ``execute`` show it.
-
-    Files that never ran (REJECTED, DUPLICATE) have no nodes; ``errors`` lists a REJECTED
-    file's problems.
-    """
-    return {
-        "run_id": run_id,
-        "workflow": workflow,
-        "source": source,
-        "status": str(status),
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "duration": None if duration is None else round(duration, 6),
-        "nodes": {state.node.id: state.entry() for state in states},
-        "errors": list(errors),
-    }
-
-
-def _verdict(state: NodeState, states: Mapping[str, NodeState]) -> tuple[str, str | None] | None:
-    """``None`` when the node may run, else ``(reason, failed node or None)`` to skip it."""
-    deps = [states[d] for d in state.node.depends_on]
-    if not deps:
-        return None
-    rule = state.node.trigger_rule
-    failed = next((d for d in deps if d.failed), None)
-    cause = None if failed is None else (failed.cause or failed.node.id)
-    if rule is TriggerRule.ALL_DONE:
-        return None
-    if rule is TriggerRule.ONE_FAILED:
-        return None if failed else ("trigger rule one_failed: no dependency failed", None)
-    if rule is TriggerRule.ALL_FAILED:
-        passed = next((d for d in deps if not d.failed), None)
-        if passed is None:
-            return None
-        return f"trigger rule all_failed: {passed.node.id} did not fail", None
-    if rule is TriggerRule.ONE_SUCCESS and any(d.status is SUCCESS for d in deps):
-        return None
-    if rule is TriggerRule.NONE_FAILED and failed is None:
-        return None
-    if rule is TriggerRule.ALL_SUCCESS and all(d.status is SUCCESS for d in deps):
-        return None
-    if cause is not None:
-        return f"{FAILED_PREFIX}{cause}", cause
-    other = next(d for d in deps if d.status is not SUCCESS)
-    return f"dependency skipped: {other.node.id}", None
-
-
-def _run_status(states: Any, stopped: tuple[NodeStatus, str] | None) -> RunStatus:
-    if stopped is not None and stopped[0] is NodeStatus.CANCELLED:
-        return RunStatus.CANCELLED
-    failed = succeeded = False
-    for state in states:
-        failed = failed or state.failed
-        succeeded = succeeded or state.status is SUCCESS
-    if not failed and stopped is None:
-        return RunStatus.SUCCESS
-    return RunStatus.PARTIAL_SUCCESS if succeeded else RunStatus.FAILED

@@ -25,11 +25,12 @@ import anyio
 import anyio.abc
 import structlog
 from watchfiles import Change
-from watchfiles._rust_notify import RustNotify  # awatch's engine: see Intake._changes
 
+from wfe_daemon._watchfiles import FolderWatcher  # awatch's engine: see Intake._changes
 from wfe_daemon._writing import WriteWatch
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.outbox import result_name
+from wfe_daemon.reading import open_regular, read_capped
 
 __all__ = ["Claimed", "Intake", "describe_os_error", "leftover_claims", "settle_file"]
 
@@ -48,7 +49,6 @@ _TICK_MS = 100
 _IDLE_TICK_MS = 250  # the tick once quiet with nothing to re-check: each one is a thread hop
 _RECHECK_S = 0.1
 _INLINE_READ_MAX = 64 * 1024  # smaller files are read and parsed on the loop, larger in a thread
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +234,7 @@ class Intake:
         """
         while True:
             try:
-                notify = RustNotify([str(self.inbox)], False, False, 300, False, False)
+                notify = FolderWatcher(self.inbox)
             except Exception as exc:  # e.g. the inotify watch limit: rescans find every file
                 log.warning("intake.watch_failed", inbox=str(self.inbox), error=repr(exc))
                 break
@@ -246,7 +246,7 @@ class Intake:
             await anyio.sleep(_TICK_MS / 1000)
             yield set()
 
-    async def _watch(self, notify: RustNotify) -> AsyncGenerator[set[str] | None, None]:
+    async def _watch(self, notify: FolderWatcher) -> AsyncGenerator[set[str] | None, None]:
         stop = threading.Event()
         quiet_since = anyio.current_time()
         while True:
@@ -331,13 +331,10 @@ class Intake:
 
     async def _probe(self, path: Path) -> _Probe | None:
         """Open and inspect ``path``; None when it is gone or not a regular file."""
-        try:
-            fd = os.open(path, _OPEN_FLAGS)  # a symlink fails (ELOOP), a FIFO does not block
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+        with contextlib.ExitStack() as stack:
+            try:  # a symlink fails (ELOOP), a FIFO does not block
+                fd, st = stack.enter_context(open_regular(path))
+            except OSError:
                 return None
             if st.st_size > self.max_file_size:
                 problem = f"file is {st.st_size} bytes, over max_file_size {self.max_file_size}"
@@ -345,12 +342,13 @@ class Intake:
             if st.st_size < _INLINE_READ_MAX:
                 return self._inspect(fd, st)
             return await anyio.to_thread.run_sync(self._inspect, fd, st)
-        finally:
-            os.close(fd)
 
     def _inspect(self, fd: int, before: os.stat_result) -> _Probe:
         """Read the file and judge whether it is complete (it parses, or it has settled)."""
-        data = _read_all(fd, self.max_file_size + 1)
+        data = read_capped(fd, self.max_file_size)
+        if data is None:  # it grew past the limit while read: looked at again later
+            problem = f"file is over max_file_size {self.max_file_size}"
+            return _Probe(before.st_ino, None, problem, False, before.st_ctime)
         after = os.fstat(fd)
         changed = len(data) != before.st_size or (after.st_size, after.st_mtime_ns) != (
             before.st_size,
@@ -511,16 +509,6 @@ def _inbox_problem(inbox: Path, identity: tuple[int, int]) -> str | None:
         if not (inbox / sub).is_dir():
             return f"folder {inbox / sub} is gone"
     return None
-
-
-def _read_all(fd: int, limit: int) -> bytes:
-    """Read up to ``limit`` bytes from ``fd``."""
-    chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
 
 
 def _parses(data: bytes) -> bool:

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from wfe_daemon.errors import UsageError
 from wfe_daemon.intake import Claimed
 from wfe_daemon.store import Store
+from wfe_daemon.summary import RunSummary
 from wfe_daemon.task import Output, Params, Task, TaskContext
 from wfe_daemon.wrappers import AttemptFn, call_task
 
@@ -201,7 +202,7 @@ class Followed:
     """Whether intake runs."""
     faults: Callable[[], dict[str, str]]
     """The open incidents (``Faults.active``)."""
-    on_published: MutableSequence[Callable[[Claimed, dict[str, Any]], None]]
+    on_published: MutableSequence[Callable[[Claimed, RunSummary], None]]
     """The daemon's hooks after each published result: the telemetry adds its own."""
 
 

@@ -34,11 +34,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import anyio
 import structlog
 
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine, reusable_states
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.intake import PROCESSED, REJECTED
 from wfe_daemon.model import (
@@ -49,9 +50,14 @@ from wfe_daemon.model import (
     parse_workflow,
     redact_secrets,
 )
+from wfe_daemon.nodestate import reusable_states
+from wfe_daemon.reading import read_file
+from wfe_daemon.records import RunRecord
 from wfe_daemon.recovery import process_alive
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import compact, load_json
+from wfe_daemon.summary import RunSummary, retried
 
 __all__ = [
     "CANCEL_POLL_S",
@@ -106,15 +112,16 @@ async def request_cancel(store: Store, run_id: int) -> str:
     )
 
 
-async def apply_cancel_requests(engine: Engine) -> tuple[list[int], int]:
-    """Apply the pending requests for runs ``engine`` executes; drop those for ended runs.
+async def apply_cancel_requests(store: Store, engine: Engine) -> tuple[list[int], int]:
+    """Apply the pending requests in ``store`` for runs ``engine`` executes; drop those for
+    ended runs.
 
     Returns the runs cancelled here, and how many requests are left waiting (for runs of
     another process, or not resumed yet).
     """
     handled: list[int] = []
     cancelled: list[int] = []
-    requests = await engine.store.cancel_requests()
+    requests = await store.cancel_requests()
     for request in requests:
         run_id = request["run_id"]
         if engine.cancel(run_id):
@@ -122,13 +129,15 @@ async def apply_cancel_requests(engine: Engine) -> tuple[list[int], int]:
             handled.append(run_id)
         elif request["status"] != RunStatus.RUNNING:  # finished meanwhile, or pruned
             handled.append(run_id)
-    engine.store.drop_cancel_requests(handled)
+    store.drop_cancel_requests(handled)
     for run_id in cancelled:
         log.info("workflow.cancelling", run_id=run_id)
     return cancelled, len(requests) - len(handled)
 
 
-async def watch_cancels(engine: Engine, *, interval_s: float = CANCEL_POLL_S) -> NoReturn:
+async def watch_cancels(
+    store: Store, engine: Engine, *, interval_s: float = CANCEL_POLL_S
+) -> NoReturn:
     """Serve cancel requests for ``engine``'s runs until cancelled (see the module doc).
 
     A failing database is logged and retried at the next poll, never raised: cancelling
@@ -138,31 +147,32 @@ async def watch_cancels(engine: Engine, *, interval_s: float = CANCEL_POLL_S) ->
     waiting = 0
     while True:
         try:
-            version = await engine.store.data_version()
+            version = await store.data_version()
             # While requests wait, look again every time: their run may have become ours
             # (resumed, or just created) without any other connection committing.
             if version != seen or waiting:
-                _, waiting = await apply_cancel_requests(engine)
+                _, waiting = await apply_cancel_requests(store, engine)
                 seen = version
         except Exception as exc:  # e.g. the disk is full: try again next time
             log.warning("cancel.poll_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(interval_s)
 
 
-async def run_cancellable(engine: Engine, work: Awaitable[T]) -> T:
-    """Await ``work`` (a run on ``engine``) while serving cancel requests for it."""
-    watcher = asyncio.create_task(watch_cancels(engine), name="wfe-cancel-watch")
-    try:
-        return await work
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+async def run_cancellable(store: Store, engine: Engine, work: Awaitable[T]) -> T:
+    """Await ``work`` (a run on ``engine``) while serving the cancel requests of ``store``."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_cancels, store, engine)
+        result = await work
+        tg.cancel_scope.cancel()
+    return result
 
 
 # -- retry -------------------------------------------------------------------------------------
 
 
-async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
+async def retry_run(
+    run_id: int, *, settings: Settings, registry: TaskRegistry, store: Store, engine: Engine
+) -> RunSummary:
     """Run finished run ``run_id`` again, reusing its SUCCESS nodes; the new run's summary.
 
     Only the nodes that did not succeed (FAILED, SKIPPED, CANCELLED) run; the others keep
@@ -171,7 +181,7 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
     the stored definition, or, when its secrets were redacted there, the original file
     found in ``inbox/processed/`` or ``inbox/rejected/``; it is validated again. The retry
     takes the original's ``idempotency_key`` only when no other run holds it. Cancel
-    requests for the new run are served while it runs.
+    requests for the new run are served while it runs. ``engine`` runs over ``store``.
 
     Raises:
         StoreError: no such run, or it is not finished (RUNNING) or never ran (REJECTED,
@@ -179,7 +189,6 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
         WorkflowRejected: the definition is no longer valid (e.g. a task type is gone), or
             its secrets were redacted and the original file was not found.
     """
-    store = engine.store
     run = await store.get_run(run_id)
     if run is None:
         raise StoreError(f"no run {run_id}")
@@ -188,7 +197,7 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
             f"run {run_id} is {run['status']}: only a finished run that ran "
             "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
         )
-    workflow, definition = await _definition(engine, run)
+    workflow, definition = await _definition(run, settings, registry)
     began, started_at = time.perf_counter(), now_iso()
     new_id = await store.create_retry(
         run_id,
@@ -205,24 +214,27 @@ async def retry_run(engine: Engine, run_id: int) -> dict[str, Any]:
     done = reusable_states(workflow, new["nodes"], {NodeStatus.SUCCESS})
     log.info("workflow.retry", run_id=new_id, retry_of=run_id, reused=len(done))
     summary = await run_cancellable(
+        store,
         engine,
         engine.resume(
             workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began
         ),
     )
-    summary["retry_of"] = run_id
+    summary = retried(summary, run_id)
     await store.set_summary(new_id, summary)
     return summary
 
 
-async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef, str]:
+async def _definition(
+    run: RunRecord, settings: Settings, registry: TaskRegistry
+) -> tuple[WorkflowDef, str]:
     """The workflow to retry and the definition to store for the new run (as stored)."""
     stored = run["definition"]
     if not isinstance(stored, dict):
         raise WorkflowRejected([f"run {run['id']}: no stored definition to retry"])
     doc = stored
     if holds_redacted(stored):  # the database has "***" where secrets were: find the file
-        doc = await asyncio.to_thread(_find_original, engine.settings, run, stored)
+        doc = await asyncio.to_thread(_find_original, settings, run, stored)
         if doc is None:
             raise WorkflowRejected(
                 [
@@ -231,10 +243,10 @@ async def _definition(engine: Engine, run: dict[str, Any]) -> tuple[WorkflowDef,
                     "inbox/rejected/; drop the file again instead"
                 ]
             )
-    return parse_workflow(doc, engine.registry), compact(stored)
+    return parse_workflow(doc, registry), compact(stored)
 
 
-def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:
+def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:
     """The parsed original file of ``run`` whose redacted form is ``stored``, or ``None``.
 
     Looks at the run's own path (``execute``), then at ``processed/`` and ``rejected/``
@@ -242,8 +254,8 @@ def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:
     """
     inbox, source = settings.inbox, Path(run["source"] or "")
     candidates: list[Path] = []
-    if run.get("source_path"):
-        candidates.append(Path(run["source_path"]))
+    if source_path := run["source_path"]:
+        candidates.append(Path(source_path))
     if source.name:
         for folder in (inbox / PROCESSED, inbox / REJECTED):
             candidates.append(folder / source.name)
@@ -254,9 +266,10 @@ def _find_original(settings: Settings, run: dict[str, Any], stored: Any) -> Any:
             candidates.extend(clashes[:_MAX_CANDIDATES])
     for path in candidates:
         try:
-            if path.stat().st_size > settings.max_file_size:
+            data = read_file(path, settings.max_file_size, follow_symlinks=True).data
+            if data is None:
                 continue
-            doc = load_json(path.read_bytes())
+            doc = load_json(data)
         except (OSError, WorkflowRejected, ValueError):
             continue
         if redact_secrets(doc) == stored:

@@ -7,11 +7,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from wfe_daemon.summary import RunSummary
 
 __all__ = [
     "NAME_MAX",
@@ -27,7 +28,7 @@ NAME_MAX = 255
 _HASH_CHARS = 12
 
 
-def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any]) -> Path:
+def write_result(outbox: Path, stem: str, run_id: int, summary: RunSummary) -> Path:
     """Publish ``summary`` as ``outbox/<stem>.result.json`` atomically, never overwriting.
 
     The JSON is written to a dot-prefixed temporary file in ``outbox`` itself (so a reader
@@ -62,7 +63,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
                 os.link(tmp, candidate)
                 break
             except FileExistsError:
-                if same_run(_read(candidate), summary):
+                if same_run(_read(candidate), summary["run_id"], summary["started_at"]):
                     break
                 n += 1
         _fsync_dir(outbox)
@@ -72,8 +73,8 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: Mapping[str, Any
             tmp.unlink()
 
 
-def same_run(doc: Any, summary: Mapping[str, Any]) -> bool:
-    """Whether a published result ``doc`` is the result of the run ``summary`` describes.
+def same_run(doc: Any, run_id: int, started_at: str) -> bool:
+    """Whether a published result ``doc`` is the result of the run ``(run_id, started_at)``.
 
     A run is known by its id together with the microsecond it started: ids start again at 1
     when the database is deleted or restored from a backup, so an id alone may name an
@@ -81,8 +82,8 @@ def same_run(doc: Any, summary: Mapping[str, Any]) -> bool:
     """
     return (
         isinstance(doc, dict)
-        and doc.get("run_id") == summary["run_id"]
-        and doc.get("started_at") == summary.get("started_at")
+        and doc.get("run_id") == run_id
+        and doc.get("started_at") == started_at
     )
 
 
@@ -99,7 +100,6 @@ def find_result(outbox: Path, stem: str, run_id: int, started_at: str | None = N
     """
     if started_at is None:
         return None
-    wanted = {"run_id": run_id, "started_at": started_at}
     n = 0
     while True:
         path = _candidate(outbox, stem, run_id, n)
@@ -113,7 +113,7 @@ def find_result(outbox: Path, stem: str, run_id: int, started_at: str | None = N
             doc = None
         # Any other OSError (the outbox unreadable, not a folder, EIO) is raised: looking
         # further could not end, and the caller retries the publish as a fault.
-        if same_run(doc, wanted):
+        if same_run(doc, run_id, started_at):
             return path
         n += 1
 
@@ -132,7 +132,7 @@ def remove_temporaries(outbox: Path) -> int:
     return removed
 
 
-def _encode(summary: Mapping[str, Any]) -> bytes:
+def _encode(summary: RunSummary) -> bytes:
     try:
         return orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except TypeError:

@@ -13,49 +13,65 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import anyio
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.engine import Engine, NodeState, reusable_states, summarize
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.intake import PROCESSING, Claimed
-from wfe_daemon.model import NodeDef, NodeStatus, RunStatus, parse_workflow
+from wfe_daemon.model import NodeStatus, parse_workflow
+from wfe_daemon.nodestate import reusable_states
+from wfe_daemon.reading import read_file
+from wfe_daemon.records import NodeRecord
+from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
 from wfe_daemon.submission import submit
+from wfe_daemon.summary import NodeEntry, RunSummary, build_summary, node_entry
 
 log = structlog.get_logger()
 
 _FINAL = frozenset(status for status in NodeStatus if status.is_final)
 
 
-async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
-    """Bring one leftover file to a result summary (``None`` if the file vanished)."""
+async def recover(
+    claimed: Claimed,
+    *,
+    max_file_size: int,
+    registry: TaskRegistry,
+    store: Store,
+    engine: Engine,
+) -> RunSummary | None:
+    """Bring one leftover file to a result summary (``None`` if the file vanished).
+
+    ``registry``, ``store`` and ``engine`` are those :func:`~wfe_daemon.submission.submit`
+    takes; a run resumed goes on in ``engine``.
+    """
     try:
-        data = await anyio.to_thread.run_sync(_read, claimed.path, engine.settings.max_file_size)
+        data = await anyio.to_thread.run_sync(_read, claimed.path, max_file_size)
     except OSError:
         return None
-    run = await engine.store.run_for_source(str(claimed.path))
+    run = await store.run_for_source(str(claimed.path))
     if run is None:
         return await submit(
-            engine,
             data,
+            registry=registry,
+            store=store,
+            engine=engine,
             source=claimed.source,
             source_path=claimed.path,
-            problem=f"file is over max_file_size {engine.settings.max_file_size}",
+            problem=f"file is over max_file_size {max_file_size}",
         )
     source = run["source"] or claimed.source
     if run["status"] != "RUNNING":
-        summary: dict[str, Any] | None = run["result_summary"]
-        return summary
+        return run["result_summary"]
     log.info("workflow.resumed", run_id=run["id"], source=source)
     try:
-        workflow = parse_workflow(load_json(data or b""), engine.registry)
+        workflow = parse_workflow(load_json(data or b""), registry)
     except WorkflowRejected as exc:  # e.g. a task type is no longer installed
-        return await abandon(engine.store, run["id"], "cannot resume: " + "; ".join(exc.problems))
+        return await abandon(store, run["id"], "cannot resume: " + "; ".join(exc.problems))
     return await engine.resume(
         workflow,
         run["id"],
@@ -67,33 +83,41 @@ async def recover(engine: Engine, claimed: Claimed) -> dict[str, Any] | None:
 
 def _read(path: Path, max_size: int) -> bytes | None:
     """The file's bytes, or ``None`` when it is too large to read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        if os.fstat(fd).st_size > max_size:
-            return None
-        data = file.read(max_size + 1)  # st_size may lie (the file grew): read no further
-    return None if len(data) > max_size else data
+    return read_file(path, max_size).data
 
 
-async def abandon(store: Store, run_id: int, reason: str) -> dict[str, Any]:
+async def abandon(store: Store, run_id: int, reason: str) -> RunSummary:
     """End a RUNNING run nobody will resume; store and return its summary."""
     finished_at = now_iso()
     status = await store.abandon_run(run_id, reason, finished_at)
     run = await store.get_run(run_id)
     assert run is not None
-    states = [NodeState.from_row(row, NodeDef(row["node_id"], row["type"])) for row in run["nodes"]]
-    summary = summarize(
-        run_id,
-        run["name"],
-        run["source"],
-        RunStatus(status),
-        run["started_at"],
-        finished_at,
-        None,
-        states,
+    summary = build_summary(
+        run_id=run_id,
+        workflow=run["name"],
+        source=run["source"],
+        status=status,
+        started_at=run["started_at"],
+        finished_at=finished_at,
+        duration=None,
+        nodes=((row["node_id"], _entry(row)) for row in run["nodes"]),
     )
     await store.set_summary(run_id, summary)
     return summary
+
+
+def _entry(row: NodeRecord) -> NodeEntry:
+    return node_entry(
+        row["type"],
+        row["status"],
+        attempts=row["attempts"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration=row["duration"],
+        output=row["result_data"],
+        error=row["error"],
+        reason=row["reason"],
+    )
 
 
 async def abandon_orphans(store: Store, inbox: Path) -> None:
@@ -111,11 +135,11 @@ async def abandon_orphans(store: Store, inbox: Path) -> None:
             continue
         await abandon(store, run["id"], "interrupted: the process running it ended")
         log.warning("workflow.abandoned", run_id=run["id"], source_path=path)
-    for run in await store.unsettled_runs():
+    for unsettled in await store.unsettled_runs():
         # Its file left processing/ but the settled mark was lost in a crash: without
         # this, a later file claimed at the same path would be taken for this run.
-        if not _exists(run["source_path"]):
-            store.mark_settled(run["id"])
+        if not _exists(unsettled["source_path"]):
+            store.mark_settled(unsettled["id"])
 
 
 def _exists(path: str) -> bool:

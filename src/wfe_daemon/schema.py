@@ -6,8 +6,9 @@ import sqlite3
 from contextlib import suppress
 
 from wfe_daemon.errors import StoreError
+from wfe_daemon.rules import FAILED_PREFIX
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # A run in one of these states no longer holds its idempotency key.
 IDEMPOTENCY_FREE = "'FAILED', 'CANCELLED', 'REJECTED', 'DUPLICATE'"
@@ -54,6 +55,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX workflowrun_by_started ON workflowrun(started_at);
     """,
+    # 3 -> 4: a skip's cause in its own column (the node whose failure skipped it), taken
+    # for older rows from their reason; substr, not LIKE, which would read "_" as a wildcard.
+    """
+    ALTER TABLE noderun ADD COLUMN cause TEXT;
+    UPDATE noderun SET cause = substr(reason, {PREFIX_LENGTH} + 1)
+        WHERE substr(reason, 1, {PREFIX_LENGTH}) = '{FAILED_PREFIX}';
+    """.replace("{PREFIX_LENGTH}", str(len(FAILED_PREFIX))).replace(
+        "{FAILED_PREFIX}", FAILED_PREFIX
+    ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 

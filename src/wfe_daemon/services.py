@@ -1,16 +1,28 @@
-"""Process-wide resources, opened once by the commands that run workflows and the daemon."""
+"""Wiring: the registry, the services and the engine, built once from ``Settings``.
+
+Every command and the daemon check the settings against the registry through
+:func:`load_registry` (``run``, ``execute``, ``retry``, ``validate``, ``graph``, ``tasks``),
+and whatever runs workflows (the daemon, ``execute``, ``retry``) builds its engine with
+:func:`open_engine` over the store it opened (the daemon waits for a writable database,
+under its signal watcher; the commands simply open it).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import ConfigError
 from wfe_daemon.registry import TaskRegistry
 from wfe_daemon.task import Services
 from wfe_daemon.tasks import BUILTINS
+
+if TYPE_CHECKING:  # imported when used: ``validate`` and ``tasks`` need neither
+    from wfe_daemon.engine import Engine
+    from wfe_daemon.store import Store
+    from wfe_daemon.wrappers import AttemptFn, AttemptHook
 
 _OPT_IN: Final[Mapping[str, str]] = {"shell": "enable_shell"}
 """Task types that run only when their setting is true, by type."""
@@ -52,3 +64,32 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
     async with open_http_client(settings) as http:
         yield Services(http=http)
+
+
+@asynccontextmanager
+async def open_engine(
+    settings: Settings,
+    registry: TaskRegistry,
+    store: Store,
+    *,
+    executor: AttemptFn | None = None,
+    hooks: tuple[AttemptHook, ...] = (),
+) -> AsyncIterator[Engine]:
+    """The one engine of a process, over ``store``; the services it hands tasks are closed
+    on exit.
+
+    ``executor`` (default: the task's own ``execute``) and ``hooks`` are the engine's: the
+    live progress line, metrics.
+    """
+    from wfe_daemon.engine import Engine
+    from wfe_daemon.wrappers import call_task
+
+    async with open_services(settings) as services:
+        yield Engine(
+            registry,
+            store,
+            settings,
+            services=services,
+            executor=executor or call_task,
+            hooks=hooks,
+        )

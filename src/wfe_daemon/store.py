@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import structlog
@@ -37,7 +37,17 @@ from wfe_daemon._writer import Writer
 from wfe_daemon.clock import now_iso
 from wfe_daemon.errors import DuplicateRun, StoreCorrupt, StoreError
 from wfe_daemon.faults import Faults
+from wfe_daemon.records import (
+    CancelRequest,
+    CancelTarget,
+    NodeRecord,
+    RunListing,
+    RunRecord,
+    UnfinishedRun,
+    UnsettledRun,
+)
 from wfe_daemon.schema import MIGRATIONS, SCHEMA_VERSION
+from wfe_daemon.summary import RunSummary
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
@@ -56,7 +66,8 @@ _NODE_RUNNING = (
 )
 _NODE_FINISHED = (
     "UPDATE noderun SET status = ?, started_at = ?, finished_at = ?, duration = ?,"
-    " attempts = ?, result_data = ?, error = ?, reason = ? WHERE workflow_id = ? AND node_id = ?"
+    " attempts = ?, result_data = ?, error = ?, reason = ?, cause = ?"
+    " WHERE workflow_id = ? AND node_id = ?"
 )
 _RUN_FINISHED = (
     "UPDATE workflowrun SET status = ?, finished_at = ?, duration = ?, result_summary = ?"
@@ -282,7 +293,7 @@ class Store:
         source: str | None,
         source_path: str | None,
         at: str,
-        summary: dict[str, Any],
+        summary: RunSummary,
         duplicate_of: int | None = None,
     ) -> int:
         """Record a file that never ran (REJECTED or DUPLICATE); its run id, once durable.
@@ -324,8 +335,10 @@ class Store:
         output_json: str | None = None,
         error: str | None = None,
         reason: str | None = None,
+        cause: str | None = None,
     ) -> None:
-        """Queue: the node reached a final status (``output_json``: encoded, redacted)."""
+        """Queue: the node reached a final status (``output_json``: encoded, redacted;
+        ``cause``: for a node skipped because of a failure, the node that failed)."""
         self._writer.enqueue_finished(
             (run_id, node_id),
             (
@@ -339,6 +352,7 @@ class Store:
                     output_json,
                     error,
                     reason,
+                    cause,
                     run_id,
                     node_id,
                 ),
@@ -346,7 +360,13 @@ class Store:
         )
 
     async def finish_run(
-        self, run_id: int, *, status: str, finished_at: str, duration: float, summary: Any
+        self,
+        run_id: int,
+        *,
+        status: str,
+        finished_at: str,
+        duration: float | None,
+        summary: RunSummary,
     ) -> None:
         """Record the run's final state and wait until it is durable (the node outputs in
         ``summary`` are kept in the node rows only; :meth:`get_run` puts them back)."""
@@ -358,7 +378,7 @@ class Store:
 
     async def list_runs(
         self, limit: int = 20, *, statuses: Iterable[str] = (), since: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunListing]:
         """The newest runs first, without their nodes.
 
         ``statuses`` keeps runs in one of them; ``since`` (UTC ISO-8601, the stored
@@ -369,7 +389,7 @@ class Store:
         where = [f"status IN ({', '.join('?' * len(wanted))})"] if wanted else []
         if since is not None:
             where.append("started_at >= ?")  # same-offset ISO stamps sort as text
-        return await self._query(
+        rows = await self._query(
             "SELECT id, name, status, source, started_at, finished_at, duration,"
             " COALESCE(json_extract(result_summary, '$.errors[0]'), (SELECT node_id || ': ' ||"
             " error FROM noderun WHERE workflow_id = workflowrun.id AND error IS NOT NULL"
@@ -378,8 +398,9 @@ class Store:
             + " ORDER BY id DESC LIMIT ?",
             (*wanted, *([since] if since is not None else []), limit),
         )
+        return cast(list[RunListing], rows)
 
-    async def get_run(self, run_id: int) -> dict[str, Any] | None:
+    async def get_run(self, run_id: int) -> RunRecord | None:
         """One run with its nodes in file order, or ``None``."""
         runs = await self._query(
             "SELECT id, name, status, source, source_path, started_at, finished_at, duration,"
@@ -391,23 +412,29 @@ class Store:
         run = runs[0]
         for key in ("definition", "result_summary"):
             run[key] = json.loads(run[key]) if run[key] else None
-        run["nodes"] = await self._query(
-            "SELECT node_id, type, status, attempts, started_at, finished_at, duration,"
-            " result_data, error, reason FROM noderun WHERE workflow_id = ? ORDER BY id",
-            (run_id,),
+        nodes = cast(
+            list[NodeRecord],
+            await self._query(
+                "SELECT node_id, type, status, attempts, started_at, finished_at, duration,"
+                " result_data, error, reason, cause FROM noderun WHERE workflow_id = ?"
+                " ORDER BY id",
+                (run_id,),
+            ),
         )
-        for node in run["nodes"]:
+        for node in nodes:
             node["result_data"] = json.loads(node["result_data"]) if node["result_data"] else None
-        _tx.restore_outputs(run["result_summary"], run["nodes"])
-        return run
+        run["nodes"] = nodes
+        _tx.restore_outputs(run["result_summary"], nodes)
+        return cast(RunRecord, run)
 
-    async def unfinished_runs(self) -> list[dict[str, Any]]:
+    async def unfinished_runs(self) -> list[UnfinishedRun]:
         """Runs still RUNNING, oldest first: ``id``, ``source_path``, ``pid``."""
-        return await self._query(
+        rows = await self._query(
             "SELECT id, source_path, pid FROM workflowrun WHERE status = 'RUNNING' ORDER BY id"
         )
+        return cast(list[UnfinishedRun], rows)
 
-    async def run_for_source(self, source_path: str) -> dict[str, Any] | None:
+    async def run_for_source(self, source_path: str) -> RunRecord | None:
         """The newest run of the file at ``source_path`` that is not settled yet, if any."""
         rows = await self._query(
             "SELECT id FROM workflowrun WHERE source_path = ? AND settled_at IS NULL"
@@ -425,7 +452,7 @@ class Store:
         )
         return status
 
-    async def set_summary(self, run_id: int, summary: Any) -> None:
+    async def set_summary(self, run_id: int, summary: RunSummary) -> None:
         """Store a run's result summary, durably."""
         self._enqueue(
             (
@@ -435,31 +462,33 @@ class Store:
         )
         await self.flush(durable=True)
 
-    async def unsettled_runs(self) -> list[dict[str, Any]]:
+    async def unsettled_runs(self) -> list[UnsettledRun]:
         """Finished runs of a file whose result is not marked published: ``id``, ``source_path``."""
-        return await self._query(
+        rows = await self._query(
             "SELECT id, source_path FROM workflowrun WHERE settled_at IS NULL"
             " AND status != 'RUNNING' AND source_path IS NOT NULL ORDER BY id"
         )
+        return cast(list[UnsettledRun], rows)
 
     # -- operations: cancel requests, retries, retention ------------------------------
 
-    async def request_cancel(self, run_id: int, requested_at: str) -> dict[str, Any] | None:
+    async def request_cancel(self, run_id: int, requested_at: str) -> CancelTarget | None:
         """Ask for run ``run_id`` to be cancelled if it is RUNNING; the run's ``status`` and
         ``pid`` (``None`` for no such run). A repeated request keeps the first one's time."""
 
-        found: dict[str, Any] | None = await self._submit(
+        found: CancelTarget | None = await self._submit(
             partial(_tx.request_cancel, run_id=run_id, requested_at=requested_at)
         )
         return found
 
-    async def cancel_requests(self) -> list[dict[str, Any]]:
+    async def cancel_requests(self) -> list[CancelRequest]:
         """Pending cancel requests, oldest first: ``run_id`` and the run's ``status``
         (``None`` when the run no longer exists)."""
-        return await self._query(
+        rows = await self._query(
             "SELECT c.run_id, w.status FROM cancel_request AS c"
             " LEFT JOIN workflowrun AS w ON w.id = c.run_id ORDER BY c.requested_at"
         )
+        return cast(list[CancelRequest], rows)
 
     def drop_cancel_requests(self, run_ids: Iterable[int]) -> None:
         """Queue: these cancel requests are handled."""

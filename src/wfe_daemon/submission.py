@@ -12,25 +12,31 @@ from typing import Any
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.engine import Engine, summarize
+from wfe_daemon.engine import Engine
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_DUPLICATE, WORKFLOW_RECEIVED, WORKFLOW_REJECTED
 from wfe_daemon.model import RunStatus, parse_workflow, printable, public_definition
+from wfe_daemon.registry import TaskRegistry
+from wfe_daemon.store import Store
 from wfe_daemon.strictjson import load_json
+from wfe_daemon.summary import RunSummary, build_summary
 
 
 async def submit(
-    engine: Engine,
     data: bytes | None,
     *,
+    registry: TaskRegistry,
+    store: Store,
+    engine: Engine,
     source: str,
     source_path: Path | None = None,
     problem: str | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Validate ``data`` and run it, or record why it is rejected; return the summary.
 
     ``data`` is ``None`` when the file was refused unread (``problem`` says why, for
-    example that it is over ``max_file_size``).
+    example that it is over ``max_file_size``). ``registry`` validates it, ``store`` records
+    a file that never runs, and ``engine`` (over that store) runs the rest.
     """
     # A name that is not valid UTF-8 (``execute`` of any file) is kept escaped: the
     # database, the summary and the logs hold text.
@@ -43,11 +49,11 @@ async def submit(
         if data is None:
             raise WorkflowRejected([problem or "file could not be read"])
         doc = load_json(data)
-        workflow = parse_workflow(doc, engine.registry)
+        workflow = parse_workflow(doc, registry)
     except WorkflowRejected as exc:
         name = doc.get("name") if isinstance(doc, dict) else None
         summary = _unrun(RunStatus.REJECTED, name, source, errors=exc.problems)
-        await _record(engine, summary, path_text)
+        await _record(store, summary, path_text)
         log.warning(WORKFLOW_REJECTED, run_id=summary["run_id"], errors=exc.problems)
         return summary
     definition = public_definition(data.decode("utf-8-sig"), doc)
@@ -61,7 +67,7 @@ async def submit(
         )
     except DuplicateRun as exc:
         summary = _unrun(RunStatus.DUPLICATE, workflow.name, source, duplicate_of=exc.run_id)
-        await _record(engine, summary, path_text)
+        await _record(store, summary, path_text)
         log.info(WORKFLOW_DUPLICATE, run_id=summary["run_id"], duplicate_of=exc.run_id)
         return summary
 
@@ -73,21 +79,27 @@ def _unrun(
     *,
     errors: list[str] | None = None,
     duplicate_of: int | None = None,
-) -> dict[str, Any]:
-    """The summary of a file that never ran (its run id is set once it is recorded)."""
+) -> RunSummary:
+    """The summary of a file that never ran (its run id, 0 here, is set once it is recorded)."""
     at = now_iso()
-    workflow = name if isinstance(name, str) else None
-    summary = summarize(None, workflow, source, status, at, at, 0.0, (), errors or ())
-    if duplicate_of is not None:
-        summary["duplicate_of"] = duplicate_of
-    return summary
+    return build_summary(
+        run_id=0,
+        workflow=name if isinstance(name, str) else None,
+        source=source,
+        status=status,
+        started_at=at,
+        finished_at=at,
+        duration=0.0,
+        errors=errors or (),
+        duplicate_of=duplicate_of,
+    )
 
 
-async def _record(engine: Engine, summary: dict[str, Any], source_path: str | None) -> None:
+async def _record(store: Store, summary: RunSummary, source_path: str | None) -> None:
     """Store a run that never ran; sets ``summary["run_id"]``."""
-    await engine.store.record_unrun(
+    await store.record_unrun(
         status=summary["status"],
-        name=summary["workflow"] or summary["source"],
+        name=summary["workflow"] or summary["source"] or "",  # _unrun always sets a source
         source=summary["source"],
         source_path=source_path,
         at=summary["started_at"],

@@ -13,6 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any, NamedTuple
 
 from wfe_daemon import dag
+from wfe_daemon.records import NodeRecord, RunListing, RunRecord
 
 _RESET = "\x1b[0m"
 _GREEN, _YELLOW, _RED, _GREY = "\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[90m"
@@ -127,7 +128,7 @@ def _visible(text: str) -> str:
 
 
 def runs_table(
-    runs: Sequence[Mapping[str, Any]],
+    runs: Sequence[RunListing],
     *,
     color: bool = False,
     width: int | None = None,
@@ -151,7 +152,7 @@ def runs_table(
     )
 
 
-def node_order(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+def node_order(run: RunRecord) -> list[NodeRecord]:
     """The run's node rows in dependency order (from its stored definition), else as stored."""
     nodes = {node["node_id"]: node for node in run["nodes"]}
     definition = run.get("definition")
@@ -171,20 +172,23 @@ def node_order(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [nodes[node_id] for node_id in [*order, *rest]]
 
 
-def failing_error(run: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]]) -> str | None:
+def _errors(run: RunRecord) -> list[str]:
+    summary = run.get("result_summary")
+    return (summary.get("errors") if summary else None) or []
+
+
+def failing_error(run: RunRecord, ordered: Sequence[NodeRecord]) -> str | None:
     """The run's first error, else the first failed node's (as ``node: error``)."""
-    errors = (run.get("result_summary") or {}).get("errors") or []
+    errors = _errors(run)
     if errors:
         return str(errors[0])
     failed = next((node for node in ordered if node["error"]), None)
     return None if failed is None else f"{failed['node_id']}: {failed['error']}"
 
 
-def _error_facts(
-    run: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]]
-) -> list[tuple[str, str]]:
+def _error_facts(run: RunRecord, ordered: Sequence[NodeRecord]) -> list[tuple[str, str]]:
     """``error`` and the failure, or ``errors`` and each of the run's problems on its line."""
-    errors = (run.get("result_summary") or {}).get("errors") or []
+    errors = _errors(run)
     if len(errors) > 1:
         return [("" if i else "errors", one_line(str(error))) for i, error in enumerate(errors)]
     error = failing_error(run, ordered)
@@ -192,7 +196,7 @@ def _error_facts(
 
 
 def run_detail(
-    run: Mapping[str, Any],
+    run: RunRecord,
     *,
     color: bool = False,
     width: int | None = None,
@@ -203,14 +207,17 @@ def run_detail(
     A rejected run's facts end with every problem found in its file, one per line.
     """
     ordered = node_order(run)
-    summary = run.get("result_summary") or {}
+    summary = run.get("result_summary")
+    links = {
+        "retry_of": summary.get("retry_of") if summary else None,
+        "duplicate_of": summary.get("duplicate_of") if summary else None,
+    }
     facts = [
         ("source", run.get("source") or "-"),
         ("started", short_time(run.get("started_at"), tz)),
         ("duration", human_duration(run.get("duration"))),
     ]
-    for key in ("retry_of", "duplicate_of"):
-        value = run.get(key) or summary.get(key)
+    for key, value in links.items():
         if value is not None:
             facts.append((key.replace("_", " "), str(value)))
     facts += _error_facts(run, ordered)
