@@ -821,10 +821,10 @@ async def test_ten_thousand_node_chain_completes(
 # -- cancellation -------------------------------------------------------------------------------
 
 
-async def test_cancelling_a_run_as_a_slot_is_handed_over_leaks_no_slot(
+async def test_cancelling_a_run_as_the_next_node_takes_its_slot_leaks_no_slot(
     engine_factory: Callable[..., Engine],
 ) -> None:
-    """A run cancelled just as the dispatcher hands a slot to a new node gives that slot back."""
+    """A run cancelled just as a slot passes to the next node gives that slot back."""
     base = engine_factory(max_concurrent_tasks=1)
     run: asyncio.Task[dict[str, Any]] | None = None
 

@@ -2,9 +2,11 @@
 
 One ``Engine`` serves the whole process: its semaphores bound the nodes running at once
 across all workflows (``max_concurrent_tasks``) and per task type (``task_limits``).
-A run is an asyncio task group: a dispatcher task takes ready nodes in order and spawns
-one task per node once a slot is free, so a 100,000-node fan-out does not hold 100,000
-idle tasks. Every transition is queued to the store in the order it happened.
+A run is an asyncio task group that owns every task of the run: a dispatcher task takes
+ready nodes in order and spawns one task per node, the next only once the last holds its
+slot, so a 100,000-node fan-out does not hold 100,000 idle tasks. A node's task holds its
+slots with ``async with`` for each attempt, never across a retry's backoff.
+Every transition is queued to the store in the order it happened.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import orjson
@@ -120,6 +121,19 @@ class NodeState:
         if self.reason is not None:
             entry["reason"] = self.reason
         return entry
+
+
+class _Unlimited:
+    """The slot of a task type without a limit of its own: always free."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNLIMITED = _Unlimited()
 
 
 class Engine:
@@ -252,8 +266,6 @@ class _Run:
         self.outputs = {id_: s.output for id_, s in self.states.items() if s.status is SUCCESS}
         self.ready: deque[NodeState] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
-        self.handed: set[str] = set()
-        """Nodes given a global slot by the dispatcher whose task has not started yet."""
         self.changed = asyncio.Event()
         self.stopped: tuple[NodeStatus, str] | None = None
         self.dispatcher: asyncio.Task[None] | None = None
@@ -337,40 +349,34 @@ class _Run:
         self.changed.set()
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
-        """Spawn ready nodes in order, each once a slot is free; return when all ended."""
-        slots, type_slots = self.engine.slots, self.engine.type_slots
+        """Spawn ready nodes in order, each once it holds a slot; return when all ended."""
+        type_slots = self.engine.type_slots
         while True:
             while self.ready:
                 state = self.ready.popleft()
-                # Nodes of a limited type wait for their own slot first, so they never
-                # hold a global slot another type could use.
-                holding = state.node.type not in type_slots
-                if holding:
-                    await slots.acquire()
-                    self.handed.add(state.node.id)
+                # Mark RUNNING before spawning: the node leaves the ready set once.
                 state.status = NodeStatus.RUNNING
-                task = group.create_task(self._node(state, holding))
-                task.add_done_callback(partial(self._reclaim, state.node.id))
-                self.running[state.node.id] = task
+                if state.node.type in type_slots:
+                    # A limited type waits for its own slot first, in its task, so it never
+                    # holds a global slot another type could use, nor holds up the others.
+                    self.running[state.node.id] = group.create_task(self._node(state, None))
+                    continue
+                # The next node is spawned only once this one holds its slot: a 100,000-node
+                # fan-out does not hold 100,000 idle tasks, and nodes start in order.
+                started = asyncio.get_running_loop().create_future()
+                self.running[state.node.id] = group.create_task(self._node(state, started))
+                await started
             if not self.running:
                 return
             self.changed.clear()
             await self.changed.wait()
 
-    def _reclaim(self, node_id: str, _task: asyncio.Task[None]) -> None:
-        # A task cancelled before its first step never runs its own cleanup: without
-        # this, the slot the dispatcher handed it would be lost to the whole engine.
-        if node_id in self.handed:
-            self.handed.discard(node_id)
-            self.engine.slots.release()
-
     # -- one node ---------------------------------------------------------------------------
 
-    async def _node(self, state: NodeState, holding: bool) -> None:
+    async def _node(self, state: NodeState, started: asyncio.Future[None] | None) -> None:
         node = state.node
-        self.handed.discard(node.id)  # from here on, _attempts releases the slot
         try:
-            await self._attempts(state, holding)
+            await self._attempts(state, started)
         except asyncio.CancelledError:
             if self.stopped is None:  # a shutdown: the run stays to be resumed
                 if state.started_at is not None:
@@ -388,38 +394,30 @@ class _Run:
                 self._end(state, status, error=f"cancelled: {reason}")
             raise
         finally:
+            if started is not None:  # cancelled before it held a slot
+                _set(started)
             del self.running[node.id]
             # After a cancel, the nodes left are skipped by _finish with the cancel's reason,
             # not as "dependency skipped" by their parents.
             if state.status.is_final and not self._cancelled:
                 self._ended(state)
 
-    async def _attempts(self, state: NodeState, holding: bool) -> None:
+    async def _attempts(self, state: NodeState, started: asyncio.Future[None] | None) -> None:
+        """Run attempts until one succeeds or none is left; each holds a slot, the backoff none."""
         node, engine = state.node, self.engine
-        type_slot = engine.type_slots.get(node.type)
+        type_slot = engine.type_slots.get(node.type, _UNLIMITED)
         while True:
             state.attempts += 1
-            if not holding:
-                if type_slot is not None:
-                    await type_slot.acquire()
-                try:
-                    await engine.slots.acquire()
-                except BaseException:
-                    if type_slot is not None:
-                        type_slot.release()
-                    raise
-            try:
+            async with type_slot, engine.slots:
+                if started is not None:
+                    _set(started)
+                    started = None
                 if state.started_at is None:
                     state.started_at = now_iso()
                     state.clock = time.perf_counter()
                 # Every attempt is recorded: a restart goes on from it (see reusable_states).
                 self.store.node_running(self.run_id, node.id, state.started_at, state.attempts)
                 error = await self._attempt(state)
-            finally:
-                engine.slots.release()
-                if type_slot is not None:
-                    type_slot.release()
-                holding = False
             if error is None:
                 self._end(state, SUCCESS)
                 return
@@ -586,6 +584,12 @@ class _Run:
         emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
         emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+def _set(started: asyncio.Future[None]) -> None:
+    """Tell the dispatcher the node holds its slot (unless the dispatcher stopped waiting)."""
+    if not started.done():
+        started.set_result(None)
 
 
 # datetimes and dataclasses orjson would encode, but they are not JSON values: refuse them.
