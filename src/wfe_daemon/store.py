@@ -25,7 +25,6 @@ from typing import Any
 import aiosqlite
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 
 from wfe_daemon import _transactions as _tx
 from wfe_daemon._sqlite import (
@@ -41,7 +40,7 @@ from wfe_daemon.clock import now_iso
 from wfe_daemon.errors import DuplicateRun, StoreCorrupt, StoreError
 from wfe_daemon.faults import Faults
 from wfe_daemon.schema import MIGRATIONS, SCHEMA_VERSION
-from wfe_daemon.taskgroup import background_tasks
+from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
@@ -113,7 +112,7 @@ class Store:
             incident=self._incident,
             reopen=partial(connect, path, busy_timeout_s, create=False),
         )
-        self._tasks: TaskGroup | None = None
+        self._tasks: BackgroundTasks | None = None
         """Owns the writer and the probes while the store is open for writing."""
         self._probe: _Probe | None = None
 
