@@ -3,9 +3,9 @@
 One ``Engine`` serves the whole process: its semaphores bound the nodes running at once
 across all workflows (``max_concurrent_tasks``) and per task type (``task_limits``).
 A run is an asyncio task group that owns every task of the run: a dispatcher task takes
-ready nodes in order and spawns one task per node, the next only once the last holds its
-slot, so a 100,000-node fan-out does not hold 100,000 idle tasks. A node's task holds its
-slots with ``async with`` for each attempt, never across a retry's backoff.
+ready nodes in order and spawns one task per node no faster than they take slots, so a
+100,000-node fan-out does not hold 100,000 idle tasks. A node's task holds its slots with
+``async with`` for each attempt, never across a retry's backoff.
 Every transition is queued to the store in the order it happened.
 """
 
@@ -349,8 +349,9 @@ class _Run:
         self.changed.set()
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
-        """Spawn ready nodes in order, each once it holds a slot; return when all ended."""
+        """Spawn ready nodes in order, no faster than they take slots; return when all ended."""
         type_slots = self.engine.type_slots
+        starting: deque[asyncio.Future[None]] = deque()
         while True:
             while self.ready:
                 state = self.ready.popleft()
@@ -361,15 +362,30 @@ class _Run:
                     # holds a global slot another type could use, nor holds up the others.
                     self.running[state.node.id] = group.create_task(self._node(state, None))
                     continue
-                # The next node is spawned only once this one holds its slot: a 100,000-node
-                # fan-out does not hold 100,000 idle tasks, and nodes start in order.
                 started = asyncio.get_running_loop().create_future()
                 self.running[state.node.id] = group.create_task(self._node(state, started))
-                await started
+                starting.append(started)
+                await self._until_free(starting)
             if not self.running:
                 return
             self.changed.clear()
             await self.changed.wait()
+
+    async def _until_free(self, starting: deque[asyncio.Future[None]]) -> None:
+        """Wait while the nodes spawned and not started yet may find no free slot.
+
+        A 100,000-node fan-out thus holds a few tasks waiting for a slot, not 100,000, and
+        nodes take slots in the order they were spawned. While slots are free the
+        dispatcher spawns on without waiting, so nodes that end at once run in batches.
+        """
+        limit = self.engine.settings.max_concurrent_tasks
+        while starting:
+            if starting[0].done():
+                starting.popleft()
+            elif len(starting) < limit and not self.engine.slots.locked():
+                return
+            else:
+                await starting[0]
 
     # -- one node ---------------------------------------------------------------------------
 
