@@ -97,7 +97,7 @@ class LiveLine:
     async def __aenter__(self) -> LiveLine:
         self._owner = background_tasks()  # the ticker runs as long as the line is shown
         tasks = await self._owner.__aenter__()
-        tasks.start_soon(self._tick, name="wfe-progress")
+        tasks.create_task(self._tick(), name="wfe-progress")
         return self
 
     async def __aexit__(

@@ -149,7 +149,7 @@ class Store:
         store = cls(conn, path, busy_timeout_s=busy_timeout_s, give_up_s=give_up_s, faults=faults)
         try:
             async with background_tasks() as tasks:
-                tasks.start_soon(store._writer.run, name="wfe-store-writer")
+                tasks.create_task(store._writer.run(), name="wfe-store-writer")
                 store._tasks = tasks
                 store._probe = store._start_probe()
                 yield store
@@ -208,7 +208,7 @@ class Store:
     def _start_probe(self) -> _Probe:
         assert self._tasks is not None
         probe = _Probe()
-        self._tasks.start_soon(self._run_probe, probe, name="wfe-store-probe")
+        self._tasks.create_task(self._run_probe(probe), name="wfe-store-probe")
         return probe
 
     async def _run_probe(self, probe: _Probe) -> None:

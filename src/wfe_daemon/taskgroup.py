@@ -14,9 +14,12 @@ its store that way), and an anyio task group must nest within the scopes around 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from asyncio import Task
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class BackgroundTasks:
@@ -26,14 +29,13 @@ class BackgroundTasks:
 
     def __init__(self, group: asyncio.TaskGroup) -> None:
         self._group = group
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[Task[Any]] = []
 
-    def start_soon(
-        self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
-    ) -> None:
-        """Run ``fn(*args)`` in a task of the group until it returns or the block ends."""
-        self._tasks = [task for task in self._tasks if not task.done()]
-        self._tasks.append(self._group.create_task(fn(*args), name=name))
+    def create_task(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> Task[T]:
+        """Run ``coro`` in a task of the group until it returns or the block ends."""
+        task = self._group.create_task(coro, name=name)
+        self._tasks = [*(t for t in self._tasks if not t.done()), task]
+        return task
 
     def _cancel(self) -> None:
         for task in self._tasks:
