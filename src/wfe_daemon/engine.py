@@ -410,7 +410,7 @@ class _Run:
                 self._end(state, status, error=f"cancelled: {reason}")
             raise
         finally:
-            if started is not None:  # cancelled before it held a slot
+            if started is not None:  # a no-op unless it ended before it held a slot
                 _set(started)
             del self.running[node.id]
             # After a cancel, the nodes left are skipped by _finish with the cancel's reason,
