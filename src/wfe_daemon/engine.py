@@ -16,6 +16,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,17 +124,8 @@ class NodeState:
         return entry
 
 
-class _Unlimited:
-    """The slot of a task type without a limit of its own: always free."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-_UNLIMITED = _Unlimited()
+_UNLIMITED = nullcontext()
+"""The slot of a task type without a limit of its own: always free."""
 
 
 class Engine:
@@ -350,7 +342,8 @@ class _Run:
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
         """Spawn ready nodes in order, no faster than they take slots; return when all ended."""
-        type_slots = self.engine.type_slots
+        slots, type_slots = self.engine.slots, self.engine.type_slots
+        limit = self.engine.settings.max_concurrent_tasks
         starting: deque[asyncio.Future[None]] = deque()
         while True:
             while self.ready:
@@ -365,7 +358,8 @@ class _Run:
                 started = asyncio.get_running_loop().create_future()
                 self.running[state.node.id] = group.create_task(self._node(state, started))
                 starting.append(started)
-                await self._until_free(starting)
+                if len(starting) >= limit or slots.locked():
+                    await self._until_free(starting)
             if not self.running:
                 return
             self.changed.clear()
