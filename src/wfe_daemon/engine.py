@@ -112,7 +112,7 @@ class Engine:
 
         Cancelling the caller leaves the run RUNNING in the store, to be resumed.
         """
-        began, started_at = time.perf_counter(), now_iso()
+        started_perf, started_at = time.perf_counter(), now_iso()
         run_id = await self.store.create_run(
             name=workflow.name,
             started_at=started_at,
@@ -123,7 +123,7 @@ class Engine:
             idempotency_key=workflow.idempotency_key,
         )
         return await self.resume(
-            workflow, run_id, started_at=started_at, source=source, began=began
+            workflow, run_id, started_at=started_at, source=source, started_perf=started_perf
         )
 
     async def resume(
@@ -134,18 +134,18 @@ class Engine:
         started_at: str,
         source: str | None = None,
         done: Mapping[str, NodeState] | None = None,
-        began: float | None = None,
+        started_perf: float | None = None,
     ) -> RunSummary:
         """Run (or go on with) run ``run_id``; nodes in ``done`` keep their final state
         (a node there that is not final runs, going on from its count of attempts).
 
-        ``began`` is ``time.perf_counter()`` at ``started_at`` when this process started
+        ``started_perf`` is ``time.perf_counter()`` at ``started_at`` when this process started
         the run; without it (a resumed run) the duration is taken from the wall clock.
 
         When ``done`` is given (a resumed or retried run), a cancel request left for the run
         while no process ran it is taken and applied at once.
         """
-        run = _Run(self, workflow, run_id, started_at, source, done or {}, began)
+        run = _Run(self, workflow, run_id, started_at, source, done or {}, started_perf)
         if done is not None and await self.store.take_cancel_request(run_id):
             run.stop(NodeStatus.CANCELLED, CANCEL_REASON)
         self.active_runs[run_id] = run
@@ -179,10 +179,10 @@ class _Run:
         started_at: str,
         source: str | None,
         done: Mapping[str, NodeState],
-        began: float | None,
+        started_perf: float | None,
     ) -> None:
         self.engine = engine
-        self.began = began
+        self.started_perf = started_perf
         self.store = engine.store
         self.workflow = workflow
         self.run_id = run_id
@@ -270,7 +270,7 @@ class _Run:
         deps = [self.states[d] for d in state.node.depends_on]
         return rules.verdict(state.node.trigger_rule, deps)
 
-    def _ended(self, state: NodeState) -> None:
+    def _release_children(self, state: NodeState) -> None:
         """A node reached a final status: its children may now be decided."""
         for child_id in self.children[state.node.id]:
             child = self.states[child_id]
@@ -340,7 +340,7 @@ class _Run:
                 state.attempts = 0
             else:
                 status, reason = self.stopped
-                self._end(state, status, error=f"cancelled: {reason}")
+                self._record_final(state, status, error=f"cancelled: {reason}")
             raise
         finally:
             if started is not None:  # a no-op unless it ended before it held a slot
@@ -349,7 +349,7 @@ class _Run:
             # After a cancel, the nodes left are skipped by _finish with the cancel's reason,
             # not as "dependency skipped" by their parents.
             if state.status.is_final and not self._cancelled:
-                self._ended(state)
+                self._release_children(state)
 
     async def _attempts(self, state: NodeState, started: asyncio.Future[None] | None) -> None:
         """Run attempts until one succeeds or none is left; each holds a slot, the backoff none."""
@@ -363,15 +363,15 @@ class _Run:
                     started = None
                 if state.started_at is None:
                     state.started_at = now_iso()
-                    state.clock = time.perf_counter()
+                    state.started_perf = time.perf_counter()
                 # Every attempt is recorded: a restart goes on from it (see reusable_states).
                 self.store.node_running(self.run_id, node.id, state.started_at, state.attempts)
                 error = await self._attempt(state)
             if error is None:
-                self._end(state, SUCCESS)
+                self._record_final(state, SUCCESS)
                 return
             if state.attempts > node.retries:
-                self._end(state, FAILED, error=error)
+                self._record_final(state, FAILED, error=error)
                 return
             delay = backoff(node.retry_delay, state.attempts)
             self.log.warning(
@@ -437,7 +437,10 @@ class _Run:
             raise ParamsError("params: " + "; ".join(problems))
         return params
 
-    def _end(self, state: NodeState, status: NodeStatus, *, error: str | None = None) -> None:
+    def _record_final(
+        self, state: NodeState, status: NodeStatus, *, error: str | None = None
+    ) -> None:
+        """Give ``state`` its final ``status``, store it and log it (children: see the caller)."""
         if error is not None and not error.isascii():
             # A lone surrogate (e.g. from a file name) would make the summary unencodable.
             error = error.encode("utf-8", "backslashreplace").decode()
@@ -445,7 +448,7 @@ class _Run:
         state.error = error
         state.finished_at = now_iso()
         if state.started_at is not None:
-            state.duration = round(time.perf_counter() - state.clock, 6)
+            state.duration = round(time.perf_counter() - state.started_perf, 6)
         output_json, state.output_json = state.output_json, None
         self.store.node_finished(
             self.run_id,
@@ -510,8 +513,8 @@ class _Run:
         stopped = None if self.stopped is None else self.stopped[0]
         status = rules.run_status(self.states.values(), stopped)
         finished_at = now_iso()
-        if self.began is not None:
-            duration = time.perf_counter() - self.began
+        if self.started_perf is not None:
+            duration = time.perf_counter() - self.started_perf
         else:  # resumed: the run began in an earlier life of the process
             elapsed = datetime.fromisoformat(finished_at) - datetime.fromisoformat(self.started_at)
             duration = max(elapsed.total_seconds(), 0.0)
