@@ -12,7 +12,7 @@ The layers, bottom to top (:data:`LAYERS`), and which module sits in which
 
 - ``core``: the exception tree, settings, logging, and the pure model (model, strictjson,
   dag, refs, rules, summary, records, nodestate) with the small helpers everything uses
-  (clock, faults).
+  (clock, faults, taskgroup: the store and the shell task own background tasks with it).
 - ``store``: the SQLite repository and its migrations. It sits *below* the runtime: the
   engine records every transition in the store, and the store needs nothing above core.
 - ``runtime``: the engine, its timer, the attempt wrappers, the registry and ``task`` (the
@@ -91,6 +91,7 @@ MODULES: Mapping[str, str] = {
     "systemd": "service",
     "task": "runtime",
     "taskdocs": "cli",
+    "taskgroup": "core",
     "tasks": "tasks",
     "views": "cli",
     "wrappers": "runtime",

@@ -153,9 +153,9 @@ def test_file_written_slowly_in_place_runs_normally(daemons: Daemons) -> None:
     assert not any((daemons.inbox / "rejected").iterdir())
 
 
-def test_writer_pausing_past_the_settle_time_is_waited_for(daemons: Daemons) -> None:
+def test_writer_pausing_past_the_quiet_time_is_waited_for(daemons: Daemons) -> None:
     """A file still open for writing is not rejected however long its writer pauses (3 s
-    here, past the 2 s settle time); once closed, a broken file is rejected as before."""
+    here, past the 2 s quiet time); once closed, a broken file is rejected as before."""
     daemons.start()
     content = json.dumps(echo_doc("paused")).encode()
     with open(daemons.inbox / "paused.json", "wb") as file:

@@ -827,10 +827,36 @@ async def test_ten_thousand_node_chain_completes(
 # -- cancellation -------------------------------------------------------------------------------
 
 
-async def test_cancelling_a_run_as_a_slot_is_handed_over_leaks_no_slot(
+async def test_a_fan_out_spawns_nodes_no_faster_than_they_take_slots(
     engine_factory: Callable[..., Engine],
 ) -> None:
-    """A run cancelled just as the dispatcher hands a slot to a new node gives that slot back."""
+    """Nodes of a fan-out start in file order, and never more than two node tasks per slot
+    exist at once (a large fan-out holds no crowd of idle tasks)."""
+    base = engine_factory(max_concurrent_tasks=2)
+    started: list[str] = []
+    most = 0
+
+    async def count(task: Any, params: Params, ctx: TaskContext) -> Any:
+        nonlocal most
+        started.append(ctx.node_id)
+        alive = [t for t in asyncio.all_tasks() if "_node" in t.get_coro().__qualname__]
+        most = max(most, len(alive))
+        await asyncio.sleep(0)
+        return await call_task(task, params, ctx)
+
+    engine = Engine(base.registry, base.store, base.settings, executor=count)
+    children = [node(f"c{i}", deps=["root"]) for i in range(100)]
+    summary = await run_doc(engine, workflow(node("root"), *children))
+
+    assert summary["status"] == "SUCCESS"
+    assert started == ["root", *(f"c{i}" for i in range(100))]
+    assert 2 <= most <= 4
+
+
+async def test_cancelling_a_run_as_the_next_node_takes_its_slot_leaks_no_slot(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A run cancelled just as a slot passes to the next node gives that slot back."""
     base = engine_factory(max_concurrent_tasks=1)
     run: asyncio.Task[dict[str, Any]] | None = None
 

@@ -126,7 +126,7 @@ async def test_file_written_in_place_is_taken_only_once_complete(tmp_path: Path)
     chunks = [b'{"name": "sl', b'ow", "nodes": [', b'{"id": "a", "type": "echo"}', b"]}"]
     done = anyio.Event()
     with anyio.fail_after(5):
-        async with running(inbox, settle_s=2.0) as receive:
+        async with running(inbox, quiet_s=2.0) as receive:
             fd = os.open(inbox / "slow.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             try:
                 for chunk in chunks:
@@ -150,7 +150,7 @@ async def test_a_quiet_inbox_still_takes_files_and_rechecks_half_written_ones(
     monkeypatch.setattr(intake, "_IDLE_AFTER_S", 0.05)
     inbox = tmp_path / "inbox"
     with anyio.fail_after(5):
-        async with running(inbox, rescan_interval=60, settle_s=0.5) as receive:
+        async with running(inbox, rescan_interval=60, quiet_s=0.5) as receive:
             await anyio.sleep(0.6)  # quiet: the watcher is in its idle pace
             drop(inbox, "after-quiet.json")
             assert (await receive.receive()).source == "after-quiet.json"
@@ -178,13 +178,13 @@ async def test_burst_is_delivered_exactly_once_with_backpressure(tmp_path: Path)
 
 
 async def test_old_invalid_json_is_delivered_promptly(tmp_path: Path) -> None:
-    """Invalid JSON that has not changed for settle_s is handed over for the daemon to reject."""
+    """Invalid JSON that has not changed for quiet_s is handed over for the daemon to reject."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "bad.json").write_bytes(b'{"name": ')
     os.utime(inbox / "bad.json", (1_000_000, 1_000_000))
-    with anyio.fail_after(5):  # well under settle_s: waiting for it would time out
-        async with running(inbox, settle_s=60) as receive:
+    with anyio.fail_after(5):  # well under quiet_s: waiting for it would time out
+        async with running(inbox, quiet_s=60) as receive:
             claimed = await receive.receive()
     assert (claimed.source, claimed.data) == ("bad.json", b'{"name": ')
 
@@ -195,7 +195,7 @@ async def test_deeply_nested_content_is_not_mistaken_for_half_written(tmp_path: 
     inbox.mkdir()
     (inbox / "deep.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
     with anyio.fail_after(5):
-        async with running(inbox, settle_s=60) as receive:
+        async with running(inbox, quiet_s=60) as receive:
             assert (await receive.receive()).source == "deep.json"
 
 

@@ -48,7 +48,7 @@ def test_a_name_created_but_never_closed_stops_counting_after_a_while(
 
 
 def test_an_overflowed_queue_forgets_every_name(tmp_path: Path) -> None:
-    """Once the kernel drops events, nothing is known to be written: the settle time decides."""
+    """Once the kernel drops events, nothing is known to be written: the quiet time decides."""
     queue = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     watch = WriteWatch(tmp_path)
     try:
@@ -117,7 +117,7 @@ def test_a_replaced_folder_leaves_the_old_watch_silent(tmp_path: Path) -> None:
 
 
 def test_a_folder_that_cannot_be_watched_knows_of_no_writer(tmp_path: Path) -> None:
-    """Without a watch (a missing folder, or no inotify) nothing is written: the settle time
+    """Without a watch (a missing folder, or no inotify) nothing is written: the quiet time
     decides, and update and close do nothing."""
     watch = WriteWatch(tmp_path / "missing")
     watch.update()

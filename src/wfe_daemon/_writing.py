@@ -1,7 +1,7 @@
 """Which files of a folder some process is still writing, from inotify (Linux).
 
 The inbox takes a file that parses at once. One that does not parse may be half-written, so
-the intake waits until it has not changed for a while (``settle_s``). That alone would
+the intake waits until it has not changed for a while (``quiet_s``). That alone would
 reject a file whose writer pauses longer than that. inotify also says when a writer
 closes the file: a name is *being written* from its creation or a write until the kernel
 reports it closed after writing (``IN_CLOSE_WRITE``, sent too when the writer dies). A
@@ -10,7 +10,7 @@ closes, so this reads a second inotify descriptor, without blocking, at every pa
 the intake (:meth:`WriteWatch.update`), so its queue never overflows.
 
 Where inotify is missing, or its queue overflowed, nothing is known to be written and the
-settle time alone decides, as before. A name with no write for ``HOLD_MAX_S`` stops
+quiet time alone decides, as before. A name with no write for ``HOLD_MAX_S`` stops
 counting as written (a file hard-linked in is created without ever being closed).
 
 The binding is this module's own, about fifteen lines of ``ctypes`` and ``struct``, because
@@ -92,7 +92,7 @@ class WriteWatch:
                 data = os.read(self._fd, 64 * 1024)
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    self.close()  # unusable: the settle time decides from now on
+                    self.close()  # unusable: the quiet time decides from now on
                     self._writing.clear()
                 return
             now, offset = time.monotonic(), 0

@@ -75,7 +75,7 @@ class _Probe:
     problem: str | None
     ready: bool  # False: probably still being written, look again later
     ctime: float | None = None
-    settled: bool = False  # unchanged for settle_s: ready even if it does not parse
+    quiet: bool = False  # unchanged for quiet_s: ready even if it does not parse
 
 
 class Intake:
@@ -86,8 +86,8 @@ class Intake:
         max_file_size: larger files are claimed unread, with ``data=None`` and a ``problem``.
         rescan_interval: seconds between full listings of the inbox, a safety net for
             missed watch events (and the only source of files if watching fails).
-        settle_s: a file that does not parse as JSON is left alone while it was modified in the
-            last ``settle_s`` seconds (it may be half-written), then claimed anyway, unless
+        quiet_s: a file that does not parse as JSON is left alone while it was modified in the
+            last ``quiet_s`` seconds (it may be half-written), then claimed anyway, unless
             inotify says a process still has it open after writing to it
             (:mod:`wfe_daemon._writing`): a writer that pauses mid-file is waited for.
         faults: where the ``inbox`` incident is kept (the daemon's, for ``/healthz``).
@@ -99,13 +99,13 @@ class Intake:
         max_file_size: int,
         *,
         rescan_interval: float = 5.0,
-        settle_s: float = 2.0,
+        quiet_s: float = 2.0,
         faults: Faults | None = None,
     ) -> None:
         self.inbox = inbox
         self.max_file_size = max_file_size
         self.rescan_interval = rescan_interval
-        self.settle_s = settle_s
+        self.quiet_s = quiet_s
         # Candidate names in arrival order -> monotonic time before which not to look again.
         self._pending: dict[str, float] = {}
         self._write_watch: WriteWatch | None = None
@@ -320,9 +320,9 @@ class Intake:
         await send.send(Claimed(dest, name, probe.data, probe.problem, probe.ctime))
 
     def _paused_writer(self, name: str, probe: _Probe) -> bool:
-        """A settled file that does not parse, still open after a write: its writer paused."""
+        """A quiet file that does not parse, still open after a write: its writer paused."""
         return (
-            probe.settled
+            probe.quiet
             and probe.data is not None
             and self._write_watch is not None
             and self._write_watch.writing(name)
@@ -344,7 +344,7 @@ class Intake:
             return await anyio.to_thread.run_sync(self._inspect, fd, st)
 
     def _inspect(self, fd: int, before: os.stat_result) -> _Probe:
-        """Read the file and judge whether it is complete (it parses, or it has settled)."""
+        """Read the file and judge whether it is complete (it parses, or quiet for quiet_s)."""
         data = read_capped(fd, self.max_file_size)
         if data is None:  # it grew past the limit while read: looked at again later
             problem = f"file is over max_file_size {self.max_file_size}"
@@ -354,9 +354,9 @@ class Intake:
             before.st_size,
             before.st_mtime_ns,
         )
-        settled = time.time() - after.st_mtime >= self.settle_s
-        ready = not changed and (settled or _parses(data))
-        return _Probe(before.st_ino, data, None, ready, before.st_ctime, settled)
+        quiet = time.time() - after.st_mtime >= self.quiet_s
+        ready = not changed and (quiet or _parses(data))
+        return _Probe(before.st_ino, data, None, ready, before.st_ctime, quiet)
 
 
 def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:

@@ -35,8 +35,9 @@ class NodeState:
     reason: str | None = None
     cause: str | None = None
     """For a node skipped because of a failure: the id of the node that failed."""
-    clock: float = 0.0
-    """``time.perf_counter()`` when the node first got a slot."""
+    started_perf: float = 0.0
+    """``time.perf_counter()`` when the node first got a slot, taken with ``started_at``:
+    the duration is measured on it, the wall clock only stamps."""
 
     @property
     def id(self) -> str:

@@ -198,7 +198,7 @@ async def retry_run(
             "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
         )
     workflow, definition = await _definition(run, settings, registry)
-    began, started_at = time.perf_counter(), now_iso()
+    started_perf, started_at = time.perf_counter(), now_iso()
     new_id = await store.create_retry(
         run_id,
         name=workflow.name,
@@ -217,7 +217,12 @@ async def retry_run(
         store,
         engine,
         engine.resume(
-            workflow, new_id, started_at=started_at, source=run["source"], done=done, began=began
+            workflow,
+            new_id,
+            started_at=started_at,
+            source=run["source"],
+            done=done,
+            started_perf=started_perf,
         ),
     )
     summary = retried(summary, run_id)

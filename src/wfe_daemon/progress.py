@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TextIO
 
 from wfe_daemon.task import Output, Params, Task, TaskContext
+from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
 from wfe_daemon.views import progress_line
 from wfe_daemon.wrappers import call_task
 
@@ -60,7 +62,7 @@ class LiveLine:
         self.progress = progress
         self._interval_s = interval_s
         self._shown = ""
-        self._ticker: asyncio.Task[None] | None = None
+        self._owner: AbstractAsyncContextManager[BackgroundTasks] | None = None
 
     def write(self, text: str) -> int:
         """Write ``text`` above the line (the line is redrawn at the next tick)."""
@@ -93,7 +95,9 @@ class LiveLine:
             await asyncio.sleep(self._interval_s)
 
     async def __aenter__(self) -> LiveLine:
-        self._ticker = asyncio.create_task(self._tick(), name="wfe-progress")
+        self._owner = background_tasks()  # the ticker runs as long as the line is shown
+        tasks = await self._owner.__aenter__()
+        tasks.create_task(self._tick(), name="wfe-progress")
         return self
 
     async def __aexit__(
@@ -102,8 +106,10 @@ class LiveLine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.wait([self._ticker])  # its CancelledError stays in the task
-        self._erase()
-        self._stream.flush()
+        owner, self._owner = self._owner, None
+        try:
+            if owner is not None:
+                await owner.__aexit__(exc_type, exc, tb)
+        finally:
+            self._erase()
+            self._stream.flush()

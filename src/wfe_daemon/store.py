@@ -16,12 +16,14 @@ import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import aiosqlite
+import anyio
 import structlog
 
 from wfe_daemon import _transactions as _tx
@@ -48,6 +50,7 @@ from wfe_daemon.records import (
 )
 from wfe_daemon.schema import MIGRATIONS, SCHEMA_VERSION
 from wfe_daemon.summary import RunSummary
+from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
@@ -73,6 +76,14 @@ _RUN_FINISHED = (
     "UPDATE workflowrun SET status = ?, finished_at = ?, duration = ?, result_summary = ?"
     " WHERE id = ?"
 )
+
+
+@dataclass(slots=True, eq=False)
+class _Probe:
+    """A write that proves the file writable: its outcome once it has one."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    error: Exception | None = None
 
 
 class Store:
@@ -112,8 +123,9 @@ class Store:
             incident=self._incident,
             reopen=partial(connect, path, busy_timeout_s, create=False),
         )
-        self._writer_task: asyncio.Task[None] | None = None
-        self._probe: asyncio.Task[None] | None = None
+        self._tasks: BackgroundTasks | None = None
+        """Owns the writer and the probes while the store is open for writing."""
+        self._probe: _Probe | None = None
 
     @classmethod
     @asynccontextmanager
@@ -147,11 +159,14 @@ class Store:
         )
         store = cls(conn, path, busy_timeout_s=busy_timeout_s, give_up_s=give_up_s, faults=faults)
         try:
-            store._writer_task = asyncio.create_task(store._writer.run(), name="wfe-store-writer")
-            store._probe = store._start_probe()
-            yield store
-            await store._flush_at_close()
+            async with background_tasks() as tasks:
+                tasks.create_task(store._writer.run(), name="wfe-store-writer")
+                store._tasks = tasks
+                store._probe = store._start_probe()
+                yield store
+                await store._flush_at_close()
         finally:
+            store._tasks = None
             await store._close()
 
     @classmethod
@@ -191,16 +206,33 @@ class Store:
             StoreError: writes kept failing for ``give_up_s`` (never when it is ``None``).
             StoreCorrupt: the file is damaged.
         """
+        if self._tasks is None:  # open read-only: the write is refused
+            await self._submit(_tx.touch)
+            return
         probe = self._probe
-        if probe is None or (probe.done() and (probe.cancelled() or probe.exception())):
+        if probe is None or (probe.done.is_set() and probe.error is not None):
             probe = self._probe = self._start_probe()
-        await asyncio.shield(probe)
+        await probe.done.wait()  # the probe goes on when a caller stops waiting
+        if probe.error is not None:
+            raise probe.error
 
-    def _start_probe(self) -> asyncio.Task[None]:
-        probe = asyncio.create_task(self._submit(_tx.touch), name="wfe-store-probe")
-        # Its failure is for wait_writable to raise; unawaited, it must not be reported.
-        probe.add_done_callback(lambda task: task.cancelled() or task.exception())
+    def _start_probe(self) -> _Probe:
+        assert self._tasks is not None
+        probe = _Probe()
+        self._tasks.create_task(self._run_probe(probe), name="wfe-store-probe")
         return probe
+
+    async def _run_probe(self, probe: _Probe) -> None:
+        """Queue a write that changes nothing; its outcome is for :meth:`wait_writable`."""
+        try:
+            await self._submit(_tx.touch)
+        except asyncio.CancelledError:
+            probe.error = StoreError(f"database {self._path} closed before a write committed")
+            raise
+        except Exception as exc:  # not raised here: a probe nobody waits for fails quietly
+            probe.error = exc
+        finally:
+            probe.done.set()
 
     @property
     def fatal(self) -> StoreCorrupt | None:
@@ -232,12 +264,8 @@ class Store:
             )
 
     async def _close(self) -> None:
-        for task in (self._probe, self._writer_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
-        await self._writer.close()
+        with anyio.CancelScope(shield=True):  # an open connection would keep its thread
+            await self._writer.close()
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         return await self._writer.submit(fn)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,7 +23,10 @@ async def in_thread(
     A thread cannot be killed. Waiting for it keeps it owned: a retry or the next node
     never overlaps a cancelled attempt's thread that is still writing.
     """
-    future = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    # The executor's future itself, as asyncio.to_thread makes it, without a task around
+    # it: nothing runs on the loop for the thread but this coroutine, which owns it.
+    call = functools.partial(contextvars.copy_context().run, work, *args)
+    future = asyncio.get_running_loop().run_in_executor(None, call)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

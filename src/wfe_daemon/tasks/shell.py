@@ -28,12 +28,13 @@ import functools
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from wfe_daemon.errors import TaskFailed, TaskTimeout
 from wfe_daemon.task import Output, Params, TaskContext
+from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
 
 MINIMAL_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_CAP_BYTES: Final = 64 * 1024
@@ -127,13 +128,16 @@ class ShellTask:
         env = _environment(params.get("env", {}))
         loop = asyncio.get_running_loop()
         kill_at, ours = _kill_time(loop.time(), params.get("timeout"), ctx.deadlines.remaining())
-        child = await _Child.start(_spawn(argv, cwd, env))
-        exited = False
-        try:
-            exited = await child.wait_leader(until=_term_time(loop.time(), kill_at))
-        finally:
-            # A timeout or a cancellation stops the whole group; an exit, what holds the output.
-            await _shielded(child.reap(kill_at, exited=exited))
+        proc = _spawn(argv, cwd, env)
+        async with background_tasks() as tasks:  # the waits on the program and its pipes
+            child = await _Child.start(proc, tasks)
+            exited = False
+            try:
+                exited = await child.wait_leader(until=_term_time(loop.time(), kill_at))
+            finally:
+                # A timeout or a cancellation stops the whole group; an exit, what holds
+                # the output.
+                await _shielded(tasks, child.reap(kill_at, exited=exited))
         if not exited:
             assert kill_at is not None  # without a deadline, only the exit ends the wait
             if not ours:  # the node's deadline: the engine's timeout ends it, a moment on
@@ -253,7 +257,8 @@ class _Child:
         self.proc, self.exit, self.reading, self._transports = proc, exit, reading, transports
 
     @classmethod
-    async def start(cls, proc: subprocess.Popen[bytes]) -> _Child:
+    async def start(cls, proc: subprocess.Popen[bytes], tasks: BackgroundTasks) -> _Child:
+        """Connect the pipes of ``proc``; its exit and its output are awaited in ``tasks``."""
         loop = asyncio.get_running_loop()
         readers: list[asyncio.StreamReader] = []
         transports: list[asyncio.BaseTransport] = []
@@ -270,8 +275,8 @@ class _Child:
                 connected.close()
             _kill_now(proc)
             raise
-        reading = asyncio.ensure_future(_read_both(readers[0], readers[1]))
-        return cls(proc, asyncio.ensure_future(_wait_exit(proc)), reading, transports)
+        reading = tasks.create_task(_read_both(readers[0], readers[1]))
+        return cls(proc, tasks.create_task(_wait_exit(proc)), reading, transports)
 
     async def wait_leader(self, *, until: float | None) -> bool:
         """Wait for the program itself to exit (not for what it left running); ``False``
@@ -401,9 +406,13 @@ def _live_member(pid: str, pgid: int) -> bool:
     return len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid
 
 
-async def _shielded(cleanup: Awaitable[None]) -> None:
-    """Run ``cleanup`` to its end even when cancelled meanwhile; then re-raise the cancel."""
-    task = asyncio.ensure_future(cleanup)
+async def _shielded(tasks: BackgroundTasks, cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run ``cleanup`` to its end even when cancelled meanwhile; then re-raise the cancel.
+
+    It runs in a task of ``tasks``: a cancel of this one (the engine's, a timeout's)
+    cannot reach it, where an anyio shield would not stop asyncio's own cancel.
+    """
+    task = tasks.create_task(cleanup)
     cancelled = False
     while not task.done():
         try:
