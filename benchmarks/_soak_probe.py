@@ -1,6 +1,6 @@
 """``python -m benchmarks._soak_probe OUT INTERVAL [--trim] -- ARGS``: the daemon, looked into.
 
-Runs ``wfe_daemon.cli.main(ARGS)`` in this process with one extra thread that appends a JSON
+Runs the CLI's ``main(ARGS)`` in this process with one extra thread that appends a JSON
 line to ``OUT`` every ``INTERVAL`` seconds with what ``/proc`` cannot tell apart:
 
 - ``py_blocks``: ``sys.getallocatedblocks()``, the Python objects' allocator (pymalloc) in use;
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(
         target=_sampler, args=(Path(out), float(interval), trim), name="soak-probe", daemon=True
     ).start()
-    from wfe_daemon.cli import main as daemon_main
+    from wfe_daemon.cli.commands import main as daemon_main
 
     return daemon_main(args)
 

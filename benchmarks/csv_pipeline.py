@@ -1,7 +1,7 @@
 """CSV pipeline benchmark (RESULTS.md row 7).
 
 One million generated sales rows (``id,date,region,amount,note``) through
-``validate_csv -> transform_simple -> save_db`` in the real :class:`~wfe_daemon.engine.Engine`
+``validate_csv -> transform_simple -> save_db`` in the real engine
 with persistence, in a fresh child process (``python -m benchmarks.csv_pipeline child ...``)
 whose ``VmHWM`` is its peak RSS (``ru_maxrss`` would carry the parent's peak over
 ``exec``). Baseline: the ``sqlite3`` shell's ``.import`` of the
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._suite import Context, Figure, Section, proc_status_kb, ratios
-from wfe_daemon.eventloop import run as run_on_loop
+from wfe_daemon.runtime.eventloop import run as run_on_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 REGIONS = ("north", "South", " east ", "WEST", "central")
@@ -89,11 +89,11 @@ WORKFLOW: dict[str, Any] = {
 def child(data_dir: str, db: str) -> None:
     """Run the pipeline once through the engine; print seconds, node times and peak RSS."""
     from wfe_daemon.config import Settings
-    from wfe_daemon.engine import Engine
     from wfe_daemon.logs import configure_logging
-    from wfe_daemon.registry import TaskRegistry
-    from wfe_daemon.store import Store
-    from wfe_daemon.submission import submit
+    from wfe_daemon.runtime.engine import Engine
+    from wfe_daemon.runtime.registry import TaskRegistry
+    from wfe_daemon.service.submission import submit
+    from wfe_daemon.store.database import Store
     from wfe_daemon.tasks import BUILTINS
 
     with open("/dev/null", "w") as devnull:

@@ -1,11 +1,11 @@
 """Engine benchmarks (RESULTS.md rows 1, 2, 3 and 5b).
 
 - ``fanout``: 10,000 ``echo`` nodes, one root and 9,999 children that all depend on it,
-  through :class:`~wfe_daemon.engine.Engine` with a real SQLite file, logs at INFO (and
+  through :class:`~wfe_daemon.runtime.engine.Engine` with a real SQLite file, logs at INFO (and
   again at WARNING) written to ``os.devnull``; against a bare-asyncio scheduler of the same
   awaits (``asyncio.TaskGroup`` + ``asyncio.Semaphore(16)``). ``parse_workflow`` of the same
   file is measured on its own and kept out of the engine figure. Everything runs on the
-  daemon's event loop (uvloop, :mod:`wfe_daemon.eventloop`); the engine also runs once more
+  daemon's event loop (uvloop, :mod:`wfe_daemon.runtime.eventloop`); the engine also runs once more
   per round on the standard library's loop, the figure before uvloop.
 - ``chain``: 10,000 ``echo`` nodes, each depending on the previous one and referencing its
   output (``{"v": "{{ n41.v }}"}``); against the same bare scheduler and a plain loop.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._suite import Context, Figure, Section, per_node_us, proc_status_kb, ratios
-from wfe_daemon.eventloop import run as run_on_loop
+from wfe_daemon.runtime.eventloop import run as run_on_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 16  # the default max_concurrent_tasks, used by the baseline too
@@ -91,7 +91,7 @@ def _log_to_devnull(level: str) -> None:
 
 
 def _registry() -> Any:
-    from wfe_daemon.registry import TaskRegistry
+    from wfe_daemon.runtime.registry import TaskRegistry
     from wfe_daemon.tasks import BUILTINS
 
     return TaskRegistry.load(BUILTINS)
@@ -99,7 +99,7 @@ def _registry() -> Any:
 
 def parse(data: bytes, registry: Any) -> tuple[Any, Any]:
     """What intake does with a file's bytes: strict JSON, then validation."""
-    from wfe_daemon.model import load_json, parse_workflow
+    from wfe_daemon.core.model import load_json, parse_workflow
 
     doc = load_json(data)
     return doc, parse_workflow(doc, registry)
@@ -108,9 +108,9 @@ def parse(data: bytes, registry: Any) -> tuple[Any, Any]:
 async def _engine_run(workflow: Any, doc: Any, registry: Any, db: Path) -> float:
     """Seconds of ``Engine.run`` (create the run, run every node, durable final state)."""
     from wfe_daemon.config import Settings
-    from wfe_daemon.engine import Engine
-    from wfe_daemon.model import public_definition
-    from wfe_daemon.store import Store
+    from wfe_daemon.core.model import public_definition
+    from wfe_daemon.runtime.engine import Engine
+    from wfe_daemon.store.database import Store
 
     settings = Settings(
         db_path=db,
@@ -165,7 +165,7 @@ def _timed(coro: Coroutine[Any, Any, None]) -> float:
 
 def _context(node_id: str) -> Any:
     from wfe_daemon.config import Settings
-    from wfe_daemon.task import Services, TaskContext
+    from wfe_daemon.runtime.task import Services, TaskContext
 
     return TaskContext(1, "bench", node_id, 1, Settings(), Services())
 
@@ -175,11 +175,11 @@ async def bare_scheduler(workflow: Any, registry: Any) -> None:
 
     One task per node once its parents are done, in an ``asyncio.TaskGroup``, each
     ``await task.execute(params, ctx)`` inside an ``asyncio.Semaphore(16)``; references
-    resolved with :func:`wfe_daemon.refs.resolve` where the node has any.
+    resolved with :func:`wfe_daemon.core.refs.resolve` where the node has any.
     """
     from wfe_daemon.config import Settings
-    from wfe_daemon.refs import find_refs, resolve
-    from wfe_daemon.task import Services, TaskContext
+    from wfe_daemon.core.refs import find_refs, resolve
+    from wfe_daemon.runtime.task import Services, TaskContext
 
     settings = Settings()
     slots = asyncio.Semaphore(CONCURRENCY)
@@ -213,8 +213,8 @@ async def bare_scheduler(workflow: Any, registry: Any) -> None:
 async def bare_loop(workflow: Any, registry: Any) -> None:
     """A chain awaited in sequence: ``for node: await task.execute(resolved, ctx)``."""
     from wfe_daemon.config import Settings
-    from wfe_daemon.refs import resolve
-    from wfe_daemon.task import Services, TaskContext
+    from wfe_daemon.core.refs import resolve
+    from wfe_daemon.runtime.task import Services, TaskContext
 
     settings = Settings()
     outputs: dict[str, Any] = {}
@@ -245,8 +245,8 @@ async def design_sequential(workflow: Any, registry: Any, *, restart: bool = Fal
     it, repeat"): the scan starts over after each node.
     """
     from wfe_daemon.config import Settings
-    from wfe_daemon.refs import resolve
-    from wfe_daemon.task import Services, TaskContext
+    from wfe_daemon.core.refs import resolve
+    from wfe_daemon.runtime.task import Services, TaskContext
 
     settings = Settings()
     outputs: dict[str, Any] = {}
@@ -485,9 +485,9 @@ def memory_child(path: str, db: str) -> None:
     """Read, parse and run one workflow file; print peak RSS and phases as JSON."""
     phases = {"start": proc_status_kb("VmRSS")}
     from wfe_daemon.config import Settings
-    from wfe_daemon.engine import Engine
-    from wfe_daemon.model import public_definition
-    from wfe_daemon.store import Store
+    from wfe_daemon.core.model import public_definition
+    from wfe_daemon.runtime.engine import Engine
+    from wfe_daemon.store.database import Store
 
     registry = _registry()
     _log_to_devnull("INFO")

@@ -4,7 +4,7 @@ The server (``python -m benchmarks.http serve DELAY``) is a raw asyncio HTTP/1.1
 server on 127.0.0.1 in its own process, answering every request after ``DELAY`` seconds.
 Each client arrangement runs in a fresh child process (``python -m benchmarks.http client
 ...``), on the daemon's event loop (uvloop) unless it says otherwise. It drives the real
-:class:`~wfe_daemon.engine.Engine` (SQLite store, INFO logs to ``os.devnull``) with
+:class:`~wfe_daemon.runtime.engine.Engine` (SQLite store, INFO logs to ``os.devnull``) with
 ``max_concurrent_tasks = 100`` and ``services=Services(http=client)``: one workflow of 1,000
 independent ``http_get`` nodes. One warm-up run opens the pool (its time is reported as
 "cold"), then each measured run reuses the client, as the daemon does.
@@ -19,12 +19,12 @@ Arrangements:
 - ``httpx+sniffio``: the same with ``sniffio`` importable (skipped when not installed).
 - ``sharded``: 10 httpcore pools of 10 connections behind one transport that sends each
   request to the least busy pool (httpcore's pool scan grows with requests x connections).
-- ``aiohttp``: what the task ships, :func:`wfe_daemon.tasks.http.open_http_client`:
+- ``aiohttp``: what the task ships, :func:`wfe_daemon.tasks.http.task.open_http_client`:
   ``httpx.AsyncClient`` over the package's own transport on aiohttp's pool, with the
   address checks on. (It replaced the ``httpx-aiohttp`` transport, which cost about
   60 µs more per request for the same work.)
 - ``stdlib-loop``: the shipped arrangement on the standard library's event loop instead of
-  uvloop (:mod:`wfe_daemon.eventloop`): the figure before uvloop.
+  uvloop (:mod:`wfe_daemon.runtime.eventloop`): the figure before uvloop.
 - ``direct``: a comparison only, not shippable: ``http_get`` swapped for a task that does
   the same GET straight on an ``aiohttp.ClientSession`` (no httpx, no address checks, no
   byte limit), to show what the httpx layer costs per node through the same engine.
@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._suite import Context, Figure, Section, ratios
-from wfe_daemon.eventloop import run as run_on_loop
+from wfe_daemon.runtime.eventloop import run as run_on_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -167,8 +167,8 @@ def _go_direct(settings: Any) -> Any:
     """Swap ``http_get`` for a bare aiohttp GET (the ``direct`` comparison); its session."""
     import aiohttp
 
-    from wfe_daemon.tasks._httpbody import MISSING, json_or_missing
-    from wfe_daemon.tasks.http import HttpGetTask
+    from wfe_daemon.tasks.http.body import MISSING, json_or_missing
+    from wfe_daemon.tasks.http.task import HttpGetTask
 
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=settings.max_concurrent_tasks),
@@ -201,7 +201,7 @@ def _go_direct(settings: Any) -> Any:
 def _open_client(variant: str, settings: Any) -> Any:
     import httpx
 
-    from wfe_daemon.tasks.http import open_http_client
+    from wfe_daemon.tasks.http.task import open_http_client
 
     n = settings.max_concurrent_tasks
     if variant in ("httpx", "httpx+sniffio"):
@@ -310,9 +310,9 @@ def client(variant: str, url: str, nodes: int, concurrency: int, runs: int, tmp:
         sys.meta_path.insert(0, _HideSniffio())
     from benchmarks.engine import _log_to_devnull, _registry, parse
     from wfe_daemon.config import Settings
-    from wfe_daemon.engine import Engine
-    from wfe_daemon.store import Store
-    from wfe_daemon.task import Services
+    from wfe_daemon.runtime.engine import Engine
+    from wfe_daemon.runtime.task import Services
+    from wfe_daemon.store.database import Store
 
     registry = _registry()
     _log_to_devnull("INFO")

@@ -5,7 +5,7 @@ engine (persistence on, logs INFO to /dev/null) as it is, then again with one co
 stubbed out at a time by monkeypatching this process only (nothing is changed on disk).
 The difference is what that component costs per node, scheduling effects included.
 A "what if" tool for choosing optimisations: it reaches into internals
-(``wfe_daemon.engine.redact``, ``Store.node_finished``, ...) and may need updating when
+(``wfe_daemon.runtime.engine.redact``, ``Store.node_finished``, ...) and may need updating when
 they move. Not part of the suite's registry; the suite must not depend on it.
 
 ``--logs`` adds a micro-benchmark of one ``node.finished`` log event through the
@@ -43,7 +43,7 @@ def _setattrs(*triples: tuple[Any, str, Any]) -> Iterator[None]:
 
 
 def _no_node_writes() -> contextlib.AbstractContextManager[None]:
-    from wfe_daemon.store import Store
+    from wfe_daemon.store.database import Store
 
     return _setattrs(
         (Store, "node_running", lambda *a, **k: None),
@@ -52,33 +52,33 @@ def _no_node_writes() -> contextlib.AbstractContextManager[None]:
 
 
 def _no_redact() -> contextlib.AbstractContextManager[None]:
-    import wfe_daemon.engine as engine
+    import wfe_daemon.runtime.engine as engine
 
     return _setattrs((engine, "redact", lambda value: value))
 
 
 def _no_output_check() -> contextlib.AbstractContextManager[None]:
-    import wfe_daemon.engine as engine
+    import wfe_daemon.runtime.engine as engine
 
     return _setattrs((engine, "encode_output", lambda value: b"{}"))
 
 
 def _fixed_clock() -> contextlib.AbstractContextManager[None]:
-    import wfe_daemon.engine as engine
+    import wfe_daemon.runtime.engine as engine
 
     return _setattrs((engine, "now_iso", lambda: "2026-01-01T00:00:00.000000+00:00"))
 
 
 def _cached_secret_keys() -> contextlib.AbstractContextManager[None]:
+    import wfe_daemon.core.model as model
     import wfe_daemon.logs as logs
-    import wfe_daemon.model as model
 
     cached = functools.lru_cache(maxsize=4096)(model.is_secret_key)
     return _setattrs((model, "is_secret_key", cached), (logs, "is_secret_key", cached))
 
 
 def _no_timeout_scope() -> contextlib.AbstractContextManager[None]:
-    from wfe_daemon.deadlines import Deadlines
+    from wfe_daemon.runtime.deadlines import Deadlines
 
     return _setattrs((Deadlines, "scope", lambda _self, _seconds: _NullScope()))
 

@@ -21,18 +21,18 @@ import uvloop
 
 from daemon_helpers import Daemons, daemons_for
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine
 from wfe_daemon.logs import configure_logging
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.store import Store
-from wfe_daemon.task import Task
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.task import Task
+from wfe_daemon.store.database import Store
 from wfe_daemon.tasks import BUILTINS
 
 CLI_TIMEOUT_S = 60
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Async tests run on the loop the commands run on (``wfe_daemon.eventloop``)."""
+    """Async tests run on the loop the commands run on (``wfe_daemon.runtime.eventloop``)."""
     return {"uvloop": uvloop.new_event_loop}
 
 
@@ -154,7 +154,7 @@ def stall_last_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, float], 
     """``stall(last, delay_s)``: CSV files are read a few rows per batch, and the batch whose
     last row starts with the cell ``last`` stalls ``delay_s`` (once) before it is used, so a
     test can cancel a task in its last batch. The returned event is set after the stall."""
-    import wfe_daemon.tasks._arrowcsv as arrowcsv
+    import wfe_daemon.tasks.csv.arrow as arrowcsv
 
     def stall(last: str, delay_s: float) -> threading.Event:
         monkeypatch.setattr(arrowcsv, "BLOCK_BYTES", 24)

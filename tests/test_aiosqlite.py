@@ -1,6 +1,6 @@
-"""aiosqlite's private API that ``wfe_daemon._aiosqlite`` relies on is still there and works.
+"""aiosqlite's private API that ``wfe_daemon.store._aiosqlite`` relies on is still there and works.
 
-A failure here means an aiosqlite release moved it: adapt ``src/wfe_daemon/_aiosqlite.py``,
+A failure here means an aiosqlite release moved it: adapt ``src/wfe_daemon/store/_aiosqlite.py``,
 the one module that touches it.
 """
 
@@ -16,9 +16,9 @@ import aiosqlite
 import pytest
 
 import wfe_daemon
-from wfe_daemon._aiosqlite import join_worker, run_in_thread, worker_thread
+from wfe_daemon.store._aiosqlite import join_worker, run_in_thread, worker_thread
 
-MODULE = "src/wfe_daemon/_aiosqlite.py"
+MODULE = "src/wfe_daemon/store/_aiosqlite.py"
 
 
 def moved(what: str) -> str:

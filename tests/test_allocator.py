@@ -48,7 +48,7 @@ _MAPPED_AFTER_FREE = textwrap.dedent(
 _AFTER_FIX = _MAPPED_AFTER_FREE + textwrap.dedent(
     """
     import sys
-    from wfe_daemon.allocator import fix_mmap_threshold
+    from wfe_daemon.service.allocator import fix_mmap_threshold
 
     fix_mmap_threshold()
     print(mapped_after_free(int(sys.argv[1]), int(sys.argv[2])))
@@ -62,7 +62,7 @@ _IN_THE_DAEMON = _MAPPED_AFTER_FREE + textwrap.dedent(
     """
     import os, signal, sys, threading, time
     from pathlib import Path
-    from wfe_daemon.cli import main
+    from wfe_daemon.cli.commands import main
 
     def check() -> None:
         result = Path(os.environ["WFE_OUTBOX"]) / "w.result.json"

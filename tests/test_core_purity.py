@@ -3,12 +3,12 @@ layers below it, and no module imports itself back through others, lazily or not
 
 Every import of every module counts: top-level ones, those inside functions (lazy, kept
 for start-up time) and those under ``if TYPE_CHECKING:``, since each names a dependency a
-lazy import only hides. Importing ``wfe_daemon.tasks.csv`` also runs
+lazy import only hides. Importing ``wfe_daemon.tasks.csv.tasks`` also runs
 ``wfe_daemon/tasks/__init__.py``, so a module depends on its parent package too (not on
 the root package, whose ``__init__`` imports its API on first use).
 
 The layers, bottom to top (:data:`LAYERS`), and which module sits in which
-(:data:`MODULES`, today's flat names; a key also covers the modules of a package):
+(:data:`MODULES`; a package's entry covers its modules):
 
 - ``core``: the exception tree, settings, logging, and the pure model (model, strictjson,
   dag, refs, rules, summary, records, nodestate) with the small helpers everything uses
@@ -43,80 +43,46 @@ PACKAGE_DIR = Path(wfe_daemon.__file__).parent
 LAYERS = ("core", "store", "runtime", "tasks", "service", "cli")
 """Bottom to top: a module may import its own layer and those before it (but see ``tasks``)."""
 
-TASKS_MAY_IMPORT = {"core", "tasks", f"{PACKAGE}.task"}
+TASKS_MAY_IMPORT = {"core", "tasks", f"{PACKAGE}.runtime", f"{PACKAGE}.runtime.task"}
 """``tasks`` sits beside the runtime: of it, the task modules see only ``task``."""
 
 MODULES: Mapping[str, str] = {
-    "": "runtime",  # the package root: the plugin API, re-exported from task and errors
+    "": "runtime",  # the package root: the plugin API, re-exported from runtime.task and errors
     "__main__": "cli",
-    "_aiosqlite": "store",
-    "_sqlite": "store",
-    "_transactions": "store",
-    "_watchfiles": "service",
-    "_writer": "store",
-    "_writing": "service",
-    "allocator": "service",
-    "arguments": "cli",
-    "cli": "cli",
     "clock": "core",
     "config": "core",
-    "daemon": "service",
-    "dag": "core",
-    "deadlines": "runtime",
-    "engine": "runtime",
     "errors": "core",
-    "eventloop": "runtime",
     "faults": "core",
-    "intake": "service",
     "logs": "core",
-    "metrics": "service",
-    "model": "core",
-    "nodestate": "core",
-    "operations": "service",
-    "outbox": "service",
-    "progress": "cli",
-    "reading": "service",
-    "records": "core",
-    "recovery": "service",
-    "refs": "core",
-    "registry": "runtime",
-    "rules": "core",
-    "schema": "store",
-    "services": "service",
-    "shutdown": "service",
-    "store": "store",
-    "strictjson": "core",
-    "submission": "service",
-    "summary": "core",
-    "systemd": "service",
-    "task": "runtime",
-    "taskdocs": "cli",
     "taskgroup": "core",
+    "core": "core",
+    "store": "store",
+    "runtime": "runtime",
     "tasks": "tasks",
-    "views": "cli",
-    "wrappers": "runtime",
+    "service": "service",
+    "cli": "cli",
 }
 """Each module's layer, by its name under the package (a package's entry covers its modules)."""
 
 CORE = (
-    "model.py",
-    "strictjson.py",
-    "dag.py",
-    "refs.py",
-    "rules.py",
-    "summary.py",
-    "records.py",
-    "nodestate.py",
+    "core/model.py",
+    "core/strictjson.py",
+    "core/dag.py",
+    "core/refs.py",
+    "core/rules.py",
+    "core/summary.py",
+    "core/records.py",
+    "core/nodestate.py",
 )
 ALLOWED_OWN = {
     "wfe_daemon.errors",
-    "wfe_daemon.model",
-    "wfe_daemon.strictjson",
-    "wfe_daemon.dag",
-    "wfe_daemon.refs",
-    "wfe_daemon.rules",
-    "wfe_daemon.summary",
-    "wfe_daemon.records",
+    "wfe_daemon.core.model",
+    "wfe_daemon.core.strictjson",
+    "wfe_daemon.core.dag",
+    "wfe_daemon.core.refs",
+    "wfe_daemon.core.rules",
+    "wfe_daemon.core.summary",
+    "wfe_daemon.core.records",
 }
 FORBIDDEN = {"anyio", "aiosqlite", "httpx", "structlog", "jsonschema", "asyncio", "watchfiles"}
 
@@ -342,29 +308,29 @@ def test_lazy_and_type_checking_imports_are_seen(tmp_path: Path) -> None:
         "import os\n"
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n"
-        "    from wfe_daemon.store import Store\n"
+        "    from wfe_daemon.store.database import Store\n"
         "def f():\n"
-        "    import wfe_daemon.engine\n"
+        "    import wfe_daemon.runtime.engine\n"
         "    if TYPE_CHECKING:\n"
-        "        import wfe_daemon.dag\n"
+        "        import wfe_daemon.core.dag\n"
     )
     found = {(name, how) for name, _, how, _ in _imports(source)}
     assert ("os", "") in found
-    assert ("wfe_daemon.store", "TYPE_CHECKING") in found
-    assert ("wfe_daemon.engine", "lazy") in found
-    assert ("wfe_daemon.dag", "TYPE_CHECKING") in found
+    assert ("wfe_daemon.store.database", "TYPE_CHECKING") in found
+    assert ("wfe_daemon.runtime.engine", "lazy") in found
+    assert ("wfe_daemon.core.dag", "TYPE_CHECKING") in found
 
 
 def test_the_layer_rules() -> None:
     """Imports go down or sideways; tasks see core and task only; runtime never sees tasks."""
-    assert may_import("wfe_daemon.engine", "wfe_daemon.store")
-    assert not may_import("wfe_daemon.store", "wfe_daemon.engine")
-    assert may_import("wfe_daemon.tasks.csv", "wfe_daemon.task")
-    assert may_import("wfe_daemon.tasks.csv", "wfe_daemon.tasks._csvplan")
-    assert not may_import("wfe_daemon.tasks.csv", "wfe_daemon.registry")
-    assert not may_import("wfe_daemon.registry", "wfe_daemon.tasks")
-    assert may_import("wfe_daemon.services", "wfe_daemon.tasks")
-    assert layer_of("wfe_daemon.tasks.http") == "tasks"
+    assert may_import("wfe_daemon.runtime.engine", "wfe_daemon.store.database")
+    assert not may_import("wfe_daemon.store.database", "wfe_daemon.runtime.engine")
+    assert may_import("wfe_daemon.tasks.csv.tasks", "wfe_daemon.runtime.task")
+    assert may_import("wfe_daemon.tasks.csv.tasks", "wfe_daemon.tasks.csv.plan")
+    assert not may_import("wfe_daemon.tasks.csv.tasks", "wfe_daemon.runtime.registry")
+    assert not may_import("wfe_daemon.runtime.registry", "wfe_daemon.tasks")
+    assert may_import("wfe_daemon.service.wiring", "wfe_daemon.tasks")
+    assert layer_of("wfe_daemon.tasks.http.task") == "tasks"
     assert layer_of("wfe_daemon") == "runtime"
 
 

@@ -291,9 +291,9 @@ async def test_a_file_whose_handling_fails_is_taken_again_until_it_is_published(
     and published once, with one ``workflow.error`` line and one ``workflow.recovered``."""
     from structlog.testing import capture_logs
 
-    from wfe_daemon.daemon import Daemon
-    from wfe_daemon.intake import Claimed
-    from wfe_daemon.systemd import Notifier
+    from wfe_daemon.service.daemon import Daemon
+    from wfe_daemon.service.intake import Claimed
+    from wfe_daemon.service.systemd import Notifier
 
     engine = engine_factory()
     store = engine.store

@@ -1,4 +1,4 @@
-"""Tests for the pure graph algorithms of wfe_daemon.dag."""
+"""Tests for the pure graph algorithms of wfe_daemon.core.dag."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from scaling import LINEAR, growth
-from wfe_daemon import dag
+from wfe_daemon.core import dag
 
 
 def test_find_cycle_returns_none_for_a_dag() -> None:

@@ -1,4 +1,4 @@
-"""Per-attempt deadlines on one timer (``wfe_daemon.deadlines``), as the engine uses them."""
+"""Per-attempt deadlines on one timer, as the engine uses them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import weakref
 
 import pytest
 
-from wfe_daemon.deadlines import Deadlines
-from wfe_daemon.eventloop import run
+from wfe_daemon.runtime.deadlines import Deadlines
+from wfe_daemon.runtime.eventloop import run
 
 
 async def _attempt(deadlines: Deadlines, limit: float, work: float) -> str:

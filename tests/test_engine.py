@@ -14,13 +14,13 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from wfe_daemon.engine import MAX_BACKOFF_S, Engine, backoff
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.submission import submit
-from wfe_daemon.task import Params, TaskContext
+from wfe_daemon.runtime.engine import MAX_BACKOFF_S, Engine, backoff
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.task import Params, TaskContext
+from wfe_daemon.runtime.wrappers import call_task
+from wfe_daemon.service.submission import submit
 from wfe_daemon.tasks import BUILTINS
-from wfe_daemon.wrappers import call_task
 
 Rows = Callable[..., list[dict[str, Any]]]
 
@@ -881,7 +881,7 @@ async def test_duration_spans_the_whole_run_even_when_resumed(
     """A fresh run's duration matches its stamps; a resumed one counts from its first start."""
     from datetime import UTC, datetime, timedelta
 
-    from wfe_daemon.model import parse_workflow
+    from wfe_daemon.core.model import parse_workflow
 
     engine = engine_factory()
     summary = await run_doc(engine, workflow(node("a", "sleep", params={"seconds": 0.1})))
@@ -900,8 +900,8 @@ async def test_duration_spans_the_whole_run_even_when_resumed(
 
 def test_a_reused_output_that_lost_a_secret_runs_again_when_referenced() -> None:
     """Resuming keeps finished nodes, except one whose stored secret a pending node needs."""
-    from wfe_daemon.model import NodeStatus, parse_workflow
-    from wfe_daemon.nodestate import reusable_states
+    from wfe_daemon.core.model import NodeStatus, parse_workflow
+    from wfe_daemon.core.nodestate import reusable_states
 
     wf = parse_workflow(
         json.dumps(

@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from wfe_daemon.eventloop import run
+from wfe_daemon.runtime.eventloop import run
 
 
 def test_run_returns_the_result_of_a_coroutine_run_on_uvloop() -> None:

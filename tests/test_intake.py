@@ -14,8 +14,8 @@ import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 from structlog.testing import capture_logs
 
-from wfe_daemon import intake
-from wfe_daemon.intake import Claimed, Intake, leftover_claims, settle_file
+from wfe_daemon.service import intake
+from wfe_daemon.service.intake import Claimed, Intake, leftover_claims, settle_file
 
 MAX = 10 * 1024 * 1024
 DOC = b'{"name": "w", "nodes": [{"id": "a", "type": "echo"}]}'

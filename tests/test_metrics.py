@@ -27,9 +27,9 @@ from daemon_helpers import (
 )
 from wfe_daemon.errors import UsageError
 from wfe_daemon.faults import Faults
-from wfe_daemon.intake import Claimed
-from wfe_daemon.metrics import Followed, Health, Telemetry
-from wfe_daemon.store import Store
+from wfe_daemon.service.intake import Claimed
+from wfe_daemon.service.metrics import Followed, Health, Telemetry
+from wfe_daemon.store.database import Store
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

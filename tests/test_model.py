@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from scaling import LINEAR, growth
-from wfe_daemon.errors import WorkflowRejected
-from wfe_daemon.model import (
+from wfe_daemon.core.model import (
     NodeDef,
     TriggerRule,
     WorkflowDef,
@@ -20,8 +19,9 @@ from wfe_daemon.model import (
     public_definition,
     redact_secrets,
 )
-from wfe_daemon.refs import Ref
-from wfe_daemon.strictjson import load_json
+from wfe_daemon.core.refs import Ref
+from wfe_daemon.core.strictjson import load_json
+from wfe_daemon.errors import WorkflowRejected
 
 
 class FakeCatalog:

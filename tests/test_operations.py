@@ -29,11 +29,11 @@ from daemon_helpers import (
     wait_running,
     wait_until,
 )
-from wfe_daemon.engine import Engine
 from wfe_daemon.errors import StoreError, TaskFailed, WorkflowRejected
-from wfe_daemon.operations import prune_history, request_cancel, retry_run
-from wfe_daemon.submission import submit
-from wfe_daemon.task import Params, TaskContext
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.task import Params, TaskContext
+from wfe_daemon.service.operations import prune_history, request_cancel, retry_run
+from wfe_daemon.service.submission import submit
 
 LONG = {
     "name": "long",

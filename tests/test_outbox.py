@@ -23,7 +23,7 @@ from daemon_helpers import (
     wait_running,
     wait_until,
 )
-from wfe_daemon.outbox import find_result, write_result
+from wfe_daemon.service.outbox import find_result, write_result
 
 
 def _started(run_id: int) -> str:

@@ -274,10 +274,10 @@ def test_the_package_api_is_exported_and_imported_on_first_use() -> None:
     ]
     code = (
         "import sys, wfe_daemon\n"
-        "assert 'wfe_daemon.task' not in sys.modules, sorted(sys.modules)\n"
+        "assert 'wfe_daemon.runtime.task' not in sys.modules, sorted(sys.modules)\n"
         "assert 'asyncio' not in sys.modules\n"
         "from wfe_daemon import Task, TaskContext\n"
-        "assert TaskContext.__module__ == 'wfe_daemon.task'\n"
+        "assert TaskContext.__module__ == 'wfe_daemon.runtime.task'\n"
         "try:\n"
         "    wfe_daemon.Nothing\n"
         "except AttributeError as exc:\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wfe_daemon.reading import NotRegularFile, open_regular, read_capped, read_file
+from wfe_daemon.service.reading import NotRegularFile, open_regular, read_capped, read_file
 
 
 def test_a_regular_file_is_read_whole_with_its_fstat(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from wfe_daemon.core.refs import Ref, contains_ref, find_refs, resolve
 from wfe_daemon.errors import ParamsError
-from wfe_daemon.refs import Ref, contains_ref, find_refs, resolve
 
 OUTPUTS = {
     "fetch": {"path": "raw/sales.csv", "status_code": 200, "items": [{"name": "x"}, 2]},

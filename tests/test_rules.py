@@ -1,11 +1,11 @@
-"""Tests for the pure rules of wfe_daemon.rules: trigger-rule verdicts and run status."""
+"""Tests for the pure rules of wfe_daemon.core.rules: trigger-rule verdicts and run status."""
 
 from __future__ import annotations
 
 import pytest
 
-from wfe_daemon.model import NodeStatus, RunStatus, TriggerRule
-from wfe_daemon.rules import Ended, Skip, failed, run_status, verdict
+from wfe_daemon.core.model import NodeStatus, RunStatus, TriggerRule
+from wfe_daemon.core.rules import Ended, Skip, failed, run_status, verdict
 
 SUCCESS, FAILED, SKIPPED = NodeStatus.SUCCESS, NodeStatus.FAILED, NodeStatus.SKIPPED
 CANCELLED, PENDING = NodeStatus.CANCELLED, NodeStatus.PENDING

@@ -1,12 +1,12 @@
-"""Tests for the forward migrations of wfe_daemon.schema."""
+"""Tests for the forward migrations of wfe_daemon.store.migrations."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from wfe_daemon.schema import MIGRATIONS, SCHEMA_VERSION
-from wfe_daemon.store import Store
+from wfe_daemon.store.database import Store
+from wfe_daemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 # Reasons a node row may hold, and the cause the migration to version 4 takes from each.
 REASONS = {

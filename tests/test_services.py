@@ -16,10 +16,10 @@ import pytest
 
 from daemon_helpers import Daemons, drop, query, wait_result, wait_until
 from wfe_daemon.config import Settings
+from wfe_daemon.core.model import parse_workflow
 from wfe_daemon.errors import WorkflowRejected
-from wfe_daemon.model import parse_workflow
-from wfe_daemon.services import load_registry, open_engine
-from wfe_daemon.store import Store
+from wfe_daemon.service.wiring import load_registry, open_engine
+from wfe_daemon.store.database import Store
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Writer = Callable[..., Path]

@@ -8,7 +8,7 @@ import signal
 import anyio
 import pytest
 
-from wfe_daemon.shutdown import watch_stop_signals
+from wfe_daemon.service.shutdown import watch_stop_signals
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

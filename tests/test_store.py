@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from wfe_daemon.errors import StoreError
-from wfe_daemon.store import MIGRATIONS, SCHEMA_VERSION, Store
+from wfe_daemon.store.database import MIGRATIONS, SCHEMA_VERSION, Store
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Rows = Callable[..., list[dict[str, Any]]]

@@ -20,10 +20,10 @@ from structlog.testing import capture_logs
 
 from test_store import Cli, finish, node_rows, wait_for
 from test_store import Writer as WorkflowWriter
-from wfe_daemon import store as store_module
 from wfe_daemon.errors import StoreCorrupt, StoreError
 from wfe_daemon.faults import FAULT_BEGUN, FAULT_HEALED, Faults
-from wfe_daemon.store import MIGRATIONS, STORE_UNWRITTEN, Store
+from wfe_daemon.store import database as store_module
+from wfe_daemon.store.database import MIGRATIONS, STORE_UNWRITTEN, Store
 
 STARTED = "2024-01-01T00:00:00+00:00"
 
@@ -472,7 +472,7 @@ async def test_a_reconnect_never_makes_a_new_database_where_the_file_is_gone(
     """Reconnecting after a fault (``create=False``) fails while the file is missing, and
     creates neither the file nor its folder: a database away for a moment is waited for,
     not replaced by an empty one."""
-    from wfe_daemon._sqlite import connect
+    from wfe_daemon.store.connection import connect
 
     path = tmp_path / "gone" / "wfe.db"
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):

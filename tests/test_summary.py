@@ -1,9 +1,9 @@
-"""Tests for the pure result-summary builder of wfe_daemon.summary."""
+"""Tests for the pure result-summary builder of wfe_daemon.core.summary."""
 
 from __future__ import annotations
 
-from wfe_daemon.model import RunStatus
-from wfe_daemon.summary import build_summary, node_entry, retried
+from wfe_daemon.core.model import RunStatus
+from wfe_daemon.core.summary import build_summary, node_entry, retried
 
 AT = "2024-01-01T00:00:00+00:00"
 

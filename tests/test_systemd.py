@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wfe_daemon.systemd import Notifier, scrub_environ
+from wfe_daemon.service.systemd import Notifier, scrub_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "wfe-daemon.service"

@@ -16,14 +16,14 @@ import pytest
 
 from test_task_paths import unwritable
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine
 from wfe_daemon.errors import PathEscapeError, TaskFailed
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.submission import submit
-from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.service.submission import submit
 from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.tasks._threads import run_blocking
-from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
+from wfe_daemon.tasks.csv.tasks import TransformSimpleTask, ValidateCsvTask
 
 SALES = (
     "id,date,region,amount,note\n"
@@ -438,8 +438,8 @@ _PEAK = """
 import asyncio, json, sys
 from pathlib import Path
 from wfe_daemon.config import Settings
-from wfe_daemon.task import Services, TaskContext
-from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
+from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.tasks.csv.tasks import TransformSimpleTask, ValidateCsvTask
 from wfe_daemon.tasks.sqlite import SaveDbTask
 ctx = TaskContext(1, "mem", "v", 1, Settings(data_dir=Path(sys.argv[1])), Services())
 name = sys.argv[2]

@@ -1,6 +1,6 @@
 """The Arrow fast path of the CSV tasks agrees with the row-by-row reference, cell by cell.
 
-Arrow (``tasks/_arrowcsv.py``) may only accept what the reference (``_csvio``, ``_csvtypes``)
+Arrow (``tasks/csv/arrow.py``) may only accept what the reference (``csv/io``, ``csv/types``)
 accepts and must produce the same cells; anything else falls back to the reference. These
 tests put awkward cells through both and compare, and check that ordinary files never
 fall back (so the fast path is really the one taken).
@@ -17,14 +17,14 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-import wfe_daemon.tasks.csv as csv_task
+import wfe_daemon.tasks.csv.tasks as csv_task
 import wfe_daemon.tasks.sqlite as sqlite_task
 from test_task_csv import context
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.tasks import _arrowcsv
-from wfe_daemon.tasks._csvio import FIELD_LIMIT
-from wfe_daemon.tasks._csvtypes import CHECKS, OPS, cast_column, predicate
-from wfe_daemon.tasks.csv import TransformSimpleTask, ValidateCsvTask
+from wfe_daemon.tasks.csv import arrow as _arrowcsv
+from wfe_daemon.tasks.csv.io import FIELD_LIMIT
+from wfe_daemon.tasks.csv.tasks import TransformSimpleTask, ValidateCsvTask
+from wfe_daemon.tasks.csv.types import CHECKS, OPS, cast_column, predicate
 from wfe_daemon.tasks.sqlite import SaveDbTask
 
 CELLS = [

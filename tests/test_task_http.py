@@ -32,16 +32,16 @@ import pytest
 from daemon_helpers import PAST, Daemons, drop, results, wait_result, wait_until
 from test_task_paths import unwritable
 from wfe_daemon.config import Settings, load_settings
-from wfe_daemon.engine import Engine
+from wfe_daemon.core.model import parse_workflow
 from wfe_daemon.errors import TaskFailed, WorkflowRejected
 from wfe_daemon.logs import configure_logging
-from wfe_daemon.model import parse_workflow
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.store import Store
-from wfe_daemon.submission import submit
-from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.service.submission import submit
+from wfe_daemon.store.database import Store
 from wfe_daemon.tasks import BUILTINS
-from wfe_daemon.tasks.http import AddressPolicy, HttpGetTask, literal_address, open_http_client
+from wfe_daemon.tasks.http.task import AddressPolicy, HttpGetTask, literal_address, open_http_client
 
 SECRET = "Bearer s3cr3t-t0ken-value"
 BOMB_SIZE = 50 * 1024 * 1024

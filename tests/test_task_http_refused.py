@@ -19,8 +19,8 @@ import pytest
 
 from test_task_http import NETNS_ENV, _Server, base, error_of, get, run_nodes, server
 from wfe_daemon.config import Settings
-from wfe_daemon.tasks._netguard import AddressRefused
-from wfe_daemon.tasks.http import open_http_client
+from wfe_daemon.tasks.http.netguard import AddressRefused
+from wfe_daemon.tasks.http.task import open_http_client
 
 __all__ = ["base", "run_nodes", "server"]  # fixtures shared with test_task_http
 

@@ -13,7 +13,7 @@ import pytest
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import PathEscapeError, TaskFailed
-from wfe_daemon.task import Services, TaskContext, data_path
+from wfe_daemon.runtime.task import Services, TaskContext, data_path
 from wfe_daemon.tasks._paths import atomic_write
 
 

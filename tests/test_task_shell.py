@@ -17,12 +17,12 @@ import pytest
 
 from daemon_helpers import Daemons, drop, wait_running, wait_until
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine
 from wfe_daemon.logs import configure_logging
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.store import Store
-from wfe_daemon.submission import submit
-from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.service.submission import submit
+from wfe_daemon.store.database import Store
 from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.tasks.shell import MINIMAL_PATH, OUTPUT_CAP_BYTES, ShellTask
 

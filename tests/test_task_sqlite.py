@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from wfe_daemon.config import Settings
-from wfe_daemon.engine import Engine
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.submission import submit
-from wfe_daemon.task import Services, TaskContext
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.service.submission import submit
 from wfe_daemon.tasks.sqlite import SaveDbTask
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

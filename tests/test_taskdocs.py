@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from wfe_daemon.registry import TaskRegistry
-from wfe_daemon.taskdocs import COMMAND, render
+from wfe_daemon.cli.taskdocs import COMMAND, render
+from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.tasks import BUILTINS
 
 DOC = Path(__file__).parent.parent / "docs" / "tasks.md"
@@ -24,7 +24,7 @@ def builtins() -> TaskRegistry:
 
 
 def test_docs_are_not_stale(builtins: TaskRegistry) -> None:
-    """docs/tasks.md matches the task classes (refresh it with python -m wfe_daemon.taskdocs)."""
+    """docs/tasks.md matches the task classes (refresh: python -m wfe_daemon.cli.taskdocs)."""
     assert DOC.read_text(encoding="utf-8") == render(builtins), f"stale: run {COMMAND}"
 
 
@@ -103,7 +103,7 @@ def test_check_flag_reports_a_stale_file(tmp_path: Path) -> None:
 
     def taskdocs(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "wfe_daemon.taskdocs", "--output", str(target), *args],
+            [sys.executable, "-m", "wfe_daemon.cli.taskdocs", "--output", str(target), *args],
             capture_output=True,
             text=True,
             timeout=60,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from wfe_daemon.views import (
+from wfe_daemon.cli.views import (
     GraphNode,
     dot,
     graph_nodes,

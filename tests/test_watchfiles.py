@@ -1,7 +1,7 @@
-"""watchfiles' private watcher that ``wfe_daemon._watchfiles`` relies on is still there and works.
+"""The private watcher of watchfiles that ``service._watchfiles`` uses is still there and works.
 
 A failure here means a watchfiles release moved or changed it: adapt
-``src/wfe_daemon/_watchfiles.py``, the one module that touches it.
+``src/wfe_daemon/service/_watchfiles.py``, the one module that touches it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import watchfiles
 from watchfiles import Change
 
 import wfe_daemon
-from wfe_daemon._watchfiles import FolderWatcher
+from wfe_daemon.service._watchfiles import FolderWatcher
 
-MODULE = "src/wfe_daemon/_watchfiles.py"
+MODULE = "src/wfe_daemon/service/_watchfiles.py"
 
 
 def moved(what: str) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wfe_daemon import _writing
-from wfe_daemon._writing import WriteWatch
+from wfe_daemon.service import closewrites as _writing
+from wfe_daemon.service.closewrites import WriteWatch
 
 
 def test_written_until_closed_and_a_renamed_file_arrives_complete(tmp_path: Path) -> None:

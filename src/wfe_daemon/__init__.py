@@ -23,18 +23,18 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
     from wfe_daemon.errors import TaskFailed
-    from wfe_daemon.task import Output, Params, Services, Task, TaskContext
+    from wfe_daemon.runtime.task import Output, Params, Services, Task, TaskContext
 
 __version__ = "0.1.0"
 
 __all__ = ["Output", "Params", "Services", "Task", "TaskContext", "TaskFailed", "__version__"]
 
 _HOMES: Final = {
-    "Output": "wfe_daemon.task",
-    "Params": "wfe_daemon.task",
-    "Services": "wfe_daemon.task",
-    "Task": "wfe_daemon.task",
-    "TaskContext": "wfe_daemon.task",
+    "Output": "wfe_daemon.runtime.task",
+    "Params": "wfe_daemon.runtime.task",
+    "Services": "wfe_daemon.runtime.task",
+    "Task": "wfe_daemon.runtime.task",
+    "TaskContext": "wfe_daemon.runtime.task",
     "TaskFailed": "wfe_daemon.errors",
 }
 """The module that defines each exported name."""

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from wfe_daemon.cli import main
+from wfe_daemon.cli.commands import main
 
 raise SystemExit(main())

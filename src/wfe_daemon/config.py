@@ -151,7 +151,7 @@ def _as_task_limits(value: object, text_ok: bool) -> Mapping[str, int]:
     return MappingProxyType(limits)
 
 
-#: Names ``http_deny_networks`` accepts besides CIDRs (``wfe_daemon.tasks.http`` expands them).
+#: Names ``http_deny_networks`` accepts besides CIDRs (``wfe_daemon.tasks.http.task`` expands them).
 NETWORK_NAMES: Final = ("loopback", "private")
 
 

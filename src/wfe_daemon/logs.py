@@ -19,8 +19,8 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.model import is_secret_key, printable, redact_secrets
-from wfe_daemon.strictjson import INT_MAX, INT_MIN
+from wfe_daemon.core.model import is_secret_key, printable, redact_secrets
+from wfe_daemon.core.strictjson import INT_MAX, INT_MIN
 
 DAEMON_STARTED = "daemon.started"
 DAEMON_STOPPING = "daemon.stopping"

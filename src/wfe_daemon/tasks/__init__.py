@@ -1,28 +1,28 @@
 """The built-in task types, one module per family.
 
-Each public module here (``basic``, ``http``, ``csv``, ...) lists its task classes in a
-``TASKS`` tuple; :data:`BUILTINS` gathers them in module-name order, for the code that
-builds the registry (``TaskRegistry.load(BUILTINS)``). Modules import heavy libraries
-(httpx, sqlite3...) inside ``execute``, so loading the registry stays cheap.
+Each family's module (:data:`FAMILIES`) lists its task classes in a ``TASKS`` tuple;
+:data:`BUILTINS` gathers them in that order, for the code that builds the registry
+(``TaskRegistry.load(BUILTINS)``). Modules import heavy libraries (httpx, sqlite3...)
+inside ``execute``, so loading the registry stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
-from wfe_daemon.task import Task
+from wfe_daemon.runtime.task import Task
+
+FAMILIES = ("basic", "csv.tasks", "http.task", "shell", "sqlite")
+"""The modules that define built-in task types, under this package, in listing order."""
 
 
-def _discover() -> tuple[type[Task], ...]:
+def _gather() -> tuple[type[Task], ...]:
     found: list[type[Task]] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
-        if not info.name.startswith("_"):
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            found.extend(getattr(module, "TASKS", ()))
+    for name in FAMILIES:
+        found.extend(importlib.import_module(f"{__name__}.{name}").TASKS)
     return tuple(found)
 
 
-BUILTINS: tuple[type[Task], ...] = _discover()
+BUILTINS: tuple[type[Task], ...] = _gather()
 
-__all__ = ["BUILTINS"]
+__all__ = ["BUILTINS", "FAMILIES"]

@@ -2,7 +2,7 @@
 
 A file is written to a temporary file beside the target and renamed into place once
 complete. The target itself comes from :meth:`TaskContext.path
-<wfe_daemon.task.TaskContext.path>`, the ``data_dir`` sandbox every path param goes through.
+<wfe_daemon.runtime.task.TaskContext.path>`, the ``data_dir`` sandbox every path param goes through.
 """
 
 from __future__ import annotations

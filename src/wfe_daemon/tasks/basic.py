@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any, ClassVar
 
-from wfe_daemon.task import Output, Params, TaskContext
+from wfe_daemon.runtime.task import Output, Params, TaskContext
 
 
 class EchoTask:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from wfe_daemon.errors import TaskFailed, TaskTimeout
-from wfe_daemon.task import Output, Params, TaskContext
+from wfe_daemon.runtime.task import Output, Params, TaskContext
 from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
 
 MINIMAL_PATH: Final = "/usr/local/bin:/usr/bin:/bin"

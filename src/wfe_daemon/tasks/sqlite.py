@@ -9,10 +9,10 @@ The whole load is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) on a data
 WAL mode, so a reader sees the table as it was before, or complete; never empty or half
 filled. In ``replace`` mode the table is dropped and re-created inside that transaction.
 Rows go in through ADBC's SQLite driver, which binds Arrow batches read by
-:mod:`~wfe_daemon.tasks._arrowcsv` to one prepared ``INSERT`` in C: a million rows load
+:mod:`~wfe_daemon.tasks.csv.arrow` to one prepared ``INSERT`` in C: a million rows load
 at about the speed of the ``sqlite3`` shell's ``.import``. When Arrow cannot read the
 file, the load goes back to a savepoint and takes the rows of the reference reader
-(:mod:`~wfe_daemon.tasks._csvio`), which names the line of a bad row.
+(:mod:`~wfe_daemon.tasks.csv.io`), which names the line of a bad row.
 
 Like the CSV tasks, the work runs in a worker thread that checks for cancellation between
 batches and once more right before ``COMMIT``; a cancelled load is rolled back, and the
@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.task import Output, Params, TaskContext
-from wfe_daemon.tasks import _arrowcsv
-from wfe_daemon.tasks._csvio import (
+from wfe_daemon.runtime.task import Output, Params, TaskContext
+from wfe_daemon.tasks._threads import run_blocking, stop_if
+from wfe_daemon.tasks.csv import arrow
+from wfe_daemon.tasks.csv.io import (
     DELIMITER_SCHEMA,
     FIELD_LIMIT,
     batches,
     even_rows,
     open_csv,
 )
-from wfe_daemon.tasks._threads import run_blocking, stop_if
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -155,10 +155,8 @@ def _save(
                 _prepare_table(db, table, columns, params.get("mode", "append"))
                 db.run("SAVEPOINT arrow")
                 try:
-                    written = db.ingest(
-                        table, _arrowcsv.batches(source, header, delimiter, cancelled)
-                    )
-                except _arrowcsv.Fallback:  # the reference reader names the problem
+                    written = db.ingest(table, arrow.batches(source, header, delimiter, cancelled))
+                except arrow.Fallback:  # the reference reader names the problem
                     db.run("ROLLBACK TO arrow")
                     written = db.ingest(table, _row_batches(source, name, delimiter, cancelled))
                 stop_if(cancelled)  # a timeout during the last batch must not commit it
@@ -230,7 +228,7 @@ class _Database:
     def ingest(self, table: str, batches: Iterator[pa.RecordBatch]) -> int:
         """Append every batch to ``table`` (columns matched by name); return the row count.
 
-        An exception raised while producing the batches (:class:`_arrowcsv.Fallback`, a
+        An exception raised while producing the batches (:class:`arrow.Fallback`, a
         ``TaskFailed``, the cancellation) is re-raised as itself, not as a SQLite error.
         """
         import adbc_driver_manager

@@ -1,0 +1,186 @@
+"""The registry of task types: the built-ins it is given and the installed plugins.
+
+What a task type is (the ``Task`` protocol) and what it gets (``TaskContext``) live in
+:mod:`wfe_daemon.runtime.task`; the built-in types in :mod:`wfe_daemon.tasks`, which the caller
+passes in (``TaskRegistry.load(BUILTINS)``), so this module never imports them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from wfe_daemon.core.model import hide_url_secrets, is_secret_key, redact_secrets
+from wfe_daemon.core.refs import contains_ref
+from wfe_daemon.errors import ConfigError
+from wfe_daemon.runtime.task import Task
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+ENTRY_POINT_GROUP = "wfe_daemon.tasks"
+
+
+class TaskRegistry:
+    """The task types known to this process, by ``type``; built once at start-up.
+
+    It also checks params against each type's JSON Schema (``check_params``), which is
+    what workflow validation calls through :class:`~wfe_daemon.core.model.TaskCatalog`.
+    """
+
+    def __init__(self, tasks: Iterable[Task], sources: Mapping[str, str] | None = None) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._sources: dict[str, str] = {}
+        self._validators: dict[str, Validator] = {}
+        self._refusals: dict[str, str] = {}
+        for task in tasks:
+            self._add(task, (sources or {}).get(task.type, "built-in"))
+
+    @classmethod
+    def load(
+        cls,
+        builtins: Sequence[type[Task]],
+        entry_point_group: str | None = ENTRY_POINT_GROUP,
+    ) -> TaskRegistry:
+        """Build the registry from ``builtins`` (``tasks.BUILTINS``) and the installed plugins.
+
+        Plugins are classes (or callables returning a ``Task``) published under the
+        entry-point group ``wfe_daemon.tasks``. They are looked up here only: a plugin
+        installed later is seen by the next process (the daemon after a restart).
+
+        Raises:
+            ConfigError: two types share a name, a plugin fails to load, or a
+                ``params_schema`` is not a valid JSON Schema.
+        """
+        registry = cls(task_class() for task_class in builtins)
+        if entry_point_group:
+            for ep in importlib.metadata.entry_points(group=entry_point_group):
+                source = _plugin_source(ep)
+                try:
+                    task = ep.load()()
+                except Exception as exc:
+                    raise ConfigError(f"task {source}: cannot load: {exc}") from exc
+                registry._add(task, source)
+        return registry
+
+    def _add(self, task: Task, source: str) -> None:
+        from jsonschema.exceptions import SchemaError
+        from jsonschema.validators import validator_for
+
+        if not isinstance(task, Task):
+            raise ConfigError(f"{source}: {task!r} does not satisfy the Task protocol")
+        if task.type in self._tasks:
+            first = self._sources[task.type]
+            raise ConfigError(f"task type {task.type!r} is defined twice: {first} and {source}")
+        validator_class = validator_for(task.params_schema)
+        try:
+            validator_class.check_schema(dict(task.params_schema))
+        except SchemaError as exc:
+            raise ConfigError(f"{source}: params_schema of {task.type!r}: {exc.message}") from exc
+        self._tasks[task.type] = task
+        self._sources[task.type] = source
+        self._validators[task.type] = validator_class(task.params_schema)
+
+    def __contains__(self, task_type: object) -> bool:
+        return task_type in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(sorted(self._tasks.values(), key=lambda t: t.type))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def get(self, task_type: str) -> Task:
+        return self._tasks[task_type]
+
+    def refuse(self, task_type: str, reason: str) -> None:
+        """Keep ``task_type`` listed but reject every workflow that uses it, saying ``reason``.
+
+        For a type the settings turn off (``shell`` without ``enable_shell``): validation
+        then reports it up front instead of the node failing once the run has started.
+        """
+        if task_type in self._tasks:
+            self._refusals[task_type] = reason
+
+    def refusal(self, task_type: str) -> str | None:
+        """Why a workflow may not use ``task_type`` here (see :meth:`refuse`), or ``None``."""
+        return self._refusals.get(task_type)
+
+    def check_params(
+        self, task_type: str, params: Mapping[str, Any], *, resolved: bool = False
+    ) -> list[str]:
+        """Messages for every way ``params`` fails the schema of ``task_type``.
+
+        Unless ``resolved``, a value holding a ``{{ reference }}`` is left to be judged
+        once resolved, at node start. A schema may word its ``pattern`` failures with an
+        ``errorMessage`` beside the pattern (the ajv-errors keyword).
+        """
+        problems = []
+        for error in self._validators[task_type].iter_errors(params):
+            if not resolved and isinstance(error.instance, str) and contains_ref(error.instance):
+                continue
+            where = ".".join(str(part) for part in error.absolute_path)
+            message = _message(error)
+            problems.append(f"{where}: {message}" if where else message)
+        check_extra = getattr(self._tasks[task_type], "validate_params", None)
+        if check_extra is not None and not problems:
+            problems.extend(check_extra(params, resolved=resolved))
+        return problems
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every type's metadata, sorted by type (what ``wfe-daemon tasks`` prints)."""
+        return [
+            {
+                "type": task.type,
+                "display_name": task.display_name,
+                "description": task.description,
+                "category": task.category,
+                "default_timeout": task.default_timeout,
+                "params_schema": task.params_schema,
+            }
+            for task in self
+        ]
+
+
+def _plugin_source(ep: importlib.metadata.EntryPoint) -> str:
+    """``plugin module:Class (distribution name version)``: two distributions may publish
+    the same entry point, and only the distribution tells them apart."""
+    dist = ep.dist
+    if dist is None:
+        return f"plugin {ep.value}"
+    return f"plugin {ep.value} (distribution {dist.name} {dist.version})"
+
+
+def _message(error: Any) -> str:
+    """The schema's own wording of a failed ``pattern``, else jsonschema's message.
+
+    A value under a secret-named key (``headers.Authorization``, ``api_key``...), or one
+    holding such a key, is never quoted: the message names the rule it broke instead. A
+    quoted URL shows its user info and secret-named parameters as ``***``.
+    """
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    wording = schema.get("errorMessage")
+    if _holds_secret(error):
+        if error.validator == "type":
+            broken = f"is not of type {error.validator_value!r}"
+        elif isinstance(wording, str):
+            broken = wording
+        else:
+            broken = f"fails the schema's {error.validator!r} rule"
+        return f"{broken} (a secret: its value is not shown)"
+    if error.validator == "pattern" and isinstance(wording, str):
+        return hide_url_secrets(f"{wording}, got {error.instance!r}")
+    return hide_url_secrets(str(error.message))
+
+
+_NAMES_ONLY: Final = frozenset({"required", "additionalProperties", "dependentRequired"})
+"""Rules whose messages quote property names, never values."""
+
+
+def _holds_secret(error: Any) -> bool:
+    if error.validator in _NAMES_ONLY:
+        return False
+    if any(isinstance(part, str) and is_secret_key(part) for part in error.absolute_path):
+        return True
+    return redact_secrets(error.instance) is not error.instance

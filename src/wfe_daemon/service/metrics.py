@@ -1,0 +1,331 @@
+"""Prometheus metrics and a health check, served on ``127.0.0.1:metrics_port``.
+
+Only the daemon imports this module, and only when ``metrics_port`` is set. Every daemon
+gets a registry of its own (no global state). The HTTP side is the stdlib's ``wsgiref``
+serving prometheus-client's WSGI app (``/metrics``) and a small JSON one (``/healthz``) in a
+thread of its own, so a scrape never waits for the event loop, and the event loop never
+waits for a scrape. The thread only reads facts the loop keeps up to date: it never
+touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableSequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+import anyio
+import anyio.abc
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from wfe_daemon.core.summary import RunSummary
+from wfe_daemon.errors import UsageError
+from wfe_daemon.runtime.task import Output, Params, Task, TaskContext
+from wfe_daemon.runtime.wrappers import AttemptFn, call_task
+from wfe_daemon.service.intake import Claimed
+from wfe_daemon.store.database import Store
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
+__all__ = ["Followed", "Health", "Metrics", "Telemetry"]
+
+log = structlog.get_logger()
+
+HOST = "127.0.0.1"
+_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_BEAT_S = 1.0
+_STALE_S = 5.0
+_QUERY_TIMEOUT_S = 2.0
+_REQUEST_TIMEOUT_S = 5.0  # a client that connects and says nothing holds a thread this long
+
+
+class Metrics:
+    """The daemon's instruments, in a private registry (``wfe_`` prefix)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.runs = Counter(
+            "wfe_runs_finished", "Published results by final run status.", ["status"], registry=reg
+        )
+        self.nodes = Counter(
+            "wfe_nodes_finished",
+            "Nodes of published results by task type and final status.",
+            ["type", "status"],
+            registry=reg,
+        )
+        self.attempts = Counter(
+            "wfe_task_attempts",
+            "Task attempts by type and outcome.",
+            ["type", "outcome"],
+            registry=reg,
+        )
+        self.attempt_duration = Histogram(
+            "wfe_task_duration_seconds",
+            "Duration of each task attempt, by task type.",
+            ["type"],
+            buckets=_BUCKETS_S,
+            registry=reg,
+        )
+        self.intake_latency = Histogram(
+            "wfe_intake_latency_seconds",
+            "Seconds from a file's arrival in the inbox (its ctime when intake read it) to its"
+            " result being published.",
+            buckets=_BUCKETS_S,
+            registry=reg,
+        )
+        self.running_nodes = Gauge("wfe_running_nodes", "Task attempts running now.", registry=reg)
+        self.active = Gauge("wfe_active_workflows", "Workflows running now.", registry=reg)
+        self.queued = Gauge(
+            "wfe_queued_files", "Claimed files waiting for a workflow slot.", registry=reg
+        )
+
+    def attempt_finished(self, task_type: str, succeeded: bool, duration_s: float) -> None:
+        """The engine's attempt hook (see ``wrappers.AttemptHook``)."""
+        self.attempts.labels(task_type, "success" if succeeded else "failure").inc()
+        self.attempt_duration.labels(task_type).observe(duration_s)
+
+    def counting(self, executor: AttemptFn) -> AttemptFn:
+        """Wrap the engine's innermost attempt call so ``wfe_running_nodes`` counts it."""
+        gauge = self.running_nodes
+
+        async def attempt(task: Task, params: Params, ctx: TaskContext) -> Output:
+            gauge.inc()
+            try:
+                return await executor(task, params, ctx)
+            finally:
+                gauge.dec()
+
+        return attempt
+
+    def published(self, claimed: Claimed, summary: Mapping[str, Any]) -> None:
+        """Count a published result (the daemon's ``on_published`` hook)."""
+        self.runs.labels(summary["status"]).inc()
+        for node in summary.get("nodes", {}).values():
+            self.nodes.labels(node["type"], node["status"]).inc()
+        if claimed.arrived_at is not None:  # None: recovered from an earlier life
+            self.intake_latency.observe(max(0.0, time.time() - claimed.arrived_at))
+
+    def follow(self, active: Callable[[], int], queued: Callable[[], int]) -> None:
+        """Read the two gauges from the daemon at scrape time (from the HTTP thread)."""
+        self.active.set_function(active)
+        self.queued.set_function(queued)
+
+
+@dataclass
+class Health:
+    """Facts the event loop refreshes and the HTTP thread reads (plain attribute swaps).
+
+    ``beat_at`` is the loop's last heartbeat (``clock`` time), ``store_problem`` what the
+    last store check found wrong (``None``: usable), ``watching`` whether intake is alive.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    stale_after_s: float = _STALE_S
+    beat_at: float | None = None
+    store_problem: str | None = "not checked yet"
+    watching: Callable[[], bool] = field(default=lambda: False)
+    faults: Callable[[], dict[str, str]] = field(default=dict)
+    """The daemon's open incidents (``Faults.active``): each one fails its own check."""
+
+    def checks(self) -> dict[str, str]:
+        """Each check's verdict: ``"ok"`` or what is wrong."""
+        if self.beat_at is None:
+            loop = "no heartbeat yet"
+        else:
+            age = self.clock() - self.beat_at
+            loop = "ok" if age <= self.stale_after_s else f"no heartbeat for {age:.1f}s"
+        watcher = "ok" if self.watching() else "intake is not running"
+        checks = {"loop": loop, "store": self.store_problem or "ok", "watcher": watcher}
+        checks.update(self.faults())
+        return checks
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, body)`` for ``/healthz``; the body names the failing checks."""
+        checks = self.checks()
+        failing = [name for name, verdict in checks.items() if verdict != "ok"]
+        body: dict[str, Any] = {"status": "failing" if failing else "ok", "checks": checks}
+        if failing:
+            body["failing"] = failing
+        return not failing, body
+
+
+async def check_store(store: Store, db_path: Path, identity: tuple[int, int] | None) -> str | None:
+    """What is wrong with the store (``None``: usable); runs on the loop, never in a thread."""
+    if store.fatal is not None:
+        return f"the database is damaged: {store.fatal}"
+    if not store.healthy:
+        return "the last database write failed"
+    if identity is not None and _identity(db_path) != identity:
+        return f"database file {db_path} was removed or replaced"
+    try:
+        with anyio.fail_after(_QUERY_TIMEOUT_S):
+            await store.list_runs(limit=1)
+    except TimeoutError:
+        return f"database query took over {_QUERY_TIMEOUT_S:g}s"
+    except Exception as exc:  # any failure of the trivial query means the store is unusable
+        return f"database query failed: {exc}"
+    return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What the telemetry reads of the daemon, built by the daemon: values and callables.
+
+    The callables run in the HTTP thread at scrape time, so each only reads an attribute.
+    """
+
+    store: Store
+    db_path: Path
+    active: Callable[[], int]
+    """Workflows running now."""
+    watching: Callable[[], bool]
+    """Whether intake runs."""
+    faults: Callable[[], dict[str, str]]
+    """The open incidents (``Faults.active``)."""
+    on_published: MutableSequence[Callable[[Claimed, RunSummary], None]]
+    """The daemon's hooks after each published result: the telemetry adds its own."""
+
+
+class Telemetry:
+    """Metrics and health of one daemon, with the server that shows them.
+
+    Args:
+        port: the TCP port on 127.0.0.1.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.metrics = Metrics()
+        self.health = Health()
+
+    def app(self) -> WSGIApplication:
+        """The WSGI app: ``/metrics``, ``/healthz``, 404 for the rest."""
+        metrics_app = make_wsgi_app(self.metrics.registry)
+        health = self.health
+
+        def dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/metrics":
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            if path == "/healthz":
+                ok, body = health.report()
+                return _reply(
+                    start_response,
+                    "200 OK" if ok else "503 Service Unavailable",
+                    json.dumps(body).encode(),
+                )
+            return _reply(start_response, "404 Not Found", b'{"error": "not found"}')
+
+        return dispatch
+
+    def engine_options(self) -> dict[str, Any]:
+        """``Engine(...)`` keyword arguments: the attempt hook and the counting executor."""
+        return {
+            "hooks": (self.metrics.attempt_finished,),
+            "executor": self.metrics.counting(call_task),
+        }
+
+    async def run(
+        self,
+        daemon: Followed,
+        queue: MemoryObjectSendStream[Claimed],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled, beating and checking the store every second on the loop.
+
+        Follows ``daemon`` (active workflows, intake, published results) and ``queue`` (the
+        claimed files waiting for a worker). Reports ``started`` once the port is bound (use
+        ``await tg.start(telemetry.run, followed, send)``); stops the server on the way out.
+
+        Raises:
+            UsageError: the port cannot be bound.
+        """
+        store, db_path = daemon.store, daemon.db_path
+        self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue))
+        self.health.watching = daemon.watching
+        self.health.faults = daemon.faults
+        daemon.on_published.append(self.metrics.published)
+        identity = _identity(db_path)
+        async with _serving(self.port, self.app()):
+            log.info("metrics.listening", host=HOST, port=self.port)
+            await self._beat(store, db_path, identity)
+            task_status.started()
+            while True:
+                await anyio.sleep(_BEAT_S)
+                await self._beat(store, db_path, identity)
+
+    async def _beat(self, store: Store, db_path: Path, identity: tuple[int, int] | None) -> None:
+        self.health.beat_at = self.health.clock()
+        self.health.store_problem = await check_store(store, db_path, identity)
+
+
+def _waiting(queue: MemoryObjectSendStream[Claimed]) -> int:
+    """Claimed files in the queue, plus the one intake may hold while the queue is full."""
+    stats = queue.statistics()
+    return stats.current_buffer_used + stats.tasks_waiting_send
+
+
+def _reply(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = False
+    block_on_close = True  # server_close() joins the request threads: none outlives us
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = _REQUEST_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged (the daemon's stdout is JSON lines)."""
+
+
+def _listen(port: int, app: WSGIApplication) -> _Server:
+    try:
+        return make_server(HOST, port, app, server_class=_Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        raise UsageError(f"metrics_port: cannot listen on {HOST}:{port}: {exc.strerror}") from exc
+
+
+@asynccontextmanager
+async def _serving(port: int, app: WSGIApplication) -> AsyncIterator[None]:
+    """Serve ``app`` from a thread of its own; on exit, stop it and join every thread."""
+    server = await anyio.to_thread.run_sync(_listen, port, app)
+    thread = threading.Thread(target=server.serve_forever, name="wfe-metrics-http", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_stop, server, thread)
+
+
+def _stop(server: _Server, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join()

@@ -1,0 +1,194 @@
+"""Atomic, never-overwriting result files in the outbox (sync; call through a worker thread)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from wfe_daemon.core.summary import RunSummary
+
+__all__ = [
+    "NAME_MAX",
+    "find_result",
+    "remove_temporaries",
+    "result_name",
+    "same_run",
+    "write_result",
+]
+
+NAME_MAX = 255
+"""Bytes a file name may have on Linux file systems (the name, not the path)."""
+_HASH_CHARS = 12
+
+
+def write_result(outbox: Path, stem: str, run_id: int, summary: RunSummary) -> Path:
+    """Publish ``summary`` as ``outbox/<stem>.result.json`` atomically, never overwriting.
+
+    The JSON is written to a dot-prefixed temporary file in ``outbox`` itself (so a reader
+    globbing ``*.json`` never sees it and the publish never crosses a mount), fsynced, then
+    hard-linked to its final name: ``os.link`` fails instead of replacing an existing file,
+    which a plain rename would not. On a clash the result goes to
+    ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... (each
+    name shortened by :func:`result_name`). A name that already holds this run's result (a
+    re-publish after a crash; see :func:`same_run`) is returned as is, so a retried publish
+    never adds a second file. The outbox directory is fsynced afterwards and the temporary
+    file never outlives the call.
+
+    Returns:
+        The path the result was published under.
+
+    Raises:
+        OSError: the outbox is missing or not writable, or the disk is full.
+    """
+    data = _encode(summary)
+    # Cap the stem in the temporary name so it stays under NAME_MAX even for long stems.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{_cut(stem, 100)}.", suffix=".tmp", dir=outbox)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        n = 0
+        while True:
+            candidate = _candidate(outbox, stem, run_id, n)
+            try:
+                os.link(tmp, candidate)
+                break
+            except FileExistsError:
+                if same_run(_read(candidate), summary["run_id"], summary["started_at"]):
+                    break
+                n += 1
+        _fsync_dir(outbox)
+        return candidate
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def same_run(doc: Any, run_id: int, started_at: str) -> bool:
+    """Whether a published result ``doc`` is the result of the run ``(run_id, started_at)``.
+
+    A run is known by its id together with the microsecond it started: ids start again at 1
+    when the database is deleted or restored from a backup, so an id alone may name an
+    earlier run whose result is still in the outbox.
+    """
+    return (
+        isinstance(doc, dict)
+        and doc.get("run_id") == run_id
+        and doc.get("started_at") == started_at
+    )
+
+
+def find_result(outbox: Path, stem: str, run_id: int, started_at: str | None = None) -> Path | None:
+    """Return the already published result of the run ``(run_id, started_at)``, or ``None``.
+
+    Crash recovery uses this to skip re-publishing when the daemon died after writing the
+    result but before moving the input to ``inbox/processed/``. Every name
+    :func:`write_result` may have used is checked (``<stem>.result.json``, then
+    ``<stem>.result.<run_id>[.N].json``, each shortened by :func:`result_name`); a file
+    counts only when its ``run_id`` and ``started_at`` are the run's (see :func:`same_run`).
+    Without ``started_at`` no file can be told apart from an earlier run's with the same
+    id, so ``None`` is returned: :func:`write_result` recognises the run's own result itself.
+    """
+    if started_at is None:
+        return None
+    n = 0
+    while True:
+        path = _candidate(outbox, stem, run_id, n)
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            if n >= 1:  # write_result takes the names in order: none after a missing one
+                return None
+            doc = None
+        except (IsADirectoryError, ValueError):  # a folder or another file holds that name
+            doc = None
+        # Any other OSError (the outbox unreadable, not a folder, EIO) is raised: looking
+        # further could not end, and the caller retries the publish as a fault.
+        if same_run(doc, run_id, started_at):
+            return path
+        n += 1
+
+
+def remove_temporaries(outbox: Path) -> int:
+    """Delete the ``.*.tmp`` files a killed :func:`write_result` left behind; how many.
+
+    Call only while holding the state lock: no other writer can be publishing then.
+    """
+    removed = 0
+    for path in outbox.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def _encode(summary: RunSummary) -> bytes:
+    try:
+        return orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        # Node outputs are checked when they are made, but a result must be published
+        # whatever else it holds (say a file name that is not UTF-8): the standard
+        # encoder writes big integers and lone surrogates (escaped) without loss.
+        return (json.dumps(summary, indent=2) + "\n").encode()
+
+
+def _candidate(outbox: Path, stem: str, run_id: int, n: int) -> Path:
+    if n == 0:
+        return outbox / result_name(stem, ".result.json")
+    if n == 1:
+        return outbox / result_name(stem, f".result.{run_id}.json")
+    return outbox / result_name(stem, f".result.{run_id}.{n - 1}.json")
+
+
+def result_name(stem: str, tail: str) -> str:
+    """``stem + tail``, with the stem shortened when the name would pass :data:`NAME_MAX` bytes.
+
+    A stem too long is cut at a character boundary to fit, then followed by ``~`` and the
+    first 12 hex digits of the SHA-256 of the whole stem (UTF-8), so two long stems that
+    share their beginning still get different names, and the same stem always the same.
+    """
+    name = stem + tail
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:_HASH_CHARS]
+    room = NAME_MAX - len(os.fsencode(tail)) - 1 - _HASH_CHARS
+    return f"{_cut(stem, room)}~{digest}{tail}"
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest beginning of ``text`` that is at most ``size`` bytes as a file name."""
+    if len(os.fsencode(text)) <= size:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += len(os.fsencode(char))
+        if used > size:
+            break
+        kept.append(char)
+    return "".join(kept)
+
+
+def _read(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,95 @@
+"""Wiring: the registry, the services and the engine, built once from ``Settings``.
+
+Every command and the daemon check the settings against the registry through
+:func:`load_registry` (``run``, ``execute``, ``retry``, ``validate``, ``graph``, ``tasks``),
+and whatever runs workflows (the daemon, ``execute``, ``retry``) builds its engine with
+:func:`open_engine` over the store it opened (the daemon waits for a writable database,
+under its signal watcher; the commands simply open it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final
+
+from wfe_daemon.config import Settings
+from wfe_daemon.errors import ConfigError
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.task import Services
+from wfe_daemon.tasks import BUILTINS
+
+if TYPE_CHECKING:  # imported when used: ``validate`` and ``tasks`` need neither
+    from wfe_daemon.runtime.engine import Engine
+    from wfe_daemon.runtime.wrappers import AttemptFn, AttemptHook
+    from wfe_daemon.store.database import Store
+
+_OPT_IN: Final[Mapping[str, str]] = {"shell": "enable_shell"}
+"""Task types that run only when their setting is true, by type."""
+
+
+def load_registry(settings: Settings) -> TaskRegistry:
+    """Build the task registry and check ``settings`` against it.
+
+    A type whose opt-in setting is false (``shell`` while ``enable_shell`` is false) stays
+    listed but is refused: a workflow using it is rejected when validated, up front.
+
+    Raises:
+        ConfigError: ``[task_limits]`` names a task type that no installed task has
+            (a misspelt key would otherwise limit nothing, silently), or the registry
+            itself cannot be built.
+    """
+    registry = TaskRegistry.load(BUILTINS)
+    for task_type, key in _OPT_IN.items():
+        if not getattr(settings, key):
+            registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
+    unknown = sorted(set(settings.task_limits) - {task.type for task in registry})
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        known = ", ".join(sorted(task.type for task in registry))
+        plural = "s" if len(unknown) > 1 else ""
+        raise ConfigError(
+            f"config: task_limits: unknown task type{plural} {names} (known: {known})"
+        )
+    return registry
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open what tasks reach through ``ctx.services`` and close it on exit.
+
+    Today that is ``http``: the one pooled HTTP client of ``http_get``.
+    """
+    from wfe_daemon.tasks.http.task import open_http_client
+
+    async with open_http_client(settings) as http:
+        yield Services(http=http)
+
+
+@asynccontextmanager
+async def open_engine(
+    settings: Settings,
+    registry: TaskRegistry,
+    store: Store,
+    *,
+    executor: AttemptFn | None = None,
+    hooks: tuple[AttemptHook, ...] = (),
+) -> AsyncIterator[Engine]:
+    """The one engine of a process, over ``store``; the services it hands tasks are closed
+    on exit.
+
+    ``executor`` (default: the task's own ``execute``) and ``hooks`` are the engine's: the
+    live progress line, metrics.
+    """
+    from wfe_daemon.runtime.engine import Engine
+    from wfe_daemon.runtime.wrappers import call_task
+
+    async with open_services(settings) as services:
+        yield Engine(
+            registry,
+            store,
+            settings,
+            services=services,
+            executor=executor or call_task,
+            hooks=hooks,
+        )
