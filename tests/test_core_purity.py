@@ -20,7 +20,7 @@ The layers, bottom to top (:data:`LAYERS`), and which module sits in which
 - ``tasks``: the built-in task types, *beside* the runtime: they may import core, ``task``
   and each other, and only the layers above the runtime may import them.
 - ``service``: the daemon and what it runs (intake, outbox, submission, recovery,
-  operations, metrics, systemd), the file reader, the stop policy, and the wiring of
+  cancel, retry, retention, metrics, systemd), the file reader, the stop policy, and the wiring of
   registry, services and engine.
 - ``cli``: the commands and what they print.
 """

@@ -32,7 +32,9 @@ from daemon_helpers import (
 from wfe_daemon.errors import StoreError, TaskFailed, WorkflowRejected
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.task import Params, TaskContext
-from wfe_daemon.service.operations import prune_history, request_cancel, retry_run
+from wfe_daemon.service.cancel import request_cancel
+from wfe_daemon.service.retention import prune_history
+from wfe_daemon.service.retry import retry_run
 from wfe_daemon.service.submission import submit
 
 LONG = {

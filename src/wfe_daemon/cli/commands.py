@@ -187,7 +187,7 @@ def _execute(args: argparse.Namespace) -> int:
     path = args.file.resolve()
 
     async def action(registry: TaskRegistry, store: Store, engine: Engine) -> RunSummary:
-        from wfe_daemon.service.operations import run_cancellable
+        from wfe_daemon.service.cancel import run_cancellable
         from wfe_daemon.service.submission import submit
 
         work = submit(
@@ -373,7 +373,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from wfe_daemon.service.operations import request_cancel
+    from wfe_daemon.service.cancel import request_cancel
 
     print(
         _async(
@@ -389,7 +389,7 @@ def _retry(args: argparse.Namespace) -> int:
     live = _live_line(settings, None)
 
     async def action(registry: TaskRegistry, store: Store, engine: Engine) -> RunSummary:
-        from wfe_daemon.service.operations import retry_run
+        from wfe_daemon.service.retry import retry_run
 
         return await retry_run(
             args.run_id, settings=settings, registry=registry, store=store, engine=engine

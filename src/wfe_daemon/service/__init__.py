@@ -1,3 +1,4 @@
-"""The long-running service and its operations: the daemon, intake of the inbox, the outbox,
-submission, recovery, cancel and retry, retention, metrics and systemd; the wiring of
-registry, services and engine; the file reader and the stop policy the commands share."""
+"""The long-running service and what an operator asks of it: the daemon, intake of the
+inbox, the outbox, submission, recovery, cancel, retry, retention, metrics and systemd; the
+wiring of registry, services and engine; the file reader and the stop policy the commands
+share."""

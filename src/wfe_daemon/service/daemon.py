@@ -33,6 +33,7 @@ from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPED, DAEMON_STOPPING
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.allocator import fix_mmap_threshold
+from wfe_daemon.service.cancel import watch_cancels
 from wfe_daemon.service.intake import (
     PROCESSED,
     PROCESSING,
@@ -43,9 +44,9 @@ from wfe_daemon.service.intake import (
     leftover_claims,
     settle_file,
 )
-from wfe_daemon.service.operations import keep_history, watch_cancels
 from wfe_daemon.service.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.service.recovery import abandon_orphans, recover
+from wfe_daemon.service.retention import keep_history
 from wfe_daemon.service.shutdown import watch_stop_signals
 from wfe_daemon.service.submission import submit
 from wfe_daemon.service.systemd import Notifier, scrub_environ

@@ -498,7 +498,7 @@ class Store:
         )
         return cast(list[UnsettledRun], rows)
 
-    # -- operations: cancel requests, retries, retention ------------------------------
+    # -- cancel requests, retries, retention ---------------------------------------
 
     async def request_cancel(self, run_id: int, requested_at: str) -> CancelTarget | None:
         """Ask for run ``run_id`` to be cancelled if it is RUNNING; the run's ``status`` and

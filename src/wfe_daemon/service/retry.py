@@ -1,0 +1,158 @@
+"""Retry: run a finished run again, keeping the nodes that succeeded.
+
+:func:`retry_run` records a new run linked to a finished one (``retry_of``) whose
+SUCCESS nodes are copied with their outputs, and runs only the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from wfe_daemon.clock import now_iso
+from wfe_daemon.config import Settings
+from wfe_daemon.core.model import (
+    NodeStatus,
+    RunStatus,
+    WorkflowDef,
+    holds_redacted,
+    parse_workflow,
+    redact_secrets,
+)
+from wfe_daemon.core.nodestate import reusable_states
+from wfe_daemon.core.records import RunRecord
+from wfe_daemon.core.strictjson import compact, load_json
+from wfe_daemon.core.summary import RunSummary, retried
+from wfe_daemon.errors import StoreError, WorkflowRejected
+from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.service.cancel import run_cancellable
+from wfe_daemon.service.intake import PROCESSED, REJECTED
+from wfe_daemon.service.reading import read_file
+from wfe_daemon.store.database import Store
+
+__all__ = ["retry_run"]
+
+log = structlog.get_logger()
+
+_RETRYABLE = frozenset(
+    {RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED}
+)
+_MAX_CANDIDATES = 200
+"""Files of the same name looked at when searching for a retried run's original file."""
+
+
+async def retry_run(
+    run_id: int, *, settings: Settings, registry: TaskRegistry, store: Store, engine: Engine
+) -> RunSummary:
+    """Run finished run ``run_id`` again, reusing its SUCCESS nodes; the new run's summary.
+
+    Only the nodes that did not succeed (FAILED, SKIPPED, CANCELLED) run; the others keep
+    their outputs, copied into the new run (reason ``output reused from run N``). The new
+    run records ``retry_of`` and its summary has ``"retry_of": run_id``. The workflow is
+    the stored definition, or, when its secrets were redacted there, the original file
+    found in ``inbox/processed/`` or ``inbox/rejected/``; it is validated again. The retry
+    takes the original's ``idempotency_key`` only when no other run holds it. Cancel
+    requests for the new run are served while it runs. ``engine`` runs over ``store``.
+
+    Raises:
+        StoreError: no such run, or it is not finished (RUNNING) or never ran (REJECTED,
+            DUPLICATE).
+        WorkflowRejected: the definition is no longer valid (e.g. a task type is gone), or
+            its secrets were redacted and the original file was not found.
+    """
+    run = await store.get_run(run_id)
+    if run is None:
+        raise StoreError(f"no run {run_id}")
+    if run["status"] not in _RETRYABLE:
+        raise StoreError(
+            f"run {run_id} is {run['status']}: only a finished run that ran "
+            "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
+        )
+    workflow, definition = await _definition(run, settings, registry)
+    started_perf, started_at = time.perf_counter(), now_iso()
+    new_id = await store.create_retry(
+        run_id,
+        name=workflow.name,
+        started_at=started_at,
+        nodes=[(node.id, node.type) for node in workflow.nodes],
+        source=run["source"],
+        definition=definition,
+        idempotency_key=workflow.idempotency_key,
+        reused_reason=f"output reused from run {run_id}",
+    )
+    new = await store.get_run(new_id)
+    assert new is not None
+    done = reusable_states(workflow, new["nodes"], {NodeStatus.SUCCESS})
+    log.info("workflow.retry", run_id=new_id, retry_of=run_id, reused=len(done))
+    summary = await run_cancellable(
+        store,
+        engine,
+        engine.resume(
+            workflow,
+            new_id,
+            started_at=started_at,
+            source=run["source"],
+            done=done,
+            started_perf=started_perf,
+        ),
+    )
+    summary = retried(summary, run_id)
+    await store.set_summary(new_id, summary)
+    return summary
+
+
+async def _definition(
+    run: RunRecord, settings: Settings, registry: TaskRegistry
+) -> tuple[WorkflowDef, str]:
+    """The workflow to retry and the definition to store for the new run (as stored)."""
+    stored = run["definition"]
+    if not isinstance(stored, dict):
+        raise WorkflowRejected([f"run {run['id']}: no stored definition to retry"])
+    doc = stored
+    if holds_redacted(stored):  # the database has "***" where secrets were: find the file
+        doc = await asyncio.to_thread(_find_original, settings, run, stored)
+        if doc is None:
+            raise WorkflowRejected(
+                [
+                    f"run {run['id']}: its secrets were redacted in the database and the "
+                    f"original file {run['source']!r} is no longer in inbox/processed/ or "
+                    "inbox/rejected/; drop the file again instead"
+                ]
+            )
+    return parse_workflow(doc, registry), compact(stored)
+
+
+def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:
+    """The parsed original file of ``run`` whose redacted form is ``stored``, or ``None``.
+
+    Looks at the run's own path (``execute``), then at ``processed/`` and ``rejected/``
+    for the source name and the ``<stem>.<unique><suffix>`` names given on a clash.
+    """
+    inbox, source = settings.inbox, Path(run["source"] or "")
+    candidates: list[Path] = []
+    if source_path := run["source_path"]:
+        candidates.append(Path(source_path))
+    if source.name:
+        for folder in (inbox / PROCESSED, inbox / REJECTED):
+            candidates.append(folder / source.name)
+            try:
+                clashes = sorted(folder.glob(f"{source.stem}.*{source.suffix}"))
+            except OSError:
+                continue
+            candidates.extend(clashes[:_MAX_CANDIDATES])
+    for path in candidates:
+        try:
+            data = read_file(path, settings.max_file_size, follow_symlinks=True).data
+            if data is None:
+                continue
+            doc = load_json(data)
+        except (OSError, WorkflowRejected, ValueError):
+            continue
+        if redact_secrets(doc) == stored:
+            return doc
+    return None
