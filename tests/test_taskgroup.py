@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wfe_daemon.taskgroup import background_tasks
+from wfe_daemon.taskgroup import background_tasks, one_error
 
 
 async def _forever(stopped: list[str]) -> None:
@@ -66,3 +66,33 @@ async def test_cancelling_the_owner_stops_its_tasks_and_stays_a_cancel() -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     assert stopped == ["stopped"]
+
+
+@pytest.mark.timeout(10)
+async def test_a_failing_task_leaves_the_block_running_and_keeps_its_error() -> None:
+    """A task that raises does not cancel the block: its owner reads the error, then the
+    block ends normally and the other tasks are stopped."""
+    started: list[asyncio.Task[None]] = []
+    async with background_tasks() as tasks:
+        failing = tasks.create_task(_raise(OSError(5, "Input/output error")))
+        started.append(tasks.create_task(asyncio.sleep(60)))
+        await asyncio.wait([failing])
+        await asyncio.sleep(0)  # the block is still running here
+        error = failing.exception()
+    assert isinstance(error, OSError) and error.errno == 5
+    assert started[0].cancelled()
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+@pytest.mark.timeout(10)
+async def test_one_error_unwraps_the_error_of_an_anyio_task_group() -> None:
+    """An error of the body of an anyio task group leaves ``one_error`` as itself."""
+    import anyio
+
+    with pytest.raises(LookupError, match="no such run"), one_error():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 60)
+            raise LookupError("no such run")

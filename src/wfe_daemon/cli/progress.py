@@ -91,7 +91,10 @@ class LiveLine:
 
     async def _tick(self) -> None:
         while True:
-            self.draw()
+            try:
+                self.draw()
+            except OSError:  # the terminal went away: the run goes on without its line
+                return
             await asyncio.sleep(self._interval_s)
 
     async def __aenter__(self) -> LiveLine:
