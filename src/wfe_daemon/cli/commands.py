@@ -239,7 +239,7 @@ async def _with_engine(
     live: LiveLine | None,
     action: Callable[[TaskRegistry, Store, Engine], Awaitable[RunSummary]],
 ) -> RunSummary:
-    """Run ``action`` on the store and the engine over it (``services.open_engine``); its
+    """Run ``action`` on the store and the engine over it (``wiring.open_engine``); its
     summary.
 
     SIGTERM or SIGINT cancels the engine's runs (see :func:`_cancel_on_signal`).
@@ -274,6 +274,7 @@ async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunS
     import anyio
 
     from wfe_daemon.service.shutdown import watch_stop_signals
+    from wfe_daemon.taskgroup import one_error
 
     stop = anyio.Event()
 
@@ -291,11 +292,12 @@ async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunS
                 engine.cancel(run_id)
             await anyio.sleep(0.05)
 
-    async with anyio.create_task_group() as tg:
-        await tg.start(watch_stop_signals, lambda _: stop.set(), at_once)
-        tg.start_soon(cancel_runs)
-        summary = await work
-        tg.cancel_scope.cancel()
+    with one_error():
+        async with anyio.create_task_group() as tg:
+            await tg.start(watch_stop_signals, lambda _: stop.set(), at_once)
+            tg.start_soon(cancel_runs)
+            summary = await work
+            tg.cancel_scope.cancel()
     return summary
 
 

@@ -28,6 +28,7 @@ from wfe_daemon.errors import StoreError
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.service.recovery import process_alive
 from wfe_daemon.store.database import Store
+from wfe_daemon.taskgroup import one_error
 
 __all__ = ["CANCEL_POLL_S", "request_cancel", "run_cancellable", "watch_cancels"]
 
@@ -112,8 +113,9 @@ async def watch_cancels(
 
 async def run_cancellable(store: Store, engine: Engine, work: Awaitable[T]) -> T:
     """Await ``work`` (a run on ``engine``) while serving the cancel requests of ``store``."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch_cancels, store, engine)
-        result = await work
-        tg.cancel_scope.cancel()
+    with one_error():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_cancels, store, engine)
+            result = await work
+            tg.cancel_scope.cancel()
     return result
