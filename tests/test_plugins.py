@@ -287,3 +287,16 @@ def test_the_package_api_is_exported_and_imported_on_first_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     assert result.stdout == "module 'wfe_daemon' has no attribute 'Nothing'\n"
+
+
+@pytest.mark.timeout(10)
+def test_services_still_read_as_a_mapping() -> None:
+    """A plugin written against ``ctx.services["http"]`` / ``.get("http")`` keeps working."""
+    from wfe_daemon import Services
+
+    client = object()
+    services = Services(http=client)  # type: ignore[arg-type]
+    assert services["http"] is client and services.get("http") is client
+    assert Services().get("http") is None and Services().get("nope", 1) == 1
+    with pytest.raises(KeyError):
+        Services()["http"]

@@ -42,7 +42,22 @@ class Services:
     """
 
     http: httpx.AsyncClient | None = None
-    """The one pooled HTTP client of ``http_get`` (``tasks.http.open_http_client``)."""
+    """The one pooled HTTP client of ``http_get`` (``tasks.http.task.open_http_client``)."""
+
+    def __getitem__(self, name: str) -> Any:
+        """``ctx.services["http"]``, the mapping form plugins written before this class
+        use; a resource this process was built without raises ``KeyError``."""
+        value = getattr(self, name, None) if name in self.__slots__ else None
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``ctx.services.get("http")``: the mapping form, ``default`` when absent."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a microsecond per attempt
