@@ -83,3 +83,26 @@ async def test_a_skips_cause_is_stored_and_read_back(db_path: Path) -> None:
 
     assert run is not None
     assert [(row["node_id"], row["cause"]) for row in run["nodes"]] == [("a", None), ("b", "a")]
+
+
+async def test_a_skip_written_without_its_cause_is_read_with_it(db_path: Path) -> None:
+    """A row a daemon of schema 3 writes after a newer command migrated the file has no
+    ``cause``: it is read from the reason, as the migration would have."""
+    _make_v3_database(db_path)
+    async with Store.open(db_path):
+        pass  # migrated to version 4
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(
+            "INSERT INTO noderun (workflow_id, node_id, type, status, reason)"
+            " VALUES (1, 'late', 'echo', 'SKIPPED', 'dependency failed: load_1')"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+    async with Store.open(db_path) as store:
+        run = await store.get_run(1)
+
+    assert run is not None
+    assert {row["node_id"]: row["cause"] for row in run["nodes"]}["late"] == "load_1"

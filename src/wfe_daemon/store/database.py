@@ -6,7 +6,7 @@ failed batch is retried ahead of later ones, so the database holds a prefix of w
 happened: a node never appears finished while a parent it waited for does not.
 ``finish_run`` returns only once the run's final state is committed with
 ``synchronous=FULL`` (fsynced), so a result is never published for a state the database
-could lose. The schema and its migrations live in ``schema``.
+could lose. The schema and its migrations live in ``migrations``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from wfe_daemon.store.connection import (
     fault_of,
     run_in_thread,
 )
-from wfe_daemon.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from wfe_daemon.store.migrations import CAUSE, MIGRATIONS, SCHEMA_VERSION
 from wfe_daemon.store.writequeue import Writer
 from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
 
@@ -444,7 +444,7 @@ class Store:
             list[NodeRecord],
             await self._query(
                 "SELECT node_id, type, status, attempts, started_at, finished_at, duration,"
-                " result_data, error, reason, cause FROM noderun WHERE workflow_id = ?"
+                f" result_data, error, reason, {CAUSE} AS cause FROM noderun WHERE workflow_id = ?"
                 " ORDER BY id",
                 (run_id,),
             ),

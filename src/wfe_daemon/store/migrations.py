@@ -67,6 +67,14 @@ MIGRATIONS: tuple[str, ...] = (
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
+CAUSE = (
+    f"COALESCE(cause, CASE WHEN substr(reason, 1, {len(FAILED_PREFIX)}) = '{FAILED_PREFIX}'"
+    f" THEN substr(reason, {len(FAILED_PREFIX)} + 1) END)"
+)
+"""A node's ``cause`` as read: the column, or for a row written without it (by a daemon of
+schema 3 still running while a newer command migrated the file) taken from the reason as
+the migration does."""
+
 
 def migrate(db: sqlite3.Connection) -> None:
     """Bring the schema forward to ``SCHEMA_VERSION``, one step per transaction.

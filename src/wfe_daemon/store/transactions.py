@@ -17,7 +17,7 @@ from wfe_daemon.core.model import NodeStatus
 from wfe_daemon.core.records import CancelTarget, NodeRecord
 from wfe_daemon.core.rules import Ended, run_status
 from wfe_daemon.core.summary import NodeEntry, RunSummary
-from wfe_daemon.store.migrations import IDEMPOTENCY_FREE
+from wfe_daemon.store.migrations import CAUSE, IDEMPOTENCY_FREE
 
 NodeRows = Sequence[tuple[str, str]]
 
@@ -121,8 +121,8 @@ def abandon_run(db: sqlite3.Connection, run_id: int, reason: str, finished_at: s
     )
     # One row per kind of outcome is all the rule needs, not one per node.
     outcomes = db.execute(
-        "SELECT MIN(node_id), status, MIN(cause) FROM noderun WHERE workflow_id = ?"
-        " GROUP BY status, cause IS NULL",
+        f"SELECT MIN(node_id), status, MIN({CAUSE}) FROM noderun WHERE workflow_id = ?"
+        f" GROUP BY status, {CAUSE} IS NULL",
         (run_id,),
     )
     nodes = (Ended(node_id, NodeStatus(status), cause) for node_id, status, cause in outcomes)
