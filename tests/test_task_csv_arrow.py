@@ -21,7 +21,7 @@ import wfe_daemon.tasks.csv.tasks as csv_task
 import wfe_daemon.tasks.sqlite as sqlite_task
 from test_task_csv import context
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.tasks.csv import arrow as _arrowcsv
+from wfe_daemon.tasks.csv import arrow
 from wfe_daemon.tasks.csv.io import FIELD_LIMIT
 from wfe_daemon.tasks.csv.tasks import TransformSimpleTask, ValidateCsvTask
 from wfe_daemon.tasks.csv.types import CHECKS, OPS, cast_column, predicate
@@ -104,7 +104,7 @@ def one(cell: str) -> pa.Array:
 @pytest.mark.parametrize("type_name", ["int", "float", "str", "bool", "date"])
 def test_type_checks_agree_with_the_reference(type_name: str) -> None:
     for cell in CELLS:
-        assert _arrowcsv.all_valid(one(cell), type_name) == bool(CHECKS[type_name](cell)), cell
+        assert arrow.all_valid(one(cell), type_name) == bool(CHECKS[type_name](cell)), cell
 
 
 @pytest.mark.parametrize("type_name", ["int", "float", "str", "bool", "date"])
@@ -112,21 +112,21 @@ def test_casts_agree_with_the_reference(type_name: str) -> None:
     for cell in CELLS:
         reference = cast_column([cell], type_name)
         if isinstance(reference, int):
-            with pytest.raises(_arrowcsv.Fallback):
-                _arrowcsv.cast(one(cell), type_name)
+            with pytest.raises(arrow.Fallback):
+                arrow.cast(one(cell), type_name)
         else:
-            assert _arrowcsv.cast(one(cell), type_name).to_pylist() == list(reference), cell
+            assert arrow.cast(one(cell), type_name).to_pylist() == list(reference), cell
     # A whole column at once: canonical cells stay, others are rewritten in place.
     column = ["007", "7", "-0", "12"] if type_name == "int" else ["1.50", "2.5", "0.00001"]
     if type_name in ("int", "float"):
         expected = cast_column(column, type_name)
-        assert _arrowcsv.cast(pa.array(column), type_name).to_pylist() == list(expected)
+        assert arrow.cast(pa.array(column), type_name).to_pylist() == list(expected)
 
 
 @pytest.mark.parametrize("step", ["strip", "lowercase", "uppercase"])
 def test_edits_agree_with_the_reference(step: str) -> None:
     method = {"strip": str.strip, "lowercase": str.lower, "uppercase": str.upper}[step]
-    assert _arrowcsv.EDITS[step](pa.array(CELLS)).to_pylist() == [method(c) for c in CELLS]
+    assert arrow.EDITS[step](pa.array(CELLS)).to_pylist() == [method(c) for c in CELLS]
 
 
 VALUES: list[Any] = [0, 5, -0.0, 1.5, "5", " 5 ", "1e5", "Paris", "paris", "", "a,b", "x"]
@@ -136,19 +136,19 @@ VALUES: list[Any] = [0, 5, -0.0, 1.5, "5", " 5 ", "1e5", "Paris", "paris", "", "
 @pytest.mark.parametrize("value", VALUES)
 def test_comparisons_agree_with_the_reference(op: str, value: Any) -> None:
     expected = list(predicate(op, value)(CELLS))
-    assert _arrowcsv.keep(pa.array(CELLS), op, value).to_pylist() == expected
+    assert arrow.keep(pa.array(CELLS), op, value).to_pylist() == expected
 
 
 @pytest.mark.parametrize("value", [[0, "Paris"], ["paris", " 40 "], [40, 7.0], ["a,b", 1e5], [""]])
 def test_membership_agrees_with_the_reference(value: list[Any]) -> None:
     expected = list(predicate("in", value)(CELLS))
-    assert _arrowcsv.keep(pa.array(CELLS), "in", value).to_pylist() == expected
+    assert arrow.keep(pa.array(CELLS), "in", value).to_pylist() == expected
 
 
 @pytest.mark.parametrize("value", ["a", "", "ß", ",", 5])
 def test_contains_agrees_with_the_reference(value: Any) -> None:
     expected = list(predicate("contains", value)(CELLS))
-    assert _arrowcsv.keep(pa.array(CELLS), "contains", value).to_pylist() == expected
+    assert arrow.keep(pa.array(CELLS), "contains", value).to_pylist() == expected
 
 
 def reference_csv(rows: list[list[str]]) -> bytes:
@@ -162,14 +162,14 @@ def test_written_rows_match_the_stdlib_writer(width: int) -> None:
     cells = [c for c in CELLS if "\r" not in c]  # Python 3.11's writer leaves \r unquoted
     rows = [[cells[(i + j) % len(cells)] for j in range(width)] for i in range(len(cells))]
     columns = [pa.array(list(column), pa.string()) for column in zip(*rows, strict=True)]
-    assert bytes(_arrowcsv._csv_rows(columns)) == reference_csv(rows)
+    assert bytes(arrow._csv_rows(columns)) == reference_csv(rows)
     # A slice of a column (an array with an offset) writes only its own rows.
     sliced = [column.slice(2, 3) for column in columns]
-    assert bytes(_arrowcsv._csv_rows(sliced)) == reference_csv(rows[2:5])
+    assert bytes(arrow._csv_rows(sliced)) == reference_csv(rows[2:5])
 
 
 def test_a_carriage_return_is_quoted() -> None:
-    assert bytes(_arrowcsv._csv_rows([pa.array(["a\rb"]), pa.array(["x"])])) == b'"a\rb",x\n'
+    assert bytes(arrow._csv_rows([pa.array(["a\rb"]), pa.array(["x"])])) == b'"a\rb",x\n'
 
 
 FILES = {
@@ -195,7 +195,7 @@ def test_arrow_reads_files_as_the_stdlib_reader_does(name: str, tmp_path: Path) 
     delimiter = ";" if name == "semicolons" else ","
     with path.open(newline="", encoding="utf-8-sig") as f:
         header, *expected = [row for row in csv.reader(f, delimiter=delimiter) if row]
-    batches = _arrowcsv.batches(path, header, delimiter, threading.Event())
+    batches = arrow.batches(path, header, delimiter, threading.Event())
     rows = [list(row) for b in batches for row in zip(*b.to_pydict().values(), strict=True)]
     assert rows == expected
 
@@ -214,8 +214,8 @@ def test_what_arrow_cannot_read_falls_back(text: str, tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     path.write_bytes(text.encode("latin-1"))
     header = ["a", "b"] if text.startswith("a,b") else ["a", "z"]
-    with pytest.raises(_arrowcsv.Fallback):
-        list(_arrowcsv.batches(path, header, ",", threading.Event()))
+    with pytest.raises(arrow.Fallback):
+        list(arrow.batches(path, header, ",", threading.Event()))
 
 
 SALES = "id,date,region,amount,note\n" + "".join(
@@ -308,9 +308,9 @@ def no_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make Arrow refuse every file, so every task takes the reference path."""
 
     def refuse(*_: object, **__: object) -> Any:
-        raise _arrowcsv.Fallback
+        raise arrow.Fallback
 
-    monkeypatch.setattr(_arrowcsv, "batches", refuse)
+    monkeypatch.setattr(arrow, "batches", refuse)
 
 
 async def through_the_three_tasks(data: Path) -> tuple[Any, bytes, list[Any]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wfe_daemon.service import closewrites as _writing
+from wfe_daemon.service import closewrites
 from wfe_daemon.service.closewrites import WriteWatch
 
 
@@ -41,7 +41,7 @@ def test_a_name_created_but_never_closed_stops_counting_after_a_while(
         os.link(tmp_path.parent / "elsewhere.json", tmp_path / "linked.json")
         watch.update()
         assert watch.writing("linked.json")
-        monkeypatch.setattr(_writing, "HOLD_MAX_S", 0.0)
+        monkeypatch.setattr(closewrites, "HOLD_MAX_S", 0.0)
         assert not watch.writing("linked.json")
     finally:
         watch.close()
