@@ -22,6 +22,8 @@ The layers, bottom to top (:data:`LAYERS`), and which module sits in which
 - ``service``: the daemon and what it runs (intake, outbox, submission, recovery,
   cancel, retry, retention, metrics, systemd), the file reader, the stop policy, and the wiring of
   registry, services and engine.
+- ``web``: the HTTP server (the API, the page, ``/metrics`` and ``/healthz``), which the
+  daemon is handed as its front.
 - ``cli``: the commands and what they print.
 """
 
@@ -40,7 +42,7 @@ import wfe_daemon
 PACKAGE = "wfe_daemon"
 PACKAGE_DIR = Path(wfe_daemon.__file__).parent
 
-LAYERS = ("core", "store", "runtime", "tasks", "service", "cli")
+LAYERS = ("core", "store", "runtime", "tasks", "service", "web", "cli")
 """Bottom to top: a module may import its own layer and those before it (but see ``tasks``)."""
 
 TASKS_MAY_IMPORT = {"core", "tasks", f"{PACKAGE}.runtime", f"{PACKAGE}.runtime.task"}
@@ -60,6 +62,7 @@ MODULES: Mapping[str, str] = {
     "runtime": "runtime",
     "tasks": "tasks",
     "service": "service",
+    "web": "web",
     "cli": "cli",
 }
 """Each module's layer, by its name under the package (a package's entry covers its modules)."""

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,8 @@ from daemon_helpers import (
     wait_result,
     wait_until,
 )
-from wfe_daemon.errors import UsageError
-from wfe_daemon.faults import Faults
 from wfe_daemon.service.intake import Claimed
-from wfe_daemon.service.metrics import Followed, Health, Telemetry
+from wfe_daemon.service.metrics import Health
 from wfe_daemon.store.database import Store
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -75,7 +72,7 @@ def test_metrics_count_runs_nodes_attempts_and_latency(daemons: Daemons) -> None
     """After a SUCCESS, a PARTIAL_SUCCESS (a node timed out) and a REJECTED file, ``/metrics``
     parses as Prometheus text and its counters and histograms show exactly those runs."""
     port = free_port()
-    daemon = daemons.start(WFE_METRICS_PORT=str(port), PYTHONPROFILEIMPORTTIME="1")
+    daemon = daemons.start(WFE_HTTP_PORT=str(port), PYTHONPROFILEIMPORTTIME="1")
     drop(daemons.inbox, "good.json", echo_then_sleep("good", 0.05))
     drop(daemons.inbox, "half.json", FAILING)
     drop(daemons.inbox, "cycle.json", CYCLE)
@@ -103,13 +100,16 @@ def test_metrics_count_runs_nodes_attempts_and_latency(daemons: Daemons) -> None
     for gauge in ("wfe_active_workflows", "wfe_running_nodes", "wfe_queued_files"):
         assert (gauge, frozenset()) in samples and samples[gauge, frozenset()] == 0
     assert daemon.terminate() == 0
-    assert "prometheus_client" in daemon.stderr()  # the control for the metrics_port=0 test
+    assert "prometheus_client" in daemon.stderr()  # the control for the http_port=0 test
 
 
 def test_gauges_show_a_running_workflow(daemons: Daemons) -> None:
-    """While a workflow sleeps, ``/metrics`` shows one active workflow and one running node."""
+    """While a workflow sleeps, ``/metrics`` shows one active workflow and one running node;
+    the deprecated ``metrics_port`` still turns the server on, with a warning in the log."""
     port = free_port()
-    daemons.start(WFE_METRICS_PORT=str(port))
+    daemon = daemons.start(WFE_METRICS_PORT=str(port))
+    (warning,) = [e for e in daemon.events() if e.get("event") == "config.deprecated"]
+    assert warning["level"] == "warning" and warning["key"] == "metrics_port"
     drop(daemons.inbox, "slow.json", echo_then_sleep("slow", 3))
 
     def busy() -> bool:
@@ -126,7 +126,7 @@ def test_healthz_turns_503_naming_the_store_and_recovers(daemons: Daemons) -> No
     """``/healthz`` is 200 with every check ok, 503 naming ``store`` while its table is gone or
     the database file is moved away, and 200 again once each is put back."""
     port = free_port()
-    daemons.start(WFE_METRICS_PORT=str(port))
+    daemons.start(WFE_HTTP_PORT=str(port))
     status, body = health(port)
     assert (status, body) == (
         200,
@@ -159,10 +159,11 @@ def test_healthz_turns_503_naming_the_store_and_recovers(daemons: Daemons) -> No
     wait_until(healthy, 5, "/healthz 200 once the file is back")
 
 
-def test_metrics_port_zero_serves_nothing_and_imports_no_prometheus(daemons: Daemons) -> None:
-    """With ``metrics_port = 0`` nothing listens and prometheus_client is never imported."""
+def test_http_port_zero_serves_nothing_and_imports_no_server(daemons: Daemons) -> None:
+    """With ``http_port = 0`` nothing listens, and neither prometheus_client nor the
+    server's package is ever imported."""
     port = free_port()
-    daemon = daemons.start(WFE_METRICS_PORT="0", PYTHONPROFILEIMPORTTIME="1")
+    daemon = daemons.start(WFE_HTTP_PORT="0", PYTHONPROFILEIMPORTTIME="1")
     drop(daemons.inbox, "good.json", echo_then_sleep("good", 0.01))
     assert wait_result(daemons.outbox, "good")["status"] == "SUCCESS"
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
@@ -170,7 +171,8 @@ def test_metrics_port_zero_serves_nothing_and_imports_no_prometheus(daemons: Dae
     assert daemon.terminate() == 0
     assert "import time:" in daemon.stderr()  # importtime works: the check below means something
     assert "prometheus_client" not in daemon.stderr()
-    assert not any(e.get("event") == "metrics.listening" for e in daemon.events())
+    assert "wfe_daemon.web" not in daemon.stderr()
+    assert not any(e.get("event") == "http.listening" for e in daemon.events())
 
 
 def test_health_names_a_stalled_loop_and_a_stopped_watcher() -> None:
@@ -195,60 +197,34 @@ def test_health_names_a_stalled_loop_and_a_stopped_watcher() -> None:
     }
 
 
-def _fake_daemon(store: Store, db_path: Path) -> Followed:
-    """What :meth:`Telemetry.run` reads of a daemon: no workflow running, intake alive."""
-    return Followed(
-        store=store,
-        db_path=db_path,
-        active=lambda: 0,
-        watching=lambda: True,
-        faults=Faults().active,
-        on_published=[],
-    )
+async def test_the_front_stops_with_its_block(tmp_path: Path) -> None:
+    """Leaving ``HttpFront.serving`` closes the port; inside, ``/healthz`` answers and the
+    metrics follow the daemon's published results, and stop following them after."""
+    from wfe_daemon.config import Settings
+    from wfe_daemon.service.daemon import Daemon
+    from wfe_daemon.service.systemd import Notifier
+    from wfe_daemon.web.server import HttpFront
 
-
-async def test_server_stops_with_its_task_and_leaves_no_thread(tmp_path: Path) -> None:
-    """Cancelling ``Telemetry.run`` shuts the HTTP server down and joins its thread."""
-    db_path = tmp_path / "wfe.db"
     port = free_port()
+    settings = Settings(db_path=tmp_path / "wfe.db", inbox=tmp_path / "inbox")
     send, receive = anyio.create_memory_object_stream[Claimed](4)
-    async with Store.open(db_path) as store, anyio.create_task_group() as tg:
-        telemetry = Telemetry(port)
-        daemon = _fake_daemon(store, db_path)
-        await tg.start(telemetry.run, daemon, send)
-        assert "wfe-metrics-http" in {t.name for t in threading.enumerate()}
-        status, body = await anyio.to_thread.run_sync(get, port, "/healthz")
-        assert status == 200, body
-        assert await anyio.to_thread.run_sync(get, port, "/other") == (
-            404,
-            b'{"error": "not found"}',
-        )
-        assert daemon.on_published == [telemetry.metrics.published]
-        tg.cancel_scope.cancel()
+    async with Store.open(settings.db_path) as store:
+        daemon = Daemon(settings, None, store, None, Notifier(None))  # type: ignore[arg-type]
+        daemon.watching = True
+        front = HttpFront(settings, port, None, reads_need_token=False)
+        async with front.serving(daemon, send):
+            status, body = await anyio.to_thread.run_sync(get, port, "/healthz")
+            assert status == 200, body
+            assert daemon.on_published == [front.telemetry.metrics.published]
+        assert daemon.on_published == []
     send.close()
     receive.close()
-    assert "wfe-metrics-http" not in {t.name for t in threading.enumerate()}
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
         pass
 
 
-async def test_a_taken_port_is_a_usage_error(tmp_path: Path) -> None:
-    """A metrics port already in use stops start-up with a one-line error naming the key."""
-    db_path = tmp_path / "wfe.db"
-    send, receive = anyio.create_memory_object_stream[Claimed](4)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        async with Store.open(db_path) as store:
-            with pytest.raises(UsageError, match=rf"^metrics_port: cannot listen on .*:{port}"):
-                await Telemetry(port).run(_fake_daemon(store, db_path), send)
-    send.close()
-    receive.close()
-
-
-def test_taken_metrics_port_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
-    """A metrics port already in use ends `run` with exit 2 and one line, not a traceback."""
+def test_taken_http_port_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
+    """An HTTP port already in use ends `run` with exit 2 and one line, not a traceback."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -261,7 +237,7 @@ def test_taken_metrics_port_stops_the_daemon_with_one_line(tmp_path: Path) -> No
             cwd=tmp_path,
             env={
                 **os.environ,
-                "WFE_METRICS_PORT": str(port),
+                "WFE_HTTP_PORT": str(port),
                 "WFE_INBOX": str(tmp_path / "inbox"),
                 "WFE_OUTBOX": str(tmp_path / "outbox"),
                 "WFE_DB_PATH": str(tmp_path / "wfe.db"),
@@ -271,4 +247,4 @@ def test_taken_metrics_port_stops_the_daemon_with_one_line(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
-    assert "metrics_port" in line
+    assert line.startswith(f"wfe-daemon: http_port: cannot listen on 127.0.0.1:{port}: ")

@@ -51,7 +51,14 @@ class Settings:
     shutdown_grace: float = 20.0
     enable_shell: bool = False
     log_level: str = "INFO"
+    http_port: int = 0
+    """Port of the HTTP server (API, page, ``/metrics``, ``/healthz``); 0 is off."""
+    http_host: str = "127.0.0.1"
+    """Address the HTTP server binds; any but loopback needs an API token."""
+    api_token_file: Path | None = None
+    """File holding the API's bearer token (relative: to ``$CREDENTIALS_DIRECTORY``)."""
     metrics_port: int = 0
+    """Deprecated alias of ``http_port``."""
     history_retention_days: int = 0
     """Runs finished longer ago than this, and their inbox files, are deleted; 0 keeps all."""
     http_deny_networks: tuple[str, ...] = ()
@@ -127,6 +134,18 @@ def _as_path(value: object, text_ok: bool) -> Path:
     if not isinstance(value, str | os.PathLike) or not os.fspath(value):
         raise _Invalid(f"must be a non-empty path string, got {_show(value)}")
     return Path(value)
+
+
+def _as_optional_path(value: object, text_ok: bool) -> Path | None:
+    if value == "":
+        return None
+    return _as_path(value, text_ok)
+
+
+def _as_host(value: object, text_ok: bool) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        raise _Invalid(f"must be an IP address or host name, got {_show(value)}")
+    return value.strip()
 
 
 def _as_log_level(value: object, text_ok: bool) -> str:
@@ -220,6 +239,9 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "shutdown_grace": _Spec(_as_float, _at_least(0)),
         "enable_shell": _Spec(_as_bool),
         "log_level": _Spec(_as_log_level),
+        "http_port": _Spec(_as_int, _port),
+        "http_host": _Spec(_as_host),
+        "api_token_file": _Spec(_as_optional_path),
         "metrics_port": _Spec(_as_int, _port),
         "history_retention_days": _Spec(_as_int, _at_least(0)),
         "http_deny_networks": _Spec(_as_networks),

@@ -172,7 +172,13 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_level)
-    return int(_async(serve, settings))
+    front = None
+    if settings.http_port or settings.metrics_port:
+        from wfe_daemon.web.server import front_for
+
+        front = front_for(settings, os.environ)
+    os.environ.pop("WFE_API_TOKEN", None)  # read once: no task's child process inherits it
+    return int(_async(serve, settings, front))
 
 
 def _execute(args: argparse.Namespace) -> int:

@@ -16,9 +16,9 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -52,9 +52,6 @@ from wfe_daemon.service.submission import submit
 from wfe_daemon.service.systemd import Notifier, scrub_environ
 from wfe_daemon.service.wiring import load_registry, open_engine
 from wfe_daemon.store.database import Store
-
-if TYPE_CHECKING:
-    from wfe_daemon.service.metrics import Followed, Telemetry
 
 log = structlog.get_logger()
 
@@ -150,6 +147,21 @@ def _publish(
         raise _PublishFailed(
             "settle", f"cannot move {path} out of {PROCESSING}/: {describe_os_error(exc)}"
         ) from exc
+
+
+class Front(Protocol):
+    """What the daemon shows the outside while it runs (the HTTP server): started before
+    READY=1, stopped first on SIGTERM, before intake stops and the workflows drain."""
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments for the ``Engine`` (its metrics hooks)."""
+        ...
+
+    def serving(
+        self, daemon: Daemon, queue: MemoryObjectSendStream[Claimed]
+    ) -> AbstractAsyncContextManager[None]:
+        """Serve while the block runs; ``queue`` is where the workers take claimed files."""
+        ...
 
 
 class Daemon:
@@ -313,8 +325,11 @@ class Daemon:
             await anyio.sleep(period)
 
 
-async def serve(settings: Settings) -> int:
-    """Run the daemon until SIGTERM or SIGINT; returns the exit status (0)."""
+async def serve(settings: Settings, front: Front | None = None) -> int:
+    """Run the daemon until SIGTERM or SIGINT; returns the exit status (0).
+
+    ``front`` (the HTTP server, when ``http_port`` is set) is served while the daemon runs.
+    """
     fix_mmap_threshold()  # else malloc's free lists grow with the workflows served
     registry = load_registry(settings)
     _prepare_folders(settings)
@@ -332,17 +347,13 @@ async def serve(settings: Settings) -> int:
                 store = await _open_store(stack, settings, faults, notifier)
                 if store is None:
                     return 0
-                telemetry = _telemetry(settings.metrics_port)
                 engine = await stack.enter_async_context(
                     open_engine(
-                        settings,
-                        registry,
-                        store,
-                        **(telemetry.engine_options() if telemetry else {}),
+                        settings, registry, store, **(front.engine_options() if front else {})
                     )
                 )
                 daemon = Daemon(settings, registry, store, engine, notifier, faults)
-                await _supervise(daemon, telemetry)
+                await _supervise(daemon, front)
                 if store.fatal is not None:
                     raise store.fatal
     except BaseException as exc:
@@ -409,30 +420,7 @@ def _log_stopped(daemon: Daemon, failure: BaseException | None) -> None:
         log.error(DAEMON_STOPPED, reason=reason, running=daemon.active)
 
 
-def _telemetry(port: int) -> Telemetry | None:
-    """Metrics and health when ``metrics_port`` is set; only then is prometheus imported."""
-    if not port:
-        return None
-    from wfe_daemon.service.metrics import Telemetry
-
-    return Telemetry(port)
-
-
-def _followed(daemon: Daemon) -> Followed:
-    """What the telemetry reads of ``daemon``: plain values and callables over its state."""
-    from wfe_daemon.service.metrics import Followed
-
-    return Followed(
-        store=daemon.store,
-        db_path=daemon.settings.db_path,
-        active=lambda: daemon.active,
-        watching=lambda: daemon.watching,
-        faults=daemon.faults.active,
-        on_published=daemon.on_published,
-    )
-
-
-async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None:
+async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
@@ -446,8 +434,9 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
                 tg.start_soon(daemon.worker, receive.clone())
         leftovers = leftover_claims(settings.inbox)
         daemon.leftovers.update(leftovers)
-        if telemetry is not None:
-            await tg.start(telemetry.run, _followed(daemon), send)
+        front_scope = anyio.CancelScope()
+        if front is not None:
+            await tg.start(_run_front, front, daemon, send, front_scope)
         intake_scope = anyio.CancelScope()
         intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
         await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)
@@ -468,6 +457,7 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
         await stop_requested.wait()
         log.info(DAEMON_STOPPING, running=daemon.active, grace=settings.shutdown_grace)
         notifier.stopping("stopping")
+        front_scope.cancel()  # no new submission during the grace
         intake_scope.cancel()
         daemon.stop_taking()
         with anyio.move_on_after(settings.shutdown_grace) as grace:
@@ -478,6 +468,21 @@ async def _supervise(daemon: Daemon, telemetry: Telemetry | None = None) -> None
                 f"{settings.shutdown_grace:g}s grace resume at the next start"
             )
         tg.cancel_scope.cancel()
+
+
+async def _run_front(
+    front: Front,
+    daemon: Daemon,
+    send: MemoryObjectSendStream[Claimed],
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``front`` until ``scope`` is cancelled; ``started`` once it listens."""
+    with scope:
+        async with front.serving(daemon, send):
+            task_status.started()
+            await anyio.sleep_forever()
 
 
 async def _run_intake(

@@ -1,35 +1,32 @@
-"""Prometheus metrics and a health check, served on ``127.0.0.1:metrics_port``.
+"""Prometheus metrics and a health check, for ``/metrics`` and ``/healthz``.
 
-Only the daemon imports this module, and only when ``metrics_port`` is set. Every daemon
-gets a registry of its own (no global state). The HTTP side is the stdlib's ``wsgiref``
-serving prometheus-client's WSGI app (``/metrics``) and a small JSON one (``/healthz``) in a
-thread of its own, so a scrape never waits for the event loop, and the event loop never
-waits for a scrape. The thread only reads facts the loop keeps up to date: it never
-touches the database.
+Only the HTTP server imports this module, and only when ``http_port`` is set. Every daemon
+gets a registry of its own (no global state). A request only reads facts the loop keeps
+up to date (a heartbeat and a store check every second): it never touches the database.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableSequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import anyio
 import anyio.abc
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from wfe_daemon.core.summary import RunSummary
-from wfe_daemon.errors import UsageError
 from wfe_daemon.runtime.task import Output, Params, Task, TaskContext
 from wfe_daemon.runtime.wrappers import AttemptFn, call_task
 from wfe_daemon.service.intake import Claimed
@@ -42,12 +39,10 @@ __all__ = ["Followed", "Health", "Metrics", "Telemetry"]
 
 log = structlog.get_logger()
 
-HOST = "127.0.0.1"
 _BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _BEAT_S = 1.0
 _STALE_S = 5.0
 _QUERY_TIMEOUT_S = 2.0
-_REQUEST_TIMEOUT_S = 5.0  # a client that connects and says nothing holds a thread this long
 
 
 class Metrics:
@@ -207,36 +202,16 @@ class Followed:
 
 
 class Telemetry:
-    """Metrics and health of one daemon, with the server that shows them.
+    """Metrics and health of one daemon; the HTTP server shows them (``/metrics``,
+    ``/healthz``) and :meth:`run` keeps them up to date on the event loop."""
 
-    Args:
-        port: the TCP port on 127.0.0.1.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self) -> None:
         self.metrics = Metrics()
         self.health = Health()
 
-    def app(self) -> WSGIApplication:
-        """The WSGI app: ``/metrics``, ``/healthz``, 404 for the rest."""
-        metrics_app = make_wsgi_app(self.metrics.registry)
-        health = self.health
-
-        def dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-            path = environ.get("PATH_INFO", "")
-            if path == "/metrics":
-                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-            if path == "/healthz":
-                ok, body = health.report()
-                return _reply(
-                    start_response,
-                    "200 OK" if ok else "503 Service Unavailable",
-                    json.dumps(body).encode(),
-                )
-            return _reply(start_response, "404 Not Found", b'{"error": "not found"}')
-
-        return dispatch
+    def metrics_text(self) -> tuple[bytes, str]:
+        """The Prometheus exposition of every instrument, and its content type."""
+        return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
 
     def engine_options(self) -> dict[str, Any]:
         """``Engine(...)`` keyword arguments: the attempt hook and the counting executor."""
@@ -252,28 +227,23 @@ class Telemetry:
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until cancelled, beating and checking the store every second on the loop.
-
-        Follows ``daemon`` (active workflows, intake, published results) and ``queue`` (the
-        claimed files waiting for a worker). Reports ``started`` once the port is bound (use
-        ``await tg.start(telemetry.run, followed, send)``); stops the server on the way out.
-
-        Raises:
-            UsageError: the port cannot be bound.
-        """
+        """Follow ``daemon`` (active workflows, intake, published results) and ``queue``
+        (the claimed files waiting for a worker), beating and checking the store every
+        second; ``started`` after the first check."""
         store, db_path = daemon.store, daemon.db_path
         self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue))
         self.health.watching = daemon.watching
         self.health.faults = daemon.faults
         daemon.on_published.append(self.metrics.published)
         identity = _identity(db_path)
-        async with _serving(self.port, self.app()):
-            log.info("metrics.listening", host=HOST, port=self.port)
+        try:
             await self._beat(store, db_path, identity)
             task_status.started()
             while True:
                 await anyio.sleep(_BEAT_S)
                 await self._beat(store, db_path, identity)
+        finally:
+            daemon.on_published.remove(self.metrics.published)
 
     async def _beat(self, store: Store, db_path: Path, identity: tuple[int, int] | None) -> None:
         self.health.beat_at = self.health.clock()
@@ -284,48 +254,3 @@ def _waiting(queue: MemoryObjectSendStream[Claimed]) -> int:
     """Claimed files in the queue, plus the one intake may hold while the queue is full."""
     stats = queue.statistics()
     return stats.current_buffer_used + stats.tasks_waiting_send
-
-
-def _reply(start_response: StartResponse, status: str, body: bytes) -> list[bytes]:
-    start_response(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
-    return [body]
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = False
-    block_on_close = True  # server_close() joins the request threads: none outlives us
-
-
-class _QuietHandler(WSGIRequestHandler):
-    timeout = _REQUEST_TIMEOUT_S
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Requests are not logged (the daemon's stdout is JSON lines)."""
-
-
-def _listen(port: int, app: WSGIApplication) -> _Server:
-    try:
-        return make_server(HOST, port, app, server_class=_Server, handler_class=_QuietHandler)
-    except OSError as exc:
-        raise UsageError(f"metrics_port: cannot listen on {HOST}:{port}: {exc.strerror}") from exc
-
-
-@asynccontextmanager
-async def _serving(port: int, app: WSGIApplication) -> AsyncIterator[None]:
-    """Serve ``app`` from a thread of its own; on exit, stop it and join every thread."""
-    server = await anyio.to_thread.run_sync(_listen, port, app)
-    thread = threading.Thread(target=server.serve_forever, name="wfe-metrics-http", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_stop, server, thread)
-
-
-def _stop(server: _Server, thread: threading.Thread) -> None:
-    server.shutdown()
-    server.server_close()
-    thread.join()
