@@ -409,7 +409,7 @@ EXPECTED = {
 
 async def test_graphviz_draws_the_svg_and_it_is_kept() -> None:
     """With ``dot`` installed, Graphviz draws the SVG; the same graph again is the kept copy."""
-    renderer = GraphRenderer()
+    renderer = GraphRenderer(timeout_s=30)  # a busy machine never makes it the fallback
     if renderer.dot_path is None:
         pytest.skip("Graphviz's dot is not installed")
     svg = await renderer.svg(1, "diamond", DIAMOND, STATUSES)

@@ -13,9 +13,11 @@ import binascii
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
+from anyio import to_thread
 
 from wfe_daemon.core import refs
 from wfe_daemon.core.graph import dot, graph_nodes, mermaid
@@ -270,10 +272,10 @@ async def _graph(request: web.Request) -> web.Response:
     statuses = {row["node_id"]: row["status"] for row in run["nodes"]}
     if fmt == "svg":
         text = await request.app[API].graphs.svg(run["id"], run["name"], nodes, statuses)
-    elif fmt == "dot":
-        text = dot(run["name"], nodes, statuses, anchors=True)
+    elif fmt == "dot":  # tens of milliseconds for 1,000 nodes: off the event loop
+        text = await to_thread.run_sync(partial(dot, anchors=True), run["name"], nodes, statuses)
     else:
-        text = mermaid(nodes, statuses)
+        text = await to_thread.run_sync(mermaid, nodes, statuses)
     return web.Response(text=text, content_type=_FORMATS[fmt], charset="utf-8")
 
 
