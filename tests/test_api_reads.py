@@ -22,6 +22,7 @@ from daemon_helpers import (
     Daemons,
     drop,
     echo_doc,
+    execute,
     free_port,
     get,
     query,
@@ -375,6 +376,22 @@ def test_paths_outside_the_runs_are_json_404s(daemons: Daemons) -> None:
         assert (status, content_type) == (404, "application/json"), path
         assert set(json.loads(body)) == {"error", "problems"}, path
         assert b"root:" not in body, path
+
+
+def test_a_database_that_cannot_be_read_is_a_503(daemons: Daemons) -> None:
+    """While the runs table is gone the reads answer 503 naming the database's error, and
+    answer again once it is back."""
+    port = start(daemons)
+    drop(daemons.inbox, "one.json", echo_doc("one"))
+    run_id = wait_result(daemons.outbox, "one")["run_id"]
+
+    execute(daemons.db_path, "ALTER TABLE workflowrun RENAME TO workflowrun_away")
+    for path in ("/api/v1/runs", "/api/v1/runs/counts", f"/api/v1/runs/{run_id}"):
+        status, body = get_json(port, path)
+        assert status == 503, path
+        assert "no such table: workflowrun" in body["error"]
+    execute(daemons.db_path, "ALTER TABLE workflowrun_away RENAME TO workflowrun")
+    assert [run["id"] for run in runs_page(port)["runs"]] == [run_id]
 
 
 def test_tasks_lists_every_type_with_its_schema(daemons: Daemons) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
-from functools import partial
+from functools import partial, wraps
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +23,7 @@ from wfe_daemon.core import refs
 from wfe_daemon.core.graph import dot, graph_nodes, mermaid
 from wfe_daemon.core.model import RunStatus, redact_secrets
 from wfe_daemon.core.records import NodeRecord, RunRecord, summary_of
-from wfe_daemon.errors import ParamsError
+from wfe_daemon.errors import ParamsError, StoreError
 from wfe_daemon.store.database import Store
 from wfe_daemon.web.server import API, Api, ApiError, reply
 
@@ -45,13 +45,30 @@ _SHOWN_MAX = 80
 
 def routes(router: web.UrlDispatcher) -> None:
     """Add the read endpoints under ``/api/v1``."""
-    router.add_get("/api/v1/runs", _runs)
-    router.add_get("/api/v1/runs/counts", _counts)  # before ``{run_id}``, which it would fit
-    router.add_get("/api/v1/runs/{run_id}", _run)
-    router.add_get("/api/v1/runs/{run_id}/nodes/{node_id}", _node)
-    router.add_get("/api/v1/runs/{run_id}/definition", _definition)
-    router.add_get("/api/v1/runs/{run_id}/graph", _graph)
+    router.add_get("/api/v1/runs", _reading(_runs))
+    # before ``{run_id}``, which it would fit
+    router.add_get("/api/v1/runs/counts", _reading(_counts))
+    router.add_get("/api/v1/runs/{run_id}", _reading(_run))
+    router.add_get("/api/v1/runs/{run_id}/nodes/{node_id}", _reading(_node))
+    router.add_get("/api/v1/runs/{run_id}/definition", _reading(_definition))
+    router.add_get("/api/v1/runs/{run_id}/graph", _reading(_graph))
     router.add_get("/api/v1/tasks", _tasks)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _reading(handler: Handler) -> Handler:
+    """``handler`` with a database that cannot be read now answered 503, naming why."""
+
+    @wraps(handler)
+    async def reading(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            raise ApiError(503, f"the run history cannot be read now: {exc}") from exc
+
+    return reading
 
 
 def _reader(api: Api) -> Store:
