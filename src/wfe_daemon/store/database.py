@@ -436,7 +436,7 @@ class Store:
 
         The page after one is the runs below its last id: it stays the same while new
         runs are added. ``workflow`` keeps runs of that name; ``since`` and ``until`` (UTC
-        ISO-8601) keep runs started at or after, and at or before, them.
+        ISO-8601) keep runs started at or after the one and before the other.
         """
         where, params = _run_filter(
             statuses=statuses, workflow=workflow, since=since, until=until, before=before
@@ -646,7 +646,7 @@ def _run_filter(
     for clause, value in (
         ("name = ?", workflow),
         ("started_at >= ?", since),
-        ("started_at <= ?", until),
+        ("started_at < ?", until),
         ("id < ?", before),
     ):
         if value is not None:
