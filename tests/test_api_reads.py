@@ -446,6 +446,18 @@ async def test_without_graphviz_the_layered_svg_is_drawn() -> None:
     assert _svg_classes(svg.encode()) == EXPECTED
 
 
+async def test_the_drawings_kept_are_bounded_in_size() -> None:
+    """Once the drawings kept would pass ``cache_bytes``, the oldest is let go."""
+    size = len(await GraphRenderer(dot_path="").svg(1, "d", DIAMOND, STATUSES))
+    renderer = GraphRenderer(dot_path="", cache_bytes=size + 10)
+    first = await renderer.svg(1, "d", DIAMOND, STATUSES)
+    assert await renderer.svg(1, "d", DIAMOND, STATUSES) is first
+    second = await renderer.svg(2, "d", DIAMOND, STATUSES)
+
+    assert await renderer.svg(2, "d", DIAMOND, STATUSES) is second
+    assert await renderer.svg(1, "d", DIAMOND, STATUSES) is not first
+
+
 def _script(tmp_path: Path, name: str, body: str) -> str:
     path = tmp_path / name
     path.write_text("#!/bin/sh\n" + body + "\n")

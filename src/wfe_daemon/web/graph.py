@@ -26,7 +26,8 @@ log = structlog.get_logger()
 DOT_TIMEOUT_S = 1.5
 """Past this the layered layout (about 0.1 s for 1,000 nodes) draws it: a page waits < 2 s."""
 MAX_SVG_BYTES = 32 * 1024 * 1024
-CACHE_SIZE = 64
+CACHE_BYTES = 16 * 1024 * 1024
+"""The drawings kept, in characters: a dozen 1,000-node graphs, hundreds of small ones."""
 LARGE_GRAPH = 300
 """From this many nodes, straight edges and fewer crossing passes: half the time or less."""
 _LARGE_OPTIONS = ("-Gsplines=line", "-Gmclimit=0.1")
@@ -38,12 +39,13 @@ class _DotFailed(Exception):
 
 
 class GraphRenderer:
-    """Draws runs' graphs as SVG and keeps the last ``cache_size`` drawings.
+    """Draws runs' graphs as SVG and keeps the latest drawings (``cache_bytes`` of them).
 
     A drawing is kept under its run id, nodes and statuses, so a RUNNING run's graph is
     drawn again once a node's status changes, a finished run's never. At most
     ``concurrency`` ``dot`` processes run at once; the time a request waits for a slot
-    counts in ``timeout_s``.
+    counts in ``timeout_s``. ``dot_path`` is the ``dot`` program (looked up on ``PATH``
+    when ``None``; ``""`` for none: the layered layout draws every graph).
     """
 
     def __init__(
@@ -52,14 +54,16 @@ class GraphRenderer:
         *,
         timeout_s: float = DOT_TIMEOUT_S,
         max_bytes: int = MAX_SVG_BYTES,
-        cache_size: int = CACHE_SIZE,
+        cache_bytes: int = CACHE_BYTES,
         concurrency: int = 2,
     ) -> None:
         self.dot_path = shutil.which("dot") if dot_path is None else dot_path or None
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self._cache: OrderedDict[Hashable, str] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached = 0
+        """The length of every drawing kept."""
         self._slots = asyncio.Semaphore(concurrency)
 
     async def svg(
@@ -76,9 +80,11 @@ class GraphRenderer:
             self._cache.move_to_end(key)
             return cached
         drawn = await self._draw(name, nodes, statuses)
-        self._cache[key] = drawn
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if len(drawn) <= self._cache_bytes and key not in self._cache:
+            self._cache[key] = drawn
+            self._cached += len(drawn)
+            while self._cached > self._cache_bytes:
+                self._cached -= len(self._cache.popitem(last=False)[1])
         return drawn
 
     async def _draw(
