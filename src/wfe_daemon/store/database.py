@@ -8,8 +8,8 @@ happened: a node never appears finished while a parent it waited for does not.
 ``synchronous=FULL`` (fsynced), so a result is never published for a state the database
 could lose. The schema and its migrations live in ``migrations``.
 
-Watchers (``Store.watch``) are told every run and node transition as it is queued, in
-queue order; with no watcher, that costs one truth test per transition.
+Watchers (``Store.watch``) are told every run and node transition: a node's as it is
+queued, a run's once committed; with no watcher, that costs one truth test per transition.
 """
 
 from __future__ import annotations
@@ -303,9 +303,10 @@ class Store:
     def watch(self, watcher: Watcher) -> Callable[[], None]:
         """Tell ``watcher`` every transition from now on; returns the function that stops it.
 
-        Node events (RUNNING, then the final status) and a run's end are told as their
-        writes are queued, in queue order; a run's start once its id is known (before any
-        of its nodes' events), a file that never ran once it is recorded. Nodes a retry
+        Node events (RUNNING, then the final status) are told as their writes are queued,
+        in queue order; a run's start once its id is known (before any of its nodes'
+        events), its end and a file that never ran once committed (after all its nodes'
+        events), so a watcher that reads the run back then finds it ended. Nodes a retry
         reuses, or an abandoned run skips, get no event of their own: the run's does.
         A watcher that raises is logged and kept; it must never await or block.
         """
@@ -320,7 +321,7 @@ class Store:
         for watcher in self._watchers:
             try:
                 watcher(event)
-            except Exception:  # a watcher's bug must not lose the write that follows
+            except Exception:  # a watcher's bug must not fail the engine's transition
                 log.exception(STORE_WATCHER_FAILED, kind=event.kind)
 
     def _tell_run(
@@ -386,7 +387,7 @@ class Store:
         row = (name, status, at, at, source, source_path, duplicate_of, os.getpid())
         run_id: int = await self._submit(partial(_tx.insert_unrun, row=row, summary=summary))
         if self._watchers:
-            self._tell_run(run_id, name, status, at, at)
+            self._tell_run(run_id, name, str(status), at, at)
         await self.flush(durable=True)
         return run_id
 
@@ -479,10 +480,10 @@ class Store:
         ``summary`` are kept in the node rows only; :meth:`get_run` puts them back)."""
         summary_text = _tx.summary_text(summary)
         self._enqueue((_RUN_FINISHED, (status, finished_at, duration, summary_text, run_id)))
-        if self._watchers:
+        await self.flush(durable=True)
+        if self._watchers:  # once durable: a watcher that reads the run back finds it ended
             workflow, started_at = summary["workflow"], summary["started_at"]
             self._tell_run(run_id, workflow, str(status), started_at, finished_at)
-        await self.flush(durable=True)
 
     # -- queries --------------------------------------------------------------------------
 
