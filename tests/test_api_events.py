@@ -3,7 +3,9 @@ hub and the store's watchers in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -13,13 +15,14 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from daemon_helpers import Daemons, drop, free_port, get, wait_result
-from wfe_daemon.core.records import RunEvent, StoreEvent
+from wfe_daemon.core.records import NodeEvent, RunEvent, StoreEvent
 from wfe_daemon.core.summary import build_summary
 from wfe_daemon.store.database import Store
-from wfe_daemon.web.events import KEEPALIVE, EventHub
+from wfe_daemon.web.events import EVENTS, KEEPALIVE, EventHub, routes
 
 Event = dict[str, Any]
 """One parsed SSE event: ``id``, ``event`` and ``data`` (decoded JSON)."""
@@ -470,3 +473,55 @@ async def test_store_watchers_see_every_transition_in_order_until_unwatched(db_p
         "finished_at": "2026-01-01T00:00:03+00:00",
     }
     assert [log["event"] for log in logs].count("store.watcher_failed") == 4
+
+
+def node_failed(run_id: int, node_id: str, error: str) -> StoreEvent:
+    """A node event of run ``run_id``: ``node_id`` FAILED with ``error``."""
+    data: NodeEvent = {
+        "run_id": run_id,
+        "node_id": node_id,
+        "status": "FAILED",
+        "attempts": 1,
+        "started_at": None,
+        "finished_at": None,
+        "error": error,
+    }
+    return StoreEvent("node", data)
+
+
+async def test_a_client_whose_socket_takes_nothing_is_disconnected(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream whose client reads nothing while megabytes of events go by is cut once a
+    write waits ``WRITE_TIMEOUT_S``; the hub goes on, and nothing is logged as an error."""
+    monkeypatch.setattr("wfe_daemon.web.events.WRITE_TIMEOUT_S", 0.2)
+    hub = EventHub(100_000, boot="b")
+    app = web.Application()
+    app[EVENTS] = hub
+    routes(app.router)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stuck = socket.socket()
+    try:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(stuck, ("127.0.0.1", port))
+        await asyncio.get_running_loop().sock_sendall(
+            stuck, b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        with capture_logs() as logs:
+            for n in range(5_000):  # some 50 MB, more than any socket buffer holds
+                hub.publish(node_failed(1, f"n{n}", "x" * 10_000))
+                if n % 50 == 0:
+                    await asyncio.sleep(0.01)  # let the stream write, until it cannot
+                if any(log["event"] == "http.events_stalled" for log in logs):
+                    break
+            else:
+                raise AssertionError("the stream never stalled")
+    finally:
+        stuck.close()
+        hub.close()
+        await runner.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
