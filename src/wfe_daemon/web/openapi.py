@@ -427,6 +427,7 @@ def _paths() -> dict[str, Any]:
                         "description": "The stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
+                    "422": _error("`run_id` is not a run id (digits)."),
                     **_READ_ERRORS,
                 },
             }
