@@ -44,6 +44,8 @@ class RunRecord(TypedDict):
     definition: Any
     """The workflow document as stored (secrets redacted), or ``None``."""
     result_summary: RunSummary | None
+    retry_of: int | None
+    """The run this one retries, if it is a retry."""
     nodes: list[NodeRecord]
 
 
