@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
 from wfe_daemon.service.daemon import Daemon
+from wfe_daemon.service.handover import Handover
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Telemetry
 
@@ -80,6 +81,8 @@ class Api:
     """Where the daemon's workers take claimed files (a submission goes there too)."""
     token: bytes | None
     reads_need_token: bool
+    handover: Handover = field(default_factory=Handover)
+    """Passes submissions to the workers through ``queue`` (its feeder runs in the front)."""
 
 
 API: web.AppKey[Api] = web.AppKey("api", Api)
