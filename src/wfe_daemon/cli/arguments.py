@@ -85,7 +85,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         action="store_true",
         help="let the running daemon run it (through its HTTP API) and print the new run id",
     )
-    submit = add("submit", "hand a workflow file to the running daemon and print its run id")
+    submit = add(
+        "submit",
+        "hand a workflow file to the running daemon (through its HTTP API when http_port is "
+        "set, else its inbox) and print its run id",
+    )
     submit.add_argument("file", type=Path)
     submit.add_argument(
         "--name", type=_stem, metavar="STEM", help="the stem of the result file (default: FILE's)"

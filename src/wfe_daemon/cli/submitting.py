@@ -25,7 +25,15 @@ from typing import Any
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import StoreError, UsageError
 
-__all__ = ["ApiRefused", "retry_detached", "submit_file", "wait_for_run"]
+__all__ = [
+    "ApiRefused",
+    "Submitted",
+    "api_base",
+    "print_refusal",
+    "retry_detached",
+    "submit_file",
+    "wait_for_run",
+]
 
 HTTP_TIMEOUT_S = 30.0
 """How long a request to the daemon may take (a large workflow is parsed before the answer)."""
@@ -243,24 +251,39 @@ def _run_until(settings: Settings, probe: Any, timeout_s: float | None) -> Any:
 
 
 def wait_for_run(settings: Settings, run_id: int) -> dict[str, Any]:
-    """Follow run ``run_id`` in the database (read-only) until it ends; its summary."""
+    """Follow run ``run_id`` in the database (read-only) until it ends; its summary.
+
+    Raises:
+        StoreError: the run does not appear in ``db_path`` within :data:`TAKE_TIMEOUT_S`
+            (this command does not read the daemon's database).
+    """
     from wfe_daemon.runtime.eventloop import run
 
-    def finished() -> dict[str, Any] | None:
-        async def read() -> dict[str, Any] | None:
-            from wfe_daemon.store.database import Store
+    async def read() -> tuple[bool, dict[str, Any] | None]:
+        from wfe_daemon.store.database import Store
 
-            async with Store.open_read_only(settings.db_path) as store:
-                record = await store.get_run(run_id)
-            if record is None or record["status"] == "RUNNING":
-                return None
-            return dict(record["result_summary"] or {}) or None
+        async with Store.open_read_only(settings.db_path) as store:
+            record = await store.get_run(run_id)
+        if record is None or record["status"] == "RUNNING":
+            return record is not None, None
+        return True, dict(record["result_summary"] or {}) or None
 
-        found: dict[str, Any] | None = run(read())
-        return found
-
-    summary: dict[str, Any] = _run_until(settings, finished, None)
-    return summary
+    deadline = time.monotonic() + TAKE_TIMEOUT_S
+    while True:
+        try:
+            seen, summary = run(read())
+        except StoreError:
+            seen, summary = False, None  # the database is not there yet
+        if summary is not None:
+            return summary
+        if seen:
+            deadline = float("inf")
+        elif time.monotonic() > deadline:
+            raise StoreError(
+                f"run {run_id} is not in {settings.db_path}: --wait follows the run in the "
+                "daemon's database, so give this command the daemon's db_path"
+            )
+        time.sleep(POLL_S)
 
 
 def print_refusal(exc: ApiRefused) -> int:

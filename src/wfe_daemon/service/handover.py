@@ -27,7 +27,6 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -90,8 +89,9 @@ def stem_of(name: str) -> str:
 
 def parse_submission(
     data: bytes, registry: TaskRegistry, idempotency_key: str | None
-) -> tuple[WorkflowDef, bytes, Any]:
-    """Validate ``data`` as a file is validated; the workflow, the bytes to keep, the document.
+) -> tuple[WorkflowDef, bytes, str]:
+    """Validate ``data`` as a file is validated; the workflow, the bytes to keep, and the
+    definition to store (secrets redacted).
 
     ``idempotency_key`` (the ``Idempotency-Key`` header) is written into a document that has
     none (the bytes kept are then the document re-encoded).
@@ -112,7 +112,8 @@ def parse_submission(
                     f"document's idempotency_key {held!r}: send one of them, or the same"
                 ]
             )
-    return parse_workflow(doc, registry), data, doc
+    workflow = parse_workflow(doc, registry)
+    return workflow, data, public_definition(data.decode("utf-8-sig"), doc)
 
 
 async def accept(
@@ -137,13 +138,11 @@ async def accept(
         parsed = await anyio.to_thread.run_sync(parse_submission, data, registry, idempotency_key)
     else:
         parsed = parse_submission(data, registry, idempotency_key)
-    workflow, data, doc = parsed
+    workflow, data, definition = parsed
     stem = stem or stem_of(workflow.name)
     source = f"{stem}.json"
     path = _new_path(settings.inbox, stem)
     await anyio.to_thread.run_sync(write_durably, path, data)
-    definition = public_definition(data.decode("utf-8-sig"), doc)
-    del doc
     claimed = Claimed(path=path, source=source, data=None, via=VIA_API)
     try:
         run_id = await store.create_run(
