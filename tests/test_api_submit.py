@@ -273,3 +273,34 @@ def test_posts_need_the_right_token(daemons: Daemons) -> None:
     assert query(daemons.db_path, "SELECT id FROM workflowrun") == []
     assert post(port, "/api/v1/workflows?name=right", echo_doc())[0] == 201
     assert wait_result(daemons.outbox, "right")["status"] == "SUCCESS"
+
+
+def test_retry_of_a_run_with_secrets_runs_the_original_document(daemons: Daemons) -> None:
+    """A run whose stored definition has its secrets redacted is retried from its original
+    document (found in ``processed/``): the daemon runs the retry from a file holding the
+    secret, never from the ``***`` the database keeps."""
+    port = start(daemons)
+    doc = json.loads(json.dumps(FAILING))
+    doc["nodes"][0]["params"] = {"api_token": "s3cret-value"}
+    status, _, first = post(port, "/api/v1/workflows?name=secret", doc)
+    assert status == 201
+    assert wait_result(daemons.outbox, "secret")["status"] == "PARTIAL_SUCCESS"
+    stored = query(
+        daemons.db_path, "SELECT definition FROM workflowrun WHERE id = ?", first["run_id"]
+    )
+    assert "s3cret-value" not in stored[0]["definition"]
+    status, _, retry = post(port, f"/api/v1/runs/{first['run_id']}/retry")
+    assert status == 201, retry
+    wait_until(
+        lambda: [p for p in results(daemons.outbox) if (read_json(p) or {}).get("retry_of")],
+        15,
+        "the retry's result",
+    )
+    kept = wait_until(
+        lambda: [
+            path for path in (daemons.inbox / "processed").iterdir() if path.name != "secret.json"
+        ],
+        5,
+        "the retry's file in processed/",
+    )
+    assert json.loads(kept[0].read_bytes()) == doc
