@@ -304,3 +304,20 @@ def test_retry_of_a_run_with_secrets_runs_the_original_document(daemons: Daemons
         "the retry's file in processed/",
     )
     assert json.loads(kept[0].read_bytes()) == doc
+
+
+def test_start_finishes_what_a_kill_mid_submission_left(daemons: Daemons) -> None:
+    """What a kill before the answer leaves is settled at the next start: a submission's
+    file written but not recorded runs once under its stem, and a temporary file never
+    renamed is removed without running."""
+    processing = daemons.inbox / "processing"
+    (processing / "0123456789ab").mkdir(parents=True)
+    (processing / "0123456789ab" / "unrecorded.json").write_text(json.dumps(echo_doc("u")))
+    temporary = processing / ".submit.x1y2z3.tmp"
+    temporary.write_text(json.dumps(echo_doc("never")))
+    start(daemons)
+    result = wait_result(daemons.outbox, "unrecorded")
+    assert (result["status"], result["source"]) == ("SUCCESS", "unrecorded.json")
+    assert not temporary.exists()
+    wait_until(lambda: not any(processing.iterdir()), 5, "processing/ emptied")
+    assert [row["name"] for row in query(daemons.db_path, "SELECT name FROM workflowrun")] == ["u"]
