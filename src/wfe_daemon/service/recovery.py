@@ -5,7 +5,8 @@ recorded for its path that is not yet settled:
 
 - no such run: it was claimed but never started; it is submitted afresh;
 - a RUNNING run: it is resumed; nodes already final keep their state and outputs,
-  nodes that were running run again (at-least-once);
+  nodes that were running run again (at-least-once). A workflow the HTTP API handed over
+  (``service.handover``) arrives in this state too, and starts here;
 - a finished run: only its publication was interrupted; the stored summary is published.
 """
 
