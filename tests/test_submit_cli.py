@@ -172,7 +172,7 @@ def test_retry_detach_lets_the_daemon_run_the_retry(daemons: Daemons) -> None:
     rows = query(daemons.db_path, "SELECT retry_of FROM workflowrun WHERE id = ?", new)
     assert rows == [{"retry_of": first}]
     done = cli(daemons, "retry", "999", "--detach", **env)
-    assert (done.returncode, done.stderr) == (2, "wfe-daemon: no run 999\n")
+    assert (done.returncode, done.stderr) == (1, "wfe-daemon: no run 999\n")
     done = cli(daemons, "retry", str(first), "--detach", "--http-port", "0")
     assert done.returncode == 2
     assert "--detach needs the daemon's HTTP API" in done.stderr

@@ -57,8 +57,12 @@ class ApiRefused(Exception):
 
     @property
     def exit_code(self) -> int:
-        """2 for a request the daemon refused (a rejected workflow), 1 for a failure there."""
-        return 2 if self.status < 500 else 1
+        """2 for a rejected workflow or a usage problem (token, size, type), 1 otherwise
+        (no such run, not retryable, a failure in the daemon), as the other commands."""
+        return 2 if self.status in _USAGE_STATUSES else 1
+
+
+_USAGE_STATUSES = frozenset({400, 401, 403, 413, 415, 422})
 
 
 @dataclass(frozen=True, slots=True)
