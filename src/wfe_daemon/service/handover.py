@@ -40,7 +40,8 @@ from wfe_daemon.core.strictjson import compact, load_json
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_RECEIVED
 from wfe_daemon.runtime.registry import TaskRegistry
-from wfe_daemon.service.intake import PROCESSING, Claimed
+from wfe_daemon.service.intake import PROCESSING, Claimed, describe_os_error
+from wfe_daemon.service.recovery import abandon
 from wfe_daemon.service.retry import plan_retry, record_retry
 from wfe_daemon.service.submission import record_duplicate
 from wfe_daemon.store.database import Store
@@ -133,6 +134,7 @@ async def accept(
 
     Raises:
         WorkflowRejected: the document is not valid; nothing was written or recorded.
+        OSError: the file cannot be written; nothing was recorded.
     """
     if len(data) > _INLINE_PARSE_MAX:
         parsed = await anyio.to_thread.run_sync(parse_submission, data, registry, idempotency_key)
@@ -175,13 +177,18 @@ async def accept_retry(
     Raises:
         StoreError: ``run`` cannot be retried (RUNNING, REJECTED, DUPLICATE).
         WorkflowRejected: its workflow is no longer valid, or cannot be found.
+        OSError: its file cannot be written (the new run is then ended at once).
     """
     plan = await plan_retry(run, settings=settings, registry=registry)
     source = run["source"] or f"{stem_of(plan.workflow.name)}.json"
     path = _new_path(settings.inbox, stem_of(Path(source).stem))
     new_id = await record_retry(store, plan, now_iso(), source_path=str(path))
     await store.flush(durable=True)
-    await anyio.to_thread.run_sync(write_durably, path, compact(plan.document).encode())
+    try:
+        await anyio.to_thread.run_sync(write_durably, path, compact(plan.document).encode())
+    except OSError as exc:  # e.g. a full disk: the run must not wait for a file forever
+        await abandon(store, new_id, f"cannot write its file {path}: {describe_os_error(exc)}")
+        raise
     log.info("workflow.retry", via=VIA_API, run_id=new_id, retry_of=run["id"], source=source)
     claimed = Claimed(path=path, source=Path(source).name, data=None, via=VIA_API)
     return Accepted(new_id, "RUNNING", claimed, retry_of=run["id"])

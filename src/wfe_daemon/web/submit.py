@@ -17,6 +17,7 @@ from aiohttp import web
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.service.cancel import cancel_here
 from wfe_daemon.service.handover import Accepted, accept, accept_retry, stem_problem
+from wfe_daemon.service.intake import describe_os_error
 from wfe_daemon.web.server import API, BODY_TIMEOUT_S, ApiError, reply
 
 __all__ = ["routes"]
@@ -50,6 +51,8 @@ async def _submit(request: web.Request) -> web.Response:
         )
     except WorkflowRejected as exc:
         raise ApiError(422, "the workflow is not valid", exc.problems) from None
+    except OSError as exc:
+        raise _unwritable(exc) from None
     return _hand_over(request, accepted)
 
 
@@ -67,6 +70,8 @@ async def _retry(request: web.Request) -> web.Response:
         raise ApiError(409, str(exc)) from None
     except WorkflowRejected as exc:
         raise ApiError(422, f"run {run_id} cannot be retried", exc.problems) from None
+    except OSError as exc:
+        raise _unwritable(exc) from None
     return _hand_over(request, accepted)
 
 
@@ -94,6 +99,14 @@ def _hand_over(request: web.Request, accepted: Accepted) -> web.Response:
     api.handover.hand(accepted.claimed, api.daemon.leftovers)
     status = 200 if accepted.status == "DUPLICATE" else 201
     return reply(body, status, headers={"Location": location})
+
+
+def _unwritable(exc: OSError) -> ApiError:
+    return ApiError(
+        503,
+        f"cannot write the workflow into inbox/processing/: {describe_os_error(exc)}",
+        headers={"Retry-After": "10"},
+    )
 
 
 def _run_id(request: web.Request) -> int:
