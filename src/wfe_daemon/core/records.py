@@ -42,6 +42,7 @@ class RunRecord(TypedDict):
     duration: float | None
     idempotency_key: str | None
     retry_of: int | None
+    """The run this one retries, if it is a retry."""
     duplicate_of: int | None
     definition: Any
     """The workflow document as stored (secrets redacted), or ``None``."""

@@ -667,6 +667,7 @@ class Store:
         definition: str | None,
         idempotency_key: str | None,
         reused_reason: str,
+        source_path: str | None = None,
     ) -> int:
         """Insert a RUNNING run linked to run ``retry_of``, in one transaction; its id.
 
@@ -674,8 +675,9 @@ class Store:
         ``retry_of`` with the same type: they are copied (output, times, attempts) with
         ``reused_reason`` as their reason. ``idempotency_key`` is taken only when no run
         holds it (e.g. the original FAILED); otherwise the retry runs without a key.
+        ``source_path`` is the file the daemon runs it from (a retry handed to the daemon).
         """
-        run_row = (name, started_at, source, definition, idempotency_key, retry_of)
+        run_row = (name, started_at, source, source_path, definition, idempotency_key, retry_of)
         run_id: int = await self._submit(
             partial(
                 _tx.insert_retry, run_row=run_row, nodes=list(nodes), reused_reason=reused_reason

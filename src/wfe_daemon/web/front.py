@@ -22,7 +22,7 @@ from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Followed, Telemetry
 from wfe_daemon.store.database import Store
-from wfe_daemon.web import events, openapi, runs
+from wfe_daemon.web import events, openapi, runs, submit
 from wfe_daemon.web.server import Api, Route, build_app
 
 __all__ = ["HttpFront", "front_for", "is_loopback", "read_token"]
@@ -35,7 +35,7 @@ TOKEN_NAME = "api_token"
 
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
-    return [openapi.routes, runs.routes, events.routes]
+    return [openapi.routes, runs.routes, submit.routes, events.routes]
 
 
 def is_loopback(host: str) -> bool:
@@ -172,6 +172,7 @@ class HttpFront:
                 ) from None
             async with anyio.create_task_group() as tg:
                 await tg.start(self.telemetry.run, _followed(daemon), queue)
+                tg.start_soon(api.handover.feed, queue)
                 log.info("http.listening", host=settings.http_host, port=self.port)
                 try:
                     yield
