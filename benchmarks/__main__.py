@@ -46,6 +46,8 @@ BENCHMARKS: dict[str, str] = {
     "csv_pipeline": "benchmarks.csv_pipeline:csv_pipeline",
     "idle": "benchmarks.daemon:idle",
     "validate": "benchmarks.daemon:validate",
+    "api_submit": "benchmarks.api:api_submit",
+    "api_reads": "benchmarks.api:api_reads",
 }
 
 #: Sections written by their own long-running entry points (``python -m benchmarks.soak``),
