@@ -7,7 +7,8 @@ append to the ring: it never waits for a client, allocates nothing per client an
 encodes nothing.
 
 Each client is a :class:`Reader` with a cursor (the last ``seq`` it was sent) that reads
-the ring at its own pace, so memory never grows with a slow client. One that falls
+the ring at its own pace, so memory never grows with a slow client, and writes at most
+every ``COALESCE_S``, so a busy run's events cost a few writes a second, not one each. One that falls
 further behind than the ring holds is sent ``event: reset`` ("reload your state") and
 goes on from the newest event; one whose socket takes nothing for ``WRITE_TIMEOUT_S``
 is disconnected. ``Last-Event-ID`` resumes after that event while the ring still holds
@@ -41,6 +42,10 @@ WRITE_TIMEOUT_S = 30.0
 """A client whose socket takes nothing for this long is disconnected."""
 BATCH = 500
 """Events sent in one write at most (a reader far behind catches up in steps)."""
+COALESCE_S = 0.05
+"""After a write, a reader waits this long before the next, so a busy engine's events go
+out many to a write (at most 20 writes a second per client) instead of one wake-up and
+one write per event on the engine's loop."""
 
 KEEPALIVE = b": keep-alive\n\n"
 _OPENED = b": connected\n\n"
@@ -167,6 +172,7 @@ class Reader:
             if chunk:
                 yield chunk
                 sent_at = clock()
+                await asyncio.sleep(COALESCE_S)
 
     def _reset_frame(self) -> bytes:
         return f"id: {self._hub.boot}-{self.after}\nevent: reset\ndata: {{}}\n\n".encode()
