@@ -31,6 +31,7 @@ from wfe_daemon.errors import UsageError
 from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Followed, Telemetry
+from wfe_daemon.web import page
 
 __all__ = ["API", "Api", "ApiError", "HttpFront", "front_for", "reply"]
 
@@ -200,7 +201,7 @@ def build_app(api: Api, parts: Iterable[Route] = ()) -> web.Application:
 
 def _parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
-    return []
+    return [page.routes]
 
 
 def is_loopback(host: str) -> bool:
