@@ -203,7 +203,7 @@ async def test_the_front_stops_with_its_block(tmp_path: Path) -> None:
     from wfe_daemon.config import Settings
     from wfe_daemon.service.daemon import Daemon
     from wfe_daemon.service.systemd import Notifier
-    from wfe_daemon.web.server import HttpFront
+    from wfe_daemon.web.front import HttpFront
 
     port = free_port()
     settings = Settings(db_path=tmp_path / "wfe.db", inbox=tmp_path / "inbox")

@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     front = None
     if settings.http_port or settings.metrics_port:
-        from wfe_daemon.web.server import front_for
+        from wfe_daemon.web.front import front_for
 
         front = front_for(settings, os.environ)
     os.environ.pop("WFE_API_TOKEN", None)  # read once: no task's child process inherits it

@@ -14,6 +14,8 @@ from typing import Final
 
 from aiohttp import web
 
+from wfe_daemon.web.server import ApiError
+
 __all__ = ["STATIC", "routes"]
 
 STATIC: Final = {
@@ -45,8 +47,7 @@ async def _static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     content_type = STATIC.get(name)
     if content_type is None:
-        # the server's error middleware answers this as JSON {"error": text}
-        raise web.HTTPNotFound(text=f"no static file {name!r}")
+        raise ApiError(404, f"no static file {name!r}", [f"the files: {', '.join(STATIC)}"])
     return _file(name, content_type)
 
 

@@ -1,8 +1,9 @@
-"""The HTTP server: the API under ``/api/v1``, the page at ``/``, ``/metrics``, ``/healthz``.
+"""The HTTP server's application: what every answer gets, and what handlers share.
 
-One ``aiohttp.web`` server in the daemon's own event loop, built only when ``http_port``
-is set (so aiohttp's server side and prometheus are imported only then). The daemon
-starts it before READY=1 and stops it first on SIGTERM (see ``service.daemon.Front``).
+The server (``web/front.py``) runs one ``aiohttp.web`` application in the daemon's own
+event loop, built only when ``http_port`` is set (so aiohttp's server side and prometheus
+are imported only then). Each part of it (the API's reads, submissions, events, the
+OpenAPI document, the page) is a module with a ``routes`` function; they import this one.
 
 Every response carries the security headers; every error is JSON
 ``{"error": ..., "problems": [...]}``; every ``POST`` needs the bearer token, and so does
@@ -12,28 +13,21 @@ every read but ``/healthz`` when the server binds an address other than loopback
 from __future__ import annotations
 
 import hmac
-import ipaddress
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 import structlog
 from aiohttp import web
 from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
-from wfe_daemon.errors import UsageError
 from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
-from wfe_daemon.service.metrics import Followed, Telemetry
-from wfe_daemon.web import page
+from wfe_daemon.service.metrics import Telemetry
 
-__all__ = ["API", "Api", "ApiError", "HttpFront", "front_for", "reply"]
+__all__ = ["API", "Api", "ApiError", "Route", "build_app", "reply"]
 
 log = structlog.get_logger()
 
@@ -41,8 +35,6 @@ KEEPALIVE_S = 15.0
 """An idle connection (one that never sends a request, too) is closed after this long."""
 BODY_TIMEOUT_S = 30.0
 """A request body not received in full within this long is answered 408."""
-TOKEN_NAME = "api_token"
-"""The credential read from ``$CREDENTIALS_DIRECTORY`` when no token is configured."""
 
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -197,145 +189,3 @@ def build_app(api: Api, parts: Iterable[Route] = ()) -> web.Application:
     for add in parts:
         add(app.router)
     return app
-
-
-def _parts() -> list[Route]:
-    """The routes of the API and the page, each from its own module."""
-    return [page.routes]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def read_token(settings: Settings, environ: Mapping[str, str]) -> bytes | None:
-    """The API token: ``WFE_API_TOKEN``, else ``api_token_file``, else the ``api_token``
-    credential systemd passed; ``None`` when none is configured.
-
-    Raises:
-        UsageError: the configured file cannot be read, or it (or the variable) is empty.
-    """
-    if "WFE_API_TOKEN" in environ:
-        token = environ["WFE_API_TOKEN"].strip()
-        if not token:
-            raise UsageError("WFE_API_TOKEN is set but empty")
-        return token.encode()
-    credentials = environ.get("CREDENTIALS_DIRECTORY")
-    path: Path | None = settings.api_token_file
-    if path is not None and not path.is_absolute():
-        path = Path(credentials or os.getcwd()) / path
-    if path is None and credentials and os.path.exists(Path(credentials) / TOKEN_NAME):
-        path = Path(credentials) / TOKEN_NAME
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as fp:
-            data = fp.read(4096).strip()
-    except OSError as exc:
-        raise UsageError(f"api_token_file: cannot read {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise UsageError(f"api_token_file: {path} is empty")
-    return data
-
-
-def front_for(settings: Settings, environ: Mapping[str, str]) -> HttpFront | None:
-    """The HTTP front for ``settings``, or ``None`` when ``http_port`` (and its old name
-    ``metrics_port``) is 0. Reads the token now, so a problem stops the start at once.
-
-    Raises:
-        UsageError: a bind other than loopback without a token, or an unreadable token.
-    """
-    port = settings.http_port
-    if settings.metrics_port:
-        if port:
-            log.warning(
-                "config.deprecated",
-                key="metrics_port",
-                message="metrics_port is ignored: http_port is set",
-            )
-        else:
-            port = settings.metrics_port
-            log.warning(
-                "config.deprecated",
-                key="metrics_port",
-                message="metrics_port is deprecated: set http_port instead",
-            )
-    if not port:
-        return None
-    token = read_token(settings, environ)
-    loopback = is_loopback(settings.http_host)
-    if not loopback and token is None:
-        raise UsageError(
-            f"http_host {settings.http_host} is not a loopback address: the API then needs a "
-            "token for reads too; set api_token_file or WFE_API_TOKEN"
-        )
-    return HttpFront(settings, port, token, reads_need_token=not loopback)
-
-
-class HttpFront:
-    """The server of one daemon (``service.daemon.Front``): the metrics follow its engine."""
-
-    def __init__(
-        self, settings: Settings, port: int, token: bytes | None, *, reads_need_token: bool
-    ) -> None:
-        self.settings = settings
-        self.port = port
-        self.token = token
-        self.reads_need_token = reads_need_token
-        self.telemetry = Telemetry()
-
-    def engine_options(self) -> dict[str, Any]:
-        return self.telemetry.engine_options()
-
-    @asynccontextmanager
-    async def serving(
-        self, daemon: Daemon, queue: MemoryObjectSendStream[Claimed]
-    ) -> AsyncIterator[None]:
-        """Listen and follow ``daemon`` until the block ends, then close every connection.
-
-        Raises:
-            UsageError: the address cannot be bound (the message names ``http_port``).
-        """
-        settings = self.settings
-        api = Api(settings, daemon, self.telemetry, queue, self.token, self.reads_need_token)
-        runner = web.AppRunner(
-            build_app(api, _parts()), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, settings.http_host, self.port, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise UsageError(
-                    f"http_port: cannot listen on {settings.http_host}:{self.port}: "
-                    f"{exc.strerror or exc}"
-                ) from None
-            async with anyio.create_task_group() as tg:
-                await tg.start(self.telemetry.run, _followed(daemon), queue)
-                log.info("http.listening", host=settings.http_host, port=self.port)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await runner.cleanup()
-
-
-def _followed(daemon: Daemon) -> Followed:
-    """What the telemetry reads of ``daemon``: plain values and callables over its state."""
-    return Followed(
-        store=daemon.store,
-        db_path=daemon.settings.db_path,
-        active=lambda: daemon.active,
-        watching=lambda: daemon.watching,
-        faults=daemon.faults.active,
-        on_published=daemon.on_published,
-    )
