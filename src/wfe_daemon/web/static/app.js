@@ -279,6 +279,7 @@ function matchesFilters(filters, event) {
 async function showRuns(query) {
   setTitle("Runs");
   const filters = Object.fromEntries(FILTERS.map((k) => [k, query.get(k) || ""]));
+  const size = /^\d+$/.test(query.get("limit") || "") ? { limit: query.get("limit") } : {};
   const counts = h("div", { class: "counts", id: "counts" });
   const body = h("tbody", { id: "runs-body" });
   const more = h("button", { type: "button", id: "more", class: "secondary", hidden: true }, "Older runs");
@@ -301,7 +302,7 @@ async function showRuns(query) {
   const loadPage = async () => {
     more.disabled = true;
     try {
-      const page = await getJson(`${API}/runs${runsQuery(filters, cursor ? { cursor } : {})}`);
+      const page = await getJson(`${API}/runs${runsQuery(filters, cursor ? { ...size, cursor } : size)}`);
       for (const run of page.runs) {
         if (!body.querySelector(`tr[data-run="${Number(run.id)}"]`)) body.append(runRow(run));
       }
