@@ -83,6 +83,8 @@ class Browser:
     requests: list[str] = field(default_factory=list)
     console: list[ConsoleMessage] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    """Every response with a status of 400 or more, as ``<status> <url>``."""
 
     async def open(self, route: str) -> None:
         """Go to ``<base>/<route>`` and wait until the page has drawn it."""
@@ -105,6 +107,7 @@ class Browser:
         """Every request went to 127.0.0.1 (or was inline data); no console error, no CSP report."""
         away = [url for url in self.requests if not url.startswith((self.base + "/", "data:"))]
         assert not away, f"requests left 127.0.0.1: {away}"
+        assert not self.failed, f"failed requests: {self.failed}"
         noisy = [
             f"{m.type}: {m.text}"
             for m in self.console
@@ -135,6 +138,10 @@ async def browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
             context.on("request", lambda request: seen.requests.append(request.url))
             page.on("console", lambda message: seen.console.append(message))
             page.on("pageerror", lambda error: seen.errors.append(str(error)))
+            context.on(
+                "response",
+                lambda r: seen.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
             yield seen
         finally:
             await context.close()

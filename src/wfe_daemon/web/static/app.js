@@ -12,6 +12,7 @@ const RUN_STATUSES = [
 ];
 const NODE_STATUSES = ["PENDING", "RUNNING", "SUCCESS", "FAILED", "SKIPPED", "CANCELLED"];
 const SVG_NS = "http://www.w3.org/2000/svg";
+const NUMERIC = new Set(["Run", "Attempts", "Duration"]); // right-aligned columns
 
 // What the current view opened (event streams, timers): closed when the route changes.
 let cleanups = [];
@@ -36,7 +37,7 @@ function h(tag, attrs, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -286,7 +287,7 @@ async function showRuns(query) {
   const status = h("p", { class: "note", id: "runs-note" });
   const table = h("table", { class: "runs", id: "runs" },
     h("thead", {}, h("tr", {}, ["Run", "Workflow", "Status", "Source", "Started", "Duration",
-      "First error"].map((t) => h("th", {}, t)))), body);
+      "First error"].map((t) => h("th", { class: NUMERIC.has(t) ? "num" : null }, t)))), body);
   setView(h("h1", {}, "Runs"), runsFilterForm(filters), counts, h("div", { class: "scroll" }, table),
     status, more);
 
@@ -434,13 +435,17 @@ function safeSvg(text) {
   const width = parseFloat(svg.getAttribute("width") || "0");
   svg.removeAttribute("height");
   svg.removeAttribute("width");
-  if (width) svg.style.maxWidth = `${Math.ceil(width * 1.333)}px`;
+  if (width) svg.style.maxWidth = `${Math.ceil(width * 1.2)}px`;
   return svg;
 }
 
+// Recolours a graph node: its status class, and the status line of its label.
 function setNodeClass(g, status) {
   for (const cls of [...g.classList]) if (cls.startsWith("status-")) g.classList.remove(cls);
   g.classList.add(`status-${status}`);
+  for (const text of g.querySelectorAll("text")) {
+    if (NODE_STATUSES.includes(text.textContent.trim())) text.textContent = status;
+  }
 }
 
 function graphNodes(svg) {
@@ -493,7 +498,7 @@ function nodesTable(summary, order, deps) {
   const nodes = summary.nodes || {};
   return h("table", { class: "nodes", id: "nodes" },
     h("thead", {}, h("tr", {}, ["Node", "Type", "Status", "Depends on", "Attempts", "Started",
-      "Duration", "Error or reason"].map((t) => h("th", {}, t)))),
+      "Duration", "Error or reason"].map((t) => h("th", { class: NUMERIC.has(t) ? "num" : null }, t)))),
     h("tbody", {}, order.map((id) => {
       const n = nodes[id] || { status: "PENDING" };
       return h("tr", { "data-node": id },
