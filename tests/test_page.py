@@ -230,8 +230,9 @@ async def test_a_run_recolours_its_graph_live_and_opens_a_node(
     assert "pipe.json" in header and "pipe-key" in header
     await browser.page.locator("#graph g.wfe-node#node-b.status-SUCCESS").wait_for(timeout=WAIT_MS)
     await browser.page.locator("#run-header .badge.status-SUCCESS").wait_for(timeout=WAIT_MS)
-    await (
-        browser.page.locator("#nodes td.status:text-is('SUCCESS')").nth(2).wait_for(timeout=WAIT_MS)
+    await browser.page.wait_for_function(
+        "() => document.querySelectorAll('#nodes .badge.status-SUCCESS').length === 3",
+        timeout=WAIT_MS,
     )
     assert await browser.texts("#nodes tbody tr td:first-child") == ["a", "b", "c"]
     assert await browser.texts("#timeline .gantt-row[data-node] .gantt-label") == ["a", "b", "c"]
