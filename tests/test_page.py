@@ -41,6 +41,8 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 15_000
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+HOSTILE_FILE = '<img src=x onerror="window.pwned = 3">'
+"""A file's name (its stem) can hold markup too, but no slash."""
 
 
 def pipeline(name: str, seconds: float) -> dict[str, Any]:
@@ -273,25 +275,27 @@ async def test_task_types_show_descriptions_and_params(browser: Browser) -> None
 async def test_markup_in_names_params_and_errors_shows_as_text(
     browser: Browser, daemons: Daemons
 ) -> None:
-    """A workflow named with ``<script>`` and ``<img onerror>``, with such params, and a file
-    rejected for such node ids, show that text as text everywhere: nothing runs, no element
-    is injected."""
+    """A workflow named with ``<script>`` and ``<img onerror>``, with such params and file
+    name, and a file rejected for such node ids, show that text as text everywhere: nothing
+    runs, no element is injected."""
     doc = {
         "name": HOSTILE,
         "nodes": [{"id": "x", "type": "echo", "params": {"html": HOSTILE}}],
     }
-    drop(daemons.inbox, "evil.json", doc)
-    run_id = wait_result(daemons.outbox, "evil")["run_id"]
+    drop(daemons.inbox, f"{HOSTILE_FILE}.json", doc)
+    run_id = wait_result(daemons.outbox, HOSTILE_FILE)["run_id"]
     bad_ids = {"name": "bad ids", "nodes": [{"id": HOSTILE, "type": "echo", "params": {}}]}
     drop(daemons.inbox, "badids.json", bad_ids)
     assert wait_result(daemons.outbox, "badids")["status"] == "REJECTED"
 
     await browser.open("#/runs")
     assert (await browser.texts("#runs-body .workflow"))[1] == HOSTILE
+    assert (await browser.texts("#runs-body .source"))[1] == f"{HOSTILE_FILE}.json"
     rejected = (await browser.texts("#runs-body tr:first-child .error"))[0]
     assert "<img src=x onerror=" in rejected
     await browser.open(f"#/runs/{run_id}")
     assert await browser.texts("#run-workflow") == [HOSTILE]
+    assert f"{HOSTILE_FILE}.json" in (await browser.texts("#run-header .facts"))[0]
     await browser.open(f"#/runs/{run_id}/nodes/x")
     assert json.loads((await browser.texts("#node-params pre"))[0]) == {"html": HOSTILE}
     assert json.loads((await browser.texts("#node-output pre"))[0]) == {"html": HOSTILE}

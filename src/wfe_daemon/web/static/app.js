@@ -16,6 +16,8 @@ const NUMERIC = new Set(["Run", "Attempts", "Duration"]); // right-aligned colum
 
 // What the current view opened (event streams, timers): closed when the route changes.
 let cleanups = [];
+// Counts route changes: a view whose reads finish after the route changed draws nothing.
+let generation = 0;
 
 function onLeave(fn) {
   cleanups.push(fn);
@@ -156,6 +158,22 @@ function debounce(fn, ms) {
   };
   onLeave(() => clearTimeout(timer));
   return call;
+}
+
+// Calls fn once after `ms`, unless the view is left first.
+function later(fn, ms) {
+  const timer = setTimeout(fn, ms);
+  onLeave(() => clearTimeout(timer));
+}
+
+// How far a status has come: a newer state never gives way to an older one.
+function runRank(status) {
+  return status === "RUNNING" ? 0 : 1;
+}
+
+function nodeRank(status) {
+  if (status === "PENDING") return 0;
+  return status === "RUNNING" ? 1 : 2;
 }
 
 // --- live events -----------------------------------------------------------------------
@@ -319,28 +337,46 @@ async function showRuns(query) {
   more.addEventListener("click", loadPage);
 
   const countsLater = debounce(refreshCounts, 250);
-  follow("", {
-    run: async (event) => {
-      countsLater();
-      const row = body.querySelector(`tr[data-run="${Number(event.run_id)}"]`);
-      const listing = {
-        id: event.run_id, name: event.workflow, status: event.status, source: null,
-        started_at: event.started_at, finished_at: event.finished_at, duration: null, error: null,
-      };
-      if (row) {
-        const fresh = (await reloadSummaryListing(event.run_id)) || listing;
-        const old = row.querySelector(".source").textContent;
-        if (!fresh.source && old !== "—") fresh.source = old;
-        if (filters.status && filters.status !== fresh.status) row.remove();
-        else row.replaceWith(runRow(fresh));
-        return;
-      }
+  // The last run event of each run: newer than what a read may return, since an event is
+  // sent as the store queues the write (a read right after it can still see the old row).
+  const latest = new Map();
+  const rowOf = (id) => body.querySelector(`tr[data-run="${Number(id)}"]`);
+  const place = async (id, tries) => {
+    const event = latest.get(id);
+    if (!rowOf(id)) {
       if (!matchesFilters(filters, event)) return;
       const first = body.querySelector("tr[data-run]");
-      if (first && Number(first.dataset.run) > event.run_id) return; // older: paging shows it
-      const fresh = (await reloadSummaryListing(event.run_id)) || listing;
-      if (!body.querySelector(`tr[data-run="${Number(event.run_id)}"]`)) body.prepend(runRow(fresh));
+      if (first && Number(first.dataset.run) > id) return; // older: paging shows it
+    }
+    const fetched = await reloadSummaryListing(id);
+    const last = latest.get(id);
+    const stale = !fetched || runRank(fetched.status) < runRank(last.status);
+    const listing = stale ? {
+      id, name: last.workflow, source: null, error: null, retry_of: null, ...(fetched || {}),
+      status: last.status, started_at: last.started_at, finished_at: last.finished_at, duration: null,
+    } : fetched;
+    const row = rowOf(id);
+    if (row && !listing.source) {
+      const old = row.querySelector(".source").textContent;
+      if (old !== "—") listing.source = old;
+    }
+    if (filters.status && filters.status !== listing.status) {
+      if (row) row.remove();
+    } else if (row) {
+      row.replaceWith(runRow(listing));
+    } else {
+      body.prepend(runRow(listing));
       status.textContent = "";
+    }
+    if (stale && tries < 8) later(() => place(id, tries + 1), 250 * (tries + 1));
+  };
+  follow("", {
+    run: (event) => {
+      countsLater();
+      const id = Number(event.run_id);
+      const prev = latest.get(id);
+      if (!prev || runRank(event.status) >= runRank(prev.status)) latest.set(id, event);
+      place(id, 0);
     },
     reset: () => route(),
   });
@@ -509,7 +545,7 @@ function nodesTable(summary, order, deps) {
         h("td", { class: "num" }, n.attempts || "—"),
         h("td", { class: "time" }, when(n.started_at)),
         h("td", { class: "num" }, seconds(span(n.started_at, n.finished_at, n.duration))),
-        h("td", { class: "error" }, firstLine(n.error || n.reason)));
+        h("td", { class: n.error ? "error" : "reason" }, firstLine(n.error || n.reason)));
     })));
 }
 
@@ -523,9 +559,30 @@ async function fetchGraph(id) {
 
 async function showRun(id) {
   setTitle(`Run ${id}`);
+  const token = generation;
   let summary;
   let definition = null;
   let graph;
+  // The last event of the run and of each node: an event is sent as the store queues its
+  // write, so a read just after it may return the older state, which must not win.
+  // Following starts before the first read, so no transition falls between the two.
+  let runEvent = null;
+  const nodeEvents = new Map();
+  let onEvent = () => {}; // until the view is drawn, events are only kept
+  let onReset = () => {};
+  follow(`?run_id=${id}`, {
+    node: (event) => {
+      const nodeId = String(event.node_id);
+      const prev = nodeEvents.get(nodeId);
+      if (!prev || nodeRank(event.status) >= nodeRank(prev.status)) nodeEvents.set(nodeId, event);
+      onEvent();
+    },
+    run: (event) => {
+      if (!runEvent || runRank(event.status) >= runRank(runEvent.status)) runEvent = event;
+      onEvent();
+    },
+    reset: () => onReset(),
+  });
   try {
     [summary, definition, graph] = await Promise.all([
       getJson(`${API}/runs/${id}`),
@@ -533,9 +590,10 @@ async function showRun(id) {
       fetchGraph(id),
     ]);
   } catch (err) {
-    setView(h("h1", {}, `Run #${id}`), errorBox(err));
+    if (token === generation) setView(h("h1", {}, `Run #${id}`), errorBox(err));
     return;
   }
+  if (token !== generation) return;
   const header = h("div");
   const timeBox = h("div");
   const tableBox = h("div", { class: "scroll" });
@@ -546,7 +604,12 @@ async function showRun(id) {
     nodeGroups = graphNodes(graph.svg);
     for (const [nodeId, g] of nodeGroups) {
       g.classList.add("clickable");
-      g.addEventListener("click", () => { location.hash = nodeHref(id, nodeId); });
+      g.setAttribute("tabindex", "0");
+      g.setAttribute("role", "link");
+      g.setAttribute("aria-label", `node ${nodeId}`);
+      const open = () => { location.hash = nodeHref(id, nodeId); };
+      g.addEventListener("click", open);
+      g.addEventListener("keydown", (event) => { if (event.key === "Enter") open(); });
     }
   } else if (graph.error) {
     graphBox.append(errorBox(graph.error));
@@ -566,37 +629,53 @@ async function showRun(id) {
   setView(header, h("h2", {}, "Graph"), graphBox, h("h2", {}, "Timeline"), timeBox,
     h("h2", {}, "Nodes"), tableBox);
 
-  const refresh = debounce(async () => {
-    try {
-      summary = await getJson(`${API}/runs/${id}`);
-      draw();
-    } catch (_) {
-      // the next event or the tick tries again
+  const overlay = () => {
+    let stale = false;
+    if (runEvent && runRank(runEvent.status) > runRank(summary.status)) {
+      Object.assign(summary, { status: runEvent.status, finished_at: runEvent.finished_at, duration: null });
+      stale = true;
     }
-  }, 200);
-  // a running run's bars and durations grow with the clock
-  const tick = setInterval(() => { if (summary.status === "RUNNING") draw(); }, 1000);
-  onLeave(() => clearInterval(tick));
-  follow(`?run_id=${id}`, {
-    node: (event) => {
-      const g = nodeGroups.get(String(event.node_id));
-      if (g) setNodeClass(g, event.status);
-      const node = (summary.nodes || {})[event.node_id];
-      if (node) {
+    summary.nodes = summary.nodes || {};
+    for (const [nodeId, event] of nodeEvents) {
+      const node = summary.nodes[nodeId] || (summary.nodes[nodeId] = { status: "PENDING" });
+      const ahead = nodeRank(event.status) - nodeRank(node.status);
+      if (ahead > 0 || (ahead === 0 && (event.attempts || 0) > (node.attempts || 0))) {
         Object.assign(node, { status: event.status, attempts: event.attempts,
           started_at: event.started_at, finished_at: event.finished_at, duration: null });
         if (event.error) node.error = event.error;
-        draw();
+        stale = true;
       }
-      refresh();
-    },
-    run: (event) => {
-      summary.status = event.status;
-      draw();
-      refresh();
-    },
-    reset: refresh,
-  });
+    }
+    return stale;
+  };
+  let tries = 0;
+  const load = async () => {
+    try {
+      summary = await getJson(`${API}/runs/${id}`);
+    } catch (_) {
+      return; // the next event, or the next try, reads it again
+    }
+    const stale = overlay();
+    draw();
+    // a read older than the events: read again shortly, for the durations and errors
+    if (stale && tries < 8) {
+      tries += 1;
+      later(load, 250 * tries);
+    } else if (!stale) {
+      tries = 0;
+    }
+  };
+  const refresh = debounce(load, 200);
+  // a running run's bars and durations grow with the clock
+  const tick = setInterval(() => { if (summary.status === "RUNNING") draw(); }, 1000);
+  onLeave(() => clearInterval(tick));
+  onEvent = () => {
+    overlay();
+    draw();
+    refresh();
+  };
+  onReset = refresh;
+  if (overlay()) onEvent(); // events that came while the first read was under way
 }
 
 // --- one node --------------------------------------------------------------------------
@@ -606,6 +685,8 @@ async function showNode(runId, nodeId) {
   const box = h("div");
   const crumbs = h("p", { class: "crumbs" }, link(runHref(runId), `Run #${runId}`), " / ", nodeId);
   setView(crumbs, box);
+  let latest = null; // the node's last event: a read just after it may still be older
+  let tries = 0;
   const load = async () => {
     let n;
     try {
@@ -613,6 +694,10 @@ async function showNode(runId, nodeId) {
     } catch (err) {
       box.replaceChildren(h("h1", {}, nodeId), errorBox(err));
       return;
+    }
+    if (latest && nodeRank(n.status) < nodeRank(latest.status) && tries < 8) {
+      tries += 1;
+      later(load, 250 * tries);
     }
     const parts = [
       h("h1", {}, h("span", { class: "muted" }, "Node "), h("span", { id: "node-id" }, n.node_id), " ",
@@ -630,18 +715,26 @@ async function showNode(runId, nodeId) {
     ];
     if (n.error) parts.push(h("h2", {}, "Error"), h("pre", { class: "error-text", id: "node-error" }, n.error));
     if (n.reason) parts.push(h("h2", {}, "Skipped because"), h("p", { id: "node-reason" }, n.reason));
-    if (n.cause) parts.push(h("p", { class: "muted" }, "Cause: ", typeof n.cause === "string" ? n.cause : JSON.stringify(n.cause)));
+    if (n.cause) {
+      const cause = typeof n.cause === "string" ? link(nodeHref(runId, n.cause), n.cause) : JSON.stringify(n.cause);
+      parts.push(h("p", { class: "muted", id: "node-cause" }, "Cause: ", cause));
+    }
     parts.push(h("h2", {}, "Params"), h("div", { id: "node-params" }, pretty(n.params === undefined ? {} : n.params)));
     parts.push(h("h2", {}, "Output"), h("div", { id: "node-output" },
       n.output === null || n.output === undefined ? h("p", { class: "note" }, "No output.") : pretty(n.output)));
     box.replaceChildren(...parts);
   };
-  await load();
   const again = debounce(load, 200);
   follow(`?run_id=${Number(runId)}`, {
-    node: (event) => { if (String(event.node_id) === nodeId) again(); },
+    node: (event) => {
+      if (String(event.node_id) !== nodeId) return;
+      latest = event;
+      tries = 0;
+      again();
+    },
     reset: again,
   });
+  await load();
 }
 
 // --- task types ------------------------------------------------------------------------
@@ -674,13 +767,15 @@ function paramsTable(schema) {
 
 async function showTasks() {
   setTitle("Task types");
+  const token = generation;
   let tasks;
   try {
     tasks = (await getJson(`${API}/tasks`)).tasks;
   } catch (err) {
-    setView(h("h1", {}, "Task types"), errorBox(err));
+    if (token === generation) setView(h("h1", {}, "Task types"), errorBox(err));
     return;
   }
+  if (token !== generation) return;
   setView(h("h1", {}, "Task types"),
     h("div", { class: "tasks", id: "tasks" }, tasks.map((t) => h("section", { class: "task", "data-type": t.type },
       h("h2", {}, h("code", {}, t.type)),
@@ -706,6 +801,8 @@ function parseHash() {
 
 async function route() {
   leave();
+  generation += 1;
+  const token = generation;
   const { parts, query } = parseHash();
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", a.dataset.nav === (parts[0] || "runs"));
@@ -720,7 +817,7 @@ async function route() {
   } catch (err) {
     setView(errorBox(err));
   }
-  document.body.dataset.ready = location.hash || "#/runs";
+  if (token === generation) document.body.dataset.ready = location.hash || "#/runs";
 }
 
 window.addEventListener("hashchange", route);
