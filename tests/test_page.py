@@ -171,8 +171,9 @@ def test_the_page_and_its_files_are_served_with_their_types(daemons: Daemons) ->
 async def test_runs_table_counts_filters_paging_and_live_rows(
     browser: Browser, daemons: Daemons
 ) -> None:
-    """The runs view lists runs newest first with their counts, filters by status, pages with
-    the cursor, and shows a new run appear and change status as it happens."""
+    """The runs view lists runs newest first with their counts, filters by status, workflow
+    and start time, pages with the cursor, and shows a new run appear and change status as
+    it happens."""
     drop(daemons.inbox, "one.json", quick("first"))
     wait_result(daemons.outbox, "one")
     drop(daemons.inbox, "two.json", failing("second"))
@@ -205,6 +206,18 @@ async def test_runs_table_counts_filters_paging_and_live_rows(
         "() => document.body.dataset.ready === '#/runs?status=FAILED'", timeout=WAIT_MS
     )
     assert await browser.texts("#runs-body .workflow") == ["second"]
+
+    await browser.open("#/runs?workflow=third")
+    assert await browser.texts("#runs-body .workflow") == ["third"]
+    assert await browser.texts('#counts [data-status="total"] .chip-count') == ["1"]
+    await browser.page.fill("#f-since", "2099-01-01T00:00")
+    await browser.page.click("#run-filters button[type=submit]")
+    await browser.page.wait_for_function(
+        "() => document.body.dataset.ready.includes('since=2099')", timeout=WAIT_MS
+    )
+    assert await browser.page.locator("#runs-body tr").count() == 0
+    assert await browser.texts("#runs-note") == ["No runs match."]
+    assert await browser.texts('#counts [data-status="total"] .chip-count') == ["0"]
 
     await browser.open("#/runs?limit=2")
     assert await browser.texts("#runs-body .workflow") == ["fourth", "third"]
