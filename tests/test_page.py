@@ -234,7 +234,8 @@ async def test_a_run_recolours_its_graph_live_and_opens_a_node(
 ) -> None:
     """A run's view shows its header, a graph whose running node turns from RUNNING to
     SUCCESS as the run advances, a timeline and the nodes in dependency order; clicking a
-    node opens its params (resolved, the secret redacted) and output."""
+    node opens its params (resolved, the secret redacted) and output; a duplicate's header
+    links the run it duplicates."""
     drop(daemons.inbox, "pipe.json", pipeline("pipe", 3.0))
     run_id = wait_running(daemons.db_path, "b")
 
@@ -269,6 +270,13 @@ async def test_a_run_recolours_its_graph_live_and_opens_a_node(
     output = json.loads((await browser.texts("#node-output pre"))[0])
     assert output == summary["nodes"]["c"]["output"]
     await browser.screenshot("node")
+
+    drop(daemons.inbox, "again.json", pipeline("pipe", 3.0))
+    duplicate = wait_result(daemons.outbox, "again")
+    assert duplicate["status"] == "DUPLICATE"
+    await browser.open(f"#/runs/{duplicate['run_id']}")
+    link = browser.page.locator(f'#run-header a[href="#/runs/{run_id}"]')
+    assert (await link.inner_text()).strip() == f"#{run_id}"
     browser.check_clean()
 
 
@@ -299,13 +307,17 @@ async def test_markup_in_names_params_and_errors_shows_as_text(
     run_id = wait_result(daemons.outbox, HOSTILE_FILE)["run_id"]
     bad_ids = {"name": "bad ids", "nodes": [{"id": HOSTILE, "type": "echo", "params": {}}]}
     drop(daemons.inbox, "badids.json", bad_ids)
-    assert wait_result(daemons.outbox, "badids")["status"] == "REJECTED"
+    rejected_run = wait_result(daemons.outbox, "badids")
+    assert rejected_run["status"] == "REJECTED"
 
     await browser.open("#/runs")
     assert (await browser.texts("#runs-body .workflow"))[1] == HOSTILE
     assert (await browser.texts("#runs-body .source"))[1] == f"{HOSTILE_FILE}.json"
     rejected = (await browser.texts("#runs-body tr:first-child .error"))[0]
     assert "<img src=x onerror=" in rejected
+    await browser.open(f"#/runs/{rejected_run['run_id']}")
+    assert rejected_run["errors"] == await browser.texts("#run-header .errors li")
+    assert any("<img src=x onerror=" in error for error in rejected_run["errors"])
     await browser.open(f"#/runs/{run_id}")
     assert await browser.texts("#run-workflow") == [HOSTILE]
     assert f"{HOSTILE_FILE}.json" in (await browser.texts("#run-header .facts"))[0]

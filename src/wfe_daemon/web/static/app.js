@@ -12,6 +12,7 @@ const RUN_STATUSES = [
 ];
 const NODE_STATUSES = ["PENDING", "RUNNING", "SUCCESS", "FAILED", "SKIPPED", "CANCELLED"];
 const SVG_NS = "http://www.w3.org/2000/svg";
+const NEVER_RAN = new Set(["REJECTED", "DUPLICATE"]);
 const NUMERIC = new Set(["Run", "Attempts", "Duration"]); // right-aligned columns
 
 // What the current view opened (event streams, timers): closed when the route changes.
@@ -584,8 +585,9 @@ async function showRun(id) {
     reset: () => onReset(),
   });
   try {
-    [summary, definition, graph] = await Promise.all([
-      getJson(`${API}/runs/${id}`),
+    summary = await getJson(`${API}/runs/${id}`);
+    // a file that never ran (REJECTED, DUPLICATE) has no stored definition and no graph
+    [definition, graph] = NEVER_RAN.has(summary.status) ? [null, { never: true }] : await Promise.all([
       getJson(`${API}/runs/${id}/definition`).catch(() => null),
       fetchGraph(id),
     ]);
@@ -626,6 +628,10 @@ async function showRun(id) {
     setTitle(`Run ${id} ${summary.workflow || ""}`);
   };
   draw();
+  if (graph.never) {
+    setView(header, h("p", { class: "note" }, `This file never ran (${summary.status}).`));
+    return;
+  }
   setView(header, h("h2", {}, "Graph"), graphBox, h("h2", {}, "Timeline"), timeBox,
     h("h2", {}, "Nodes"), tableBox);
 
