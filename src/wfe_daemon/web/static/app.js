@@ -205,7 +205,7 @@ function follow(query, handlers) {
   }
   onLeave(() => {
     source.close();
-    live.textContent = "offline";
+    live.textContent = ""; // a view that does not follow shows no dot
     live.className = "live";
   });
   return source;
