@@ -417,8 +417,8 @@ function topoOrder(definition, summaryNodes) {
   const order = [];
   while (order.length < ids.length) {
     const ready = ids.filter((id) => !done.has(id) && deps.get(id).every((d) => done.has(d)));
-    const next = ready.length ? ready : ids.filter((id) => !done.has(id)); // a cycle: keep the rest
-    for (const id of ready.length ? ready : next.slice(0, 1)) {
+    // a cycle is never stored, but the page must not hang on one: take the first left
+    for (const id of ready.length ? ready : [ids.find((id) => !done.has(id))]) {
       done.add(id);
       order.push(id);
     }
