@@ -327,3 +327,27 @@ async def test_markup_in_names_params_and_errors_shows_as_text(
     assert await browser.page.evaluate("() => window.pwned") is None
     assert await browser.page.locator("main script, main img").count() == 0
     browser.check_clean()
+
+
+@pytest.mark.timeout(90)
+async def test_the_runs_view_catches_up_after_the_daemon_restarts(
+    browser: Browser, daemons: Daemons
+) -> None:
+    """When the daemon restarts on the same port, the page's event stream reconnects (the
+    new daemon tells it to reset) and the runs view shows the runs that ran meanwhile."""
+    drop(daemons.inbox, "before.json", quick("before"))
+    wait_result(daemons.outbox, "before")
+    await browser.open("#/runs")
+    assert await browser.texts("#runs-body .workflow") == ["before"]
+    await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+
+    assert daemons.started[0].terminate() == 0
+    port = browser.base.rsplit(":", 1)[1]
+    daemons.start(WFE_HTTP_PORT=port)
+    drop(daemons.inbox, "after.json", quick("after"))
+    wait_result(daemons.outbox, "after")
+    await browser.page.locator('#runs-body td.workflow:text-is("after")').wait_for(timeout=WAIT_MS)
+    assert await browser.texts("#runs-body .workflow") == ["after", "before"]
+    assert await browser.texts('#counts [data-status="total"] .chip-count') == ["2"]
+    await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+    browser.check_clean()

@@ -180,35 +180,53 @@ function nodeRank(status) {
 // --- live events -----------------------------------------------------------------------
 
 // Follows /api/v1/events (optionally one run's); handlers by event name. The browser
-// reconnects by itself with Last-Event-ID; "reset" means the page must reload its state.
+// reconnects by itself, and when it gives up (the daemon was down when it retried) a new
+// stream is opened after a pause. Either way the view reads its state again once the
+// stream is back ("reset"): a stream that had seen no event yet has no Last-Event-ID to
+// resume from, so the server could not say what was missed.
 function follow(query, handlers) {
-  const source = new EventSource(`${API}/events${query}`);
   const live = document.getElementById("live");
-  source.addEventListener("open", () => {
-    live.textContent = "live";
-    live.className = "live on";
-  });
-  source.addEventListener("error", () => {
-    live.textContent = source.readyState === EventSource.CLOSED ? "offline" : "reconnecting";
-    live.className = "live";
-  });
-  for (const [name, handler] of Object.entries(handlers)) {
-    source.addEventListener(name, (event) => {
-      let data = {};
-      try {
-        data = JSON.parse(event.data || "{}");
-      } catch (_) {
-        return;
-      }
-      handler(data);
+  const setLive = (text, on) => {
+    live.textContent = text;
+    live.className = on ? "live on" : "live";
+  };
+  let source = null;
+  let timer = null;
+  let pause = 1000;
+  let broken = false;
+  const open = () => {
+    source = new EventSource(`${API}/events${query}`);
+    source.addEventListener("open", () => {
+      setLive("live", true);
+      pause = 1000;
+      if (broken && handlers.reset) handlers.reset({});
+      broken = false;
     });
-  }
+    source.addEventListener("error", () => {
+      setLive("reconnecting", false);
+      broken = true;
+      if (source.readyState !== EventSource.CLOSED) return;
+      timer = setTimeout(open, pause);
+      pause = Math.min(pause * 2, 15000);
+    });
+    for (const [name, handler] of Object.entries(handlers)) {
+      source.addEventListener(name, (event) => {
+        let data = {};
+        try {
+          data = JSON.parse(event.data || "{}");
+        } catch (_) {
+          return;
+        }
+        handler(data);
+      });
+    }
+  };
+  open();
   onLeave(() => {
+    clearTimeout(timer);
     source.close();
-    live.textContent = ""; // a view that does not follow shows no dot
-    live.className = "live";
+    setLive("", false); // a view that does not follow shows no dot
   });
-  return source;
 }
 
 // --- runs ------------------------------------------------------------------------------
