@@ -2,16 +2,19 @@
 
 Chromium runs headless on a fresh profile with its background networking off; every
 request it makes is recorded, and each test checks that none left 127.0.0.1 and that the
-console shows no error (a Content-Security-Policy violation is one). With
+console shows no error (a Content-Security-Policy violation is one). Closing the browser
+leaves none of its processes (found by their profile folder, killed by pid if ever). With
 ``WFE_SCREENSHOTS=<folder>`` set, the tests save a PNG of each of the four views there
 (``docs/page-*.png`` come from ``WFE_SCREENSHOTS=docs``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -126,9 +129,10 @@ async def browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
     port = free_port()
     daemons.start(WFE_HTTP_PORT=str(port))
     assert CHROMIUM is not None
+    profile = tmp_path / "chromium-profile"
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
+            str(profile),
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
@@ -148,6 +152,26 @@ async def browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
             yield seen
         finally:
             await context.close()
+    left = _processes_using(profile)
+    for pid in left:  # never expected: reaped here so that no browser outlives the test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"chromium processes left after closing the browser: {left}"
+
+
+def _processes_using(profile: Path) -> list[int]:
+    """The pids of the processes whose command line names ``profile`` (the browser's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if str(profile).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def test_the_page_and_its_files_are_served_with_their_types(daemons: Daemons) -> None:
