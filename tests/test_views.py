@@ -1,4 +1,4 @@
-"""Tests for the pure rendering of tables, statuses, durations and graphs."""
+"""Tests for the pure rendering of tables, statuses and durations."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from typing import Any
 import pytest
 
 from wfe_daemon.cli.views import (
-    GraphNode,
-    dot,
-    graph_nodes,
     human_duration,
-    mermaid,
     node_order,
     paint,
     progress_line,
@@ -21,14 +17,6 @@ from wfe_daemon.cli.views import (
     runs_table,
     task_types,
 )
-
-DIAMOND = [
-    GraphNode("a", "echo"),
-    GraphNode("b", "sleep", ("a",)),
-    GraphNode("c", "http_get", ("a",)),
-    GraphNode("d", "echo", ("b", "c")),
-]
-STATUSES = {"a": "SUCCESS", "b": "SUCCESS", "c": "FAILED", "d": "SKIPPED"}
 
 RUNS: list[dict[str, Any]] = [
     {
@@ -250,113 +238,6 @@ def test_run_detail_cuts_each_problem_to_the_width() -> None:
     lines = run_detail(run, width=30, tz=UTC).splitlines()
 
     assert lines[-2:] == ["errors    " + "x" * 19 + "…", "          " + "y" * 19 + "…"]
-
-
-# -- graphs --------------------------------------------------------------------------------------
-
-
-def test_mermaid_of_a_diamond() -> None:
-    """Mermaid: ``flowchart TD``, one line per node (id and type), then one per edge."""
-    assert mermaid(DIAMOND) == "\n".join(
-        [
-            "flowchart TD",
-            '    a["a (echo)"]',
-            '    b["b (sleep)"]',
-            '    c["c (http_get)"]',
-            '    d["d (echo)"]',
-            "    a --> b",
-            "    a --> c",
-            "    b --> d",
-            "    c --> d",
-        ]
-    )
-
-
-def test_mermaid_of_a_diamond_with_statuses() -> None:
-    """With statuses each node shows its status and gets the class of it, defined once."""
-    assert mermaid(DIAMOND, STATUSES) == "\n".join(
-        [
-            "flowchart TD",
-            '    a["a (echo)<br/>SUCCESS"]:::success',
-            '    b["b (sleep)<br/>SUCCESS"]:::success',
-            '    c["c (http_get)<br/>FAILED"]:::failed',
-            '    d["d (echo)<br/>SKIPPED"]:::skipped',
-            "    a --> b",
-            "    a --> c",
-            "    b --> d",
-            "    c --> d",
-            "    classDef success fill:#d4edda,stroke:#2e7d32,color:#1b5e20",
-            "    classDef failed fill:#f8d7da,stroke:#c62828,color:#7f1d1d",
-            "    classDef skipped fill:#eeeeee,stroke:#9e9e9e,color:#616161,stroke-dasharray:4 3",
-        ]
-    )
-
-
-def test_mermaid_renames_ids_mermaid_would_misread() -> None:
-    """``end`` and ids with dashes get stand-ins; the label keeps the real id."""
-    nodes = [GraphNode("end", "echo"), GraphNode("fetch-1", "echo", ("end",))]
-
-    assert mermaid(nodes) == "\n".join(
-        [
-            "flowchart TD",
-            '    n_end["end (echo)"]',
-            '    n_fetch_1["fetch-1 (echo)"]',
-            "    n_end --> n_fetch_1",
-        ]
-    )
-
-
-def test_dot_of_a_diamond() -> None:
-    """DOT: a ``digraph`` with quoted ids, one line per node, then one per edge."""
-    assert dot("diamond", DIAMOND) == "\n".join(
-        [
-            'digraph "diamond" {',
-            "    rankdir=TB;",
-            '    node [shape=box, style="rounded"];',
-            '    "a" [label="a\\necho"];',
-            '    "b" [label="b\\nsleep"];',
-            '    "c" [label="c\\nhttp_get"];',
-            '    "d" [label="d\\necho"];',
-            '    "a" -> "b";',
-            '    "a" -> "c";',
-            '    "b" -> "d";',
-            '    "c" -> "d";',
-            "}",
-        ]
-    )
-
-
-def test_dot_of_a_diamond_with_statuses() -> None:
-    """With statuses each DOT node shows its status, filled with its colour."""
-    lines = dot('say "hi"', DIAMOND, STATUSES).splitlines()
-
-    assert lines[0] == 'digraph "say \\"hi\\"" {'
-    assert lines[3:7] == [
-        '    "a" [label="a\\necho\\nSUCCESS", style="rounded,filled", fillcolor="#d4edda",'
-        ' color="#2e7d32"];',
-        '    "b" [label="b\\nsleep\\nSUCCESS", style="rounded,filled", fillcolor="#d4edda",'
-        ' color="#2e7d32"];',
-        '    "c" [label="c\\nhttp_get\\nFAILED", style="rounded,filled", fillcolor="#f8d7da",'
-        ' color="#c62828"];',
-        '    "d" [label="d\\necho\\nSKIPPED", style="rounded,filled", fillcolor="#eeeeee",'
-        ' color="#9e9e9e"];',
-    ]
-    assert lines[7:] == [
-        '    "a" -> "b";',
-        '    "a" -> "c";',
-        '    "b" -> "d";',
-        '    "c" -> "d";',
-        "}",
-    ]
-
-
-def test_graph_nodes_reads_a_stored_definition() -> None:
-    """A stored workflow document gives its nodes in file order with their dependencies."""
-    assert graph_nodes(RUN["definition"])[:2] == [
-        GraphNode("d", "echo", ("b", "c")),
-        GraphNode("b", "sleep", ("a",)),
-    ]
-    assert graph_nodes(None) == []
 
 
 # -- progress ------------------------------------------------------------------------------------

@@ -359,24 +359,24 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from wfe_daemon.cli import views
+    from wfe_daemon.core import graph
 
     settings = _settings(args)
     statuses: dict[str, str] | None = None
     if args.target.isdigit() and not Path(args.target).exists():
         run = _get_run(settings, int(args.target))
-        name, nodes = run["name"], views.graph_nodes(run["definition"])
+        name, nodes = run["name"], graph.graph_nodes(run["definition"])
         if not nodes:
             raise StoreError(f"run {run['id']} ({run['status']}) has no stored workflow to draw")
         statuses = {node["node_id"]: node["status"] for node in run["nodes"]}
     else:
         workflow = _parse_file(Path(args.target), settings)
         name = workflow.name
-        nodes = [views.GraphNode(n.id, n.type, n.depends_on) for n in workflow.nodes]
+        nodes = [graph.GraphNode(n.id, n.type, n.depends_on) for n in workflow.nodes]
     if args.format == "dot":
-        print(views.dot(name, nodes, statuses))
+        print(graph.dot(name, nodes, statuses))
     else:
-        print(views.mermaid(nodes, statuses))
+        print(graph.mermaid(nodes, statuses))
     return 0
 
 

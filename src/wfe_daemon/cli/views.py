@@ -1,16 +1,17 @@
-"""What the command line prints for people: tables, statuses, durations, graphs. Pure.
+"""What the command line prints for people: tables, statuses, durations. Pure.
 
-Every function takes plain data (the store's rows, a workflow's nodes) and returns text;
+Graphs are drawn by ``core.graph``.
+
+Every function takes plain data (the store's rows) and returns text;
 whether to colour and how wide to be are arguments, decided once by ``cli``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
-from typing import Any, NamedTuple
+from typing import Any
 
 from wfe_daemon.core import dag
 from wfe_daemon.core.records import NodeRecord, RunListing, RunRecord
@@ -30,14 +31,6 @@ STATUS_COLOURS: Mapping[str, str] = {
 """ANSI colour of each run and node status; PENDING stays uncoloured."""
 
 _GAP = "  "
-
-
-class GraphNode(NamedTuple):
-    """One node as a picture needs it."""
-
-    id: str
-    type: str
-    depends_on: tuple[str, ...] = ()
 
 
 # -- cells ---------------------------------------------------------------------------------
@@ -244,153 +237,6 @@ def run_detail(
         headers, rows, right=frozenset({3, 4}), status_column=2, color=color, width=width
     )
     return "\n".join([*lines, "", table]) if rows else "\n".join(lines)
-
-
-# -- graphs --------------------------------------------------------------------------------
-
-
-def graph_nodes(definition: Any) -> list[GraphNode]:
-    """The nodes of a stored definition (a workflow document), in file order."""
-    raw = definition.get("nodes") if isinstance(definition, dict) else None
-    nodes = []
-    for item in raw if isinstance(raw, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            deps = item.get("depends_on")
-            nodes.append(
-                GraphNode(
-                    item["id"],
-                    str(item.get("type", "?")),
-                    tuple(d for d in deps if isinstance(d, str)) if isinstance(deps, list) else (),
-                )
-            )
-    return nodes
-
-
-_MERMAID_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MERMAID_WORDS = frozenset(
-    {
-        "end",
-        "graph",
-        "flowchart",
-        "subgraph",
-        "style",
-        "class",
-        "classdef",
-        "click",
-        "linkstyle",
-        "direction",
-        "default",
-    }
-)
-_MERMAID_CLASSES: Mapping[str, str] = {
-    "SUCCESS": "fill:#d4edda,stroke:#2e7d32,color:#1b5e20",
-    "RUNNING": "fill:#fff3cd,stroke:#f9a825,color:#7a5c00",
-    "FAILED": "fill:#f8d7da,stroke:#c62828,color:#7f1d1d",
-    "CANCELLED": "fill:#eeeeee,stroke:#9e9e9e,color:#616161",
-    "SKIPPED": "fill:#eeeeee,stroke:#9e9e9e,color:#616161,stroke-dasharray:4 3",
-    "PENDING": "fill:#ffffff,stroke:#9e9e9e,color:#616161",
-}
-_DOT_COLOURS: Mapping[str, tuple[str, str]] = {
-    "SUCCESS": ("#d4edda", "#2e7d32"),
-    "RUNNING": ("#fff3cd", "#f9a825"),
-    "FAILED": ("#f8d7da", "#c62828"),
-    "CANCELLED": ("#eeeeee", "#9e9e9e"),
-    "SKIPPED": ("#eeeeee", "#9e9e9e"),
-    "PENDING": ("#ffffff", "#9e9e9e"),
-}
-
-
-def _mermaid_ids(nodes: Sequence[GraphNode]) -> dict[str, str]:
-    """Node id to Mermaid id: the id itself when Mermaid reads it as one, else a safe stand-in."""
-    ids: dict[str, str] = {}
-    used = {n.id for n in nodes if _mermaid_ok(n.id)}
-    for node in nodes:
-        if _mermaid_ok(node.id):
-            ids[node.id] = node.id
-            continue
-        base = candidate = "n_" + re.sub(r"\W", "_", node.id)
-        suffix = 1
-        while candidate in used:
-            suffix += 1
-            candidate = f"{base}_{suffix}"
-        used.add(candidate)
-        ids[node.id] = candidate
-    return ids
-
-
-def _mermaid_ok(node_id: str) -> bool:
-    return _MERMAID_SAFE.fullmatch(node_id) is not None and node_id.lower() not in _MERMAID_WORDS
-
-
-def _mermaid_text(text: str) -> str:
-    return text.replace('"', "#quot;")
-
-
-def mermaid(nodes: Sequence[GraphNode], statuses: Mapping[str, str] | None = None) -> str:
-    """A Mermaid ``flowchart TD``: one line per node, then one per edge (parent --> child).
-
-    With ``statuses`` (node id to status), each node shows its status and gets its class.
-    """
-    ids = _mermaid_ids(nodes)
-    known = set(ids)
-    lines = ["flowchart TD"]
-    used: dict[str, None] = {}
-    for node in nodes:
-        label = f"{node.id} ({node.type})"
-        status = "" if statuses is None else statuses.get(node.id, "")
-        line = f'    {ids[node.id]}["{_mermaid_text(label)}'
-        if status:
-            line += f"<br/>{status}"
-        line += '"]'
-        if status in _MERMAID_CLASSES:
-            line += f":::{status.lower()}"
-            used[status] = None
-        lines.append(line)
-    lines += [
-        f"    {ids[dep]} --> {ids[node.id]}"
-        for node in nodes
-        for dep in node.depends_on
-        if dep in known
-    ]
-    lines += [
-        f"    classDef {status.lower()} {style}"
-        for status, style in _MERMAID_CLASSES.items()
-        if status in used
-    ]
-    return "\n".join(lines)
-
-
-def _dot_quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-def dot(name: str, nodes: Sequence[GraphNode], statuses: Mapping[str, str] | None = None) -> str:
-    """A Graphviz ``digraph``: quoted ids, one line per node then per edge (parent -> child).
-
-    With ``statuses``, each node shows its status and is filled with its colour.
-    """
-    known = {node.id for node in nodes}
-    lines = [
-        f"digraph {_dot_quote(name)} {{",
-        "    rankdir=TB;",
-        '    node [shape=box, style="rounded"];',
-    ]
-    for node in nodes:
-        status = "" if statuses is None else statuses.get(node.id, "")
-        label = f"{node.id}\n{node.type}" + (f"\n{status}" if status else "")
-        attrs = f"label={_dot_quote(label)}"
-        if status in _DOT_COLOURS:
-            fill, stroke = _DOT_COLOURS[status]
-            attrs += f', style="rounded,filled", fillcolor="{fill}", color="{stroke}"'
-        lines.append(f"    {_dot_quote(node.id)} [{attrs}];")
-    lines += [
-        f"    {_dot_quote(dep)} -> {_dot_quote(node.id)};"
-        for node in nodes
-        for dep in node.depends_on
-        if dep in known
-    ]
-    lines.append("}")
-    return "\n".join(lines)
 
 
 # -- progress ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from wfe_daemon.core.summary import RunSummary
+from wfe_daemon.core.summary import NodeEntry, RunSummary, build_summary, node_entry
 
 
 class NodeRecord(TypedDict):
@@ -41,6 +41,8 @@ class RunRecord(TypedDict):
     finished_at: str | None
     duration: float | None
     idempotency_key: str | None
+    retry_of: int | None
+    duplicate_of: int | None
     definition: Any
     """The workflow document as stored (secrets redacted), or ``None``."""
     result_summary: RunSummary | None
@@ -58,6 +60,12 @@ class RunListing(TypedDict):
     finished_at: str | None
     duration: float | None
     error: str | None
+
+
+class LinkedListing(RunListing):
+    """A run as ``Store.page_runs`` lists it: a ``RunListing`` and the run it retries."""
+
+    retry_of: int | None
 
 
 class UnfinishedRun(TypedDict):
@@ -87,3 +95,37 @@ class CancelRequest(TypedDict):
 
     run_id: int
     status: str | None
+
+
+def entry_of(row: NodeRecord) -> NodeEntry:
+    """A node row as the result summary shows it."""
+    return node_entry(
+        row["type"],
+        row["status"],
+        attempts=row["attempts"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration=row["duration"],
+        output=row["result_data"],
+        error=row["error"],
+        reason=row["reason"],
+    )
+
+
+def summary_of(
+    run: RunRecord, status: str | None = None, finished_at: str | None = None
+) -> RunSummary:
+    """The result summary of a run built from its rows (a RUNNING run's, live), with
+    ``status`` and ``finished_at`` in place of the row's when given."""
+    return build_summary(
+        run_id=run["id"],
+        workflow=run["name"],
+        source=run["source"],
+        status=run["status"] if status is None else status,
+        started_at=run["started_at"],
+        finished_at=run["finished_at"] if finished_at is None else finished_at,
+        duration=run["duration"],
+        nodes=((row["node_id"], entry_of(row)) for row in run["nodes"]),
+        duplicate_of=run["duplicate_of"],
+        retry_of=run["retry_of"],
+    )

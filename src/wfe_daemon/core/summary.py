@@ -36,7 +36,8 @@ class RunSummary(TypedDict):
     source: str | None
     status: str
     started_at: str
-    finished_at: str
+    finished_at: str | None
+    """``None`` only while the run is RUNNING (a summary built live)."""
     duration: float | None
     nodes: dict[str, NodeEntry]
     errors: list[str]
@@ -80,7 +81,7 @@ def build_summary(
     source: str | None,
     status: str,
     started_at: str,
-    finished_at: str,
+    finished_at: str | None,
     duration: float | None,
     nodes: Mapping[str, NodeEntry] | Iterable[tuple[str, NodeEntry]] = (),
     errors: Sequence[str] = (),

@@ -20,9 +20,9 @@ import structlog
 from wfe_daemon.clock import now_iso
 from wfe_daemon.core.model import NodeStatus, parse_workflow
 from wfe_daemon.core.nodestate import reusable_states
-from wfe_daemon.core.records import NodeRecord
+from wfe_daemon.core.records import summary_of
 from wfe_daemon.core.strictjson import load_json
-from wfe_daemon.core.summary import NodeEntry, RunSummary, build_summary, node_entry
+from wfe_daemon.core.summary import RunSummary
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -92,32 +92,9 @@ async def abandon(store: Store, run_id: int, reason: str) -> RunSummary:
     status = await store.abandon_run(run_id, reason, finished_at)
     run = await store.get_run(run_id)
     assert run is not None
-    summary = build_summary(
-        run_id=run_id,
-        workflow=run["name"],
-        source=run["source"],
-        status=status,
-        started_at=run["started_at"],
-        finished_at=finished_at,
-        duration=None,
-        nodes=((row["node_id"], _entry(row)) for row in run["nodes"]),
-    )
+    summary = summary_of(run, status, finished_at)
     await store.set_summary(run_id, summary)
     return summary
-
-
-def _entry(row: NodeRecord) -> NodeEntry:
-    return node_entry(
-        row["type"],
-        row["status"],
-        attempts=row["attempts"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration=row["duration"],
-        output=row["result_data"],
-        error=row["error"],
-        reason=row["reason"],
-    )
 
 
 async def abandon_orphans(store: Store, inbox: Path) -> None:

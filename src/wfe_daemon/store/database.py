@@ -30,6 +30,7 @@ from wfe_daemon.clock import now_iso
 from wfe_daemon.core.records import (
     CancelRequest,
     CancelTarget,
+    LinkedListing,
     NodeRecord,
     RunListing,
     RunRecord,
@@ -413,26 +414,57 @@ class Store:
         shape) keeps runs started at or after it. ``error`` is the run's first error,
         else its first node error in file order as ``node: error``, else ``None``.
         """
-        wanted = tuple(dict.fromkeys(statuses))
-        where = [f"status IN ({', '.join('?' * len(wanted))})"] if wanted else []
-        if since is not None:
-            where.append("started_at >= ?")  # same-offset ISO stamps sort as text
+        where, params = _run_filter(statuses=statuses, since=since)
         rows = await self._query(
-            "SELECT id, name, status, source, started_at, finished_at, duration,"
-            " COALESCE(json_extract(result_summary, '$.errors[0]'), (SELECT node_id || ': ' ||"
-            " error FROM noderun WHERE workflow_id = workflowrun.id AND error IS NOT NULL"
-            " ORDER BY id LIMIT 1)) AS error FROM workflowrun"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY id DESC LIMIT ?",
-            (*wanted, *([since] if since is not None else []), limit),
+            f"SELECT {_LISTING} FROM workflowrun{where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
         )
         return cast(list[RunListing], rows)
+
+    async def page_runs(
+        self,
+        limit: int,
+        *,
+        before: int | None = None,
+        statuses: Iterable[str] = (),
+        workflow: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[LinkedListing]:
+        """A page of runs, newest first: those with an id below ``before`` (all when
+        ``None``), as :meth:`list_runs` lists them, plus ``retry_of``.
+
+        The page after one is the runs below its last id: it stays the same while new
+        runs are added. ``workflow`` keeps runs of that name; ``since`` and ``until`` (UTC
+        ISO-8601) keep runs started at or after the one and before the other.
+        """
+        where, params = _run_filter(
+            statuses=statuses, workflow=workflow, since=since, until=until, before=before
+        )
+        rows = await self._query(
+            f"SELECT {_LISTING}, retry_of FROM workflowrun{where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return cast(list[LinkedListing], rows)
+
+    async def count_runs(
+        self, *, workflow: str | None = None, since: str | None = None, until: str | None = None
+    ) -> dict[str, int]:
+        """How many runs have each status (only statuses some run has), filtered as
+        :meth:`page_runs` filters."""
+        where, params = _run_filter(workflow=workflow, since=since, until=until)
+        rows = await self._query(
+            f"SELECT status, COUNT(*) AS n FROM workflowrun{where} GROUP BY status ORDER BY status",
+            params,
+        )
+        return {row["status"]: row["n"] for row in rows}
 
     async def get_run(self, run_id: int) -> RunRecord | None:
         """One run with its nodes in file order, or ``None``."""
         runs = await self._query(
             "SELECT id, name, status, source, source_path, started_at, finished_at, duration,"
-            " idempotency_key, definition, result_summary FROM workflowrun WHERE id = ?",
+            " idempotency_key, retry_of, duplicate_of, definition, result_summary"
+            " FROM workflowrun WHERE id = ?",
             (run_id,),
         )
         if not runs:
@@ -587,6 +619,40 @@ class Store:
             if fault_of(exc) is Fault.DAMAGED:
                 raise self._writer.declare_damaged(exc) from exc
             raise StoreError(f"database query failed: {exc}") from exc
+
+
+_LISTING = (
+    "id, name, status, source, started_at, finished_at, duration,"
+    " COALESCE(json_extract(result_summary, '$.errors[0]'), (SELECT node_id || ': ' ||"
+    " error FROM noderun WHERE workflow_id = workflowrun.id AND error IS NOT NULL"
+    " ORDER BY id LIMIT 1)) AS error"
+)
+"""A run's columns as ``RunListing`` names them."""
+
+
+def _run_filter(
+    *,
+    statuses: Iterable[str] = (),
+    workflow: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    before: int | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` clause (or ``""``) that keeps the runs asked for, and its parameters."""
+    wanted = tuple(dict.fromkeys(statuses))
+    clauses = [f"status IN ({', '.join('?' * len(wanted))})"] if wanted else []
+    params: list[Any] = list(wanted)
+    # Same-offset ISO stamps sort as text.
+    for clause, value in (
+        ("name = ?", workflow),
+        ("started_at >= ?", since),
+        ("started_at < ?", until),
+        ("id < ?", before),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:

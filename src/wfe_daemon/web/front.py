@@ -21,7 +21,8 @@ from wfe_daemon.errors import UsageError
 from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Followed, Telemetry
-from wfe_daemon.web import openapi, page
+from wfe_daemon.store.database import Store
+from wfe_daemon.web import openapi, page, runs
 from wfe_daemon.web.server import Api, Route, build_app
 
 __all__ = ["HttpFront", "front_for", "is_loopback", "read_token"]
@@ -34,7 +35,7 @@ TOKEN_NAME = "api_token"
 
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
-    return [openapi.routes, page.routes]
+    return [openapi.routes, runs.routes, page.routes]
 
 
 def is_loopback(host: str) -> bool:
@@ -136,7 +137,24 @@ class HttpFront:
             UsageError: the address cannot be bound (the message names ``http_port``).
         """
         settings = self.settings
-        api = Api(settings, daemon, self.telemetry, queue, self.token, self.reads_need_token)
+        async with Store.open_read_only(settings.db_path) as reader:
+            api = Api(
+                settings,
+                daemon,
+                self.telemetry,
+                queue,
+                self.token,
+                self.reads_need_token,
+                reader=reader,
+            )
+            async with self._listening(api, daemon, queue):
+                yield
+
+    @asynccontextmanager
+    async def _listening(
+        self, api: Api, daemon: Daemon, queue: MemoryObjectSendStream[Claimed]
+    ) -> AsyncIterator[None]:
+        settings = self.settings
         runner = web.AppRunner(
             build_app(api, parts()), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )

@@ -54,7 +54,10 @@ _AUTH_ERRORS = {
     "401": _error("The token is missing or wrong."),
     "403": _error("No API token is configured: POST is refused until one is."),
 }
-_READ_ERRORS = {"401": _error("The server binds an address other than loopback: send the token.")}
+_READ_ERRORS = {
+    "401": _error("The server binds an address other than loopback: send the token."),
+    "503": _error("The run history cannot be read now: the database's error is named."),
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -26,6 +26,8 @@ from wfe_daemon.config import Settings
 from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Telemetry
+from wfe_daemon.store.database import Store
+from wfe_daemon.web.graph import GraphRenderer
 
 __all__ = ["API", "Api", "ApiError", "Route", "build_app", "reply"]
 
@@ -80,6 +82,10 @@ class Api:
     """Where the daemon's workers take claimed files (a submission goes there too)."""
     token: bytes | None
     reads_need_token: bool
+    reader: Store | None = None
+    """A read-only connection for the API's reads (else they use the daemon's store)."""
+    graphs: GraphRenderer = field(default_factory=GraphRenderer)
+    """Draws and keeps runs' graphs as SVG."""
 
 
 API: web.AppKey[Api] = web.AppKey("api", Api)

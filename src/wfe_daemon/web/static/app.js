@@ -310,7 +310,7 @@ function matchesFilters(filters, event) {
   if (filters.workflow && filters.workflow !== event.workflow) return false;
   const started = Date.parse(event.started_at);
   if (filters.since && started < new Date(filters.since).getTime()) return false;
-  if (filters.until && started > new Date(filters.until).getTime()) return false;
+  if (filters.until && started >= new Date(filters.until).getTime()) return false; // exclusive
   return true;
 }
 
