@@ -78,10 +78,42 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     add("cancel", "cancel a run of the running daemon").add_argument(
         "run_id", type=_positive_int, metavar="RUN_ID"
     )
-    add("retry", "rerun what failed or was skipped in a finished run").add_argument(
-        "run_id", type=_positive_int, metavar="RUN_ID"
+    retry = add("retry", "rerun what failed or was skipped in a finished run")
+    retry.add_argument("run_id", type=_positive_int, metavar="RUN_ID")
+    retry.add_argument(
+        "--detach",
+        action="store_true",
+        help="let the running daemon run it (through its HTTP API) and print the new run id",
     )
+    submit = add(
+        "submit",
+        "hand a workflow file to the running daemon (through its HTTP API when http_port is "
+        "set, else its inbox) and print its run id",
+    )
+    submit.add_argument("file", type=Path)
+    submit.add_argument(
+        "--name", type=_stem, metavar="STEM", help="the stem of the result file (default: FILE's)"
+    )
+    submit.add_argument(
+        "--idempotency-key", metavar="K", help="the workflow's idempotency_key (if it has none)"
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the run to its end, print its summary"
+    )
+    submit.add_argument("--json", action="store_true", help="print the daemon's whole answer")
     return parser
+
+
+_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _stem(text: str) -> str:
+    if not _STEM.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a safe file stem: use up to 100 letters, digits, '.', '_' "
+            "and '-', starting with a letter or a digit"
+        )
+    return text
 
 
 def _positive_int(text: str) -> int:

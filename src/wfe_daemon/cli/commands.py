@@ -63,6 +63,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "graph": _graph,
         "cancel": _cancel,
         "retry": _retry,
+        "submit": _submit,
     }
     args = build_parser(handlers).parse_args(argv)
     try:
@@ -391,8 +392,38 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from wfe_daemon.cli.submitting import ApiRefused, print_refusal, submit_file, wait_for_run
+
+    settings = _settings(args)
+    data = _read(args.file, settings.max_file_size)
+    stem = args.name if args.name is not None else args.file.stem
+    try:
+        submitted = submit_file(
+            settings, os.environ, data, stem=stem, idempotency_key=args.idempotency_key
+        )
+    except ApiRefused as exc:
+        return print_refusal(exc)
+    if args.json:
+        _print_json(submitted.answer)
+    else:
+        print(submitted.run_id)
+    if not args.wait:
+        return 0
+    sys.stdout.flush()  # the run id first, while the run goes on
+    return _print_summary(cast("RunSummary", wait_for_run(settings, submitted.run_id)))
+
+
 def _retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.detach:
+        from wfe_daemon.cli.submitting import ApiRefused, print_refusal, retry_detached
+
+        try:
+            print(retry_detached(settings, os.environ, args.run_id).run_id)
+        except ApiRefused as exc:
+            return print_refusal(exc)
+        return 0
     registry = _registry(settings)
     live = _live_line(settings, None)
 

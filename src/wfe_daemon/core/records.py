@@ -1,4 +1,4 @@
-"""The rows the store returns, as typed shapes. Pure.
+"""The rows the store returns, and the events it tells its watchers, as typed shapes. Pure.
 
 They are ``TypedDict``s rather than dataclasses: the store makes them from SQLite rows
 without a copy, ``show --json`` and ``runs --json`` print them as they are, and ``views``
@@ -7,7 +7,7 @@ reads them as plain data; a dataclass would add a conversion at each of those ed
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 from wfe_daemon.core.summary import NodeEntry, RunSummary, build_summary, node_entry
 
@@ -42,6 +42,7 @@ class RunRecord(TypedDict):
     duration: float | None
     idempotency_key: str | None
     retry_of: int | None
+    """The run this one retries, if it is a retry."""
     duplicate_of: int | None
     definition: Any
     """The workflow document as stored (secrets redacted), or ``None``."""
@@ -129,3 +130,32 @@ def summary_of(
         duplicate_of=run["duplicate_of"],
         retry_of=run["retry_of"],
     )
+
+
+class RunEvent(TypedDict):
+    """A run started (``status`` RUNNING) or ended (its final status)."""
+
+    run_id: int
+    workflow: str | None
+    status: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class NodeEvent(TypedDict):
+    """A node started (``status`` RUNNING) or reached its final status."""
+
+    run_id: int
+    node_id: str
+    status: str
+    attempts: int
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+
+
+class StoreEvent(NamedTuple):
+    """One transition as the store queued it (``Store.watch``): ``kind`` says which shape."""
+
+    kind: Literal["run", "node"]
+    data: RunEvent | NodeEvent

@@ -30,7 +30,7 @@ from wfe_daemon.service.recovery import process_alive
 from wfe_daemon.store.database import Store
 from wfe_daemon.taskgroup import one_error
 
-__all__ = ["CANCEL_POLL_S", "request_cancel", "run_cancellable", "watch_cancels"]
+__all__ = ["CANCEL_POLL_S", "cancel_here", "request_cancel", "run_cancellable", "watch_cancels"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,18 @@ async def request_cancel(store: Store, run_id: int) -> str:
         f"cancel requested for run {run_id}; no process runs it now: "
         "it is applied when the run resumes"
     )
+
+
+async def cancel_here(store: Store, engine: Engine, run_id: int) -> str | None:
+    """Ask for run ``run_id`` to be cancelled and apply it at once when ``engine`` runs it;
+    the run's status (``None``: no such run). A RUNNING run not started yet (or of another
+    process) takes the request when it starts, as with :func:`request_cancel`."""
+    found = await store.request_cancel(run_id, now_iso())
+    if found is None:
+        return None
+    if found["status"] == RunStatus.RUNNING:
+        await apply_cancel_requests(store, engine)
+    return found["status"]
 
 
 async def apply_cancel_requests(store: Store, engine: Engine) -> tuple[list[int], int]:

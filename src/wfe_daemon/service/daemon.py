@@ -423,6 +423,7 @@ def _log_stopped(daemon: Daemon, failure: BaseException | None) -> None:
 async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
+    remove_temporaries(settings.inbox / PROCESSING)  # an API submission's, never answered
     send, receive = anyio.create_memory_object_stream[Claimed](settings.max_concurrent_workflows)
     async with anyio.create_task_group() as tg:
         stop_requested = anyio.Event()

@@ -59,6 +59,8 @@ class Claimed:
     too large to read, in which case ``problem`` says why (the daemon rejects it).
     ``arrived_at`` is the file's ``st_ctime`` (wall clock) when intake read it: the rename into
     the inbox, or its last write; ``None`` for files not taken from the inbox by intake.
+    ``via`` is ``"api"`` for a workflow the HTTP API wrote and recorded (it is run as a
+    leftover, but it starts afresh); ``None`` otherwise.
     """
 
     path: Path
@@ -66,6 +68,7 @@ class Claimed:
     data: bytes | None
     problem: str | None = None
     arrived_at: float | None = field(default=None, compare=False)
+    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,8 +387,9 @@ def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:
 def leftover_claims(inbox: Path) -> list[Path]:
     """Files left in ``inbox/processing/`` (by a crash or a cancel), oldest mtime first.
 
-    Includes the files of the clash folders ``processing/<hex>/`` made by a claim whose name
-    was taken; empty clash folders are removed on the way.
+    Includes the files of the folders ``processing/<hex>/`` made by a claim whose name was
+    taken (and by the API's submissions); empty ones are removed on the way. Dotfiles (a
+    submission's temporary file) are not workflows and are left out.
     """
     found: list[tuple[int, Path]] = []
     try:
@@ -398,6 +402,8 @@ def leftover_claims(inbox: Path) -> list[Path]:
 def _collect(folder: Path, found: list[tuple[int, Path]], depth: int) -> None:
     with os.scandir(folder) as entries:
         for entry in entries:
+            if entry.name.startswith("."):
+                continue
             if entry.is_file(follow_symlinks=False):
                 found.append((entry.stat(follow_symlinks=False).st_mtime_ns, Path(entry.path)))
             elif depth and entry.is_dir(follow_symlinks=False):

@@ -5,7 +5,8 @@ recorded for its path that is not yet settled:
 
 - no such run: it was claimed but never started; it is submitted afresh;
 - a RUNNING run: it is resumed; nodes already final keep their state and outputs,
-  nodes that were running run again (at-least-once);
+  nodes that were running run again (at-least-once). A workflow the HTTP API handed over
+  (``service.handover``) arrives in this state too, and starts here;
 - a finished run: only its publication was interrupted; the stored summary is published.
 """
 
@@ -22,7 +23,7 @@ from wfe_daemon.core.model import NodeStatus, parse_workflow
 from wfe_daemon.core.nodestate import reusable_states
 from wfe_daemon.core.records import summary_of
 from wfe_daemon.core.strictjson import load_json
-from wfe_daemon.core.summary import RunSummary
+from wfe_daemon.core.summary import RunSummary, retried
 from wfe_daemon.errors import WorkflowRejected
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -66,19 +67,32 @@ async def recover(
         )
     source = run["source"] or claimed.source
     if run["status"] != "RUNNING":
-        return run["result_summary"]
-    log.info("workflow.resumed", run_id=run["id"], source=source)
+        return await _as_retry(store, run["id"], run["result_summary"], run["retry_of"])
+    if claimed.via is None:  # one the API handed over starts now: it was logged as received
+        log.info("workflow.resumed", run_id=run["id"], source=source)
     try:
         workflow = parse_workflow(load_json(data or b""), registry)
     except WorkflowRejected as exc:  # e.g. a task type is no longer installed
         return await abandon(store, run["id"], "cannot resume: " + "; ".join(exc.problems))
-    return await engine.resume(
+    summary = await engine.resume(
         workflow,
         run["id"],
         started_at=run["started_at"],
         source=source,
         done=reusable_states(workflow, run["nodes"], _FINAL),
     )
+    return await _as_retry(store, run["id"], summary, run["retry_of"])
+
+
+async def _as_retry(
+    store: Store, run_id: int, summary: RunSummary | None, retry_of: int | None
+) -> RunSummary | None:
+    """``summary`` naming the run retried (stored so) when run ``run_id`` is a retry."""
+    if summary is None or retry_of is None or summary.get("retry_of") == retry_of:
+        return summary
+    summary = retried(summary, retry_of)
+    await store.set_summary(run_id, summary)
+    return summary
 
 
 def _read(path: Path, max_size: int) -> bytes | None:

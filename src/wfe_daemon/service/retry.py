@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from wfe_daemon.service.intake import PROCESSED, REJECTED
 from wfe_daemon.service.reading import read_file
 from wfe_daemon.store.database import Store
 
-__all__ = ["retry_run"]
+__all__ = ["RetryPlan", "plan_retry", "record_retry", "retry_run"]
 
 log = structlog.get_logger()
 
@@ -68,23 +69,10 @@ async def retry_run(
     run = await store.get_run(run_id)
     if run is None:
         raise StoreError(f"no run {run_id}")
-    if run["status"] not in _RETRYABLE:
-        raise StoreError(
-            f"run {run_id} is {run['status']}: only a finished run that ran "
-            "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
-        )
-    workflow, definition = await _definition(run, settings, registry)
+    plan = await plan_retry(run, settings=settings, registry=registry)
+    workflow = plan.workflow
     started_perf, started_at = time.perf_counter(), now_iso()
-    new_id = await store.create_retry(
-        run_id,
-        name=workflow.name,
-        started_at=started_at,
-        nodes=[(node.id, node.type) for node in workflow.nodes],
-        source=run["source"],
-        definition=definition,
-        idempotency_key=workflow.idempotency_key,
-        reused_reason=f"output reused from run {run_id}",
-    )
+    new_id = await record_retry(store, plan, started_at)
     new = await store.get_run(new_id)
     assert new is not None
     done = reusable_states(workflow, new["nodes"], {NodeStatus.SUCCESS})
@@ -106,10 +94,60 @@ async def retry_run(
     return summary
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """What a retry of ``run`` runs: the workflow, the definition stored for the new run,
+    and the document (the original file's when the stored one has secrets redacted)."""
+
+    run: RunRecord
+    workflow: WorkflowDef
+    definition: str
+    document: Any
+
+
+async def plan_retry(run: RunRecord, *, settings: Settings, registry: TaskRegistry) -> RetryPlan:
+    """Check that ``run`` can be retried and find the workflow to run again.
+
+    Raises:
+        StoreError: it is not finished (RUNNING) or never ran (REJECTED, DUPLICATE).
+        WorkflowRejected: the definition is no longer valid, or its secrets were redacted
+            and the original file was not found.
+    """
+    if run["status"] not in _RETRYABLE:
+        raise StoreError(
+            f"run {run['id']} is {run['status']}: only a finished run that ran "
+            "(SUCCESS, PARTIAL_SUCCESS, FAILED or CANCELLED) can be retried"
+        )
+    workflow, definition, document = await _definition(run, settings, registry)
+    return RetryPlan(run, workflow, definition, document)
+
+
+async def record_retry(
+    store: Store, plan: RetryPlan, started_at: str, source_path: str | None = None
+) -> int:
+    """Record the retry ``plan`` describes as a RUNNING run (its SUCCESS nodes reused); its id.
+
+    ``source_path`` is the file the daemon runs it from, for a retry handed to the daemon.
+    """
+    run, workflow = plan.run, plan.workflow
+    return await store.create_retry(
+        run["id"],
+        name=workflow.name,
+        started_at=started_at,
+        nodes=[(node.id, node.type) for node in workflow.nodes],
+        source=run["source"],
+        definition=plan.definition,
+        idempotency_key=workflow.idempotency_key,
+        reused_reason=f"output reused from run {run['id']}",
+        source_path=source_path,
+    )
+
+
 async def _definition(
     run: RunRecord, settings: Settings, registry: TaskRegistry
-) -> tuple[WorkflowDef, str]:
-    """The workflow to retry and the definition to store for the new run (as stored)."""
+) -> tuple[WorkflowDef, str, Any]:
+    """The workflow to retry, the definition to store for the new run (as stored) and the
+    document it was parsed from."""
     stored = run["definition"]
     if not isinstance(stored, dict):
         raise WorkflowRejected([f"run {run['id']}: no stored definition to retry"])
@@ -124,7 +162,7 @@ async def _definition(
                     "inbox/rejected/; drop the file again instead"
                 ]
             )
-    return parse_workflow(doc, registry), compact(stored)
+    return parse_workflow(doc, registry), compact(stored), doc
 
 
 def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:

@@ -66,10 +66,21 @@ async def submit(
             definition=definition,
         )
     except DuplicateRun as exc:
-        summary = _unrun(RunStatus.DUPLICATE, workflow.name, source, duplicate_of=exc.run_id)
-        await _record(store, summary, path_text)
-        log.info(WORKFLOW_DUPLICATE, run_id=summary["run_id"], duplicate_of=exc.run_id)
-        return summary
+        return await record_duplicate(
+            store, workflow.name, source, source_path=path_text, duplicate_of=exc.run_id
+        )
+
+
+async def record_duplicate(
+    store: Store, name: str, source: str, *, source_path: str | None, duplicate_of: int
+) -> RunSummary:
+    """Record (durably) a DUPLICATE of run ``duplicate_of``; its summary, with its run id."""
+    summary = _unrun(RunStatus.DUPLICATE, name, source, duplicate_of=duplicate_of)
+    await _record(store, summary, source_path)
+    structlog.get_logger().info(
+        WORKFLOW_DUPLICATE, source=source, run_id=summary["run_id"], duplicate_of=duplicate_of
+    )
+    return summary
 
 
 def _unrun(

@@ -7,6 +7,9 @@ happened: a node never appears finished while a parent it waited for does not.
 ``finish_run`` returns only once the run's final state is committed with
 ``synchronous=FULL`` (fsynced), so a result is never published for a state the database
 could lose. The schema and its migrations live in ``migrations``.
+
+Watchers (``Store.watch``) are told every run and node transition: a node's as it is
+queued, a run's once committed; with no watcher, that costs one truth test per transition.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from wfe_daemon.core.records import (
     CancelRequest,
     CancelTarget,
     LinkedListing,
+    NodeEvent,
     NodeRecord,
+    RunEvent,
     RunListing,
     RunRecord,
+    StoreEvent,
     UnfinishedRun,
     UnsettledRun,
 )
@@ -61,6 +67,10 @@ _READ_BUSY_TIMEOUT_S = 2.0  # only a database not in WAL mode makes readers wait
 _CLOSE_WAIT_S = 5.0
 
 STORE_UNWRITTEN = "store.unwritten"
+STORE_WATCHER_FAILED = "store.watcher_failed"
+
+Watcher = Callable[[StoreEvent], None]
+"""Told each transition (``Store.watch``); it runs in the caller's turn, so it must be quick."""
 
 log = structlog.get_logger()
 
@@ -127,6 +137,7 @@ class Store:
         self._tasks: BackgroundTasks | None = None
         """Owns the writer and the probes while the store is open for writing."""
         self._probe: _Probe | None = None
+        self._watchers: tuple[Watcher, ...] = ()
 
     @classmethod
     @asynccontextmanager
@@ -288,6 +299,49 @@ class Store:
         """False while writes are failing: from a failed batch until one commits again."""
         return self._writer.healthy
 
+    # -- watchers ------------------------------------------------------------------------
+
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        """Tell ``watcher`` every transition from now on; returns the function that stops it.
+
+        Node events (RUNNING, then the final status) are told as their writes are queued,
+        in queue order; a run's start once its id is known (before any of its nodes'
+        events), its end and a file that never ran once committed (after all its nodes'
+        events), so a watcher that reads the run back then finds it ended. Nodes a retry
+        reuses, or an abandoned run skips, get no event of their own: the run's does.
+        A watcher that raises is logged and kept; it must never await or block.
+        """
+        self._watchers = (*self._watchers, watcher)
+
+        def unwatch() -> None:
+            self._watchers = tuple(w for w in self._watchers if w is not watcher)
+
+        return unwatch
+
+    def _tell(self, event: StoreEvent) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(event)
+            except Exception:  # a watcher's bug must not fail the engine's transition
+                log.exception(STORE_WATCHER_FAILED, kind=event.kind)
+
+    def _tell_run(
+        self,
+        run_id: int,
+        workflow: str | None,
+        status: str,
+        started_at: str | None,
+        finished_at: str | None,
+    ) -> None:
+        data: RunEvent = {
+            "run_id": run_id,
+            "workflow": workflow,
+            "status": status,
+            "started_at": started_at,
+            "finished_at": finished_at,
+        }
+        self._tell(StoreEvent("run", data))
+
     # -- runs and nodes -------------------------------------------------------------------
 
     async def create_run(
@@ -312,6 +366,8 @@ class Store:
         )
         if run_id < 0:  # a negative id names the run that holds the key
             raise DuplicateRun(-run_id)
+        if self._watchers:
+            self._tell_run(run_id, name, "RUNNING", started_at, None)
         return run_id
 
     async def record_unrun(
@@ -331,6 +387,8 @@ class Store:
         """
         row = (name, status, at, at, source, source_path, duplicate_of, os.getpid())
         run_id: int = await self._submit(partial(_tx.insert_unrun, row=row, summary=summary))
+        if self._watchers:
+            self._tell_run(run_id, name, str(status), at, at)
         await self.flush(durable=True)
         return run_id
 
@@ -350,6 +408,17 @@ class Store:
         self._writer.enqueue_running(
             (run_id, node_id), (_NODE_RUNNING, (started_at, attempts, run_id, node_id))
         )
+        if self._watchers:
+            data: NodeEvent = {
+                "run_id": run_id,
+                "node_id": node_id,
+                "status": "RUNNING",
+                "attempts": attempts,
+                "started_at": started_at,
+                "finished_at": None,
+                "error": None,
+            }
+            self._tell(StoreEvent("node", data))
 
     def node_finished(
         self,
@@ -387,6 +456,17 @@ class Store:
                 ),
             ),
         )
+        if self._watchers:
+            data: NodeEvent = {
+                "run_id": run_id,
+                "node_id": node_id,
+                "status": str(status),
+                "attempts": attempts,
+                "started_at": started_at,
+                "finished_at": finished_at,
+                "error": error,
+            }
+            self._tell(StoreEvent("node", data))
 
     async def finish_run(
         self,
@@ -402,6 +482,9 @@ class Store:
         summary_text = _tx.summary_text(summary)
         self._enqueue((_RUN_FINISHED, (status, finished_at, duration, summary_text, run_id)))
         await self.flush(durable=True)
+        if self._watchers:  # once durable: a watcher that reads the run back finds it ended
+            workflow, started_at = summary["workflow"], summary["started_at"]
+            self._tell_run(run_id, workflow, str(status), started_at, finished_at)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -510,6 +593,12 @@ class Store:
         status: str = await self._submit(
             partial(_tx.abandon_run, run_id=run_id, reason=reason, finished_at=finished_at)
         )
+        if self._watchers:
+            rows = await self._query(
+                "SELECT name, started_at FROM workflowrun WHERE id = ?", (run_id,)
+            )
+            if rows:
+                self._tell_run(run_id, rows[0]["name"], status, rows[0]["started_at"], finished_at)
         return status
 
     async def set_summary(self, run_id: int, summary: RunSummary) -> None:
@@ -578,6 +667,7 @@ class Store:
         definition: str | None,
         idempotency_key: str | None,
         reused_reason: str,
+        source_path: str | None = None,
     ) -> int:
         """Insert a RUNNING run linked to run ``retry_of``, in one transaction; its id.
 
@@ -585,13 +675,16 @@ class Store:
         ``retry_of`` with the same type: they are copied (output, times, attempts) with
         ``reused_reason`` as their reason. ``idempotency_key`` is taken only when no run
         holds it (e.g. the original FAILED); otherwise the retry runs without a key.
+        ``source_path`` is the file the daemon runs it from (a retry handed to the daemon).
         """
-        run_row = (name, started_at, source, definition, idempotency_key, retry_of)
+        run_row = (name, started_at, source, source_path, definition, idempotency_key, retry_of)
         run_id: int = await self._submit(
             partial(
                 _tx.insert_retry, run_row=run_row, nodes=list(nodes), reused_reason=reused_reason
             )
         )
+        if self._watchers:
+            self._tell_run(run_id, name, "RUNNING", started_at, None)
         return run_id
 
     async def prune_runs(self, before: str, batch: int = 500) -> tuple[int, int]:

@@ -161,16 +161,16 @@ def insert_retry(
 ) -> int:
     """A RUNNING run retrying ``run_row[5]``, reusing its SUCCESS nodes; its id.
 
-    ``run_row`` is ``(name, started_at, source, definition, idempotency_key, retry_of)``;
-    the key is dropped when another run holds it.
+    ``run_row`` is ``(name, started_at, source, source_path, definition, idempotency_key,
+    retry_of)``; the key is dropped when another run holds it.
     """
-    name, started_at, source, definition, key, retry_of = run_row
+    name, started_at, source, source_path, definition, key, retry_of = run_row
     if key is not None and _key_holder(db, key) is not None:
         key = None
     cursor = db.execute(
-        "INSERT INTO workflowrun (name, status, started_at, source, definition,"
-        " idempotency_key, retry_of, pid) VALUES (?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
-        (name, started_at, source, definition, key, retry_of, os.getpid()),
+        "INSERT INTO workflowrun (name, status, started_at, source, source_path, definition,"
+        " idempotency_key, retry_of, pid) VALUES (?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?)",
+        (name, started_at, source, source_path, definition, key, retry_of, os.getpid()),
     )
     run_id = cursor.lastrowid
     assert run_id is not None

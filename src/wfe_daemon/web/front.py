@@ -22,7 +22,7 @@ from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Followed, Telemetry
 from wfe_daemon.store.database import Store
-from wfe_daemon.web import openapi, page, runs
+from wfe_daemon.web import events, openapi, page, runs, submit
 from wfe_daemon.web.server import Api, Route, build_app
 
 __all__ = ["HttpFront", "front_for", "is_loopback", "read_token"]
@@ -35,7 +35,7 @@ TOKEN_NAME = "api_token"
 
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
-    return [openapi.routes, runs.routes, page.routes]
+    return [openapi.routes, runs.routes, submit.routes, events.routes, page.routes]
 
 
 def is_loopback(host: str) -> bool:
@@ -131,7 +131,8 @@ class HttpFront:
     async def serving(
         self, daemon: Daemon, queue: MemoryObjectSendStream[Claimed]
     ) -> AsyncIterator[None]:
-        """Listen and follow ``daemon`` until the block ends, then close every connection.
+        """Listen and follow ``daemon`` until the block ends, then close every connection
+        (the event streams end first, cleanly).
 
         Raises:
             UsageError: the address cannot be bound (the message names ``http_port``).
@@ -155,10 +156,11 @@ class HttpFront:
         self, api: Api, daemon: Daemon, queue: MemoryObjectSendStream[Claimed]
     ) -> AsyncIterator[None]:
         settings = self.settings
-        runner = web.AppRunner(
-            build_app(api, parts()), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
+        app = build_app(api, parts())
+        hub = app[events.EVENTS] = events.EventHub()
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
+        unwatch = daemon.store.watch(hub.publish)
         try:
             site = web.TCPSite(runner, settings.http_host, self.port, reuse_address=True)
             try:
@@ -170,12 +172,15 @@ class HttpFront:
                 ) from None
             async with anyio.create_task_group() as tg:
                 await tg.start(self.telemetry.run, _followed(daemon), queue)
+                tg.start_soon(api.handover.feed, queue)
                 log.info("http.listening", host=settings.http_host, port=self.port)
                 try:
                     yield
                 finally:
                     tg.cancel_scope.cancel()
         finally:
+            unwatch()
+            hub.close()
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
 

@@ -208,7 +208,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Submit a workflow document, as a file in the inbox would hold it.",
                 "description": (
                     "Validated and run exactly as a file dropped in the inbox; the result is"
-                    " written to the outbox as `<stem>.<run_id>.result.json`. Answered once the"
+                    " written to the outbox as `<stem>.result.json` (`<stem>.result.<run_id>.json`"
+                    " when that name is taken). Answered once the"
                     " submission is durable: a crash after the answer loses nothing."
                 ),
                 "security": [{"bearer": []}],
@@ -427,6 +428,7 @@ def _paths() -> dict[str, Any]:
                         "description": "The stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
+                    "422": _error("`run_id` is not a run id (digits)."),
                     **_READ_ERRORS,
                 },
             }

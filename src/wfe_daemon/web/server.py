@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
 from wfe_daemon.service.daemon import Daemon
+from wfe_daemon.service.handover import Handover
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Telemetry
 from wfe_daemon.store.database import Store
@@ -86,6 +87,8 @@ class Api:
     """A read-only connection for the API's reads (else they use the daemon's store)."""
     graphs: GraphRenderer = field(default_factory=GraphRenderer)
     """Draws and keeps runs' graphs as SVG."""
+    handover: Handover = field(default_factory=Handover)
+    """Passes submissions to the workers through ``queue`` (its feeder runs in the front)."""
 
 
 API: web.AppKey[Api] = web.AppKey("api", Api)

@@ -1,0 +1,275 @@
+"""Workflows handed to the running daemon (its HTTP API): kept on disk, recorded, then run.
+
+A submission is made durable in the shape a crash leaves a claimed file in: the document
+is written into ``inbox/processing/<hex>/<stem>.json`` (temporary file, fsync, rename,
+fsync of the folders) and its run is recorded RUNNING with that ``source_path``, durably,
+before the client is answered. The workers then take the file as a leftover
+(:func:`~wfe_daemon.service.recovery.recover`): the RUNNING run starts, a DUPLICATE is
+published, and the result reaches the outbox as a dropped file's does.
+
+A kill at any point leaves one of: nothing (a temporary dotfile, removed at the next
+start); the file without a run (submitted afresh at the next start, the client got no
+answer); the file and its run (resumed at the next start). An answered submission is
+never lost, and never run twice.
+
+A detached retry (:func:`accept_retry`) is recorded first, then its file is written: a
+kill between the two leaves a run without a file, which the next start ends as
+interrupted, rather than a file that would run as a fresh workflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+
+from wfe_daemon.clock import now_iso
+from wfe_daemon.config import Settings
+from wfe_daemon.core.model import WorkflowDef, parse_workflow, public_definition
+from wfe_daemon.core.records import RunRecord
+from wfe_daemon.core.strictjson import compact, load_json
+from wfe_daemon.errors import DuplicateRun, WorkflowRejected
+from wfe_daemon.logs import WORKFLOW_RECEIVED
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.service.intake import PROCESSING, Claimed, describe_os_error
+from wfe_daemon.service.recovery import abandon
+from wfe_daemon.service.retry import plan_retry, record_retry
+from wfe_daemon.service.submission import record_duplicate
+from wfe_daemon.store.database import Store
+
+__all__ = ["Accepted", "Handover", "accept", "accept_retry", "stem_problem"]
+
+log = structlog.get_logger()
+
+STEM_MAX = 100
+"""The longest file stem a submission may name (``?name=``)."""
+_SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_INLINE_PARSE_MAX = 64 * 1024  # larger bodies are parsed in a worker thread
+VIA_API = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A workflow recorded for the daemon to run: its run, and the file the workers take."""
+
+    run_id: int
+    status: str
+    """``RUNNING``, or ``DUPLICATE`` (then ``duplicate_of`` names the run holding the key)."""
+    claimed: Claimed
+    duplicate_of: int | None = None
+    retry_of: int | None = None
+
+
+def stem_problem(stem: str) -> str | None:
+    """Why ``stem`` cannot name a submission's files (``None``: it can)."""
+    if len(stem) > STEM_MAX:
+        return f"a file stem is at most {STEM_MAX} characters, got {len(stem)}"
+    if not _SAFE_STEM.fullmatch(stem):
+        return (
+            f"{stem!r} is not a safe file stem: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or a digit"
+        )
+    return None
+
+
+def stem_of(name: str) -> str:
+    """A safe file stem made from a workflow's name (other characters become ``_``)."""
+    stem = _UNSAFE.sub("_", name).lstrip("._-")[:STEM_MAX]
+    return stem or "workflow"
+
+
+def parse_submission(
+    data: bytes, registry: TaskRegistry, idempotency_key: str | None
+) -> tuple[WorkflowDef, bytes, str]:
+    """Validate ``data`` as a file is validated; the workflow, the bytes to keep, and the
+    definition to store (secrets redacted).
+
+    ``idempotency_key`` (the ``Idempotency-Key`` header) is written into a document that has
+    none (the bytes kept are then the document re-encoded).
+
+    Raises:
+        WorkflowRejected: with every problem; or the document holds another key.
+    """
+    doc = load_json(data)
+    if idempotency_key is not None and isinstance(doc, dict):
+        held = doc.get("idempotency_key")
+        if held is None:
+            doc["idempotency_key"] = idempotency_key
+            data = compact(doc).encode()
+        elif held != idempotency_key:
+            raise WorkflowRejected(
+                [
+                    f"the Idempotency-Key header {idempotency_key!r} differs from the "
+                    f"document's idempotency_key {held!r}: send one of them, or the same"
+                ]
+            )
+    workflow = parse_workflow(doc, registry)
+    return workflow, data, public_definition(data.decode("utf-8-sig"), doc)
+
+
+async def accept(
+    data: bytes,
+    *,
+    settings: Settings,
+    registry: TaskRegistry,
+    store: Store,
+    stem: str | None = None,
+    idempotency_key: str | None = None,
+) -> Accepted:
+    """Validate ``data``, write it into ``processing/`` and record its run, durably.
+
+    ``stem`` names the file (and so the result); by default, the workflow's name made safe.
+    A run already holding the idempotency key makes this a DUPLICATE, recorded as a
+    dropped file's is.
+
+    Raises:
+        WorkflowRejected: the document is not valid; nothing was written or recorded.
+        OSError: the file cannot be written; nothing was recorded.
+    """
+    if len(data) > _INLINE_PARSE_MAX:
+        parsed = await anyio.to_thread.run_sync(parse_submission, data, registry, idempotency_key)
+    else:
+        parsed = parse_submission(data, registry, idempotency_key)
+    workflow, data, definition = parsed
+    stem = stem or stem_of(workflow.name)
+    source = f"{stem}.json"
+    path = _new_path(settings.inbox, stem)
+    await anyio.to_thread.run_sync(write_durably, path, data)
+    claimed = Claimed(path=path, source=source, data=None, via=VIA_API)
+    try:
+        run_id = await store.create_run(
+            name=workflow.name,
+            started_at=now_iso(),
+            nodes=[(node.id, node.type) for node in workflow.nodes],
+            source=source,
+            source_path=str(path),
+            definition=definition,
+            idempotency_key=workflow.idempotency_key,
+        )
+    except DuplicateRun as exc:
+        summary = await record_duplicate(
+            store, workflow.name, source, source_path=str(path), duplicate_of=exc.run_id
+        )
+        return Accepted(summary["run_id"], "DUPLICATE", claimed, duplicate_of=exc.run_id)
+    await store.flush(durable=True)
+    log.info(WORKFLOW_RECEIVED, via=VIA_API, run_id=run_id, source=source, bytes=len(data))
+    return Accepted(run_id, "RUNNING", claimed)
+
+
+async def accept_retry(
+    run: RunRecord, *, settings: Settings, registry: TaskRegistry, store: Store
+) -> Accepted:
+    """Record a retry of finished ``run`` and write its workflow into ``processing/``.
+
+    The file holds the workflow as it ran (the original file when the stored definition
+    has its secrets redacted: see :func:`~wfe_daemon.service.retry.plan_retry`).
+
+    Raises:
+        StoreError: ``run`` cannot be retried (RUNNING, REJECTED, DUPLICATE).
+        WorkflowRejected: its workflow is no longer valid, or cannot be found.
+        OSError: its file cannot be written (the new run is then ended at once).
+    """
+    plan = await plan_retry(run, settings=settings, registry=registry)
+    source = run["source"] or f"{stem_of(plan.workflow.name)}.json"
+    path = _new_path(settings.inbox, stem_of(Path(source).stem))
+    new_id = await record_retry(store, plan, now_iso(), source_path=str(path))
+    await store.flush(durable=True)
+    try:
+        await anyio.to_thread.run_sync(write_durably, path, compact(plan.document).encode())
+    except OSError as exc:  # e.g. a full disk: the run must not wait for a file forever
+        await abandon(store, new_id, f"cannot write its file {path}: {describe_os_error(exc)}")
+        raise
+    log.info("workflow.retry", via=VIA_API, run_id=new_id, retry_of=run["id"], source=source)
+    claimed = Claimed(path=path, source=Path(source).name, data=None, via=VIA_API)
+    return Accepted(new_id, "RUNNING", claimed, retry_of=run["id"])
+
+
+def _new_path(inbox: Path, stem: str) -> Path:
+    """A fresh ``processing/<hex>/<stem>.json``: the file keeps its plain name, which
+    recovery reads back as its source, and never meets another file's."""
+    return inbox / PROCESSING / uuid.uuid4().hex[:12] / f"{stem}.json"
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` (whose folder is new, inside ``processing/``), durably.
+
+    The bytes go to a dot-prefixed temporary file of ``processing/`` (which recovery skips
+    and the next start removes), are fsynced, renamed into place, then both folders are
+    fsynced.
+
+    Raises:
+        OSError: the file could not be written; nothing is left behind.
+    """
+    processing = path.parent.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=".submit.", suffix=".tmp", dir=processing)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        path.parent.mkdir()
+        os.rename(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
+        raise
+    _fsync_folder(path.parent)
+    _fsync_folder(processing)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Handover:
+    """Passes accepted workflows to the daemon's workers, in order, without making the
+    submitter wait for a free worker: :meth:`hand` queues in memory (unbounded), and one
+    :meth:`feed` task sends on to the workers' bounded queue.
+
+    What is still queued when feeding stops (shutdown) stays in ``processing/`` with its
+    run recorded: the next start resumes it.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: deque[Claimed] = deque()
+        self._arrived: anyio.Event | None = None
+        self._closed = False
+
+    def hand(self, claimed: Claimed, leftovers: set[Path]) -> None:
+        """Queue ``claimed`` for the workers, as a leftover (in the daemon's ``leftovers``)."""
+        if self._closed:
+            return  # shutting down: the next start takes it from processing/
+        leftovers.add(claimed.path)
+        self._waiting.append(claimed)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    async def feed(self, queue: anyio.abc.ObjectSendStream[Claimed]) -> None:
+        """Send what :meth:`hand` queues to ``queue`` until cancelled (or it closes)."""
+        try:
+            while True:
+                while self._waiting:
+                    await queue.send(self._waiting[0])
+                    self._waiting.popleft()
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # intake closed the workers' queue: shutdown
+        finally:
+            self._closed = True
