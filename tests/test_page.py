@@ -66,6 +66,18 @@ def pipeline(name: str, seconds: float) -> dict[str, Any]:
     }
 
 
+def branching(name: str, seconds: float) -> dict[str, Any]:
+    """``pipeline`` and a second branch from ``a``: ``d`` times out (FAILED), so ``e`` is
+    SKIPPED and the run ends PARTIAL_SUCCESS."""
+    doc = pipeline(name, seconds)
+    doc["nodes"][1:1] = [
+        {"id": "e", "type": "echo", "depends_on": ["d"], "params": {}},
+        doc["nodes"].pop(1),  # b
+        {"id": "d", "type": "sleep", "depends_on": ["a"], "timeout": 0.2, "params": {"seconds": 5}},
+    ]
+    return doc
+
+
 def quick(name: str) -> dict[str, Any]:
     """One echo node: the run ends at once."""
     return {"name": name, "nodes": [{"id": "a", "type": "echo", "params": {"n": name}}]}
@@ -258,9 +270,9 @@ async def test_a_run_recolours_its_graph_live_and_opens_a_node(
 ) -> None:
     """A run's view shows its header, a graph whose running node turns from RUNNING to
     SUCCESS as the run advances, a timeline and the nodes in dependency order; clicking a
-    node opens its params (resolved, the secret redacted) and output; a duplicate's header
-    links the run it duplicates."""
-    drop(daemons.inbox, "pipe.json", pipeline("pipe", 3.0))
+    node opens its params (resolved, the secret redacted) and output, a skipped node says
+    why; a duplicate's header links the run it duplicates."""
+    drop(daemons.inbox, "pipe.json", branching("pipe", 3.0))
     run_id = wait_running(daemons.db_path, "b")
 
     await browser.open(f"#/runs/{run_id}")
@@ -270,16 +282,27 @@ async def test_a_run_recolours_its_graph_live_and_opens_a_node(
     header = (await browser.texts("#run-header .facts"))[0]
     assert "pipe.json" in header and "pipe-key" in header
     await browser.page.locator("#graph g.wfe-node#node-b.status-SUCCESS").wait_for(timeout=WAIT_MS)
-    await browser.page.locator("#run-header .badge.status-SUCCESS").wait_for(timeout=WAIT_MS)
+    await browser.page.locator("#run-header .badge.status-PARTIAL_SUCCESS").wait_for(
+        timeout=WAIT_MS
+    )
     await browser.page.wait_for_function(
         "() => document.querySelectorAll('#nodes .badge.status-SUCCESS').length === 3",
         timeout=WAIT_MS,
     )
-    assert await browser.texts("#nodes tbody tr td:first-child") == ["a", "b", "c"]
-    assert await browser.texts("#timeline .gantt-row[data-node] .gantt-label") == ["a", "b", "c"]
-    assert await browser.page.locator("#timeline .gantt-bar.status-SUCCESS").count() == 3
     summary = wait_result(daemons.outbox, "pipe")
-    assert summary["status"] == "SUCCESS"
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    order = ["a", "b", "d", "c", "e"]  # by dependency, then as listed (c, e, b, d, a)
+    assert await browser.texts("#nodes tbody tr td:first-child") == order
+    assert await browser.texts("#nodes td.status") == [
+        summary["nodes"][node]["status"] for node in order
+    ]
+    assert await browser.texts("#timeline .gantt-row[data-node] .gantt-label") == order
+    assert await browser.page.locator("#timeline .gantt-bar").count() == 4  # e never started
+    for node, status in (("d", "FAILED"), ("e", "SKIPPED")):
+        assert "status-" + status in (
+            await browser.page.locator(f"#graph g.wfe-node#node-{node}").get_attribute("class")
+            or ""
+        )
     await browser.screenshot("run")
 
     await browser.page.locator("#graph g.wfe-node#node-c").click()
@@ -294,8 +317,10 @@ async def test_a_run_recolours_its_graph_live_and_opens_a_node(
     output = json.loads((await browser.texts("#node-output pre"))[0])
     assert output == summary["nodes"]["c"]["output"]
     await browser.screenshot("node")
+    await browser.open(f"#/runs/{run_id}/nodes/e")
+    assert await browser.texts("#node-reason") == [summary["nodes"]["e"]["reason"]]
 
-    drop(daemons.inbox, "again.json", pipeline("pipe", 3.0))
+    drop(daemons.inbox, "again.json", branching("pipe", 3.0))
     duplicate = wait_result(daemons.outbox, "again")
     assert duplicate["status"] == "DUPLICATE"
     await browser.open(f"#/runs/{duplicate['run_id']}")
