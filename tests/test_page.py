@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from daemon_helpers import Daemons, drop, free_port, get, wait_result, wait_running
+from wfe_daemon.web.page import STATIC
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -187,13 +188,13 @@ def _processes_using(profile: Path) -> list[int]:
 
 
 def test_the_page_and_its_files_are_served_with_their_types(daemons: Daemons) -> None:
-    """``/`` is the HTML page, ``/static/app.js`` and ``app.css`` carry their types and the
-    strict CSP, and a name outside the fixed list is a JSON 404 naming it."""
+    """``/`` is the HTML page, every file of ``/static/`` carries its type and the strict CSP,
+    and a name outside the fixed list is a JSON 404 naming it."""
     port = free_port()
     daemons.start(WFE_HTTP_PORT=str(port))
     status, body = get(port, "/")
-    assert status == 200 and b'<script src="/static/app.js" defer></script>' in body
-    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+    assert status == 200 and b'<script type="module" src="/static/app.js"></script>' in body
+    for name, kind in STATIC.items():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/{name}", timeout=5) as r:
             assert r.headers["Content-Type"].startswith(kind)
             assert "script-src 'self'" in r.headers["Content-Security-Policy"]

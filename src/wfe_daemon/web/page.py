@@ -1,4 +1,4 @@
-"""The read-only web page: ``GET /`` and its script and style sheet under ``/static/``.
+"""The read-only web page: ``GET /`` and its scripts and style sheet under ``/static/``.
 
 The files ship inside the package (``web/static/``). A request names one of a fixed set of
 files; nothing from the request is ever used as a path. The page itself is a small
@@ -19,10 +19,14 @@ from wfe_daemon.web.server import ApiError
 __all__ = ["STATIC", "routes"]
 
 STATIC: Final = {
-    "app.js": "text/javascript",
+    **dict.fromkeys(
+        ("app.js", "common.js", "live.js", "runs.js", "run.js", "node.js", "tasks.js"),
+        "text/javascript",
+    ),
     "app.css": "text/css",
 }
-"""Every file ``/static/<name>`` serves, with its content type."""
+"""Every file ``/static/<name>`` serves, with its content type: the page's JavaScript
+modules (``app.js`` imports the others) and its style sheet."""
 _INDEX: Final = "index.html"
 
 
@@ -52,6 +56,6 @@ async def _static(request: web.Request) -> web.Response:
 
 
 def routes(router: web.UrlDispatcher) -> None:
-    """Add ``GET /`` (the page) and ``GET /static/{name}`` (its script and style sheet)."""
+    """Add ``GET /`` (the page) and ``GET /static/{name}`` (its scripts and style sheet)."""
     router.add_get("/", _index)
     router.add_get("/static/{name}", _static)
