@@ -51,11 +51,21 @@ function runsFilterForm(filters) {
   return form;
 }
 
-function countsBar(counts) {
+// The counts by status; each links to the runs of that status under the other filters.
+function countsBar(counts, filters) {
+  const href = (status) => {
+    const params = new URLSearchParams();
+    for (const key of FILTERS) {
+      const value = key === "status" ? status : filters[key];
+      if (value) params.set(key, value);
+    }
+    const text = params.toString();
+    return text ? `#/runs?${text}` : "#/runs";
+  };
   const chips = RUN_STATUSES.filter((s) => counts.counts && counts.counts[s])
-    .map((s) => h("a", { class: `chip status-${s}`, href: `#/runs?status=${s}`, "data-status": s },
+    .map((s) => h("a", { class: `chip status-${s}`, href: href(s), "data-status": s },
       h("span", { class: "chip-label" }, s), h("span", { class: "chip-count" }, counts.counts[s])));
-  return [h("span", { class: "chip total", "data-status": "total" },
+  return [h("a", { class: "chip total", href: href(""), "data-status": "total" },
     h("span", { class: "chip-label" }, "total"), h("span", { class: "chip-count" }, counts.total)),
   ...chips];
 }
@@ -106,7 +116,8 @@ export async function showRuns(query) {
   const refreshCounts = async () => {
     const countFilters = { ...filters, status: "" };
     try {
-      counts.replaceChildren(...countsBar(await getJson(`${API}/runs/counts${runsQuery(countFilters)}`)));
+      const answer = await getJson(`${API}/runs/counts${runsQuery(countFilters)}`);
+      counts.replaceChildren(...countsBar(answer, filters));
     } catch (err) {
       counts.replaceChildren(errorBox(err));
     }
