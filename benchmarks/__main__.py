@@ -46,6 +46,9 @@ BENCHMARKS: dict[str, str] = {
     "csv_pipeline": "benchmarks.csv_pipeline:csv_pipeline",
     "idle": "benchmarks.daemon:idle",
     "validate": "benchmarks.daemon:validate",
+    "api_submit": "benchmarks.api:api_submit",
+    "api_reads": "benchmarks.api:api_reads",
+    "engine_http": "benchmarks.engine_http:engine_http",
 }
 
 #: Sections written by their own long-running entry points (``python -m benchmarks.soak``),
