@@ -45,9 +45,12 @@ export async function showNode(runId, nodeId) {
       const cause = typeof n.cause === "string" ? link(nodeHref(runId, n.cause), n.cause) : JSON.stringify(n.cause);
       parts.push(h("p", { class: "muted", id: "node-cause" }, "Cause: ", cause));
     }
-    parts.push(h("h2", {}, "Params"), h("div", { id: "node-params" }, pretty(n.params === undefined ? {} : n.params)));
-    parts.push(h("h2", {}, "Output"), h("div", { id: "node-output" },
-      n.output === null || n.output === undefined ? h("p", { class: "note" }, "No output.") : pretty(n.output)));
+    const output = n.output === null || n.output === undefined
+      ? h("p", { class: "note" }, "No output.") : pretty(n.output);
+    parts.push(h("div", { class: "io" },
+      h("section", {}, h("h2", {}, "Params"),
+        h("div", { id: "node-params" }, pretty(n.params === undefined ? {} : n.params))),
+      h("section", {}, h("h2", {}, "Output"), h("div", { id: "node-output" }, output))));
     box.replaceChildren(...parts);
   };
   const again = debounce(load, 200);
