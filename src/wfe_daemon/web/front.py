@@ -22,7 +22,7 @@ from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Followed, Telemetry
 from wfe_daemon.store.database import Store
-from wfe_daemon.web import events, openapi, runs, submit
+from wfe_daemon.web import events, openapi, page, runs, submit
 from wfe_daemon.web.server import Api, Route, build_app
 
 __all__ = ["HttpFront", "front_for", "is_loopback", "read_token"]
@@ -35,7 +35,7 @@ TOKEN_NAME = "api_token"
 
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
-    return [openapi.routes, runs.routes, submit.routes, events.routes]
+    return [openapi.routes, runs.routes, submit.routes, events.routes, page.routes]
 
 
 def is_loopback(host: str) -> bool:
