@@ -24,6 +24,7 @@ from typing import Any
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import StoreError, UsageError
+from wfe_daemon.service.apitoken import read_token
 
 __all__ = [
     "ApiRefused",
@@ -140,8 +141,6 @@ def retry_detached(settings: Settings, environ: Mapping[str, str], run_id: int) 
 def _post(
     settings: Settings, environ: Mapping[str, str], url: str, body: bytes, headers: dict[str, str]
 ) -> dict[str, Any]:
-    from wfe_daemon.web.front import read_token
-
     token = read_token(settings, environ)
     if token is not None:
         headers["Authorization"] = f"Bearer {token.decode()}"

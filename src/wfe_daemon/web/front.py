@@ -5,10 +5,8 @@ serves it (``service.daemon.Front``): started before READY=1, stopped first on S
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +16,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import UsageError
+from wfe_daemon.service.apitoken import read_token
 from wfe_daemon.service.daemon import Daemon
 from wfe_daemon.service.intake import Claimed
 from wfe_daemon.service.metrics import Followed, Telemetry
@@ -25,13 +24,9 @@ from wfe_daemon.store.database import Store
 from wfe_daemon.web import events, openapi, page, runs, submit
 from wfe_daemon.web.server import Api, Route, build_app
 
-__all__ = ["HttpFront", "front_for", "is_loopback", "read_token"]
+__all__ = ["HttpFront", "front_for", "is_loopback"]
 
 log = structlog.get_logger()
-
-TOKEN_NAME = "api_token"
-"""The credential read from ``$CREDENTIALS_DIRECTORY`` when no token is configured."""
-
 
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
@@ -46,36 +41,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def read_token(settings: Settings, environ: Mapping[str, str]) -> bytes | None:
-    """The API token: ``WFE_API_TOKEN``, else ``api_token_file``, else the ``api_token``
-    credential systemd passed; ``None`` when none is configured.
-
-    Raises:
-        UsageError: the configured file cannot be read, or it (or the variable) is empty.
-    """
-    if "WFE_API_TOKEN" in environ:
-        token = environ["WFE_API_TOKEN"].strip()
-        if not token:
-            raise UsageError("WFE_API_TOKEN is set but empty")
-        return token.encode()
-    credentials = environ.get("CREDENTIALS_DIRECTORY")
-    path: Path | None = settings.api_token_file
-    if path is not None and not path.is_absolute():
-        path = Path(credentials or os.getcwd()) / path
-    if path is None and credentials and os.path.exists(Path(credentials) / TOKEN_NAME):
-        path = Path(credentials) / TOKEN_NAME
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as fp:
-            data = fp.read(4096).strip()
-    except OSError as exc:
-        raise UsageError(f"api_token_file: cannot read {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise UsageError(f"api_token_file: {path} is empty")
-    return data
 
 
 def front_for(settings: Settings, environ: Mapping[str, str]) -> HttpFront | None:
