@@ -3,11 +3,14 @@ its address (never through a proxy), without loading the server's modules."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from daemon_helpers import free_port
+from daemon_helpers import Daemons, echo_doc, free_port, wait_result
 
 TOKEN = "transport-t0ken"
 
@@ -39,3 +42,73 @@ def test_submitting_commands_load_no_server_module(tmp_path: Path) -> None:
     )
     assert "cannot reach the daemon" in done.stderr
     assert done.stdout.strip() == ""
+
+
+class FakeProxy:
+    """A listener on 127.0.0.1 standing for an HTTP proxy: it records every connection
+    (and what arrives on it) and answers nothing."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.received.append(conn.recv(65536) or b"(connected)")
+                except OSError:
+                    self.received.append(b"(connected)")
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_commands_never_send_the_token_through_a_proxy(daemons: Daemons) -> None:
+    """With ``http_proxy`` and ``HTTP_PROXY`` naming a listener on 127.0.0.1, ``submit`` and
+    ``retry --detach`` still talk to the daemon directly: the proxy receives nothing (no
+    token, no workflow) and both commands succeed."""
+    port = free_port()
+    env = {"WFE_HTTP_PORT": str(port), "WFE_API_TOKEN": TOKEN}
+    daemons.start(**env)
+    proxy = FakeProxy()
+    try:
+        proxied = daemons.env(
+            http_proxy=f"http://127.0.0.1:{proxy.port}",
+            HTTP_PROXY=f"http://127.0.0.1:{proxy.port}",
+            **env,
+        )
+        for name in ("no_proxy", "NO_PROXY"):
+            proxied.pop(name, None)
+        path = daemons.root / "direct.json"
+        path.write_text(json.dumps(echo_doc("w")))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "wfe_daemon", *args],
+                cwd=daemons.root,
+                env=proxied,
+                capture_output=True,
+                text=True,
+                timeout=45,
+                check=False,
+            )
+
+        done = cli("submit", str(path))
+        assert done.returncode == 0, done.stderr
+        run_id = int(done.stdout)
+        assert wait_result(daemons.outbox, "direct")["run_id"] == run_id
+        done = cli("retry", str(run_id), "--detach")
+        assert done.returncode == 0, done.stderr
+    finally:
+        proxy.close()
+    assert proxy.received == []

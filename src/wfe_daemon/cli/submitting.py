@@ -42,6 +42,9 @@ TAKE_TIMEOUT_S = 30.0
 """How long ``submit`` waits for the daemon to record a file copied into the inbox."""
 POLL_S = 0.2
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Talks to the daemon directly: ``http_proxy`` and the like must never see its token."""
+
 
 class ApiRefused(Exception):
     """Raised when the daemon answers with an error: ``status``, ``error`` and ``problems``."""
@@ -146,7 +149,7 @@ def _post(
         headers["Authorization"] = f"Bearer {token.decode()}"
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+        with _DIRECT.open(request, timeout=HTTP_TIMEOUT_S) as response:
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:
