@@ -37,16 +37,16 @@ from wfe_daemon.config import Settings
 from wfe_daemon.core.model import WorkflowDef, parse_workflow, public_definition
 from wfe_daemon.core.records import RunRecord
 from wfe_daemon.core.strictjson import compact, load_json
-from wfe_daemon.errors import DuplicateRun, WorkflowRejected
+from wfe_daemon.errors import DuplicateRun, WfeError, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_RECEIVED
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.intake import PROCESSING, Claimed, describe_os_error
 from wfe_daemon.service.recovery import abandon
-from wfe_daemon.service.retry import plan_retry, record_retry
+from wfe_daemon.service.retry import INLINE_PARSE_MAX, plan_retry, record_retry
 from wfe_daemon.service.submission import record_duplicate
 from wfe_daemon.store.database import Store
 
-__all__ = ["Accepted", "Handover", "accept", "accept_retry", "stem_problem"]
+__all__ = ["Accepted", "Handover", "TooLarge", "accept", "accept_retry", "stem_problem"]
 
 log = structlog.get_logger()
 
@@ -54,8 +54,18 @@ STEM_MAX = 100
 """The longest file stem a submission may name (``?name=``)."""
 _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_INLINE_PARSE_MAX = 64 * 1024  # larger bodies are parsed in a worker thread
 VIA_API = "api"
+
+
+class TooLarge(WfeError):
+    """Raised when the document to keep is larger than ``max_file_size`` (``size`` bytes):
+    re-encoded to hold an ``Idempotency-Key``, or a retry's stored workflow. A file that
+    large would be refused when the workers read it."""
+
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        super().__init__(f"{what} is {size} bytes, over max_file_size, {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +99,18 @@ def stem_of(name: str) -> str:
 
 
 def parse_submission(
-    data: bytes, registry: TaskRegistry, idempotency_key: str | None
+    data: bytes, registry: TaskRegistry, idempotency_key: str | None, max_size: int
 ) -> tuple[WorkflowDef, bytes, str]:
     """Validate ``data`` as a file is validated; the workflow, the bytes to keep, and the
     definition to store (secrets redacted).
 
     ``idempotency_key`` (the ``Idempotency-Key`` header) is written into a document that has
-    none (the bytes kept are then the document re-encoded).
+    none (the bytes kept are then the document re-encoded, which must still fit
+    ``max_size``).
 
     Raises:
         WorkflowRejected: with every problem; or the document holds another key.
+        TooLarge: the re-encoded document is over ``max_size``.
     """
     doc = load_json(data)
     if idempotency_key is not None and isinstance(doc, dict):
@@ -106,6 +118,8 @@ def parse_submission(
         if held is None:
             doc["idempotency_key"] = idempotency_key
             data = compact(doc).encode()
+            if len(data) > max_size:
+                raise TooLarge(len(data), max_size, "the workflow with its Idempotency-Key")
         elif held != idempotency_key:
             raise WorkflowRejected(
                 [
@@ -134,12 +148,15 @@ async def accept(
 
     Raises:
         WorkflowRejected: the document is not valid; nothing was written or recorded.
+        TooLarge: re-encoded with the key, it is over ``max_file_size``; likewise.
         OSError: the file cannot be written; nothing was recorded.
     """
-    if len(data) > _INLINE_PARSE_MAX:
-        parsed = await anyio.to_thread.run_sync(parse_submission, data, registry, idempotency_key)
+    if len(data) > INLINE_PARSE_MAX:
+        parsed = await anyio.to_thread.run_sync(
+            parse_submission, data, registry, idempotency_key, settings.max_file_size
+        )
     else:
-        parsed = parse_submission(data, registry, idempotency_key)
+        parsed = parse_submission(data, registry, idempotency_key, settings.max_file_size)
     workflow, data, definition = parsed
     stem = stem or stem_of(workflow.name)
     source = f"{stem}.json"
@@ -177,15 +194,19 @@ async def accept_retry(
     Raises:
         StoreError: ``run`` cannot be retried (RUNNING, REJECTED, DUPLICATE).
         WorkflowRejected: its workflow is no longer valid, or cannot be found.
+        TooLarge: its workflow, re-encoded, is over ``max_file_size``; nothing is recorded.
         OSError: its file cannot be written (the new run is then ended at once).
     """
     plan = await plan_retry(run, settings=settings, registry=registry)
+    data = plan.data
+    if len(data) > settings.max_file_size:
+        raise TooLarge(len(data), settings.max_file_size, f"run {run['id']}'s workflow")
     source = run["source"] or f"{stem_of(plan.workflow.name)}.json"
     path = _new_path(settings.inbox, stem_of(Path(source).stem))
     new_id = await record_retry(store, plan, now_iso(), source_path=str(path))
     await store.flush(durable=True)
     try:
-        await anyio.to_thread.run_sync(write_durably, path, compact(plan.document).encode())
+        await anyio.to_thread.run_sync(write_durably, path, data)
     except OSError as exc:  # e.g. a full disk: the run must not wait for a file forever
         await abandon(store, new_id, f"cannot write its file {path}: {describe_os_error(exc)}")
         raise

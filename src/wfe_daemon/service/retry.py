@@ -36,7 +36,7 @@ from wfe_daemon.service.intake import PROCESSED, REJECTED
 from wfe_daemon.service.reading import read_file
 from wfe_daemon.store.database import Store
 
-__all__ = ["RetryPlan", "plan_retry", "record_retry", "retry_run"]
+__all__ = ["INLINE_PARSE_MAX", "RetryPlan", "plan_retry", "record_retry", "retry_run"]
 
 log = structlog.get_logger()
 
@@ -45,6 +45,8 @@ _RETRYABLE = frozenset(
 )
 _MAX_CANDIDATES = 200
 """Files of the same name looked at when searching for a retried run's original file."""
+INLINE_PARSE_MAX = 64 * 1024
+"""The largest document validated on the event loop: a larger one goes to a worker thread."""
 
 
 async def retry_run(
@@ -103,6 +105,11 @@ class RetryPlan:
     workflow: WorkflowDef
     definition: str
     document: Any
+
+    @property
+    def data(self) -> bytes:
+        """The document as the bytes of a file (compact JSON)."""
+        return compact(self.document).encode()
 
 
 async def plan_retry(run: RunRecord, *, settings: Settings, registry: TaskRegistry) -> RetryPlan:

@@ -28,6 +28,7 @@ __all__ = ["HttpFront", "front_for", "is_loopback"]
 
 log = structlog.get_logger()
 
+
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
     return [openapi.routes, runs.routes, submit.routes, events.routes, page.routes]

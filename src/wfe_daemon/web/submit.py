@@ -16,7 +16,13 @@ from aiohttp import web
 
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.service.cancel import cancel_here
-from wfe_daemon.service.handover import Accepted, accept, accept_retry, stem_problem
+from wfe_daemon.service.handover import (
+    Accepted,
+    TooLarge,
+    accept,
+    accept_retry,
+    stem_problem,
+)
 from wfe_daemon.service.intake import describe_os_error
 from wfe_daemon.web.server import API, BODY_TIMEOUT_S, ApiError, reply
 
@@ -51,6 +57,8 @@ async def _submit(request: web.Request) -> web.Response:
         )
     except WorkflowRejected as exc:
         raise ApiError(422, "the workflow is not valid", exc.problems) from None
+    except TooLarge as exc:
+        raise ApiError(413, str(exc)) from None
     except OSError as exc:
         raise _unwritable(exc) from None
     return _hand_over(request, accepted)
@@ -70,6 +78,8 @@ async def _retry(request: web.Request) -> web.Response:
         raise ApiError(409, str(exc)) from None
     except WorkflowRejected as exc:
         raise ApiError(422, f"run {run_id} cannot be retried", exc.problems) from None
+    except TooLarge as exc:
+        raise ApiError(413, f"run {run_id} cannot be retried: {exc}") from None
     except OSError as exc:
         raise _unwritable(exc) from None
     return _hand_over(request, accepted)

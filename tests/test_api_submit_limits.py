@@ -1,0 +1,57 @@
+"""Tests of the limits of the API's writes (``POST /api/v1/workflows`` and
+``.../retry``): what the daemon keeps stays within ``max_file_size``, and a submission it
+cannot take now is refused ``503`` with ``Retry-After``. Each against a real daemon over
+real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+
+from daemon_helpers import Daemons, query, wait_result, wait_until
+from test_api_submit import post, start
+
+
+def numbers_body(count: int) -> bytes:
+    """A valid workflow of ``count`` numbers written ``1E5``: each grows by 3 bytes when
+    the document is re-encoded (``100000.0``)."""
+    text = json.dumps({"name": "big", "nodes": [{"id": "a", "type": "echo", "params": {}}]})
+    return text.replace(
+        '"params": {}', '"params": {"v": [' + ",".join(["1E5"] * count) + "]}"
+    ).encode()
+
+
+def test_key_that_grows_the_document_past_max_file_size_is_refused_413(daemons: Daemons) -> None:
+    """With an ``Idempotency-Key``, the document is re-encoded to hold it: when that makes
+    it larger than ``max_file_size`` it is refused 413 naming the limit, and nothing is
+    recorded or left in ``processing/``; without the key the same body is taken and runs."""
+    port = start(daemons, WFE_MAX_FILE_SIZE="2000")
+    body = numbers_body(400)
+    assert len(body) < 2000
+    key = {"Idempotency-Key": "numbers-1"}
+    status, _, answer = post(port, "/api/v1/workflows?name=keyed", body, headers=key)
+    assert status == 413, answer
+    assert "max_file_size" in answer["error"]
+    assert query(daemons.db_path, "SELECT id FROM workflowrun") == []
+    assert not any((daemons.inbox / "processing").iterdir())
+    status, _, answer = post(port, "/api/v1/workflows?name=plain", body)
+    assert status == 201, answer
+    assert wait_result(daemons.outbox, "plain")["status"] == "SUCCESS"
+
+
+def test_retry_that_grows_the_document_past_max_file_size_is_refused_413(
+    daemons: Daemons,
+) -> None:
+    """A retry writes the stored workflow re-encoded: when that is larger than
+    ``max_file_size`` it is refused 413 naming the limit, and no retry is recorded."""
+    port = start(daemons, WFE_MAX_FILE_SIZE="2000")
+    status, _, first = post(port, "/api/v1/workflows?name=plain", numbers_body(400))
+    assert status == 201, first
+    assert wait_result(daemons.outbox, "plain")["status"] == "SUCCESS"
+    status, _, answer = post(port, f"/api/v1/runs/{first['run_id']}/retry")
+    assert status == 413, answer
+    assert "max_file_size" in answer["error"]
+    wait_until(lambda: not any((daemons.inbox / "processing").iterdir()), 5, "processing/ empty")
+    assert [row["id"] for row in query(daemons.db_path, "SELECT id FROM workflowrun")] == [
+        first["run_id"]
+    ]
+
