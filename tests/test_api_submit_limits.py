@@ -6,9 +6,19 @@ real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import threading
+from pathlib import Path
+from typing import Any, cast
 
-from daemon_helpers import Daemons, query, wait_result, wait_until
+import pytest
+
+from daemon_helpers import Daemons, echo_doc, query, wait_result, wait_until
 from test_api_submit import post, start
+from wfe_daemon.config import load_settings
+from wfe_daemon.core.records import RunRecord
+from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.service import retry
+from wfe_daemon.tasks import BUILTINS
 
 
 def numbers_body(count: int) -> bytes:
@@ -55,3 +65,27 @@ def test_retry_that_grows_the_document_past_max_file_size_is_refused_413(
         first["run_id"]
     ]
 
+
+async def test_large_retry_is_validated_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning the retry of a run whose workflow is over 64 KiB validates it in a worker
+    thread, as a large submission is, so the event loop keeps serving; a small one is
+    validated in place."""
+    seen: list[bool] = []
+    real = retry.parse_workflow
+
+    def recording(doc: Any, registry: TaskRegistry) -> Any:
+        seen.append(threading.current_thread() is threading.main_thread())
+        return real(doc, registry)
+
+    monkeypatch.setattr(retry, "parse_workflow", recording)
+    settings = load_settings({"inbox": str(tmp_path)}, {}, None)
+    registry = TaskRegistry.load(BUILTINS, entry_point_group=None)
+    big = {"name": "big", "nodes": [{"id": "a", "type": "echo", "params": {"v": "x" * 70_000}}]}
+    for definition in (big, echo_doc("small")):
+        run = {"id": 1, "status": "SUCCESS", "source": "w.json", "source_path": None}
+        run["definition"] = definition
+        plan = await retry.plan_retry(cast(RunRecord, run), settings=settings, registry=registry)
+        assert plan.workflow.name == definition["name"]
+    assert seen == [False, True]

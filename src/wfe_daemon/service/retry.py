@@ -169,7 +169,12 @@ async def _definition(
                     "inbox/rejected/; drop the file again instead"
                 ]
             )
-    return parse_workflow(doc, registry), compact(stored), doc
+    definition = compact(stored)
+    if len(definition) > INLINE_PARSE_MAX:  # a large one is validated off the event loop
+        workflow = await asyncio.to_thread(parse_workflow, doc, registry)
+    else:
+        workflow = parse_workflow(doc, registry)
+    return workflow, definition, doc
 
 
 def _find_original(settings: Settings, run: RunRecord, stored: Any) -> Any:
