@@ -229,7 +229,8 @@ def write_durably(path: Path, data: bytes) -> None:
     fsynced.
 
     Raises:
-        OSError: the file could not be written; nothing is left behind.
+        OSError: the file could not be written, or not made durable; nothing is left
+            behind (a file left would run at the next start, unanswered).
     """
     processing = path.parent.parent
     fd, tmp_name = tempfile.mkstemp(prefix=".submit.", suffix=".tmp", dir=processing)
@@ -240,14 +241,15 @@ def write_durably(path: Path, data: bytes) -> None:
             os.fsync(fp.fileno())
         path.parent.mkdir()
         os.rename(tmp_name, path)
+        _fsync_folder(path.parent)
+        _fsync_folder(processing)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
+        for name in (tmp_name, path):
+            with contextlib.suppress(OSError):
+                os.unlink(name)
         with contextlib.suppress(OSError):
             path.parent.rmdir()
         raise
-    _fsync_folder(path.parent)
-    _fsync_folder(processing)
 
 
 def _fsync_folder(folder: Path) -> None:
