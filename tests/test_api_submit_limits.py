@@ -12,7 +12,16 @@ from typing import Any, cast
 
 import pytest
 
-from daemon_helpers import Daemons, echo_doc, query, wait_result, wait_until
+from daemon_helpers import (
+    Daemons,
+    echo_doc,
+    echo_then_sleep,
+    query,
+    results,
+    wait_result,
+    wait_running,
+    wait_until,
+)
 from test_api_submit import post, start
 from wfe_daemon.config import load_settings
 from wfe_daemon.core.records import RunRecord
@@ -89,3 +98,31 @@ async def test_large_retry_is_validated_off_the_event_loop(
         plan = await retry.plan_retry(cast(RunRecord, run), settings=settings, registry=registry)
         assert plan.workflow.name == definition["name"]
     assert seen == [False, True]
+
+
+@pytest.mark.timeout(120)
+def test_submissions_beyond_the_waiting_bound_are_refused_503(daemons: Daemons) -> None:
+    """With one worker busy, submissions wait in the daemon up to 100 per worker; past
+    that they are refused 503 with ``Retry-After`` and nothing is written or recorded for
+    them; those answered 201 all run."""
+    port = start(daemons, WFE_MAX_CONCURRENT_WORKFLOWS="1")
+    status, _, busy = post(port, "/api/v1/workflows?name=busy", echo_then_sleep("busy", 4))
+    assert status == 201
+    wait_running(daemons.db_path, "b")
+    taken: list[int] = []
+    refused: list[tuple[dict[str, str], Any]] = []
+    for n in range(110):
+        status, headers, answer = post(port, f"/api/v1/workflows?name=q{n}", echo_doc("q"))
+        if status == 201:
+            taken.append(answer["run_id"])
+        else:
+            assert status == 503, answer
+            refused.append((headers, answer))
+    assert 100 <= len(taken) < 110
+    assert refused
+    headers, answer = refused[0]
+    assert headers["Retry-After"].isdigit()
+    assert "wait" in answer["error"]
+    runs = query(daemons.db_path, "SELECT id FROM workflowrun WHERE id != ?", busy["run_id"])
+    assert sorted(row["id"] for row in runs) == sorted(taken)
+    wait_until(lambda: len(results(daemons.outbox)) == len(taken) + 1, 60, "every result")

@@ -55,6 +55,11 @@ STEM_MAX = 100
 _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 VIA_API = "api"
+WAITING_PER_WORKER = 100
+"""Submissions that may wait in the handover per worker (``max_concurrent_workflows``)
+before new ones are refused: the wait grows with the backlog over the workers, so the
+bound does too; past it a client does better to retry later than to queue behind
+hundreds of runs (each waiting one also holds a file in ``processing/``)."""
 
 
 class TooLarge(WfeError):
@@ -262,8 +267,9 @@ def _fsync_folder(folder: Path) -> None:
 
 class Handover:
     """Passes accepted workflows to the daemon's workers, in order, without making the
-    submitter wait for a free worker: :meth:`hand` queues in memory (unbounded), and one
-    :meth:`feed` task sends on to the workers' bounded queue.
+    submitter wait for a free worker: :meth:`hand` queues in memory, and one :meth:`feed`
+    task sends on to the workers' bounded queue. The API refuses new submissions while
+    :meth:`full` (the queue is bounded by that check, made before anything is written).
 
     What is still queued when feeding stops (shutdown) stays in ``processing/`` with its
     run recorded: the next start resumes it.
@@ -273,6 +279,15 @@ class Handover:
         self._waiting: deque[Claimed] = deque()
         self._arrived: anyio.Event | None = None
         self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """Submissions handed and not yet taken by the workers' queue."""
+        return len(self._waiting)
+
+    def full(self, workers: int) -> bool:
+        """Whether :data:`WAITING_PER_WORKER` submissions per worker already wait."""
+        return len(self._waiting) >= WAITING_PER_WORKER * workers
 
     def hand(self, claimed: Claimed, leftovers: set[Path]) -> None:
         """Queue ``claimed`` for the workers, as a leftover (in the daemon's ``leftovers``)."""

@@ -42,6 +42,7 @@ def routes(router: web.UrlDispatcher) -> None:
 async def _submit(request: web.Request) -> web.Response:
     api = request.app[API]
     data = await _json_body(request, api.settings.max_file_size)
+    _check_room(request)
     stem = request.query.get("name")
     if stem is not None and (problem := stem_problem(stem)) is not None:
         raise ApiError(422, f"?name={stem}: {problem}", [problem])
@@ -70,6 +71,7 @@ async def _retry(request: web.Request) -> web.Response:
     run = await api.daemon.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
+    _check_room(request)
     try:
         accepted = await accept_retry(
             run, settings=api.settings, registry=api.daemon.registry, store=api.daemon.store
@@ -109,6 +111,19 @@ def _hand_over(request: web.Request, accepted: Accepted) -> web.Response:
     api.handover.hand(accepted.claimed, api.daemon.leftovers)
     status = 200 if accepted.status == "DUPLICATE" else 201
     return reply(body, status, headers={"Location": location})
+
+
+def _check_room(request: web.Request) -> None:
+    """503 while too many submissions wait for the workers (nothing is written then)."""
+    api = request.app[API]
+    workers = api.settings.max_concurrent_workflows
+    if api.handover.full(workers):
+        raise ApiError(
+            503,
+            f"{api.handover.waiting} submissions already wait for the daemon's {workers} "
+            "workers: try again later",
+            headers={"Retry-After": "10"},
+        )
 
 
 def _unwritable(exc: OSError) -> ApiError:
