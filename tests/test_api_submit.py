@@ -44,6 +44,7 @@ def post(
     token: str | None = TOKEN,
     content_type: str = "application/json",
     headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> tuple[int, dict[str, str], Any]:
     """POST to the daemon: the status, the headers and the JSON answer (also for errors)."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -54,7 +55,7 @@ def post(
         f"http://127.0.0.1:{port}{path}", data=data, headers=sent, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         with exc:

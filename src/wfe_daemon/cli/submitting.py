@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,13 +115,45 @@ def submit_file(
     from wfe_daemon.service.handover import stem_problem
 
     headers = {"Content-Type": "application/json"}
-    if idempotency_key is not None:
-        headers["Idempotency-Key"] = idempotency_key
+    # Always a key, so that a submission whose answer was lost can be sent again safely:
+    # the given one, else the document's own, else a new one sent in the header.
+    key = idempotency_key or _own_key(data)
+    if key is None or idempotency_key is not None:
+        key = key or str(uuid.uuid4())
+        headers["Idempotency-Key"] = key
     # A file stem the API refuses (``--name`` is checked already) gives way to the
     # workflow's name, as the daemon chooses it.
     query = "" if stem_problem(stem) else "?" + urllib.parse.urlencode({"name": stem})
-    answer = _post(settings, environ, f"{base}/api/v1/workflows{query}", data, headers)
+    again = (
+        f"to submit it again without running it twice, give --idempotency-key {key} (the "
+        "daemon then answers DUPLICATE if it has it)"
+    )
+    url = f"{base}/api/v1/workflows{query}"
+    try:
+        answer = _post(
+            settings,
+            environ,
+            url,
+            data,
+            headers,
+            unanswered=f"the daemon may have taken it (Idempotency-Key {key}): check with "
+            f"`wfe-daemon runs`; {again}",
+        )
+    except ApiRefused as exc:
+        if exc.status == 503:
+            exc.problems.append(f"the workflow was sent with Idempotency-Key {key}: {again}")
+        raise
     return Submitted(int(answer["run_id"]), answer)
+
+
+def _own_key(data: bytes) -> str | None:
+    """The document's own ``idempotency_key``, if it holds one (the daemon checks the rest)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    key = doc.get("idempotency_key") if isinstance(doc, dict) else None
+    return key if isinstance(key, str) and key else None
 
 
 def retry_detached(settings: Settings, environ: Mapping[str, str], run_id: int) -> Submitted:
@@ -137,13 +170,29 @@ def retry_detached(settings: Settings, environ: Mapping[str, str], run_id: int) 
             "retry --detach needs the daemon's HTTP API: set http_port (WFE_HTTP_PORT or "
             "--http-port) as the daemon has it, or retry without --detach"
         )
-    answer = _post(settings, environ, f"{base}/api/v1/runs/{run_id}/retry", b"", {})
+    answer = _post(
+        settings,
+        environ,
+        f"{base}/api/v1/runs/{run_id}/retry",
+        b"",
+        {},
+        unanswered=f"the daemon may have taken the retry: check with `wfe-daemon runs` for a "
+        f"run with retry_of {run_id} before asking again",
+    )
     return Submitted(int(answer["run_id"]), answer)
 
 
 def _post(
-    settings: Settings, environ: Mapping[str, str], url: str, body: bytes, headers: dict[str, str]
+    settings: Settings,
+    environ: Mapping[str, str],
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    unanswered: str,
 ) -> dict[str, Any]:
+    """POST ``body``; the daemon's JSON answer. ``unanswered`` says what to do when the
+    request reached the daemon but no answer came in :data:`HTTP_TIMEOUT_S`."""
     token = read_token(settings, environ)
     if token is not None:
         headers["Authorization"] = f"Bearer {token.decode()}"
@@ -157,6 +206,11 @@ def _post(
             raise _refused(exc.code, exc.read()) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise StoreError(
+                f"no answer from the daemon at {url.split('/api/')[0]} within "
+                f"{HTTP_TIMEOUT_S:g}s: {unanswered}"
+            ) from None
         raise StoreError(
             f"cannot reach the daemon at {url.split('/api/')[0]}: {reason} "
             "(is `wfe-daemon run` running with this http_port?)"

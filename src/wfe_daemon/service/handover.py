@@ -25,6 +25,7 @@ import re
 import tempfile
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from wfe_daemon.config import Settings
 from wfe_daemon.core.model import WorkflowDef, parse_workflow, public_definition
 from wfe_daemon.core.records import RunRecord
 from wfe_daemon.core.strictjson import compact, load_json
-from wfe_daemon.errors import DuplicateRun, WfeError, WorkflowRejected
+from wfe_daemon.errors import DuplicateRun, StoreError, WfeError, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_RECEIVED
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.intake import PROCESSING, Claimed, describe_os_error
@@ -46,7 +47,17 @@ from wfe_daemon.service.retry import INLINE_PARSE_MAX, plan_retry, record_retry
 from wfe_daemon.service.submission import record_duplicate
 from wfe_daemon.store.database import Store
 
-__all__ = ["Accepted", "Handover", "TooLarge", "accept", "accept_retry", "stem_problem"]
+__all__ = [
+    "RECORD_TIMEOUT_S",
+    "Accepted",
+    "Handover",
+    "NotTaken",
+    "TooLarge",
+    "Undecided",
+    "accept",
+    "accept_retry",
+    "stem_problem",
+]
 
 log = structlog.get_logger()
 
@@ -55,6 +66,9 @@ STEM_MAX = 100
 _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 VIA_API = "api"
+RECORD_TIMEOUT_S = 10.0
+"""How long a submission waits for its run to be recorded before the client is answered
+503 (the daemon goes on with it: see :class:`Undecided`)."""
 WAITING_PER_WORKER = 100
 """Submissions that may wait in the handover per worker (``max_concurrent_workflows``)
 before new ones are refused: the wait grows with the backlog over the workers, so the
@@ -71,6 +85,17 @@ class TooLarge(WfeError):
         super().__init__(f"{what} is {size} bytes, over max_file_size, {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class NotTaken(WfeError):
+    """Raised when a submission cannot be taken now: the database is not taking writes,
+    the daemon is stopping, or the run could not be recorded. Nothing is kept of it."""
+
+
+class Undecided(WfeError):
+    """Raised when a submission's run was not recorded within ``RECORD_TIMEOUT_S``: the
+    daemon keeps trying, then runs the file once it is recorded, or removes it if the
+    record fails (both logged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +167,25 @@ async def accept(
     settings: Settings,
     registry: TaskRegistry,
     store: Store,
+    handover: Handover,
+    leftovers: set[Path],
     stem: str | None = None,
     idempotency_key: str | None = None,
 ) -> Accepted:
-    """Validate ``data``, write it into ``processing/`` and record its run, durably.
+    """Validate ``data``, write it into ``processing/``, record its run durably and hand
+    the file to the workers (through ``handover``, as one of the daemon's ``leftovers``).
 
     ``stem`` names the file (and so the result); by default, the workflow's name made safe.
     A run already holding the idempotency key makes this a DUPLICATE, recorded as a
-    dropped file's is.
+    dropped file's is. The record is waited for :data:`RECORD_TIMEOUT_S` at most.
 
     Raises:
         WorkflowRejected: the document is not valid; nothing was written or recorded.
         TooLarge: re-encoded with the key, it is over ``max_file_size``; likewise.
+        NotTaken: the database is not taking writes, or the daemon is stopping (nothing
+            was written), or the record failed (the file was removed).
         OSError: the file cannot be written; nothing was recorded.
+        Undecided: the record did not end in time; the daemon goes on with it.
     """
     if len(data) > INLINE_PARSE_MAX:
         parsed = await anyio.to_thread.run_sync(
@@ -163,35 +194,52 @@ async def accept(
     else:
         parsed = parse_submission(data, registry, idempotency_key, settings.max_file_size)
     workflow, data, definition = parsed
+    _check_open(store, handover)
     stem = stem or stem_of(workflow.name)
     source = f"{stem}.json"
     path = _new_path(settings.inbox, stem)
     await anyio.to_thread.run_sync(write_durably, path, data)
     claimed = Claimed(path=path, source=source, data=None, via=VIA_API)
-    try:
-        run_id = await store.create_run(
-            name=workflow.name,
-            started_at=now_iso(),
-            nodes=[(node.id, node.type) for node in workflow.nodes],
-            source=source,
-            source_path=str(path),
-            definition=definition,
-            idempotency_key=workflow.idempotency_key,
-        )
-    except DuplicateRun as exc:
-        summary = await record_duplicate(
-            store, workflow.name, source, source_path=str(path), duplicate_of=exc.run_id
-        )
-        return Accepted(summary["run_id"], "DUPLICATE", claimed, duplicate_of=exc.run_id)
-    await store.flush(durable=True)
-    log.info(WORKFLOW_RECEIVED, via=VIA_API, run_id=run_id, source=source, bytes=len(data))
-    return Accepted(run_id, "RUNNING", claimed)
+
+    async def record() -> Accepted:
+        try:
+            run_id = await store.create_run(
+                name=workflow.name,
+                started_at=now_iso(),
+                nodes=[(node.id, node.type) for node in workflow.nodes],
+                source=source,
+                source_path=str(path),
+                definition=definition,
+                idempotency_key=workflow.idempotency_key,
+            )
+        except DuplicateRun as exc:
+            summary = await record_duplicate(
+                store, workflow.name, source, source_path=str(path), duplicate_of=exc.run_id
+            )
+            return Accepted(summary["run_id"], "DUPLICATE", claimed, duplicate_of=exc.run_id)
+        except StoreError as exc:
+            # The write queue never runs a call whose caller was told it failed: the file
+            # would run unrecorded at the next start, so it goes.
+            await anyio.to_thread.run_sync(_remove, path)
+            raise NotTaken(f"the run could not be recorded: {exc}") from exc
+        await store.flush(durable=True)
+        log.info(WORKFLOW_RECEIVED, via=VIA_API, run_id=run_id, source=source, bytes=len(data))
+        return Accepted(run_id, "RUNNING", claimed)
+
+    return await handover.settle(record, leftovers, what=f"submission {path}")
 
 
 async def accept_retry(
-    run: RunRecord, *, settings: Settings, registry: TaskRegistry, store: Store
+    run: RunRecord,
+    *,
+    settings: Settings,
+    registry: TaskRegistry,
+    store: Store,
+    handover: Handover,
+    leftovers: set[Path],
 ) -> Accepted:
-    """Record a retry of finished ``run`` and write its workflow into ``processing/``.
+    """Record a retry of finished ``run``, write its workflow into ``processing/`` and hand
+    the file to the workers (as :func:`accept` does).
 
     The file holds the workflow as it ran (the original file when the stored definition
     has its secrets redacted: see :func:`~wfe_daemon.service.retry.plan_retry`).
@@ -201,23 +249,47 @@ async def accept_retry(
         WorkflowRejected: its workflow is no longer valid, or cannot be found.
         TooLarge: its workflow, re-encoded, is over ``max_file_size``; nothing is recorded.
         OSError: its file cannot be written (the new run is then ended at once).
+        NotTaken: the database is not taking writes, or the daemon is stopping.
+        Undecided: the record did not end within :data:`RECORD_TIMEOUT_S`; the daemon
+            goes on with it (and writes the file once it is recorded).
     """
     plan = await plan_retry(run, settings=settings, registry=registry)
     data = plan.data
     if len(data) > settings.max_file_size:
         raise TooLarge(len(data), settings.max_file_size, f"run {run['id']}'s workflow")
+    _check_open(store, handover)
     source = run["source"] or f"{stem_of(plan.workflow.name)}.json"
     path = _new_path(settings.inbox, stem_of(Path(source).stem))
-    new_id = await record_retry(store, plan, now_iso(), source_path=str(path))
-    await store.flush(durable=True)
-    try:
-        await anyio.to_thread.run_sync(write_durably, path, data)
-    except OSError as exc:  # e.g. a full disk: the run must not wait for a file forever
-        await abandon(store, new_id, f"cannot write its file {path}: {describe_os_error(exc)}")
-        raise
-    log.info("workflow.retry", via=VIA_API, run_id=new_id, retry_of=run["id"], source=source)
-    claimed = Claimed(path=path, source=Path(source).name, data=None, via=VIA_API)
-    return Accepted(new_id, "RUNNING", claimed, retry_of=run["id"])
+
+    async def record() -> Accepted:
+        new_id = await record_retry(store, plan, now_iso(), source_path=str(path))
+        await store.flush(durable=True)
+        try:
+            await anyio.to_thread.run_sync(write_durably, path, data)
+        except OSError as exc:  # e.g. a full disk: the run must not wait for a file forever
+            reason = f"cannot write its file {path}: {describe_os_error(exc)}"
+            await abandon(store, new_id, reason)
+            raise
+        log.info("workflow.retry", via=VIA_API, run_id=new_id, retry_of=run["id"], source=source)
+        claimed = Claimed(path=path, source=Path(source).name, data=None, via=VIA_API)
+        return Accepted(new_id, "RUNNING", claimed, retry_of=run["id"])
+
+    return await handover.settle(record, leftovers, what=f"retry of run {run['id']}")
+
+
+def _check_open(store: Store, handover: Handover) -> None:
+    """Refuse a submission before anything is written for it, when it could not be taken."""
+    if not store.healthy:
+        raise NotTaken("the database is not taking writes now (the daemon keeps trying)")
+    if not handover.open:
+        raise NotTaken("the daemon is not taking submissions now (it is stopping)")
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def _new_path(inbox: Path, stem: str) -> Path:
@@ -271,14 +343,25 @@ class Handover:
     task sends on to the workers' bounded queue. The API refuses new submissions while
     :meth:`full` (the queue is bounded by that check, made before anything is written).
 
-    What is still queued when feeding stops (shutdown) stays in ``processing/`` with its
-    run recorded: the next start resumes it.
+    :meth:`settle` records a submission in a task of :meth:`feed`'s, so a record that
+    outlasts its request (the database locked by another process) still ends: its file
+    is handed to the workers once recorded, or removed when the record fails.
+
+    What is still queued or being recorded when feeding stops (shutdown) stays in
+    ``processing/``: the next start resumes a recorded run, and takes an unrecorded file
+    as a new submission (as after a crash).
     """
 
     def __init__(self) -> None:
         self._waiting: deque[Claimed] = deque()
         self._arrived: anyio.Event | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
         self._closed = False
+
+    @property
+    def open(self) -> bool:
+        """Whether :meth:`feed` runs (so a submission handed now is run)."""
+        return self._tasks is not None and not self._closed
 
     @property
     def waiting(self) -> int:
@@ -298,8 +381,77 @@ class Handover:
         if self._arrived is not None:
             self._arrived.set()
 
-    async def feed(self, queue: anyio.abc.ObjectSendStream[Claimed]) -> None:
-        """Send what :meth:`hand` queues to ``queue`` until cancelled (or it closes)."""
+    async def settle(
+        self,
+        record: Callable[[], Awaitable[Accepted]],
+        leftovers: set[Path],
+        *,
+        what: str,
+        timeout_s: float = RECORD_TIMEOUT_S,
+    ) -> Accepted:
+        """Run ``record`` in a task of the handover and hand its file to the workers; wait
+        for it ``timeout_s`` at most.
+
+        Raises:
+            Undecided: it did not end in time; it goes on, and its outcome is logged.
+            Exception: what ``record`` raised.
+        """
+        outcome: list[Accepted | Exception] = []
+        ended = anyio.Event()
+        tasks = self._tasks
+        if tasks is None:
+            raise NotTaken("the daemon is not taking submissions now (it is stopping)")
+        tasks.start_soon(self._record, record, leftovers, what, outcome, ended)
+        with anyio.move_on_after(timeout_s):
+            await ended.wait()
+        if not ended.is_set():
+            outcome.append(Undecided(what))  # tells the task its caller is gone
+            raise Undecided(f"{what} was not recorded within {timeout_s:g}s: the database is busy")
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    async def _record(
+        self,
+        record: Callable[[], Awaitable[Accepted]],
+        leftovers: set[Path],
+        what: str,
+        outcome: list[Accepted | Exception],
+        ended: anyio.Event,
+    ) -> None:
+        try:
+            accepted = await record()
+        except Exception as exc:  # the caller gets it, or the log does
+            if outcome:
+                log.error("submission.failed", submission=what, error=str(exc))
+            outcome.append(exc)
+        else:
+            self.hand(accepted.claimed, leftovers)
+            if outcome:
+                log.warning("submission.recorded_late", submission=what, run_id=accepted.run_id)
+            outcome.append(accepted)
+        finally:
+            ended.set()
+
+    async def feed(
+        self,
+        queue: anyio.abc.ObjectSendStream[Claimed],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Send what :meth:`hand` queues to ``queue`` until cancelled (or it closes);
+        ``started`` once submissions can be settled."""
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                task_status.started()
+                await self._send(queue)
+                tasks.cancel_scope.cancel()  # intake closed the queue: shutdown
+        finally:
+            self._closed = True
+            self._tasks = None
+
+    async def _send(self, queue: anyio.abc.ObjectSendStream[Claimed]) -> None:
         try:
             while True:
                 while self._waiting:
@@ -309,5 +461,3 @@ class Handover:
                 await self._arrived.wait()
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # intake closed the workers' queue: shutdown
-        finally:
-            self._closed = True

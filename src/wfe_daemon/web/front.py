@@ -138,7 +138,7 @@ class HttpFront:
                 ) from None
             async with anyio.create_task_group() as tg:
                 await tg.start(self.telemetry.run, _followed(daemon), queue)
-                tg.start_soon(api.handover.feed, queue)
+                await tg.start(api.handover.feed, queue)
                 log.info("http.listening", host=settings.http_host, port=self.port)
                 try:
                     yield

@@ -18,7 +18,9 @@ from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.service.cancel import cancel_here
 from wfe_daemon.service.handover import (
     Accepted,
+    NotTaken,
     TooLarge,
+    Undecided,
     accept,
     accept_retry,
     stem_problem,
@@ -53,6 +55,8 @@ async def _submit(request: web.Request) -> web.Response:
             settings=api.settings,
             registry=api.daemon.registry,
             store=api.daemon.store,
+            handover=api.handover,
+            leftovers=api.daemon.leftovers,
             stem=stem,
             idempotency_key=key,
         )
@@ -62,7 +66,17 @@ async def _submit(request: web.Request) -> web.Response:
         raise ApiError(413, str(exc)) from None
     except OSError as exc:
         raise _unwritable(exc) from None
-    return _hand_over(request, accepted)
+    except NotTaken as exc:
+        raise _unavailable(f"the workflow was not taken: {exc}") from None
+    except Undecided as exc:
+        resubmit = (
+            f"submit it again with the same Idempotency-Key ({key!r})"
+            if key is not None
+            else "check the runs before submitting again (an Idempotency-Key makes a second "
+            "submission a DUPLICATE)"
+        )
+        raise _unavailable(f"{exc}; the daemon may still run it: {resubmit}") from None
+    return _answer(accepted)
 
 
 async def _retry(request: web.Request) -> web.Response:
@@ -74,7 +88,12 @@ async def _retry(request: web.Request) -> web.Response:
     _check_room(request)
     try:
         accepted = await accept_retry(
-            run, settings=api.settings, registry=api.daemon.registry, store=api.daemon.store
+            run,
+            settings=api.settings,
+            registry=api.daemon.registry,
+            store=api.daemon.store,
+            handover=api.handover,
+            leftovers=api.daemon.leftovers,
         )
     except StoreError as exc:
         raise ApiError(409, str(exc)) from None
@@ -84,7 +103,14 @@ async def _retry(request: web.Request) -> web.Response:
         raise ApiError(413, f"run {run_id} cannot be retried: {exc}") from None
     except OSError as exc:
         raise _unwritable(exc) from None
-    return _hand_over(request, accepted)
+    except NotTaken as exc:
+        raise _unavailable(f"the retry was not taken: {exc}") from None
+    except Undecided as exc:
+        raise _unavailable(
+            f"{exc}; the daemon may still run it: check the runs (retry_of {run_id}) "
+            "before asking again"
+        ) from None
+    return _answer(accepted)
 
 
 async def _cancel(request: web.Request) -> web.Response:
@@ -98,9 +124,8 @@ async def _cancel(request: web.Request) -> web.Response:
     return reply({"run_id": run_id, "status": status}, 202)
 
 
-def _hand_over(request: web.Request, accepted: Accepted) -> web.Response:
-    """The answer for a recorded run; the daemon's workers get its file (without waiting)."""
-    api = request.app[API]
+def _answer(accepted: Accepted) -> web.Response:
+    """The answer for a recorded run (its file is handed to the workers already)."""
     location = f"/api/v1/runs/{accepted.run_id}"
     body: dict[str, object] = {"run_id": accepted.run_id, "status": accepted.status}
     if accepted.duplicate_of is not None:
@@ -108,7 +133,6 @@ def _hand_over(request: web.Request, accepted: Accepted) -> web.Response:
     if accepted.retry_of is not None:
         body["retry_of"] = accepted.retry_of
     body["location"] = location
-    api.handover.hand(accepted.claimed, api.daemon.leftovers)
     status = 200 if accepted.status == "DUPLICATE" else 201
     return reply(body, status, headers={"Location": location})
 
@@ -124,6 +148,10 @@ def _check_room(request: web.Request) -> None:
             "workers: try again later",
             headers={"Retry-After": "10"},
         )
+
+
+def _unavailable(error: str) -> ApiError:
+    return ApiError(503, error, headers={"Retry-After": "10"})
 
 
 def _unwritable(exc: OSError) -> ApiError:
