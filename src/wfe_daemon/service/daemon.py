@@ -58,6 +58,7 @@ log = structlog.get_logger()
 _RETRY_MAX_S = 10.0
 _QUICK_S = 1.0  # a start-up wait longer than this is shown in systemd's STATUS=
 _EXTEND_EVERY_S = 10.0
+_FRONT_STOP_S = 5.0  # the front's own bounds: 1 s for requests in flight, 1 s to hand over
 
 
 def _prepare_folders(settings: Settings) -> None:
@@ -435,9 +436,9 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
                 tg.start_soon(daemon.worker, receive.clone())
         leftovers = leftover_claims(settings.inbox)
         daemon.leftovers.update(leftovers)
-        front_scope = anyio.CancelScope()
+        front_scope, front_stop, front_ended = anyio.CancelScope(), anyio.Event(), anyio.Event()
         if front is not None:
-            await tg.start(_run_front, front, daemon, send, front_scope)
+            await tg.start(_run_front, front, daemon, send, front_scope, front_stop, front_ended)
         intake_scope = anyio.CancelScope()
         intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
         await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)
@@ -458,7 +459,13 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
         await stop_requested.wait()
         log.info(DAEMON_STOPPING, running=daemon.active, grace=settings.shutdown_grace)
         notifier.stopping("stopping")
-        front_scope.cancel()  # no new submission during the grace
+        # No new submission during the grace; the ones in flight are answered and handed to
+        # the workers before intake and the workers stop.
+        front_stop.set()
+        if front is not None:
+            with anyio.move_on_after(_FRONT_STOP_S):
+                await front_ended.wait()
+        front_scope.cancel()
         intake_scope.cancel()
         daemon.stop_taking()
         with anyio.move_on_after(settings.shutdown_grace) as grace:
@@ -476,14 +483,20 @@ async def _run_front(
     daemon: Daemon,
     send: MemoryObjectSendStream[Claimed],
     scope: anyio.CancelScope,
+    stop: anyio.Event,
+    ended: anyio.Event,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``front`` until ``scope`` is cancelled; ``started`` once it listens."""
-    with scope:
-        async with front.serving(daemon, send):
-            task_status.started()
-            await anyio.sleep_forever()
+    """Serve ``front`` until ``stop`` is set (it then closes cleanly) or ``scope`` is
+    cancelled; ``started`` once it listens, ``ended`` once it has stopped."""
+    try:
+        with scope:
+            async with front.serving(daemon, send):
+                task_status.started()
+                await stop.wait()
+    finally:
+        ended.set()
 
 
 async def _run_intake(

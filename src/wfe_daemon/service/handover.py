@@ -355,6 +355,7 @@ class Handover:
     def __init__(self) -> None:
         self._waiting: deque[Claimed] = deque()
         self._arrived: anyio.Event | None = None
+        self._emptied: anyio.Event | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -407,9 +408,22 @@ class Handover:
         if not ended.is_set():
             outcome.append(Undecided(what))  # tells the task its caller is gone
             raise Undecided(f"{what} was not recorded within {timeout_s:g}s: the database is busy")
+        if not outcome:  # cancelled: the daemon stops
+            raise Undecided(f"{what} was interrupted: the daemon is stopping")
         if isinstance(outcome[0], Exception):
             raise outcome[0]
         return outcome[0]
+
+    async def sent(self) -> None:
+        """Return once the workers' queue has taken everything handed (or feeding stopped)."""
+        if self._waiting and self.open:
+            self._emptied = self._emptied or anyio.Event()
+            await self._emptied.wait()
+
+    def _wake_sent(self) -> None:
+        if self._emptied is not None:
+            self._emptied.set()
+            self._emptied = None
 
     async def _record(
         self,
@@ -450,6 +464,7 @@ class Handover:
         finally:
             self._closed = True
             self._tasks = None
+            self._wake_sent()
 
     async def _send(self, queue: anyio.abc.ObjectSendStream[Claimed]) -> None:
         try:
@@ -457,6 +472,7 @@ class Handover:
                 while self._waiting:
                     await queue.send(self._waiting[0])
                     self._waiting.popleft()
+                self._wake_sent()
                 self._arrived = anyio.Event()
                 await self._arrived.wait()
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):

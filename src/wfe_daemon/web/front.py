@@ -28,6 +28,9 @@ __all__ = ["HttpFront", "front_for", "is_loopback"]
 
 log = structlog.get_logger()
 
+_HANDOFF_S = 1.0
+"""How long a stopping front waits for the workers' queue to take what was handed over."""
+
 
 def parts() -> list[Route]:
     """The routes of the API and the page, each from its own module."""
@@ -143,6 +146,15 @@ class HttpFront:
                 try:
                     yield
                 finally:
+                    # Stopped cleanly, the server answers the requests in flight (1 s at
+                    # most) while the handover still feeds the workers, which then get
+                    # what those requests handed over (1 s at most: the rest resumes at
+                    # the next start).
+                    with anyio.CancelScope(shield=True):
+                        hub.close()
+                        await runner.cleanup()
+                        with anyio.move_on_after(_HANDOFF_S):
+                            await api.handover.sent()
                     tg.cancel_scope.cancel()
         finally:
             unwatch()
