@@ -15,6 +15,12 @@ never lost, and never run twice.
 A detached retry (:func:`accept_retry`) is recorded first, then its file is written: a
 kill between the two leaves a run without a file, which the next start ends as
 interrupted, rather than a file that would run as a fresh workflow.
+
+Nothing is written while the store is not taking writes or the daemon stops
+(:class:`NotTaken`). The record runs in a task of the :class:`Handover` and is waited for
+:data:`RECORD_TIMEOUT_S`: past that the caller gets :class:`Undecided` while the record
+goes on (its file is run once recorded, removed if the record fails); one that fails for
+sure removes the file at once (the store never runs a call reported failed).
 """
 
 from __future__ import annotations
@@ -24,9 +30,6 @@ import os
 import re
 import tempfile
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -41,6 +44,13 @@ from wfe_daemon.core.strictjson import compact, load_json
 from wfe_daemon.errors import DuplicateRun, StoreError, WfeError, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_RECEIVED
 from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.service.feeder import (
+    RECORD_TIMEOUT_S,
+    Accepted,
+    Handover,
+    NotTaken,
+    Undecided,
+)
 from wfe_daemon.service.intake import PROCESSING, Claimed, describe_os_error
 from wfe_daemon.service.recovery import abandon
 from wfe_daemon.service.retry import INLINE_PARSE_MAX, plan_retry, record_retry
@@ -66,14 +76,6 @@ STEM_MAX = 100
 _SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 VIA_API = "api"
-RECORD_TIMEOUT_S = 10.0
-"""How long a submission waits for its run to be recorded before the client is answered
-503 (the daemon goes on with it: see :class:`Undecided`)."""
-WAITING_PER_WORKER = 100
-"""Submissions that may wait in the handover per worker (``max_concurrent_workflows``)
-before new ones are refused: the wait grows with the backlog over the workers, so the
-bound does too; past it a client does better to retry later than to queue behind
-hundreds of runs (each waiting one also holds a file in ``processing/``)."""
 
 
 class TooLarge(WfeError):
@@ -85,29 +87,6 @@ class TooLarge(WfeError):
         super().__init__(f"{what} is {size} bytes, over max_file_size, {limit} bytes")
         self.size = size
         self.limit = limit
-
-
-class NotTaken(WfeError):
-    """Raised when a submission cannot be taken now: the database is not taking writes,
-    the daemon is stopping, or the run could not be recorded. Nothing is kept of it."""
-
-
-class Undecided(WfeError):
-    """Raised when a submission's run was not recorded within ``RECORD_TIMEOUT_S``: the
-    daemon keeps trying, then runs the file once it is recorded, or removes it if the
-    record fails (both logged)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A workflow recorded for the daemon to run: its run, and the file the workers take."""
-
-    run_id: int
-    status: str
-    """``RUNNING``, or ``DUPLICATE`` (then ``duplicate_of`` names the run holding the key)."""
-    claimed: Claimed
-    duplicate_of: int | None = None
-    retry_of: int | None = None
 
 
 def stem_problem(stem: str) -> str | None:
@@ -335,145 +314,3 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class Handover:
-    """Passes accepted workflows to the daemon's workers, in order, without making the
-    submitter wait for a free worker: :meth:`hand` queues in memory, and one :meth:`feed`
-    task sends on to the workers' bounded queue. The API refuses new submissions while
-    :meth:`full` (the queue is bounded by that check, made before anything is written).
-
-    :meth:`settle` records a submission in a task of :meth:`feed`'s, so a record that
-    outlasts its request (the database locked by another process) still ends: its file
-    is handed to the workers once recorded, or removed when the record fails.
-
-    What is still queued or being recorded when feeding stops (shutdown) stays in
-    ``processing/``: the next start resumes a recorded run, and takes an unrecorded file
-    as a new submission (as after a crash).
-    """
-
-    def __init__(self) -> None:
-        self._waiting: deque[Claimed] = deque()
-        self._arrived: anyio.Event | None = None
-        self._emptied: anyio.Event | None = None
-        self._tasks: anyio.abc.TaskGroup | None = None
-        self._closed = False
-
-    @property
-    def open(self) -> bool:
-        """Whether :meth:`feed` runs (so a submission handed now is run)."""
-        return self._tasks is not None and not self._closed
-
-    @property
-    def waiting(self) -> int:
-        """Submissions handed and not yet taken by the workers' queue."""
-        return len(self._waiting)
-
-    def full(self, workers: int) -> bool:
-        """Whether :data:`WAITING_PER_WORKER` submissions per worker already wait."""
-        return len(self._waiting) >= WAITING_PER_WORKER * workers
-
-    def hand(self, claimed: Claimed, leftovers: set[Path]) -> None:
-        """Queue ``claimed`` for the workers, as a leftover (in the daemon's ``leftovers``)."""
-        if self._closed:
-            return  # shutting down: the next start takes it from processing/
-        leftovers.add(claimed.path)
-        self._waiting.append(claimed)
-        if self._arrived is not None:
-            self._arrived.set()
-
-    async def settle(
-        self,
-        record: Callable[[], Awaitable[Accepted]],
-        leftovers: set[Path],
-        *,
-        what: str,
-        timeout_s: float = RECORD_TIMEOUT_S,
-    ) -> Accepted:
-        """Run ``record`` in a task of the handover and hand its file to the workers; wait
-        for it ``timeout_s`` at most.
-
-        Raises:
-            Undecided: it did not end in time; it goes on, and its outcome is logged.
-            Exception: what ``record`` raised.
-        """
-        outcome: list[Accepted | Exception] = []
-        ended = anyio.Event()
-        tasks = self._tasks
-        if tasks is None:
-            raise NotTaken("the daemon is not taking submissions now (it is stopping)")
-        tasks.start_soon(self._record, record, leftovers, what, outcome, ended)
-        with anyio.move_on_after(timeout_s):
-            await ended.wait()
-        if not ended.is_set():
-            outcome.append(Undecided(what))  # tells the task its caller is gone
-            raise Undecided(f"{what} was not recorded within {timeout_s:g}s: the database is busy")
-        if not outcome:  # cancelled: the daemon stops
-            raise Undecided(f"{what} was interrupted: the daemon is stopping")
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
-
-    async def sent(self) -> None:
-        """Return once the workers' queue has taken everything handed (or feeding stopped)."""
-        if self._waiting and self.open:
-            self._emptied = self._emptied or anyio.Event()
-            await self._emptied.wait()
-
-    def _wake_sent(self) -> None:
-        if self._emptied is not None:
-            self._emptied.set()
-            self._emptied = None
-
-    async def _record(
-        self,
-        record: Callable[[], Awaitable[Accepted]],
-        leftovers: set[Path],
-        what: str,
-        outcome: list[Accepted | Exception],
-        ended: anyio.Event,
-    ) -> None:
-        try:
-            accepted = await record()
-        except Exception as exc:  # the caller gets it, or the log does
-            if outcome:
-                log.error("submission.failed", submission=what, error=str(exc))
-            outcome.append(exc)
-        else:
-            self.hand(accepted.claimed, leftovers)
-            if outcome:
-                log.warning("submission.recorded_late", submission=what, run_id=accepted.run_id)
-            outcome.append(accepted)
-        finally:
-            ended.set()
-
-    async def feed(
-        self,
-        queue: anyio.abc.ObjectSendStream[Claimed],
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Send what :meth:`hand` queues to ``queue`` until cancelled (or it closes);
-        ``started`` once submissions can be settled."""
-        try:
-            async with anyio.create_task_group() as tasks:
-                self._tasks = tasks
-                task_status.started()
-                await self._send(queue)
-                tasks.cancel_scope.cancel()  # intake closed the queue: shutdown
-        finally:
-            self._closed = True
-            self._tasks = None
-            self._wake_sent()
-
-    async def _send(self, queue: anyio.abc.ObjectSendStream[Claimed]) -> None:
-        try:
-            while True:
-                while self._waiting:
-                    await queue.send(self._waiting[0])
-                    self._waiting.popleft()
-                self._wake_sent()
-                self._arrived = anyio.Event()
-                await self._arrived.wait()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # intake closed the workers' queue: shutdown
