@@ -127,3 +127,16 @@ def test_submission_answers_as_documented(daemons: Daemons) -> None:
         assert status == expected, body
         schema = _schema("/api/v1/workflows", "post", status)
         assert [e.message for e in _validator(schema).iter_errors(body)] == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/workflows", "/api/v1/runs/{run_id}/retry"])
+def test_the_writes_document_their_503_with_retry_after(path: str) -> None:
+    """Both POSTs that hand work to the daemon document their 503 (not taken now, or not
+    recorded in time) with its ``Retry-After`` header, and their 413."""
+    responses = document()["paths"][path]["post"]["responses"]
+    assert "Retry-After" in responses["503"]["headers"]
+    assert (
+        "Idempotency-Key" in responses["503"]["description"]
+        or "retry_of" in (responses["503"]["description"])
+    )
+    assert "max_file_size" in responses["413"]["description"]

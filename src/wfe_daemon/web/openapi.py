@@ -43,6 +43,18 @@ def _error(description: str) -> dict[str, Any]:
     return {"$ref": "#/components/responses/Error", "description": description}
 
 
+def _unavailable(description: str) -> dict[str, Any]:
+    return {
+        **_json(_ref("Error"), description),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer"},
+            }
+        },
+    }
+
+
 _RUN_ID = {
     "name": "run_id",
     "in": "path",
@@ -223,7 +235,10 @@ def _paths() -> dict[str, Any]:
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
-                        "description": "Acts as the document's `idempotency_key`.",
+                        "description": (
+                            "Acts as the document's `idempotency_key` (the document is then"
+                            " kept re-encoded, which must still fit `max_file_size`)."
+                        ),
                         "schema": {"type": "string"},
                     },
                 ],
@@ -235,9 +250,19 @@ def _paths() -> dict[str, Any]:
                     "201": _json(_ref("Accepted"), "Accepted: the run is recorded and queued."),
                     "200": _json(_ref("Accepted"), "A duplicate of an earlier run (same key)."),
                     "408": _error("The body did not arrive in time."),
-                    "413": _error("The body is over `max_file_size`."),
+                    "413": _error(
+                        "The body is over `max_file_size` (also once re-encoded to hold the"
+                        " `Idempotency-Key`)."
+                    ),
                     "415": _error("The body is not `application/json`."),
                     "422": _error("The document is invalid: every problem is listed."),
+                    "503": _unavailable(
+                        "Not taken now: the database is not taking writes, the daemon is"
+                        " stopping, too many submissions wait, or the file cannot be written"
+                        " (nothing is kept). Or the run was not recorded within 10 s: the"
+                        " daemon may still run it, so submit again with the same"
+                        " `Idempotency-Key` (a second run is then a duplicate)."
+                    ),
                     **_AUTH_ERRORS,
                 },
             }
@@ -404,7 +429,13 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "201": _json(_ref("Accepted"), "The new run, recorded and queued."),
                     "409": _error("The run cannot be retried (running, rejected, duplicate)."),
+                    "413": _error("Its workflow, as it would be written, is over `max_file_size`."),
                     "422": _error("Its definition is no longer valid."),
+                    "503": _unavailable(
+                        "Not taken now (as for a submission). Or the retry was not recorded"
+                        " within 10 s: the daemon may still run it; look for a run with this"
+                        " `retry_of` before asking again."
+                    ),
                     **not_found,
                     **_AUTH_ERRORS,
                 },
