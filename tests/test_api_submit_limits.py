@@ -104,9 +104,9 @@ async def test_large_retry_is_validated_off_the_event_loop(
 def test_submissions_beyond_the_waiting_bound_are_refused_503(daemons: Daemons) -> None:
     """With one worker busy, submissions wait in the daemon up to 100 per worker; past
     that they are refused 503 with ``Retry-After`` and nothing is written or recorded for
-    them; those answered 201 all run."""
+    them; those answered 201 all run once the busy run is cancelled."""
     port = start(daemons, WFE_MAX_CONCURRENT_WORKFLOWS="1")
-    status, _, busy = post(port, "/api/v1/workflows?name=busy", echo_then_sleep("busy", 4))
+    status, _, busy = post(port, "/api/v1/workflows?name=busy", echo_then_sleep("busy", 60))
     assert status == 201
     wait_running(daemons.db_path, "b")
     taken: list[int] = []
@@ -125,4 +125,5 @@ def test_submissions_beyond_the_waiting_bound_are_refused_503(daemons: Daemons) 
     assert "wait" in answer["error"]
     runs = query(daemons.db_path, "SELECT id FROM workflowrun WHERE id != ?", busy["run_id"])
     assert sorted(row["id"] for row in runs) == sorted(taken)
+    assert post(port, f"/api/v1/runs/{busy['run_id']}/cancel")[0] == 202
     wait_until(lambda: len(results(daemons.outbox)) == len(taken) + 1, 60, "every result")
