@@ -8,9 +8,9 @@ encodes nothing.
 
 Each client is a :class:`Reader` with a cursor (the last ``seq`` it was sent) that reads
 the ring at its own pace, so memory never grows with a slow client, and writes at most
-every ``COALESCE_S``, so a busy run's events cost a few writes a second, not one each. One that falls
-further behind than the ring holds is sent ``event: reset`` ("reload your state") and
-goes on from the newest event; one whose socket takes nothing for ``WRITE_TIMEOUT_S``
+every ``COALESCE_S``, so a busy run's events cost a few writes a second, not one each.
+One that falls further behind than the ring holds is sent ``event: reset`` ("reload your
+state") and goes on from the newest event; one whose socket takes nothing for ``WRITE_TIMEOUT_S``
 is disconnected. ``Last-Event-ID`` resumes after that event while the ring still holds
 what came after it; an id of another boot, or one too old, gets ``reset`` first. An idle
 stream gets a ``: keep-alive`` comment every ``KEEPALIVE_S``. Closing the hub (when the

@@ -131,6 +131,29 @@ async def _errors(
         return reply({"error": "internal error (see the daemon's log)", "problems": []}, 500)
 
 
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@web.middleware
+async def _loopback_host(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """On a loopback bind (reads open), only a loopback ``Host`` is served: a web page whose
+    name an attacker re-points at 127.0.0.1 (DNS rebinding) gets nothing."""
+    if not request.app[API].reads_need_token:
+        try:
+            host = request.url.host
+        except ValueError:
+            host = None
+        if host is None or host.lower().strip("[]") not in _LOOPBACK_NAMES:
+            raise ApiError(
+                421,
+                "this server answers only to a loopback host name (127.0.0.1, localhost or "
+                f"[::1]), not {request.host!r}",
+            )
+    return await handler(request)
+
+
 @web.middleware
 async def _auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -158,7 +181,8 @@ def _token_matches(request: web.Request, token: bytes) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), token)
+    # Header bytes that are not UTF-8 arrive as surrogates: kept as bytes, never an error.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -188,7 +212,7 @@ def _own_routes(router: web.UrlDispatcher) -> None:
 def build_app(api: Api, parts: Iterable[Route] = ()) -> web.Application:
     """The application: middlewares, the security headers and every part's routes."""
     app = web.Application(
-        middlewares=[_errors, _auth],
+        middlewares=[_errors, _loopback_host, _auth],
         client_max_size=api.settings.max_file_size,
         handler_args={"keepalive_timeout": KEEPALIVE_S},
     )
