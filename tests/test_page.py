@@ -1,49 +1,30 @@
 """The web page at ``/``, driven in the system's Chromium by Playwright against a real daemon.
 
-Chromium runs headless on a fresh profile with its background networking off; every
-request it makes is recorded, and each test checks that none left 127.0.0.1 and that the
-console shows no error (a Content-Security-Policy violation is one). Closing the browser
-leaves none of its processes (found by their profile folder, killed by pid if ever). With
+The browser (``page_browser.py``) records every request and console line; each test
+checks that none left 127.0.0.1 and that the console shows no error. With
 ``WFE_SCREENSHOTS=<folder>`` set, the tests save a PNG of each of the four views there
 (``docs/page-*.png`` come from ``WFE_SCREENSHOTS=docs``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
+import re
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon_helpers import Daemons, drop, free_port, get, wait_result, wait_running
+from page_browser import CHROMIUM, WAIT_MS, Browser, chromium
 from wfe_daemon.web.page import STATIC
 
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="the page tests need Debian's chromium (apt install chromium)"
 )
 
-from playwright.async_api import ConsoleMessage, Page, async_playwright  # noqa: E402
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 15_000
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 HOSTILE_FILE = '<img src=x onerror="window.pwned = 3">'
 """A file's name (its stem) can hold markup too, but no slash."""
@@ -92,99 +73,13 @@ def failing(name: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Browser:
-    """One page in a fresh Chromium, with what it requested and logged."""
-
-    page: Page
-    base: str
-    requests: list[str] = field(default_factory=list)
-    console: list[ConsoleMessage] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    """Every response with a status of 400 or more, as ``<status> <url>``."""
-
-    async def open(self, route: str) -> None:
-        """Go to ``<base>/<route>`` and wait until the page has drawn it."""
-        await self.page.goto(f"{self.base}/{route}")
-        await self.page.wait_for_function(
-            "route => document.body.dataset.ready === route", arg=route, timeout=WAIT_MS
-        )
-
-    async def texts(self, selector: str) -> list[str]:
-        """The text of every element ``selector`` matches."""
-        return [text.strip() for text in await self.page.locator(selector).all_inner_texts()]
-
-    async def screenshot(self, name: str, *, full_page: bool = True) -> None:
-        """Save the view as ``<WFE_SCREENSHOTS>/page-<name>.png`` when that variable is set."""
-        folder = os.environ.get("WFE_SCREENSHOTS")
-        if folder:
-            path = Path(folder) / f"page-{name}.png"
-            await self.page.screenshot(path=str(path), full_page=full_page)
-
-    def check_clean(self) -> None:
-        """Every request went to 127.0.0.1 (or was inline data); no console error, no CSP report."""
-        away = [url for url in self.requests if not url.startswith((self.base + "/", "data:"))]
-        assert not away, f"requests left 127.0.0.1: {away}"
-        assert not self.failed, f"failed requests: {self.failed}"
-        noisy = [
-            f"{m.type}: {m.text}"
-            for m in self.console
-            if m.type in ("error", "warning") or "Content Security Policy" in m.text
-        ]
-        assert not noisy, f"console: {noisy}"
-        assert not self.errors, f"page errors: {self.errors}"
-
-
 @pytest.fixture
 async def browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
     """A daemon with the HTTP server on, and a fresh headless Chromium with one page on it."""
     port = free_port()
     daemons.start(WFE_HTTP_PORT=str(port))
-    assert CHROMIUM is not None
-    profile = tmp_path / "chromium-profile"
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},
-            timezone_id="UTC",
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            seen = Browser(page, f"http://127.0.0.1:{port}")
-            context.on("request", lambda request: seen.requests.append(request.url))
-            page.on("console", lambda message: seen.console.append(message))
-            page.on("pageerror", lambda error: seen.errors.append(str(error)))
-            context.on(
-                "response",
-                lambda r: seen.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
-            )
-            yield seen
-        finally:
-            await context.close()
-    left = _processes_using(profile)
-    for pid in left:  # never expected: reaped here so that no browser outlives the test
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"chromium processes left after closing the browser: {left}"
-
-
-def _processes_using(profile: Path) -> list[int]:
-    """The pids of the processes whose command line names ``profile`` (the browser's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        if str(profile).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
+    async with chromium(port, tmp_path / "chromium-profile") as seen:
+        yield seen
 
 
 def test_the_page_and_its_files_are_served_with_their_types(daemons: Daemons) -> None:
@@ -400,4 +295,184 @@ async def test_the_runs_view_catches_up_after_the_daemon_restarts(
     assert await browser.texts("#runs-body .workflow") == ["after", "before"]
     assert await browser.texts('#counts [data-status="total"] .chip-count') == ["2"]
     await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+    browser.check_clean(daemon_down=True)
+
+
+async def test_the_feed_parser_reads_frames_as_eventsource_does(browser: Browser) -> None:
+    """The page's Server-Sent Events parser, fed a stream whole or a character at a time (so
+    cut inside lines and between ``\\r`` and ``\\n``), dispatches each event with its type
+    and its data lines joined, skips comments and events without data, keeps the last id
+    (an event without data sets it too) and the server's ``retry``, and drops an event the
+    stream did not finish."""
+    stream = (
+        ': connected\n\nid: b-1\nevent: run\ndata: {"a": 1}\n\n'
+        "id: b-2\r\nevent: node\r\ndata: line1\r\ndata:  line2\r\n\r\n: keep-alive\r\r"
+        "id: b-3\nevent: reset\n\nretry: 2500\ndata:no-space\n\nevent: cut\ndata: never"
+    )
+    await browser.open("#/tasks")
+    for chunks in ([stream], list(stream)):
+        got = await browser.page.evaluate(
+            """async (chunks) => {
+              const { Frames } = await import("/static/live.js");
+              const events = [];
+              const frames = new Frames((type, data) => events.push([type, data, frames.lastId]));
+              for (const chunk of chunks) frames.feed(chunk);
+              frames.restart();
+              frames.feed("\\n");
+              return { events, lastId: frames.lastId, retry: frames.retry };
+            }""",
+            chunks,
+        )
+        assert got == {
+            "events": [
+                ["run", '{"a": 1}', "b-1"],
+                ["node", "line1\n line2", "b-2"],
+                ["message", "no-space", "b-3"],
+            ],
+            "lastId": "b-3",
+            "retry": 2500,
+        }
     browser.check_clean()
+
+
+TOKEN = "page-t0ken-0123456789"
+TOKEN_KEY = "wfe-daemon.api-token"
+"""Where the page keeps the token: this tab's ``sessionStorage``."""
+
+
+def start_with_token(daemons: Daemons, port: int) -> None:
+    """A daemon bound to 0.0.0.0 (reached on 127.0.0.1), every read needing ``TOKEN``."""
+    daemons.start(WFE_HTTP_PORT=str(port), WFE_HTTP_HOST="0.0.0.0", WFE_API_TOKEN=TOKEN)
+
+
+@pytest.fixture
+async def token_browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
+    """A daemon whose reads need the token, and a fresh headless Chromium on it."""
+    port = free_port()
+    start_with_token(daemons, port)
+    async with chromium(port, tmp_path / "chromium-profile") as seen:
+        yield seen
+
+
+async def enter_token(browser: Browser, token: str) -> None:
+    """Type ``token`` into the page's form and send it."""
+    await browser.page.fill("#token-input", token)
+    await browser.page.click("#token-form button[type=submit]")
+
+
+async def kept(browser: Browser) -> dict[str, Any]:
+    """What the page keeps: the token in sessionStorage, localStorage's size, the cookies."""
+    return dict(
+        await browser.page.evaluate(
+            """key => ({ session: sessionStorage.getItem(key), local: localStorage.length,
+                         cookie: document.cookie })""",
+            TOKEN_KEY,
+        )
+    )
+
+
+def test_on_any_other_bind_the_page_loads_without_the_token(daemons: Daemons) -> None:
+    """Bound to 0.0.0.0 with a token, ``/`` and every file of ``/static/`` answer without it
+    (they hold no data), a name outside the list is still a 404, and everything else, the
+    API's reads first, is 401."""
+    port = free_port()
+    start_with_token(daemons, port)
+    status, body = get(port, "/")
+    assert status == 200 and b"/static/app.js" in body
+    for name in STATIC:
+        assert get(port, f"/static/{name}")[0] == 200, name
+    for path in ("/static/nothing.js", "/static/..%2Fapi%2Fv1%2Fruns"):
+        status, body = get(port, path)
+        assert status == 404 and "no static file" in json.loads(body)["error"], path
+    for path in ("/api/v1/runs", "/api/v1/events", "/static/../api/v1/runs", "/index.html"):
+        status, body = get(port, path)
+        assert status == 401, path
+        assert "API token" in json.loads(body)["error"], path
+
+
+@pytest.mark.timeout(90)
+async def test_the_page_asks_for_the_token_and_follows_runs_with_it(
+    token_browser: Browser, daemons: Daemons
+) -> None:
+    """On a bind other than loopback the page asks for the API token: a wrong one is refused
+    with the server's error, the right one shows the runs, and the live feed (read with the
+    token) shows a new run and its node turning from RUNNING to SUCCESS. The token is kept
+    in sessionStorage only (not localStorage, a cookie or any URL), and "Forget token"
+    drops it and asks again."""
+    browser = token_browser
+    drop(daemons.inbox, "one.json", quick("first"))
+    wait_result(daemons.outbox, "one")
+    await browser.page.goto(f"{browser.base}/#/runs")
+    await browser.wait_ready("token")
+    assert await browser.page.locator("#token-input").get_attribute("type") == "password"
+    assert await browser.page.locator("#token-error").is_hidden()
+    assert await browser.page.locator("#forget-token").is_hidden()
+
+    await enter_token(browser, "wrong-token")
+    await browser.page.locator("#token-error").wait_for(timeout=WAIT_MS)
+    error = (await browser.texts("#token-error"))[0]
+    assert "refused" in error and "missing or wrong API token" in error
+    assert (await kept(browser))["session"] is None
+
+    await enter_token(browser, TOKEN)
+    await browser.wait_ready("#/runs")
+    assert await browser.texts("#runs-body .workflow") == ["first"]
+    assert await browser.page.locator("#forget-token").is_visible()
+    await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+
+    drop(daemons.inbox, "two.json", pipeline("second", 4.0))
+    row = browser.page.locator('#runs-body tr:has(td.workflow:text-is("second"))')
+    await row.locator(".badge.status-RUNNING").wait_for(timeout=WAIT_MS)
+    run_id = wait_running(daemons.db_path, "b")
+    await browser.open(f"#/runs/{run_id}")
+    node_b = browser.page.locator("#graph g.wfe-node#node-b")
+    assert "status-RUNNING" in ((await node_b.get_attribute("class")) or "")
+    await browser.page.locator("#graph g.wfe-node#node-b.status-SUCCESS").wait_for(timeout=WAIT_MS)
+    await browser.page.locator("#run-header .badge.status-SUCCESS").wait_for(timeout=WAIT_MS)
+
+    assert await kept(browser) == {"session": TOKEN, "local": 0, "cookie": ""}
+    assert not [url for url in browser.requests if TOKEN in url or "wrong-token" in url]
+    feeds = [call for call in browser.calls if "/api/v1/events" in call.url]
+    assert feeds and all(call.method == "GET" for call in feeds)
+    assert (await feeds[-1].all_headers())["authorization"] == f"Bearer {TOKEN}"
+
+    await browser.page.click("#forget-token")
+    await browser.wait_ready("token")
+    assert (await kept(browser))["session"] is None
+    assert await browser.page.locator("#token-error").is_hidden()
+    assert await browser.page.locator("#forget-token").is_hidden()
+    browser.check_clean(refused_401=True)
+
+
+@pytest.mark.timeout(90)
+async def test_with_the_token_the_feed_resumes_after_the_daemon_restarts(
+    token_browser: Browser, daemons: Daemons
+) -> None:
+    """With the token in use, when the daemon restarts on the same port the feed reconnects
+    sending the token and the last event's id as ``Last-Event-ID``; the new daemon answers
+    ``reset`` (the id is of another boot), and the runs view shows the run that ran
+    meanwhile."""
+    browser = token_browser
+    await browser.page.goto(f"{browser.base}/#/runs")
+    await browser.wait_ready("token")
+    await enter_token(browser, TOKEN)
+    await browser.wait_ready("#/runs")
+    await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+    drop(daemons.inbox, "before.json", quick("before"))
+    await browser.page.locator('#runs-body td.workflow:text-is("before")').wait_for(timeout=WAIT_MS)
+    first_feeds = len([call for call in browser.calls if "/api/v1/events" in call.url])
+
+    assert daemons.started[0].terminate() == 0
+    start_with_token(daemons, int(browser.base.rsplit(":", 1)[1]))
+    drop(daemons.inbox, "after.json", quick("after"))
+    wait_result(daemons.outbox, "after")
+    await browser.page.locator('#runs-body td.workflow:text-is("after")').wait_for(timeout=WAIT_MS)
+    assert await browser.texts("#runs-body .workflow") == ["after", "before"]
+    await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+    feeds = [call for call in browser.calls if "/api/v1/events" in call.url][first_feeds:]
+    assert feeds, "the feed never reconnected"
+    headers = [await call.all_headers() for call in feeds]
+    assert all(h["authorization"] == f"Bearer {TOKEN}" for h in headers)
+    # the view's reload after reset follows anew, without an id
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9]+", headers[0].get("last-event-id", "")), headers[0]
+    browser.check_clean(refused_401=True, daemon_down=True)
