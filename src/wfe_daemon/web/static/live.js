@@ -76,8 +76,8 @@ const FIRST_PAUSE_MS = 1000;
 const LONGEST_PAUSE_MS = 15000;
 
 // Follows /api/v1/events (optionally one run's); handlers by event name. When the stream
-// ends or cannot be opened it is opened again after a pause (1 s, doubling up to 15 s while
-// it fails; the server's `retry` sets the first), with Last-Event-ID once an event came, so
+// ends or cannot be opened it is opened again after a pause (1 s or the server's `retry`,
+// doubling up to 15 s while it fails), with Last-Event-ID once an event came, so
 // the server sends what was missed, or `reset` when it cannot. A stream that had seen no
 // event has no id to resume from: the view reads its state again ("reset") once it is back.
 // A 401 (the token missing or wrong) stops following and asks for the token.
@@ -108,7 +108,7 @@ export function follow(query, handlers) {
   });
   let controller = null;
   let timer = null;
-  let pause = FIRST_PAUSE_MS;
+  let pause = null; // the next pause after a failure; null: the stream was open
   let broken = false;
   let stopped = false;
   const again = () => {
@@ -116,13 +116,14 @@ export function follow(query, handlers) {
     if (stopped) return;
     setLive("reconnecting", false);
     broken = true;
-    timer = setTimeout(open, pause);
-    pause = Math.min(pause * 2, LONGEST_PAUSE_MS);
+    const wait = pause ?? frames.retry ?? FIRST_PAUSE_MS;
+    timer = setTimeout(open, wait);
+    pause = Math.min(wait * 2, LONGEST_PAUSE_MS);
   };
   const opened = () => {
     settle();
     setLive("live", true);
-    pause = frames.retry === null ? FIRST_PAUSE_MS : frames.retry;
+    pause = null;
     if (broken && !frames.lastId && handlers.reset) handle(handlers.reset, {});
     broken = false;
   };
