@@ -4,6 +4,7 @@ Chromium runs headless on a fresh profile with its background networking off; ev
 request it makes is recorded, and a test checks that none left 127.0.0.1 and that the
 console shows no error (a Content-Security-Policy violation is one). Closing the browser
 leaves none of its processes (found by their profile folder, killed by pid if ever).
+Below it, workflows the page's tests run.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import ConsoleMessage, Page, Request, async_playwright
 
-__all__ = ["CHROMIUM", "WAIT_MS", "Browser", "chromium"]
+__all__ = ["CHROMIUM", "WAIT_MS", "Browser", "chromium", "pipeline", "quick"]
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
@@ -144,3 +146,26 @@ def _processes_using(profile: Path) -> list[int]:
         if str(profile).encode() in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def pipeline(name: str, seconds: float) -> dict[str, Any]:
+    """``a`` (echo) -> ``b`` (sleep) -> ``c`` (echo of ``a``'s output), listed out of order."""
+    return {
+        "name": name,
+        "idempotency_key": f"{name}-key",
+        "nodes": [
+            {
+                "id": "c",
+                "type": "echo",
+                "depends_on": ["b"],
+                "params": {"said": "{{ a.greeting }}", "api_token": "hunter2"},
+            },
+            {"id": "b", "type": "sleep", "depends_on": ["a"], "params": {"seconds": seconds}},
+            {"id": "a", "type": "echo", "params": {"greeting": "hello", "count": 3}},
+        ],
+    }
+
+
+def quick(name: str) -> dict[str, Any]:
+    """One echo node: the run ends at once."""
+    return {"name": name, "nodes": [{"id": "a", "type": "echo", "params": {"n": name}}]}
