@@ -126,7 +126,7 @@ export function pretty(value) {
   return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
 }
 
-export class HttpError extends Error {
+class HttpError extends Error {
   constructor(status, message, problems) {
     super(message);
     this.status = status;
@@ -179,7 +179,9 @@ export function forgetToken() {
 // the token goes as its UTF-8 bytes, as the server compares it.
 export function readHeaders(accept, token) {
   const headers = { Accept: accept };
-  if (token) headers.Authorization = `Bearer ${String.fromCharCode(...new TextEncoder().encode(token))}`;
+  if (token) {
+    headers.Authorization = `Bearer ${String.fromCharCode(...new TextEncoder().encode(token))}`;
+  }
   return headers;
 }
 
