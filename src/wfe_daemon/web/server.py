@@ -7,7 +7,8 @@ OpenAPI document, the page) is a module with a ``routes`` function; they import 
 
 Every response carries the security headers; every error is JSON
 ``{"error": ..., "problems": [...]}``; every ``POST`` needs the bearer token, and so does
-every read but ``/healthz`` when the server binds an address other than loopback.
+every read but ``/healthz`` and the page's own files (``/``, ``/static/{name}``: no data)
+when the server binds an address other than loopback.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ _SECURITY_HEADERS: Mapping[str, str] = {
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _OPEN_PATHS = frozenset({"/healthz"})
 """Read without a token on any bind: a load balancer or a container health check."""
+_PAGE_ROUTES = frozenset({"/", "/static/{name}"})
+"""The page and its files, routed by ``web/page.py``: they hold no data, and a browser
+must load them without a token to be asked for one."""
 
 
 class ApiError(Exception):
@@ -158,10 +162,11 @@ async def _loopback_host(
 async def _auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """``POST`` needs the token always; reads need it on a bind other than loopback."""
+    """``POST`` needs the token always; reads need it on a bind other than loopback, except
+    ``/healthz`` and the page's own files."""
     api = request.app[API]
     safe = request.method in _SAFE_METHODS
-    if not safe or (api.reads_need_token and request.path not in _OPEN_PATHS):
+    if not safe or (api.reads_need_token and not _open(request)):
         if api.token is None:
             raise ApiError(
                 403,
@@ -175,6 +180,15 @@ async def _auth(
                 headers={"WWW-Authenticate": 'Bearer realm="wfe-daemon"'},
             )
     return await handler(request)
+
+
+def _open(request: web.Request) -> bool:
+    """Whether the request reads a path open on any bind (matched by its route, which
+    sees the path as the router does)."""
+    if request.path in _OPEN_PATHS:
+        return True
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in _PAGE_ROUTES
 
 
 def _token_matches(request: web.Request, token: bytes) -> bool:
