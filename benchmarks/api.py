@@ -20,6 +20,7 @@ import json
 import shutil
 import sqlite3
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ async def _sustain(port: int) -> tuple[list[str], float]:
     import aiohttp
 
     accepted: list[str] = []
+    refused: list[str] = []
     headers = {"Authorization": f"Bearer {TOKEN}"}
     connector = aiohttp.TCPConnector(limit=CLIENTS)
     async with aiohttp.ClientSession(
@@ -128,6 +130,10 @@ async def _sustain(port: int) -> tuple[list[str], float]:
                 async with client.post(
                     f"/api/v1/workflows?name={name}", json=echo_doc(name)
                 ) as response:
+                    if response.status == 503:  # the daemon's queue is full: back off
+                        refused.append(name)
+                        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                        continue
                     if response.status != 201:
                         raise RuntimeError(
                             f"POST {name}: {response.status} {await response.text()}"
@@ -137,6 +143,8 @@ async def _sustain(port: int) -> tuple[list[str], float]:
         t0 = time.perf_counter()
         await asyncio.gather(*(one_client(c) for c in range(CLIENTS)))
         seconds = time.perf_counter() - t0
+    if refused:
+        print(f"  .. {len(refused)} submissions answered 503 (queue full)", file=sys.stderr)
     return accepted, seconds
 
 

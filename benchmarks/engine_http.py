@@ -105,7 +105,10 @@ async def _run(workflow: Any, doc: Any, registry: Any, db: Path, served: bool) -
                             workflow, source="bench.json", definition=definition
                         )
                         elapsed = time.perf_counter() - started
-                        seen = await anyio.to_thread.run_sync(reader.stdout.readline)
+                        with anyio.fail_after(120):
+                            seen = await anyio.to_thread.run_sync(
+                                reader.stdout.readline, abandon_on_cancel=True
+                            )
                         if int(seen) != expected:
                             raise RuntimeError(f"the reader saw {seen} of {expected} events")
                     finally:

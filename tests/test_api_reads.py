@@ -7,6 +7,7 @@ to reach outside (each a 404 in JSON). The SVG drawing's fallbacks are tested in
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -214,6 +215,9 @@ BAD_QUERIES = [
     ("/api/v1/runs/counts?status=SUCCESS", "status"),
     ("/api/v1/runs/counts?since=soon", "since"),
     ("/api/v1/runs/1/graph?format=png", "format"),
+    ("/api/v1/runs?cursor=YmVmb3JlOjk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "cursor"),  # 23 digits
+    ("/api/v1/runs?since=0001-01-01T00:00:00%2B01:00", "since"),  # before year 1 in UTC
+    ("/api/v1/runs?until=9999-12-31T23:59:59-01:00", "until"),  # after year 9999 in UTC
 ]
 """A path with a bad query and the parameter its error names."""
 
@@ -436,6 +440,26 @@ async def test_graphviz_draws_the_svg_and_it_is_kept() -> None:
     assert _svg_classes(svg.encode()) == EXPECTED
     assert await renderer.svg(1, "diamond", DIAMOND, STATUSES) is svg
     assert await renderer.svg(1, "diamond", DIAMOND, {**STATUSES, "b": "SUCCESS"}) is not svg
+
+
+async def test_requests_for_one_drawing_at_once_draw_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty requests at once for one graph: one drawing, the others wait for it."""
+    renderer = GraphRenderer(dot_path="")
+    drawn = 0
+    draw = renderer._draw
+
+    async def counted(*args: Any) -> str:
+        nonlocal drawn
+        drawn += 1
+        await asyncio.sleep(0.05)  # still drawing while the others ask
+        return await draw(*args)
+
+    monkeypatch.setattr(renderer, "_draw", counted)
+    svgs = await asyncio.gather(*(renderer.svg(1, "d", DIAMOND, STATUSES) for _ in range(20)))
+    assert drawn == 1
+    assert len(set(svgs)) == 1
 
 
 async def test_without_graphviz_the_layered_svg_is_drawn() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -186,6 +187,41 @@ def test_a_token_file_that_cannot_be_read_stops_the_start(tmp_path: Path) -> Non
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert "api_token_file" in line and str(missing) in line
+
+
+def test_a_loopback_bind_answers_only_a_loopback_host(daemons: Daemons) -> None:
+    """On a loopback bind, a ``Host`` other than 127.0.0.1, localhost or [::1] (a page
+    whose name was re-pointed at 127.0.0.1) gets 421 and no data; the loopback names work,
+    and a token of bytes that are not UTF-8 is a plain 401."""
+    port = free_port()
+    daemons.start(WFE_HTTP_PORT=str(port), WFE_API_TOKEN=TOKEN)
+    _finished_run(daemons)
+    for host, expected in (
+        ("evil.example.com", 421),
+        (f"evil.example.com:{port}", 421),
+        ("127.0.0.2", 421),
+        (f"127.0.0.1:{port}", 200),
+        (f"localhost:{port}", 200),
+        (f"[::1]:{port}", 200),
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                f"GET /api/v1/runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status = int(answer.split(b" ", 2)[1])
+        assert status == expected, (host, answer[:300])
+        if expected == 421:
+            assert b'"runs"' not in answer
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/v1/workflows HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer \xff\xfe\r\nContent-Length: 0\r\n\r\n"
+        )
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:300]
 
 
 def test_every_answer_carries_the_security_headers(daemons: Daemons) -> None:

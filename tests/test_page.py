@@ -1,70 +1,32 @@
 """The web page at ``/``, driven in the system's Chromium by Playwright against a real daemon.
 
-Chromium runs headless on a fresh profile with its background networking off; every
-request it makes is recorded, and each test checks that none left 127.0.0.1 and that the
-console shows no error (a Content-Security-Policy violation is one). Closing the browser
-leaves none of its processes (found by their profile folder, killed by pid if ever). With
+The browser (``page_browser.py``) records every request and console line; each test
+checks that none left 127.0.0.1 and that the console shows no error. With
 ``WFE_SCREENSHOTS=<folder>`` set, the tests save a PNG of each of the four views there
 (``docs/page-*.png`` come from ``WFE_SCREENSHOTS=docs``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon_helpers import Daemons, drop, free_port, get, wait_result, wait_running
+from page_browser import CHROMIUM, WAIT_MS, Browser, chromium, pipeline, quick
 from wfe_daemon.web.page import STATIC
 
-CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="the page tests need Debian's chromium (apt install chromium)"
 )
 
-from playwright.async_api import ConsoleMessage, Page, async_playwright  # noqa: E402
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 15_000
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 HOSTILE_FILE = '<img src=x onerror="window.pwned = 3">'
 """A file's name (its stem) can hold markup too, but no slash."""
-
-
-def pipeline(name: str, seconds: float) -> dict[str, Any]:
-    """``a`` (echo) -> ``b`` (sleep) -> ``c`` (echo of ``a``'s output), listed out of order."""
-    return {
-        "name": name,
-        "idempotency_key": f"{name}-key",
-        "nodes": [
-            {
-                "id": "c",
-                "type": "echo",
-                "depends_on": ["b"],
-                "params": {"said": "{{ a.greeting }}", "api_token": "hunter2"},
-            },
-            {"id": "b", "type": "sleep", "depends_on": ["a"], "params": {"seconds": seconds}},
-            {"id": "a", "type": "echo", "params": {"greeting": "hello", "count": 3}},
-        ],
-    }
 
 
 def branching(name: str, seconds: float) -> dict[str, Any]:
@@ -79,11 +41,6 @@ def branching(name: str, seconds: float) -> dict[str, Any]:
     return doc
 
 
-def quick(name: str) -> dict[str, Any]:
-    """One echo node: the run ends at once."""
-    return {"name": name, "nodes": [{"id": "a", "type": "echo", "params": {"n": name}}]}
-
-
 def failing(name: str) -> dict[str, Any]:
     """A sleep node with too short a timeout: the run FAILS."""
     return {
@@ -92,99 +49,13 @@ def failing(name: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Browser:
-    """One page in a fresh Chromium, with what it requested and logged."""
-
-    page: Page
-    base: str
-    requests: list[str] = field(default_factory=list)
-    console: list[ConsoleMessage] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    """Every response with a status of 400 or more, as ``<status> <url>``."""
-
-    async def open(self, route: str) -> None:
-        """Go to ``<base>/<route>`` and wait until the page has drawn it."""
-        await self.page.goto(f"{self.base}/{route}")
-        await self.page.wait_for_function(
-            "route => document.body.dataset.ready === route", arg=route, timeout=WAIT_MS
-        )
-
-    async def texts(self, selector: str) -> list[str]:
-        """The text of every element ``selector`` matches."""
-        return [text.strip() for text in await self.page.locator(selector).all_inner_texts()]
-
-    async def screenshot(self, name: str, *, full_page: bool = True) -> None:
-        """Save the view as ``<WFE_SCREENSHOTS>/page-<name>.png`` when that variable is set."""
-        folder = os.environ.get("WFE_SCREENSHOTS")
-        if folder:
-            path = Path(folder) / f"page-{name}.png"
-            await self.page.screenshot(path=str(path), full_page=full_page)
-
-    def check_clean(self) -> None:
-        """Every request went to 127.0.0.1 (or was inline data); no console error, no CSP report."""
-        away = [url for url in self.requests if not url.startswith((self.base + "/", "data:"))]
-        assert not away, f"requests left 127.0.0.1: {away}"
-        assert not self.failed, f"failed requests: {self.failed}"
-        noisy = [
-            f"{m.type}: {m.text}"
-            for m in self.console
-            if m.type in ("error", "warning") or "Content Security Policy" in m.text
-        ]
-        assert not noisy, f"console: {noisy}"
-        assert not self.errors, f"page errors: {self.errors}"
-
-
 @pytest.fixture
 async def browser(daemons: Daemons, tmp_path: Path) -> AsyncIterator[Browser]:
     """A daemon with the HTTP server on, and a fresh headless Chromium with one page on it."""
     port = free_port()
     daemons.start(WFE_HTTP_PORT=str(port))
-    assert CHROMIUM is not None
-    profile = tmp_path / "chromium-profile"
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},
-            timezone_id="UTC",
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            seen = Browser(page, f"http://127.0.0.1:{port}")
-            context.on("request", lambda request: seen.requests.append(request.url))
-            page.on("console", lambda message: seen.console.append(message))
-            page.on("pageerror", lambda error: seen.errors.append(str(error)))
-            context.on(
-                "response",
-                lambda r: seen.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
-            )
-            yield seen
-        finally:
-            await context.close()
-    left = _processes_using(profile)
-    for pid in left:  # never expected: reaped here so that no browser outlives the test
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"chromium processes left after closing the browser: {left}"
-
-
-def _processes_using(profile: Path) -> list[int]:
-    """The pids of the processes whose command line names ``profile`` (the browser's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        if str(profile).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
+    async with chromium(port, tmp_path / "chromium-profile") as seen:
+        yield seen
 
 
 def test_the_page_and_its_files_are_served_with_their_types(daemons: Daemons) -> None:
@@ -400,4 +271,41 @@ async def test_the_runs_view_catches_up_after_the_daemon_restarts(
     assert await browser.texts("#runs-body .workflow") == ["after", "before"]
     assert await browser.texts('#counts [data-status="total"] .chip-count') == ["2"]
     await browser.page.locator("#live.on").wait_for(timeout=WAIT_MS)
+    browser.check_clean(daemon_down=True)
+
+
+async def test_the_feed_parser_reads_frames_as_eventsource_does(browser: Browser) -> None:
+    """The page's Server-Sent Events parser, fed a stream whole or a character at a time (so
+    cut inside lines and between ``\\r`` and ``\\n``), dispatches each event with its type
+    and its data lines joined, skips comments and events without data, keeps the last id
+    (an event without data sets it too) and the server's ``retry``, and drops an event the
+    stream did not finish."""
+    stream = (
+        ': connected\n\nid: b-1\nevent: run\ndata: {"a": 1}\n\n'
+        "id: b-2\r\nevent: node\r\ndata: line1\r\ndata:  line2\r\n\r\n: keep-alive\r\r"
+        "id: b-3\nevent: reset\n\nretry: 2500\ndata:no-space\n\nevent: cut\ndata: never"
+    )
+    await browser.open("#/tasks")
+    for chunks in ([stream], list(stream)):
+        got = await browser.page.evaluate(
+            """async (chunks) => {
+              const { Frames } = await import("/static/live.js");
+              const events = [];
+              const frames = new Frames((type, data) => events.push([type, data, frames.lastId]));
+              for (const chunk of chunks) frames.feed(chunk);
+              frames.restart();
+              frames.feed("\\n");
+              return { events, lastId: frames.lastId, retry: frames.retry };
+            }""",
+            chunks,
+        )
+        assert got == {
+            "events": [
+                ["run", '{"a": 1}', "b-1"],
+                ["node", "line1\n line2", "b-2"],
+                ["message", "no-space", "b-3"],
+            ],
+            "lastId": "b-3",
+            "retry": 2500,
+        }
     browser.check_clean()

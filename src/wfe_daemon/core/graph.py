@@ -186,7 +186,8 @@ def dot(
 
     With ``statuses``, each node shows its status and is filled with its colour. With
     ``anchors``, each node also gets ``id="node-<id>"`` and the classes of
-    :func:`node_class`, which Graphviz copies into its SVG.
+    :func:`node_class`, which Graphviz copies into its SVG, and its status shows by colour
+    only (a page changes the class as the run advances).
     """
     known = {node.id for node in nodes}
     lines = [
@@ -196,7 +197,10 @@ def dot(
     ]
     for node in nodes:
         status = "" if statuses is None else statuses.get(node.id, "")
-        label = f"{node.id}\n{node.type}" + (f"\n{status}" if status else "")
+        # Anchored (for a page that recolours nodes live), the status is the colour alone:
+        # a status in the label would go stale when only the class changes.
+        shown = status if status and not anchors else ""
+        label = f"{node.id}\n{node.type}" + (f"\n{shown}" if shown else "")
         attrs = f"label={_dot_quote(label)}"
         if status in _COLOURS:
             fill, stroke = _COLOURS[status]

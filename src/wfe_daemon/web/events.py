@@ -8,9 +8,9 @@ encodes nothing.
 
 Each client is a :class:`Reader` with a cursor (the last ``seq`` it was sent) that reads
 the ring at its own pace, so memory never grows with a slow client, and writes at most
-every ``COALESCE_S``, so a busy run's events cost a few writes a second, not one each. One that falls
-further behind than the ring holds is sent ``event: reset`` ("reload your state") and
-goes on from the newest event; one whose socket takes nothing for ``WRITE_TIMEOUT_S``
+every ``COALESCE_S``, so a busy run's events cost a few writes a second, not one each.
+One that falls further behind than the ring holds is sent ``event: reset`` ("reload your
+state") and goes on from the newest event; one whose socket takes nothing for ``WRITE_TIMEOUT_S``
 is disconnected. ``Last-Event-ID`` resumes after that event while the ring still holds
 what came after it; an id of another boot, or one too old, gets ``reset`` first. An idle
 stream gets a ``: keep-alive`` comment every ``KEEPALIVE_S``. Closing the hub (when the
@@ -43,9 +43,9 @@ WRITE_TIMEOUT_S = 30.0
 BATCH = 500
 """Events sent in one write at most (a reader far behind catches up in steps)."""
 COALESCE_S = 0.05
-"""After a write, a reader waits this long before the next, so a busy engine's events go
-out many to a write (at most 20 writes a second per client) instead of one wake-up and
-one write per event on the engine's loop."""
+"""After a write that caught up, a reader waits this long before the next, so a busy
+engine's events go out many to a write instead of one wake-up and one write per event on
+the engine's loop; a reader behind writes on without waiting."""
 
 KEEPALIVE = b": keep-alive\n\n"
 _OPENED = b": connected\n\n"
@@ -172,7 +172,8 @@ class Reader:
             if chunk:
                 yield chunk
                 sent_at = clock()
-                await asyncio.sleep(COALESCE_S)
+                if self.after == hub.last:  # caught up: let the next events gather
+                    await asyncio.sleep(COALESCE_S)
 
     def _reset_frame(self) -> bytes:
         return f"id: {self._hub.boot}-{self.after}\nevent: reset\ndata: {{}}\n\n".encode()

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from functools import partial
 
 import structlog
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 from wfe_daemon.core.graph import GraphNode, dot, layered_svg
 
@@ -65,6 +65,10 @@ class GraphRenderer:
         self._cached = 0
         """The length of every drawing kept."""
         self._slots = asyncio.Semaphore(concurrency)
+        self._threads = CapacityLimiter(concurrency)
+        """Bounds the drawing work done in threads (DOT text, the layered layout)."""
+        self._drawing: dict[Hashable, asyncio.Event] = {}
+        """Drawings under way, by key: a second request for one waits for the first."""
 
     async def svg(
         self,
@@ -75,16 +79,26 @@ class GraphRenderer:
     ) -> str:
         """The SVG of run ``run_id``'s graph, each node marked with its status."""
         key = (run_id, name, tuple(nodes), tuple(sorted(statuses.items())))
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
-        drawn = await self._draw(name, nodes, statuses)
-        if len(drawn) <= self._cache_bytes and key not in self._cache:
-            self._cache[key] = drawn
-            self._cached += len(drawn)
-            while self._cached > self._cache_bytes:
-                self._cached -= len(self._cache.popitem(last=False)[1])
+        while True:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+            under_way = self._drawing.get(key)
+            if under_way is None:
+                break
+            await under_way.wait()  # then read it from the cache (or draw, if not kept)
+        done = self._drawing[key] = asyncio.Event()
+        try:
+            drawn = await self._draw(name, nodes, statuses)
+            if len(drawn) <= self._cache_bytes and key not in self._cache:
+                self._cache[key] = drawn
+                self._cached += len(drawn)
+                while self._cached > self._cache_bytes:
+                    self._cached -= len(self._cache.popitem(last=False)[1])
+        finally:
+            del self._drawing[key]
+            done.set()
         return drawn
 
     async def _draw(
@@ -93,7 +107,9 @@ class GraphRenderer:
         # Text for a large graph takes tens of milliseconds: off the event loop.
         if self.dot_path is not None:
             source = (
-                await to_thread.run_sync(partial(dot, anchors=True), name, nodes, statuses)
+                await to_thread.run_sync(
+                    partial(dot, anchors=True), name, nodes, statuses, limiter=self._threads
+                )
             ).encode()
             options = _LARGE_OPTIONS if len(nodes) >= LARGE_GRAPH else ()
             try:
@@ -104,7 +120,7 @@ class GraphRenderer:
                 log.warning("http.graph_fallback", error=error, nodes=len(nodes))
             except _DotFailed as exc:
                 log.warning("http.graph_fallback", error=str(exc), nodes=len(nodes))
-        return await to_thread.run_sync(layered_svg, name, nodes, statuses)
+        return await to_thread.run_sync(layered_svg, name, nodes, statuses, limiter=self._threads)
 
     async def _run_dot(self, dot_path: str, source: bytes, options: Sequence[str]) -> str:
         """``dot -Tsvg`` over ``source``; its output, within the time and size limits."""

@@ -20,7 +20,7 @@ __all__ = ["STATIC", "routes"]
 
 STATIC: Final = {
     **dict.fromkeys(
-        ("app.js", "common.js", "live.js", "runs.js", "run.js", "node.js", "tasks.js"),
+        ("app.js", "common.js", "live.js", "runs.js", "run.js", "node.js", "tasks.js", "token.js"),
         "text/javascript",
     ),
     "app.css": "text/css",

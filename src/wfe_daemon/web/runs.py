@@ -128,7 +128,10 @@ def _stamp(request: web.Request, name: str) -> str | None:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    try:
+        return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise _unprocessable(name, f"{_shown(text)} is out of range in UTC") from None
 
 
 def _limit(request: web.Request) -> int:
@@ -154,7 +157,8 @@ def _cursor(request: web.Request) -> int | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
     number = decoded.removeprefix(_CURSOR_PREFIX)
-    if not decoded.startswith(_CURSOR_PREFIX) or not (number.isascii() and number.isdigit()):
+    digits = number.isascii() and number.isdigit() and len(number) <= 18  # an SQLite integer
+    if not decoded.startswith(_CURSOR_PREFIX) or not digits:
         raise _unprocessable("cursor", f"{_shown(text)} is not a cursor this API gave")
     return int(number)
 

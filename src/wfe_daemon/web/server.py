@@ -7,7 +7,8 @@ OpenAPI document, the page) is a module with a ``routes`` function; they import 
 
 Every response carries the security headers; every error is JSON
 ``{"error": ..., "problems": [...]}``; every ``POST`` needs the bearer token, and so does
-every read but ``/healthz`` when the server binds an address other than loopback.
+every read but ``/healthz`` and the page's own files (``/``, ``/static/{name}``: no data)
+when the server binds an address other than loopback.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ _SECURITY_HEADERS: Mapping[str, str] = {
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _OPEN_PATHS = frozenset({"/healthz"})
 """Read without a token on any bind: a load balancer or a container health check."""
+_PAGE_ROUTES = frozenset({"/", "/static/{name}"})
+"""The page and its files, routed by ``web/page.py``: they hold no data, and a browser
+must load them without a token to be asked for one."""
 
 
 class ApiError(Exception):
@@ -131,14 +135,38 @@ async def _errors(
         return reply({"error": "internal error (see the daemon's log)", "problems": []}, 500)
 
 
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@web.middleware
+async def _loopback_host(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """On a loopback bind (reads open), only a loopback ``Host`` is served: a web page whose
+    name an attacker re-points at 127.0.0.1 (DNS rebinding) gets nothing."""
+    if not request.app[API].reads_need_token:
+        try:
+            host = request.url.host
+        except ValueError:
+            host = None
+        if host is None or host.lower().strip("[]") not in _LOOPBACK_NAMES:
+            raise ApiError(
+                421,
+                "this server answers only to a loopback host name (127.0.0.1, localhost or "
+                f"[::1]), not {request.host!r}",
+            )
+    return await handler(request)
+
+
 @web.middleware
 async def _auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """``POST`` needs the token always; reads need it on a bind other than loopback."""
+    """``POST`` needs the token always; reads need it on a bind other than loopback, except
+    ``/healthz`` and the page's own files."""
     api = request.app[API]
     safe = request.method in _SAFE_METHODS
-    if not safe or (api.reads_need_token and request.path not in _OPEN_PATHS):
+    if not safe or (api.reads_need_token and not _open(request)):
         if api.token is None:
             raise ApiError(
                 403,
@@ -154,11 +182,21 @@ async def _auth(
     return await handler(request)
 
 
+def _open(request: web.Request) -> bool:
+    """Whether the request reads a path open on any bind (matched by its route, which
+    sees the path as the router does)."""
+    if request.path in _OPEN_PATHS:
+        return True
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in _PAGE_ROUTES
+
+
 def _token_matches(request: web.Request, token: bytes) -> bool:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), token)
+    # Header bytes that are not UTF-8 arrive as surrogates: kept as bytes, never an error.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -188,7 +226,7 @@ def _own_routes(router: web.UrlDispatcher) -> None:
 def build_app(api: Api, parts: Iterable[Route] = ()) -> web.Application:
     """The application: middlewares, the security headers and every part's routes."""
     app = web.Application(
-        middlewares=[_errors, _auth],
+        middlewares=[_errors, _loopback_host, _auth],
         client_max_size=api.settings.max_file_size,
         handler_args={"keepalive_timeout": KEEPALIVE_S},
     )

@@ -3,13 +3,15 @@
 // Routes (the hash): #/runs, #/runs/<id>, #/runs/<id>/nodes/<node>, #/tasks.
 // Every value reaches the page through textContent or createElement, never as markup; the
 // one document inserted whole (the run's SVG graph) is parsed as XML and stripped of
-// scripts, event handlers and links first.
+// scripts, event handlers and links first. A read answered 401 (a bind other than
+// loopback) shows a form asking for the API token instead (token.js).
 
-import { current, enter, errorBox, h, link, setRouter, setView } from "./common.js";
+import { current, enter, errorBox, h, link, setRouter, setTokenPrompt, setView } from "./common.js";
 import { showNode } from "./node.js";
 import { showRun } from "./run.js";
 import { showRuns } from "./runs.js";
 import { showTasks } from "./tasks.js";
+import { askToken, watchForget } from "./token.js";
 
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, "");
@@ -38,11 +40,13 @@ async function route() {
     } else if (parts.length === 0 || (parts[0] === "runs" && parts.length === 1)) await showRuns(query);
     else setView(h("h1", {}, "Not found"), h("p", {}, "No such page: ", location.hash, " · ", link("#/runs", "runs")));
   } catch (err) {
-    setView(errorBox(err));
+    if (current(token)) setView(errorBox(err));
   }
   if (current(token)) document.body.dataset.ready = location.hash || "#/runs";
 }
 
 setRouter(route);
+setTokenPrompt(askToken);
+watchForget();
 window.addEventListener("hashchange", route);
 route();

@@ -134,17 +134,80 @@ class HttpError extends Error {
   }
 }
 
+// The error a response that is not ok stands for (its JSON error and problems).
+export async function httpError(response) {
+  let body = {};
+  try {
+    body = await response.json();
+  } catch (_) {
+    body = {};
+  }
+  return new HttpError(response.status, body.error || `${response.status} ${response.statusText}`,
+    body.problems);
+}
+
+// The API token, which a server bound to an address other than loopback wants for every
+// read: kept in this tab's sessionStorage only (never localStorage, a cookie or a URL),
+// sent as `Authorization: Bearer`.
+const TOKEN_KEY = "wfe-daemon.api-token";
+
+export function savedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch (_) {
+    return null; // storage turned off: the page asks again on each load
+  }
+}
+
+export function saveToken(token) {
+  try {
+    sessionStorage.setItem(TOKEN_KEY, token);
+  } catch (_) {
+    // storage turned off: the token is lost on the next read's 401, which asks again
+  }
+}
+
+export function forgetToken() {
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch (_) {
+    // nothing was kept
+  }
+}
+
+// A read's headers: Accept, and the token when one is given. A header carries bytes, so
+// the token goes as its UTF-8 bytes, as the server compares it.
+export function readHeaders(accept, token) {
+  const headers = { Accept: accept };
+  if (token) {
+    headers.Authorization = `Bearer ${String.fromCharCode(...new TextEncoder().encode(token))}`;
+  }
+  return headers;
+}
+
+let askToken = () => {};
+
+// `fn(err, wrong)` asks for the token: after a 401, `wrong` when one was sent.
+export function setTokenPrompt(fn) {
+  askToken = fn;
+}
+
+// A read sent with the token `sent` (or none) was answered 401: the token is forgotten and
+// asked for, unless the kept one changed meanwhile (a late answer). Whether it asked.
+export function refused(sent, err) {
+  if (savedToken() !== sent) return false;
+  forgetToken();
+  askToken(err, sent !== null);
+  return true;
+}
+
 export async function request(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const sent = savedToken();
+  const response = await fetch(path, { headers: readHeaders("application/json", sent) });
   if (!response.ok) {
-    let body = {};
-    try {
-      body = await response.json();
-    } catch (_) {
-      body = {};
-    }
-    throw new HttpError(response.status, body.error || `${response.status} ${response.statusText}`,
-      body.problems);
+    const err = await httpError(response);
+    if (response.status === 401) refused(sent, err);
+    throw err;
   }
   return response;
 }

@@ -54,7 +54,7 @@ export async function showNode(runId, nodeId) {
     box.replaceChildren(...parts);
   };
   const again = debounce(load, 200);
-  follow(`?run_id=${Number(runId)}`, {
+  const connected = follow(`?run_id=${Number(runId)}`, {
     node: (event) => {
       if (String(event.node_id) !== nodeId) return;
       latest = event;
@@ -63,5 +63,6 @@ export async function showNode(runId, nodeId) {
     },
     reset: again,
   });
+  await connected;
   await load();
 }

@@ -165,12 +165,12 @@ export async function showRun(id) {
   let graph;
   // The last event of the run and of each node: an event is sent as the store queues its
   // write, so a read just after it may return the older state, which must not win.
-  // Following starts before the first read, so no transition falls between the two.
+  // The first read waits until the stream is open, so no transition falls between the two.
   let runEvent = null;
   const nodeEvents = new Map();
   let onEvent = () => {}; // until the view is drawn, events are only kept
   let onReset = () => {};
-  follow(`?run_id=${id}`, {
+  const connected = follow(`?run_id=${id}`, {
     node: (event) => {
       const nodeId = String(event.node_id);
       const prev = nodeEvents.get(nodeId);
@@ -183,6 +183,7 @@ export async function showRun(id) {
     },
     reset: () => onReset(),
   });
+  await connected;
   try {
     summary = await getJson(`${API}/runs/${id}`);
     // a file that never ran (REJECTED, DUPLICATE) has no stored definition and no graph

@@ -175,7 +175,7 @@ export async function showRuns(query) {
     }
     if (stale && tries < 8) later(() => place(id, tries + 1), 250 * (tries + 1));
   };
-  follow("", {
+  const connected = follow("", {
     run: (event) => {
       countsLater();
       const id = Number(event.run_id);
@@ -185,6 +185,7 @@ export async function showRuns(query) {
     },
     reset: () => reload(),
   });
+  await connected; // the stream is open: a run that starts from now on shows up
   await Promise.all([refreshCounts(), loadPage()]);
 }
 
