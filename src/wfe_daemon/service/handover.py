@@ -52,6 +52,7 @@ from wfe_daemon.service.feeder import (
     Undecided,
 )
 from wfe_daemon.service.intake import PROCESSING, Claimed, describe_os_error
+from wfe_daemon.service.outbox import fsync_dir
 from wfe_daemon.service.recovery import abandon
 from wfe_daemon.service.retry import INLINE_PARSE_MAX, plan_retry, record_retry
 from wfe_daemon.service.submission import record_duplicate
@@ -297,8 +298,8 @@ def write_durably(path: Path, data: bytes) -> None:
             os.fsync(fp.fileno())
         path.parent.mkdir()
         os.rename(tmp_name, path)
-        _fsync_folder(path.parent)
-        _fsync_folder(processing)
+        fsync_dir(path.parent)
+        fsync_dir(processing)
     except BaseException:
         for name in (tmp_name, path):
             with contextlib.suppress(OSError):
@@ -306,11 +307,3 @@ def write_durably(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             path.parent.rmdir()
         raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,6 +17,7 @@ from wfe_daemon.core.summary import RunSummary
 __all__ = [
     "NAME_MAX",
     "find_result",
+    "fsync_dir",
     "remove_temporaries",
     "result_name",
     "same_run",
@@ -66,7 +67,7 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: RunSummary) -> P
                 if same_run(_read(candidate), summary["run_id"], summary["started_at"]):
                     break
                 n += 1
-        _fsync_dir(outbox)
+        fsync_dir(outbox)
         return candidate
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -186,7 +187,8 @@ def _read(path: Path) -> Any:
         return None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the names in folder ``path`` durable (its entries, not the files' contents)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
