@@ -279,3 +279,44 @@ def test_200_clients_at_once_lose_nothing(daemons: Daemons) -> None:
     for n in range(10):
         assert wait_result(daemons.outbox, f"file{n}", timeout=30)["status"] == "SUCCESS"
     wait_until(lambda: call(port, "GET", "/healthz")[0] == 200, 5, "healthy at the end")
+
+
+def test_a_token_must_be_visible_ascii_and_is_never_echoed(tmp_path: Path) -> None:
+    """A token with a control character or a space stops the start (exit 2) with a line
+    that names where it came from and never shows the token itself."""
+    for token in ("s3cr3t-first\nsecond", "two words", "pässwörd"):
+        result = subprocess.run(
+            [sys.executable, "-m", "wfe_daemon", "run"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "WFE_HTTP_PORT": str(free_port()),
+                "WFE_API_TOKEN": token,
+                "WFE_INBOX": str(tmp_path / "inbox"),
+                "WFE_OUTBOX": str(tmp_path / "outbox"),
+                "WFE_DB_PATH": str(tmp_path / "wfe.db"),
+            },
+        )
+        assert result.returncode == 2, token
+        (line,) = result.stderr.splitlines()
+        assert "WFE_API_TOKEN" in line and "visible ASCII" in line
+        assert token.split()[0][:6] not in result.stderr
+
+
+def test_a_loopback_bind_other_than_127_0_0_1_answers_its_own_address(
+    daemons: Daemons,
+) -> None:
+    """Bound to 127.0.0.2 (loopback, reads open), requests naming that address are served;
+    another host name is still 421."""
+    port = free_port()
+    daemons.start(WFE_HTTP_PORT=str(port), WFE_HTTP_HOST="127.0.0.2")
+    with urllib.request.urlopen(f"http://127.0.0.2:{port}/api/v1/runs", timeout=10) as answer:
+        assert answer.status == 200
+    with socket.create_connection(("127.0.0.2", port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /api/v1/runs HTTP/1.1\r\nHost: evil.example.com\r\nConnection: close\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 421")

@@ -112,3 +112,50 @@ def test_commands_never_send_the_token_through_a_proxy(daemons: Daemons) -> None
     finally:
         proxy.close()
     assert proxy.received == []
+
+
+def test_a_connection_closed_after_the_request_says_it_may_have_been_taken(
+    tmp_path: Path,
+) -> None:
+    """A daemon that reads the whole request and closes without answering (as one stopping
+    may): ``submit`` exits 1 saying the daemon may have taken it, with the Idempotency-Key
+    to resend with, not that no daemon runs; nothing listening at all is "cannot reach"."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def close_after_reading() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+
+    server = threading.Thread(target=close_after_reading, daemon=True)
+    server.start()
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(echo_doc("w")))
+    env = {"PATH": "/usr/bin:/bin", "WFE_HTTP_PORT": str(port), "WFE_API_TOKEN": TOKEN}
+    argv = [sys.executable, "-m", "wfe_daemon", "submit", str(path), "--idempotency-key", "k-7"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    server.join(10)
+    listener.close()
+    assert done.returncode == 1, done.stderr
+    assert "may have taken it" in done.stderr and "k-7" in done.stderr, done.stderr
+    assert "cannot reach" not in done.stderr
+
+    env["WFE_HTTP_PORT"] = str(free_port())  # nothing listens: the daemon is not there
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot reach" in done.stderr

@@ -10,6 +10,7 @@ until it ends, and exits as ``execute`` does.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import sys
@@ -204,12 +205,16 @@ def _post(
     except urllib.error.HTTPError as exc:
         with exc:
             raise _refused(exc.code, exc.read()) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
+        # Sent, then no answer (a timeout, or the daemon closed the connection as it
+        # stopped): the daemon may have taken it. Only a refused connection is "not there".
+        if isinstance(reason, TimeoutError | ConnectionResetError | BrokenPipeError) or isinstance(
+            exc, http.client.HTTPException
+        ):
             raise StoreError(
-                f"no answer from the daemon at {url.split('/api/')[0]} within "
-                f"{HTTP_TIMEOUT_S:g}s: {unanswered}"
+                f"no answer from the daemon at {url.split('/api/')[0]} "
+                f"({reason or 'the connection was closed'}): {unanswered}"
             ) from None
         raise StoreError(
             f"cannot reach the daemon at {url.split('/api/')[0]}: {reason} "

@@ -21,13 +21,14 @@ def read_token(settings: Settings, environ: Mapping[str, str]) -> bytes | None:
     credential systemd passed; ``None`` when none is configured.
 
     Raises:
-        UsageError: the configured file cannot be read, or it (or the variable) is empty.
+        UsageError: the configured file cannot be read, or it (or the variable) is empty
+            or holds anything but visible ASCII.
     """
     if "WFE_API_TOKEN" in environ:
         token = environ["WFE_API_TOKEN"].strip()
         if not token:
             raise UsageError("WFE_API_TOKEN is set but empty")
-        return token.encode()
+        return _checked(token.encode("utf-8", "surrogateescape"), "WFE_API_TOKEN")
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     path: Path | None = settings.api_token_file
     if path is not None and not path.is_absolute():
@@ -43,4 +44,15 @@ def read_token(settings: Settings, environ: Mapping[str, str]) -> bytes | None:
         raise UsageError(f"api_token_file: cannot read {path}: {exc.strerror or exc}") from None
     if not data:
         raise UsageError(f"api_token_file: {path} is empty")
-    return data
+    return _checked(data, f"api_token_file: {path}")
+
+
+def _checked(token: bytes, where: str) -> bytes:
+    """``token`` when it is visible ASCII (what an HTTP header carries the same everywhere);
+    the error never shows the token."""
+    if not all(0x21 <= byte <= 0x7E for byte in token):
+        raise UsageError(
+            f"{where}: the token must be visible ASCII characters (no spaces, control "
+            "characters or other letters), e.g. `openssl rand -hex 32`"
+        )
+    return token

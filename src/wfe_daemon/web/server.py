@@ -149,7 +149,8 @@ async def _loopback_host(
             host = request.url.host
         except ValueError:
             host = None
-        if host is None or host.lower().strip("[]") not in _LOOPBACK_NAMES:
+        names = _LOOPBACK_NAMES | {request.app[API].settings.http_host.lower().strip("[]")}
+        if host is None or host.lower().strip("[]") not in names:
             raise ApiError(
                 421,
                 "this server answers only to a loopback host name (127.0.0.1, localhost or "

@@ -75,7 +75,7 @@ async def _submit(request: web.Request) -> web.Response:
             else "check the runs before submitting again (an Idempotency-Key makes a second "
             "submission a DUPLICATE)"
         )
-        raise _unavailable(f"{exc}; the daemon may still run it: {resubmit}") from None
+        raise _undecided(f"{exc}; the daemon may still run it: {resubmit}") from None
     return _answer(accepted)
 
 
@@ -106,7 +106,7 @@ async def _retry(request: web.Request) -> web.Response:
     except NotTaken as exc:
         raise _unavailable(f"the retry was not taken: {exc}") from None
     except Undecided as exc:
-        raise _unavailable(
+        raise _undecided(
             f"{exc}; the daemon may still run it: check the runs (retry_of {run_id}) "
             "before asking again"
         ) from None
@@ -152,6 +152,12 @@ def _check_room(request: web.Request) -> None:
 
 def _unavailable(error: str) -> ApiError:
     return ApiError(503, error, headers={"Retry-After": "10"})
+
+
+def _undecided(error: str) -> ApiError:
+    """A submission that may still run: 503 without ``Retry-After``, which would invite a
+    blind resend (and a second run); the error says how to resend safely."""
+    return ApiError(503, error)
 
 
 def _unwritable(exc: OSError) -> ApiError:
