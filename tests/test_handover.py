@@ -43,3 +43,37 @@ def test_write_durably_writes_the_file(tmp_path: Path) -> None:
     handover.write_durably(path, b"{}")
     assert path.read_bytes() == b"{}"
     assert [p.name for p in processing.iterdir()] == ["abc123"]
+
+
+async def test_submissions_being_recorded_count_against_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A submission whose record is still under way (a busy database) counts as waiting,
+    so a slow database cannot let files pile up past the bound; once recorded and handed
+    on, it no longer counts."""
+    import anyio
+
+    from wfe_daemon.service import feeder
+    from wfe_daemon.service.intake import Claimed
+
+    monkeypatch.setattr(feeder, "WAITING_PER_WORKER", 1)
+    hand = feeder.Handover()
+    release = anyio.Event()
+    claimed = Claimed(path=Path("/nowhere/w.json"), source="w.json", data=None)
+
+    async def slow_record() -> feeder.Accepted:
+        await release.wait()
+        return feeder.Accepted(1, "RUNNING", claimed)
+
+    send, receive = anyio.create_memory_object_stream[Claimed](4)
+    async with send, receive, anyio.create_task_group() as tg:
+        await tg.start(hand.feed, send)
+        assert not hand.full(1)
+        tg.start_soon(lambda: hand.settle(slow_record, set(), what="w"))
+        await anyio.wait_all_tasks_blocked()
+        assert hand.full(1)  # recording: it holds a file already
+        release.set()
+        assert (await receive.receive()).path == claimed.path
+        await hand.sent()
+        assert not hand.full(1)
+        tg.cancel_scope.cancel()

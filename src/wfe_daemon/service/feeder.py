@@ -78,6 +78,8 @@ class Handover:
 
     def __init__(self) -> None:
         self._waiting: deque[Claimed] = deque()
+        self._recording = 0
+        """Submissions whose file is written and whose run is being recorded."""
         self._arrived: anyio.Event | None = None
         self._emptied: anyio.Event | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -94,8 +96,9 @@ class Handover:
         return len(self._waiting)
 
     def full(self, workers: int) -> bool:
-        """Whether :data:`WAITING_PER_WORKER` submissions per worker already wait."""
-        return len(self._waiting) >= WAITING_PER_WORKER * workers
+        """Whether :data:`WAITING_PER_WORKER` submissions per worker already wait (those
+        still being recorded count: each holds a file, and a slow database holds many)."""
+        return len(self._waiting) + self._recording >= WAITING_PER_WORKER * workers
 
     def hand(self, claimed: Claimed, leftovers: set[Path]) -> None:
         """Queue ``claimed`` for the workers, as a leftover (in the daemon's ``leftovers``)."""
@@ -157,6 +160,7 @@ class Handover:
         outcome: list[Accepted | Exception],
         ended: anyio.Event,
     ) -> None:
+        self._recording += 1
         try:
             accepted = await record()
         except Exception as exc:  # the caller gets it, or the log does
@@ -169,6 +173,7 @@ class Handover:
                 log.warning("submission.recorded_late", submission=what, run_id=accepted.run_id)
             outcome.append(accepted)
         finally:
+            self._recording -= 1
             ended.set()
 
     async def feed(
