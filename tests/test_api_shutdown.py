@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemon_helpers import Daemons, echo_doc, free_port, query
+from daemon_helpers import Daemons, echo_doc, free_port, query, wait_result
 from test_api_submit import post
 from test_store_faults import lock_held
 
@@ -45,3 +45,45 @@ def test_submission_answered_during_the_stop_is_run(daemons: Daemons) -> None:
     assert status == 201, answer
     rows = query(daemons.db_path, "SELECT status FROM workflowrun WHERE id = ?", answer["run_id"])
     assert rows == [{"status": "SUCCESS"}]
+
+
+@pytest.mark.timeout(90)
+def test_submission_still_unrecorded_at_the_stop_is_told_it_may_still_run(
+    daemons: Daemons,
+) -> None:
+    """A POST whose record is still held up when the daemon stops (the lock outlives the
+    server's close) is answered 503 saying it may still run, not a dropped connection;
+    the next start runs it exactly once, and its key makes a resend a DUPLICATE."""
+    port = free_port()
+    daemon = daemons.start(WFE_HTTP_PORT=str(port), WFE_API_TOKEN=TOKEN)
+    key = {"Idempotency-Key": "held-1"}
+    answers: list[tuple[int, dict[str, str], Any]] = []
+    with lock_held(daemons.db_path) as holder:
+        poster = threading.Thread(
+            target=lambda: answers.append(
+                post(port, "/api/v1/workflows?name=held", echo_doc("h"), token=TOKEN, headers=key)
+            )
+        )
+        poster.start()
+        try:
+            processing = daemons.inbox / "processing"
+            while not any(processing.iterdir()):  # the file is written: recording waits
+                poster.join(0.02)
+            daemon.proc.send_signal(signal.SIGTERM)
+            poster.join(30)  # answered while the lock is still held
+            assert answers, "no answer before the server closed"
+        finally:
+            holder.release()
+            poster.join(30)
+    status, _, answer = answers[0]
+    assert status == 503, answer
+    assert "may still run" in answer["error"] and "held-1" in answer["error"]
+    assert daemon.wait_exit() == 0
+    daemons.start(WFE_HTTP_PORT=str(port), WFE_API_TOKEN=TOKEN)
+    assert wait_result(daemons.outbox, "held", timeout=30)["status"] == "SUCCESS"
+    status, _, again = post(
+        port, "/api/v1/workflows?name=again", echo_doc("h"), token=TOKEN, headers=key
+    )
+    assert status == 200 and again["status"] == "DUPLICATE", again
+    rows = query(daemons.db_path, "SELECT status FROM workflowrun ORDER BY id")
+    assert [row["status"] for row in rows] == ["SUCCESS", "DUPLICATE"]

@@ -80,6 +80,11 @@ class Handover:
         self._waiting: deque[Claimed] = deque()
         self._recording = 0
         """Submissions whose file is written and whose run is being recorded."""
+        self._wakes: set[anyio.Event] = set()
+        """One per :meth:`settle` waiting: set when its record ends, or by :meth:`interrupt`."""
+        self._interrupted = False
+        self._recorded: anyio.Event | None = None
+        """Set once no record is under way (waited for by :meth:`interrupt`)."""
         self._arrived: anyio.Event | None = None
         self._emptied: anyio.Event | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -125,21 +130,39 @@ class Handover:
             Exception: what ``record`` raised.
         """
         outcome: list[Accepted | Exception] = []
-        ended = anyio.Event()
+        ended, wake = anyio.Event(), anyio.Event()
         tasks = self._tasks
-        if tasks is None:
+        if tasks is None or self._interrupted:
             raise NotTaken("the daemon is not taking submissions now (it is stopping)")
-        tasks.start_soon(self._record, record, leftovers, what, outcome, ended)
-        with anyio.move_on_after(timeout_s):
-            await ended.wait()
+        tasks.start_soon(self._record, record, leftovers, what, outcome, (ended, wake))
+        self._wakes.add(wake)
+        try:
+            with anyio.move_on_after(timeout_s):
+                await wake.wait()
+        finally:
+            self._wakes.discard(wake)
         if not ended.is_set():
             outcome.append(Undecided(what))  # tells the task its caller is gone
+            if self._interrupted:
+                raise Undecided(f"{what} was not recorded before the daemon stopped")
             raise Undecided(f"{what} was not recorded within {timeout_s:g}s: the database is busy")
         if not outcome:  # cancelled: the daemon stops
             raise Undecided(f"{what} was interrupted: the daemon is stopping")
         if isinstance(outcome[0], Exception):
             raise outcome[0]
         return outcome[0]
+
+    async def interrupt(self, grace_s: float) -> None:
+        """At shutdown: let the records under way end for ``grace_s``, then answer the
+        submissions still waiting for theirs at once (``Undecided``), so their clients hear
+        "may still run" before the server closes their connections. Later ones are refused."""
+        if self._recording:
+            self._recorded = anyio.Event()
+            with anyio.move_on_after(grace_s):
+                await self._recorded.wait()
+        self._interrupted = True
+        for wake in list(self._wakes):
+            wake.set()
 
     async def sent(self) -> None:
         """Return once the workers' queue has taken everything handed (or feeding stopped)."""
@@ -158,7 +181,7 @@ class Handover:
         leftovers: set[Path],
         what: str,
         outcome: list[Accepted | Exception],
-        ended: anyio.Event,
+        events: tuple[anyio.Event, anyio.Event],
     ) -> None:
         self._recording += 1
         try:
@@ -174,7 +197,10 @@ class Handover:
             outcome.append(accepted)
         finally:
             self._recording -= 1
-            ended.set()
+            if not self._recording and self._recorded is not None:
+                self._recorded.set()
+            for event in events:  # ended, then the waiter's wake
+                event.set()
 
     async def feed(
         self,

@@ -30,6 +30,9 @@ log = structlog.get_logger()
 
 _HANDOFF_S = 1.0
 """How long a stopping front waits for the workers' queue to take what was handed over."""
+_RECORD_GRACE_S = 0.5
+"""At shutdown, how long a submission being recorded may take before it is answered 503
+("may still run"): within the server's 1 s for the requests in flight."""
 
 
 def parts() -> list[Route]:
@@ -127,6 +130,13 @@ class HttpFront:
         settings = self.settings
         app = build_app(api, parts())
         hub = app[events.EVENTS] = events.EventHub()
+
+        async def interrupt_submissions(app: web.Application) -> None:
+            # The server has stopped listening and waits for the requests in flight: a
+            # submission whose record is still pending is answered "may still run" now.
+            await api.handover.interrupt(_RECORD_GRACE_S)
+
+        app.on_shutdown.append(interrupt_submissions)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         unwatch = daemon.store.watch(hub.publish)
