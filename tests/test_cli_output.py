@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,3 +121,52 @@ def test_a_reader_gone_before_the_first_write_ends_the_command_quietly(
     read, status, stderr = read_one_line_then_close(tmp_path, cli_env, *args, lines=0)
 
     assert (read, status, stderr) == (b"", SIGPIPE_STATUS, "")
+
+
+PIPE_BYTES = 65536
+"""What a Linux pipe holds by default: a writer with more to say waits once it is full."""
+
+
+def _wait_pipe_full(fd: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the pipe read through ``fd`` holds ``PIPE_BYTES`` (its writer then waits)."""
+    waiting = array.array("i", [0])
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        fcntl.ioctl(fd, termios.FIONREAD, waiting)
+        if waiting[0] >= PIPE_BYTES:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the pipe never filled: {waiting[0]} bytes, status {proc.poll()}")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["graph", "RUN"], ["runs", "--limit", str(NODES + 1), "--json"]],
+    ids=["graph-run", "runs-json"],
+)
+def test_a_pause_and_resume_while_the_pipe_is_full_loses_nothing(
+    big_run: tuple[int, Path], tmp_path: Path, cli_env: dict[str, str], args: list[str]
+) -> None:
+    """Ctrl-Z and ``fg`` (SIGSTOP, SIGCONT) while the command waits on a full pipe, as with
+    ``wfe-daemon runs | less``: the reader still gets every byte, and the status is 0."""
+    run_id, _path = big_run
+    args = [str(run_id) if arg == "RUN" else arg for arg in args]
+    command = [sys.executable, "-m", "wfe_daemon", *args]
+    whole = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, check=True)
+    assert len(whole.stdout) > 2 * PIPE_BYTES
+
+    proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        _wait_pipe_full(proc.stdout.fileno(), proc)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGCONT)
+        read = proc.stdout.read()
+        assert (proc.wait(CLI_TIMEOUT_S), len(read)) == (0, len(whole.stdout))
+        assert read == whole.stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]

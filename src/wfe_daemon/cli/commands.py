@@ -38,6 +38,9 @@ SIGPIPE (the daemon's sockets need that), so it arrives as ``BrokenPipeError`` i
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    from wfe_daemon.cli.streams import use_whole_writes
+
+    use_whole_writes()
     try:
         code = _main(argv)
         sys.stdout.flush()  # a buffered tail would otherwise fail at exit, outside this try
