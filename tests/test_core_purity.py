@@ -76,6 +76,8 @@ CORE = (
     "core/summary.py",
     "core/records.py",
     "core/nodestate.py",
+    "core/inputs.py",
+    "core/masking.py",
 )
 ALLOWED_OWN = {
     "wfe_daemon.errors",
@@ -86,6 +88,8 @@ ALLOWED_OWN = {
     "wfe_daemon.core.rules",
     "wfe_daemon.core.summary",
     "wfe_daemon.core.records",
+    "wfe_daemon.core.inputs",
+    "wfe_daemon.core.masking",
 }
 FORBIDDEN = {"anyio", "aiosqlite", "httpx", "structlog", "jsonschema", "asyncio", "watchfiles"}
 

@@ -63,6 +63,8 @@ class Settings:
     """Runs finished longer ago than this, and their inbox files, are deleted; 0 keeps all."""
     http_deny_networks: tuple[str, ...] = ()
     """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
+    secrets_dir: Path | None = None
+    """One file per secret for ``{{ secrets.NAME }}``; default ``$CREDENTIALS_DIRECTORY``."""
 
     def __post_init__(self) -> None:
         for name in _PATH_KEYS:
@@ -70,6 +72,8 @@ class Settings:
             object.__setattr__(self, name, Path(os.path.abspath(path)))
         object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
         object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
+        if self.secrets_dir is not None:
+            object.__setattr__(self, "secrets_dir", Path(os.path.abspath(self.secrets_dir)))
 
 
 def _default_of(f: Any) -> Any:
@@ -245,6 +249,7 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "metrics_port": _Spec(_as_int, _port),
         "history_retention_days": _Spec(_as_int, _at_least(0)),
         "http_deny_networks": _Spec(_as_networks),
+        "secrets_dir": _Spec(_as_optional_path),
     }
 )
 
@@ -327,6 +332,8 @@ def load_settings(
             An error names the flag (``--max-concurrent-tasks``), see :func:`flag_name`.
         environ: The environment, usually ``os.environ``; ``None`` means empty. Other
             ``WFE_*`` variables are ignored; an empty ``WFE_CONFIG`` counts as unset.
+            ``$CREDENTIALS_DIRECTORY`` (set by systemd) is ``secrets_dir`` unless a
+            source sets that.
         toml_path: The file named by ``--config``; it must exist.
 
     Returns:
@@ -355,4 +362,6 @@ def load_settings(
             raise _unknown_key("flags", key)
         if value is not None:
             values[key] = _convert(key, value, True, flag_name(key) if key in FLAG_KEYS else key)
+    if "secrets_dir" not in values and environ.get("CREDENTIALS_DIRECTORY"):
+        values["secrets_dir"] = Path(environ["CREDENTIALS_DIRECTORY"])  # systemd's credentials
     return Settings(**values)

@@ -19,6 +19,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from wfe_daemon.clock import now_iso
+from wfe_daemon.core.masking import MASKER
 from wfe_daemon.core.model import is_secret_key, printable, redact_secrets
 from wfe_daemon.core.strictjson import INT_MAX, INT_MIN
 
@@ -72,7 +73,10 @@ def _prepare(logger: WrappedLogger, method: str, event_dict: EventDict) -> Event
             except RecursionError:  # a log line must never raise: drop what cannot be walked
                 event_dict[key] = "<too deeply nested to log>"
     if "exc_info" in event_dict:
-        return structlog.processors.format_exc_info(logger, method, event_dict)
+        event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
+    if MASKER:  # a secret's value read by this process shows as *** (a no-op until one is)
+        for key, value in event_dict.items():
+            event_dict[key] = MASKER.value(value)
     return event_dict
 
 
@@ -87,13 +91,17 @@ def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
     (``bad\\xff.json``), and whatever else fails still gives a line: logging never raises.
     """
     try:
-        return orjson.dumps(event_dict, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+        line = orjson.dumps(event_dict, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
     except Exception:  # whatever a value's repr raises, a line is written
         pass
+    else:  # and what a repr() shows is masked too
+        return MASKER.text(line)
     try:
-        return orjson.dumps(
-            _printable(event_dict), default=repr, option=orjson.OPT_NON_STR_KEYS
-        ).decode()
+        return MASKER.text(
+            orjson.dumps(
+                _printable(event_dict), default=repr, option=orjson.OPT_NON_STR_KEYS
+            ).decode()
+        )
     except Exception as exc:  # e.g. a value whose repr raises
         fallback = {
             key: _printable(str(event_dict.get(key))) for key in ("event", "level", "timestamp")
@@ -103,7 +111,7 @@ def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
             fallback["text"] = _printable(repr(event_dict)[:_FALLBACK_CHARS])
         except Exception:
             fallback["text"] = "<the line could not be shown>"
-        return orjson.dumps(fallback).decode()
+        return MASKER.text(orjson.dumps(fallback).decode())
 
 
 _FALLBACK_CHARS = 10_000

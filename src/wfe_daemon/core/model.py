@@ -13,7 +13,15 @@ from functools import lru_cache
 from typing import Any, Final, Protocol
 
 from wfe_daemon.core.dag import find_cycles, non_ancestors
-from wfe_daemon.core.refs import Ref, find_refs
+from wfe_daemon.core.inputs import (
+    INPUT_KEYS,
+    InputCatalog,
+    RunInputs,
+    check_inputs,
+    check_reserved_refs,
+    reserved_id_problem,
+)
+from wfe_daemon.core.refs import RESERVED, Ref, find_refs
 from wfe_daemon.core.strictjson import compact, load_json, show
 from wfe_daemon.errors import WorkflowRejected
 
@@ -89,6 +97,12 @@ class WorkflowDef:
     timeout: float | None = None
     """Seconds for the whole run; ``None`` means ``max_workflow_duration``."""
     idempotency_key: str | None = None
+    params: Mapping[str, JSON] | None = None
+    """The JSON Schema of the run's parameters, as written; None when not declared."""
+    arguments: Mapping[str, JSON] = field(default_factory=dict)
+    """The run's parameter values, checked against ``params``, defaults filled."""
+    scheduled_for: str | None = None
+    """The time the run is for (ISO 8601 with an offset): ``{{ run.scheduled_for }}``."""
 
     def node(self, node_id: str) -> NodeDef:
         for node in self.nodes:
@@ -97,8 +111,9 @@ class WorkflowDef:
         raise KeyError(node_id)
 
 
-class TaskCatalog(Protocol):
-    """What validation needs to know of the task types (the registry provides it)."""
+class TaskCatalog(InputCatalog, Protocol):
+    """What validation needs to know of the task types (the registry provides it), and of
+    a run's inputs (its arguments' schema check, which secrets exist)."""
 
     def __contains__(self, task_type: object) -> bool: ...
 
@@ -122,6 +137,7 @@ MAX_TIMEOUT_S: Final = 30 * 86400.0
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOP_KEYS = frozenset({"name", "nodes", "timeout", "idempotency_key", "description"})
+_TOP_KEYS |= INPUT_KEYS
 _NODE_KEYS = frozenset(
     {"id", "type", "depends_on", "params", "timeout", "retries", "retry_delay", "trigger_rule"}
 )
@@ -153,11 +169,20 @@ def parse_workflow(data: bytes | Mapping[str, Any], catalog: TaskCatalog) -> Wor
         raise WorkflowRejected([f"workflow: must be a JSON object, got {show(doc)}"])
     problems: list[str] = []
     name, timeout, key = _check_header(doc, problems)
+    inputs = check_inputs(doc, catalog, problems)
     nodes = _check_nodes(doc, catalog, problems)
-    _check_graph(nodes, problems)
+    _check_graph(nodes, problems, inputs, catalog)
     if problems:
         raise WorkflowRejected(dict.fromkeys(problems))
-    return WorkflowDef(name=name, nodes=tuple(nodes), timeout=timeout, idempotency_key=key)
+    return WorkflowDef(
+        name=name,
+        nodes=tuple(nodes),
+        timeout=timeout,
+        idempotency_key=key,
+        params=inputs.params,
+        arguments=inputs.arguments,
+        scheduled_for=inputs.scheduled_for,
+    )
 
 
 def _check_header(
@@ -280,6 +305,8 @@ def _node_id(index: int, raw: Mapping[str, Any], problems: list[str]) -> str | N
         problems.append(
             f"nodes[{index}].id: {show(node_id)} must be 1 to 64 characters of [A-Za-z0-9_-]"
         )
+    elif node_id in RESERVED:
+        problems.append(f"nodes[{index}].id: {reserved_id_problem(node_id)}")
     else:
         return node_id
     return None
@@ -363,7 +390,9 @@ def _trigger_rule(raw: Mapping[str, Any], where: str, problems: list[str]) -> Tr
     return TriggerRule.ALL_SUCCESS
 
 
-def _check_graph(nodes: list[NodeDef], problems: list[str]) -> None:
+def _check_graph(
+    nodes: list[NodeDef], problems: list[str], inputs: RunInputs, catalog: InputCatalog
+) -> None:
     """Check what spans nodes: unknown dependencies, every cycle, references."""
     firsts: dict[str, NodeDef] = {}
     for node in nodes:
@@ -380,6 +409,8 @@ def _check_graph(nodes: list[NodeDef], problems: list[str]) -> None:
     if len(cycles) > _MAX_CYCLES:
         problems.append(f"cycle: more than {_MAX_CYCLES}; fix those named and validate again")
     _check_refs(firsts, deps, problems)
+    reserved = ((n.id, ref) for n in firsts.values() for ref in n.refs if ref.node_id in RESERVED)
+    problems.extend(check_reserved_refs(reserved, inputs, catalog))
 
 
 _MAX_CYCLES: Final = 20
@@ -403,6 +434,8 @@ def _check_refs(
     bad = non_ancestors(deps, far)
     for node_id, node in nodes.items():
         for ref in node.refs:
+            if ref.node_id in RESERVED:
+                continue  # checked by check_reserved_refs
             if ref.node_id not in nodes:
                 problems.append(
                     f"node '{node_id}': reference {ref.text} names unknown node '{ref.node_id}'"

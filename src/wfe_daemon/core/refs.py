@@ -20,7 +20,11 @@ from typing import Any
 from wfe_daemon.core.strictjson import compact
 from wfe_daemon.errors import ParamsError
 
-__all__ = ["Ref", "contains_ref", "find_refs", "lookup", "resolve"]
+__all__ = ["RESERVED", "Ref", "contains_ref", "find_refs", "lookup", "resolve"]
+
+RESERVED = frozenset({"params", "run", "secrets"})
+"""Roots that name what a run is given, not a node: ``{{ params.X }}``, ``{{ run.id }}``,
+``{{ run.scheduled_for }}``, ``{{ secrets.NAME }}``; no node may take these ids."""
 
 _REF = re.compile(r"\{\{[ \t]*([A-Za-z0-9_-]{1,64})((?:\.[^.\s{}]+)*)[ \t]*\}\}")
 
@@ -36,8 +40,10 @@ class Ref:
 
 
 def _ref(match: re.Match[str]) -> Ref:
-    path = match.group(2)
-    return Ref(match.group(1), tuple(path[1:].split(".")) if path else (), match.group(0))
+    root, path = match.group(1), match.group(2)
+    if root == "secrets" and path:  # a secret's name may hold dots: it is one key
+        return Ref(root, (path[1:],), match.group(0))
+    return Ref(root, tuple(path[1:].split(".")) if path else (), match.group(0))
 
 
 def contains_ref(s: str) -> bool:
@@ -122,7 +128,7 @@ def lookup(ref: Ref, outputs: Mapping[str, Any]) -> Any:
 
 def _where(ref: Ref, depth: int) -> str:
     if depth == 0:
-        return f"output of '{ref.node_id}'"
+        return f"'{ref.node_id}'" if ref.node_id in RESERVED else f"output of '{ref.node_id}'"
     return "'" + ".".join((ref.node_id, *ref.path[:depth])) + "'"
 
 

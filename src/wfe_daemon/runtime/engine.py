@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Mapping
 from contextlib import nullcontext
 from datetime import datetime
@@ -26,6 +26,8 @@ import structlog
 from wfe_daemon.clock import now_iso
 from wfe_daemon.config import Settings
 from wfe_daemon.core import dag, refs, rules
+from wfe_daemon.core.inputs import reserved_values
+from wfe_daemon.core.masking import MASKER
 from wfe_daemon.core.model import (
     NodeDef,
     NodeStatus,
@@ -368,6 +370,8 @@ class _Run:
                 # Every attempt is recorded: a restart goes on from it (see reusable_states).
                 self.store.node_running(self.run_id, node.id, state.started_at, state.attempts)
                 error = await self._attempt(state)
+            if error is not None:  # an error may quote a secret's value: never stored
+                error = MASKER.text(error)
             if error is None:
                 self._record_final(state, SUCCESS)
                 return
@@ -411,7 +415,7 @@ class _Run:
             return hide_url_secrets(str(exc))
         except Exception as exc:
             return hide_url_secrets(f"{type(exc).__name__}: {exc}")
-        shown = redact(output)
+        shown = MASKER.value(redact(output))
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
             data = encode_output(shown)
         except ValueError as exc:
@@ -432,7 +436,17 @@ class _Run:
         """The node's params with references resolved (and then checked against the schema)."""
         if not node.refs:
             return node.params
-        params = refs.resolve(node.params, self.outputs)
+        outputs: Mapping[str, Any] = self.outputs
+        if any(ref.node_id in refs.RESERVED for ref in node.refs):
+            extra = reserved_values(
+                node.refs,
+                arguments=self.workflow.arguments,
+                run_id=self.run_id,
+                scheduled_for=self.workflow.scheduled_for,
+                read_secret=self.engine.registry.secrets.read,
+            )
+            outputs = ChainMap(extra, self.outputs)
+        params = refs.resolve(node.params, outputs)
         problems = self.engine.registry.check_params(node.type, params, resolved=True)
         if problems:
             raise ParamsError("params: " + "; ".join(problems))

@@ -7,6 +7,7 @@ passes in (``TaskRegistry.load(BUILTINS)``), so this module never imports them.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from wfe_daemon.core.model import hide_url_secrets, is_secret_key, redact_secrets
 from wfe_daemon.core.refs import contains_ref
 from wfe_daemon.errors import ConfigError
+from wfe_daemon.runtime.secrets import SecretStore
 from wfe_daemon.runtime.task import Task
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ class TaskRegistry:
         self._sources: dict[str, str] = {}
         self._validators: dict[str, Validator] = {}
         self._refusals: dict[str, str] = {}
+        self.secrets = SecretStore(None)
+        """The secrets ``{{ secrets.NAME }}`` names (``load_registry`` sets ``secrets_dir``)."""
         for task in tasks:
             self._add(task, (sources or {}).get(task.type, "built-in"))
 
@@ -128,6 +132,48 @@ class TaskRegistry:
             problems.extend(check_extra(params, resolved=resolved))
         return problems
 
+    def check_arguments(
+        self, schema: Mapping[str, Any], arguments: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Check a workflow's ``params`` schema and its ``arguments`` against it.
+
+        The schema must be a valid JSON Schema (Draft 2020-12 unless its ``$schema`` says
+        otherwise) of ``"type": "object"``; missing values take its properties' defaults;
+        values are checked with formats (``date``, ``date-time``, ``email``...).
+
+        Returns:
+            The arguments with defaults filled, and every problem: ``params: ...`` for
+            the schema, ``arguments.NAME: ...`` for the values.
+        """
+        from jsonschema.validators import Draft202012Validator, validator_for
+
+        validator_class = validator_for(schema, default=Draft202012Validator)
+        problems = [
+            f"params{_at(error.absolute_path)}: {error.message}"
+            for error in validator_class(validator_class.META_SCHEMA).iter_errors(schema)
+        ]
+        if schema.get("type") != "object":
+            problems.append('params: must be a schema of "type": "object" (named values)')
+        if problems:
+            return dict(arguments), problems
+        values = dict(arguments)
+        properties = schema.get("properties")
+        for name, prop in (properties if isinstance(properties, Mapping) else {}).items():
+            if name not in values and isinstance(prop, Mapping) and "default" in prop:
+                values[name] = copy.deepcopy(prop["default"])
+        validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+        for error in validator.iter_errors(values):
+            if error.validator == "required" and not error.absolute_path:
+                missing = error.message.partition(" is a required")[0].strip("'")
+                problems.append(f"arguments.{missing}: required, and params gives no default")
+            else:
+                problems.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
+        return values, sorted(problems)
+
+    def secret_problem(self, name: str) -> str | None:
+        """Why ``{{ secrets.<name> }}`` cannot be used here (see :attr:`secrets`), or None."""
+        return self.secrets.problem(name)
+
     def describe(self) -> list[dict[str, Any]]:
         """Every type's metadata, sorted by type (what ``wfe-daemon tasks`` prints)."""
         return [
@@ -141,6 +187,11 @@ class TaskRegistry:
             }
             for task in self
         ]
+
+
+def _at(path: Iterable[Any]) -> str:
+    """``.a.0.b`` for the path ``a, 0, b`` of a value in a document ("" at the top)."""
+    return "".join(f".{part}" for part in path)
 
 
 def _plugin_source(ep: importlib.metadata.EntryPoint) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from wfe_daemon.config import Settings
 from wfe_daemon.errors import ConfigError
 from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.runtime.secrets import SecretStore
 from wfe_daemon.runtime.task import Services
 from wfe_daemon.tasks import BUILTINS
 
@@ -40,6 +41,7 @@ def load_registry(settings: Settings) -> TaskRegistry:
             itself cannot be built.
     """
     registry = TaskRegistry.load(BUILTINS)
+    registry.secrets = SecretStore(settings.secrets_dir)
     for task_type, key in _OPT_IN.items():
         if not getattr(settings, key):
             registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")

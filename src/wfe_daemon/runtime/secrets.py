@@ -1,0 +1,89 @@
+"""Secrets: one file per secret in ``secrets_dir``, read when a node starts.
+
+The secret ``NAME`` is the file ``secrets_dir/NAME`` (systemd's ``LoadCredential=NAME:...``
+puts it in ``$CREDENTIALS_DIRECTORY``); its value is the file's text with one trailing
+newline stripped. A submission only checks that the file exists; the value is read when a
+node that references it starts, so a rotated secret is used without a restart, and every
+value read is taught to :data:`~wfe_daemon.core.masking.MASKER` before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from wfe_daemon.core.masking import MASKER, MIN_MASKED
+from wfe_daemon.errors import ParamsError
+
+__all__ = ["MAX_SECRET_BYTES", "SecretStore"]
+
+MAX_SECRET_BYTES: Final = 1 << 20
+"""The most a secret file may hold: a device or a huge file fails the node, not the daemon."""
+
+_HOW: Final = (
+    "no secrets_dir is configured: set secrets_dir (WFE_SECRETS_DIR), or give the"
+    " service LoadCredential= in its systemd unit"
+)
+
+
+class SecretStore:
+    """The secrets of ``directory`` (None: no secrets configured), by name.
+
+    Names are checked by validation (:data:`~wfe_daemon.core.inputs.SECRET_NAME`: no path
+    separators, no dotfiles) before they reach this store.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    def problem(self, name: str) -> str | None:
+        """Why the secret ``name`` cannot be used (it is not a readable-looking file), or
+        None; for validation, which does not read the value."""
+        if self.directory is None:
+            return f"needs the secret '{name}', but {_HOW}"
+        path = self.directory / name
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return f"names the secret '{name}', which is not in secrets_dir {self.directory}"
+        except OSError as exc:
+            return f"names the secret '{name}', which cannot be looked up: {exc.strerror or exc}"
+        if not stat.S_ISREG(mode):
+            return f"names the secret '{name}', but {path} is not a regular file"
+        return None
+
+    def read(self, name: str) -> str:
+        """The value of the secret ``name``, now (and masked from now on).
+
+        Raises:
+            ParamsError: no secrets are configured, or the file cannot be read, is larger
+                than :data:`MAX_SECRET_BYTES`, or is not UTF-8 text.
+        """
+        if self.directory is None:
+            raise ParamsError(f"secret '{name}': {_HOW}")
+        path = self.directory / name
+        try:
+            with path.open("rb") as file:
+                data = file.read(MAX_SECRET_BYTES + 1)
+        except OSError as exc:
+            raise ParamsError(
+                f"secret '{name}': cannot read {path}: {exc.strerror or exc}"
+            ) from None
+        if len(data) > MAX_SECRET_BYTES:
+            raise ParamsError(f"secret '{name}': {path} is larger than {MAX_SECRET_BYTES} bytes")
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParamsError(f"secret '{name}': {path} is not UTF-8 text") from None
+        value = value.removesuffix("\n")
+        if not MASKER.learn(value):
+            structlog.get_logger().warning(
+                "secret.unmasked",
+                secret=name,
+                reason=f"shorter than {MIN_MASKED} characters: not masked in outputs and logs",
+            )
+        return value
