@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from wfe_daemon.cli.runargs import add_argument_flags
 from wfe_daemon.config import DEFAULTS, FLAG_KEYS, flag_name
 
 __all__ = ["Handler", "VersionAction", "build_parser", "given_settings"]
@@ -50,6 +51,8 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "file", type=Path
     )
     add("validate", "check a workflow file").add_argument("file", type=Path)
+    for name in ("execute", "validate"):
+        add_argument_flags(sub.choices[name])
     add("tasks", "list the task types").add_argument("--json", action="store_true")
     runs = add("runs", "list recent runs, newest first")
     runs.add_argument("--limit", type=_positive_int, default=20)
@@ -101,6 +104,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the run to its end, print its summary"
     )
     submit.add_argument("--json", action="store_true", help="print the daemon's whole answer")
+    add_argument_flags(submit)
     return parser
 
 

@@ -160,11 +160,21 @@ def _registry(settings: Any) -> TaskRegistry:
     return load_registry(settings)
 
 
-def _parse_file(path: Path, settings: Any) -> WorkflowDef:
+def _parse_file(path: Path, settings: Any, args: argparse.Namespace | None = None) -> WorkflowDef:
     from wfe_daemon.core.model import parse_workflow
 
     registry = _registry(settings)  # the configuration is checked before the file is read
-    return parse_workflow(_read(path, settings.max_file_size), registry)
+    data = _read(path, settings.max_file_size)
+    if args is not None:
+        data = _with_arguments(args, data, settings.max_file_size)
+    return parse_workflow(data, registry)
+
+
+def _with_arguments(args: argparse.Namespace, data: bytes, max_size: int) -> bytes:
+    """The workflow ``data`` with the ``-p`` and ``--params-file`` values of ``args``."""
+    from wfe_daemon.cli.runargs import given_arguments, with_arguments
+
+    return with_arguments(data, given_arguments(args.param, args.params_file, max_size))
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -193,6 +203,8 @@ def _execute(args: argparse.Namespace) -> int:
         problem = None
     except WorkflowRejected as exc:  # too big to read: still a REJECTED run with a summary
         data, problem = None, "; ".join(exc.problems)
+    if data is not None:
+        data = _with_arguments(args, data, settings.max_file_size)
     live = _live_line(settings, data)
     path = args.file.resolve()
 
@@ -239,7 +251,9 @@ def _node_count(data: bytes | None) -> int | None:
 
 
 def _print_summary(summary: RunSummary) -> int:
-    _print_json(summary)
+    from wfe_daemon.core.masking import MASKER
+
+    _print_json(MASKER.value(summary))  # a secret this process read never reaches stdout
     return {"SUCCESS": 0, "REJECTED": 2}.get(summary["status"], 1)
 
 
@@ -312,7 +326,7 @@ async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunS
 
 
 def _validate(args: argparse.Namespace) -> int:
-    _parse_file(args.file, _settings(args))
+    _parse_file(args.file, _settings(args), args)
     return 0
 
 
@@ -400,6 +414,7 @@ def _submit(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     data = _read(args.file, settings.max_file_size)
+    data = _with_arguments(args, data, settings.max_file_size)
     stem = args.name if args.name is not None else args.file.stem
     try:
         submitted = submit_file(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -28,6 +28,7 @@ __all__ = [
     "check_reserved_refs",
     "reserved_id_problem",
     "reserved_values",
+    "shown_values",
 ]
 
 INPUT_KEYS: Final = frozenset({"params", "arguments", "scheduled_for"})
@@ -200,3 +201,38 @@ def reserved_values(
             if ref.path[0] not in secrets:
                 secrets[ref.path[0]] = read_secret(ref.path[0])
     return values
+
+
+class _Hidden(Mapping[str, str]):
+    """Every secret, as a reader of a stored run sees it: ``***``."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __getitem__(self, name: str) -> str:
+        return "***"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def shown_values(definition: Any, run_id: int) -> dict[str, Any]:
+    """The reserved roots as a stored run shows them (the API's resolved params): the
+    stored ``arguments`` over the ``params`` defaults, the run's id and ``scheduled_for``,
+    and every secret as ``***``."""
+    doc = definition if isinstance(definition, Mapping) else {}
+    schema, given = doc.get("params"), doc.get("arguments")
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    arguments = {
+        name: prop["default"]
+        for name, prop in (properties if isinstance(properties, Mapping) else {}).items()
+        if isinstance(prop, Mapping) and "default" in prop
+    }
+    arguments.update(given if isinstance(given, Mapping) else {})
+    run: dict[str, Any] = {"id": run_id}
+    if isinstance(doc.get("scheduled_for"), str):
+        run["scheduled_for"] = doc["scheduled_for"]
+    return {"params": arguments, "run": run, "secrets": _Hidden()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection
 from pathlib import Path
 from typing import Final
 
@@ -37,15 +38,31 @@ class SecretStore:
     separators, no dotfiles) before they reach this store.
     """
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, refused: Collection[Path] = ()) -> None:
         self.directory = directory
+        self._refused = frozenset(os.path.abspath(path) for path in refused)
+        """Files never served, whatever their name: the HTTP API's bearer token."""
+
+    def _path(self, name: str) -> Path:
+        """The file of secret ``name``; a ``ParamsError`` when it is refused."""
+        assert self.directory is not None
+        path = self.directory / name
+        if os.path.abspath(path) in self._refused:
+            raise ParamsError(
+                f"names the secret '{name}', which is the HTTP API's bearer token:"
+                " workflows may not read it"
+            )
+        return path
 
     def problem(self, name: str) -> str | None:
         """Why the secret ``name`` cannot be used (it is not a readable-looking file), or
         None; for validation, which does not read the value."""
         if self.directory is None:
             return f"needs the secret '{name}', but {_HOW}"
-        path = self.directory / name
+        try:
+            path = self._path(name)
+        except ParamsError as exc:
+            return str(exc)
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -65,7 +82,7 @@ class SecretStore:
         """
         if self.directory is None:
             raise ParamsError(f"secret '{name}': {_HOW}")
-        path = self.directory / name
+        path = self._path(name)
         try:
             with path.open("rb") as file:
                 data = file.read(MAX_SECRET_BYTES + 1)

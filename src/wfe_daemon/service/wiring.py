@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from wfe_daemon.config import Settings
@@ -18,6 +19,7 @@ from wfe_daemon.errors import ConfigError
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.runtime.secrets import SecretStore
 from wfe_daemon.runtime.task import Services
+from wfe_daemon.service.apitoken import TOKEN_NAME
 from wfe_daemon.tasks import BUILTINS
 
 if TYPE_CHECKING:  # imported when used: ``validate`` and ``tasks`` need neither
@@ -41,7 +43,7 @@ def load_registry(settings: Settings) -> TaskRegistry:
             itself cannot be built.
     """
     registry = TaskRegistry.load(BUILTINS)
-    registry.secrets = SecretStore(settings.secrets_dir)
+    registry.secrets = SecretStore(settings.secrets_dir, refused=_token_files(settings))
     for task_type, key in _OPT_IN.items():
         if not getattr(settings, key):
             registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
@@ -54,6 +56,16 @@ def load_registry(settings: Settings) -> TaskRegistry:
             f"config: task_limits: unknown task type{plural} {names} (known: {known})"
         )
     return registry
+
+
+def _token_files(settings: Settings) -> list[Path]:
+    """Where the API's bearer token may be among the secrets: never a workflow's to read."""
+    if settings.secrets_dir is None:
+        return []
+    files = [settings.secrets_dir / TOKEN_NAME]
+    if settings.api_token_file is not None:
+        files.append(settings.secrets_dir / settings.api_token_file)  # an absolute one stays
+    return files
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ against the OpenAPI 3.1 schema and checks real answers of a running daemon again
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -211,6 +211,30 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+_WORKFLOW_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "A workflow document, as a file in the inbox holds it (see the README).",
+    "properties": {
+        "params": {
+            "type": "object",
+            "description": "A JSON Schema (`type: object`) of the values a run takes.",
+        },
+        "arguments": {
+            "type": "object",
+            "description": (
+                "The run's values for `params` (defaults fill the rest); a value that fails"
+                " the schema, or a missing required one, rejects the run (422)."
+            ),
+        },
+        "scheduled_for": {
+            "type": "string",
+            "format": "date-time",
+            "description": "The time the run is for: `{{ run.scheduled_for }}`.",
+        },
+    },
+}
+
+
 def _paths() -> dict[str, Any]:
     not_found = {"404": _error("No such run (or node).")}
     return {
@@ -244,7 +268,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
+                    "content": {"application/json": {"schema": _WORKFLOW_BODY}},
                 },
                 "responses": {
                     "201": _json(_ref("Accepted"), "Accepted: the run is recorded and queued."),

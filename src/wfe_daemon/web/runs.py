@@ -21,6 +21,7 @@ from anyio import to_thread
 
 from wfe_daemon.core import refs
 from wfe_daemon.core.graph import dot, graph_nodes, mermaid
+from wfe_daemon.core.inputs import shown_values
 from wfe_daemon.core.model import RunStatus, redact_secrets
 from wfe_daemon.core.records import NodeRecord, RunRecord, summary_of
 from wfe_daemon.errors import ParamsError, StoreError
@@ -234,10 +235,14 @@ def _definition_nodes(run: RunRecord) -> dict[str, dict[str, Any]]:
     }
 
 
-def resolved_params(params: Any, nodes: list[NodeRecord]) -> Any:
+def resolved_params(
+    params: Any, nodes: list[NodeRecord], reserved: Mapping[str, Any] | None = None
+) -> Any:
     """``params`` with references resolved from the outputs of the nodes that succeeded,
-    as the engine resolved them, then redacted; as written when one cannot be resolved."""
+    as the engine resolved them, then redacted; as written when one cannot be resolved.
+    ``reserved``: the values of ``params``, ``run`` and ``secrets`` (``shown_values``)."""
     outputs = {row["node_id"]: row["result_data"] for row in nodes if row["status"] == "SUCCESS"}
+    outputs.update(reserved or {})
     with suppress(ParamsError):  # else an upstream has no output (yet, or ever): as written
         params = refs.resolve(params, outputs)
     return redact_secrets(params)
@@ -267,7 +272,9 @@ async def _node(request: web.Request) -> web.Response:
             "reason": row["reason"],
             "cause": row["cause"],
             "depends_on": [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else [],
-            "params": resolved_params(item.get("params", {}), run["nodes"]),
+            "params": resolved_params(
+                item.get("params", {}), run["nodes"], shown_values(run["definition"], run["id"])
+            ),
         }
     )
 
