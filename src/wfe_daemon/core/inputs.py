@@ -145,8 +145,9 @@ def _params_problem(ref: Ref, inputs: RunInputs) -> str | None:
         close = difflib.get_close_matches(name, declared, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"names parameter '{name}', which params does not declare{hint}"
-    if name not in inputs.arguments:
-        return (
+    required = inputs.params.get("required")
+    if name not in inputs.arguments and not (isinstance(required, list) and name in required):
+        return (  # (a missing required one is reported by the arguments' check)
             f"needs a value for parameter '{name}': give it in arguments"
             f" (-p {name}=...) or a default in params"
         )
