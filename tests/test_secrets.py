@@ -335,3 +335,30 @@ def test_log_lines_mask_learned_values_in_every_field() -> None:
     first, second = (json.loads(line) for line in text.splitlines())
     assert (first["error"], first["extra"]) == ("failed: ***", {"deep": ["***"]})
     assert "ValueError: bad ***" in second["exception"]
+
+
+def test_after_a_crash_a_masked_output_still_needed_is_produced_again(daemons: Daemons) -> None:
+    """SIGKILL after ``a`` stored its output (masked) and while ``b`` runs: the restart runs
+    ``a`` again, since ``c`` still needs the real value its stored ``***`` hides."""
+    secrets_dir = daemons.root / "secrets"
+    make_secret(secrets_dir, "db_password", SECRET)
+    env = {"WFE_SECRETS_DIR": str(secrets_dir), "WFE_ENABLE_SHELL": "1"}
+    first = daemons.start(**env)
+    # The real value is 20 characters long, "***" is 3.
+    check = {"argv": ["sh", "-c", f"test ${{#S}} -eq {len(SECRET)}"], "env": {"S": "{{ a.v }}"}}
+    doc = {
+        "name": "crash",
+        "nodes": [
+            {"id": "a", "type": "echo", "params": {"v": REF}},
+            {"id": "b", "type": "sleep", "depends_on": ["a"], "params": {"seconds": 2}},
+            {"id": "c", "type": "shell", "depends_on": ["b"], "params": check},
+        ],
+    }
+    drop(daemons.inbox, "crash.json", doc)
+    wait_running(daemons.db_path, "b")
+    first.kill()
+    second = daemons.start(**env)
+    result = wait_result(daemons.outbox, "crash", timeout=20)
+    assert result["status"] == "SUCCESS", result
+    assert [e["node_id"] for e in second.events("node.started")] == ["a", "b", "c"]
+    assert_nowhere(daemons.root, secrets_dir)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["MASK", "MASKER", "MIN_MASKED", "Masker"]
+__all__ = ["MASK", "MASKER", "MIN_MASKED", "Masker", "holds_mask"]
 
 MASK: Final = "***"
 MIN_MASKED: Final = 4
@@ -87,6 +87,22 @@ class Masker:
                 return value
             return walked
         return value
+
+
+def holds_mask(value: Any) -> bool:
+    """Whether a string somewhere in ``value`` (JSON-like, keys included) shows ``***``."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if MASK in item:
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 _MAX_DEPTH: Final = 200

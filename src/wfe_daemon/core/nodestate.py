@@ -10,6 +10,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from wfe_daemon.core.masking import holds_mask
 from wfe_daemon.core.model import NodeDef, NodeStatus, WorkflowDef, holds_redacted
 from wfe_daemon.core.records import NodeRecord
 from wfe_daemon.core.summary import NodeEntry, node_entry
@@ -80,9 +81,9 @@ def reusable_states(
 ) -> dict[str, NodeState]:
     """The nodes a resumed or retried run keeps as they were: those whose status is in ``keep``.
 
-    A SUCCESS node whose stored output lost a secret to redaction (``***``) is left out
-    when a node still to run references it: it runs again (at-least-once), so that node
-    gets the real value rather than ``***``.
+    A SUCCESS node whose stored output lost a secret to redaction or masking (``***``) is
+    left out when a node still to run references it: it runs again (at-least-once), so
+    that node gets the real value rather than ``***``.
 
     A node that was RUNNING keeps its count of attempts: the attempt a restart interrupted
     (running, or waiting its backoff after a failure) runs again under the same number, and
@@ -104,6 +105,9 @@ def reusable_states(
     ]
     needed = {ref.node_id for node in to_run for ref in node.refs}
     for node_id in needed & kept.keys():
-        if kept[node_id].status is NodeStatus.SUCCESS and holds_redacted(kept[node_id].output):
+        output = kept[node_id].output
+        if kept[node_id].status is NodeStatus.SUCCESS and (
+            holds_redacted(output) or holds_mask(output)
+        ):
             del kept[node_id]
     return kept
