@@ -322,3 +322,17 @@ def test_the_api_body_carries_arguments(daemons: Daemons) -> None:
     text = json.dumps(answer)
     assert "arguments.limit: 0 is less than the minimum of 1" in text
     assert "arguments.day: required, and params gives no default" in text
+
+
+def test_graph_of_a_file_takes_p_for_required_parameters(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """``graph FILE`` of a workflow with a required parameter needs its value, as a run
+    would, and draws it once given with ``-p``."""
+    path = write_workflow(export_doc())
+    done = run_cli("graph", path)
+    assert done.returncode == 2
+    assert "arguments.day: required, and params gives no default" in done.stderr
+    done = run_cli("graph", path, "-p", "day=2026-12-03")
+    assert done.returncode == 0, done.stderr
+    assert "show" in done.stdout

@@ -78,6 +78,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     graph = add("graph", "print the DAG of a workflow file or of a run")
     graph.add_argument("target", metavar="FILE|RUN_ID")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    add_argument_flags(graph)
     add("cancel", "cancel a run of the running daemon").add_argument(
         "run_id", type=_positive_int, metavar="RUN_ID"
     )

@@ -388,7 +388,7 @@ def _graph(args: argparse.Namespace) -> int:
             raise StoreError(f"run {run['id']} ({run['status']}) has no stored workflow to draw")
         statuses = {node["node_id"]: node["status"] for node in run["nodes"]}
     else:
-        workflow = _parse_file(Path(args.target), settings)
+        workflow = _parse_file(Path(args.target), settings, args)
         name = workflow.name
         nodes = [graph.GraphNode(n.id, n.type, n.depends_on) for n in workflow.nodes]
     if args.format == "dot":
