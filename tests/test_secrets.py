@@ -337,6 +337,23 @@ def test_log_lines_mask_learned_values_in_every_field() -> None:
     assert "ValueError: bad ***" in second["exception"]
 
 
+def test_log_lines_mask_a_value_json_would_escape() -> None:
+    """A secret holding a quote and a newline (escaped in JSON text) is masked too, in
+    the line as written: neither its raw nor its escaped form is there."""
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    odd = 'first "line"\nsecond-line'
+    MASKER.learn(odd)
+    try:
+        structlog.get_logger().warning("node.finished", error=f"got {odd}!")
+    finally:
+        MASKER.forget(None)
+    text = stream.getvalue()
+    assert json.loads(text)["error"] == "got ***!"
+    assert json.dumps(odd)[1:-1] not in text
+    assert "second-line" not in text
+
+
 def test_after_a_crash_a_masked_output_still_needed_is_produced_again(daemons: Daemons) -> None:
     """SIGKILL after ``a`` stored its output (masked) and while ``b`` runs: the restart runs
     ``a`` again, since ``c`` still needs the real value its stored ``***`` hides."""

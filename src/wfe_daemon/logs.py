@@ -74,7 +74,7 @@ def _prepare(logger: WrappedLogger, method: str, event_dict: EventDict) -> Event
                 event_dict[key] = "<too deeply nested to log>"
     if "exc_info" in event_dict:
         event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
-    if MASKER:  # a secret's value read by this process shows as *** (a no-op until one is)
+    if MASKER and not MASKER.same_in_json:  # else _render masks the line as a whole
         for key, value in event_dict.items():
             event_dict[key] = MASKER.value(value)
     return event_dict

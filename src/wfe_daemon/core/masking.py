@@ -21,6 +21,8 @@ from typing import Any, Final
 __all__ = ["MASK", "MASKER", "MIN_MASKED", "Masker", "holds_mask"]
 
 MASK: Final = "***"
+_JSON_ESCAPED: Final = re.compile(r'["\\\x00-\x1f]')
+"""What JSON text shows escaped (``orjson`` writes the rest of Unicode as it is)."""
 MIN_MASKED: Final = 4
 """The fewest characters a secret value needs to be masked."""
 
@@ -31,6 +33,9 @@ class Masker:
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self.same_in_json = True
+        """Whether every value reads the same inside JSON text (nothing in it is escaped),
+        so masking the encoded text is enough (a log line: one pass, not a walk)."""
 
     def __bool__(self) -> bool:
         """Whether there is anything to mask (callers skip the walk when not)."""
@@ -41,17 +46,19 @@ class Masker:
         pieces = [value, *(line.strip() for line in value.splitlines())]
         new = {p for p in pieces if len(p) >= MIN_MASKED} - self._values
         if new:
-            self._values |= new
-            # Longest first: a value that contains another is replaced whole.
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, ordered)))
+            self._compile(self._values | new)
         return len(value) >= MIN_MASKED
 
     def forget(self, values: Iterable[str] | None = None) -> None:
         """Stop masking ``values`` (all, when None); for tests that reuse the process."""
-        self._values = set() if values is None else self._values - set(values)
-        ordered = sorted(self._values, key=len, reverse=True)
+        self._compile(set() if values is None else self._values - set(values))
+
+    def _compile(self, values: set[str]) -> None:
+        self._values = values
+        # Longest first: a value that contains another is replaced whole.
+        ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.same_in_json = not any(_JSON_ESCAPED.search(value) for value in values)
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``***``."""
