@@ -379,3 +379,23 @@ def test_after_a_crash_a_masked_output_still_needed_is_produced_again(daemons: D
     assert result["status"] == "SUCCESS", result
     assert [e["node_id"] for e in second.events("node.started")] == ["a", "b", "c"]
     assert_nowhere(daemons.root, secrets_dir)
+
+
+def test_a_secret_too_short_to_mask_is_used_and_reported(
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+    write_workflow: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """A secret of fewer than 4 characters is used as it is, not masked (it would hide
+    every such word), and a ``secret.unmasked`` warning names it."""
+    secrets_dir = tmp_path / "secrets"
+    make_secret(secrets_dir, "pin", "417")
+    doc = {
+        "name": "pin",
+        "nodes": [{"id": "a", "type": "echo", "params": {"v": "{{ secrets.pin }}"}}],
+    }
+    done = run_cli("execute", write_workflow(doc), env={"WFE_SECRETS_DIR": str(secrets_dir)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["nodes"]["a"]["output"] == {"v": "417"}
+    warnings = [json.loads(line) for line in done.stderr.splitlines() if "secret.unmasked" in line]
+    assert [(w["level"], w["name"]) for w in warnings] == [("warning", "pin")]

@@ -35,6 +35,7 @@ NODE_STARTED = "node.started"
 NODE_FINISHED = "node.finished"
 NODE_RETRY = "node.retry"
 NODE_INTERRUPTED = "node.interrupted"  # cancelled when the shutdown grace ran out
+SECRET_UNMASKED = "secret.unmasked"  # a secret too short to mask was read
 
 # Keys the engine and daemon log that never hold a secret: skipped by the redaction.
 _PLAIN_KEYS = frozenset(

@@ -19,6 +19,7 @@ import structlog
 
 from wfe_daemon.core.masking import MASKER, MIN_MASKED
 from wfe_daemon.errors import ParamsError
+from wfe_daemon.logs import SECRET_UNMASKED
 
 __all__ = ["MAX_SECRET_BYTES", "SecretStore"]
 
@@ -99,8 +100,8 @@ class SecretStore:
         value = value.removesuffix("\n")
         if not MASKER.learn(value):
             structlog.get_logger().warning(
-                "secret.unmasked",
-                secret=name,
+                SECRET_UNMASKED,
+                name=name,
                 reason=f"shorter than {MIN_MASKED} characters: not masked in outputs and logs",
             )
         return value
