@@ -399,3 +399,18 @@ def test_a_secret_too_short_to_mask_is_used_and_reported(
     assert json.loads(done.stdout)["nodes"]["a"]["output"] == {"v": "417"}
     warnings = [json.loads(line) for line in done.stderr.splitlines() if "secret.unmasked" in line]
     assert [(w["level"], w["name"]) for w in warnings] == [("warning", "pin")]
+
+
+def test_secrets_dir_defaults_to_systemds_credentials(tmp_path: Path) -> None:
+    """``$CREDENTIALS_DIRECTORY`` is ``secrets_dir`` when nothing sets one (the repository's
+    wfe.toml, which leaves it ``""``, included); ``WFE_SECRETS_DIR`` wins over it."""
+    from wfe_daemon.config import load_settings
+
+    repo_toml = Path(__file__).parent.parent / "config" / "wfe.toml"
+    credentials = {"CREDENTIALS_DIRECTORY": "/run/credentials/wfe-daemon.service"}
+    assert load_settings(environ={}).secrets_dir is None
+    for toml in (None, repo_toml):
+        settings = load_settings(environ=credentials, toml_path=toml)
+        assert settings.secrets_dir == Path("/run/credentials/wfe-daemon.service")
+    mine = {**credentials, "WFE_SECRETS_DIR": str(tmp_path)}
+    assert load_settings(environ=mine).secrets_dir == tmp_path

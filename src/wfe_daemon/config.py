@@ -333,7 +333,7 @@ def load_settings(
         environ: The environment, usually ``os.environ``; ``None`` means empty. Other
             ``WFE_*`` variables are ignored; an empty ``WFE_CONFIG`` counts as unset.
             ``$CREDENTIALS_DIRECTORY`` (set by systemd) is ``secrets_dir`` unless a
-            source sets that.
+            source sets that to a folder.
         toml_path: The file named by ``--config``; it must exist.
 
     Returns:
@@ -362,6 +362,6 @@ def load_settings(
             raise _unknown_key("flags", key)
         if value is not None:
             values[key] = _convert(key, value, True, flag_name(key) if key in FLAG_KEYS else key)
-    if "secrets_dir" not in values and environ.get("CREDENTIALS_DIRECTORY"):
+    if values.get("secrets_dir") is None and environ.get("CREDENTIALS_DIRECTORY"):
         values["secrets_dir"] = Path(environ["CREDENTIALS_DIRECTORY"])  # systemd's credentials
     return Settings(**values)
