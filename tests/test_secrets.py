@@ -414,3 +414,17 @@ def test_secrets_dir_defaults_to_systemds_credentials(tmp_path: Path) -> None:
         assert settings.secrets_dir == Path("/run/credentials/wfe-daemon.service")
     mine = {**credentials, "WFE_SECRETS_DIR": str(tmp_path)}
     assert load_settings(environ=mine).secrets_dir == tmp_path
+
+
+def test_a_secret_name_with_dots_is_one_name() -> None:
+    """``{{ secrets.mysql.password }}`` names the secret ``mysql.password`` (a credential
+    name may hold dots), where a node reference's dots walk into its output."""
+    from wfe_daemon.core.refs import find_refs, resolve
+
+    (ref,) = find_refs({"v": "{{ secrets.mysql.password }}"})
+    assert (ref.node_id, ref.path) == ("secrets", ("mysql.password",))
+    assert (
+        resolve("pw={{ secrets.mysql.password }}", {"secrets": {"mysql.password": "x"}}) == "pw=x"
+    )
+    (ref,) = find_refs("{{ fetch.json.id }}")
+    assert ref.path == ("json", "id")
