@@ -336,3 +336,48 @@ def test_graph_of_a_file_takes_p_for_required_parameters(
     done = run_cli("graph", path, "-p", "day=2026-12-03")
     assert done.returncode == 0, done.stderr
     assert "show" in done.stdout
+
+
+def test_a_params_schema_never_makes_the_daemon_fetch_a_ref(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """A ``$ref`` to a URL in ``params`` is reported unresolvable, and nothing is fetched
+    (a real server on 127.0.0.1 counts the requests); a bad ``pattern`` is reported too."""
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"type": "string"}')
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
+        schema = {
+            "type": "object",
+            "properties": {"a": {"$ref": url}, "b": {"type": "string", "pattern": "("}},
+        }
+        doc = {
+            "name": "r",
+            "params": schema,
+            "arguments": {"a": 1},
+            "nodes": [{"id": "n", "type": "echo"}],
+        }
+        done = run_cli("validate", write_workflow(doc))
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == ["params.properties.b.pattern: '(' is not a 'regex'"]
+        del schema["properties"]["b"]
+        done = run_cli("validate", write_workflow(doc))
+        assert done.stderr.splitlines() == [f"params: cannot resolve a $ref: Unresolvable: {url}"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert requests == []

@@ -148,9 +148,11 @@ class TaskRegistry:
         from jsonschema.validators import Draft202012Validator, validator_for
 
         validator_class = validator_for(schema, default=Draft202012Validator)
+        checker = validator_class.FORMAT_CHECKER  # a "pattern" must be a valid regex
+        meta = validator_class(validator_class.META_SCHEMA, format_checker=checker)
         problems = [
             f"params{_at(error.absolute_path)}: {error.message}"
-            for error in validator_class(validator_class.META_SCHEMA).iter_errors(schema)
+            for error in meta.iter_errors(schema)
         ]
         if schema.get("type") != "object":
             problems.append('params: must be a schema of "type": "object" (named values)')
@@ -161,14 +163,7 @@ class TaskRegistry:
         for name, prop in (properties if isinstance(properties, Mapping) else {}).items():
             if name not in values and isinstance(prop, Mapping) and "default" in prop:
                 values[name] = copy.deepcopy(prop["default"])
-        validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
-        for error in validator.iter_errors(values):
-            if error.validator == "required" and not error.absolute_path:
-                missing = error.message.partition(" is a required")[0].strip("'")
-                problems.append(f"arguments.{missing}: required, and params gives no default")
-            else:
-                problems.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
-        return values, sorted(problems)
+        return values, sorted(_argument_problems(validator_class, schema, values))
 
     def secret_problem(self, name: str) -> str | None:
         """Why ``{{ secrets.<name> }}`` cannot be used here (see :attr:`secrets`), or None."""
@@ -187,6 +182,30 @@ class TaskRegistry:
             }
             for task in self
         ]
+
+
+def _argument_problems(
+    validator_class: Any, schema: Mapping[str, Any], values: Mapping[str, Any]
+) -> list[str]:
+    """Every way ``values`` fail ``schema``; a ``$ref`` is looked up in the schema alone
+    (never fetched: a workflow must not make the daemon send requests)."""
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+
+    validator = validator_class(
+        schema, format_checker=validator_class.FORMAT_CHECKER, registry=Registry()
+    )
+    problems = []
+    try:
+        for error in validator.iter_errors(values):
+            if error.validator == "required" and not error.absolute_path:
+                missing = error.message.partition(" is a required")[0].strip("'")
+                problems.append(f"arguments.{missing}: required, and params gives no default")
+            else:
+                problems.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
+    except Unresolvable as exc:
+        problems.append(f"params: cannot resolve a $ref: {exc}")
+    return problems
 
 
 def _at(path: Iterable[Any]) -> str:
