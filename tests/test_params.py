@@ -342,7 +342,8 @@ def test_a_params_schema_never_makes_the_daemon_fetch_a_ref(
     run_cli: Cli, write_workflow: Callable[..., Path]
 ) -> None:
     """A ``$ref`` to a URL in ``params`` is reported unresolvable, and nothing is fetched
-    (a real server on 127.0.0.1 counts the requests); a bad ``pattern`` is reported too."""
+    (a real server on 127.0.0.1 counts the requests); a bad ``pattern`` and a ``$ref``
+    loop are reported too."""
     import http.server
     import threading
 
@@ -376,6 +377,9 @@ def test_a_params_schema_never_makes_the_daemon_fetch_a_ref(
         del schema["properties"]["b"]
         done = run_cli("validate", write_workflow(doc))
         assert done.stderr.splitlines() == [f"params: cannot resolve a $ref: Unresolvable: {url}"]
+        doc["params"] = {"type": "object", "$ref": "#"}
+        done = run_cli("validate", write_workflow(doc))
+        assert done.stderr.splitlines() == ["params: a $ref refers back to itself without end"]
     finally:
         server.shutdown()
         server.server_close()

@@ -205,6 +205,8 @@ def _argument_problems(
                 problems.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
     except Unresolvable as exc:
         problems.append(f"params: cannot resolve a $ref: {exc}")
+    except RecursionError:
+        problems.append("params: a $ref refers back to itself without end")
     return problems
 
 
