@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "MAX_REDIRECTS",
     "Body",
+    "describe_error",
     "exchange",
 ]
 
@@ -132,7 +133,7 @@ class _Exchange:
         except httpx.UnsupportedProtocol as exc:
             raise TaskFailed(f"{method} {url}: only http and https URLs are allowed") from exc
         except (httpx.TransportError, OSError) as exc:
-            raise TaskFailed(f"{method} {url}: {_describe(exc, self.timeout_s)}") from exc
+            raise TaskFailed(f"{method} {url}: {describe_error(exc, self.timeout_s)}") from exc
 
     def _redirected(self, follow: httpx.Request) -> httpx.Request:
         """The next hop: httpx chose its method (303, or 301/302 after a POST: GET), strips
@@ -244,7 +245,7 @@ def _shown_headers(headers: httpx.Headers) -> dict[str, str]:
     return shown
 
 
-def _describe(exc: BaseException, timeout_s: float) -> str:
+def describe_error(exc: BaseException, timeout_s: float) -> str:
     """A transport error in a user's words, from the innermost cause that says most."""
     import socket
 
