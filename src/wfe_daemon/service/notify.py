@@ -271,12 +271,13 @@ class Webhook:
         assert self._client is not None
         try:
             with anyio.fail_after(self.notify.timeout):
-                response = await self._client.post(self.url, content=body)
+                # The answer's body is never read: a webhook's status says it all.
+                async with self._client.stream("POST", self.url, content=body) as response:
+                    code = response.status_code
         except TimeoutError:
             raise OSError(f"timed out after {self.notify.timeout:g}s") from None
         except httpx.TransportError as exc:
             raise OSError(describe_error(exc, self.notify.timeout)) from None
-        code = response.status_code
         if 200 <= code <= 299:
             return code
         if code >= 500 or code in _RETRIED_STATUSES:
