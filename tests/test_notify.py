@@ -45,6 +45,8 @@ class _Hook(BaseHTTPRequestHandler):
             self.server.received.append({"path": self.path, "headers": headers, "body": body})
             status = self.server.answers.pop(0) if self.server.answers else 200
         self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "1")
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -54,7 +56,7 @@ class _HookServer(ThreadingHTTPServer):
     daemon_threads = True
     received: list[dict[str, Any]]
     answers: list[int]
-    """Statuses to answer, in order; 200 once used up."""
+    """Statuses to answer, in order; 200 once used up. A 429 says ``Retry-After: 1``."""
     lock: threading.Lock
 
     def bodies(self) -> list[dict[str, Any]]:
@@ -187,20 +189,20 @@ def test_a_webhook_down_at_first_gets_the_notification_once_up(
 def test_an_error_answer_is_retried_and_a_client_error_is_final(
     daemons: Daemons, tmp_path: Path
 ) -> None:
-    """A 503 is tried again; a 400 is given up at once (notify.dropped), and the next
-    notification is still sent."""
+    """A 503 is tried again, a 429 after its Retry-After; a 400 is given up at once
+    (notify.dropped), and the next notification is still sent."""
     config = write_toml(tmp_path / "wfe.toml", "[notify]\nretry_delay = 0.05\n")
-    with webhook_server(answers=[503, 200, 400]) as server:
+    with webhook_server(answers=[503, 429, 200, 400]) as server:
         daemon = daemons.start(WFE_CONFIG=str(config), WFE_NOTIFY_URL=url_of(server))
         drop(daemons.inbox, "one.json", failing_doc("one"), mtime=PAST)
         wait_until(lambda: daemon.events("notify.sent"), 15, "the first notification")
         drop(daemons.inbox, "two.json", failing_doc("two"), mtime=PAST)
         dropped = wait_until(lambda: daemon.events("notify.dropped"), 15, "notify.dropped")
-        assert len(server.received) == 3
+        assert len(server.received) == 4
     assert dropped[0]["reason"] == "the webhook answered 400; not tried again"
     assert dropped[0]["level"] == "warning"
-    [failed] = daemon.events("notify.failed")
-    assert failed["error"] == "the webhook answered 503"
+    failed = [(e["error"], e["delay"]) for e in daemon.events("notify.failed")]
+    assert failed == [("the webhook answered 503", 0.05), ("the webhook answered 429", 1.0)]
     assert daemon.terminate() == 0
 
 

@@ -4,7 +4,8 @@ The daemon hands each published result to :meth:`Webhook.offer` (its ``on_publis
 hook), which only queues it: the engine, the outbox and the next run never wait for the
 webhook. :meth:`Webhook.run`, a task of the daemon's task group, sends the queue in order,
 one notification at a time, each tried up to ``attempts`` times with a doubling delay
-(``retry_delay``, at most :data:`MAX_DELAY_S`). The queue holds :data:`QUEUE_SIZE`
+(``retry_delay``, at most :data:`MAX_DELAY_S`; longer when a 429 or 503 answer's
+``Retry-After`` asks for it, in seconds). The queue holds :data:`QUEUE_SIZE`
 notifications; when full, the oldest is dropped with a warning.
 
 The webhook is operator configuration, not workflow input: it is sent through a client of
@@ -142,6 +143,15 @@ class _Final(Exception):
     """Raised when the webhook's answer says another try would not help."""
 
 
+class _Busy(OSError):
+    """Raised when the webhook answered 5xx, 408, 425 or 429; ``after_s`` is its
+    ``Retry-After`` in seconds, when it gave one."""
+
+    def __init__(self, message: str, after_s: float | None) -> None:
+        super().__init__(message)
+        self.after_s = after_s
+
+
 class Webhook:
     """The notifications of one process: a bounded queue and the loop that sends it.
 
@@ -241,6 +251,8 @@ class Webhook:
                 if attempt == attempts:
                     self._dropped(summary, f"gave up after {attempts} tries: {error}")
                     return False
+                if isinstance(exc, _Busy) and exc.after_s is not None:
+                    delay = min(max(delay, exc.after_s), MAX_DELAY_S)
                 self._tell("failed")
                 log.warning(
                     NOTIFY_FAILED,
@@ -273,15 +285,18 @@ class Webhook:
             with anyio.fail_after(self.notify.timeout):
                 # The answer's body is never read: a webhook's status says it all.
                 async with self._client.stream("POST", self.url, content=body) as response:
-                    code = response.status_code
+                    pass
         except TimeoutError:
             raise OSError(f"timed out after {self.notify.timeout:g}s") from None
         except httpx.TransportError as exc:
             raise OSError(describe_error(exc, self.notify.timeout)) from None
+        code = response.status_code
         if 200 <= code <= 299:
             return code
         if code >= 500 or code in _RETRIED_STATUSES:
-            raise OSError(f"the webhook answered {code}")
+            after = response.headers.get("retry-after", "")
+            after_s = float(after) if after.strip().isdigit() else None
+            raise _Busy(f"the webhook answered {code}", after_s)
         raise _Final(f"the webhook answered {code}; not tried again")
 
     def _open(self) -> httpx.AsyncClient:
