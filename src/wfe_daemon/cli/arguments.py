@@ -101,6 +101,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the run to its end, print its summary"
     )
     submit.add_argument("--json", action="store_true", help="print the daemon's whole answer")
+    sub.choices["execute"].add_argument(
+        "--notify",
+        action="store_true",
+        help="tell the [notify] webhook of the result too, as the daemon would",
+    )
     return parser
 
 
