@@ -199,8 +199,12 @@ def test_an_inbox_removed_and_recreated_is_watched_again(daemons: Daemons) -> No
     """After ``rm -r inbox; mkdir inbox`` under a running daemon, files dropped into the
     new inbox are taken, and the incident is logged once each way."""
     daemon = daemons.start()
-    shutil.rmtree(daemons.inbox)
-    daemons.inbox.mkdir()
+    # At once, as the daemon sees it: a plain rmtree races the daemon, which remakes the
+    # subfolders it sees go while the tree is still being removed (rm -r says "not empty").
+    trash = daemons.root / "inbox.removed"
+    os.rename(daemons.inbox, trash)
+    shutil.rmtree(trash)
+    daemons.inbox.mkdir(exist_ok=True)  # the daemon may have made it again first
     drop(daemons.inbox, "after.json", echo_doc("after"))
     assert wait_result(daemons.outbox, "after", timeout=3 * RESCAN_S)["status"] == "SUCCESS"
     wait_until(lambda: (daemons.inbox / "processed" / "after.json").exists(), 5, "moved")

@@ -91,6 +91,24 @@ async def test_redirect_to_metadata_refused(
     assert [r["path"] for r in server.requests] == ["/redirect"]
 
 
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[fd00:ec2::254]/"])
+async def test_http_post_refuses_metadata_addresses_before_connecting(
+    run_nodes: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """http_post applies http_get's checks: a metadata address is refused, nothing connects."""
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a connection was attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    node = {"id": "fetch", "type": "http_post", "params": {"url": url, "json": {"a": 1}}}
+    summary, _ = await run_nodes(node)
+    message = error_of(summary)
+    assert message.startswith(f"POST {url}: ")
+    assert message.endswith("a link-local/metadata address; refused")
+
+
 # -- the transport's own check ----------------------------------------------------------------
 
 

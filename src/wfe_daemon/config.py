@@ -18,9 +18,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from wfe_daemon.core.webhook import NotifyInvalid, NotifySettings, notify_env, notify_table
 from wfe_daemon.errors import ConfigError
 
-__all__ = ["DEFAULTS", "DEFAULT_CONFIG_FILE", "FLAG_KEYS", "Settings", "flag_name", "load_settings"]
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_CONFIG_FILE",
+    "FLAG_KEYS",
+    "NotifySettings",
+    "Settings",
+    "flag_name",
+    "load_settings",
+]
 
 DEFAULT_CONFIG_FILE: Final = Path("config/wfe.toml")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -65,6 +74,8 @@ class Settings:
     """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
     secrets_dir: Path | None = None
     """One file per secret for ``{{ secrets.NAME }}``; default ``$CREDENTIALS_DIRECTORY``."""
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    """The webhook told of runs that end FAILED or PARTIAL_SUCCESS (``[notify]``)."""
 
     def __post_init__(self) -> None:
         for name in _PATH_KEYS:
@@ -201,6 +212,13 @@ def _as_networks(value: object, text_ok: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(networks))
 
 
+def _as_notify(value: object, text_ok: bool) -> NotifySettings:
+    try:
+        return notify_table(value, text_ok)
+    except NotifyInvalid as exc:
+        raise _Invalid(str(exc), exc.subkey) from None
+
+
 def _num(v: float) -> str:
     """A number as the user likely wrote it: ``-1``, not ``-1.0``."""
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
@@ -250,6 +268,7 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "history_retention_days": _Spec(_as_int, _at_least(0)),
         "http_deny_networks": _Spec(_as_networks),
         "secrets_dir": _Spec(_as_optional_path),
+        "notify": _Spec(_as_notify, env=False),  # WFE_NOTIFY_*: notify_env
     }
 )
 
@@ -357,6 +376,7 @@ def load_settings(
         name = f"WFE_{key.upper()}"
         if spec.env and name in environ:
             values[key] = _convert(key, environ[name], True, name)
+    values["notify"] = notify_env(values.get("notify", NotifySettings()), environ)
     for key, value in (flags or {}).items():
         if key not in _SPECS:
             raise _unknown_key("flags", key)

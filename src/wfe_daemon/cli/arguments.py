@@ -106,6 +106,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     )
     submit.add_argument("--json", action="store_true", help="print the daemon's whole answer")
     add_argument_flags(submit)
+    sub.choices["execute"].add_argument(
+        "--notify",
+        action="store_true",
+        help="tell the [notify] webhook of the result too, as the daemon would",
+    )
     return parser
 
 

@@ -198,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(args: argparse.Namespace) -> int:
     settings = _settings(args)
     registry = _registry(settings)
+    notify_url = _notify_url(settings) if args.notify else None
     try:
         data: bytes | None = _read(args.file, settings.max_file_size)
         problem = None
@@ -223,7 +224,30 @@ def _execute(args: argparse.Namespace) -> int:
         )
         return await run_cancellable(store, engine, work)  # `wfe-daemon cancel` reaches it too
 
-    return _print_summary(_async(_with_engine, settings, registry, live, action))
+    summary = _async(_with_engine, settings, registry, live, action)
+    code = _print_summary(summary)
+    if notify_url is not None:
+        sys.stdout.flush()  # the summary first: the webhook may take its retries
+        _async(_notify, settings, notify_url, summary)
+    return code
+
+
+def _notify_url(settings: Any) -> str:
+    """The ``[notify]`` webhook for ``execute --notify``; a usage error when there is none."""
+    from wfe_daemon.service.notify import webhook_url
+
+    url = webhook_url(settings.notify, os.environ)
+    if url is None:
+        raise UsageError("--notify: no webhook configured: set [notify] url or url_file")
+    return url
+
+
+async def _notify(settings: Any, url: str, summary: RunSummary) -> None:
+    """Tell the webhook of ``summary`` when its status is one of ``[notify] on``."""
+    from wfe_daemon.service.notify import Webhook
+
+    if summary["status"] in settings.notify.on:
+        await Webhook(settings.notify, url).deliver(summary)
 
 
 def _live_line(settings: Any, data: bytes | None) -> LiveLine | None:

@@ -44,6 +44,7 @@ from wfe_daemon.service.intake import (
     leftover_claims,
     settle_file,
 )
+from wfe_daemon.service.notify import Webhook, webhook_url
 from wfe_daemon.service.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.service.recovery import abandon_orphans, recover
 from wfe_daemon.service.retention import keep_history
@@ -58,6 +59,7 @@ log = structlog.get_logger()
 _RETRY_MAX_S = 10.0
 _QUICK_S = 1.0  # a start-up wait longer than this is shown in systemd's STATUS=
 _EXTEND_EVERY_S = 10.0
+_NOTIFY_FLUSH_S = 5.0  # of the shutdown grace, for notifications still queued
 _FRONT_STOP_S = 5.0  # the front's own bounds: 1 s for requests in flight, 1 s to hand over
 
 
@@ -195,6 +197,8 @@ class Daemon:
         """Called after each result is published (metrics)."""
         self.faults = Faults() if faults is None else faults
         """Faults happening now (outbox, inbox, store), for the log and ``/healthz``."""
+        self.on_notified: list[Callable[[str], None]] = []
+        """Called with each notification outcome (``sent``, ``failed``, ``dropped``: metrics)."""
         self.stop_reason = "stopped"
 
     async def handle(self, claimed: Claimed) -> None:
@@ -333,6 +337,7 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
     """
     fix_mmap_threshold()  # else malloc's free lists grow with the workflows served
     registry = load_registry(settings)
+    notify_url = webhook_url(settings.notify, os.environ)  # before anything runs
     _prepare_folders(settings)
     notifier = Notifier.from_environ(os.environ)
     kept = scrub_environ(os.environ)  # children must not inherit NOTIFY_SOCKET / WATCHDOG_*
@@ -354,7 +359,10 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
                     )
                 )
                 daemon = Daemon(settings, registry, store, engine, notifier, faults)
-                await _supervise(daemon, front)
+                webhook = None
+                if notify_url is not None:
+                    webhook = Webhook(settings.notify, notify_url, hooks=daemon.on_notified)
+                await _supervise(daemon, front, webhook)
                 if store.fatal is not None:
                     raise store.fatal
     except BaseException as exc:
@@ -421,7 +429,9 @@ def _log_stopped(daemon: Daemon, failure: BaseException | None) -> None:
         log.error(DAEMON_STOPPED, reason=reason, running=daemon.active)
 
 
-async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
+async def _supervise(
+    daemon: Daemon, front: Front | None = None, webhook: Webhook | None = None
+) -> None:
     settings, notifier = daemon.settings, daemon.notifier
     remove_temporaries(settings.outbox)  # what a SIGKILL mid-publish left; results are redone
     remove_temporaries(settings.inbox / PROCESSING)  # an API submission's, never answered
@@ -430,6 +440,9 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
         stop_requested = anyio.Event()
         await tg.start(_watch_signals, daemon, stop_requested, tg.cancel_scope)
         tg.start_soon(_stop_if_damaged, daemon, tg.cancel_scope)
+        if webhook is not None:
+            await tg.start(webhook.run)
+            daemon.on_published.append(lambda _, summary: webhook.offer(summary))
         await abandon_orphans(daemon.store, settings.inbox)
         with receive:
             for _ in range(settings.max_concurrent_workflows):
@@ -475,7 +488,18 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
                 f"; {daemon.active} workflows still running after the "
                 f"{settings.shutdown_grace:g}s grace resume at the next start"
             )
+        if webhook is not None:
+            await _flush_notifications(webhook, grace.deadline)
         tg.cancel_scope.cancel()
+
+
+async def _flush_notifications(webhook: Webhook, deadline: float) -> None:
+    """Give queued notifications what is left of the grace, at most ``_NOTIFY_FLUSH_S``;
+    log the rest as dropped (their results are published)."""
+    left = min(deadline - anyio.current_time(), _NOTIFY_FLUSH_S)
+    with anyio.move_on_after(max(left, 0.0)):
+        await webhook.flush()
+    webhook.abandon("the daemon stopped before it was sent")
 
 
 async def _run_front(

@@ -87,6 +87,13 @@ class Metrics:
         self.queued = Gauge(
             "wfe_queued_files", "Claimed files waiting for a workflow slot.", registry=reg
         )
+        self.notifications = Counter(
+            "wfe_notifications",
+            "Webhook notifications ([notify]) by outcome: sent; failed (one try failed, another"
+            " follows); dropped (given up, the queue was full, or the daemon stopped first).",
+            ["outcome"],
+            registry=reg,
+        )
 
     def attempt_finished(self, task_type: str, succeeded: bool, duration_s: float) -> None:
         """The engine's attempt hook (see ``wrappers.AttemptHook``).
@@ -126,6 +133,10 @@ class Metrics:
             self.nodes.labels(node["type"], node["status"]).inc()
         if claimed.arrived_at is not None:  # None: recovered from an earlier life
             self.intake_latency.observe(max(0.0, time.time() - claimed.arrived_at))
+
+    def notified(self, outcome: str) -> None:
+        """Count a notification outcome (the daemon's ``on_notified`` hook)."""
+        self.notifications.labels(outcome).inc()
 
     def follow(self, active: Callable[[], int], queued: Callable[[], int]) -> None:
         """Read the two gauges from the daemon at scrape time (from the HTTP thread)."""
@@ -214,6 +225,8 @@ class Followed:
     """The open incidents (``Faults.active``)."""
     on_published: MutableSequence[Callable[[Claimed, RunSummary], None]]
     """The daemon's hooks after each published result: the telemetry adds its own."""
+    on_notified: MutableSequence[Callable[[str], None]] = field(default_factory=list)
+    """The daemon's hooks for each notification outcome: the telemetry adds its own."""
 
 
 class Telemetry:
@@ -250,6 +263,7 @@ class Telemetry:
         self.health.watching = daemon.watching
         self.health.faults = daemon.faults
         daemon.on_published.append(self.metrics.published)
+        daemon.on_notified.append(self.metrics.notified)
         identity = _identity(db_path)
         try:
             await self._beat(store, db_path, identity)
@@ -259,6 +273,7 @@ class Telemetry:
                 await self._beat(store, db_path, identity)
         finally:
             daemon.on_published.remove(self.metrics.published)
+            daemon.on_notified.remove(self.metrics.notified)
 
     async def _beat(self, store: Store, db_path: Path, identity: tuple[int, int] | None) -> None:
         self.health.beat_at = self.health.clock()

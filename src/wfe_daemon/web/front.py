@@ -182,4 +182,5 @@ def _followed(daemon: Daemon) -> Followed:
         watching=lambda: daemon.watching,
         faults=daemon.faults.active,
         on_published=daemon.on_published,
+        on_notified=daemon.on_notified,
     )

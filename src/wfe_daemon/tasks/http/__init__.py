@@ -1,2 +1,3 @@
-"""The ``http_get`` task: the task (``task``), its address guard (``netguard``) and the
+"""The HTTP tasks: ``http_get`` and the shared client (``task``), ``http_post`` (``post``),
+one request and its response (``exchange``), the address guard (``netguard``) and the
 streaming of a body to a file (``body``)."""

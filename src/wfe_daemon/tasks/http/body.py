@@ -25,7 +25,7 @@ WRITE_BATCH_BYTES: Final = 1024 * 1024
 """Decoded bytes gathered before one trip to the writer thread."""
 
 
-def _inflater(encoding: str, url: str) -> Any:
+def _inflater(encoding: str, url: str, method: str = "GET") -> Any:
     """A zlib decompressor for the body's Content-Encoding; ``None`` for identity."""
     import zlib
 
@@ -34,18 +34,18 @@ def _inflater(encoding: str, url: str) -> Any:
     if not codings:
         return None
     if len(codings) > 1 or codings[0] not in ("gzip", "x-gzip", "deflate"):
-        raise TaskFailed(f"GET {url}: unsupported Content-Encoding {', '.join(codings)!r}")
+        raise TaskFailed(f"{method} {url}: unsupported Content-Encoding {', '.join(codings)!r}")
     return zlib.decompressobj(zlib.MAX_WBITS | 16 if "gzip" in codings[0] else zlib.MAX_WBITS)
 
 
 async def decoded(
-    response: httpx.Response, encoding: str, limit: int, url: str
+    response: httpx.Response, encoding: str, limit: int, url: str, method: str = "GET"
 ) -> AsyncIterator[bytes]:
     """The body decoded, failing as soon as it passes ``limit``.
 
     ``encoding`` is the response's Content-Encoding (gzip, deflate or none). Decompression
     is bounded step by step (``max_length``), so a small compressed chunk never expands to
-    more than ``limit + 1`` bytes in memory.
+    more than ``limit + 1`` bytes in memory. Errors start with ``method`` and ``url``.
     """
     import zlib
 
@@ -53,7 +53,7 @@ async def decoded(
     if response.is_stream_consumed:  # a body given whole (mock transports): decoded already
         inflater, stream = None, _single(response.content)
     else:
-        inflater, stream = _inflater(encoding, url), response.aiter_raw()
+        inflater, stream = _inflater(encoding, url, method), response.aiter_raw()
     total = 0
     first = "deflate" in encoding.lower()
     async for raw in stream:
@@ -68,12 +68,12 @@ async def decoded(
                     if first:  # some servers send deflate raw, without its zlib header
                         inflater, first = zlib.decompressobj(-zlib.MAX_WBITS), False
                         continue
-                    raise TaskFailed(f"GET {url}: body does not decompress: {exc}") from exc
+                    raise TaskFailed(f"{method} {url}: body does not decompress: {exc}") from exc
                 data = inflater.unconsumed_tail
             first = False
             total += len(chunk)
             if total > limit:
-                raise TaskFailed(f"GET {url}: body is over max_bytes ({limit} bytes)")
+                raise TaskFailed(f"{method} {url}: body is over max_bytes ({limit} bytes)")
             if chunk:
                 yield chunk
 

@@ -319,7 +319,7 @@ def guarded_transport_class() -> type[Any]:
     return _GuardedTransport
 
 
-def check_url(url: str, client: Any) -> None:
+def check_url(url: str, client: Any, method: str = "GET") -> None:
     """Refuse a non-http scheme or a denied IP literal before any connection is tried."""
     from urllib.parse import urlsplit
 
@@ -327,17 +327,17 @@ def check_url(url: str, client: Any) -> None:
         parts = urlsplit(url)
         host = parts.hostname
     except ValueError as exc:
-        raise TaskFailed(f"GET {url}: invalid URL: {exc}") from exc
-    check_target(url, parts.scheme, host, client)
+        raise TaskFailed(f"{method} {url}: invalid URL: {exc}") from exc
+    check_target(url, parts.scheme, host, client, method)
 
 
-def check_target(url: str, scheme: str, host: str | None, client: Any) -> None:
+def check_target(url: str, scheme: str, host: str | None, client: Any, method: str = "GET") -> None:
     """:func:`check_url` on a URL already split (``httpx.URL``: no second parse)."""
     if scheme.lower() not in ("http", "https"):
         shown = f"{scheme!r}" if scheme else "none"
-        raise TaskFailed(f"GET {url}: only http and https URLs are allowed, scheme is {shown}")
+        raise TaskFailed(f"{method} {url}: only http and https URLs are allowed, scheme is {shown}")
     if not host:
-        raise TaskFailed(f"GET {url}: invalid URL: no host")
+        raise TaskFailed(f"{method} {url}: invalid URL: no host")
     address = literal_address(host)
     if address is not None:
         policy_of(client).check(host, address)

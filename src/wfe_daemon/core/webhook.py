@@ -1,0 +1,203 @@
+"""The ``[notify]`` settings: where the summaries of failed runs are POSTed, and how hard
+to try. Pure: :func:`notify_table` reads the TOML table, :func:`notify_env` applies the
+``WFE_NOTIFY_*`` variables; ``wfe_daemon.config`` calls both."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from wfe_daemon.core.model import RunStatus
+from wfe_daemon.errors import ConfigError
+
+__all__ = ["NotifyInvalid", "NotifySettings", "notify_env", "notify_table"]
+
+DEFAULT_ON: Final = ("FAILED", "PARTIAL_SUCCESS")
+FINAL_STATUSES: Final = tuple(status.value for status in RunStatus if status.is_final)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """The ``[notify]`` table: the webhook that gets the summary of runs ending in ``on``.
+
+    ``url`` is the webhook itself, or ``url_file`` a file holding it (relative: read from
+    ``$CREDENTIALS_DIRECTORY``); neither means no notifications. ``headers`` go with each
+    POST. One notification is tried up to ``attempts`` times, each within ``timeout``
+    seconds, ``retry_delay`` seconds apart at first and twice as long each time after.
+    """
+
+    url: str | None = None
+    url_file: Path | None = None
+    on: tuple[str, ...] = DEFAULT_ON
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    attempts: int = 10
+    retry_delay: float = 1.0
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on", tuple(self.on))
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a webhook is configured."""
+        return self.url is not None or self.url_file is not None
+
+
+class NotifyInvalid(ValueError):
+    """Raised when a value of ``[notify]`` does not fit; ``subkey`` names it (``.on``)."""
+
+    def __init__(self, problem: str, subkey: str = "") -> None:
+        super().__init__(problem)
+        self.subkey = subkey
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_webhook_url(text: str) -> bool:
+    """Whether ``text`` is an http or https URL with a host, on one line."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(host) and text.isprintable()
+
+
+def _url(value: object, text_ok: bool) -> str | None:
+    if value == "":
+        return None
+    if not isinstance(value, str) or not is_webhook_url(value) or " " in value:
+        # The URL may hold a token: never shown.
+        raise NotifyInvalid("must be an http:// or https:// URL (the value is not shown)")
+    return value
+
+
+def _path(value: object, text_ok: bool) -> Path | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise NotifyInvalid(f"must be a path string, got {_show(value)}")
+    return Path(value)
+
+
+def _statuses(value: object, text_ok: bool) -> tuple[str, ...]:
+    if text_ok and isinstance(value, str):
+        value = [part for part in (p.strip() for p in value.split(",")) if part]
+    if not isinstance(value, list | tuple):
+        raise NotifyInvalid(f"must be a list of run statuses, got {_show(value)}")
+    statuses = []
+    for item in value:
+        status = item.strip().upper() if isinstance(item, str) else None
+        if status not in FINAL_STATUSES:
+            known = ", ".join(FINAL_STATUSES)
+            raise NotifyInvalid(f"must be run statuses ({known}), got {_show(item)}")
+        statuses.append(status)
+    return tuple(dict.fromkeys(statuses))
+
+
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _headers(value: object, text_ok: bool) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise NotifyInvalid(f"must be a table of header name = value, got {_show(value)}")
+    for name, item in value.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise NotifyInvalid(f"not a header name: {_show(name)}")
+        if not isinstance(item, str) or not item.isprintable():
+            raise NotifyInvalid("must be a string on one line (the value is not shown)", f".{name}")
+    return MappingProxyType(dict(value))
+
+
+def _float(value: object, text_ok: bool) -> float:
+    number = value
+    if text_ok and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+        raise NotifyInvalid(f"must be a number, got {_show(value)}")
+    if number <= 0:
+        raise NotifyInvalid(f"must be > 0, got {number:g}")
+    return float(number)
+
+
+def _attempts(value: object, text_ok: bool) -> int:
+    number = value
+    if text_ok and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise NotifyInvalid(f"must be an integer, got {_show(value)}")
+    if number < 1:
+        raise NotifyInvalid(f"must be >= 1, got {number}")
+    return number
+
+
+_KEYS: Final[Mapping[str, Callable[[object, bool], Any]]] = MappingProxyType(
+    {
+        "url": _url,
+        "url_file": _path,
+        "on": _statuses,
+        "headers": _headers,
+        "attempts": _attempts,
+        "retry_delay": _float,
+        "timeout": _float,
+    }
+)
+_ENV: Final = {"url": "WFE_NOTIFY_URL", "url_file": "WFE_NOTIFY_URL_FILE", "on": "WFE_NOTIFY_ON"}
+
+
+def notify_table(value: object, text_ok: bool = False) -> NotifySettings:
+    """The ``[notify]`` table read into settings.
+
+    Raises:
+        NotifyInvalid: a key is unknown or a value does not fit (``subkey`` names it), or
+            both ``url`` and ``url_file`` are given.
+    """
+    if not isinstance(value, Mapping):
+        raise NotifyInvalid(f"must be a table (url, url_file, on, headers...), got {_show(value)}")
+    given: dict[str, Any] = {}
+    for key, item in value.items():
+        read = _KEYS.get(key)
+        if read is None:
+            raise NotifyInvalid(f"unknown key (known: {', '.join(_KEYS)})", f".{key}")
+        try:
+            given[key] = read(item, text_ok)
+        except NotifyInvalid as exc:
+            raise NotifyInvalid(str(exc), f".{key}{exc.subkey}") from None
+    if given.get("url") is not None and given.get("url_file") is not None:
+        raise NotifyInvalid("give url or url_file, not both")
+    return NotifySettings(**given)
+
+
+def notify_env(notify: NotifySettings, environ: Mapping[str, str]) -> NotifySettings:
+    """``notify`` with what ``WFE_NOTIFY_URL``, ``WFE_NOTIFY_URL_FILE`` and ``WFE_NOTIFY_ON``
+    set; a webhook given here replaces both ``url`` and ``url_file`` of the file.
+
+    Raises:
+        ConfigError: a value does not fit; the message names the variable.
+    """
+    changes: dict[str, Any] = {}
+    for key, name in _ENV.items():
+        if name in environ:
+            try:
+                changes[key] = _KEYS[key](environ[name], True)
+            except NotifyInvalid as exc:
+                raise ConfigError(f"config: {name}: {exc}") from None
+    if changes.get("url") is not None and changes.get("url_file") is not None:
+        raise ConfigError("config: WFE_NOTIFY_URL: give it or WFE_NOTIFY_URL_FILE, not both")
+    if "url" in changes or "url_file" in changes:
+        changes = {"url": None, "url_file": None, **changes}
+    return replace(notify, **changes) if changes else notify
