@@ -166,25 +166,34 @@ def test_a_secret_used_every_way_is_written_nowhere(daemons: Daemons) -> None:
 
 def test_credentials_directory_is_the_default_secrets_dir(daemons: Daemons) -> None:
     """Under systemd (``$CREDENTIALS_DIRECTORY`` set, no ``secrets_dir``) a credential is a
-    secret, masked the same; the API token's credential is never served to a workflow."""
+    secret, masked the same; the daemon's own credentials (the API token, the ``[notify]``
+    webhook's URL file) are never served to a workflow."""
     credentials = daemons.root / "credentials"
     make_secret(credentials, "db_password", SECRET)
     make_secret(credentials, "api_token", "t0ken-0f-the-api")
-    daemons.start(CREDENTIALS_DIRECTORY=str(credentials))
+    make_secret(credentials, "hook", "http://127.0.0.1:9/hook-0f-the-daemon")
+    daemons.start(CREDENTIALS_DIRECTORY=str(credentials), WFE_NOTIFY_URL_FILE="hook")
     doc = {"name": "cred", "nodes": [{"id": "a", "type": "echo", "params": {"v": REF}}]}
     drop(daemons.inbox, "cred.json", doc)
     result = wait_result(daemons.outbox, "cred")
     assert result["nodes"]["a"]["output"] == {"v": "***"}
     token = {
         "name": "t",
-        "nodes": [{"id": "a", "type": "echo", "params": {"v": "{{ secrets.api_token }}"}}],
+        "nodes": [
+            {"id": "a", "type": "echo", "params": {"v": "{{ secrets.api_token }}"}},
+            {"id": "b", "type": "echo", "params": {"v": "{{ secrets.hook }}"}},
+        ],
     }
     drop(daemons.inbox, "token.json", token)
     rejected = wait_result(daemons.outbox, "token")
     assert rejected["status"] == "REJECTED"
     assert rejected["errors"] == [
         "node 'a': reference {{ secrets.api_token }} names the secret 'api_token', which is"
-        " the HTTP API's bearer token: workflows may not read it"
+        " the daemon's own credential (the HTTP API's token or the [notify] webhook):"
+        " workflows may not read it",
+        "node 'b': reference {{ secrets.hook }} names the secret 'hook', which is the daemon's"
+        " own credential (the HTTP API's token or the [notify] webhook): workflows may not"
+        " read it",
     ]
     assert_nowhere(daemons.root, credentials)
 

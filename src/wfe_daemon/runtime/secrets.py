@@ -42,7 +42,7 @@ class SecretStore:
     def __init__(self, directory: Path | None, refused: Collection[Path] = ()) -> None:
         self.directory = directory
         self._refused = frozenset(os.path.abspath(path) for path in refused)
-        """Files never served, whatever their name: the HTTP API's bearer token."""
+        """Files never served, whatever their name: the daemon's own credentials."""
 
     def _path(self, name: str) -> Path:
         """The file of secret ``name``; a ``ParamsError`` when it is refused."""
@@ -50,8 +50,8 @@ class SecretStore:
         path = self.directory / name
         if os.path.abspath(path) in self._refused:
             raise ParamsError(
-                f"names the secret '{name}', which is the HTTP API's bearer token:"
-                " workflows may not read it"
+                f"names the secret '{name}', which is the daemon's own credential (the"
+                " HTTP API's token or the [notify] webhook): workflows may not read it"
             )
         return path
 

@@ -43,7 +43,7 @@ def load_registry(settings: Settings) -> TaskRegistry:
             itself cannot be built.
     """
     registry = TaskRegistry.load(BUILTINS)
-    registry.secrets = SecretStore(settings.secrets_dir, refused=_token_files(settings))
+    registry.secrets = SecretStore(settings.secrets_dir, refused=_own_credentials(settings))
     for task_type, key in _OPT_IN.items():
         if not getattr(settings, key):
             registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
@@ -58,14 +58,14 @@ def load_registry(settings: Settings) -> TaskRegistry:
     return registry
 
 
-def _token_files(settings: Settings) -> list[Path]:
-    """Where the API's bearer token may be among the secrets: never a workflow's to read."""
+def _own_credentials(settings: Settings) -> list[Path]:
+    """Where the daemon's own credentials (the API's bearer token, the ``[notify]``
+    webhook's URL) may be among the secrets: never a workflow's to read."""
     if settings.secrets_dir is None:
         return []
-    files = [settings.secrets_dir / TOKEN_NAME]
-    if settings.api_token_file is not None:
-        files.append(settings.secrets_dir / settings.api_token_file)  # an absolute one stays
-    return files
+    own = (settings.api_token_file, settings.notify.url_file)
+    # An absolute path stays as it is under "/".
+    return [settings.secrets_dir / TOKEN_NAME, *(settings.secrets_dir / p for p in own if p)]
 
 
 @asynccontextmanager
