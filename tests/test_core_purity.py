@@ -78,6 +78,7 @@ CORE = (
     "core/nodestate.py",
     "core/inputs.py",
     "core/masking.py",
+    "core/paramschema.py",
 )
 ALLOWED_OWN = {
     "wfe_daemon.errors",
@@ -90,6 +91,7 @@ ALLOWED_OWN = {
     "wfe_daemon.core.records",
     "wfe_daemon.core.inputs",
     "wfe_daemon.core.masking",
+    "wfe_daemon.core.paramschema",
 }
 FORBIDDEN = {"anyio", "aiosqlite", "httpx", "structlog", "jsonschema", "asyncio", "watchfiles"}
 

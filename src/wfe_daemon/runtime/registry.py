@@ -137,33 +137,22 @@ class TaskRegistry:
     ) -> tuple[dict[str, Any], list[str]]:
         """Check a workflow's ``params`` schema and its ``arguments`` against it.
 
-        The schema must be a valid JSON Schema (Draft 2020-12 unless its ``$schema`` says
-        otherwise) of ``"type": "object"``; missing values take its properties' defaults;
-        values are checked with formats (``date``, ``date-time``, ``email``...).
+        The schema is one already within the supported subset
+        (:func:`~wfe_daemon.core.paramschema.schema_problems`), checked here as a Draft
+        2020-12 schema of ``"type": "object"``; missing values take its properties'
+        defaults; values are checked with formats (``date``, ``date-time``, ``email``...).
+        Whatever the check raises is a ``params: ...`` problem, never an exception.
 
         Returns:
             The arguments with defaults filled, and every problem: ``params: ...`` for
             the schema, ``arguments.NAME: ...`` for the values.
         """
-        from jsonschema.validators import Draft202012Validator, validator_for
-
-        validator_class = validator_for(schema, default=Draft202012Validator)
-        checker = validator_class.FORMAT_CHECKER  # a "pattern" must be a valid regex
-        meta = validator_class(validator_class.META_SCHEMA, format_checker=checker)
-        problems = [
-            f"params{_at(error.absolute_path)}: {error.message}"
-            for error in meta.iter_errors(schema)
-        ]
-        if schema.get("type") != "object":
-            problems.append('params: must be a schema of "type": "object" (named values)')
-        if problems:
-            return dict(arguments), problems
-        values = dict(arguments)
-        properties = schema.get("properties")
-        for name, prop in (properties if isinstance(properties, Mapping) else {}).items():
-            if name not in values and isinstance(prop, Mapping) and "default" in prop:
-                values[name] = copy.deepcopy(prop["default"])
-        return values, sorted(_argument_problems(validator_class, schema, values))
+        try:
+            return _checked_arguments(schema, arguments)
+        except RecursionError:
+            return dict(arguments), ["params: nested too deeply to check"]
+        except Exception as exc:  # a schema must never take a submission down
+            return dict(arguments), [f"params: cannot be checked: {type(exc).__name__}: {exc}"]
 
     def secret_problem(self, name: str) -> str | None:
         """Why ``{{ secrets.<name> }}`` cannot be used here (see :attr:`secrets`), or None."""
@@ -184,30 +173,34 @@ class TaskRegistry:
         ]
 
 
-def _argument_problems(
-    validator_class: Any, schema: Mapping[str, Any], values: Mapping[str, Any]
-) -> list[str]:
-    """Every way ``values`` fail ``schema``; a ``$ref`` is looked up in the schema alone
-    (never fetched: a workflow must not make the daemon send requests)."""
-    from referencing import Registry
-    from referencing.exceptions import Unresolvable
+def _checked_arguments(
+    schema: Mapping[str, Any], arguments: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    from jsonschema.validators import Draft202012Validator as Validator
 
-    validator = validator_class(
-        schema, format_checker=validator_class.FORMAT_CHECKER, registry=Registry()
-    )
-    problems = []
-    try:
-        for error in validator.iter_errors(values):
-            if error.validator == "required" and not error.absolute_path:
-                missing = error.message.partition(" is a required")[0].strip("'")
-                problems.append(f"arguments.{missing}: required, and params gives no default")
-            else:
-                problems.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
-    except Unresolvable as exc:
-        problems.append(f"params: cannot resolve a $ref: {exc}")
-    except RecursionError:
-        problems.append("params: a $ref refers back to itself without end")
-    return problems
+    checker = Validator.FORMAT_CHECKER
+    meta = Validator(Validator.META_SCHEMA, format_checker=checker)
+    problems = [
+        f"params{_at(error.absolute_path)}: {error.message}" for error in meta.iter_errors(schema)
+    ]
+    if schema.get("type") != "object":
+        problems.append('params: must be a schema of "type": "object" (named values)')
+    if problems:
+        return dict(arguments), problems
+    values = dict(arguments)
+    properties = schema.get("properties")
+    for name, prop in (properties if isinstance(properties, Mapping) else {}).items():
+        if name not in values and isinstance(prop, Mapping) and "default" in prop:
+            values[name] = copy.deepcopy(prop["default"])
+    validator = Validator(schema, format_checker=checker)
+    found = []
+    for error in validator.iter_errors(values):
+        if error.validator == "required" and not error.absolute_path:
+            missing = error.message.partition(" is a required")[0].strip("'")
+            found.append(f"arguments.{missing}: required, and params gives no default")
+        else:
+            found.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
+    return values, sorted(found)
 
 
 def _at(path: Iterable[Any]) -> str:
