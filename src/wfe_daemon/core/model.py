@@ -21,7 +21,7 @@ from wfe_daemon.core.inputs import (
     check_reserved_refs,
     reserved_id_problem,
 )
-from wfe_daemon.core.refs import RESERVED, Ref, find_refs
+from wfe_daemon.core.refs import RESERVED, Ref, find_refs, only_refs
 from wfe_daemon.core.strictjson import compact, load_json, show
 from wfe_daemon.errors import WorkflowRejected
 
@@ -550,13 +550,18 @@ def redact_secrets(value: Any) -> Any:
     """Return ``value`` with every secret-keyed dict value replaced by ``"***"``.
 
     Walks nested dicts and lists; see :func:`is_secret_key` for which keys are secret.
+    A value made of references alone (``{{ secrets.db }}``, ``Bearer {{ secrets.api }}``,
+    see :func:`~wfe_daemon.core.refs.only_refs`) is kept: a reference is not the secret.
     Containers that hold nothing secret are returned as they are, not copied: treat the
     result as read-only.
     """
     if isinstance(value, Mapping):
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
-            new = REDACTED if isinstance(key, str) and is_secret_key(key) else redact_secrets(item)
+            if isinstance(key, str) and is_secret_key(key):
+                new = item if isinstance(item, str) and only_refs(item) else REDACTED
+            else:
+                new = redact_secrets(item)
             if new is not item:
                 if changed is None:
                     changed = dict(value)

@@ -20,7 +20,7 @@ from typing import Any
 from wfe_daemon.core.strictjson import compact
 from wfe_daemon.errors import ParamsError
 
-__all__ = ["RESERVED", "Ref", "contains_ref", "find_refs", "lookup", "resolve"]
+__all__ = ["RESERVED", "Ref", "contains_ref", "find_refs", "lookup", "only_refs", "resolve"]
 
 RESERVED = frozenset({"params", "run", "secrets"})
 """Roots that name what a run is given, not a node: ``{{ params.X }}``, ``{{ run.id }}``,
@@ -49,6 +49,23 @@ def _ref(match: re.Match[str]) -> Ref:
 def contains_ref(s: str) -> bool:
     """Return whether the string ``s`` holds at least one reference."""
     return "{{" in s and _REF.search(s) is not None
+
+
+_SCHEME_AROUND_REFS = re.compile(
+    r"\s*(?:(?:Bearer|Basic|Token|Bot|Digest|ApiKey|Key|Negotiate)\s+)?[\s:@/._-]*", re.I
+)
+"""What may stand beside references in a value that still holds no literal secret: an
+authorization scheme (``Bearer ``) and separators (``{{ a }}:{{ b }}``)."""
+
+
+def only_refs(s: str) -> bool:
+    """Whether ``s`` holds references and, besides them, at most an authorization scheme
+    word and separators: nothing that could be a secret written out (``Bearer {{
+    secrets.api }}`` is such a value, ``hunter2 {{ secrets.api }}`` is not)."""
+    if "{{" not in s:
+        return False
+    rest, found = _REF.subn(" ", s)
+    return found > 0 and _SCHEME_AROUND_REFS.fullmatch(rest) is not None
 
 
 def find_refs(value: Any) -> list[Ref]:
