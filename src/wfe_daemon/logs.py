@@ -60,7 +60,8 @@ _PLAIN_KEYS = frozenset(
 
 
 def _prepare(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-    """Level, UTC timestamp, secrets redacted at any depth, exception text: one pass a line."""
+    """Level, UTC timestamp, secrets redacted at any depth, exception text: one pass a line
+    (learned secret values are masked in the encoded line, by :func:`_render`)."""
     event_dict["level"] = _LEVELS.get(method, method)
     event_dict["timestamp"] = now_iso()
     for key, value in event_dict.items():
@@ -75,9 +76,6 @@ def _prepare(logger: WrappedLogger, method: str, event_dict: EventDict) -> Event
                 event_dict[key] = "<too deeply nested to log>"
     if "exc_info" in event_dict:
         event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
-    if MASKER and not MASKER.same_in_json:  # else _render masks the line as a whole
-        for key, value in event_dict.items():
-            event_dict[key] = MASKER.value(value)
     return event_dict
 
 
@@ -96,9 +94,9 @@ def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
     except Exception:  # whatever a value's repr raises, a line is written
         pass
     else:  # and what a repr() shows is masked too
-        return MASKER.text(line)
+        return MASKER.json_text(line)
     try:
-        return MASKER.text(
+        return MASKER.json_text(
             orjson.dumps(
                 _printable(event_dict), default=repr, option=orjson.OPT_NON_STR_KEYS
             ).decode()
@@ -112,7 +110,7 @@ def _render(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
             fallback["text"] = _printable(repr(event_dict)[:_FALLBACK_CHARS])
         except Exception:
             fallback["text"] = "<the line could not be shown>"
-        return MASKER.text(orjson.dumps(fallback).decode())
+        return MASKER.json_text(orjson.dumps(fallback).decode())
 
 
 _FALLBACK_CHARS = 10_000

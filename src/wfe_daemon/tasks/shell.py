@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from wfe_daemon.core.masking import MASKER
 from wfe_daemon.errors import TaskFailed, TaskTimeout
 from wfe_daemon.runtime.task import Output, Params, TaskContext
 from wfe_daemon.taskgroup import BackgroundTasks, background_tasks
@@ -444,8 +445,9 @@ def _exit_reason(returncode: int) -> str:
 
 
 def _tail(stderr: str) -> str:
-    """The end of stderr on one line, for the error message."""
-    text = " ".join(stderr.split())
+    """The end of stderr on one line, for the error message; secrets are masked before
+    the cut, which could leave a part of one no longer recognisable."""
+    text = " ".join(MASKER.text(stderr).split())
     if not text:
         return ""
     if len(text) > _ERROR_TAIL_CHARS:
