@@ -6,6 +6,7 @@ drives the real command or a real daemon."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -235,6 +236,33 @@ def test_bad_p_and_params_file_are_usage_errors(
         assert done.returncode == 2, args
         assert len(done.stderr.splitlines()) == 1, done.stderr
         assert message in done.stderr, (message, done.stderr)
+    assert not (tmp_path / "data" / "wfe.db").exists()
+
+
+def test_a_p_that_is_not_utf8_is_a_usage_error(
+    cli_env: dict[str, str], write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``-p`` with undecodable bytes in its value or its name exits 2 with one line naming
+    the parameter, for ``validate``, ``execute`` and ``submit``; nothing is recorded."""
+    path = os.fsencode(write_workflow(export_doc()))
+    env = {k.encode(): v.encode() for k, v in cli_env.items()}
+    cases = [
+        (b"day=\xff", "wfe-daemon: -p: the value of 'day' is not UTF-8 text"),
+        (b"d\xffy=1", "wfe-daemon: -p: the parameter name 'd\\xffy' is not UTF-8 text"),
+    ]
+    for command in (b"validate", b"execute", b"submit"):
+        for pair, message in cases:
+            done = subprocess.run(
+                [sys.executable.encode(), b"-m", b"wfe_daemon", command, path, b"-p", pair],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            stderr = done.stderr.decode("utf-8", "replace")
+            assert done.returncode == 2, (command, pair, stderr)
+            assert stderr.splitlines() == [message], (command, stderr)
     assert not (tmp_path / "data" / "wfe.db").exists()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wfe_daemon.core.model import printable
 from wfe_daemon.core.strictjson import compact, load_json, show
 from wfe_daemon.errors import UsageError, WorkflowRejected
 
@@ -44,21 +45,35 @@ def given_arguments(
     kept as text (``2026-12-04``).
 
     Raises:
-        UsageError: a pair has no ``=`` or no key; the file cannot be read, is over
-            ``max_size`` bytes, or does not hold a JSON object.
+        UsageError: a pair has no ``=`` or no key, or is not UTF-8 text; the file
+            cannot be read, is over ``max_size`` bytes, or does not hold a JSON object.
     """
     given = {} if params_file is None else _read_params_file(params_file, max_size)
     for pair in pairs:
         key, eq, text = pair.partition("=")
         if not eq or not key:
-            raise UsageError(f"-p: expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"-p: expected KEY=VALUE, got {printable(pair)!r}")
+        if not _is_unicode(key):
+            raise UsageError(f"-p: the parameter name '{printable(key)}' is not UTF-8 text")
+        if not _is_unicode(text):
+            raise UsageError(f"-p: the value of {key!r} is not UTF-8 text")
         given[key] = _value(text)
     return given
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` (from ``argv``, where undecodable bytes are lone surrogates)
+    is valid Unicode, which a JSON document can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _value(text: str) -> Any:
     try:
-        return load_json(text.encode("utf-8", "surrogateescape"))
+        return load_json(text.encode("utf-8"))
     except WorkflowRejected:
         return text
 
