@@ -41,19 +41,38 @@ class SecretStore:
 
     def __init__(self, directory: Path | None, refused: Collection[Path] = ()) -> None:
         self.directory = directory
-        self._refused = frozenset(os.path.abspath(path) for path in refused)
+        self._refused = tuple(refused)
         """Files never served, whatever their name: the daemon's own credentials."""
 
     def _path(self, name: str) -> Path:
         """The file of secret ``name``; a ``ParamsError`` when it is refused."""
         assert self.directory is not None
         path = self.directory / name
-        if os.path.abspath(path) in self._refused:
-            raise ParamsError(
-                f"names the secret '{name}', which is the daemon's own credential (the"
-                " HTTP API's token or the [notify] webhook): workflows may not read it"
-            )
+        try:
+            found = os.stat(path)
+        except OSError:
+            found = None
+        self._check_not_own(name, path, found)
         return path
+
+    def _check_not_own(self, name: str, path: Path, found: os.stat_result | None) -> None:
+        """A ``ParamsError`` when ``path`` (whose status is ``found``) is one of the
+        refused files: by its real path (symbolic links followed) or by being the same
+        file (a hard link)."""
+        real = os.path.realpath(path)
+        for own in self._refused:
+            same = os.path.realpath(own) == real
+            if not same and found is not None:
+                try:
+                    theirs = os.stat(own)
+                except OSError:
+                    continue
+                same = (theirs.st_dev, theirs.st_ino) == (found.st_dev, found.st_ino)
+            if same:
+                raise ParamsError(
+                    f"names the secret '{name}', which is the daemon's own credential (the"
+                    " HTTP API's token or the [notify] webhook): workflows may not read it"
+                )
 
     def problem(self, name: str) -> str | None:
         """Why the secret ``name`` cannot be used (it is not a readable-looking file), or
@@ -74,6 +93,25 @@ class SecretStore:
             return f"names the secret '{name}', but {path} is not a regular file"
         return None
 
+    def _read_file(self, name: str, path: Path) -> bytes:
+        """At most ``MAX_SECRET_BYTES + 1`` bytes of the regular file ``path``.
+
+        Opened without blocking (a FIFO put in its place would wait for a writer for ever,
+        and this runs on the event loop), then checked, by what was opened, to be a
+        regular file and not one of the daemon's own credentials.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with os.fdopen(fd, "rb", buffering=0) as file:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
+                raise ParamsError(f"secret '{name}': {path} is not a regular file")
+            self._check_not_own(name, path, opened)
+            chunks, size = [], 0
+            while size <= MAX_SECRET_BYTES and (chunk := file.read(MAX_SECRET_BYTES + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+        return b"".join(chunks)
+
     def read(self, name: str) -> str:
         """The value of the secret ``name``, now (and masked from now on).
 
@@ -85,8 +123,7 @@ class SecretStore:
             raise ParamsError(f"secret '{name}': {_HOW}")
         path = self._path(name)
         try:
-            with path.open("rb") as file:
-                data = file.read(MAX_SECRET_BYTES + 1)
+            data = self._read_file(name, path)
         except OSError as exc:
             raise ParamsError(
                 f"secret '{name}': cannot read {path}: {exc.strerror or exc}"

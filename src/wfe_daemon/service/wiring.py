@@ -9,6 +9,7 @@ under its signal watcher; the commands simply open it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,12 +61,19 @@ def load_registry(settings: Settings) -> TaskRegistry:
 
 def _own_credentials(settings: Settings) -> list[Path]:
     """Where the daemon's own credentials (the API's bearer token, the ``[notify]``
-    webhook's URL) may be among the secrets: never a workflow's to read."""
+    webhook's URL) may be: never a workflow's to read, whatever link leads to them. A
+    relative file is read from ``$CREDENTIALS_DIRECTORY``, else the working directory
+    (as the API and notifications read it), and is refused in ``secrets_dir`` too."""
     if settings.secrets_dir is None:
         return []
-    own = (settings.api_token_file, settings.notify.url_file)
-    # An absolute path stays as it is under "/".
-    return [settings.secrets_dir / TOKEN_NAME, *(settings.secrets_dir / p for p in own if p)]
+    base = Path(os.environ.get("CREDENTIALS_DIRECTORY") or os.getcwd())
+    own = [p for p in (settings.api_token_file, settings.notify.url_file) if p]
+    # An absolute path stays as it is under either folder.
+    return [
+        folder / path
+        for folder in (settings.secrets_dir, base)
+        for path in (Path(TOKEN_NAME), *own)
+    ]
 
 
 @asynccontextmanager
