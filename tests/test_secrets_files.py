@@ -4,7 +4,6 @@ credentials, however it is reached. Each test runs a real daemon on real files."
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
