@@ -240,9 +240,12 @@ def resolved_params(
 ) -> Any:
     """``params`` with references resolved from the outputs of the nodes that succeeded,
     as the engine resolved them, then redacted; as written when one cannot be resolved.
-    ``reserved``: the values of ``params``, ``run`` and ``secrets`` (``shown_values``)."""
+    ``reserved``: the values of ``params``, ``run`` and ``secrets`` (``shown_values``),
+    except where a node of the run has that id (a run stored before the ids were
+    reserved): its references meant that node."""
     outputs = {row["node_id"]: row["result_data"] for row in nodes if row["status"] == "SUCCESS"}
-    outputs.update(reserved or {})
+    ids = {row["node_id"] for row in nodes}
+    outputs.update((root, value) for root, value in (reserved or {}).items() if root not in ids)
     with suppress(ParamsError):  # else an upstream has no output (yet, or ever): as written
         params = refs.resolve(params, outputs)
     return redact_secrets(params)
