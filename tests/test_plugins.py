@@ -25,6 +25,7 @@ from wfe_daemon.config import Settings
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 ENTRY_POINT = 'reverse = "wfe_test_plugin:ReverseTask"'
 CLASHING_ENTRY_POINT = 'echo = "wfe_test_plugin:ShadowEchoTask"'
+CHATTY_ENTRY_POINT = 'chatty = "wfe_test_plugin:ChattyTask"'
 NAME = 'name = "wfe-test-plugin"'
 TWIN_NAME = 'name = "wfe-test-plugin-twin"'
 
@@ -60,7 +61,8 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
     """Install a variant of the plugin once per module; return its site folder.
 
     ``install("plain")`` is the package as shipped; ``install("clash")`` also registers
-    ``echo``, a type the built-ins already define; ``install("twin")`` is the same code
+    ``echo``, a type the built-ins already define; ``install("chatty")`` also registers
+    ``chatty`` (it logs through ``logging`` and asyncio); ``install("twin")`` is the same code
     published as another distribution, ``wfe-test-plugin-twin``.
     """
     installed: dict[str, Path] = {}
@@ -76,6 +78,8 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
             assert ENTRY_POINT in text and NAME in text
             if variant == "clash":
                 text = text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{CLASHING_ENTRY_POINT}")
+            elif variant == "chatty":
+                text = text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{CHATTY_ENTRY_POINT}")
             elif variant == "twin":
                 text = text.replace(NAME, TWIN_NAME)
             pyproject.write_text(text)
@@ -119,6 +123,34 @@ def test_workflow_runs_a_plugin_task(
     assert summary["status"] == "SUCCESS"
     assert summary["nodes"]["flip"]["output"] == {"text": "desserts"}
     assert summary["nodes"]["show"]["output"] == {"word": "desserts"}
+
+
+def test_a_plugins_stdlib_logs_are_json_lines_with_secrets_masked(
+    run_cli: Callable[..., Any],
+    write_workflow: Callable[..., Path],
+    install: Install,
+    tmp_path: Path,
+) -> None:
+    """A plugin task logging a secret through ``logging``, and raising it in a loop
+    callback (which asyncio reports), gives JSON lines on stderr with the secret masked."""
+    secret = "pl4gin-s3cret-value"
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "pw").write_text(secret)
+    doc = {
+        "name": "chatty",
+        "nodes": [{"id": "c", "type": "chatty", "params": {"text": "{{ secrets.pw }}"}}],
+    }
+    env = {"PYTHONPATH": str(install("chatty")), "WFE_SECRETS_DIR": str(secrets_dir)}
+    result = run_cli("execute", write_workflow(doc), env=env)
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stderr + result.stdout
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    plugin = [e for e in events if e.get("logger") == "wfe_test_plugin"]
+    assert [(e["event"], e["level"]) for e in plugin] == [("connecting with ***", "warning")]
+    [reported] = [e for e in events if e.get("logger") == "asyncio"]
+    assert reported["level"] == "error"
+    assert "ValueError: refused ***" in reported["exception"]
 
 
 def test_plugin_type_unknown_without_the_plugin(

@@ -182,3 +182,23 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=False,
     )
+    # The standard library's records (asyncio's "Exception in callback", a library's
+    # warning, a plugin's logger) become lines of the same pipeline, masked the same.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(_StdlibHandler())
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class _StdlibHandler(logging.Handler):
+    """Writes a ``logging`` record as a JSON line (``event`` is its message)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
+        except Exception:
+            self.handleError(record)

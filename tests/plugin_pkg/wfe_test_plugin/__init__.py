@@ -1,7 +1,10 @@
-"""A wfe-daemon plugin for tests: ``reverse``, and ``ShadowEchoTask`` for the clash test."""
+"""A wfe-daemon plugin for tests: ``reverse``, ``ShadowEchoTask`` for the clash test, and
+``ChattyTask``, which reports through the standard library's logging and asyncio."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -32,3 +35,19 @@ class ShadowEchoTask(ReverseTask):
     """Claims the built-in type ``echo``: loading it must be refused."""
 
     type: ClassVar[str] = "echo"
+
+
+class ChattyTask(ReverseTask):
+    """Logs ``text`` with the standard library, and raises it in a loop callback."""
+
+    type: ClassVar[str] = "chatty"
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Output:
+        logging.getLogger("wfe_test_plugin").warning("connecting with %s", params["text"])
+        asyncio.get_running_loop().call_soon(_fail, params["text"])
+        await asyncio.sleep(0.05)  # the callback runs, and asyncio reports it
+        return {}
+
+
+def _fail(text: str) -> None:
+    raise ValueError(f"refused {text}")
