@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon_helpers import Daemons, drop, free_port, wait_result
 
 TOKEN = "schema-t0ken"
@@ -169,3 +171,23 @@ def test_a_daemon_rejects_bad_schemas_and_keeps_serving(daemons: Daemons) -> Non
     assert wait_result(daemons.outbox, "good")["status"] == "SUCCESS"
     assert "workflow.error" not in daemon.output()
     assert "Traceback" not in daemon.output()
+
+
+@pytest.mark.timeout(30)
+def test_unique_items_over_thousands_of_objects_is_checked_at_once(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """``uniqueItems`` over ten thousand objects (a pairwise check would take minutes)
+    finds the one repeated object, equal whatever its key order and number form."""
+    schema = {
+        "type": "object",
+        "properties": {"rows": {"type": "array", "uniqueItems": True, "items": {}}},
+    }
+    rows: list[Any] = [{"id": i, "k": "v"} for i in range(10_000)]
+    done = run_cli("validate", write_workflow(doc_with(schema, rows=rows)))
+    assert done.returncode == 0, done.stderr
+    rows.append({"k": "v", "id": 17.0})
+    done = run_cli("validate", write_workflow(doc_with(schema, rows=rows)))
+    assert done.returncode == 2
+    assert "arguments.rows: [{'id': 0, 'k': 'v'}," in done.stderr
+    assert "has non-unique elements" in done.stderr

@@ -8,6 +8,7 @@ passes in (``TaskRegistry.load(BUILTINS)``), so this module never imports them.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.metadata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -176,10 +177,11 @@ class TaskRegistry:
 def _checked_arguments(
     schema: Mapping[str, Any], arguments: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
-    from jsonschema.validators import Draft202012Validator as Validator
+    from jsonschema.validators import Draft202012Validator
 
+    Validator = _params_validator()
     checker = Validator.FORMAT_CHECKER
-    meta = Validator(Validator.META_SCHEMA, format_checker=checker)
+    meta = Draft202012Validator(Validator.META_SCHEMA, format_checker=checker)
     problems = [
         f"params{_at(error.absolute_path)}: {error.message}" for error in meta.iter_errors(schema)
     ]
@@ -201,6 +203,48 @@ def _checked_arguments(
         else:
             found.append(f"arguments{_at(error.absolute_path)}: {_message(error)}")
     return values, sorted(found)
+
+
+@functools.cache
+def _params_validator() -> Any:
+    """Draft 2020-12 with ``uniqueItems`` checked in linear time (jsonschema compares
+    every pair of objects: minutes for a few thousand)."""
+    from jsonschema.validators import Draft202012Validator, extend
+
+    return extend(  # type: ignore[no-untyped-call]  # (jsonschema leaves it untyped)
+        Draft202012Validator, {"uniqueItems": _unique_items}
+    )
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    from jsonschema.exceptions import ValidationError
+
+    if unique is True and validator.is_type(instance, "array"):
+        seen: set[Any] = set()
+        for item in instance:
+            key = _canonical(item)
+            if key in seen:
+                shown = repr(instance)
+                shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
+                yield ValidationError(f"{shown} has non-unique elements")
+                return
+            seen.add(key)
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable key equal for values JSON Schema calls equal (``1`` and ``1.0``, objects
+    whatever their key order) and different otherwise (``true`` and ``1``)."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, float) and value.is_integer():
+        return ("n", int(value))
+    if isinstance(value, int | float):
+        return ("n", value)
+    if isinstance(value, list | tuple):
+        return ("l", tuple(_canonical(item) for item in value))
+    if isinstance(value, Mapping):
+        return ("o", frozenset((key, _canonical(item)) for key, item in value.items()))
+    return ("s", value)
 
 
 def _at(path: Iterable[Any]) -> str:
