@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
@@ -84,6 +85,7 @@ class Masker:
 
     def __init__(self) -> None:
         self._learned: set[str] = set()
+        self._lock = threading.Lock()  # secrets are read, and learned, in worker threads
         self._pattern: re.Pattern[str] | None = None
         self._encoded: re.Pattern[str] | None = None
         """Each form of each value as it reads inside a JSON string: a line holding none
@@ -96,17 +98,19 @@ class Masker:
     def learn(self, value: str) -> bool:
         """Mask ``value`` (each of its lines, and the forms a message or a tool gives them)
         from now on; whether it is long enough to be masked."""
-        new = set(_pieces(value)) - self._learned
-        if new:
-            self._compile(self._learned | new)
+        with self._lock:
+            new = set(_pieces(value)) - self._learned
+            if new:
+                self._compile(self._learned | new)
         return len(value) >= MIN_MASKED
 
     def forget(self, values: Iterable[str] | None = None) -> None:
         """Stop masking ``values`` (all, when None); for tests that reuse the process."""
-        if values is None:
-            self._compile(set())
-        else:
-            self._compile(self._learned - {p for value in values for p in _pieces(value)})
+        with self._lock:
+            if values is None:
+                self._compile(set())
+            else:
+                self._compile(self._learned - {p for value in values for p in _pieces(value)})
 
     def _compile(self, learned: set[str]) -> None:
         self._learned = learned

@@ -405,7 +405,7 @@ class _Run:
         scope = engine.deadlines.scope(timeout)
         try:
             with scope:
-                params = self._params(node)
+                params = self._params(node, await self._secrets(node))
                 output = await engine.attempts[node.type](task, params, ctx)
         except TimeoutError as exc:
             if scope.expired:
@@ -432,7 +432,16 @@ class _Run:
         self.outputs[node.id] = output
         return None
 
-    def _params(self, node: NodeDef) -> Any:
+    async def _secrets(self, node: NodeDef) -> dict[str, str]:
+        """The secrets ``node`` references, read now, off the event loop (a file on a slow
+        or hung file system holds up this node alone, within its timeout)."""
+        names = {ref.path[0] for ref in node.refs if ref.node_id == "secrets" and ref.path}
+        if not names:
+            return {}
+        read = self.engine.registry.secrets.read
+        return await asyncio.to_thread(lambda: {name: read(name) for name in sorted(names)})
+
+    def _params(self, node: NodeDef, secrets: Mapping[str, str]) -> Any:
         """The node's params with references resolved (and then checked against the schema)."""
         if not node.refs:
             return node.params
@@ -443,7 +452,7 @@ class _Run:
                 arguments=self.workflow.arguments,
                 run_id=self.run_id,
                 scheduled_for=self.workflow.scheduled_for,
-                read_secret=self.engine.registry.secrets.read,
+                read_secret=secrets.__getitem__,
             )
             outputs = ChainMap(extra, self.outputs)
         params = refs.resolve(node.params, outputs)
