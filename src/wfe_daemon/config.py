@@ -63,12 +63,28 @@ class Settings:
     """Runs finished longer ago than this, and their inbox files, are deleted; 0 keeps all."""
     http_deny_networks: tuple[str, ...] = ()
     """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
+    schedules_dir: Path | None = None
+    """The folder of scheduled workflows; ``None``: ``schedules`` beside the inbox."""
+    max_catchup: int = 10
+    """Missed slots a ``catchup: all`` schedule fires at most (the latest ones)."""
 
     def __post_init__(self) -> None:
         for name in _PATH_KEYS:
             path = Path(getattr(self, name)).expanduser()
             object.__setattr__(self, name, Path(os.path.abspath(path)))
         object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
+        if self.schedules_dir is None:
+            object.__setattr__(self, "schedules_dir", self.inbox.parent / "schedules")
+        else:
+            path = Path(os.path.abspath(Path(self.schedules_dir).expanduser()))
+            object.__setattr__(self, "schedules_dir", path)
+
+    @property
+    def schedules(self) -> Path:
+        """The folder of scheduled workflows: ``schedules_dir``, else ``schedules`` beside
+        the inbox."""
+        assert self.schedules_dir is not None  # set by __post_init__
+        return self.schedules_dir
         object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
 
 
@@ -245,6 +261,8 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "metrics_port": _Spec(_as_int, _port),
         "history_retention_days": _Spec(_as_int, _at_least(0)),
         "http_deny_networks": _Spec(_as_networks),
+        "schedules_dir": _Spec(_as_optional_path),
+        "max_catchup": _Spec(_as_int, _at_least(1)),
     }
 )
 

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Final, Protocol
@@ -122,6 +123,7 @@ MAX_TIMEOUT_S: Final = 30 * 86400.0
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOP_KEYS = frozenset({"name", "nodes", "timeout", "idempotency_key", "description"})
+_TOP_KEYS |= {"scheduled_for"}  # the slot of a scheduled run (ISO 8601 with an offset)
 _NODE_KEYS = frozenset(
     {"id", "type", "depends_on", "params", "timeout", "retries", "retry_delay", "trigger_rule"}
 )
@@ -176,7 +178,22 @@ def _check_header(
     if not isinstance(doc.get("description", ""), str):
         problems.append(f"description: must be a string, got {show(doc['description'])}")
     timeout = _number(doc, "timeout", "", problems, allow_zero=False)
+    _check_scheduled_for(doc, problems)
     return (name if isinstance(name, str) else ""), timeout, (key if isinstance(key, str) else None)
+
+
+def _check_scheduled_for(doc: Mapping[str, Any], problems: list[str]) -> None:
+    if "scheduled_for" not in doc:
+        return
+    value = doc["scheduled_for"]
+    try:
+        stamp = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        stamp = None
+    if stamp is None or stamp.tzinfo is None:
+        problems.append(
+            f"scheduled_for: must be an ISO 8601 date-time with an offset, got {show(value)}"
+        )
 
 
 def _check_keys(

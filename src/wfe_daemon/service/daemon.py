@@ -33,6 +33,7 @@ from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPED, DAEMON_STOPPING
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.allocator import fix_mmap_threshold
+from wfe_daemon.service.clocks import clock_for, crash_point
 from wfe_daemon.service.cancel import watch_cancels
 from wfe_daemon.service.intake import (
     PROCESSED,
@@ -47,6 +48,7 @@ from wfe_daemon.service.intake import (
 from wfe_daemon.service.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.service.recovery import abandon_orphans, recover
 from wfe_daemon.service.retention import keep_history
+from wfe_daemon.service.scheduler import Scheduler
 from wfe_daemon.service.shutdown import watch_stop_signals
 from wfe_daemon.service.submission import submit
 from wfe_daemon.service.systemd import Notifier, scrub_environ
@@ -69,6 +71,7 @@ def _prepare_folders(settings: Settings) -> None:
     """
     folders = [("inbox", settings.inbox / sub) for sub in ("", PROCESSING, PROCESSED, REJECTED)]
     folders += [("outbox", settings.outbox), ("db_path", settings.db_path.parent)]
+    folders += [("schedules_dir", settings.schedules)]
     for key, folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -431,6 +434,8 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
         await tg.start(_watch_signals, daemon, stop_requested, tg.cancel_scope)
         tg.start_soon(_stop_if_damaged, daemon, tg.cancel_scope)
         await abandon_orphans(daemon.store, settings.inbox)
+        scheduler = _scheduler(daemon)
+        await scheduler.prepare()  # its recovered slots are among the leftovers below
         with receive:
             for _ in range(settings.max_concurrent_workflows):
                 tg.start_soon(daemon.worker, receive.clone())
@@ -442,6 +447,8 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
         intake_scope = anyio.CancelScope()
         intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
         await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)
+        scheduler_scope = anyio.CancelScope()
+        await tg.start(_run_scheduler, scheduler, send, scheduler_scope)
         notifier.ready(f"watching {settings.inbox}")
         log.info(
             DAEMON_STARTED,
@@ -466,6 +473,7 @@ async def _supervise(daemon: Daemon, front: Front | None = None) -> None:
             with anyio.move_on_after(_FRONT_STOP_S):
                 await front_ended.wait()
         front_scope.cancel()
+        scheduler_scope.cancel()
         intake_scope.cancel()
         daemon.stop_taking()
         with anyio.move_on_after(settings.shutdown_grace) as grace:
@@ -522,6 +530,32 @@ async def _run_intake(
                 await intake.run(send, task_status=task_status, after=fed)
         finally:
             daemon.watching = False
+
+
+def _scheduler(daemon: Daemon) -> Scheduler:
+    scheduler = Scheduler(
+        daemon.settings,
+        daemon.registry,
+        daemon.store,
+        daemon.leftovers,
+        clock=clock_for(os.environ),
+        crash=crash_point(os.environ),
+        faults=daemon.faults,
+    )
+    daemon.on_published.append(scheduler.published)
+    return scheduler
+
+
+async def _run_scheduler(
+    scheduler: Scheduler,
+    send: MemoryObjectSendStream[Claimed],
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Fire the schedules until ``scope`` is cancelled (shutdown, with intake)."""
+    with scope:
+        await scheduler.run(send, task_status=task_status)
 
 
 async def _feed_leftovers(
