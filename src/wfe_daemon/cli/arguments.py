@@ -101,6 +101,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the run to its end, print its summary"
     )
     submit.add_argument("--json", action="store_true", help="print the daemon's whole answer")
+    schedules = add("schedules", "list the schedules: next fire times, last run and its status")
+    schedules.add_argument("--json", action="store_true")
+    add("trigger", "run a schedule's workflow now, in the running daemon").add_argument(
+        "name", metavar="NAME", help="the schedule file's stem"
+    )
     return parser
 
 

@@ -33,8 +33,8 @@ from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPED, DAEMON_STOPPING
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.allocator import fix_mmap_threshold
-from wfe_daemon.service.clocks import clock_for, crash_point
 from wfe_daemon.service.cancel import watch_cancels
+from wfe_daemon.service.clocks import clock_for, crash_point
 from wfe_daemon.service.intake import (
     PROCESSED,
     PROCESSING,
