@@ -47,6 +47,9 @@ log = structlog.get_logger()
 _TICK_MS = 1000  # the watcher's thread returns this often: a shutdown waits for it
 _RESCAN_TICKS = 5  # a rescan every 5 s finds what the watcher missed (a folder replaced)
 _Due = tuple[ScheduleFile, datetime]
+_Skip = tuple[ScheduleFile, datetime, str]
+_BUSY = "its previous run is still running (overlap: skip)"
+_FULL = "more than max_catchup slots wait for the previous run"
 
 
 class Scheduler:
@@ -191,7 +194,6 @@ class Scheduler:
                 await firings.forget_schedule(self.store, name)
             return
         before = self.loaded.get(name)
-        self.loaded[name] = entry
         fingerprint = entry.schedule.fingerprint
         now = self.clock.now()
         state = states.get(name)
@@ -205,6 +207,8 @@ class Scheduler:
         last = lasts.get(name)
         if last is not None:
             since = max(since, datetime.fromisoformat(last))
+        # No await from here: the loop never sees a schedule without its times.
+        self.loaded[name] = entry
         self._after[name] = since
         self._next[name] = next_slots(entry.schedule, self.cron, since, 1)[0]
         log.info(
@@ -228,10 +232,14 @@ class Scheduler:
             try:
                 await self._fire_due()
                 backoff.reset()
-            except (OSError, StoreError) as exc:  # a full disk, a database fault: try again
-                self.faults["schedules"].failed(f"cannot fire slots: {exc}")
+            except Exception as exc:  # a full disk, a database fault, a bug: never the daemon's end
+                if isinstance(exc, OSError | StoreError):
+                    self.faults["schedules"].failed(f"cannot fire slots: {exc}")
+                else:
+                    log.exception("schedule.error")
                 await anyio.sleep(backoff.next())
-                await self.firer.recover(self.loaded, hand=True)
+                with contextlib.suppress(OSError, StoreError):
+                    await self.firer.recover(self.loaded, hand=True)
                 continue
             active = [
                 self._next[name] for name, entry in self.loaded.items() if not entry.schedule.paused
@@ -241,7 +249,7 @@ class Scheduler:
     async def _fire_due(self) -> None:
         now = self.clock.now()
         due: list[_Due] = []
-        skipped: list[_Due] = []
+        skipped: list[_Skip] = []
         for name, entry in self.loaded.items():
             if entry.schedule.paused or self._next[name] > now:
                 continue
@@ -271,21 +279,20 @@ class Scheduler:
         return name in self._running.values()
 
     def _apply_overlap(
-        self, entry: ScheduleFile, slots: list[datetime], due: list[_Due], skipped: list[_Due]
+        self, entry: ScheduleFile, slots: list[datetime], due: list[_Due], skipped: list[_Skip]
     ) -> None:
         overlap = entry.schedule.overlap
-        for slot in slots:
-            if overlap is Overlap.ALLOW:
-                due.append((entry, slot))
-            elif overlap is Overlap.QUEUE:
-                queue = self._queued.setdefault(entry.name, deque())
-                queue.append(slot)
-                while len(queue) > self.settings.max_catchup:
-                    skipped.append((entry, queue.popleft()))
-            elif self._busy(entry.name) or any(e.name == entry.name for e, _ in due):
-                skipped.append((entry, slot))
-            else:
-                due.append((entry, slot))
+        if overlap is Overlap.ALLOW:
+            due += [(entry, slot) for slot in slots]
+            return
+        if overlap is Overlap.SKIP and slots and self._busy(entry.name):
+            skipped += [(entry, slot, _BUSY) for slot in slots]
+            return
+        # queue, or skip with nothing running: caught-up slots run one after another
+        queue = self._queued.setdefault(entry.name, deque())
+        queue.extend(slots)
+        while len(queue) > self.settings.max_catchup:
+            skipped.append((entry, queue.popleft(), _FULL))
 
     def _release_queued(self) -> list[_Due]:
         """The first queued slot of each schedule with a queue and no run going."""
@@ -295,18 +302,11 @@ class Scheduler:
                 released.append((self.loaded[name], queue.popleft()))
         return released
 
-    async def _skip(self, skipped: list[_Due]) -> None:
+    async def _skip(self, skipped: list[_Skip]) -> None:
         rows = [
             (entry.name, slot_key(slot), slot_key(self.clock.now()), firings.SKIPPED, None)
-            for entry, slot in skipped
+            for entry, slot, _ in skipped
         ]
         await firings.record_firings(self.store, rows)
-        for entry, slot in skipped:
-            log.info(
-                "schedule.skipped",
-                schedule=entry.name,
-                slot=slot_key(slot),
-                reason="its previous run is still running (overlap: skip)"
-                if entry.schedule.overlap is Overlap.SKIP
-                else f"more than max_catchup {self.settings.max_catchup} slots queued",
-            )
+        for entry, slot, reason in skipped:
+            log.info("schedule.skipped", schedule=entry.name, slot=slot_key(slot), reason=reason)
