@@ -314,7 +314,11 @@ async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunS
 
 
 def _validate(args: argparse.Namespace) -> int:
-    _parse_file(args.file, _settings(args))
+    from wfe_daemon.cli.scheduling import validate_schedule
+
+    settings = _settings(args)
+    if not validate_schedule(args.file, settings, _registry(settings)):  # a schedule file?
+        _parse_file(args.file, settings)
     return 0
 
 

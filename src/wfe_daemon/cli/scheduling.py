@@ -13,19 +13,29 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from wfe_daemon.config import Settings
 from wfe_daemon.core.schedule import next_slots
+from wfe_daemon.core.strictjson import load_json
 from wfe_daemon.errors import UsageError, WorkflowRejected
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.clocks import clock_for
 from wfe_daemon.service.cron import Cronsim
+from wfe_daemon.service.reading import read_file
 from wfe_daemon.service.schedules import read_schedule, scan_folder, slot_document, slot_stem
 from wfe_daemon.store import firings
 from wfe_daemon.store.database import Store
 
-__all__ = ["ScheduleRow", "list_schedules", "schedules_table", "trigger_document"]
+__all__ = [
+    "ScheduleRow",
+    "list_schedules",
+    "now_for",
+    "schedules_table",
+    "trigger_document",
+    "validate_schedule",
+]
 
 ScheduleRow = dict[str, Any]
 """One schedule as ``schedules --json`` prints it."""
@@ -113,6 +123,22 @@ def trigger_document(
     return slot_document(entry.document, slot, entry.schedule), slot_stem(
         name, slot, entry.schedule
     )
+
+
+def validate_schedule(path: Path, settings: Settings, registry: TaskRegistry) -> bool:
+    """Check ``path`` as a schedule file when it holds a ``schedule`` object; whether it did.
+
+    Raises:
+        WorkflowRejected: it is a schedule file, with problems (every one).
+    """
+    try:
+        doc = load_json(read_file(path, settings.max_file_size).data or b"")
+    except (OSError, WorkflowRejected):
+        return False  # the workflow check reports it
+    if not isinstance(doc, dict) or "schedule" not in doc:
+        return False
+    read_schedule(path, registry, Cronsim(), settings.max_file_size)
+    return True
 
 
 def now_for(environ: Mapping[str, str] | None = None) -> datetime:
