@@ -204,14 +204,14 @@ def test_a_restart_after_missed_slots_follows_catchup(
     assert daemon.terminate() == 0
     clocked.at("2026-01-01T10:05:30+00:00")
     daemon = clocked.start(WFE_MAX_CATCHUP="2")
+    for slot in caught_up:  # one after another (overlap: skip runs a catch-up in turn)
+        stamp = slot[:19].replace("-", "").replace(":", "") + "+0000"
+        wait_result(clocked.daemons.outbox, f"job.{stamp}")
     clocked.at("2026-01-01T10:06:00+00:00")
     wait_result(clocked.daemons.outbox, "job.20260101T100600+0000")
     expected = ["2026-01-01T10:01:00+00:00", *caught_up, "2026-01-01T10:06:00+00:00"]
-    wait_until(lambda: len(clocked.firings()) == len(expected), 5, "the firings")
     assert [slot for _, slot, _ in clocked.firings()] == expected
-    for slot in caught_up:
-        stamp = slot[:19].replace("-", "").replace(":", "") + "+0000"
-        wait_result(clocked.daemons.outbox, f"job.{stamp}")
+    assert {outcome for _, _, outcome in clocked.firings()} == {"fired"}
 
 
 @pytest.mark.parametrize(

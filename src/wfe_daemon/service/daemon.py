@@ -533,7 +533,7 @@ async def _run_intake(
 
 
 def _scheduler(daemon: Daemon) -> Scheduler:
-    scheduler = Scheduler(
+    return Scheduler(
         daemon.settings,
         daemon.registry,
         daemon.store,
@@ -542,8 +542,6 @@ def _scheduler(daemon: Daemon) -> Scheduler:
         crash=crash_point(os.environ),
         faults=daemon.faults,
     )
-    daemon.on_published.append(scheduler.published)
-    return scheduler
 
 
 async def _run_scheduler(

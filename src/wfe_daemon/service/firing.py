@@ -11,10 +11,12 @@ point leaves for the next start (:func:`recover_pending`, run before the leftove
 
 1. the firing row is committed (a slot already recorded is not fired again: that is
    "exactly once"); a kill before it leaves nothing, and ``catchup`` decides the slot;
-2. the file is written (temporary dotfiles in ``processing/``, fsync, rename, fsync of the
-   folders); a kill before it leaves a pending firing without a file: the file is made
-   again from the schedule file as it is then (the slot is lost, and logged, only when
-   that file is gone or invalid);
+2. the file appears: it was written (and fsynced) into a staging dot-folder
+   ``processing/.slot-<hex>/``, half a second ahead of the slot (:meth:`Firer.stage`) or
+   now, and that folder is renamed ``processing/<hex>/`` (and ``processing/`` fsynced); a
+   kill before it leaves a pending firing without a file (the staging folder is removed
+   at start): the file is made again from the schedule file as it is then (the slot is
+   lost, and logged, only when that file is gone or invalid);
 3. the run is recorded (durably) and the firing marked ``fired`` with its id; a kill
    before that leaves a pending firing with its file, and maybe its run (found by its
    ``source_path``): the run is recorded now if missing, the firing linked;
@@ -22,25 +24,27 @@ point leaves for the next start (:func:`recover_pending`, run before the leftove
    resumed as an API submission is.
 
 Each step happens once per batch of slots due together: one transaction for the firing
-rows, one thread trip writing every file into one new folder, one durable flush for the runs.
+rows, one folder renamed, one durable flush for the runs; writing the files ahead keeps
+their fsyncs out of the time between a slot and its run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import anyio
 import structlog
 
 from wfe_daemon.clock import now_iso
-from wfe_daemon.core.model import parse_workflow, public_definition
+from wfe_daemon.core.model import WorkflowDef, parse_workflow, public_definition
 from wfe_daemon.core.strictjson import load_json
 from wfe_daemon.errors import DuplicateRun, WorkflowRejected
 from wfe_daemon.logs import WORKFLOW_RECEIVED
@@ -63,6 +67,25 @@ VIA_SCHEDULE = "schedule"
 def slot_key(slot: datetime) -> str:
     """A slot as the ``firing`` table keeps it: UTC ISO 8601, whole seconds."""
     return slot.astimezone(UTC).isoformat(timespec="seconds")
+
+
+_STAGING = ".slot-"
+"""Folders of ``processing/`` holding slot files not yet recorded: the next start removes
+them (a dot-folder is no leftover)."""
+_Named = tuple[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """Slot files written ahead into a staging ``folder``, by ``(schedule, slot)``."""
+
+    folder: Path
+    files: dict[tuple[str, datetime], tuple[ScheduleFile, _Named]]
+
+
+def _slot_file(entry: ScheduleFile, slot: datetime) -> _Named:
+    name = f"{slot_stem(entry.name, slot, entry.schedule)}.json"
+    return name, slot_document(entry.document, slot, entry.schedule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +117,22 @@ class Firer:
         self.handover = handover
         self.leftovers = leftovers
         self.crash = crash
+        self._staged: _Staged | None = None
+
+    async def stage(self, slots: list[tuple[ScheduleFile, datetime]]) -> None:
+        """Write the files of slots about to be due ahead of time, into a dot-folder of
+        ``processing/`` that no one reads (the next start removes it): :meth:`fire` then
+        has only to record them and rename the folder into place."""
+        self._unstage()
+        folder = self.inbox / PROCESSING / f"{_STAGING}{uuid.uuid4().hex[:12]}"
+        files = {(entry.name, slot): (entry, _slot_file(entry, slot)) for entry, slot in slots}
+        await anyio.to_thread.run_sync(_write_files, folder, [named for _, named in files.values()])
+        self._staged = _Staged(folder, files)
+
+    def _unstage(self) -> None:
+        if self._staged is not None:
+            shutil.rmtree(self._staged.folder, ignore_errors=True)
+            self._staged = None
 
     async def fire(self, slots: list[tuple[ScheduleFile, datetime]]) -> list[Fired]:
         """Fire each ``(schedule file, slot)`` once; the slots that were not recorded before.
@@ -103,31 +142,42 @@ class Firer:
                 :meth:`recover`).
             StoreError: the database refused the records.
         """
-        folder = self.inbox / PROCESSING / uuid.uuid4().hex[:12]
-        planned = [
-            (entry, slot, folder / f"{slot_stem(entry.name, slot, entry.schedule)}.json")
-            for entry, slot in slots
-        ]
+        staged, self._staged = self._staged, None
+        if staged is None:
+            staged = _Staged(self.inbox / PROCESSING / f"{_STAGING}{uuid.uuid4().hex[:12]}", {})
+        files: dict[tuple[str, datetime], tuple[ScheduleFile, _Named]] = {}
+        stale: list[_Named] = []
+        for entry, slot in slots:
+            held = staged.files.get((entry.name, slot))
+            if held is None or held[0] is not entry:  # not staged, or its schedule changed
+                held = (entry, _slot_file(entry, slot))
+                stale.append(held[1])
+            files[(entry.name, slot)] = held
+        if stale:  # not staged (or its schedule changed since): written now
+            await anyio.to_thread.run_sync(_write_files, staged.folder, stale)
+        folder = self.inbox / PROCESSING / staged.folder.name[len(_STAGING) :]
+        planned = [(entry, slot, folder / named[0]) for (_, slot), (entry, named) in files.items()]
+        fired_at = now_iso()
         rows = [
-            (entry.name, slot_key(slot), now_iso(), firings.PENDING, str(path))
+            (entry.name, slot_key(slot), fired_at, firings.PENDING, str(path))
             for entry, slot, path in planned
         ]
         inserted = await firings.record_firings(self.store, rows)
         planned = [plan for plan, new in zip(planned, inserted, strict=True) if new]
         self.crash("schedule.recorded")
-        if not planned:
+        if not planned:  # every one was recorded before (a restart's catch-up raced none)
+            await anyio.to_thread.run_sync(partial(shutil.rmtree, staged.folder, True))
             return []
-        datas = [slot_document(entry.document, slot, entry.schedule) for entry, slot, _ in planned]
-        await anyio.to_thread.run_sync(
-            _write_files,
-            folder,
-            [(path.name, data) for (_, _, path), data in zip(planned, datas, strict=False)],
-        )
+        keep = {path.name for _, _, path in planned}
+        await anyio.to_thread.run_sync(_place, staged.folder, folder, keep)
         self.crash("schedule.written")
         fired: list[Fired] = []
+        started_at = now_iso()  # the runs of a batch are recorded together
         async with anyio.create_task_group() as tg:
-            for (entry, slot, path), data in zip(planned, datas, strict=True):
-                tg.start_soon(self._record, entry.name, slot, path, data, fired)
+            for entry, slot, path in planned:
+                data = files[(entry.name, slot)][1][1]
+                record = partial(self._record, workflow=entry.workflow, started_at=started_at)
+                tg.start_soon(record, entry.name, slot, path, data, fired)
         await self.store.flush(durable=True)
         self._hand(fired)
         return fired
@@ -141,10 +191,20 @@ class Firer:
                 self.handover.hand(claimed, self.leftovers)
 
     async def _record(
-        self, name: str, slot: datetime, path: Path, data: bytes, fired: list[Fired]
+        self,
+        name: str,
+        slot: datetime,
+        path: Path,
+        data: bytes,
+        fired: list[Fired],
+        *,
+        workflow: WorkflowDef | None = None,
+        started_at: str | None = None,
     ) -> None:
         """Record the run of a slot whose file is written, and link its firing to it."""
-        run_id = await record_run(self.store, self.registry, path, data)
+        run_id = await record_run(
+            self.store, self.registry, path, data, workflow=workflow, started_at=started_at
+        )
         outcome = firings.LOST if run_id is None else firings.FIRED
         await firings.link_run(self.store, name, slot_key(slot), run_id, outcome)
         fired.append(Fired(name, slot, run_id, path))
@@ -165,6 +225,8 @@ class Firer:
         At start (``hand`` false) their files are left in ``processing/`` for the daemon's
         leftovers; later they are handed to the workers here.
         """
+        if not hand:  # at start: what a kill left staged was never recorded, or is redone
+            await anyio.to_thread.run_sync(_remove_staging, self.inbox / PROCESSING)
         recovered: list[Fired] = []
         for firing in await firings.pending_firings(self.store):
             slot = datetime.fromisoformat(firing.slot)
@@ -180,7 +242,9 @@ class Firer:
             entry = loaded.get(firing.schedule)
             if data is None and entry is not None and firing.path:
                 data = slot_document(entry.document, slot, entry.schedule)
-                await anyio.to_thread.run_sync(_write_files, path.parent, [(path.name, data)])
+                staging = path.parent.with_name(_STAGING + uuid.uuid4().hex[:12])
+                await anyio.to_thread.run_sync(_write_files, staging, [(path.name, data)])
+                await anyio.to_thread.run_sync(_place, staging, path.parent, {path.name})
             if data is None:
                 log.warning(
                     "schedule.slot_lost",
@@ -198,13 +262,23 @@ class Firer:
         return recovered
 
 
-async def record_run(store: Store, registry: TaskRegistry, path: Path, data: bytes) -> int | None:
+async def record_run(
+    store: Store,
+    registry: TaskRegistry,
+    path: Path,
+    data: bytes,
+    *,
+    workflow: WorkflowDef | None = None,
+    started_at: str | None = None,
+) -> int | None:
     """Record the RUNNING run of the slot file at ``path`` (or its DUPLICATE); its id
-    (``None`` when the document is no longer valid: logged, and the file removed)."""
+    (``None`` when the document is no longer valid: logged, and the file removed).
+    ``workflow`` is the document's, when known (checked when its schedule was loaded);
+    ``started_at`` the run's start, by default now."""
     source = path.name
     try:
         doc = load_json(data)
-        workflow = parse_workflow(doc, registry)
+        workflow = workflow or parse_workflow(doc, registry)
     except WorkflowRejected as exc:
         log.warning("schedule.slot_invalid", source=source, errors=exc.problems)
         with contextlib.suppress(OSError):
@@ -213,7 +287,7 @@ async def record_run(store: Store, registry: TaskRegistry, path: Path, data: byt
     try:
         run_id = await store.create_run(
             name=workflow.name,
-            started_at=now_iso(),
+            started_at=started_at or now_iso(),
             nodes=[(node.id, node.type) for node in workflow.nodes],
             source=source,
             source_path=str(path),
@@ -235,33 +309,50 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _write_files(folder: Path, files: list[tuple[str, bytes]]) -> None:
-    """Write ``files`` into ``folder`` (made here, inside ``processing/``), durably: each
-    through a dotfile of ``processing/`` (which the next start removes), fsynced, renamed.
+def _write_files(folder: Path, files: list[_Named]) -> None:
+    """Write ``files`` into staging ``folder`` (made if missing), each fsynced, then the
+    folder.
 
     Raises:
-        OSError: nothing written is left behind.
+        OSError: the folder is removed.
     """
-    processing = folder.parent
-    done: list[str | Path] = []
-    temporary: list[str] = []
     try:
         folder.mkdir(exist_ok=True)
         for name, data in files:
-            fd, tmp_name = tempfile.mkstemp(prefix=".slot.", suffix=".tmp", dir=processing)
-            temporary.append(tmp_name)
-            with os.fdopen(fd, "wb") as fp:
+            with open(folder / name, "wb") as fp:
                 fp.write(data)
                 fp.flush()
                 os.fsync(fp.fileno())
-            os.rename(tmp_name, folder / name)
-            done.append(folder / name)
         fsync_dir(folder)
-        fsync_dir(processing)
     except BaseException:
-        for leftover in [*temporary, *done]:
-            with contextlib.suppress(OSError):
-                os.unlink(leftover)
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _place(staging: Path, folder: Path, keep: set[str]) -> None:
+    """Keep only ``keep`` in ``staging``, then make it ``folder`` (renamed, the parent fsynced;
+    moved file by file when ``folder`` exists already).
+
+    Raises:
+        OSError: nothing of ``staging`` is left behind.
+    """
+    try:
+        for name in os.listdir(staging):
+            if name not in keep:
+                os.unlink(staging / name)
+        if not folder.exists():
+            os.rename(staging, folder)
+        else:
+            for name in keep:
+                os.rename(staging / name, folder / name)
+            fsync_dir(folder)
+        fsync_dir(folder.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_staging(processing: Path) -> None:
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(processing):
+            if entry.name.startswith(_STAGING) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -26,8 +26,8 @@ import structlog
 import watchfiles
 
 from wfe_daemon.config import Settings
+from wfe_daemon.core.records import StoreEvent
 from wfe_daemon.core.schedule import Overlap, due_slots, next_slots
-from wfe_daemon.core.summary import RunSummary
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -44,6 +44,7 @@ __all__ = ["Scheduler"]
 
 log = structlog.get_logger()
 
+_STAGE_AHEAD = timedelta(seconds=0.5)
 _TICK_MS = 1000  # the watcher's thread returns this often: a shutdown waits for it
 _RESCAN_TICKS = 5  # a rescan every 5 s finds what the watcher missed (a folder replaced)
 _Due = tuple[ScheduleFile, datetime]
@@ -91,20 +92,24 @@ class Scheduler:
         """Runs of schedules still going: run id -> schedule."""
         self._queued: dict[str, deque[datetime]] = {}
         self._wake = anyio.Event()
+        self._staged_for: datetime | None = None
 
     # -- start ----------------------------------------------------------------------------
 
     async def prepare(self) -> None:
         """Load the folder, settle where each schedule counts from, recover pending slots."""
+        self.store.watch(self.ended)
         await self._rescan(at_start=True)
         await self.firer.recover(self.loaded, hand=False)
         for firing in await firings.running_firings(self.store):
             if firing.run_id is not None:
                 self._running[firing.run_id] = firing.schedule
 
-    def published(self, claimed: Claimed, summary: RunSummary) -> None:
-        """A result was published (the daemon's hook): a schedule's run may have ended."""
-        if self._running.pop(summary["run_id"], None) is not None:
+    def ended(self, event: StoreEvent) -> None:
+        """A transition the store committed (its watcher): a schedule's run may have ended."""
+        if event.kind != "run" or event.data["status"] == "RUNNING":
+            return
+        if self._running.pop(event.data["run_id"], None) is not None:
             self._wake.set()
 
     async def run(
@@ -131,8 +136,8 @@ class Scheduler:
                 quiet = 0
                 async for changes in watchfiles.awatch(
                     folder,
-                    debounce=200,
-                    step=100,
+                    debounce=1000,
+                    step=500,  # each look takes the GIL: an idle daemon looks twice a second
                     rust_timeout=_TICK_MS,
                     yield_on_timeout=True,
                     recursive=False,
@@ -163,11 +168,16 @@ class Scheduler:
                 self._forget(name)
                 await firings.forget_schedule(self.store, name)
                 log.info("schedule.removed", schedule=name)
+        changed = [
+            (name, path, signature)
+            for name, (path, signature) in sorted(found.items())
+            if self._seen.get(name) != signature
+        ]
+        if not changed and not at_start:
+            return
         states = await firings.schedule_states(self.store)
         lasts = await firings.last_slots(self.store) if at_start else {}
-        for name, (path, signature) in sorted(found.items()):
-            if self._seen.get(name) == signature:
-                continue
+        for name, path, signature in changed:
             self._seen[name] = signature
             await self._load(name, path, states, lasts)
         if at_start:
@@ -241,10 +251,27 @@ class Scheduler:
                 with contextlib.suppress(OSError, StoreError):
                     await self.firer.recover(self.loaded, hand=True)
                 continue
-            active = [
-                self._next[name] for name, entry in self.loaded.items() if not entry.schedule.paused
-            ]
-            await self.clock.wait(min(active, default=None), self._wake)
+            await self._wait()
+
+    async def _wait(self) -> None:
+        """Wait for the next slot; half a second before it, stage its files (see ``firing``)."""
+        active = [
+            self._next[name] for name, entry in self.loaded.items() if not entry.schedule.paused
+        ]
+        until = min(active, default=None)
+        if until is None or until == self._staged_for:
+            await self.clock.wait(until, self._wake)
+            return
+        if self.clock.now() < until - _STAGE_AHEAD:
+            await self.clock.wait(until - _STAGE_AHEAD, self._wake)
+            return
+        due = [
+            (entry, until)
+            for name, entry in self.loaded.items()
+            if not entry.schedule.paused and self._next[name] == until
+        ]
+        await self.firer.stage(due)
+        self._staged_for = until
 
     async def _fire_due(self) -> None:
         now = self.clock.now()
