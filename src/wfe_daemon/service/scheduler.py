@@ -27,7 +27,7 @@ import watchfiles
 
 from wfe_daemon.config import Settings
 from wfe_daemon.core.records import StoreEvent
-from wfe_daemon.core.schedule import Overlap, due_slots, next_slots
+from wfe_daemon.core.schedule import ON_TIME, Catchup, Overlap, due_slots, next_slots
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -177,9 +177,12 @@ class Scheduler:
             return
         states = await firings.schedule_states(self.store)
         lasts = await firings.last_slots(self.store) if at_start else {}
+        fresh: list[tuple[str, str, str]] = []
         for name, path, signature in changed:
             self._seen[name] = signature
-            await self._load(name, path, states, lasts)
+            await self._load(name, path, states, lasts, fresh)
+        if fresh:
+            await firings.set_schedule_states(self.store, fresh)
         if at_start:
             for name in states.keys() - self.loaded.keys():
                 await firings.forget_schedule(self.store, name)
@@ -191,7 +194,9 @@ class Scheduler:
         path: Path,
         states: dict[str, tuple[str, str]],
         lasts: dict[str, str],
+        fresh: list[tuple[str, str, str]],
     ) -> None:
+        """Load one file; a schedule whose slots count from now joins ``fresh``."""
         try:
             entry = await anyio.to_thread.run_sync(
                 read_schedule, path, self.registry, self.cron, self.settings.max_file_size
@@ -213,7 +218,7 @@ class Scheduler:
             since = datetime.fromisoformat(state[1])  # as it was before the restart
         else:
             since = now
-            await firings.set_schedule_state(self.store, name, fingerprint, slot_key(now))
+            fresh.append((name, fingerprint, slot_key(now)))
         last = lasts.get(name)
         if last is not None:
             since = max(since, datetime.fromisoformat(last))
@@ -280,11 +285,19 @@ class Scheduler:
         for name, entry in self.loaded.items():
             if entry.schedule.paused or self._next[name] > now:
                 continue
-            slots, missed = due_slots(
-                entry.schedule, self.cron, self._after[name], now, self.settings.max_catchup
-            )
+            slot = self._next[name]
+            following = next_slots(entry.schedule, self.cron, slot, 1)[0]
+            if following > now and (
+                entry.schedule.catchup is not Catchup.NONE or now - slot <= ON_TIME
+            ):
+                slots, missed = [slot], 0  # the usual case: just the slot waited for
+            else:
+                slots, missed = due_slots(
+                    entry.schedule, self.cron, self._after[name], now, self.settings.max_catchup
+                )
+                following = next_slots(entry.schedule, self.cron, now, 1)[0]
             self._after[name] = now
-            self._next[name] = next_slots(entry.schedule, self.cron, now, 1)[0]
+            self._next[name] = following
             if missed:
                 log.warning(
                     "schedule.missed",

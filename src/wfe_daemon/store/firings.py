@@ -29,7 +29,7 @@ __all__ = [
     "record_firings",
     "running_firings",
     "schedule_states",
-    "set_schedule_state",
+    "set_schedule_states",
 ]
 
 PENDING, FIRED, SKIPPED, LOST = "pending", "fired", "skipped", "lost"
@@ -132,15 +132,16 @@ async def schedule_states(store: Store) -> dict[str, tuple[str, str]]:
     return {str(r["schedule"]): (str(r["fingerprint"]), str(r["since"])) for r in rows}
 
 
-async def set_schedule_state(store: Store, schedule: str, fingerprint: str, since: str) -> None:
-    """Remember that ``schedule``'s slots count from ``since`` under ``fingerprint``."""
-    await store.write(
-        partial(
-            _execute,
-            sql="INSERT OR REPLACE INTO schedule_state (schedule, fingerprint, since)"
-            " VALUES (?, ?, ?)",
-            params=(schedule, fingerprint, since),
-        )
+async def set_schedule_states(store: Store, rows: Sequence[tuple[str, str, str]]) -> None:
+    """Remember, for each ``(schedule, fingerprint, since)``, that the schedule's slots count
+    from ``since`` under ``fingerprint`` (one transaction)."""
+    await store.write(partial(_replace_states, rows=list(rows)))
+
+
+def _replace_states(db: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO schedule_state (schedule, fingerprint, since) VALUES (?, ?, ?)",
+        rows,
     )
 
 
