@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -158,6 +159,21 @@ def test_an_invalid_file_is_logged_with_every_problem_and_others_still_fire(
     clocked.at("2026-01-01T10:01:00+00:00")
     wait_result(clocked.daemons.outbox, "good.20260101T100100+0000")
     assert {name for name, _, _ in clocked.firings()} == {"good"}
+
+
+def test_a_removed_schedules_folder_is_a_fault_that_heals(clocked: Clocked) -> None:
+    """schedules_dir removed under the daemon: a warning while it lasts, the folder made
+    again, and a schedule written into it fires without a restart."""
+    daemon = clocked.start()
+    shutil.rmtree(clocked.folder)
+    begun = wait_event(daemon, "fault.begun", fault="schedules")
+    assert begun["level"] == "warning"
+    wait_until(clocked.folder.is_dir, 15, "the folder made again")
+    clocked.write("back", {"every": "1m"})
+    wait_event(daemon, "schedule.loaded", schedule="back")
+    clocked.at("2026-01-01T10:01:00+00:00")
+    wait_result(clocked.daemons.outbox, "back.20260101T100100+0000")
+    wait_event(daemon, "fault.healed", fault="schedules")
 
 
 @pytest.mark.parametrize("point", ["schedule.recorded", "schedule.written"])

@@ -143,16 +143,18 @@ class Scheduler:
                     recursive=False,
                 ):
                     quiet = 0 if changes else quiet + 1
-                    if changes or quiet % _RESCAN_TICKS == 0:
-                        await self._rescan()
+                    if (changes or quiet % _RESCAN_TICKS == 0) and not await self._rescan():
+                        break  # the folder was gone (and is made again): watch the new one
                     backoff.reset()
             except (OSError, RuntimeError) as exc:  # the folder is gone: make it again
                 self.faults["schedules"].failed(f"cannot watch {folder}: {exc}")
                 with contextlib.suppress(OSError):
                     folder.mkdir(parents=True, exist_ok=True)
-                await anyio.sleep(backoff.next())
+            await anyio.sleep(backoff.next())
 
-    async def _rescan(self, *, at_start: bool = False) -> None:
+    async def _rescan(self, *, at_start: bool = False) -> bool:
+        """Load what changed in the folder; ``False`` when it could not be read (a fault:
+        its schedules are kept meanwhile, and a folder gone is made again)."""
         folder = self.settings.schedules
         try:
             found = await anyio.to_thread.run_sync(scan_folder, folder)
@@ -160,7 +162,9 @@ class Scheduler:
             self.faults["schedules"].failed(
                 f"cannot read {folder}: {describe_os_error(exc)}", schedules_dir=str(folder)
             )
-            return
+            with contextlib.suppress(OSError):
+                folder.mkdir(parents=True, exist_ok=True)
+            return False
         self.faults["schedules"].healed()
         for name in [name for name in self._seen if name not in found]:
             del self._seen[name]
@@ -174,7 +178,7 @@ class Scheduler:
             if self._seen.get(name) != signature
         ]
         if not changed and not at_start:
-            return
+            return True
         states = await firings.schedule_states(self.store)
         lasts = await firings.last_slots(self.store) if at_start else {}
         fresh: list[tuple[str, str, str]] = []
@@ -187,6 +191,7 @@ class Scheduler:
             for name in states.keys() - self.loaded.keys():
                 await firings.forget_schedule(self.store, name)
         self._wake.set()
+        return True
 
     async def _load(
         self,
@@ -242,12 +247,13 @@ class Scheduler:
 
     async def _loop(self) -> None:
         backoff = Backoff(first_s=0.5, max_s=10.0)
+        failing = False
         while True:
             self._wake = anyio.Event()
             try:
                 await self._fire_due()
-                backoff.reset()
-            except Exception as exc:  # a full disk, a database fault, a bug: never the daemon's end
+            except Exception as exc:
+                failing = True  # a full disk, a database fault, a bug: never the daemon's end
                 if isinstance(exc, OSError | StoreError):
                     self.faults["schedules"].failed(f"cannot fire slots: {exc}")
                 else:
@@ -256,6 +262,10 @@ class Scheduler:
                 with contextlib.suppress(OSError, StoreError):
                     await self.firer.recover(self.loaded, hand=True)
                 continue
+            if failing:
+                backoff.reset()
+                self.faults["schedules"].healed()
+                failing = False
             await self._wait()
 
     async def _wait(self) -> None:
@@ -275,45 +285,60 @@ class Scheduler:
             for name, entry in self.loaded.items()
             if not entry.schedule.paused and self._next[name] == until
         ]
-        await self.firer.stage(due)
         self._staged_for = until
+        with contextlib.suppress(OSError):  # written when the slot comes, then
+            await self.firer.stage(due)
 
     async def _fire_due(self) -> None:
         now = self.clock.now()
         due: list[_Due] = []
         skipped: list[_Skip] = []
+        before: dict[str, tuple[datetime, datetime]] = {}
         for name, entry in self.loaded.items():
             if entry.schedule.paused or self._next[name] > now:
                 continue
-            slot = self._next[name]
-            following = next_slots(entry.schedule, self.cron, slot, 1)[0]
-            if following > now and (
-                entry.schedule.catchup is not Catchup.NONE or now - slot <= ON_TIME
-            ):
-                slots, missed = [slot], 0  # the usual case: just the slot waited for
-            else:
-                slots, missed = due_slots(
-                    entry.schedule, self.cron, self._after[name], now, self.settings.max_catchup
-                )
-                following = next_slots(entry.schedule, self.cron, now, 1)[0]
-            self._after[name] = now
-            self._next[name] = following
-            if missed:
-                log.warning(
-                    "schedule.missed",
-                    schedule=name,
-                    missed=missed,
-                    catchup=entry.schedule.catchup.value,
-                    firing=len(slots),
-                )
+            before[name] = (self._after[name], self._next[name])
+            slots = self._advance(entry, now)
             self._apply_overlap(entry, slots, due, skipped)
         due += self._release_queued()
-        if skipped:
-            await self._skip(skipped)
-        if due:
-            for fired in await self.firer.fire(due):
-                if fired.run_id is not None:
-                    self._running[fired.run_id] = fired.schedule
+        try:
+            if skipped:
+                await self._skip(skipped)
+            if due:
+                for fired in await self.firer.fire(due):
+                    if fired.run_id is not None:
+                        self._running[fired.run_id] = fired.schedule
+        except BaseException:
+            # Decide these slots again at the next try: those recorded already are not
+            # fired twice (the unique index), the others are not lost.
+            for name, (after, upcoming) in before.items():
+                if name in self._after:
+                    self._after[name], self._next[name] = after, upcoming
+            raise
+
+    def _advance(self, entry: ScheduleFile, now: datetime) -> list[datetime]:
+        """The slots of ``entry`` due at ``now`` (by ``catchup``); moves its times past them."""
+        name, schedule = entry.name, entry.schedule
+        slot = self._next[name]
+        following = next_slots(schedule, self.cron, slot, 1)[0]
+        if following > now and (schedule.catchup is not Catchup.NONE or now - slot <= ON_TIME):
+            slots, missed = [slot], 0  # the usual case: just the slot waited for
+        else:
+            slots, missed = due_slots(
+                schedule, self.cron, self._after[name], now, self.settings.max_catchup
+            )
+            following = next_slots(schedule, self.cron, now, 1)[0]
+        self._after[name] = now
+        self._next[name] = following
+        if missed:
+            log.warning(
+                "schedule.missed",
+                schedule=name,
+                missed=missed,
+                catchup=schedule.catchup.value,
+                firing=len(slots),
+            )
+        return slots
 
     def _busy(self, name: str) -> bool:
         return name in self._running.values()
