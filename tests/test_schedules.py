@@ -18,6 +18,7 @@ from daemon_helpers import (
     DaemonProcess,
     Daemons,
     daemons_for,
+    free_port,
     query,
     read_json,
     wait_result,
@@ -354,8 +355,23 @@ def test_trigger_runs_a_schedule_now_through_the_daemon(clocked: Clocked, tmp_pa
     assert missing.returncode == 2 and "no schedule 'nope'" in missing.stderr
 
 
-def _cli(clocked: Clocked, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = clocked.daemons.env(**clocked.env())
+def test_trigger_goes_through_the_http_api_when_it_is_on(clocked: Clocked, tmp_path: Path) -> None:
+    """With http_port set, `trigger` POSTs the document, named <name>.<now> (a stem with
+    the offset's "+"), and the daemon runs it."""
+    clocked.write("nightly", {"cron": "30 2 * * *", "timezone": "Europe/Berlin"})
+    api = {"WFE_HTTP_PORT": str(free_port()), "WFE_API_TOKEN": "s3cret-token"}
+    clocked.start(**api)
+    done = _cli(clocked, tmp_path, **api)("trigger", "nightly")
+    assert done.returncode == 0, done.stderr
+    result = wait_result(clocked.daemons.outbox, "nightly.20260101T110030+0100")
+    assert result["run_id"] == int(done.stdout)
+    assert result["source"] == "nightly.20260101T110030+0100.json"
+
+
+def _cli(
+    clocked: Clocked, tmp_path: Path, **extra: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env = clocked.daemons.env(**clocked.env(**extra))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
