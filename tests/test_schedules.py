@@ -385,3 +385,19 @@ def _cli(
         )
 
     return run
+
+
+def test_a_missing_schedules_dir_is_made_and_a_file_in_the_way_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """The daemon makes schedules_dir (beside the inbox by default) as it makes the inbox;
+    a file where the folder should be stops it at start, naming the key (exit 2)."""
+    with daemons_for(tmp_path) as daemons:
+        daemon = daemons.start()
+        assert (tmp_path / "schedules").is_dir()
+        assert daemon.terminate() == 0
+        blocker = tmp_path / "blocker"
+        blocker.write_text("")
+        refused = daemons.spawn(WFE_SCHEDULES_DIR=str(blocker))
+        assert refused.wait_exit() == 2
+        assert "schedules_dir" in refused.stderr()

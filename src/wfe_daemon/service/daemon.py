@@ -64,7 +64,8 @@ _FRONT_STOP_S = 5.0  # the front's own bounds: 1 s for requests in flight, 1 s t
 
 
 def _prepare_folders(settings: Settings) -> None:
-    """Create the inbox folders, the outbox and the database's folder, and check them.
+    """Create the inbox folders, the outbox, the database's folder and ``schedules_dir``,
+    and check them (``schedules_dir`` only needs to be readable).
 
     Raises:
         ConfigError: one cannot be created or written to; the message names its key.
@@ -81,7 +82,10 @@ def _prepare_folders(settings: Settings) -> None:
             else:
                 reason = exc.strerror or str(exc)
             raise ConfigError(f"config: {key}: cannot create {folder}: {reason}") from exc
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if key == "schedules_dir":  # only read: it may belong to root (in /etc, say)
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise ConfigError(f"config: {key}: cannot read {folder}: Permission denied")
+        elif not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(f"config: {key}: cannot write to {folder}: Permission denied")
 
 
