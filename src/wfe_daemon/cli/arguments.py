@@ -109,14 +109,14 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     return parser
 
 
-_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
 def _stem(text: str) -> str:
     if not _STEM.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a safe file stem: use up to 100 letters, digits, '.', '_' "
-            "and '-', starting with a letter or a digit"
+            f"{text!r} is not a safe file stem: use up to 100 letters, digits, '.', '_', "
+            "'+' and '-', starting with a letter or a digit"
         )
     return text
 

@@ -205,6 +205,7 @@ class Firer:
         run_id = await record_run(
             self.store, self.registry, path, data, workflow=workflow, started_at=started_at
         )
+        self.crash("schedule.run_recorded")
         outcome = firings.LOST if run_id is None else firings.FIRED
         await firings.link_run(self.store, name, slot_key(slot), run_id, outcome)
         fired.append(Fired(name, slot, run_id, path))
