@@ -6,7 +6,7 @@ A scheduled run takes the path of a workflow handed over by the API
 ``source_path``, then the file goes to the workers as a leftover. Before any of that, the
 slot is recorded ``pending`` in the ``firing`` table, with the path its file will take,
 under the unique index on (schedule, slot), durably. The order, and what a kill at each
-point leaves for the next start (:func:`recover_pending`, run before the leftovers of
+point leaves for the next start (:meth:`Firer.recover`, run before the leftovers of
 ``processing/`` are fed to the workers):
 
 1. the firing row is committed (a slot already recorded is not fired again: that is
