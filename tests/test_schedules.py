@@ -402,3 +402,28 @@ def test_a_missing_schedules_dir_is_made_and_a_file_in_the_way_stops_the_start(
         refused = daemons.spawn(WFE_SCHEDULES_DIR=str(blocker))
         assert refused.wait_exit() == 2
         assert "schedules_dir" in refused.stderr()
+
+
+async def test_retention_prunes_old_slots_but_each_schedules_latest(tmp_path: Path) -> None:
+    """Slots older than the cutoff go, except each schedule's latest and pending ones."""
+    from wfe_daemon.store import firings
+    from wfe_daemon.store.database import Store
+
+    async with Store.open(tmp_path / "wfe.db") as store:
+        rows = [
+            ("a", "2026-01-01T10:00:00+00:00", "x", firings.FIRED, None),
+            ("a", "2026-01-02T10:00:00+00:00", "x", firings.SKIPPED, None),
+            ("a", "2026-03-01T10:00:00+00:00", "x", firings.FIRED, None),
+            ("b", "2026-01-01T10:00:00+00:00", "x", firings.FIRED, None),
+            ("c", "2026-01-01T10:00:00+00:00", "x", firings.PENDING, None),
+            ("c", "2026-01-01T11:00:00+00:00", "x", firings.FIRED, None),
+        ]
+        await firings.record_firings(store, rows)
+        assert await firings.prune_firings(store, "2026-02-01T00:00:00+00:00", batch=1) == 2
+        left = await store.query("SELECT schedule, slot FROM firing ORDER BY schedule, slot")
+        assert [(r["schedule"], r["slot"][:10]) for r in left] == [
+            ("a", "2026-03-01"),
+            ("b", "2026-01-01"),
+            ("c", "2026-01-01"),
+            ("c", "2026-01-01"),
+        ]

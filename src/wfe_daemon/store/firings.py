@@ -26,6 +26,7 @@ __all__ = [
     "last_slots",
     "link_run",
     "pending_firings",
+    "prune_firings",
     "record_firings",
     "running_firings",
     "schedule_states",
@@ -150,3 +151,23 @@ async def forget_schedule(store: Store, schedule: str) -> None:
     await store.write(
         partial(_execute, sql="DELETE FROM schedule_state WHERE schedule = ?", params=(schedule,))
     )
+
+
+def _prune_batch(db: sqlite3.Connection, before: str, batch: int) -> int:
+    # A schedule's latest slot stays: catch-up counts from it.
+    return db.execute(
+        "DELETE FROM firing WHERE id IN (SELECT id FROM firing AS f WHERE f.slot < ?1"
+        " AND f.outcome != 'pending'"
+        " AND f.slot < (SELECT max(slot) FROM firing AS g WHERE g.schedule = f.schedule)"
+        " LIMIT ?2)",
+        (before, batch),
+    ).rowcount
+
+
+async def prune_firings(store: Store, before: str, batch: int = 500) -> int:
+    """Delete the slots older than ``before`` (UTC ISO), but each schedule's latest and
+    those still pending, ``batch`` per transaction; how many."""
+    pruned = 0
+    while count := await store.write(partial(_prune_batch, before=before, batch=batch)):
+        pruned += count
+    return pruned
