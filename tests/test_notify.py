@@ -496,6 +496,25 @@ async def test_the_queue_keeps_encoded_bodies_within_its_byte_budget() -> None:
     assert logs[0]["reason"].startswith("the queue is full")
 
 
+@pytest.mark.parametrize(
+    ("url", "headers", "expected"),
+    [
+        ("http://127.0.0.1:99999/t0k3n", {}, "config: notify.url: not a URL that can be sent"),
+        ("http://127.0.0.1:0x/t0k3n", {}, "config: notify.url: not a URL that can be sent"),
+        ("http://127.0.0.1:9/t0k3n", {"X-Team": "café"}, "config: notify.headers: a header"),
+    ],
+)
+async def test_a_webhook_that_cannot_be_sent_is_a_config_error(
+    url: str, headers: dict[str, str], expected: str
+) -> None:
+    """Settings built without the TOML checks still fail when the Webhook is made, before
+    anything runs, as a ConfigError that shows neither the URL nor the value."""
+    with pytest.raises(ConfigError) as info:
+        Webhook(NotifySettings(url=url, headers=headers), url)
+    assert str(info.value).startswith(expected)
+    assert "t0k3n" not in str(info.value) and "café" not in str(info.value)
+
+
 def test_a_large_summary_is_sent_without_its_outputs() -> None:
     """A summary over 1 MiB as JSON goes without node outputs, and says so."""
     body = json.loads(payload(_summary(7)))

@@ -73,6 +73,8 @@ def prepared(notify: NotifySettings, url: str, where: str) -> tuple[httpx.URL, h
     from wfe_daemon import __version__
 
     try:
+        if not is_webhook_url(url):  # httpx takes a port of 99999
+            raise ValueError(url)
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError):
         raise ConfigError(
