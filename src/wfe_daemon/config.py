@@ -71,7 +71,7 @@ class Settings:
     history_retention_days: int = 0
     """Runs finished longer ago than this, and their inbox files, are deleted; 0 keeps all."""
     http_deny_networks: tuple[str, ...] = ()
-    """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
+    """CIDRs, ``loopback``, ``private``: refused to ``http_get``/``http_post`` (and link-local)."""
     secrets_dir: Path | None = None
     """One file per secret for ``{{ secrets.NAME }}``; default ``$CREDENTIALS_DIRECTORY``."""
     schedules_dir: Path | None = None

@@ -344,7 +344,9 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
     """
     fix_mmap_threshold()  # else malloc's free lists grow with the workflows served
     registry = load_registry(settings)
-    notify_url = webhook_url(settings.notify, os.environ)  # before anything runs
+    # Before anything runs: a URL or header that cannot be sent is a ConfigError (exit 2).
+    notify_url = webhook_url(settings.notify, os.environ)
+    webhook = None if notify_url is None else Webhook(settings.notify, notify_url)
     _prepare_folders(settings)
     notifier = Notifier.from_environ(os.environ)
     kept = scrub_environ(os.environ)  # children must not inherit NOTIFY_SOCKET / WATCHDOG_*
@@ -366,9 +368,8 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
                     )
                 )
                 daemon = Daemon(settings, registry, store, engine, notifier, faults)
-                webhook = None
-                if notify_url is not None:
-                    webhook = Webhook(settings.notify, notify_url, hooks=daemon.on_notified)
+                if webhook is not None:
+                    webhook.hooks = daemon.on_notified
                 await _supervise(daemon, front, webhook)
                 if store.fatal is not None:
                     raise store.fatal
