@@ -211,7 +211,7 @@ def test_the_nightly_example_loads_at_its_slot_alerts_on_failure_and_hides_its_s
         paths = {path.rsplit("/", 1)[0]: json.loads(body) for path, body in server.posts}
         assert set(paths) == {"/hooks/chat", "/hooks/notify"}
         alert = paths["/hooks/chat"]["text"]
-        assert alert.startswith("nightly sales for 2026-11-15 (slot 2026-12-04T02:30:01+01:00,")
+        assert alert.startswith("nightly sales for 2026-11-15 (as of 2026-12-04T02:30:01+01:00,")
         assert f"run {run_id})" in alert
         notice = paths["/hooks/notify"]
         assert notice["run_id"] == run_id and notice["status"] == "PARTIAL_SUCCESS"
