@@ -166,6 +166,8 @@ def test_the_nightly_example_loads_at_its_slot_alerts_on_failure_and_hides_its_s
         listed = json.loads(_wfe(daemons, env, "schedules", "--json").stdout)
         assert [(s["name"], s["next"][0]) for s in listed] == [(NAME, "2026-12-04T02:30:00+01:00")]
 
+        wait_until(lambda: daemon.events("schedule.loaded"), 10, "the schedule loaded")
+
         # (a) the slot
         _at(clock, "2026-12-04T01:30:01+00:00")
         slot = "20261204T023000+0100"
