@@ -49,6 +49,8 @@ BENCHMARKS: dict[str, str] = {
     "api_submit": "benchmarks.api:api_submit",
     "api_reads": "benchmarks.api:api_reads",
     "engine_http": "benchmarks.engine_http:engine_http",
+    "schedule_slots": "benchmarks.schedules:schedule_slots",
+    "schedule_idle": "benchmarks.schedules:schedule_idle",
 }
 
 #: Sections written by their own long-running entry points (``python -m benchmarks.soak``),

@@ -5,6 +5,10 @@ nothing and gets the notification once it is back."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +19,18 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon_helpers import PAST, Daemons, drop, echo_doc, free_port, get, wait_result, wait_until
+from daemon_helpers import (
+    PAST,
+    Daemons,
+    drop,
+    echo_doc,
+    echo_then_sleep,
+    free_port,
+    get,
+    wait_result,
+    wait_running,
+    wait_until,
+)
 from wfe_daemon.config import load_settings
 from wfe_daemon.core.summary import RunSummary
 from wfe_daemon.core.webhook import NotifySettings
@@ -238,6 +253,101 @@ def test_a_missing_url_file_stops_the_daemon_with_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "toml", "expected"),
+    [
+        (
+            {"WFE_NOTIFY_URL": "http://127.0.0.1:99999/t0k3n"},
+            "",
+            "wfe-daemon: config: WFE_NOTIFY_URL: must be an http:// or https:// URL",
+        ),
+        (
+            {"WFE_NOTIFY_URL": "http://127.0.0.1:0x/t0k3n"},
+            "",
+            "wfe-daemon: config: WFE_NOTIFY_URL: must be an http:// or https:// URL",
+        ),
+        (
+            {"WFE_NOTIFY_URL": "http://127.0.0.1:9/t0k3n"},
+            '[notify.headers]\nX-Team = "café"\n',
+            "wfe-daemon: config: {config}: notify.headers.X-Team: must be a string of printable",
+        ),
+        (
+            {"WFE_NOTIFY_URL": "http://127.0.0.1:9/t0k3n", "WFE_NOTIFY_ON": ""},
+            "",
+            "wfe-daemon: config: WFE_NOTIFY_ON: must name at least one run status",
+        ),
+    ],
+)
+def test_a_bad_webhook_stops_the_daemon_with_one_line(
+    daemons: Daemons, tmp_path: Path, env: dict[str, str], toml: str, expected: str
+) -> None:
+    """A port out of range or unreadable, a header value that is not ASCII, an empty `on`:
+    exit 2 with one line naming the key, no traceback, the URL never shown."""
+    config = write_toml(tmp_path / "wfe.toml", toml)
+    daemon = daemons.spawn(WFE_CONFIG=str(config), **env)
+    assert daemon.wait_exit() == 2
+    [line] = daemon.stderr().splitlines()
+    assert line.startswith(expected.format(config=config)), line
+    assert "t0k3n" not in daemon.output()
+    assert "Traceback" not in daemon.output()
+
+
+ONE_URL = (
+    "must hold one http:// or https:// URL with a host and a valid port, on one line"
+    " (its contents are not shown)"
+)
+
+
+@pytest.mark.parametrize(
+    ("contents", "expected"),
+    [
+        ("http://127.0.0.1:99999/t0k3n\n", ONE_URL),
+        ("http://127.0.0.1:9/t0k3n two\n", ONE_URL),
+        ("http://127.0.0.1:9/t0k3n\nhttp://127.0.0.1:9/b\n", ONE_URL),
+        (None, "is not a regular file (a named pipe)"),
+    ],
+)
+def test_a_bad_url_file_stops_the_daemon_with_one_line(
+    daemons: Daemons, tmp_path: Path, contents: str | None, expected: str
+) -> None:
+    """url_file is checked as `url` is (a bad port, a space, two lines are refused), and a
+    named pipe is refused without blocking start-up: exit 2, one line, contents unshown."""
+    path = tmp_path / "hook_url"
+    if contents is None:
+        os.mkfifo(path)
+    else:
+        path.write_text(contents)
+    daemon = daemons.spawn(WFE_NOTIFY_URL_FILE=str(path))
+    assert daemon.wait_exit() == 2
+    assert daemon.stderr() == f"wfe-daemon: config: notify.url_file: {path} {expected}\n"
+    assert "t0k3n" not in daemon.output()
+
+
+@pytest.mark.timeout(90)
+def test_a_second_sigterm_logs_the_queued_notifications_as_dropped(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    """A second SIGTERM stops the daemon without its grace: the notification still waiting
+    for a webhook that is down is logged as dropped, not lost silently."""
+    port = free_port()
+    config = write_toml(tmp_path / "wfe.toml", "[notify]\nretry_delay = 0.2\n")
+    daemon = daemons.start(
+        WFE_CONFIG=str(config), WFE_NOTIFY_URL=f"http://127.0.0.1:{port}/", WFE_SHUTDOWN_GRACE="30"
+    )
+    drop(daemons.inbox, "broken.json", failing_doc(), mtime=PAST)
+    result = wait_result(daemons.outbox, "broken")
+    wait_until(lambda: daemon.events("notify.failed"), 15, "notify.failed")
+    drop(daemons.inbox, "long.json", echo_then_sleep("long", 60), mtime=PAST)
+    wait_running(daemons.db_path, "b")
+    daemon.proc.terminate()
+    daemon.wait_notice("STOPPING=1", timeout=5)
+    daemon.proc.terminate()
+    assert daemon.wait_exit() == 0
+    [dropped] = daemon.events("notify.dropped")
+    assert dropped["run_id"] == result["run_id"]
+    assert dropped["reason"] == "the daemon stopped before it was sent"
+
+
 # -- execute ----------------------------------------------------------------------------------
 
 
@@ -259,6 +369,66 @@ def test_execute_notifies_only_when_asked(
     fine = run_cli("execute", write_workflow(echo_doc()), "--notify", env=env)
     assert fine.returncode == 0
     assert len(hook.received) == 1  # SUCCESS is not in the default `on`
+
+
+def test_execute_notify_with_a_bad_webhook_runs_nothing(
+    run_cli: Callable[..., Any], write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`execute --notify` with a webhook whose port is out of range exits 2 before running
+    anything, with one line and no traceback."""
+    path = tmp_path / "hook_url"
+    path.write_text("https://hooks.example:70000/t0k3n\n")
+    done = run_cli(
+        "execute", write_workflow(echo_doc()), "--notify", env={"WFE_NOTIFY_URL_FILE": str(path)}
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"wfe-daemon: config: notify.url_file: {path} must hold one http:// or https:// URL"
+    )
+    assert done.stderr.count("\n") == 1
+    assert done.stdout == ""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_execute_notify_retries_exits_130_and_logs_the_drop(
+    cli_env: dict[str, str], write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Ctrl-C while `execute --notify` retries a webhook that is down: the summary is out,
+    the notification is logged as dropped, and the exit status is 130."""
+    env = {
+        **cli_env,
+        "WFE_NOTIFY_URL": f"http://127.0.0.1:{free_port()}/{TOKEN}",
+        "WFE_CONFIG": str(write_toml(tmp_path / "wfe.toml", "[notify]\nretry_delay = 0.2\n")),
+    }
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wfe_daemon",
+                "execute",
+                str(write_workflow(failing_doc())),
+                "--notify",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            wait_until(lambda: "notify.failed" in err.read_text(), 30, "notify.failed")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(15) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert json.loads(out.read_text())["status"] == "FAILED"
+    events = [json.loads(line) for line in err.read_text().splitlines() if line.startswith("{")]
+    [dropped] = [e for e in events if e["event"] == "notify.dropped"]
+    assert dropped["reason"] == "stopped before it was sent"
+    assert TOKEN not in err.read_text()
 
 
 def test_execute_notify_without_a_webhook_is_a_usage_error(
@@ -309,6 +479,42 @@ async def test_a_full_queue_drops_the_oldest_with_a_warning() -> None:
     assert webhook.abandon("stopping") == 2
 
 
+async def test_the_queue_keeps_encoded_bodies_within_its_byte_budget() -> None:
+    """The queue holds each notification as its encoded body (a 2 MB output is left out),
+    and past its byte budget drops the oldest with a warning."""
+    size = len(payload(_summary(1)))
+    assert size < 10_000  # the 2 MB output is not kept
+    webhook = Webhook(
+        NotifySettings(url="http://127.0.0.1:9/"), "http://127.0.0.1:9/", queue_bytes=2 * size
+    )
+    with capture_logs() as logs:
+        for run_id in (1, 2, 3):
+            webhook.offer(_summary(run_id))
+    assert webhook.pending() == 2
+    assert webhook.queued_bytes() == 2 * size
+    assert [(e["event"], e["run_id"]) for e in logs] == [("notify.dropped", 1)]
+    assert logs[0]["reason"].startswith("the queue is full")
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "expected"),
+    [
+        ("http://127.0.0.1:99999/t0k3n", {}, "config: notify.url: not a URL that can be sent"),
+        ("http://127.0.0.1:0x/t0k3n", {}, "config: notify.url: not a URL that can be sent"),
+        ("http://127.0.0.1:9/t0k3n", {"X-Team": "café"}, "config: notify.headers: a header"),
+    ],
+)
+async def test_a_webhook_that_cannot_be_sent_is_a_config_error(
+    url: str, headers: dict[str, str], expected: str
+) -> None:
+    """Settings built without the TOML checks still fail when the Webhook is made, before
+    anything runs, as a ConfigError that shows neither the URL nor the value."""
+    with pytest.raises(ConfigError) as info:
+        Webhook(NotifySettings(url=url, headers=headers), url)
+    assert str(info.value).startswith(expected)
+    assert "t0k3n" not in str(info.value) and "café" not in str(info.value)
+
+
 def test_a_large_summary_is_sent_without_its_outputs() -> None:
     """A summary over 1 MiB as JSON goes without node outputs, and says so."""
     body = json.loads(payload(_summary(7)))
@@ -328,7 +534,16 @@ def test_a_large_summary_is_sent_without_its_outputs() -> None:
         ("[notify]\nretry_delay = -1", "notify.retry_delay: must be > 0, got -1"),
         ('[notify]\ntimeout = "soon"', "notify.timeout: must be a number, got 'soon'"),
         ("[notify]\nurls = 1", "notify.urls: unknown key (known: url, url_file, on,"),
-        ("[notify.headers]\nX-A = 1", "notify.headers.X-A: must be a string on one line"),
+        ("[notify.headers]\nX-A = 1", "notify.headers.X-A: must be a string of printable ASCII"),
+        (
+            '[notify.headers]\nX-Team = "café"',
+            "notify.headers.X-Team: must be a string of printable",
+        ),
+        ('[notify]\nurl = "http://h:99999/abc"', "notify.url: must be an http:// or https:// URL"),
+        ('[notify]\nurl = "http://h:0x/abc"', "notify.url: must be an http:// or https:// URL"),
+        ('[notify]\nurl = "http://h/abc def"', "notify.url: must be an http:// or https:// URL"),
+        ("[notify]\non = []", "notify.on: must name at least one run status (to send nothing,"),
+        ("[notify]\nretry_delay = 301", "notify.retry_delay: must be <= 300 (seconds), got 301"),
         ('[notify.headers]\n"a b" = "x"', "notify.headers: not a header name: 'a b'"),
         ('notify = "http://a/"', "notify: must be a table"),
     ],
@@ -359,3 +574,5 @@ def test_notify_environment_overrides_the_file(tmp_path: Path) -> None:
     assert load_settings(environ={}).notify.enabled is False
     with pytest.raises(ConfigError, match=r"^config: WFE_NOTIFY_ON: must be run statuses"):
         load_settings(environ={"WFE_NOTIFY_ON": "FAILED,LATE"})
+    with pytest.raises(ConfigError, match=r"^config: WFE_NOTIFY_ON: must name at least one"):
+        load_settings(environ={"WFE_NOTIFY_ON": ""})

@@ -12,14 +12,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 HELLO = ROOT / "examples" / "hello.json"
+NIGHTLY = ROOT / "examples" / "nightly"
 VARIABLE = {"run_id", "started_at", "finished_at", "duration"}
 
 
-def _json_block_after(heading: str) -> str:
-    """The text of the first ```json block after the line ``heading`` in the README."""
+def _json_block_after(heading: str, language: str = "json") -> str:
+    """The text of the first ```json (or other ``language``) block after the line
+    ``heading`` in the README."""
     text = README.read_text(encoding="utf-8")
     after = text[text.index(f"\n{heading}\n") :]
-    start = after.index("```json\n") + len("```json\n")
+    start = after.index(f"```{language}\n") + len(f"```{language}\n")
     return after[start : after.index("```\n", start)]
 
 
@@ -57,3 +59,13 @@ def test_the_result_sample_is_what_executing_hello_prints(tmp_path: Path) -> Non
             entry["started_at"]
         )
         assert abs(span.total_seconds() - entry["duration"]) < 0.001, entry
+
+
+def test_the_nightly_pipeline_samples_are_the_example_files() -> None:
+    """The README's nightly schedule file and configuration are examples/nightly's,
+    character for character."""
+    heading = "### A nightly pipeline"
+    schedule = NIGHTLY / "schedules" / "nightly-sales.json"
+    assert _json_block_after(heading) == schedule.read_text(encoding="utf-8")
+    config = NIGHTLY / "wfe.toml"
+    assert _json_block_after(heading, "toml") == config.read_text(encoding="utf-8")

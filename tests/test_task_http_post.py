@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
@@ -32,6 +34,19 @@ async def hook() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     ``/big/N`` N bytes; ``/to/CODE?to=URL`` redirects to URL (default ``/echo``) with that
     status.
     """
+    async with _server() as served:
+        yield served
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A second server as ``hook``, on another port: another origin."""
+    async with _server() as served:
+        yield served
+
+
+@asynccontextmanager
+async def _server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -220,6 +235,128 @@ async def test_301_302_303_become_a_get_without_body(
     assert received[1]["content_type"] is None
 
 
+@pytest.mark.parametrize(("method", "code"), [("PUT", 301), ("PATCH", 302), ("PUT", 303)])
+async def test_put_and_patch_redirected_by_301_302_303_become_a_get(
+    hook: tuple[str, list[dict[str, Any]]], run_nodes: Callable[..., Any], method: str, code: int
+) -> None:
+    """A 301, 302 or 303 answer to a PUT or PATCH is followed with a GET without a body
+    either (httpx alone keeps a PUT on a 301)."""
+    base, received = hook
+    summary, _ = await run_nodes(
+        post({"url": f"{base}/to/{code}", "method": method, "json": {"a": 1}})
+    )
+    assert summary["status"] == "SUCCESS"
+    assert [(r["method"], r["path"], r["body"]) for r in received] == [
+        (method, f"/to/{code}", '{"a":1}'),
+        ("GET", "/echo", ""),
+    ]
+    assert received[1]["content_type"] is None
+    assert "content-length" not in received[1]["headers"]
+
+
+@pytest.mark.parametrize("code", [307, 308])
+async def test_a_307_or_308_to_another_origin_is_not_followed(
+    hook: tuple[str, list[dict[str, Any]]],
+    elsewhere: tuple[str, list[dict[str, Any]]],
+    run_nodes: Callable[..., Any],
+    code: int,
+) -> None:
+    """A 307 or 308 leading to another port (another origin) fails the node, naming only
+    that origin: nothing (body, secret headers) reaches the other server."""
+    base, received = hook
+    other, other_received = elsewhere
+    to = f"{other}/echo?token=t0k3n"
+    headers = {"Authorization": SECRET, "X-Api-Key": "k3y"}
+    summary, _ = await run_nodes(
+        post(
+            {"url": f"{base}/to/{code}", "query": {"to": to}, "json": {"a": 1}, "headers": headers}
+        )
+    )
+    assert error_of(summary, "send") == (
+        f"POST {base}/to/{code}?{urlencode({'to': to})}: answered {code} to {other},"
+        " another origin: not followed, so the request and its body go only where the"
+        " workflow says"
+    )
+    assert [r["path"] for r in received] == [f"/to/{code}"]
+    assert other_received == []
+
+
+@pytest.mark.parametrize("code", [301, 302, 303])
+async def test_a_hop_to_another_origin_carries_no_secret_header(
+    hook: tuple[str, list[dict[str, Any]]],
+    elsewhere: tuple[str, list[dict[str, Any]]],
+    run_nodes: Callable[..., Any],
+    code: int,
+) -> None:
+    """A 301, 302 or 303 to another origin is followed with a GET that carries none of the
+    secret-looking headers (httpx alone drops only Authorization); the others go on."""
+    base, received = hook
+    other, other_received = elsewhere
+    headers = {
+        "Authorization": SECRET,
+        "X-Api-Key": "k3y",
+        "X-Auth-Token": "t0k",
+        "Proxy-Authorization": "Basic eA==",
+        "X-Trace": "t1",
+    }
+    summary, _ = await run_nodes(
+        post({"url": f"{base}/to/{code}", "query": {"to": f"{other}/echo"}, "headers": headers})
+    )
+    assert summary["status"] == "SUCCESS"
+    assert received[0]["headers"]["x-api-key"] == "k3y"
+    [seen] = other_received
+    assert seen["method"] == "GET"
+    assert seen["headers"]["x-trace"] == "t1"
+    sent = set(seen["headers"])
+    assert not sent & {"authorization", "x-api-key", "x-auth-token", "proxy-authorization"}
+
+
+@pytest.mark.parametrize("code", [302, 307])
+async def test_http_get_follows_to_another_origin_without_secret_headers(
+    hook: tuple[str, list[dict[str, Any]]],
+    elsewhere: tuple[str, list[dict[str, Any]]],
+    run_nodes: Callable[..., Any],
+    code: int,
+) -> None:
+    """http_get follows a 302 or 307 to another origin (a GET has no body), without its
+    secret-looking headers."""
+    base, _ = hook
+    other, other_received = elsewhere
+    get = {
+        "id": "fetch",
+        "type": "http_get",
+        "params": {
+            "url": f"{base}/to/{code}",
+            "query": {"to": f"{other}/echo"},
+            "headers": {"X-Api-Key": "k3y", "X-Auth-Token": "t0k", "X-Trace": "t1"},
+        },
+    }
+    summary, _ = await run_nodes(get)
+    assert summary["status"] == "SUCCESS"
+    [seen] = other_received
+    assert seen["method"] == "GET"
+    assert seen["headers"]["x-trace"] == "t1"
+    assert not set(seen["headers"]) & {"x-api-key", "x-auth-token"}
+
+
+async def test_a_same_origin_307_keeps_the_secret_headers(
+    hook: tuple[str, list[dict[str, Any]]], run_nodes: Callable[..., Any]
+) -> None:
+    """Within one origin, a 307 sends the body and every header again."""
+    base, received = hook
+    headers = {"Authorization": SECRET, "X-Api-Key": "k3y"}
+    summary, _ = await run_nodes(
+        post({"url": f"{base}/to/307", "json": {"a": 1}, "headers": headers})
+    )
+    assert summary["status"] == "SUCCESS"
+    assert received[1]["path"] == "/echo"
+    assert (received[1]["headers"]["authorization"], received[1]["headers"]["x-api-key"]) == (
+        SECRET,
+        "k3y",
+    )
+    assert received[1]["body"] == '{"a":1}'
+
+
 async def test_a_denied_network_is_refused_before_sending(
     hook: tuple[str, list[dict[str, Any]]], run_nodes: Callable[..., Any]
 ) -> None:
@@ -237,17 +374,17 @@ async def test_a_denied_network_is_refused_before_sending(
 async def test_a_redirect_to_a_denied_address_is_refused(
     hook: tuple[str, list[dict[str, Any]]], run_nodes: Callable[..., Any]
 ) -> None:
-    """Each redirect hop is checked: a 307 to a denied network fails naming the hop."""
+    """Each redirect hop is checked: a 302 to a denied network fails naming the hop."""
     base, received = hook
     denied = f"http://203.0.113.7:{free_port()}/x"
     summary, _ = await run_nodes(
-        post({"url": f"{base}/to/307", "query": {"to": denied}, "json": {}}),
+        post({"url": f"{base}/to/302", "query": {"to": denied}, "json": {}}),
         http_deny_networks=("203.0.113.0/24",),
     )
     assert error_of(summary, "send") == (
-        f"POST {denied}: 203.0.113.7 is in 203.0.113.0/24 (http_deny_networks); refused"
+        f"GET {denied}: 203.0.113.7 is in 203.0.113.0/24 (http_deny_networks); refused"
     )
-    assert [r["path"] for r in received] == ["/to/307"]
+    assert [r["path"] for r in received] == ["/to/302"]
 
 
 async def test_connection_refused_names_method_and_url(run_nodes: Callable[..., Any]) -> None:

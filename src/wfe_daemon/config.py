@@ -71,9 +71,13 @@ class Settings:
     history_retention_days: int = 0
     """Runs finished longer ago than this, and their inbox files, are deleted; 0 keeps all."""
     http_deny_networks: tuple[str, ...] = ()
-    """CIDRs or ``loopback``/``private`` that ``http_get`` refuses besides link-local."""
+    """CIDRs, ``loopback``, ``private``: refused to ``http_get``/``http_post`` (and link-local)."""
     secrets_dir: Path | None = None
     """One file per secret for ``{{ secrets.NAME }}``; default ``$CREDENTIALS_DIRECTORY``."""
+    schedules_dir: Path | None = None
+    """The folder of scheduled workflows; ``None``: ``schedules`` beside the inbox."""
+    max_catchup: int = 10
+    """Missed slots a ``catchup: all`` schedule fires at most (the latest ones)."""
     notify: NotifySettings = field(default_factory=NotifySettings)
     """The webhook told of runs that end FAILED or PARTIAL_SUCCESS (``[notify]``)."""
 
@@ -85,6 +89,18 @@ class Settings:
         object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
         if self.secrets_dir is not None:
             object.__setattr__(self, "secrets_dir", Path(os.path.abspath(self.secrets_dir)))
+        if self.schedules_dir is None:
+            object.__setattr__(self, "schedules_dir", self.inbox.parent / "schedules")
+        else:
+            path = Path(os.path.abspath(Path(self.schedules_dir).expanduser()))
+            object.__setattr__(self, "schedules_dir", path)
+
+    @property
+    def schedules(self) -> Path:
+        """The folder of scheduled workflows: ``schedules_dir``, else ``schedules`` beside
+        the inbox."""
+        assert self.schedules_dir is not None  # set by __post_init__
+        return self.schedules_dir
 
 
 def _default_of(f: Any) -> Any:
@@ -268,6 +284,8 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "history_retention_days": _Spec(_as_int, _at_least(0)),
         "http_deny_networks": _Spec(_as_networks),
         "secrets_dir": _Spec(_as_optional_path),
+        "schedules_dir": _Spec(_as_optional_path),
+        "max_catchup": _Spec(_as_int, _at_least(1)),
         "notify": _Spec(_as_notify, env=False),  # WFE_NOTIFY_*: notify_env
     }
 )

@@ -111,17 +111,22 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         action="store_true",
         help="tell the [notify] webhook of the result too, as the daemon would",
     )
+    schedules = add("schedules", "list the schedules: next fire times, last run and its status")
+    schedules.add_argument("--json", action="store_true")
+    trigger = add("trigger", "run a schedule's workflow now, in the running daemon")
+    trigger.add_argument("name", metavar="NAME", help="the schedule file's stem")
+    add_argument_flags(trigger)
     return parser
 
 
-_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
 def _stem(text: str) -> str:
     if not _STEM.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a safe file stem: use up to 100 letters, digits, '.', '_' "
-            "and '-', starting with a letter or a digit"
+            f"{text!r} is not a safe file stem: use up to 100 letters, digits, '.', '_', "
+            "'+' and '-', starting with a letter or a digit"
         )
     return text
 

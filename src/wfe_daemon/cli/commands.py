@@ -67,6 +67,8 @@ def _main(argv: Sequence[str] | None) -> int:
         "cancel": _cancel,
         "retry": _retry,
         "submit": _submit,
+        "schedules": _schedules,
+        "trigger": _trigger,
     }
     args = build_parser(handlers).parse_args(argv)
     try:
@@ -350,7 +352,11 @@ async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunS
 
 
 def _validate(args: argparse.Namespace) -> int:
-    _parse_file(args.file, _settings(args), args)
+    from wfe_daemon.cli.scheduling import validate_schedule
+
+    settings = _settings(args)
+    if not validate_schedule(args.file, settings, _registry(settings)):  # a schedule file?
+        _parse_file(args.file, settings, args)
     return 0
 
 
@@ -454,6 +460,34 @@ def _submit(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.flush()  # the run id first, while the run goes on
     return _print_summary(cast("RunSummary", wait_for_run(settings, submitted.run_id)))
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    from wfe_daemon.cli.scheduling import list_schedules, schedules_table
+
+    settings = _settings(args)
+    rows = _async(list_schedules, settings, _registry(settings), os.environ)
+    if args.json:
+        _print_json(rows)
+    elif rows:
+        print(schedules_table(rows))
+    else:
+        print(f"wfe-daemon: no schedule files in {settings.schedules}", file=sys.stderr)
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from wfe_daemon.cli.scheduling import now_for, trigger_document
+    from wfe_daemon.cli.submitting import ApiRefused, print_refusal, submit_file
+
+    settings = _settings(args)
+    data, stem = trigger_document(settings, _registry(settings), args.name, now_for())
+    data = _with_arguments(args, data, settings.max_file_size)
+    try:
+        print(submit_file(settings, os.environ, data, stem=stem, idempotency_key=None).run_id)
+    except ApiRefused as exc:
+        return print_refusal(exc)
+    return 0
 
 
 def _retry(args: argparse.Namespace) -> int:

@@ -16,9 +16,11 @@ from typing import Any, Final
 from wfe_daemon.core.model import RunStatus
 from wfe_daemon.errors import ConfigError
 
-__all__ = ["NotifyInvalid", "NotifySettings", "notify_env", "notify_table"]
+__all__ = ["MAX_DELAY_S", "NotifyInvalid", "NotifySettings", "notify_env", "notify_table"]
 
 DEFAULT_ON: Final = ("FAILED", "PARTIAL_SUCCESS")
+MAX_DELAY_S: Final = 300.0
+"""The longest wait between two tries of one notification, ``Retry-After`` included."""
 FINAL_STATUSES: Final = tuple(status.value for status in RunStatus if status.is_final)
 
 
@@ -64,23 +66,29 @@ def _show(value: object) -> str:
 
 
 def is_webhook_url(text: str) -> bool:
-    """Whether ``text`` is an http or https URL with a host, on one line."""
+    """Whether ``text`` is an http or https URL with a host and a valid port, on one line
+    without spaces (what ``url``, ``WFE_NOTIFY_URL`` and the file of ``url_file`` must be)."""
     from urllib.parse import urlsplit
 
+    if not text.isprintable() or any(char.isspace() for char in text):
+        return False
     try:
         parts = urlsplit(text)
-        host = parts.hostname
+        host, port = parts.hostname, parts.port  # .port raises on "99999" or "0x"
     except ValueError:
         return False
-    return parts.scheme.lower() in ("http", "https") and bool(host) and text.isprintable()
+    return parts.scheme.lower() in ("http", "https") and bool(host) and port != 0
 
 
 def _url(value: object, text_ok: bool) -> str | None:
     if value == "":
         return None
-    if not isinstance(value, str) or not is_webhook_url(value) or " " in value:
+    if not isinstance(value, str) or not is_webhook_url(value):
         # The URL may hold a token: never shown.
-        raise NotifyInvalid("must be an http:// or https:// URL (the value is not shown)")
+        raise NotifyInvalid(
+            "must be an http:// or https:// URL with a host and a valid port, on one line"
+            " (the value is not shown)"
+        )
     return value
 
 
@@ -97,6 +105,11 @@ def _statuses(value: object, text_ok: bool) -> tuple[str, ...]:
         value = [part for part in (p.strip() for p in value.split(",")) if part]
     if not isinstance(value, list | tuple):
         raise NotifyInvalid(f"must be a list of run statuses, got {_show(value)}")
+    if not value:
+        # An empty list would turn notifications off unnoticed: that is leaving url unset.
+        raise NotifyInvalid(
+            "must name at least one run status (to send nothing, leave url and url_file unset)"
+        )
     statuses = []
     for item in value:
         status = item.strip().upper() if isinstance(item, str) else None
@@ -116,8 +129,12 @@ def _headers(value: object, text_ok: bool) -> Mapping[str, str]:
     for name, item in value.items():
         if not _HEADER_NAME.fullmatch(name):
             raise NotifyInvalid(f"not a header name: {_show(name)}")
-        if not isinstance(item, str) or not item.isprintable():
-            raise NotifyInvalid("must be a string on one line (the value is not shown)", f".{name}")
+        if not isinstance(item, str) or not (item.isascii() and item.isprintable()):
+            # HTTP header values are ASCII: "café" could not be sent.
+            raise NotifyInvalid(
+                "must be a string of printable ASCII on one line (the value is not shown)",
+                f".{name}",
+            )
     return MappingProxyType(dict(value))
 
 
@@ -131,6 +148,13 @@ def _float(value: object, text_ok: bool) -> float:
     if number <= 0:
         raise NotifyInvalid(f"must be > 0, got {number:g}")
     return float(number)
+
+
+def _delay(value: object, text_ok: bool) -> float:
+    number = _float(value, text_ok)
+    if number > MAX_DELAY_S:
+        raise NotifyInvalid(f"must be <= {MAX_DELAY_S:g} (seconds), got {number:g}")
+    return number
 
 
 def _attempts(value: object, text_ok: bool) -> int:
@@ -152,7 +176,7 @@ _KEYS: Final[Mapping[str, Callable[[object, bool], Any]]] = MappingProxyType(
         "on": _statuses,
         "headers": _headers,
         "attempts": _attempts,
-        "retry_delay": _float,
+        "retry_delay": _delay,
         "timeout": _float,
     }
 )

@@ -34,6 +34,7 @@ from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.allocator import fix_mmap_threshold
 from wfe_daemon.service.cancel import watch_cancels
+from wfe_daemon.service.clocks import clock_for, crash_point
 from wfe_daemon.service.intake import (
     PROCESSED,
     PROCESSING,
@@ -48,6 +49,7 @@ from wfe_daemon.service.notify import Webhook, webhook_url
 from wfe_daemon.service.outbox import find_result, remove_temporaries, write_result
 from wfe_daemon.service.recovery import abandon_orphans, recover
 from wfe_daemon.service.retention import keep_history
+from wfe_daemon.service.scheduler import Scheduler
 from wfe_daemon.service.shutdown import watch_stop_signals
 from wfe_daemon.service.submission import submit
 from wfe_daemon.service.systemd import Notifier, scrub_environ
@@ -64,13 +66,15 @@ _FRONT_STOP_S = 5.0  # the front's own bounds: 1 s for requests in flight, 1 s t
 
 
 def _prepare_folders(settings: Settings) -> None:
-    """Create the inbox folders, the outbox and the database's folder, and check them.
+    """Create the inbox folders, the outbox, the database's folder and ``schedules_dir``,
+    and check them (``schedules_dir`` only needs to be readable).
 
     Raises:
         ConfigError: one cannot be created or written to; the message names its key.
     """
     folders = [("inbox", settings.inbox / sub) for sub in ("", PROCESSING, PROCESSED, REJECTED)]
     folders += [("outbox", settings.outbox), ("db_path", settings.db_path.parent)]
+    folders += [("schedules_dir", settings.schedules)]
     for key, folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +84,10 @@ def _prepare_folders(settings: Settings) -> None:
             else:
                 reason = exc.strerror or str(exc)
             raise ConfigError(f"config: {key}: cannot create {folder}: {reason}") from exc
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if key == "schedules_dir":  # only read: it may belong to root (in /etc, say)
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise ConfigError(f"config: {key}: cannot read {folder}: Permission denied")
+        elif not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(f"config: {key}: cannot write to {folder}: Permission denied")
 
 
@@ -337,7 +344,9 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
     """
     fix_mmap_threshold()  # else malloc's free lists grow with the workflows served
     registry = load_registry(settings)
-    notify_url = webhook_url(settings.notify, os.environ)  # before anything runs
+    # Before anything runs: a URL or header that cannot be sent is a ConfigError (exit 2).
+    notify_url = webhook_url(settings.notify, os.environ)
+    webhook = None if notify_url is None else Webhook(settings.notify, notify_url)
     _prepare_folders(settings)
     notifier = Notifier.from_environ(os.environ)
     kept = scrub_environ(os.environ)  # children must not inherit NOTIFY_SOCKET / WATCHDOG_*
@@ -359,9 +368,8 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
                     )
                 )
                 daemon = Daemon(settings, registry, store, engine, notifier, faults)
-                webhook = None
-                if notify_url is not None:
-                    webhook = Webhook(settings.notify, notify_url, hooks=daemon.on_notified)
+                if webhook is not None:
+                    webhook.hooks = daemon.on_notified
                 await _supervise(daemon, front, webhook)
                 if store.fatal is not None:
                     raise store.fatal
@@ -444,6 +452,8 @@ async def _supervise(
             await tg.start(webhook.run)
             daemon.on_published.append(lambda _, summary: webhook.offer(summary))
         await abandon_orphans(daemon.store, settings.inbox)
+        scheduler = _scheduler(daemon)
+        await scheduler.prepare()  # its recovered slots are among the leftovers below
         with receive:
             for _ in range(settings.max_concurrent_workflows):
                 tg.start_soon(daemon.worker, receive.clone())
@@ -455,6 +465,8 @@ async def _supervise(
         intake_scope = anyio.CancelScope()
         intake = Intake(settings.inbox, settings.max_file_size, faults=daemon.faults)
         await tg.start(_run_intake, intake, send, intake_scope, daemon, leftovers)
+        scheduler_scope = anyio.CancelScope()
+        await tg.start(_run_scheduler, scheduler, send, scheduler_scope)
         notifier.ready(f"watching {settings.inbox}")
         log.info(
             DAEMON_STARTED,
@@ -479,6 +491,7 @@ async def _supervise(
             with anyio.move_on_after(_FRONT_STOP_S):
                 await front_ended.wait()
         front_scope.cancel()
+        scheduler_scope.cancel()
         intake_scope.cancel()
         daemon.stop_taking()
         with anyio.move_on_after(settings.shutdown_grace) as grace:
@@ -546,6 +559,30 @@ async def _run_intake(
                 await intake.run(send, task_status=task_status, after=fed)
         finally:
             daemon.watching = False
+
+
+def _scheduler(daemon: Daemon) -> Scheduler:
+    return Scheduler(
+        daemon.settings,
+        daemon.registry,
+        daemon.store,
+        daemon.leftovers,
+        clock=clock_for(os.environ),
+        crash=crash_point(os.environ),
+        faults=daemon.faults,
+    )
+
+
+async def _run_scheduler(
+    scheduler: Scheduler,
+    send: MemoryObjectSendStream[Claimed],
+    scope: anyio.CancelScope,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Fire the schedules until ``scope`` is cancelled (shutdown, with intake)."""
+    with scope:
+        await scheduler.run(send, task_status=task_status)
 
 
 async def _feed_leftovers(

@@ -74,7 +74,7 @@ log = structlog.get_logger()
 
 STEM_MAX = 100
 """The longest file stem a submission may name (``?name=``)."""
-_SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # "+": a slot's offset
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 VIA_API = "api"
 
@@ -96,7 +96,7 @@ def stem_problem(stem: str) -> str | None:
         return f"a file stem is at most {STEM_MAX} characters, got {len(stem)}"
     if not _SAFE_STEM.fullmatch(stem):
         return (
-            f"{stem!r} is not a safe file stem: use letters, digits, '.', '_' and '-', "
+            f"{stem!r} is not a safe file stem: use letters, digits, '.', '_', '+' and '-', "
             "starting with a letter or a digit"
         )
     return None

@@ -4,9 +4,10 @@ The daemon hands each published result to :meth:`Webhook.offer` (its ``on_publis
 hook), which only queues it: the engine, the outbox and the next run never wait for the
 webhook. :meth:`Webhook.run`, a task of the daemon's task group, sends the queue in order,
 one notification at a time, each tried up to ``attempts`` times with a doubling delay
-(``retry_delay``, at most :data:`MAX_DELAY_S`; longer when a 429 or 503 answer's
-``Retry-After`` asks for it, in seconds). The queue holds :data:`QUEUE_SIZE`
-notifications; when full, the oldest is dropped with a warning.
+(``retry_delay``, at most :data:`MAX_DELAY_S`; longer when a retried answer, a 5xx, 408,
+425 or 429, has a ``Retry-After`` in seconds). The queue holds the encoded bodies, at most
+:data:`QUEUE_SIZE` of them and :data:`QUEUE_BYTES` in all; past either, the oldest is
+dropped with a warning.
 
 The webhook is operator configuration, not workflow input: it is sent through a client of
 its own, which neither applies ``http_deny_networks`` (a webhook on 127.0.0.1 works) nor
@@ -15,17 +16,17 @@ path or query may hold a token).
 
 Events: ``notify.sent`` (info), ``notify.failed`` (warning, each failed try, with the
 ``error`` and the ``delay`` before the next), ``notify.dropped`` (warning: given up, the
-queue was full, or the daemon stopped before it was sent). Undelivered notifications do not
-survive a restart: the result itself is in the outbox and the database.
+queue was full, or the process stopped before it was sent, however it stopped).
+Undelivered notifications do not survive a restart: the result itself is in the outbox and
+the database.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from collections.abc import Callable, Mapping, MutableSequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -35,13 +36,13 @@ import structlog
 
 from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.core.summary import RunSummary
-from wfe_daemon.core.webhook import NotifySettings, is_webhook_url
-from wfe_daemon.errors import ConfigError
+from wfe_daemon.core.webhook import MAX_DELAY_S, NotifySettings
+from wfe_daemon.service.webhookurl import origin, prepared, webhook_url
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["MAX_DELAY_S", "QUEUE_SIZE", "Webhook", "webhook_url"]
+__all__ = ["MAX_DELAY_S", "QUEUE_BYTES", "QUEUE_SIZE", "Webhook", "webhook_url"]
 
 log = structlog.get_logger()
 
@@ -49,53 +50,12 @@ NOTIFY_SENT: Final = "notify.sent"
 NOTIFY_FAILED: Final = "notify.failed"
 NOTIFY_DROPPED: Final = "notify.dropped"
 QUEUE_SIZE: Final = 1000
-MAX_DELAY_S: Final = 300.0
+QUEUE_BYTES: Final = 64 * 1024 * 1024
+"""The encoded notifications queued, in all; past it the oldest are dropped."""
 MAX_BODY_BYTES: Final = 1024 * 1024
 """A summary larger than this as JSON is sent without its nodes' outputs."""
 _RETRIED_STATUSES: Final = frozenset({408, 425, 429})
 """Client errors worth another try (besides every 5xx); any other 4xx or 3xx is final."""
-
-
-def webhook_url(notify: NotifySettings, environ: Mapping[str, str]) -> str | None:
-    """The webhook: ``url``, else the first line of ``url_file`` (a relative path is read
-    from ``$CREDENTIALS_DIRECTORY``, else the working directory); ``None`` when neither.
-
-    Raises:
-        ConfigError: the file cannot be read, is empty, or holds no http(s) URL (the
-            message never shows what it holds).
-    """
-    if notify.url is not None or notify.url_file is None:
-        return notify.url
-    path = notify.url_file
-    if not path.is_absolute():
-        path = Path(environ.get("CREDENTIALS_DIRECTORY") or os.getcwd()) / path
-    try:
-        with open(path, "rb") as fp:
-            text = fp.read(65536).decode("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"config: notify.url_file: cannot read {path}: {exc.strerror or exc}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config: notify.url_file: {path} is not UTF-8 text") from None
-    if not text:
-        raise ConfigError(f"config: notify.url_file: {path} is empty")
-    if not is_webhook_url(text):
-        raise ConfigError(
-            f"config: notify.url_file: {path} must hold one http:// or https:// URL"
-            " (its contents are not shown)"
-        )
-    return text
-
-
-def origin(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``: what logs show of the webhook."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def headline(summary: Mapping[str, Any]) -> str:
@@ -152,11 +112,27 @@ class _Busy(OSError):
         self.after_s = after_s
 
 
+@dataclass(frozen=True, slots=True)
+class _Note:
+    """One notification as queued: its run, its status and the encoded body."""
+
+    run_id: int
+    status: str
+    body: bytes
+
+    @classmethod
+    def of(cls, summary: RunSummary) -> _Note:
+        return cls(summary["run_id"], summary["status"], payload(summary))
+
+
 class Webhook:
     """The notifications of one process: a bounded queue and the loop that sends it.
 
     ``hooks`` are called with each outcome: ``"sent"``, ``"failed"`` (one try failed) or
     ``"dropped"`` (a notification given up); the metrics count them.
+
+    Raises:
+        ConfigError: the URL or a header cannot be sent (:func:`prepared`).
     """
 
     def __init__(
@@ -166,14 +142,16 @@ class Webhook:
         *,
         hooks: MutableSequence[Callable[[str], None]] | None = None,
         queue_size: int = QUEUE_SIZE,
+        queue_bytes: int = QUEUE_BYTES,
     ) -> None:
         self.notify = notify
         self.url = url
+        self._target, self._headers = prepared(notify, url, "notify.url")
         self.shown = origin(url)
         self.hooks: MutableSequence[Callable[[str], None]] = [] if hooks is None else hooks
-        self._queue: deque[RunSummary] = deque()
-        self._size = queue_size
-        self._current: RunSummary | None = None
+        self._queue: deque[_Note] = deque()
+        self._size, self._budget, self._bytes = queue_size, queue_bytes, 0
+        self._current: _Note | None = None
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -183,10 +161,18 @@ class Webhook:
         """Queue ``summary`` when its status is one of ``on``; never blocks."""
         if summary["status"] not in self.notify.on:
             return
-        if len(self._queue) >= self._size:
+        note = _Note.of(summary)
+        while self._queue and (
+            len(self._queue) >= self._size or self._bytes + len(note.body) > self._budget
+        ):
             oldest = self._queue.popleft()
-            self._dropped(oldest, f"the queue of {self._size} notifications is full")
-        self._queue.append(summary)
+            self._bytes -= len(oldest.body)
+            self._dropped(
+                oldest,
+                f"the queue is full (at most {self._size} notifications, {self._budget} bytes)",
+            )
+        self._queue.append(note)
+        self._bytes += len(note.body)
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._wake.set()
 
@@ -194,27 +180,51 @@ class Webhook:
         """Notifications not sent yet (the one being tried included)."""
         return len(self._queue) + (self._current is not None)
 
+    def queued_bytes(self) -> int:
+        """Bytes of the bodies waiting in the queue (the one being tried excluded)."""
+        return self._bytes
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Send the queue until cancelled; ``started`` once the client is open."""
-        async with self._open() as client:
-            self._client = client
-            task_status.started()
-            while True:
-                if not self._queue:
-                    self._idle.set()
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                    continue
-                self._current = self._queue.popleft()
-                try:
-                    await self.deliver(self._current)
-                except Exception:  # a bug must not take the daemon down: that one is lost
-                    log.exception(NOTIFY_DROPPED, **self._context(self._current))
-                    self._tell("dropped")
-                finally:
-                    self._current = None
+        """Send the queue until cancelled; ``started`` once the client is open. However it
+        ends (a cancellation included), what is left is logged as dropped."""
+        try:
+            try:
+                client = self._open()
+            except Exception as exc:  # never into the daemon's task group
+                log.exception(NOTIFY_FAILED, webhook=self.shown, error=self._hidden(str(exc)))
+                task_status.started()
+                while True:  # the webhook cannot be used: each notification is logged
+                    await self._next()
+                    self.abandon("the webhook's HTTP client could not be made")
+            async with client:
+                self._client = client
+                task_status.started()
+                while True:
+                    await self._next()
+                    self._current = note = self._take()
+                    try:
+                        await self._send(note)
+                    except Exception:  # a bug must not take the daemon down: that one is lost
+                        log.exception(NOTIFY_DROPPED, **self._context(note))
+                        self._tell("dropped")
+                    self._current = None  # not on a cancellation: abandon() logs it
+        finally:
+            self._client = None
+            self.abandon("the daemon stopped before it was sent")
+
+    async def _next(self) -> None:
+        """Wait until the queue holds a notification."""
+        while not self._queue:
+            self._idle.set()
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+    def _take(self) -> _Note:
+        note = self._queue.popleft()
+        self._bytes -= len(note.body)
+        return note
 
     async def flush(self) -> None:
         """Return once every queued notification was sent or given up."""
@@ -224,39 +234,49 @@ class Webhook:
         """Drop what is still queued (at shutdown), logging each; how many."""
         left = ([] if self._current is None else [self._current]) + list(self._queue)
         self._queue.clear()
-        for summary in left:
-            self._dropped(summary, reason)
+        self._current, self._bytes = None, 0
+        for note in left:
+            self._dropped(note, reason)
+        if left:
+            self._idle.set()
         return len(left)
 
     async def deliver(self, summary: RunSummary) -> bool:
-        """Send one notification, with retries; whether the webhook took it."""
-        if self._client is None:
+        """Send one notification now, with retries; whether the webhook took it. Cancelled
+        (Ctrl-C), it is logged as dropped."""
+        note = _Note.of(summary)
+        self._current = note
+        try:
             async with self._open() as client:
                 self._client = client
-                try:
-                    return await self.deliver(summary)
-                finally:
-                    self._client = None
-        body = payload(summary)
-        delay = self.notify.retry_delay
+                done = await self._send(note)
+            self._current = None
+            return done
+        finally:
+            self._client = None
+            self.abandon("stopped before it was sent")  # nothing once sent or given up
+
+    async def _send(self, note: _Note) -> bool:
+        """Try ``note`` up to ``attempts`` times; whether the webhook took it."""
+        delay = min(self.notify.retry_delay, MAX_DELAY_S)
         attempts = self.notify.attempts
         for attempt in range(1, attempts + 1):
             try:
-                code = await self._post(body)
+                code = await self._post(note.body)
             except _Final as exc:
-                self._dropped(summary, str(exc), attempt=attempt)
+                self._dropped(note, str(exc), attempt=attempt)
                 return False
             except Exception as exc:  # the webhook is down: try again later
                 error = self._hidden(str(exc))
                 if attempt == attempts:
-                    self._dropped(summary, f"gave up after {attempts} tries: {error}")
+                    self._dropped(note, f"gave up after {attempts} tries: {error}")
                     return False
                 if isinstance(exc, _Busy) and exc.after_s is not None:
                     delay = min(max(delay, exc.after_s), MAX_DELAY_S)
                 self._tell("failed")
                 log.warning(
                     NOTIFY_FAILED,
-                    **self._context(summary),
+                    **self._context(note),
                     attempt=attempt,
                     error=error,
                     delay=delay,
@@ -265,7 +285,7 @@ class Webhook:
                 delay = min(delay * 2, MAX_DELAY_S)
                 continue
             self._tell("sent")
-            log.info(NOTIFY_SENT, **self._context(summary), attempt=attempt, status_code=code)
+            log.info(NOTIFY_SENT, **self._context(note), attempt=attempt, status_code=code)
             return True
         return False  # attempts >= 1: not reached
 
@@ -284,7 +304,7 @@ class Webhook:
         try:
             with anyio.fail_after(self.notify.timeout):
                 # The answer's body is never read: a webhook's status says it all.
-                async with self._client.stream("POST", self.url, content=body) as response:
+                async with self._client.stream("POST", self._target, content=body) as response:
                     pass
         except TimeoutError:
             raise OSError(f"timed out after {self.notify.timeout:g}s") from None
@@ -295,30 +315,23 @@ class Webhook:
             return code
         if code >= 500 or code in _RETRIED_STATUSES:
             after = response.headers.get("retry-after", "")
-            after_s = float(after) if after.strip().isdigit() else None
+            after_s = float(after) if after.strip().isascii() and after.strip().isdigit() else None
             raise _Busy(f"the webhook answered {code}", after_s)
         raise _Final(f"the webhook answered {code}; not tried again")
 
     def _open(self) -> httpx.AsyncClient:
         import httpx
 
-        from wfe_daemon import __version__
-
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"wfe-daemon/{__version__}",
-            **self.notify.headers,
-        }
         return httpx.AsyncClient(
-            headers=headers, trust_env=False, follow_redirects=False, timeout=None
+            headers=self._headers, trust_env=False, follow_redirects=False, timeout=None
         )
 
-    def _dropped(self, summary: RunSummary, reason: str, **context: Any) -> None:
+    def _dropped(self, note: _Note, reason: str, **context: Any) -> None:
         self._tell("dropped")
-        log.warning(NOTIFY_DROPPED, **self._context(summary), reason=reason, **context)
+        log.warning(NOTIFY_DROPPED, **self._context(note), reason=reason, **context)
 
-    def _context(self, summary: RunSummary) -> dict[str, Any]:
-        return {"run_id": summary["run_id"], "status": summary["status"], "webhook": self.shown}
+    def _context(self, note: _Note) -> dict[str, Any]:
+        return {"run_id": note.run_id, "status": note.status, "webhook": self.shown}
 
     def _hidden(self, text: str) -> str:
         """``text`` with the webhook's URL shown as its origin only."""

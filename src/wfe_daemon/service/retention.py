@@ -18,6 +18,7 @@ import structlog
 from wfe_daemon.config import Settings
 from wfe_daemon.service.intake import PROCESSED, REJECTED
 from wfe_daemon.store.database import Store
+from wfe_daemon.store.firings import prune_firings
 
 __all__ = ["PRUNE_BATCH", "PRUNE_EVERY_S", "keep_history", "prune_history"]
 
@@ -32,7 +33,8 @@ async def prune_history(store: Store, settings: Settings) -> dict[str, int]:
     """Delete the history older than ``settings.history_retention_days``; counts deleted.
 
     Deletes runs that finished before the cutoff (never RUNNING ones) with their nodes,
-    :data:`PRUNE_BATCH` runs per transaction, and the files in ``inbox/processed/`` and
+    :data:`PRUNE_BATCH` runs per transaction, the slots schedules fired before it (but
+    each schedule's latest), and the files in ``inbox/processed/`` and
     ``inbox/rejected/`` last modified before it (in a worker thread). Nothing in
     ``inbox/processing/`` is touched. With 0 days (the default) nothing is deleted.
 
@@ -44,6 +46,7 @@ async def prune_history(store: Store, settings: Settings) -> dict[str, int]:
         return {"runs": 0, "nodes": 0, "files": 0}
     cutoff = datetime.now(UTC) - timedelta(days=days)
     runs, nodes = await store.prune_runs(cutoff.isoformat(timespec="microseconds"), PRUNE_BATCH)
+    await prune_firings(store, cutoff.isoformat(timespec="seconds"), PRUNE_BATCH)
     folders = [settings.inbox / PROCESSED, settings.inbox / REJECTED]
     files = await asyncio.to_thread(_delete_old_files, folders, cutoff.timestamp())
     return {"runs": runs, "nodes": nodes, "files": files}

@@ -701,6 +701,15 @@ class Store:
                 return runs, nodes
             runs, nodes = runs + pruned[0], nodes + pruned[1]
 
+    async def write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` (a ``transactions``-style function) in the writer's next batch; its
+        result once committed. For the store's own families of writes (``firings``)."""
+        return await self._submit(fn)
+
+    async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The rows of one read statement, as dicts."""
+        return await self._query(sql, params)
+
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
             # One round trip: the writer may close the connection between two.

@@ -8,7 +8,7 @@ from contextlib import suppress
 from wfe_daemon.core.rules import FAILED_PREFIX
 from wfe_daemon.errors import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # A run in one of these states no longer holds its idempotency key.
 IDEMPOTENCY_FREE = "'FAILED', 'CANCELLED', 'REJECTED', 'DUPLICATE'"
@@ -64,6 +64,21 @@ MIGRATIONS: tuple[str, ...] = (
     """.replace("{PREFIX_LENGTH}", str(len(FAILED_PREFIX))).replace(
         "{FAILED_PREFIX}", FAILED_PREFIX
     ),
+    # 4 -> 5: schedules. A firing is one slot of one schedule, recorded before its run
+    # exists (``run_id`` is set once it does); the unique index makes each slot fire once.
+    # ``schedule_state`` holds, per loaded schedule, the instant its slots count from.
+    """
+    CREATE TABLE firing (
+        id INTEGER PRIMARY KEY, schedule TEXT NOT NULL, slot TEXT NOT NULL,
+        fired_at TEXT NOT NULL, outcome TEXT NOT NULL, path TEXT,
+        run_id INTEGER REFERENCES workflowrun(id) ON DELETE SET NULL
+    );
+    CREATE UNIQUE INDEX firing_by_slot ON firing(schedule, slot);
+    CREATE INDEX firing_by_run ON firing(run_id);
+    CREATE TABLE schedule_state (
+        schedule TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, since TEXT NOT NULL
+    );
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 

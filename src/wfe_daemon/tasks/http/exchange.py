@@ -5,9 +5,13 @@ hop (:mod:`wfe_daemon.tasks.http.netguard`), the redirect policy, the status che
 whole-request deadline and the bounded body (:mod:`wfe_daemon.tasks.http.body`). Errors
 name the method and the URL (``POST http://...: connection refused``).
 
-Redirects: up to :data:`MAX_REDIRECTS` hops, each checked. A 301, 302 or 303 answer to a
-request other than GET is followed with a GET without a body (what browsers and httpx do);
-a 307 or 308 keeps the method and sends the same body again.
+Redirects: up to :data:`MAX_REDIRECTS` hops, each checked. A 301, 302 or 303 answer is
+followed with a GET without a body, whatever the method was (what browsers do). A 307 or
+308 keeps the method and sends the same body again, but only to the same origin (scheme,
+host and port): one to another origin is refused unless the method is GET, so a body never
+goes to a host the workflow did not name, nor from https to http. A hop to another origin
+carries none of the headers whose names look secret (:func:`is_secret_key`:
+``Authorization``, ``X-Api-Key``, ``X-Auth-Token``...) nor cookies.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ class _Exchange:
                 try:
                     follow = response.next_request
                     if response.status_code in _REDIRECTS and follow is not None:
-                        request = self._redirected(follow)
+                        request = self._redirected(response, follow)
                         continue
                     self._check_status(response, url)
                     return await self._read(response, method, url, started)
@@ -135,26 +139,41 @@ class _Exchange:
         except (httpx.TransportError, OSError) as exc:
             raise TaskFailed(f"{method} {url}: {describe_error(exc, self.timeout_s)}") from exc
 
-    def _redirected(self, follow: httpx.Request) -> httpx.Request:
-        """The next hop: httpx chose its method (303, or 301/302 after a POST: GET), strips
-        Authorization across origins and fixes Host; the body goes again only when the
-        method stays (307, 308). Rebuilt without a body stream otherwise, which the aiohttp
-        transport would send, and without the Content-Type of the body left behind."""
+    def _redirected(self, response: httpx.Response, follow: httpx.Request) -> httpx.Request:
+        """The next hop after ``response``, from httpx's ``follow`` (its URL, Host header).
+
+        A 301, 302 or 303 becomes a GET without a body for every method (httpx keeps a PUT
+        or PATCH on a 301). A 307 or 308 keeps the method and the body, and is refused
+        across origins unless it is a GET. Across origins the secret-looking headers are
+        dropped (httpx drops only Authorization, and keeps it on an http to https hop).
+
+        Raises:
+            TaskFailed: a 307 or 308 of a request other than GET leads to another origin.
+        """
         import httpx
 
-        content, headers = None, follow.headers
-        if self.body is not None:
-            if follow.method == self.method:
-                content = self.body[0]
-            else:  # the body is dropped: so is what described it
-                headers = headers.copy()
-                headers.pop("content-type", None)
+        before = response.request
+        code = response.status_code
+        keep = code in (307, 308)
+        method = before.method if keep else "GET"
+        headers = follow.headers.copy()
+        if _origin(follow.url) != _origin(before.url):
+            if keep and method != "GET":
+                raise TaskFailed(
+                    f"{method} {before.url}: answered {code} to {_shown_origin(follow.url)},"
+                    f" another origin: not followed, so the request and its body go only"
+                    f" where the workflow says"
+                )
+            for name in [name for name in headers if is_secret_key(name)]:
+                del headers[name]
+        content = None
+        if keep:
+            content = self.body[0] if self.body is not None else None
+        else:  # the body is dropped: so is what described it
+            for name in ("content-type", "content-length", "transfer-encoding"):
+                headers.pop(name, None)
         return httpx.Request(
-            follow.method,
-            follow.url,
-            headers=headers,
-            content=content,
-            extensions=follow.extensions,
+            method, follow.url, headers=headers, content=content, extensions=follow.extensions
         )
 
     def _first_request(self) -> httpx.Request:
@@ -230,6 +249,18 @@ class _Exchange:
             if parsed is not MISSING:
                 output["json"] = parsed
         return output
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default when not written) of ``url``."""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port
+
+
+def _shown_origin(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` of ``url``: its path or query may hold a token."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{url.scheme}://{host}" + (f":{url.port}" if url.port else "")
 
 
 def _shown_headers(headers: httpx.Headers) -> dict[str, str]:

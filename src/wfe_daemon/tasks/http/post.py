@@ -2,8 +2,9 @@
 
 It goes through the same shared client with the same address checks, limits, deadline and
 error messages (:func:`~wfe_daemon.tasks.http.exchange.exchange`), and returns the same
-output. Redirects: a 307 or 308 is followed with the same method and body, a 301, 302 or
-303 with a GET without a body, each hop checked, up to 10.
+output. Redirects: a 301, 302 or 303 is followed with a GET without a body; a 307 or 308
+with the same method and body, to the same origin only (another origin fails the node);
+each hop checked, up to 10, secret-looking headers dropped on a hop to another origin.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ class HttpPostTask:
     display_name: ClassVar[str] = "HTTP POST"
     description: ClassVar[str] = (
         "Sends a JSON body (json) or form fields (form), or no body, with POST (default), PUT"
-        " or PATCH, to an http or https URL: a webhook, an API. Address checks, redirects"
-        " (307/308 keep the method and body; 301/302/303 become a GET), limits and errors are"
-        " those of http_get, and so is the output: status_code, headers, elapsed and bytes,"
-        " plus path when saved (save_to), else text, and json when the answer is JSON."
+        " or PATCH, to an http or https URL: a webhook, an API. Redirects: 301/302/303 become"
+        " a GET without a body; 307/308 keep the method and body but are not followed to"
+        " another origin (scheme, host or port: the node fails, so the body never goes where"
+        " the workflow did not say, nor from https to http); a hop to another origin drops"
+        " secret-looking headers (Authorization, X-Api-Key...). Address checks, limits and"
+        " errors are those of http_get, and so is the output: status_code, headers, elapsed"
+        " and bytes, plus path when saved (save_to), else text, and json when the answer is"
+        " JSON."
     )
     category: ClassVar[str] = "network"
     params_schema: ClassVar[dict[str, Any]] = {

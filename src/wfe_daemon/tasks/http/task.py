@@ -148,8 +148,9 @@ class HttpGetTask:
     display_name: ClassVar[str] = "HTTP GET"
     description: ClassVar[str] = (
         "Fetches a URL with GET (http and https only; redirects followed up to 10 hops, each"
-        " checked). Returns status_code, headers, elapsed and bytes, plus path when the body is"
-        " saved (save_to), else text, and json when the body is JSON. Fails on an unexpected"
+        " checked; a hop to another origin drops secret-looking headers). Returns status_code,"
+        " headers, elapsed and bytes, plus path when the body is saved (save_to), else text,"
+        " and json when the body is JSON. Fails on an unexpected"
         " status, a connection error, the timeout, a body over max_bytes, a non-http scheme,"
         " or a link-local/metadata address (or one in http_deny_networks)."
     )
