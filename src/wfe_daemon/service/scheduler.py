@@ -74,6 +74,8 @@ class Scheduler:
         self.cron = Cronsim()
         self.faults = faults
         self.handover = Handover()
+        self._running: dict[int, str] = {}
+        """Runs of schedules still going: run id -> schedule (only RUNNING runs)."""
         self.firer = Firer(
             inbox=settings.inbox,
             registry=registry,
@@ -81,6 +83,7 @@ class Scheduler:
             handover=self.handover,
             leftovers=leftovers,
             crash=crash,
+            running=self._running,
         )
         self.loaded: dict[str, ScheduleFile] = {}
         self._seen: dict[str, Signature] = {}
@@ -88,9 +91,18 @@ class Scheduler:
         self._after: dict[str, datetime] = {}
         """Per schedule, the instant up to which its slots are decided."""
         self._next: dict[str, datetime] = {}
-        self._running: dict[int, str] = {}
-        """Runs of schedules still going: run id -> schedule."""
         self._queued: dict[str, deque[datetime]] = {}
+        self._unsaved: dict[str, tuple[str, str]] = {}
+        """Where new schedules count from (fingerprint, since), until the database has it."""
+        self._retry: tuple[list[_Due], list[_Skip]] | None = None
+        """The slots a failed attempt decided: the next attempt fires (or skips) these."""
+        self._unsettled = False
+        """Firings may be left pending (a failed attempt): recovered before the next one."""
+        self._skips: dict[str, int] = {}
+        """Per schedule, how many slots in a row ``overlap: skip`` skipped."""
+        self._failing: set[str] = set()
+        """What of the ``schedules`` fault is happening: ``"folder"``, ``"staging"``,
+        ``"firing"``."""
         self._wake = anyio.Event()
         self._staged_for: datetime | None = None
 
@@ -146,52 +158,75 @@ class Scheduler:
                     if (changes or quiet % _RESCAN_TICKS == 0) and not await self._rescan():
                         break  # the folder was gone (and is made again): watch the new one
                     backoff.reset()
+            except StoreError as exc:  # what changed is loaded again at the next try
+                self._failed("folder", f"cannot load the schedules of {folder}: {exc}")
             except (OSError, RuntimeError) as exc:  # the folder is gone: make it again
-                self.faults["schedules"].failed(f"cannot watch {folder}: {exc}")
+                self._failed("folder", f"cannot watch {folder}: {exc}")
                 with contextlib.suppress(OSError):
                     folder.mkdir(parents=True, exist_ok=True)
             await anyio.sleep(backoff.next())
 
     async def _rescan(self, *, at_start: bool = False) -> bool:
         """Load what changed in the folder; ``False`` when it could not be read (a fault:
-        its schedules are kept meanwhile, and a folder gone is made again)."""
+        its schedules are kept meanwhile, and a folder gone is made again).
+
+        Raises:
+            StoreError: the database failed; a file not yet loaded is loaded again at
+                the next rescan.
+        """
         folder = self.settings.schedules
         try:
             found = await anyio.to_thread.run_sync(scan_folder, folder)
         except OSError as exc:
-            self.faults["schedules"].failed(
-                f"cannot read {folder}: {describe_os_error(exc)}", schedules_dir=str(folder)
+            self._failed(
+                "folder",
+                f"cannot read {folder}: {describe_os_error(exc)}",
+                schedules_dir=str(folder),
             )
             with contextlib.suppress(OSError):
                 folder.mkdir(parents=True, exist_ok=True)
             return False
-        self.faults["schedules"].healed()
         for name in [name for name in self._seen if name not in found]:
-            del self._seen[name]
-            if self.loaded.pop(name, None) is not None:
-                self._forget(name)
-                await firings.forget_schedule(self.store, name)
-                log.info("schedule.removed", schedule=name)
+            await self._remove(name)
         changed = [
             (name, path, signature)
             for name, (path, signature) in sorted(found.items())
             if self._seen.get(name) != signature
         ]
-        if not changed and not at_start:
-            return True
-        states = await firings.schedule_states(self.store)
-        lasts = await firings.last_slots(self.store) if at_start else {}
-        fresh: list[tuple[str, str, str]] = []
-        for name, path, signature in changed:
-            self._seen[name] = signature
-            await self._load(name, path, states, lasts, fresh)
-        if fresh:
-            await firings.set_schedule_states(self.store, fresh)
-        if at_start:
-            for name in states.keys() - self.loaded.keys():
-                await firings.forget_schedule(self.store, name)
-        self._wake.set()
+        if changed or at_start:
+            states = await firings.schedule_states(self.store)
+            lasts = await firings.last_slots(self.store) if at_start else {}
+            for name, path, signature in changed:
+                await self._load(name, path, states, lasts)
+                self._seen[name] = signature
+            if at_start:
+                for name in states.keys() - self.loaded.keys():
+                    await firings.forget_schedule(self.store, name)
+            self._wake.set()
+        await self._save_states()
+        self._healed("folder")
         return True
+
+    async def _remove(self, name: str) -> None:
+        """A file gone: its schedule is no more (the database first: a fault keeps it)."""
+        if name in self.loaded:
+            await firings.forget_schedule(self.store, name)
+            del self.loaded[name]
+            self._forget(name)
+            log.info("schedule.removed", schedule=name)
+        del self._seen[name]
+
+    async def _save_states(self) -> None:
+        """Store where the schedules loaded count from (kept until the database has it)."""
+        if not self._unsaved:
+            return
+        saved = dict(self._unsaved)
+        await firings.set_schedule_states(
+            self.store, [(name, *state) for name, state in saved.items()]
+        )
+        for name, state in saved.items():
+            if self._unsaved.get(name) == state:
+                del self._unsaved[name]
 
     async def _load(
         self,
@@ -199,19 +234,20 @@ class Scheduler:
         path: Path,
         states: dict[str, tuple[str, str]],
         lasts: dict[str, str],
-        fresh: list[tuple[str, str, str]],
     ) -> None:
-        """Load one file; a schedule whose slots count from now joins ``fresh``."""
+        """Load one file; a schedule whose slots count from now is kept in ``_unsaved``
+        until the database has it."""
         try:
             entry = await anyio.to_thread.run_sync(
                 read_schedule, path, self.registry, self.cron, self.settings.max_file_size
             )
         except (WorkflowRejected, OSError) as exc:
             problems = exc.problems if isinstance(exc, WorkflowRejected) else [str(exc)]
-            log.warning("schedule.invalid", schedule=name, path=str(path), errors=problems)
-            if self.loaded.pop(name, None) is not None:
-                self._forget(name)
+            if name in self.loaded:
                 await firings.forget_schedule(self.store, name)
+                del self.loaded[name]
+                self._forget(name)
+            log.warning("schedule.invalid", schedule=name, path=str(path), errors=problems)
             return
         before = self.loaded.get(name)
         fingerprint = entry.schedule.fingerprint
@@ -223,7 +259,7 @@ class Scheduler:
             since = datetime.fromisoformat(state[1])  # as it was before the restart
         else:
             since = now
-            fresh.append((name, fingerprint, slot_key(now)))
+            self._unsaved[name] = (fingerprint, slot_key(now))
         last = lasts.get(name)
         if last is not None:
             since = max(since, datetime.fromisoformat(last))
@@ -240,33 +276,48 @@ class Scheduler:
         )
 
     def _forget(self, name: str) -> None:
-        for table in (self._after, self._next, self._queued):
+        for table in (self._after, self._next, self._queued, self._unsaved, self._skips):
             table.pop(name, None)
+
+    def _failed(self, source: str, error: str, **context: object) -> None:
+        """``source`` (``"folder"``, ``"firing"``) fails: the ``schedules`` fault."""
+        self._failing.add(source)
+        self.faults["schedules"].failed(error, **context)
+
+    def _healed(self, source: str) -> None:
+        """``source`` works again: the fault heals once nothing of it fails."""
+        self._failing.discard(source)
+        if not self._failing:
+            self.faults["schedules"].healed()
 
     # -- firing -----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         backoff = Backoff(first_s=0.5, max_s=10.0)
-        failing = False
         while True:
             self._wake = anyio.Event()
             try:
-                await self._fire_due()
-            except Exception as exc:
-                failing = True  # a full disk, a database fault, a bug: never the daemon's end
-                if isinstance(exc, OSError | StoreError):
-                    self.faults["schedules"].failed(f"cannot fire slots: {exc}")
-                else:
-                    log.exception("schedule.error")
-                await anyio.sleep(backoff.next())
-                with contextlib.suppress(OSError, StoreError):
+                if self._unsettled:  # before the retry: its slots recorded are not refired
                     await self.firer.recover(self.loaded, hand=True)
+                    self._unsettled = False
+                await self._fire_due()
+            except Exception as exc:  # a full disk, a database fault, a bug: never the end
+                self._unsettled = True
+                self._report("firing", "cannot fire slots", exc)
+                await anyio.sleep(backoff.next())
                 continue
-            if failing:
+            if "firing" in self._failing:
                 backoff.reset()
-                self.faults["schedules"].healed()
-                failing = False
+                self._healed("firing")
             await self._wait()
+
+    def _report(self, source: str, what: str, exc: Exception) -> None:
+        """A fault (a full disk, the database) as the ``schedules`` fault; a bug logged."""
+        faults = _leaves(exc)
+        if all(isinstance(leaf, OSError | StoreError) for leaf in faults):
+            self._failed(source, f"{what}: {'; '.join(dict.fromkeys(map(_show, faults)))}")
+        else:
+            log.error("schedule.error", error=f"{what}: {_show(exc)}", exc_info=exc)
 
     async def _wait(self) -> None:
         """Wait for the next slot; half a second before it, stage its files (see ``firing``)."""
@@ -286,35 +337,50 @@ class Scheduler:
             if not entry.schedule.paused and self._next[name] == until
         ]
         self._staged_for = until
-        with contextlib.suppress(OSError):  # written when the slot comes, then
+        try:
             await self.firer.stage(due)
+        except Exception as exc:  # written when the slot comes, then
+            self._report("staging", "cannot write the files of the next slots", exc)
+        else:
+            self._healed("staging")
 
     async def _fire_due(self) -> None:
+        if self._retry is not None:  # the slots decided before a fault, as they were
+            due, skipped = self._retry
+            await self._settle(
+                [
+                    (self.loaded[entry.name], slot)
+                    for entry, slot in due
+                    if entry.name in self.loaded
+                ],
+                [
+                    (self.loaded[e.name], slot, why)
+                    for e, slot, why in skipped
+                    if e.name in self.loaded
+                ],
+            )
         now = self.clock.now()
-        due: list[_Due] = []
-        skipped: list[_Skip] = []
-        before: dict[str, tuple[datetime, datetime]] = {}
+        due = []
+        skipped = []
         for name, entry in self.loaded.items():
             if entry.schedule.paused or self._next[name] > now:
                 continue
-            before[name] = (self._after[name], self._next[name])
             slots = self._advance(entry, now)
             self._apply_overlap(entry, slots, due, skipped)
         due += self._release_queued()
-        try:
-            if skipped:
-                await self._skip(skipped)
-            if due:
-                for fired in await self.firer.fire(due):
-                    if fired.run_id is not None:
-                        self._running[fired.run_id] = fired.schedule
-        except BaseException:
-            # Decide these slots again at the next try: those recorded already are not
-            # fired twice (the unique index), the others are not lost.
-            for name, (after, upcoming) in before.items():
-                if name in self._after:
-                    self._after[name], self._next[name] = after, upcoming
-            raise
+        await self._settle(due, skipped)
+
+    async def _settle(self, due: list[_Due], skipped: list[_Skip]) -> None:
+        """Skip then fire these slots; on a failure they are kept for the next attempt
+        (those recorded already are not fired twice: the unique index)."""
+        self._retry = (due, skipped)
+        if skipped:
+            await self._skip(skipped)
+            self._retry = (due, [])
+        if due:
+            await self.firer.fire(due)
+            self._healed("staging")  # their files were written
+        self._retry = None
 
     def _advance(self, entry: ScheduleFile, now: datetime) -> list[datetime]:
         """The slots of ``entry`` due at ``now`` (by ``catchup``); moves its times past them."""
@@ -353,6 +419,8 @@ class Scheduler:
         if overlap is Overlap.SKIP and slots and self._busy(entry.name):
             skipped += [(entry, slot, _BUSY) for slot in slots]
             return
+        if slots:
+            self._skips.pop(entry.name, None)
         # queue, or skip with nothing running: caught-up slots run one after another
         queue = self._queued.setdefault(entry.name, deque())
         queue.extend(slots)
@@ -360,7 +428,8 @@ class Scheduler:
             skipped.append((entry, queue.popleft(), _FULL))
 
     def _release_queued(self) -> list[_Due]:
-        """The first queued slot of each schedule with a queue and no run going."""
+        """The first queued slot of each schedule with a queue and no run going (kept for
+        the next attempt when firing fails: see :meth:`_settle`)."""
         released: list[_Due] = []
         for name, queue in self._queued.items():
             if queue and not self._busy(name) and name in self.loaded:
@@ -374,4 +443,23 @@ class Scheduler:
         ]
         await firings.record_firings(self.store, rows)
         for entry, slot, reason in skipped:
-            log.info("schedule.skipped", schedule=entry.name, slot=slot_key(slot), reason=reason)
+            # One skip is the rule at work; more in a row: a run is stuck, or too slow.
+            count = self._skips[entry.name] = self._skips.get(entry.name, 0) + 1
+            (log.warning if count > 1 else log.info)(
+                "schedule.skipped",
+                schedule=entry.name,
+                slot=slot_key(slot),
+                reason=reason,
+                in_a_row=count,
+            )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``: those of a task group's ``ExceptionGroup``, else it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _show(exc: BaseException) -> str:
+    return describe_os_error(exc) if isinstance(exc, OSError) else str(exc)

@@ -1,0 +1,76 @@
+"""Schedules under faults a real box meets: a full disk where slot files are written, a
+database that cannot be written while the folder changes, a run that never ends. The daemon
+goes on, the fault is logged once each way (and shown by ``/healthz``), and each slot still
+fires exactly once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon_helpers import daemons_for, drop, echo_doc, free_port, get, wait_result, wait_until
+from test_daemon_faults import _fill, small_disk  # noqa: F401 (a fixture)
+from test_schedules import ECHO, Clocked, sleeping, wait_event
+
+
+@pytest.fixture
+def disk_clocked(small_disk: Path) -> Iterator[Clocked]:  # noqa: F811
+    """Daemons whose inbox is on a small tmpfs (``small_disk``), on a test clock."""
+    with daemons_for(small_disk.parent) as daemons:
+        daemons.inbox = small_disk / "inbox"
+        made = Clocked(daemons, small_disk.parent)
+        made.at("2026-01-01T10:00:30+00:00")
+        yield made
+
+
+def _faults(events: list[dict[str, Any]]) -> list[str]:
+    return [
+        str(e["event"])
+        for e in events
+        if e["event"] in ("fault.begun", "fault.healed") and e.get("fault") == "schedules"
+    ]
+
+
+def _health(port: int) -> dict[str, Any]:
+    return json.loads(get(port, "/healthz")[1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_when_slot_files_are_written_is_a_fault_and_the_slot_fires_after(
+    disk_clocked: Clocked,
+) -> None:
+    """The inbox's disk full half a second before a slot and at it (catchup: none): one
+    ``schedules`` warning, /healthz failing, no traceback; 15 s later space returns and
+    that very slot fires, once (not counted as missed), and the fault heals."""
+    clocked = disk_clocked
+    clocked.write("tick", {"every": "1m", "catchup": "none"})
+    port = free_port()
+    daemon = clocked.start(WFE_HTTP_PORT=str(port), WFE_SCHEDULES_DIR=str(clocked.folder))
+    ballast = _fill(clocked.daemons.inbox.parent)
+    clocked.at("2026-01-01T10:00:59.700000+00:00")  # the files of 10:01 are written ahead
+    begun = wait_event(daemon, "fault.begun", fault="schedules")
+    assert begun["level"] == "warning"
+    assert "No space left on device" in begun["error"]
+    clocked.at("2026-01-01T10:01:00+00:00")
+
+    def firing_fails() -> bool:
+        report = _health(port)
+        return report["status"] == "failing" and "cannot fire" in report["checks"]["schedules"]
+
+    wait_until(firing_fails, 10, "/healthz failing on firing")
+    assert "No space left on device" in _health(port)["checks"]["schedules"]
+    clocked.at("2026-01-01T10:01:15+00:00")  # more than 5 s late: it was decided on time
+    ballast.unlink()
+    result = wait_result(clocked.daemons.outbox, "tick.20260101T100100+0000", timeout=20)
+    assert result["status"] == "SUCCESS"
+    wait_until(lambda: "fault.healed" in _faults(daemon.events()), 15, "the heal line")
+    assert _faults(daemon.events()) == ["fault.begun", "fault.healed"]
+    assert daemon.events("schedule.missed") == []
+    assert clocked.firings() == [("tick", "2026-01-01T10:01:00+00:00", "fired")]
+    assert wait_until(lambda: _health(port)["status"] == "ok", 10, "/healthz ok again")
+    assert daemon.terminate() == 0
