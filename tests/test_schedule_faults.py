@@ -13,19 +13,41 @@ from typing import Any
 
 import pytest
 
-from daemon_helpers import daemons_for, drop, echo_doc, free_port, get, wait_result, wait_until
-from test_daemon_faults import _fill, small_disk  # noqa: F401 (a fixture)
-from test_schedules import ECHO, Clocked, sleeping, wait_event
+from daemon_helpers import daemons_for, free_port, get, wait_result, wait_until
+from test_daemon_faults import _fill
+from test_schedules import Clocked, sleeping, wait_event
 
 
 @pytest.fixture
-def disk_clocked(small_disk: Path) -> Iterator[Clocked]:  # noqa: F811
-    """Daemons whose inbox is on a small tmpfs (``small_disk``), on a test clock."""
-    with daemons_for(small_disk.parent) as daemons:
-        daemons.inbox = small_disk / "inbox"
-        made = Clocked(daemons, small_disk.parent)
+def on_clock(tmp_path: Path) -> Iterator[Clocked]:
+    """Daemons on ``tmp_path`` with a test clock at 2026-01-01T10:00:30Z."""
+    with daemons_for(tmp_path) as daemons:
+        made = Clocked(daemons, tmp_path)
         made.at("2026-01-01T10:00:30+00:00")
         yield made
+
+
+@pytest.fixture
+def disk_clocked(tmp_path: Path) -> Iterator[Clocked]:
+    """Daemons whose inbox is on a 2 MiB tmpfs inside ``tmp_path``, on a test clock."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        with daemons_for(tmp_path) as daemons:
+            daemons.inbox = mount / "inbox"
+            made = Clocked(daemons, tmp_path)
+            made.at("2026-01-01T10:00:30+00:00")
+            yield made
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _faults(events: list[dict[str, Any]]) -> list[str]:
@@ -74,3 +96,20 @@ def test_a_full_disk_when_slot_files_are_written_is_a_fault_and_the_slot_fires_a
     assert clocked.firings() == [("tick", "2026-01-01T10:01:00+00:00", "fired")]
     assert wait_until(lambda: _health(port)["status"] == "ok", 10, "/healthz ok again")
     assert daemon.terminate() == 0
+
+
+def test_a_stuck_run_makes_skip_warn_from_the_second_slot_skipped(on_clock: Clocked) -> None:
+    """overlap: skip with a run that goes on: the first slot skipped is logged at info, the
+    next ones at warning, with how many in a row."""
+    clocked = on_clock
+    clocked.write("stuck", {"every": "1m"}, sleeping(60))
+    daemon = clocked.start()
+    for minute in (1, 2, 3):
+        clocked.at(f"2026-01-01T10:0{minute}:00+00:00")
+        wait_until(lambda m=minute: len(clocked.firings()) == m, 10, f"slot 10:0{minute}")
+    skipped = wait_until(lambda: daemon.events("schedule.skipped")[1:], 10, "two skips")
+    first, second = daemon.events("schedule.skipped")
+    assert (first["level"], first["in_a_row"]) == ("info", 1)
+    assert (second["level"], second["in_a_row"]) == ("warning", 2)
+    assert skipped[0]["slot"] == "2026-01-01T10:03:00+00:00"
+    assert [outcome for _, _, outcome in clocked.firings()] == ["fired", "skipped", "skipped"]

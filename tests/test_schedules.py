@@ -162,6 +162,21 @@ def test_an_invalid_file_is_logged_with_every_problem_and_others_still_fire(
     assert {name for name, _, _ in clocked.firings()} == {"good"}
 
 
+def test_a_schedule_file_with_an_idempotency_key_is_invalid(clocked: Clocked) -> None:
+    """``idempotency_key`` in a schedule file is refused (each slot runs once already):
+    ``schedule.invalid`` says why, nothing of it fires, `schedules` lists the problem."""
+    clocked.write("keyed", {"every": "1m"}, idempotency_key="nightly")
+    clocked.write("plain", {"every": "1m"})
+    daemon = clocked.start()
+    invalid = wait_event(daemon, "schedule.invalid", schedule="keyed")
+    assert invalid["errors"] == [
+        "idempotency_key: not for schedule files: each slot already runs exactly once"
+    ]
+    clocked.at("2026-01-01T10:01:00+00:00")
+    wait_result(clocked.daemons.outbox, "plain.20260101T100100+0000")
+    assert {name for name, _, _ in clocked.firings()} == {"plain"}
+
+
 def test_a_removed_schedules_folder_is_a_fault_that_heals(clocked: Clocked) -> None:
     """schedules_dir removed under the daemon: a warning while it lasts, the folder made
     again, and a schedule written into it fires without a restart."""
