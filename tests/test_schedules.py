@@ -372,6 +372,11 @@ def test_trigger_runs_a_schedule_now_through_the_daemon(clocked: Clocked, tmp_pa
     assert clocked.firings() == []
     missing = cli("trigger", "nope")
     assert missing.returncode == 2 and "no schedule 'nope'" in missing.stderr
+    (clocked.folder.parent / "outside.json").write_text(json.dumps({"name": "x"}))
+    for name in ("../outside", "/etc/passwd", ".hidden"):
+        refused = cli("trigger", name)
+        assert refused.returncode == 2 and "not a safe file stem" in refused.stderr, name
+        assert "Traceback" not in refused.stderr
 
 
 def test_trigger_goes_through_the_http_api_when_it_is_on(clocked: Clocked, tmp_path: Path) -> None:

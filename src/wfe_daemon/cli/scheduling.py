@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wfe_daemon.config import Settings
-from wfe_daemon.core.schedule import next_slots
+from wfe_daemon.core.schedule import NeverFires, next_slots
 from wfe_daemon.core.strictjson import load_json
 from wfe_daemon.errors import UsageError, WorkflowRejected
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -67,11 +67,11 @@ async def list_schedules(settings: Settings, registry: TaskRegistry) -> list[Sch
         else:
             schedule = entry.schedule
             row.update(schedule=schedule.describe(), paused=schedule.paused, errors=[])
-            if not schedule.paused:
-                row["next"] = [
-                    slot.astimezone(schedule.zone).isoformat()
-                    for slot in next_slots(schedule, cron, now, 3)
-                ]
+            try:
+                upcoming = [] if schedule.paused else next_slots(schedule, cron, now, 3)
+            except NeverFires as exc:
+                upcoming, row["errors"] = [], [str(exc)]
+            row["next"] = [slot.astimezone(schedule.zone).isoformat() for slot in upcoming]
         firing = last.get(name)
         row["last_run"] = None if firing is None else firing.run_id
         row["last_status"] = None if firing is None else firing.run_status

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -27,7 +27,14 @@ import watchfiles
 
 from wfe_daemon.config import Settings
 from wfe_daemon.core.records import StoreEvent
-from wfe_daemon.core.schedule import ON_TIME, Catchup, Overlap, due_slots, next_slots
+from wfe_daemon.core.schedule import (
+    ON_TIME,
+    Catchup,
+    NeverFires,
+    Overlap,
+    due_slots,
+    next_slots,
+)
 from wfe_daemon.errors import StoreError, WorkflowRejected
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -51,6 +58,8 @@ _Due = tuple[ScheduleFile, datetime]
 _Skip = tuple[ScheduleFile, datetime, str]
 _BUSY = "its previous run is still running (overlap: skip)"
 _FULL = "more than max_catchup slots wait for the previous run"
+_NEVER = datetime.max.replace(tzinfo=UTC)
+"""The next slot of a schedule that has no more."""
 
 
 class Scheduler:
@@ -241,7 +250,8 @@ class Scheduler:
             entry = await anyio.to_thread.run_sync(
                 read_schedule, path, self.registry, self.cron, self.settings.max_file_size
             )
-        except (WorkflowRejected, OSError) as exc:
+            next_slots(entry.schedule, self.cron, self.clock.now(), 1)
+        except (WorkflowRejected, OSError, NeverFires) as exc:
             problems = exc.problems if isinstance(exc, WorkflowRejected) else [str(exc)]
             if name in self.loaded:
                 await firings.forget_schedule(self.store, name)
@@ -266,7 +276,7 @@ class Scheduler:
         # No await from here: the loop never sees a schedule without its times.
         self.loaded[name] = entry
         self._after[name] = since
-        self._next[name] = next_slots(entry.schedule, self.cron, since, 1)[0]
+        self._next[name] = self._following(entry, since)
         log.info(
             "schedule.loaded" if before is None else "schedule.changed",
             schedule=name,
@@ -386,14 +396,14 @@ class Scheduler:
         """The slots of ``entry`` due at ``now`` (by ``catchup``); moves its times past them."""
         name, schedule = entry.name, entry.schedule
         slot = self._next[name]
-        following = next_slots(schedule, self.cron, slot, 1)[0]
+        following = self._following(entry, slot)
         if following > now and (schedule.catchup is not Catchup.NONE or now - slot <= ON_TIME):
             slots, missed = [slot], 0  # the usual case: just the slot waited for
         else:
             slots, missed = due_slots(
                 schedule, self.cron, self._after[name], now, self.settings.max_catchup
             )
-            following = next_slots(schedule, self.cron, now, 1)[0]
+            following = self._following(entry, now)
         self._after[name] = now
         self._next[name] = following
         if missed:
@@ -405,6 +415,14 @@ class Scheduler:
                 firing=len(slots),
             )
         return slots
+
+    def _following(self, entry: ScheduleFile, after: datetime) -> datetime:
+        """The next slot of ``entry`` after ``after``; :data:`_NEVER` past its last one."""
+        try:
+            return next_slots(entry.schedule, self.cron, after, 1)[0]
+        except NeverFires as exc:
+            log.warning("schedule.invalid", schedule=entry.name, errors=[str(exc)])
+            return _NEVER
 
     def _busy(self, name: str) -> bool:
         return name in self._running.values()
