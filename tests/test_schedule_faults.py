@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,43 @@ def test_a_stuck_run_makes_skip_warn_from_the_second_slot_skipped(on_clock: Cloc
     assert (second["level"], second["in_a_row"]) == ("warning", 2)
     assert skipped[0]["slot"] == "2026-01-01T10:03:00+00:00"
     assert [outcome for _, _, outcome in clocked.firings()] == ["fired", "skipped", "skipped"]
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_slot_recorded_whose_file_cannot_be_placed_runs_once_the_fault_goes(
+    on_clock: Clocked,
+) -> None:
+    """``processing/`` made immutable between writing a slot's file ahead and the slot: the
+    slot is recorded but its file cannot be placed (a ``schedules`` fault). Once the flag is
+    cleared it runs, without a restart, exactly once; and its run counts as the schedule's
+    run going on (overlap: skip skips the next slot while it sleeps)."""
+    clocked = on_clock
+    clocked.write("job", {"every": "1m"}, sleeping(3))
+    daemon = clocked.start()
+    processing = clocked.daemons.inbox / "processing"
+    clocked.at("2026-01-01T10:00:59.600000+00:00")
+    wait_until(lambda: list(processing.glob(".slot-*/job.*.json")), 10, "the file written ahead")
+    if not _chattr("+i", processing):
+        pytest.skip("chattr +i is not available here (needs root and a file system with it)")
+    try:
+        clocked.at("2026-01-01T10:01:00+00:00")
+        begun = wait_event(daemon, "fault.begun", fault="schedules")
+        assert "Operation not permitted" in begun["error"]
+        assert clocked.firings() == [("job", "2026-01-01T10:01:00+00:00", "pending")]
+        time.sleep(2)  # several attempts fail while it lasts
+    finally:
+        _chattr("-i", processing)
+    wait_until(lambda: clocked.firings()[0][2] == "fired", 15, "the slot's run recorded")
+    clocked.at("2026-01-01T10:02:00+00:00")  # while the 10:01 run sleeps
+    wait_result(clocked.daemons.outbox, "job.20260101T100100+0000", timeout=20)
+    assert clocked.firings() == [
+        ("job", "2026-01-01T10:01:00+00:00", "fired"),
+        ("job", "2026-01-01T10:02:00+00:00", "skipped"),
+    ]
+    wait_until(lambda: "fault.healed" in _faults(daemon.events()), 10, "the heal line")
+    assert _faults(daemon.events()) == ["fault.begun", "fault.healed"]
+    assert daemon.terminate() == 0
