@@ -54,8 +54,16 @@ from wfe_daemon.logs import WORKFLOW_RECEIVED
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.feeder import Handover
 from wfe_daemon.service.intake import PROCESSING, Claimed
-from wfe_daemon.service.outbox import fsync_dir
 from wfe_daemon.service.schedules import ScheduleFile, slot_document, slot_stem
+from wfe_daemon.service.slotfiles import (
+    STAGING,
+    Named,
+    place,
+    read_slot_file,
+    remove_staging,
+    write_all,
+    write_files,
+)
 from wfe_daemon.service.submission import record_duplicate
 from wfe_daemon.store import firings
 from wfe_daemon.store.database import Store
@@ -72,21 +80,15 @@ def slot_key(slot: datetime) -> str:
     return slot.astimezone(UTC).isoformat(timespec="seconds")
 
 
-_STAGING = ".slot-"
-"""Folders of ``processing/`` holding slot files not yet recorded: the next start removes
-them (a dot-folder is no leftover)."""
-_Named = tuple[str, bytes]
-
-
 @dataclass(frozen=True, slots=True)
 class _Staged:
     """Slot files written ahead into a staging ``folder``, by ``(schedule, slot)``."""
 
     folder: Path
-    files: dict[tuple[str, datetime], tuple[ScheduleFile, _Named]]
+    files: dict[tuple[str, datetime], tuple[ScheduleFile, Named]]
 
 
-def _slot_file(entry: ScheduleFile, slot: datetime) -> _Named:
+def _slot_file(entry: ScheduleFile, slot: datetime) -> Named:
     name = f"{slot_stem(entry.name, slot, entry.schedule)}.json"
     return name, slot_document(entry.document, slot, entry.schedule)
 
@@ -132,9 +134,9 @@ class Firer:
         ``processing/`` that no one reads (the next start removes it): :meth:`fire` then
         has only to record them and rename the folder into place."""
         self._unstage()
-        folder = self.inbox / PROCESSING / f"{_STAGING}{uuid.uuid4().hex[:12]}"
+        folder = self.inbox / PROCESSING / f"{STAGING}{uuid.uuid4().hex[:12]}"
         files = {(entry.name, slot): (entry, _slot_file(entry, slot)) for entry, slot in slots}
-        await _write_all(folder, [named for _, named in files.values()])
+        await write_all(folder, [named for _, named in files.values()])
         self._staged = _Staged(folder, files)
 
     def _unstage(self) -> None:
@@ -153,9 +155,9 @@ class Firer:
         """
         staged, self._staged = self._staged, None
         if staged is None:
-            staged = _Staged(self.inbox / PROCESSING / f"{_STAGING}{uuid.uuid4().hex[:12]}", {})
-        files: dict[tuple[str, datetime], tuple[ScheduleFile, _Named]] = {}
-        stale: list[_Named] = []
+            staged = _Staged(self.inbox / PROCESSING / f"{STAGING}{uuid.uuid4().hex[:12]}", {})
+        files: dict[tuple[str, datetime], tuple[ScheduleFile, Named]] = {}
+        stale: list[Named] = []
         for entry, slot in slots:
             held = staged.files.get((entry.name, slot))
             if held is None or held[0] is not entry:  # not staged, or its schedule changed
@@ -163,8 +165,8 @@ class Firer:
                 stale.append(held[1])
             files[(entry.name, slot)] = held
         if stale:  # not staged (or its schedule changed since): written now
-            await _write_all(staged.folder, stale)
-        folder = self.inbox / PROCESSING / staged.folder.name[len(_STAGING) :]
+            await write_all(staged.folder, stale)
+        folder = self.inbox / PROCESSING / staged.folder.name[len(STAGING) :]
         planned = [(entry, slot, folder / named[0]) for (_, slot), (entry, named) in files.items()]
         fired_at = now_iso()
         rows = [
@@ -178,7 +180,7 @@ class Firer:
             await anyio.to_thread.run_sync(partial(shutil.rmtree, staged.folder, True))
             return []
         keep = {path.name for _, _, path in planned}
-        await anyio.to_thread.run_sync(_place, staged.folder, folder, keep)
+        await anyio.to_thread.run_sync(place, staged.folder, folder, keep)
         self.crash("schedule.written")
         fired: list[Fired] = []
         errors: list[Exception] = []
@@ -261,7 +263,7 @@ class Firer:
         :attr:`running` either way.
         """
         if not hand:  # at start: what a kill left staged was never recorded, or is redone
-            await anyio.to_thread.run_sync(_remove_staging, self.inbox / PROCESSING)
+            await anyio.to_thread.run_sync(remove_staging, self.inbox / PROCESSING)
         recovered: list[Fired] = []
         for firing in await firings.pending_firings(self.store):
             slot = datetime.fromisoformat(firing.slot)
@@ -278,13 +280,13 @@ class Firer:
                 elif running:  # a leftover
                     self.running[run["id"]] = firing.schedule
                 continue
-            data = await anyio.to_thread.run_sync(_read, path)
+            data = await anyio.to_thread.run_sync(read_slot_file, path)
             entry = loaded.get(firing.schedule)
             if data is None and entry is not None and firing.path:
                 data = slot_document(entry.document, slot, entry.schedule)
-                staging = path.parent.with_name(_STAGING + uuid.uuid4().hex[:12])
-                await anyio.to_thread.run_sync(_write_files, staging, [(path.name, data)])
-                await anyio.to_thread.run_sync(_place, staging, path.parent, {path.name})
+                staging = path.parent.with_name(STAGING + uuid.uuid4().hex[:12])
+                await anyio.to_thread.run_sync(write_files, staging, [(path.name, data)])
+                await anyio.to_thread.run_sync(place, staging, path.parent, {path.name})
             if data is None:
                 log.warning(
                     "schedule.slot_lost",
@@ -339,72 +341,3 @@ async def record_run(
         )
         return summary["run_id"], False
     return run_id, True
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-_CHUNK = 25  # files per thread: their fsyncs overlap, and the file system commits them together
-
-
-async def _write_all(folder: Path, files: list[_Named]) -> None:
-    """:func:`_write_files` in several threads at once (many slots due together)."""
-    await anyio.to_thread.run_sync(folder.mkdir, 0o777, False, True)
-    async with anyio.create_task_group() as tg:
-        for start in range(0, len(files), _CHUNK):
-            tg.start_soon(
-                anyio.to_thread.run_sync, _write_files, folder, files[start : start + _CHUNK]
-            )
-
-
-def _write_files(folder: Path, files: list[_Named]) -> None:
-    """Write ``files`` into staging ``folder`` (made if missing), each fsynced, then the
-    folder.
-
-    Raises:
-        OSError: the folder is removed.
-    """
-    try:
-        folder.mkdir(exist_ok=True)
-        for name, data in files:
-            with open(folder / name, "wb") as fp:
-                fp.write(data)
-                fp.flush()
-                os.fsync(fp.fileno())
-        fsync_dir(folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def _place(staging: Path, folder: Path, keep: set[str]) -> None:
-    """Keep only ``keep`` in ``staging``, then make it ``folder`` (renamed, the parent fsynced;
-    moved file by file when ``folder`` exists already).
-
-    Raises:
-        OSError: nothing of ``staging`` is left behind.
-    """
-    try:
-        for name in os.listdir(staging):
-            if name not in keep:
-                os.unlink(staging / name)
-        if not folder.exists():
-            os.rename(staging, folder)
-        else:
-            for name in keep:
-                os.rename(staging / name, folder / name)
-            fsync_dir(folder)
-        fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _remove_staging(processing: Path) -> None:
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(processing):
-            if entry.name.startswith(_STAGING) and entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)

@@ -290,7 +290,8 @@ class Scheduler:
             table.pop(name, None)
 
     def _failed(self, source: str, error: str, **context: object) -> None:
-        """``source`` (``"folder"``, ``"firing"``) fails: the ``schedules`` fault."""
+        """``source`` (``"folder"``, ``"staging"``, ``"firing"``) fails: the ``schedules``
+        fault."""
         self._failing.add(source)
         self.faults["schedules"].failed(error, **context)
 
