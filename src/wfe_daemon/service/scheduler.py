@@ -3,8 +3,8 @@
 Start (:meth:`Scheduler.prepare`, before the leftovers of ``processing/`` are fed to the
 workers): read the folder, settle each schedule's starting point, finish the slots a
 crash left recorded without a run (:mod:`wfe_daemon.service.firing`). Then
-(:meth:`Scheduler.run`) it watches the folder (watchfiles, plus a rescan every 5 s) and
-fires what is due.
+(:meth:`Scheduler.run`) it watches the folder (watchfiles, plus a rescan every 5 s:
+:mod:`wfe_daemon.service.schedule_folder`) and fires what is due.
 
 Where a schedule's slots count from: its latest slot recorded in the ``firing`` table, or
 the instant its file (with this ``cron``/``every``/``timezone``/``paused``) was first
@@ -14,36 +14,27 @@ loaded, whichever is later (``schedule_state``). So a restart catches up what it
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import structlog
-import watchfiles
 
 from wfe_daemon.config import Settings
 from wfe_daemon.core.records import StoreEvent
-from wfe_daemon.core.schedule import (
-    ON_TIME,
-    Catchup,
-    NeverFires,
-    Overlap,
-    due_slots,
-    next_slots,
-)
-from wfe_daemon.errors import StoreError, WorkflowRejected
+from wfe_daemon.core.schedule import ON_TIME, Catchup, Overlap, due_slots
+from wfe_daemon.errors import StoreError
 from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.clocks import Clock
-from wfe_daemon.service.cron import Cronsim
 from wfe_daemon.service.feeder import Handover
 from wfe_daemon.service.firing import Firer, slot_key
 from wfe_daemon.service.intake import Claimed, describe_os_error
-from wfe_daemon.service.schedules import ScheduleFile, Signature, read_schedule, scan_folder
+from wfe_daemon.service.schedule_folder import ScheduleFolder
+from wfe_daemon.service.schedules import ScheduleFile
 from wfe_daemon.store import firings
 from wfe_daemon.store.database import Store
 
@@ -52,17 +43,13 @@ __all__ = ["Scheduler"]
 log = structlog.get_logger()
 
 _STAGE_AHEAD = timedelta(seconds=0.5)
-_TICK_MS = 1000  # the watcher's thread returns this often: a shutdown waits for it
-_RESCAN_TICKS = 5  # a rescan every 5 s finds what the watcher missed (a folder replaced)
 _Due = tuple[ScheduleFile, datetime]
 _Skip = tuple[ScheduleFile, datetime, str]
 _BUSY = "its previous run is still running (overlap: skip)"
 _FULL = "more than max_catchup slots wait for the previous run"
-_NEVER = datetime.max.replace(tzinfo=UTC)
-"""The next slot of a schedule that has no more."""
 
 
-class Scheduler:
+class Scheduler(ScheduleFolder):
     """Fires the slots of the schedule files in ``settings.schedules`` (see the module)."""
 
     def __init__(
@@ -76,12 +63,7 @@ class Scheduler:
         crash: Callable[[str], None],
         faults: Faults,
     ) -> None:
-        self.settings = settings
-        self.registry = registry
-        self.store = store
-        self.clock = clock
-        self.cron = Cronsim()
-        self.faults = faults
+        super().__init__(settings, registry, store, clock=clock, faults=faults)
         self.handover = Handover()
         self._running: dict[int, str] = {}
         """Runs of schedules still going: run id -> schedule (only RUNNING runs)."""
@@ -94,25 +76,10 @@ class Scheduler:
             crash=crash,
             running=self._running,
         )
-        self.loaded: dict[str, ScheduleFile] = {}
-        self._seen: dict[str, Signature] = {}
-        """Every file looked at, valid or not (an invalid one is logged once per version)."""
-        self._after: dict[str, datetime] = {}
-        """Per schedule, the instant up to which its slots are decided."""
-        self._next: dict[str, datetime] = {}
-        self._queued: dict[str, deque[datetime]] = {}
-        self._unsaved: dict[str, tuple[str, str]] = {}
-        """Where new schedules count from (fingerprint, since), until the database has it."""
         self._retry: tuple[list[_Due], list[_Skip]] | None = None
         """The slots a failed attempt decided: the next attempt fires (or skips) these."""
         self._unsettled = False
         """Firings may be left pending (a failed attempt): recovered before the next one."""
-        self._skips: dict[str, int] = {}
-        """Per schedule, how many slots in a row ``overlap: skip`` skipped."""
-        self._failing: set[str] = set()
-        """What of the ``schedules`` fault is happening: ``"folder"``, ``"staging"``,
-        ``"firing"``."""
-        self._wake = anyio.Event()
         self._staged_for: datetime | None = None
 
     # -- start ----------------------------------------------------------------------------
@@ -146,160 +113,6 @@ class Scheduler:
             tg.start_soon(self._watch)
             task_status.started()
             await self._loop()
-
-    # -- the folder -------------------------------------------------------------------------
-
-    async def _watch(self) -> None:
-        folder = self.settings.schedules
-        backoff = Backoff(first_s=0.5, max_s=10.0)
-        while True:
-            try:
-                quiet = 0
-                async for changes in watchfiles.awatch(
-                    folder,
-                    debounce=1000,
-                    step=500,  # each look takes the GIL: an idle daemon looks twice a second
-                    rust_timeout=_TICK_MS,
-                    yield_on_timeout=True,
-                    recursive=False,
-                ):
-                    quiet = 0 if changes else quiet + 1
-                    if (changes or quiet % _RESCAN_TICKS == 0) and not await self._rescan():
-                        break  # the folder was gone (and is made again): watch the new one
-                    backoff.reset()
-            except StoreError as exc:  # what changed is loaded again at the next try
-                self._failed("folder", f"cannot load the schedules of {folder}: {exc}")
-            except (OSError, RuntimeError) as exc:  # the folder is gone: make it again
-                self._failed("folder", f"cannot watch {folder}: {exc}")
-                with contextlib.suppress(OSError):
-                    folder.mkdir(parents=True, exist_ok=True)
-            await anyio.sleep(backoff.next())
-
-    async def _rescan(self, *, at_start: bool = False) -> bool:
-        """Load what changed in the folder; ``False`` when it could not be read (a fault:
-        its schedules are kept meanwhile, and a folder gone is made again).
-
-        Raises:
-            StoreError: the database failed; a file not yet loaded is loaded again at
-                the next rescan.
-        """
-        folder = self.settings.schedules
-        try:
-            found = await anyio.to_thread.run_sync(scan_folder, folder)
-        except OSError as exc:
-            self._failed(
-                "folder",
-                f"cannot read {folder}: {describe_os_error(exc)}",
-                schedules_dir=str(folder),
-            )
-            with contextlib.suppress(OSError):
-                folder.mkdir(parents=True, exist_ok=True)
-            return False
-        for name in [name for name in self._seen if name not in found]:
-            await self._remove(name)
-        changed = [
-            (name, path, signature)
-            for name, (path, signature) in sorted(found.items())
-            if self._seen.get(name) != signature
-        ]
-        if changed or at_start:
-            states = await firings.schedule_states(self.store)
-            lasts = await firings.last_slots(self.store) if at_start else {}
-            for name, path, signature in changed:
-                await self._load(name, path, states, lasts)
-                self._seen[name] = signature
-            if at_start:
-                for name in states.keys() - self.loaded.keys():
-                    await firings.forget_schedule(self.store, name)
-            self._wake.set()
-        await self._save_states()
-        self._healed("folder")
-        return True
-
-    async def _remove(self, name: str) -> None:
-        """A file gone: its schedule is no more (the database first: a fault keeps it)."""
-        if name in self.loaded:
-            await firings.forget_schedule(self.store, name)
-            del self.loaded[name]
-            self._forget(name)
-            log.info("schedule.removed", schedule=name)
-        del self._seen[name]
-
-    async def _save_states(self) -> None:
-        """Store where the schedules loaded count from (kept until the database has it)."""
-        if not self._unsaved:
-            return
-        saved = dict(self._unsaved)
-        await firings.set_schedule_states(
-            self.store, [(name, *state) for name, state in saved.items()]
-        )
-        for name, state in saved.items():
-            if self._unsaved.get(name) == state:
-                del self._unsaved[name]
-
-    async def _load(
-        self,
-        name: str,
-        path: Path,
-        states: dict[str, tuple[str, str]],
-        lasts: dict[str, str],
-    ) -> None:
-        """Load one file; a schedule whose slots count from now is kept in ``_unsaved``
-        until the database has it."""
-        try:
-            entry = await anyio.to_thread.run_sync(
-                read_schedule, path, self.registry, self.cron, self.settings.max_file_size
-            )
-            next_slots(entry.schedule, self.cron, self.clock.now(), 1)
-        except (WorkflowRejected, OSError, NeverFires) as exc:
-            problems = exc.problems if isinstance(exc, WorkflowRejected) else [str(exc)]
-            if name in self.loaded:
-                await firings.forget_schedule(self.store, name)
-                del self.loaded[name]
-                self._forget(name)
-            log.warning("schedule.invalid", schedule=name, path=str(path), errors=problems)
-            return
-        before = self.loaded.get(name)
-        fingerprint = entry.schedule.fingerprint
-        now = self.clock.now()
-        state = states.get(name)
-        if before is not None and before.schedule.fingerprint == fingerprint:
-            since = self._after[name]  # only the workflow or the policies changed
-        elif before is None and state is not None and state[0] == fingerprint:
-            since = datetime.fromisoformat(state[1])  # as it was before the restart
-        else:
-            since = now
-            self._unsaved[name] = (fingerprint, slot_key(now))
-        last = lasts.get(name)
-        if last is not None:
-            since = max(since, datetime.fromisoformat(last))
-        # No await from here: the loop never sees a schedule without its times.
-        self.loaded[name] = entry
-        self._after[name] = since
-        self._next[name] = self._following(entry, since)
-        log.info(
-            "schedule.loaded" if before is None else "schedule.changed",
-            schedule=name,
-            rule=entry.schedule.describe(),
-            paused=entry.schedule.paused,
-            next=self._next[name].astimezone(entry.schedule.zone).isoformat(),
-        )
-
-    def _forget(self, name: str) -> None:
-        for table in (self._after, self._next, self._queued, self._unsaved, self._skips):
-            table.pop(name, None)
-
-    def _failed(self, source: str, error: str, **context: object) -> None:
-        """``source`` (``"folder"``, ``"staging"``, ``"firing"``) fails: the ``schedules``
-        fault."""
-        self._failing.add(source)
-        self.faults["schedules"].failed(error, **context)
-
-    def _healed(self, source: str) -> None:
-        """``source`` works again: the fault heals once nothing of it fails."""
-        self._failing.discard(source)
-        if not self._failing:
-            self.faults["schedules"].healed()
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -336,6 +149,8 @@ class Scheduler:
             self._next[name] for name, entry in self.loaded.items() if not entry.schedule.paused
         ]
         until = min(active, default=None)
+        if until is None:
+            self._healed("staging")  # no slot to come: no file to write
         if until is None or until == self._staged_for:
             await self.clock.wait(until, self._wake)
             return
@@ -416,14 +231,6 @@ class Scheduler:
                 firing=len(slots),
             )
         return slots
-
-    def _following(self, entry: ScheduleFile, after: datetime) -> datetime:
-        """The next slot of ``entry`` after ``after``; :data:`_NEVER` past its last one."""
-        try:
-            return next_slots(entry.schedule, self.cron, after, 1)[0]
-        except NeverFires as exc:
-            log.warning("schedule.invalid", schedule=entry.name, errors=[str(exc)])
-            return _NEVER
 
     def _busy(self, name: str) -> bool:
         return name in self._running.values()
