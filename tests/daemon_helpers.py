@@ -269,6 +269,8 @@ class Daemons:
         self.data_dir = root / "data"
         self.db_path = self.data_dir / "wfe.db"
         self.started: list[DaemonProcess] = []
+        self.command = [sys.executable, "-m", "wfe_daemon"]
+        """How a daemon is started (``run`` follows)."""
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The daemon's environment: every WFE_* path inside ``root``, no systemd variables."""
@@ -304,7 +306,7 @@ class Daemons:
         try:
             files = [stdout_path.open("wb"), stderr_path.open("wb")]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "wfe_daemon", "run"],
+                [*self.command, "run"],
                 cwd=self.root,
                 env=self.env(NOTIFY_SOCKET=notify, **env),
                 stdin=subprocess.DEVNULL,

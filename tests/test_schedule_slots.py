@@ -9,6 +9,7 @@ import pytest
 
 from wfe_daemon.core.schedule import (
     Catchup,
+    NeverFires,
     Overlap,
     Schedule,
     due_slots,
@@ -183,3 +184,11 @@ def test_fingerprint_follows_what_decides_the_slots() -> None:
     assert base.fingerprint != schedule(cron="0 3 * * *").fingerprint
     assert base.fingerprint != schedule(cron="0 2 * * *", paused=True).fingerprint
     assert base.fingerprint != schedule(cron="0 2 * * *", timezone="Europe/Berlin").fingerprint
+
+
+@pytest.mark.parametrize("raw", [{"cron": "0 0 29 2 1"}, {"every": "1d"}])
+def test_a_schedule_with_no_slot_left_says_it_never_fires(raw: dict[str, Any]) -> None:
+    """Past the calendar's last slot, next_slots raises NeverFires naming the instant
+    (the scheduler logs the schedule as invalid), not StopIteration or OverflowError."""
+    with pytest.raises(NeverFires, match="never fires after 9999-12-30"):
+        next_slots(schedule(**raw), CRON, utc(9999, 12, 30), 3)

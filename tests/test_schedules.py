@@ -1,5 +1,6 @@
 """Schedules as a user meets them: files in a running daemon's ``schedules_dir``, time
-moved by the test clock (``WFE_TEST_CLOCK_FILE``), restarts and kills, and the commands."""
+moved by the test clock (``WFE_TEST_CLOCK_FILE`` of the launcher ``hooked_wfe``), restarts
+and kills, and the commands."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import hooked_wfe
 from daemon_helpers import (
     DaemonProcess,
     Daemons,
@@ -38,6 +40,7 @@ class Clocked:
 
     def __init__(self, daemons: Daemons, root: Path) -> None:
         self.daemons = daemons
+        daemons.command = [sys.executable, str(hooked_wfe.HERE)]
         self.clock = root / "clock"
         self.folder = root / "schedules"
         self.folder.mkdir()
@@ -49,7 +52,7 @@ class Clocked:
         os.replace(tmp, self.clock)
 
     def env(self, **env: str) -> dict[str, str]:
-        return {"WFE_TEST_HOOKS": "1", "WFE_TEST_CLOCK_FILE": str(self.clock), **env}
+        return {"WFE_TEST_CLOCK_FILE": str(self.clock), **env}
 
     def start(self, **env: str) -> DaemonProcess:
         return self.daemons.start(**self.env(**env))
@@ -160,6 +163,21 @@ def test_an_invalid_file_is_logged_with_every_problem_and_others_still_fire(
     clocked.at("2026-01-01T10:01:00+00:00")
     wait_result(clocked.daemons.outbox, "good.20260101T100100+0000")
     assert {name for name, _, _ in clocked.firings()} == {"good"}
+
+
+def test_a_schedule_file_with_an_idempotency_key_is_invalid(clocked: Clocked) -> None:
+    """``idempotency_key`` in a schedule file is refused (each slot runs once already):
+    ``schedule.invalid`` says why, nothing of it fires, `schedules` lists the problem."""
+    clocked.write("keyed", {"every": "1m"}, idempotency_key="nightly")
+    clocked.write("plain", {"every": "1m"})
+    daemon = clocked.start()
+    invalid = wait_event(daemon, "schedule.invalid", schedule="keyed")
+    assert invalid["errors"] == [
+        "idempotency_key: not for schedule files: each slot already runs exactly once"
+    ]
+    clocked.at("2026-01-01T10:01:00+00:00")
+    wait_result(clocked.daemons.outbox, "plain.20260101T100100+0000")
+    assert {name for name, _, _ in clocked.firings()} == {"plain"}
 
 
 def test_a_removed_schedules_folder_is_a_fault_that_heals(clocked: Clocked) -> None:
@@ -354,6 +372,11 @@ def test_trigger_runs_a_schedule_now_through_the_daemon(clocked: Clocked, tmp_pa
     assert clocked.firings() == []
     missing = cli("trigger", "nope")
     assert missing.returncode == 2 and "no schedule 'nope'" in missing.stderr
+    (clocked.folder.parent / "outside.json").write_text(json.dumps({"name": "x"}))
+    for name in ("../outside", "/etc/passwd", ".hidden"):
+        refused = cli("trigger", name)
+        assert refused.returncode == 2 and "not a safe file stem" in refused.stderr, name
+        assert "Traceback" not in refused.stderr
 
 
 def test_trigger_goes_through_the_http_api_when_it_is_on(clocked: Clocked, tmp_path: Path) -> None:
@@ -421,7 +444,7 @@ def _cli(
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "wfe_daemon", *args],
+            [sys.executable, str(hooked_wfe.HERE), *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -431,6 +454,24 @@ def _cli(
         )
 
     return run
+
+
+def test_the_daemon_itself_reads_no_test_variable(tmp_path: Path) -> None:
+    """``wfe-daemon run`` (not the test launcher) with the test aids' variables set, a
+    garbled clock file among them: it keeps the real clock and fires a slot once."""
+    garbled = tmp_path / "clock"
+    garbled.write_text("not a time")
+    (tmp_path / "schedules").mkdir()
+    body = {"name": "real", "schedule": {"every": "1s"}, "nodes": ECHO}
+    (tmp_path / "schedules" / "real.json").write_text(json.dumps(body))
+    with daemons_for(tmp_path) as daemons:
+        daemon = daemons.start(
+            WFE_TEST_HOOKS="1",
+            WFE_TEST_CLOCK_FILE=str(garbled),
+            WFE_TEST_CRASH_AT="schedule.recorded",
+        )
+        wait_until(lambda: list(daemons.outbox.glob("real.*.result.json")), 15, "a slot's run")
+        assert daemon.terminate() == 0
 
 
 def test_a_missing_schedules_dir_is_made_and_a_file_in_the_way_stops_the_start(

@@ -114,7 +114,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     schedules = add("schedules", "list the schedules: next fire times, last run and its status")
     schedules.add_argument("--json", action="store_true")
     trigger = add("trigger", "run a schedule's workflow now, in the running daemon")
-    trigger.add_argument("name", metavar="NAME", help="the schedule file's stem")
+    trigger.add_argument("name", metavar="NAME", type=_stem, help="the schedule file's stem")
     add_argument_flags(trigger)
     return parser
 

@@ -466,7 +466,7 @@ def _schedules(args: argparse.Namespace) -> int:
     from wfe_daemon.cli.scheduling import list_schedules, schedules_table
 
     settings = _settings(args)
-    rows = _async(list_schedules, settings, _registry(settings), os.environ)
+    rows = _async(list_schedules, settings, _registry(settings))
     if args.json:
         _print_json(rows)
     elif rows:

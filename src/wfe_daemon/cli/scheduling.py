@@ -10,18 +10,16 @@ does not apply), with ``scheduled_for`` set to the current second and the stem
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from wfe_daemon.config import Settings
-from wfe_daemon.core.schedule import next_slots
+from wfe_daemon.core.schedule import NeverFires, next_slots
 from wfe_daemon.core.strictjson import load_json
 from wfe_daemon.errors import UsageError, WorkflowRejected
 from wfe_daemon.runtime.registry import TaskRegistry
-from wfe_daemon.service.clocks import clock_for
+from wfe_daemon.service import clocks
 from wfe_daemon.service.cron import Cronsim
 from wfe_daemon.service.reading import read_file
 from wfe_daemon.service.schedules import read_schedule, scan_folder, slot_document, slot_stem
@@ -41,9 +39,7 @@ ScheduleRow = dict[str, Any]
 """One schedule as ``schedules --json`` prints it."""
 
 
-async def list_schedules(
-    settings: Settings, registry: TaskRegistry, environ: Mapping[str, str]
-) -> list[ScheduleRow]:
+async def list_schedules(settings: Settings, registry: TaskRegistry) -> list[ScheduleRow]:
     """Every schedule file of ``schedules_dir``, by name, with its next three fire times
     (``[]`` when paused or invalid), its last run and that run's status.
 
@@ -60,7 +56,7 @@ async def list_schedules(
         raise UsageError(f"schedules_dir: cannot read {folder}: {exc.strerror or exc}") from exc
     async with Store.open_read_only(settings.db_path) as store:
         last = await firings.last_firings(store)
-    now, cron = clock_for(environ).now(), Cronsim()
+    now, cron = clocks.CLOCK.now(), Cronsim()
     rows: list[ScheduleRow] = []
     for name, (path, _) in sorted(found.items()):
         row: ScheduleRow = {"name": name, "schedule": None, "paused": False, "next": []}
@@ -71,11 +67,11 @@ async def list_schedules(
         else:
             schedule = entry.schedule
             row.update(schedule=schedule.describe(), paused=schedule.paused, errors=[])
-            if not schedule.paused:
-                row["next"] = [
-                    slot.astimezone(schedule.zone).isoformat()
-                    for slot in next_slots(schedule, cron, now, 3)
-                ]
+            try:
+                upcoming = [] if schedule.paused else next_slots(schedule, cron, now, 3)
+            except NeverFires as exc:
+                upcoming, row["errors"] = [], [str(exc)]
+            row["next"] = [slot.astimezone(schedule.zone).isoformat() for slot in upcoming]
         firing = last.get(name)
         row["last_run"] = None if firing is None else firing.run_id
         row["last_status"] = None if firing is None else firing.run_status
@@ -140,6 +136,6 @@ def validate_schedule(path: Path, settings: Settings, registry: TaskRegistry) ->
     return True
 
 
-def now_for(environ: Mapping[str, str] | None = None) -> datetime:
+def now_for() -> datetime:
     """The current instant, as the scheduler reads it."""
-    return clock_for(os.environ if environ is None else environ).now()
+    return clocks.CLOCK.now()

@@ -31,6 +31,7 @@ from wfe_daemon.core.strictjson import show
 __all__ = [
     "Catchup",
     "CronMatcher",
+    "NeverFires",
     "Overlap",
     "Schedule",
     "due_slots",
@@ -260,12 +261,23 @@ def _slots(
     return _cron_slots(schedule, cron, start, reverse)
 
 
+class NeverFires(ValueError):
+    """A schedule has no (more) slot after an instant: its cron matches no date to come."""
+
+
 def next_slots(
     schedule: Schedule, cron: CronMatcher, after: datetime, count: int
 ) -> list[datetime]:
-    """The ``count`` slots strictly after instant ``after``."""
+    """The ``count`` slots strictly after instant ``after``.
+
+    Raises:
+        NeverFires: fewer than ``count`` slots follow (the calendar's end, year 9999).
+    """
     slots = _slots(schedule, cron, after)
-    return [next(slots) for _ in range(count)]
+    try:
+        return [next(slots) for _ in range(count)]
+    except (StopIteration, OverflowError) as exc:
+        raise NeverFires(f"schedule: never fires after {after.isoformat()}") from exc
 
 
 def due_slots(

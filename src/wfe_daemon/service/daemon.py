@@ -32,9 +32,9 @@ from wfe_daemon.faults import Backoff, Faults
 from wfe_daemon.logs import DAEMON_STARTED, DAEMON_STOPPED, DAEMON_STOPPING
 from wfe_daemon.runtime.engine import Engine
 from wfe_daemon.runtime.registry import TaskRegistry
+from wfe_daemon.service import clocks
 from wfe_daemon.service.allocator import fix_mmap_threshold
 from wfe_daemon.service.cancel import watch_cancels
-from wfe_daemon.service.clocks import clock_for, crash_point
 from wfe_daemon.service.intake import (
     PROCESSED,
     PROCESSING,
@@ -567,8 +567,8 @@ def _scheduler(daemon: Daemon) -> Scheduler:
         daemon.registry,
         daemon.store,
         daemon.leftovers,
-        clock=clock_for(os.environ),
-        crash=crash_point(os.environ),
+        clock=clocks.CLOCK,
+        crash=clocks.CRASH_AT,
         faults=daemon.faults,
     )
 

@@ -20,12 +20,15 @@ point leaves for the next start (:meth:`Firer.recover`, run before the leftovers
 3. the run is recorded (durably) and the firing marked ``fired`` with its id; a kill
    before that leaves a pending firing with its file, and maybe its run (found by its
    ``source_path``): the run is recorded now if missing, the firing linked;
-4. the file is handed to the workers; after a kill it is a leftover of ``processing/``,
-   resumed as an API submission is.
+4. the file is handed to the workers as soon as its firing is linked, each run on its own
+   (a fault recording one run holds up no other); after a kill it is a leftover of
+   ``processing/``, resumed as an API submission is.
 
-Each step happens once per batch of slots due together: one transaction for the firing
-rows, one folder renamed, one durable flush for the runs; writing the files ahead keeps
-their fsyncs out of the time between a slot and its run.
+The first steps happen once per batch of slots due together: one transaction for the
+firing rows, one folder renamed; the runs' writes share the writer's batches. Writing the
+files ahead keeps their fsyncs out of the time between a slot and its run. A slot whose
+firing stays pending (a fault between the steps) is finished by :meth:`Firer.recover`,
+which the scheduler runs again until none is left.
 """
 
 from __future__ import annotations
@@ -51,8 +54,16 @@ from wfe_daemon.logs import WORKFLOW_RECEIVED
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.service.feeder import Handover
 from wfe_daemon.service.intake import PROCESSING, Claimed
-from wfe_daemon.service.outbox import fsync_dir
 from wfe_daemon.service.schedules import ScheduleFile, slot_document, slot_stem
+from wfe_daemon.service.slotfiles import (
+    STAGING,
+    Named,
+    place,
+    read_slot_file,
+    remove_staging,
+    write_all,
+    write_files,
+)
 from wfe_daemon.service.submission import record_duplicate
 from wfe_daemon.store import firings
 from wfe_daemon.store.database import Store
@@ -69,33 +80,28 @@ def slot_key(slot: datetime) -> str:
     return slot.astimezone(UTC).isoformat(timespec="seconds")
 
 
-_STAGING = ".slot-"
-"""Folders of ``processing/`` holding slot files not yet recorded: the next start removes
-them (a dot-folder is no leftover)."""
-_Named = tuple[str, bytes]
-
-
 @dataclass(frozen=True, slots=True)
 class _Staged:
     """Slot files written ahead into a staging ``folder``, by ``(schedule, slot)``."""
 
     folder: Path
-    files: dict[tuple[str, datetime], tuple[ScheduleFile, _Named]]
+    files: dict[tuple[str, datetime], tuple[ScheduleFile, Named]]
 
 
-def _slot_file(entry: ScheduleFile, slot: datetime) -> _Named:
+def _slot_file(entry: ScheduleFile, slot: datetime) -> Named:
     name = f"{slot_stem(entry.name, slot, entry.schedule)}.json"
     return name, slot_document(entry.document, slot, entry.schedule)
 
 
 @dataclass(frozen=True, slots=True)
 class Fired:
-    """A slot that fired: its run (``None`` when it could not be run: logged)."""
+    """A slot that fired: its run (``None`` when it could not be run: logged), and whether
+    that run is RUNNING (not a DUPLICATE)."""
 
     schedule: str
     slot: datetime
     run_id: int | None
-    path: Path | None = None
+    running: bool = False
 
 
 class Firer:
@@ -110,6 +116,7 @@ class Firer:
         handover: Handover,
         leftovers: set[Path],
         crash: Callable[[str], None],
+        running: dict[int, str],
     ) -> None:
         self.inbox = inbox
         self.registry = registry
@@ -117,6 +124,9 @@ class Firer:
         self.handover = handover
         self.leftovers = leftovers
         self.crash = crash
+        self.running = running
+        """Runs of schedules going on (run id -> schedule): a run enters before it is
+        handed to the workers, so its end is never missed."""
         self._staged: _Staged | None = None
 
     async def stage(self, slots: list[tuple[ScheduleFile, datetime]]) -> None:
@@ -124,9 +134,9 @@ class Firer:
         ``processing/`` that no one reads (the next start removes it): :meth:`fire` then
         has only to record them and rename the folder into place."""
         self._unstage()
-        folder = self.inbox / PROCESSING / f"{_STAGING}{uuid.uuid4().hex[:12]}"
+        folder = self.inbox / PROCESSING / f"{STAGING}{uuid.uuid4().hex[:12]}"
         files = {(entry.name, slot): (entry, _slot_file(entry, slot)) for entry, slot in slots}
-        await _write_all(folder, [named for _, named in files.values()])
+        await write_all(folder, [named for _, named in files.values()])
         self._staged = _Staged(folder, files)
 
     def _unstage(self) -> None:
@@ -139,14 +149,15 @@ class Firer:
 
         Raises:
             OSError: the files could not be written (the firings stay pending: see
-                :meth:`recover`).
-            StoreError: the database refused the records.
+                :meth:`recover`); maybe within an ``ExceptionGroup``.
+            StoreError: the database refused the records (the runs recorded before are
+                handed to the workers all the same).
         """
         staged, self._staged = self._staged, None
         if staged is None:
-            staged = _Staged(self.inbox / PROCESSING / f"{_STAGING}{uuid.uuid4().hex[:12]}", {})
-        files: dict[tuple[str, datetime], tuple[ScheduleFile, _Named]] = {}
-        stale: list[_Named] = []
+            staged = _Staged(self.inbox / PROCESSING / f"{STAGING}{uuid.uuid4().hex[:12]}", {})
+        files: dict[tuple[str, datetime], tuple[ScheduleFile, Named]] = {}
+        stale: list[Named] = []
         for entry, slot in slots:
             held = staged.files.get((entry.name, slot))
             if held is None or held[0] is not entry:  # not staged, or its schedule changed
@@ -154,8 +165,8 @@ class Firer:
                 stale.append(held[1])
             files[(entry.name, slot)] = held
         if stale:  # not staged (or its schedule changed since): written now
-            await _write_all(staged.folder, stale)
-        folder = self.inbox / PROCESSING / staged.folder.name[len(_STAGING) :]
+            await write_all(staged.folder, stale)
+        folder = self.inbox / PROCESSING / staged.folder.name[len(STAGING) :]
         planned = [(entry, slot, folder / named[0]) for (_, slot), (entry, named) in files.items()]
         fired_at = now_iso()
         rows = [
@@ -169,26 +180,40 @@ class Firer:
             await anyio.to_thread.run_sync(partial(shutil.rmtree, staged.folder, True))
             return []
         keep = {path.name for _, _, path in planned}
-        await anyio.to_thread.run_sync(_place, staged.folder, folder, keep)
+        await anyio.to_thread.run_sync(place, staged.folder, folder, keep)
         self.crash("schedule.written")
         fired: list[Fired] = []
+        errors: list[Exception] = []
         started_at = now_iso()  # the runs of a batch are recorded together
+
+        async def record(entry: ScheduleFile, slot: datetime, path: Path) -> None:
+            data = files[(entry.name, slot)][1][1]
+            try:
+                await self._record(
+                    entry.name,
+                    slot,
+                    path,
+                    data,
+                    fired,
+                    workflow=entry.workflow,
+                    started_at=started_at,
+                    hand=True,
+                )
+            except Exception as exc:  # the others go on: each is handed once recorded
+                errors.append(exc)
+
         async with anyio.create_task_group() as tg:
             for entry, slot, path in planned:
-                data = files[(entry.name, slot)][1][1]
-                record = partial(self._record, workflow=entry.workflow, started_at=started_at)
-                tg.start_soon(record, entry.name, slot, path, data, fired)
-        await self.store.flush(durable=True)
-        self._hand(fired)
+                tg.start_soon(record, entry, slot, path)
+        if errors:
+            raise errors[0]
         return fired
 
-    def _hand(self, fired: list[Fired]) -> None:
-        for item in fired:
-            if item.run_id is not None and item.path is not None:
-                claimed = Claimed(
-                    path=item.path, source=item.path.name, data=None, via=VIA_SCHEDULE
-                )
-                self.handover.hand(claimed, self.leftovers)
+    def _hand(self, name: str, run_id: int, running: bool, path: Path) -> None:
+        if running:
+            self.running[run_id] = name
+        claimed = Claimed(path=path, source=path.name, data=None, via=VIA_SCHEDULE)
+        self.handover.hand(claimed, self.leftovers)
 
     async def _record(
         self,
@@ -200,16 +225,26 @@ class Firer:
         *,
         workflow: WorkflowDef | None = None,
         started_at: str | None = None,
+        hand: bool,
     ) -> None:
-        """Record the run of a slot whose file is written, and link its firing to it."""
-        run_id = await record_run(
+        """Record the run of a slot whose file is written, link its firing to it, and (with
+        ``hand``) hand it to the workers once linked."""
+        recorded = await record_run(
             self.store, self.registry, path, data, workflow=workflow, started_at=started_at
         )
         self.crash("schedule.run_recorded")
+        run_id, running = recorded or (None, False)
         outcome = firings.LOST if run_id is None else firings.FIRED
         await firings.link_run(self.store, name, slot_key(slot), run_id, outcome)
-        fired.append(Fired(name, slot, run_id, path))
+        fired.append(Fired(name, slot, run_id, running))
         if run_id is not None:
+            if not hand and running:
+                self.running[run_id] = name
+            try:
+                await self.store.flush(durable=True)
+            finally:  # linked: handed even when the flush fails, never twice
+                if hand:
+                    self._hand(name, run_id, running, path)
             log.info(
                 WORKFLOW_RECEIVED,
                 via=VIA_SCHEDULE,
@@ -224,10 +259,11 @@ class Firer:
         """Finish the slots recorded whose run was not (see the module); those recovered.
 
         At start (``hand`` false) their files are left in ``processing/`` for the daemon's
-        leftovers; later they are handed to the workers here.
+        leftovers; later they are handed to the workers here. Their RUNNING runs enter
+        :attr:`running` either way.
         """
         if not hand:  # at start: what a kill left staged was never recorded, or is redone
-            await anyio.to_thread.run_sync(_remove_staging, self.inbox / PROCESSING)
+            await anyio.to_thread.run_sync(remove_staging, self.inbox / PROCESSING)
         recovered: list[Fired] = []
         for firing in await firings.pending_firings(self.store):
             slot = datetime.fromisoformat(firing.slot)
@@ -237,15 +273,20 @@ class Firer:
                 await firings.link_run(
                     self.store, firing.schedule, firing.slot, run["id"], firings.FIRED
                 )
-                recovered.append(Fired(firing.schedule, slot, run["id"]))  # a leftover
+                running = run["status"] == "RUNNING"
+                recovered.append(Fired(firing.schedule, slot, run["id"], running))
+                if hand:
+                    self._hand(firing.schedule, run["id"], running, path)
+                elif running:  # a leftover
+                    self.running[run["id"]] = firing.schedule
                 continue
-            data = await anyio.to_thread.run_sync(_read, path)
+            data = await anyio.to_thread.run_sync(read_slot_file, path)
             entry = loaded.get(firing.schedule)
             if data is None and entry is not None and firing.path:
                 data = slot_document(entry.document, slot, entry.schedule)
-                staging = path.parent.with_name(_STAGING + uuid.uuid4().hex[:12])
-                await anyio.to_thread.run_sync(_write_files, staging, [(path.name, data)])
-                await anyio.to_thread.run_sync(_place, staging, path.parent, {path.name})
+                staging = path.parent.with_name(STAGING + uuid.uuid4().hex[:12])
+                await anyio.to_thread.run_sync(write_files, staging, [(path.name, data)])
+                await anyio.to_thread.run_sync(place, staging, path.parent, {path.name})
             if data is None:
                 log.warning(
                     "schedule.slot_lost",
@@ -256,10 +297,8 @@ class Firer:
                 await firings.link_run(self.store, firing.schedule, firing.slot, None, firings.LOST)
                 continue
             log.info("schedule.slot_recovered", schedule=firing.schedule, slot=firing.slot)
-            await self._record(firing.schedule, slot, path, data, recovered)
+            await self._record(firing.schedule, slot, path, data, recovered, hand=hand)
         await self.store.flush(durable=True)
-        if hand:
-            self._hand(recovered)
         return recovered
 
 
@@ -271,9 +310,10 @@ async def record_run(
     *,
     workflow: WorkflowDef | None = None,
     started_at: str | None = None,
-) -> int | None:
-    """Record the RUNNING run of the slot file at ``path`` (or its DUPLICATE); its id
-    (``None`` when the document is no longer valid: logged, and the file removed).
+) -> tuple[int, bool] | None:
+    """Record the RUNNING run of the slot file at ``path`` (or its DUPLICATE); its id and
+    whether it is RUNNING (``None`` when the document is no longer valid: logged, and the
+    file removed).
     ``workflow`` is the document's, when known (checked when its schedule was loaded);
     ``started_at`` the run's start, by default now."""
     source = path.name
@@ -299,74 +339,5 @@ async def record_run(
         summary = await record_duplicate(
             store, workflow.name, source, source_path=str(path), duplicate_of=exc.run_id
         )
-        return summary["run_id"]
-    return run_id
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-_CHUNK = 25  # files per thread: their fsyncs overlap, and the file system commits them together
-
-
-async def _write_all(folder: Path, files: list[_Named]) -> None:
-    """:func:`_write_files` in several threads at once (many slots due together)."""
-    await anyio.to_thread.run_sync(folder.mkdir, 0o777, False, True)
-    async with anyio.create_task_group() as tg:
-        for start in range(0, len(files), _CHUNK):
-            tg.start_soon(
-                anyio.to_thread.run_sync, _write_files, folder, files[start : start + _CHUNK]
-            )
-
-
-def _write_files(folder: Path, files: list[_Named]) -> None:
-    """Write ``files`` into staging ``folder`` (made if missing), each fsynced, then the
-    folder.
-
-    Raises:
-        OSError: the folder is removed.
-    """
-    try:
-        folder.mkdir(exist_ok=True)
-        for name, data in files:
-            with open(folder / name, "wb") as fp:
-                fp.write(data)
-                fp.flush()
-                os.fsync(fp.fileno())
-        fsync_dir(folder)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def _place(staging: Path, folder: Path, keep: set[str]) -> None:
-    """Keep only ``keep`` in ``staging``, then make it ``folder`` (renamed, the parent fsynced;
-    moved file by file when ``folder`` exists already).
-
-    Raises:
-        OSError: nothing of ``staging`` is left behind.
-    """
-    try:
-        for name in os.listdir(staging):
-            if name not in keep:
-                os.unlink(staging / name)
-        if not folder.exists():
-            os.rename(staging, folder)
-        else:
-            for name in keep:
-                os.rename(staging / name, folder / name)
-            fsync_dir(folder)
-        fsync_dir(folder.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _remove_staging(processing: Path) -> None:
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(processing):
-            if entry.name.startswith(_STAGING) and entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+        return summary["run_id"], False
+    return run_id, True

@@ -107,6 +107,10 @@ def read_schedule(
         problems.append("schedule: required in a schedule file")
     if "scheduled_for" in doc:
         problems.append("scheduled_for: set by the schedule for each slot, not in its file")
+    if "idempotency_key" in doc:
+        problems.append(
+            "idempotency_key: not for schedule files: each slot already runs exactly once"
+        )
     workflow: WorkflowDef | None = None
     try:
         workflow = parse_workflow({**doc, "scheduled_for": _EXAMPLE_SLOT.isoformat()}, registry)
