@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import hooked_wfe
 from daemon_helpers import Daemons, daemons_for, read_json, wait_result, wait_until
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nightly"
@@ -126,7 +127,7 @@ def _at(clock: Path, stamp: str) -> None:
 
 def _wfe(daemons: Daemons, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "wfe_daemon", *args],
+        [sys.executable, str(hooked_wfe.HERE), *args],
         cwd=daemons.root,
         env=daemons.env(**env),
         capture_output=True,
@@ -159,9 +160,9 @@ def test_the_nightly_example_loads_at_its_slot_alerts_on_failure_and_hides_its_s
         _at(clock, "2026-12-03T23:00:00+00:00")  # midnight in Berlin
         env = {
             "WFE_CONFIG": str(tmp_path / "wfe.toml"),
-            "WFE_TEST_HOOKS": "1",
-            "WFE_TEST_CLOCK_FILE": str(clock),
+            "WFE_TEST_CLOCK_FILE": str(clock),  # read by the test launcher hooked_wfe
         }
+        daemons.command = [sys.executable, str(hooked_wfe.HERE)]
         daemon = daemons.start(**env)
         listed = json.loads(_wfe(daemons, env, "schedules", "--json").stdout)
         assert [(s["name"], s["next"][0]) for s in listed] == [(NAME, "2026-12-04T02:30:00+01:00")]
