@@ -86,7 +86,9 @@ def clocked(tmp_path: Path) -> Iterator[Clocked]:
         yield made
 
 
-def wait_event(daemon: DaemonProcess, event: str, **fields: Any) -> dict[str, Any]:
+def wait_event(
+    daemon: DaemonProcess, event: str, timeout: float = 10, **fields: Any
+) -> dict[str, Any]:
     """The first log line ``event`` with these ``fields``."""
 
     def found() -> dict[str, Any] | None:
@@ -95,7 +97,7 @@ def wait_event(daemon: DaemonProcess, event: str, **fields: Any) -> dict[str, An
                 return line
         return None
 
-    return wait_until(found, 10, f"{event} {fields}")
+    return wait_until(found, timeout, f"{event} {fields}")
 
 
 def test_each_slot_fires_once_as_a_run_like_any_other(clocked: Clocked) -> None:
@@ -435,6 +437,56 @@ def test_a_scheduled_run_sees_its_slot_its_id_and_the_trigger_s_values(
     )
     assert triggered["nodes"]["say"]["output"]["day"] == "2025-12-31"
     assert triggered["nodes"]["say"]["output"]["run"] == run_id
+
+
+def test_bad_values_for_a_schedule_are_refused_by_trigger_and_validate(
+    clocked: Clocked, tmp_path: Path
+) -> None:
+    """``trigger -p`` with a value its params refuse exits 2 naming it, through the inbox as
+    through the API, and runs nothing; ``validate FILE -p`` checks a schedule file the same."""
+    params = {"type": "object", "properties": {"day": {"type": "string", "format": "date"}}}
+    nodes = [{"id": "a", "type": "echo", "params": {"day": "{{ params.day }}"}}]
+    arguments = {"day": "2026-01-01"}
+    clocked.write("dated", {"cron": "0 3 * * *"}, nodes=nodes, params=params, arguments=arguments)
+    clocked.start()
+    cli = _cli(clocked, tmp_path)
+    refused = cli("trigger", "dated", "-p", "day=2026-13-01")
+    assert refused.returncode == 2, refused
+    assert "arguments.day" in refused.stderr and "'2026-13-01'" in refused.stderr
+    schedule_file = str(clocked.folder / "dated.json")
+    checked = cli("validate", schedule_file, "-p", "day=2026-13-01")
+    assert checked.returncode == 2 and "arguments.day" in checked.stderr, checked
+    assert cli("validate", schedule_file, "-p", "day=2026-02-01").returncode == 0
+    assert cli("trigger", "dated", "-p", "day=2026-02-01").returncode == 0
+    result = wait_until(
+        lambda: [read_json(p) for p in clocked.daemons.outbox.glob("dated.*.result.json")],
+        20,
+        "the triggered run",
+    )
+    assert [r["nodes"]["a"]["output"]["day"] for r in result] == ["2026-02-01"]
+
+
+@pytest.mark.timeout(60)
+def test_a_schedule_invalid_for_a_missing_secret_loads_once_the_secret_is_there(
+    clocked: Clocked, tmp_path: Path
+) -> None:
+    """A schedule naming a secret not yet in ``secrets_dir`` is invalid, logged once though
+    it is read again at each rescan; once the secret file is there it loads (file
+    unchanged) and its next slot fires with the secret."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    nodes = [{"id": "a", "type": "echo", "params": {"token": "{{ secrets.api_key }}"}}]
+    clocked.write("keyed", {"cron": "* * * * *"}, nodes=nodes)
+    daemon = clocked.start(WFE_SECRETS_DIR=str(secrets))
+    invalid = wait_event(daemon, "schedule.invalid", schedule="keyed")
+    assert any("api_key" in problem for problem in invalid["errors"]), invalid
+    (secrets / "api_key").write_text("k3y-value-0123\n")
+    wait_event(daemon, "schedule.loaded", schedule="keyed", timeout=15)
+    assert len(daemon.events("schedule.invalid")) == 1
+    clocked.at("2026-01-01T10:01:00+00:00")
+    result = wait_result(clocked.daemons.outbox, "keyed.20260101T100100+0000")
+    assert result["status"] == "SUCCESS"
+    assert result["nodes"]["a"]["output"] == {"token": "***"}
 
 
 def _cli(

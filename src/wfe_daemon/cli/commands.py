@@ -352,11 +352,13 @@ async def _cancel_on_signal(engine: Engine, work: Awaitable[RunSummary]) -> RunS
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from wfe_daemon.cli.runargs import given_arguments
     from wfe_daemon.cli.scheduling import validate_schedule
 
     settings = _settings(args)
-    if not validate_schedule(args.file, settings, _registry(settings)):  # a schedule file?
-        _parse_file(args.file, settings, args)
+    given = given_arguments(args.param, args.params_file, settings.max_file_size)
+    if not validate_schedule(args.file, settings, _registry(settings), given):
+        _parse_file(args.file, settings, args)  # not a schedule file: a workflow
     return 0
 
 
@@ -479,10 +481,13 @@ def _schedules(args: argparse.Namespace) -> int:
 def _trigger(args: argparse.Namespace) -> int:
     from wfe_daemon.cli.scheduling import now_for, trigger_document
     from wfe_daemon.cli.submitting import ApiRefused, print_refusal, submit_file
+    from wfe_daemon.core.model import parse_workflow
 
     settings = _settings(args)
-    data, stem = trigger_document(settings, _registry(settings), args.name, now_for())
+    registry = _registry(settings)
+    data, stem = trigger_document(settings, registry, args.name, now_for())
     data = _with_arguments(args, data, settings.max_file_size)
+    parse_workflow(data, registry)  # bad -p values: exit 2 here, as the API would answer
     try:
         print(submit_file(settings, os.environ, data, stem=stem, idempotency_key=None).run_id)
     except ApiRefused as exc:

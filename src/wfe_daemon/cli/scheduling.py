@@ -10,11 +10,14 @@ does not apply), with ``scheduled_for`` set to the current second and the stem
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from wfe_daemon.cli.runargs import with_arguments
 from wfe_daemon.config import Settings
+from wfe_daemon.core.model import parse_workflow
 from wfe_daemon.core.schedule import NeverFires, next_slots
 from wfe_daemon.core.strictjson import load_json
 from wfe_daemon.errors import UsageError, WorkflowRejected
@@ -120,8 +123,12 @@ def trigger_document(
     )
 
 
-def validate_schedule(path: Path, settings: Settings, registry: TaskRegistry) -> bool:
+def validate_schedule(
+    path: Path, settings: Settings, registry: TaskRegistry, given: Mapping[str, Any]
+) -> bool:
     """Check ``path`` as a schedule file when it holds a ``schedule`` object; whether it did.
+
+    With ``given`` values (``-p``), its workflow is checked as ``trigger`` would run it.
 
     Raises:
         WorkflowRejected: it is a schedule file, with problems (every one).
@@ -132,7 +139,11 @@ def validate_schedule(path: Path, settings: Settings, registry: TaskRegistry) ->
         return False  # the workflow check reports it
     if not isinstance(doc, dict) or "schedule" not in doc:
         return False
-    read_schedule(path, registry, Cronsim(), settings.max_file_size)
+    entry = read_schedule(path, registry, Cronsim(), settings.max_file_size)
+    if given:
+        slot = now_for().replace(microsecond=0)
+        document = slot_document(entry.document, slot, entry.schedule)
+        parse_workflow(with_arguments(document, given), registry)
     return True
 
 

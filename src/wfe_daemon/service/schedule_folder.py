@@ -62,6 +62,9 @@ class ScheduleFolder:
         self.loaded: dict[str, ScheduleFile] = {}
         self._seen: dict[str, Signature] = {}
         """Every file looked at, valid or not (an invalid one is logged once per version)."""
+        self._invalid: dict[str, list[str]] = {}
+        """The problems of each invalid file, read again at every rescan: a problem may
+        lie outside the file (a secret not yet in ``secrets_dir``) and go away."""
         self._after: dict[str, datetime] = {}
         """Per schedule, the instant up to which its slots are decided."""
         self._next: dict[str, datetime] = {}
@@ -127,12 +130,14 @@ class ScheduleFolder:
         changed = [
             (name, path, signature)
             for name, (path, signature) in sorted(found.items())
-            if self._seen.get(name) != signature
+            if self._seen.get(name) != signature or name in self._invalid
         ]
         if changed or at_start:
             states = await firings.schedule_states(self.store)
             lasts = await firings.last_slots(self.store) if at_start else {}
             for name, path, signature in changed:
+                if self._seen.get(name) != signature:
+                    self._invalid.pop(name, None)  # a new version: its problems logged anew
                 await self._load(name, path, states, lasts)
                 self._seen[name] = signature
             if at_start:
@@ -151,6 +156,7 @@ class ScheduleFolder:
             self._forget(name)
             log.info("schedule.removed", schedule=name)
         del self._seen[name]
+        self._invalid.pop(name, None)
 
     async def _save_states(self) -> None:
         """Store where the schedules loaded count from (kept until the database has it)."""
@@ -179,13 +185,16 @@ class ScheduleFolder:
             )
             next_slots(entry.schedule, self.cron, self.clock.now(), 1)
         except (WorkflowRejected, OSError, NeverFires) as exc:
-            problems = exc.problems if isinstance(exc, WorkflowRejected) else [str(exc)]
+            problems = list(exc.problems) if isinstance(exc, WorkflowRejected) else [str(exc)]
             if name in self.loaded:
                 await firings.forget_schedule(self.store, name)
                 del self.loaded[name]
                 self._forget(name)
-            log.warning("schedule.invalid", schedule=name, path=str(path), errors=problems)
+            if self._invalid.get(name) != problems:  # once per version and set of problems
+                log.warning("schedule.invalid", schedule=name, path=str(path), errors=problems)
+            self._invalid[name] = problems
             return
+        self._invalid.pop(name, None)
         before = self.loaded.get(name)
         fingerprint = entry.schedule.fingerprint
         now = self.clock.now()
