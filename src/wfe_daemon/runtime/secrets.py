@@ -17,14 +17,15 @@ from typing import Final
 
 import structlog
 
-from wfe_daemon.core.masking import MASKER, MIN_MASKED
+from wfe_daemon.core.masking import MASKER, MIN_MASKED, MaskingFailed
 from wfe_daemon.errors import ParamsError
 from wfe_daemon.logs import SECRET_UNMASKED
 
 __all__ = ["MAX_SECRET_BYTES", "SecretStore"]
 
-MAX_SECRET_BYTES: Final = 1 << 20
-"""The most a secret file may hold: a device or a huge file fails the node, not the daemon."""
+MAX_SECRET_BYTES: Final = 64 << 10
+"""The most a secret file may hold (64 KiB): a device or a huge file fails the node, not
+the daemon, and learning a value to mask stays quick."""
 
 _HOW: Final = (
     "no secrets_dir is configured: set secrets_dir (WFE_SECRETS_DIR), or give the"
@@ -117,7 +118,7 @@ class SecretStore:
 
         Raises:
             ParamsError: no secrets are configured, or the file cannot be read, is larger
-                than :data:`MAX_SECRET_BYTES`, or is not UTF-8 text.
+                than :data:`MAX_SECRET_BYTES`, is not UTF-8 text, or cannot be masked.
         """
         if self.directory is None:
             raise ParamsError(f"secret '{name}': {_HOW}")
@@ -135,7 +136,11 @@ class SecretStore:
         except UnicodeDecodeError:
             raise ParamsError(f"secret '{name}': {path} is not UTF-8 text") from None
         value = value.removesuffix("\n")
-        if not MASKER.learn(value):
+        try:
+            long_enough = MASKER.learn(value)
+        except MaskingFailed as exc:
+            raise ParamsError(f"secret '{name}': {path} cannot be masked: {exc}") from None
+        if not long_enough:
             structlog.get_logger().warning(
                 SECRET_UNMASKED,
                 name=name,
