@@ -69,8 +69,12 @@ def test_validate_refuses_what_the_subset_leaves_out(
             "params.additionalProperties: must be true or false in params",
         ),
         (
-            {"type": "object", "properties": {"a": {"items": {"items": {"items": {}}}}}},
-            "params.properties.a.items.items.items: nested too deeply: at most 4 levels",
+            {
+                "type": "object",
+                "properties": {"a": {"items": {"items": {"items": {"items": {"items": {}}}}}}},
+            },
+            "params.properties.a.items.items.items.items.items: nested too deeply: at most 6"
+            " levels",
         ),
         (
             {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"},
@@ -232,3 +236,41 @@ def test_an_overlong_enum_and_oversized_arguments_are_problems(
     done = run_cli("validate", write_workflow(doc_with(many, r=list(range(100_000)))))
     assert done.returncode == 2
     assert "arguments: too large: at most 100000 values in all" in done.stderr
+
+
+def test_annotations_boolean_subschemas_and_lists_of_objects_of_lists(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """``$comment``, ``deprecated``, ``readOnly`` and ``writeOnly`` are accepted, as are
+    ``true`` and ``false`` schemas under ``properties`` and ``items``, and a list of
+    objects holding lists (``targets[].ports[]``) is checked item by item."""
+    schema = {
+        "type": "object",
+        "$comment": "ports per target",
+        "properties": {
+            "targets": {
+                "type": "array",
+                "deprecated": False,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "host": {"type": "string", "readOnly": True, "writeOnly": False},
+                        "ports": {"type": "array", "items": {"type": "integer", "maximum": 65535}},
+                        "extra": True,
+                        "never": False,
+                    },
+                },
+            },
+            "anything": True,
+        },
+    }
+    good = [{"host": "a", "ports": [22, 80], "extra": {"k": [1]}}]
+    done = run_cli("validate", write_workflow(doc_with(schema, targets=good, anything=[{}])))
+    assert done.returncode == 0, done.stderr
+    bad = [{"host": "a", "ports": [22, 70000]}, {"host": "b", "ports": [], "never": 1}]
+    done = run_cli("validate", write_workflow(doc_with(schema, targets=bad)))
+    assert done.returncode == 2
+    assert "arguments.targets.0.ports.1: 70000 is greater than the maximum of 65535" in (
+        done.stderr
+    )
+    assert "arguments.targets.1: False schema does not allow 1" in done.stderr

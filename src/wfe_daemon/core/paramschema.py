@@ -55,12 +55,17 @@ SUPPORTED: Final = frozenset(
         "description",
         "examples",
         "$schema",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
     }
 )
 """The keywords a ``params`` schema may use."""
 
-MAX_DEPTH: Final = 4
-"""Schemas nested in ``params`` (through ``properties`` and ``items``), itself included."""
+MAX_DEPTH: Final = 6
+"""Schemas nested in ``params`` (through ``properties`` and ``items``), itself included:
+a list of objects holding lists (``targets[].ports[]``) is 5."""
 MAX_NODES: Final = 10_000
 """The most JSON values (objects, lists, scalars, keys) a ``params`` schema may hold."""
 MAX_ENUM: Final = 1_000
@@ -120,6 +125,8 @@ def arguments_problem(arguments: Any) -> str | None:
 
 
 def _check(schema: Any, where: str, depth: int, problems: list[str]) -> None:
+    if isinstance(schema, bool) and depth > 1:  # true: anything; false: nothing
+        return
     if not isinstance(schema, Mapping):
         problems.append(f"{where}: must be a schema object, got {show(schema)}")
         return
