@@ -69,8 +69,12 @@ def test_validate_refuses_what_the_subset_leaves_out(
             "params.additionalProperties: must be true or false in params",
         ),
         (
-            {"type": "object", "properties": {"a": {"items": {"items": {"items": {}}}}}},
-            "params.properties.a.items.items.items: nested too deeply: at most 4 levels",
+            {
+                "type": "object",
+                "properties": {"a": {"items": {"items": {"items": {"items": {"items": {}}}}}}},
+            },
+            "params.properties.a.items.items.items.items.items: nested too deeply: at most 6"
+            " levels",
         ),
         (
             {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"},
@@ -191,3 +195,82 @@ def test_unique_items_over_thousands_of_objects_is_checked_at_once(
     assert done.returncode == 2
     assert "arguments.rows: [{'id': 0, 'k': 'v'}," in done.stderr
     assert "has non-unique elements" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_enum_and_const_over_many_items_are_checked_as_json_schema_says(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """An ``enum`` of 1,000 values under ``items`` checks 20,000 items, finding the one
+    not listed; ``1.0`` equals ``1`` and an object matches whatever its key order, but
+    ``true`` is not ``1``; ``const`` likewise."""
+    listed: list[Any] = [f"region-{i}" for i in range(997)] + [1, {"a": 1, "b": [2]}, None]
+    schema = {
+        "type": "object",
+        "properties": {
+            "picks": {"type": "array", "items": {"enum": listed}},
+            "fixed": {"const": {"x": [1, "y"]}},
+        },
+    }
+    picks: list[Any] = ["region-996"] * 20_000 + [1.0, {"b": [2.0], "a": 1}, None]
+    fixed = {"x": [1.0, "y"]}
+    done = run_cli("validate", write_workflow(doc_with(schema, picks=picks, fixed=fixed)))
+    assert done.returncode == 0, done.stderr
+    picks[12_345] = True
+    done = run_cli("validate", write_workflow(doc_with(schema, picks=picks, fixed=[1, "y"])))
+    assert done.returncode == 2
+    assert "arguments.picks.12345: True is not one of ['region-0'," in done.stderr
+    assert "arguments.fixed: {'x': [1, 'y']} was expected" in done.stderr
+
+
+def test_an_overlong_enum_and_oversized_arguments_are_problems(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """An ``enum`` of more than 1,000 values, and ``arguments`` of more than 100,000 JSON
+    values, are problems naming the limit, not a long check."""
+    schema = {"type": "object", "properties": {"r": {"items": {"enum": list(range(1001))}}}}
+    done = run_cli("validate", write_workflow(doc_with(schema, r=[1])))
+    assert done.returncode == 2
+    assert "params.properties.r.items.enum: too long: at most 1000 values" in done.stderr
+    many = {"type": "object", "properties": {"r": {"type": "array"}}}
+    done = run_cli("validate", write_workflow(doc_with(many, r=list(range(100_000)))))
+    assert done.returncode == 2
+    assert "arguments: too large: at most 100000 values in all" in done.stderr
+
+
+def test_annotations_boolean_subschemas_and_lists_of_objects_of_lists(
+    run_cli: Cli, write_workflow: Callable[..., Path]
+) -> None:
+    """``$comment``, ``deprecated``, ``readOnly`` and ``writeOnly`` are accepted, as are
+    ``true`` and ``false`` schemas under ``properties`` and ``items``, and a list of
+    objects holding lists (``targets[].ports[]``) is checked item by item."""
+    schema = {
+        "type": "object",
+        "$comment": "ports per target",
+        "properties": {
+            "targets": {
+                "type": "array",
+                "deprecated": False,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "host": {"type": "string", "readOnly": True, "writeOnly": False},
+                        "ports": {"type": "array", "items": {"type": "integer", "maximum": 65535}},
+                        "extra": True,
+                        "never": False,
+                    },
+                },
+            },
+            "anything": True,
+        },
+    }
+    good = [{"host": "a", "ports": [22, 80], "extra": {"k": [1]}}]
+    done = run_cli("validate", write_workflow(doc_with(schema, targets=good, anything=[{}])))
+    assert done.returncode == 0, done.stderr
+    bad = [{"host": "a", "ports": [22, 70000]}, {"host": "b", "ports": [], "never": 1}]
+    done = run_cli("validate", write_workflow(doc_with(schema, targets=bad)))
+    assert done.returncode == 2
+    assert "arguments.targets.0.ports.1: 70000 is greater than the maximum of 65535" in (
+        done.stderr
+    )
+    assert "arguments.targets.1: False schema does not allow 1" in done.stderr

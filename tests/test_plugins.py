@@ -131,8 +131,9 @@ def test_a_plugins_stdlib_logs_are_json_lines_with_secrets_masked(
     install: Install,
     tmp_path: Path,
 ) -> None:
-    """A plugin task logging a secret through ``logging``, and raising it in a loop
-    callback (which asyncio reports), gives JSON lines on stderr with the secret masked."""
+    """A plugin task logging a secret through ``logging`` (at a custom level, and with
+    arguments its format does not fit), and raising it in a loop callback (which asyncio
+    reports), gives JSON lines on stderr with the secret masked, and nothing else."""
     secret = "pl4gin-s3cret-value"
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
@@ -147,7 +148,11 @@ def test_a_plugins_stdlib_logs_are_json_lines_with_secrets_masked(
     assert secret not in result.stderr + result.stdout
     events = [json.loads(line) for line in result.stderr.splitlines()]
     plugin = [e for e in events if e.get("logger") == "wfe_test_plugin"]
-    assert [(e["event"], e["level"]) for e in plugin] == [("connecting with ***", "warning")]
+    assert [(e["event"], e["level"], e.get("args")) for e in plugin] == [
+        ("connecting with ***", "warning", None),
+        ("notice ***", "warning", None),
+        ("retry %d", "error", "('***',)"),
+    ]
     [reported] = [e for e in events if e.get("logger") == "asyncio"]
     assert reported["level"] == "error"
     assert "ValueError: refused ***" in reported["exception"]

@@ -106,3 +106,28 @@ def test_links_to_the_daemons_own_credentials_are_refused(daemons: Daemons) -> N
     assert result["nodes"]["use"]["error"] == OWN.format(name="later")
     for path in daemons.outbox.iterdir():
         assert b"t0ken-0f-the-daemon-api" not in path.read_bytes()
+
+
+def test_many_nodes_reading_secrets_at_once_all_get_them(daemons: Daemons) -> None:
+    """Twelve nodes started together, each reading the same three secrets (more names
+    than the store's reader threads), all succeed with every value in their
+    environments; a run after them reads a rotated value."""
+    secrets_dir = daemons.root / "secrets"
+    secrets_dir.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        (secrets_dir / name).write_text(f"{name}-value-0123\n")
+    daemons.start(WFE_SECRETS_DIR=str(secrets_dir), WFE_ENABLE_SHELL="1")
+    env = {name: f"{{{{ secrets.{name} }}}}" for name in ("alpha", "beta", "gamma")}
+    check = 'test "$alpha$beta$gamma" = alpha-value-0123beta-value-0123gamma-value-0123'
+    nodes = [
+        {"id": f"n{i}", "type": "shell", "params": {"argv": ["sh", "-c", check], "env": env}}
+        for i in range(12)
+    ]
+    drop(daemons.inbox, "many.json", {"name": "many", "nodes": nodes})
+    result = wait_result(daemons.outbox, "many")
+    assert result["status"] == "SUCCESS", {k: v.get("error") for k, v in result["nodes"].items()}
+    (secrets_dir / "beta").write_text("beta-value-4567\n")
+    argv = ["sh", "-c", 'test "$beta" = beta-value-4567']
+    node = {"id": "e", "type": "shell", "params": {"argv": argv, "env": env}}
+    drop(daemons.inbox, "after.json", {"name": "after", "nodes": [node]})
+    assert wait_result(daemons.outbox, "after")["status"] == "SUCCESS"

@@ -187,18 +187,52 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
         root.removeHandler(handler)
-    root.addHandler(_StdlibHandler())
+    root.addHandler(_StdlibHandler(writer))
     root.setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 class _StdlibHandler(logging.Handler):
-    """Writes a ``logging`` record as a JSON line (``event`` is its message)."""
+    """Writes a ``logging`` record as a JSON line (``event`` is its message).
+
+    Whatever a record holds, a line is written and nothing else: a custom level shows as
+    the nearest standard one at or below it, a message whose arguments do not fit its
+    format shows as the format with ``args`` beside it, and ``handleError`` (a traceback
+    on stderr) is never called.
+    """
+
+    def __init__(self, writer: _LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
+        level = next((known for known in _STANDARD if known <= record.levelno), logging.DEBUG)
+        fields: dict[str, Any] = {"logger": record.name}
         try:
-            fields: dict[str, Any] = {"logger": record.name}
-            if record.exc_info:
-                fields["exc_info"] = record.exc_info
-            structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
-        except Exception:
-            self.handleError(record)
+            message = record.getMessage()
+        except Exception:  # e.g. warning("%d", "x"): the format, and the arguments given
+            message = _text(record.msg, str)
+            fields["args"] = _text(record.args, repr)
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        try:
+            structlog.get_logger().log(level, message, **fields)
+        except Exception as exc:
+            line = {
+                "event": message,
+                "level": logging.getLevelName(level).lower(),
+                "timestamp": now_iso(),
+                "logger": record.name,
+                "log_error": f"{type(exc).__name__}: {exc}",
+            }
+            self._writer.msg(_render(self._writer, "error", line))
+
+
+_STANDARD = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+def _text(value: Any, show: Any) -> str:
+    """``show(value)``, or a placeholder when that raises."""
+    try:
+        return str(show(value))
+    except Exception:
+        return "<cannot be shown>"

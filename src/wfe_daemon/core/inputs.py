@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from wfe_daemon.core.paramschema import schema_problems
+from wfe_daemon.core.paramschema import arguments_problem, schema_problems
 from wfe_daemon.core.refs import Ref
 from wfe_daemon.core.strictjson import show
 
@@ -92,6 +92,9 @@ def check_inputs(doc: Mapping[str, Any], catalog: InputCatalog, problems: list[s
         arguments: Mapping[str, Any] = {}
     elif found := schema_problems(schema):  # outside the subset: not worth checking values
         problems.extend(found)
+        arguments = dict(given)
+    elif too_large := arguments_problem(given):
+        problems.append(too_large)
         arguments = dict(given)
     else:
         arguments, found = catalog.check_arguments(schema, given)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "MASKER", "MIN_MASKED", "Masker", "holds_mask"]
+__all__ = ["MASK", "MASKER", "MIN_MASKED", "Masker", "MaskingFailed", "holds_mask"]
 
 MASK: Final = "***"
 MIN_MASKED: Final = 4
@@ -33,10 +33,25 @@ _STRING_TOKEN: Final = re.compile(r'"(?:[^"\\]++|\\.)*+"')
 """A string in JSON text, quotes included."""
 
 
+LONG_PIECE: Final = 4096
+"""Above this many characters a piece is masked in its raw form only: a long value is
+rarely reshaped, and each extra form would cost as much again to learn and to search."""
+_MAX_NESTING: Final = 100
+"""The deepest trie pattern compiled (the regex parser recurses once per group); a deeper
+one (values that extend each other, ``aaaa``, ``aaaaa``...) is a longest-first list."""
+
+
+class MaskingFailed(Exception):
+    """A value could not be learned: it is not masked, so it must not be used."""
+
+
 def _variants(piece: str) -> set[str]:
     """The forms ``piece`` takes when a message or a tool reshapes it: as written, inside
     a ``repr()``, inside JSON text (with and without ``\\uXXXX`` escapes), and
-    percent-encoded (a URL's path and its query)."""
+    percent-encoded (a URL's path and its query); only as written above
+    :data:`LONG_PIECE` characters."""
+    if len(piece) > LONG_PIECE:
+        return {piece}
     forms = {
         piece,
         repr(piece)[1:-1],
@@ -49,81 +64,155 @@ def _variants(piece: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_MASKED}
 
 
-def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:
+def _alternation(values: Iterable[str]) -> re.Pattern[str]:
     """One pattern matching any of ``values``, the longest where several start at one
     place (a value that contains another is replaced whole).
 
-    Built as a trie (``ab(?:c|d(?:e)?)``), so a search tries one branch per character
-    rather than every value at every position: hundreds of values (each line of a key
-    file, in each of its forms) cost about what one does.
+    Short values are built as a trie (``ab(?:c|d(?:e)?)``), so a search tries one branch
+    per character rather than every value at every position: hundreds of values (each
+    line of a key file, in each of its forms) cost about what one does. Long ones, and a
+    trie too deep to compile, are listed longest first.
     """
+    values = set(values)
+    long = sorted((value for value in values if len(value) > LONG_PIECE), key=len, reverse=True)
     trie: dict[str, Any] = {}
     for value in values:
-        node = trie
-        for char in value:
-            node = node.setdefault(char, {})
-        node[""] = {}
-    return re.compile(_trie_regex(trie)) if trie else None
+        if len(value) <= LONG_PIECE:
+            node = trie
+            for char in value:
+                node = node.setdefault(char, {})
+            node[""] = {}
+    short, nesting = _trie_regex(trie)
+    if nesting > _MAX_NESTING:
+        ordered = sorted(values - set(long), key=len, reverse=True)
+        short = "|".join(re.escape(value) for value in ordered)
+    branches = [re.escape(value) for value in long] + ([short] if short else [])
+    return re.compile("|".join(branches))
 
 
-def _trie_regex(node: dict[str, Any]) -> str:
-    run = []
-    while len(node) == 1 and "" not in node:  # a chain: no branch, no value ends here
-        [(char, node)] = node.items()
-        run.append(re.escape(char))
-    branches = [re.escape(char) + _trie_regex(child) for char, child in node.items() if char]
-    if not branches:
-        return "".join(run)
-    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-    if "" in node:  # a value ends here: the longer ones are tried first (greedy)
-        body = f"(?:{body})?"
-    return "".join(run) + body
+def _trie_regex(root: dict[str, Any]) -> tuple[str, int]:
+    """The pattern of ``root``'s trie, and how deeply its groups nest (built without
+    recursion: a trie is as deep as its longest value)."""
+    out: list[str] = []
+    depth = deepest = 0
+    stack: list[str | dict[str, Any]] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            depth += item.count("(") - item.count(")")
+            deepest = max(deepest, depth)
+            continue
+        node = item
+        while len(node) == 1 and "" not in node:  # a chain: no branch, no value ends here
+            [(char, node)] = node.items()
+            out.append(re.escape(char))
+        branches = [(char, child) for char, child in node.items() if char]
+        if not branches:
+            continue
+        opens, closes = [], []
+        if "" in node:  # a value ends here: the longer ones are tried first (greedy)
+            opens.append("(?:")
+            closes.append(")?")
+        if len(branches) > 1:
+            opens.append("(?:")
+            closes.insert(0, ")")
+        work: list[str | dict[str, Any]] = ["".join(opens)] if opens else []
+        for index, (char, child) in enumerate(branches):
+            work.append(("|" if index else "") + re.escape(char))
+            work.append(child)
+        if closes:
+            work.append("".join(closes))
+        stack.extend(reversed(work))
+    return "".join(out), deepest
+
+
+class _Group:
+    """The patterns of the pieces learned together (one secret's value)."""
+
+    __slots__ = ("encoded", "pattern", "pieces")
+
+    def __init__(self, pieces: frozenset[str]) -> None:
+        forms = {form for piece in pieces for form in _variants(piece)}
+        self.pieces = pieces
+        self.pattern = _alternation(forms)
+        self.encoded = _alternation(json.dumps(form, ensure_ascii=False)[1:-1] for form in forms)
+        """Each form as it reads inside a JSON string: a line holding none of them needs
+        no masking (one search decides)."""
 
 
 class Masker:
-    """The secret values seen so far, and their replacement by ``***`` in text and JSON."""
+    """The secret values seen so far, and their replacement by ``***`` in text and JSON.
+
+    Each value learned keeps its own patterns, built once: learning one more secret costs
+    what that secret does, not what all of them do.
+    """
 
     def __init__(self) -> None:
-        self._learned: set[str] = set()
+        self._learned: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # secrets are read, and learned, in worker threads
-        self._pattern: re.Pattern[str] | None = None
-        self._encoded: re.Pattern[str] | None = None
-        """Each form of each value as it reads inside a JSON string: a line holding none
-        of them needs no masking (one search decides)."""
+        self._groups: tuple[_Group, ...] = ()
 
     def __bool__(self) -> bool:
         """Whether there is anything to mask (callers skip the walk when not)."""
-        return self._pattern is not None
+        return bool(self._groups)
 
     def learn(self, value: str) -> bool:
         """Mask ``value`` (each of its lines, and the forms a message or a tool gives them)
-        from now on; whether it is long enough to be masked."""
+        from now on; whether it is long enough to be masked.
+
+        Raises:
+            MaskingFailed: its pattern could not be built; nothing was learned, and the
+                value must not be used.
+        """
         with self._lock:
-            new = set(_pieces(value)) - self._learned
+            new = frozenset(_pieces(value)) - self._learned
             if new:
-                self._compile(self._learned | new)
+                group = _build(new)
+                self._groups = (*self._groups, group)
+                self._learned = self._learned | new
         return len(value) >= MIN_MASKED
 
     def forget(self, values: Iterable[str] | None = None) -> None:
         """Stop masking ``values`` (all, when None); for tests that reuse the process."""
         with self._lock:
             if values is None:
-                self._compile(set())
-            else:
-                self._compile(self._learned - {p for value in values for p in _pieces(value)})
+                self._groups, self._learned = (), frozenset()
+                return
+            gone = {piece for value in values for piece in _pieces(value)}
+            groups = []
+            for group in self._groups:
+                if group.pieces & gone:
+                    if kept := group.pieces - gone:
+                        groups.append(_build(kept))
+                else:
+                    groups.append(group)
+            self._groups, self._learned = tuple(groups), self._learned - gone
 
-    def _compile(self, learned: set[str]) -> None:
-        self._learned = learned
-        forms = {form for piece in learned for form in _variants(piece)}
-        self._pattern = _alternation(forms)
-        self._encoded = _alternation(json.dumps(form, ensure_ascii=False)[1:-1] for form in forms)
+    def _search(self, text: str) -> bool:
+        """Whether ``text`` (JSON text) holds a form of a learned value."""
+        return any(group.encoded.search(text) is not None for group in self._groups)
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value (in each of its forms) shown as ``***``."""
-        pattern = self._pattern
-        if pattern is None or not text:
+        groups = self._groups
+        if not groups or not text:
             return text
-        return pattern.sub(MASK, text)
+        if len(groups) == 1:
+            return groups[0].pattern.sub(MASK, text)
+        spans = sorted(m.span() for group in groups for m in group.pattern.finditer(text))
+        if not spans:
+            return text
+        parts, done = [], 0  # overlapping occurrences of two values are masked as one
+        for begin, end in spans:
+            if end <= done:
+                continue
+            if begin >= done:
+                parts.append(text[done:begin])
+                parts.append(MASK)
+            done = end
+        parts.append(text[done:])
+        return "".join(parts)
 
     def json_text(self, line: str) -> str:
         """``line`` (JSON text) with every secret inside its strings shown as ``***``.
@@ -131,15 +220,13 @@ class Masker:
         Only string contents change, so the result parses as ``line`` did: a secret of
         digits never touches a number (``"run_id":2026``) or the syntax.
         """
-        encoded = self._encoded
-        if encoded is None or encoded.search(line) is None:
+        if not self._groups or not self._search(line):
             return line
         return _STRING_TOKEN.sub(self._json_string, line)
 
     def _json_string(self, match: re.Match[str]) -> str:
         token = match.group()
-        assert self._encoded is not None
-        if self._encoded.search(token) is None:
+        if not self._search(token):
             return token
         text = json.loads(token)
         masked = self.text(text)
@@ -148,13 +235,12 @@ class Masker:
     def value(self, value: Any) -> Any:
         """``value`` (JSON-like) with every string, keys included, masked; what holds no
         secret is returned as it is, not copied: treat the result as read-only."""
-        encoded = self._encoded
-        if encoded is None or isinstance(value, int | float | bool) or value is None:
+        if not self._groups or isinstance(value, int | float | bool) or value is None:
             return value
         if isinstance(value, str):
             return self.text(value)
         try:  # one search over the encoded value decides, most of the time
-            clean = encoded.search(json.dumps(value, ensure_ascii=False, default=repr)) is None
+            clean = not self._search(json.dumps(value, ensure_ascii=False, default=repr))
         except (TypeError, ValueError, RecursionError):  # not JSON-like: walk it
             clean = False
         return value if clean else self._walk(value, 0)
@@ -187,6 +273,14 @@ def _pieces(value: str) -> list[str]:
     reformatted, a line at a time), those long enough."""
     pieces = [value, *(line.strip() for line in value.splitlines())]
     return [piece for piece in pieces if len(piece) >= MIN_MASKED]
+
+
+def _build(pieces: frozenset[str]) -> _Group:
+    """The patterns of ``pieces``; :class:`MaskingFailed` when they cannot be built."""
+    try:
+        return _Group(pieces)
+    except (RecursionError, MemoryError, OverflowError, re.error) as exc:
+        raise MaskingFailed(f"its masking pattern cannot be built ({type(exc).__name__})") from None
 
 
 def _until(mapping: Mapping[Any, Any], stop: Any) -> Iterable[tuple[Any, Any]]:

@@ -16,7 +16,16 @@ from typing import Any, Final
 
 from wfe_daemon.core.strictjson import show
 
-__all__ = ["DRAFT_2020_12", "MAX_DEPTH", "MAX_NODES", "SUPPORTED", "schema_problems"]
+__all__ = [
+    "DRAFT_2020_12",
+    "MAX_ARGUMENT_VALUES",
+    "MAX_DEPTH",
+    "MAX_ENUM",
+    "MAX_NODES",
+    "SUPPORTED",
+    "arguments_problem",
+    "schema_problems",
+]
 
 DRAFT_2020_12: Final = "https://json-schema.org/draft/2020-12/schema"
 """The one ``$schema`` a ``params`` may name (or leave out)."""
@@ -46,14 +55,23 @@ SUPPORTED: Final = frozenset(
         "description",
         "examples",
         "$schema",
+        "$comment",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
     }
 )
 """The keywords a ``params`` schema may use."""
 
-MAX_DEPTH: Final = 4
-"""Schemas nested in ``params`` (through ``properties`` and ``items``), itself included."""
+MAX_DEPTH: Final = 6
+"""Schemas nested in ``params`` (through ``properties`` and ``items``), itself included:
+a list of objects holding lists (``targets[].ports[]``) is 5."""
 MAX_NODES: Final = 10_000
 """The most JSON values (objects, lists, scalars, keys) a ``params`` schema may hold."""
+MAX_ENUM: Final = 1_000
+"""The most values one ``enum`` may list."""
+MAX_ARGUMENT_VALUES: Final = 100_000
+"""The most JSON values (counted as in the schema) a run's ``arguments`` may hold."""
 
 _ALTERNATIVE: Final = 'use "enum" or "format" instead'
 _WHY: Final[Mapping[str, str]] = {
@@ -98,17 +116,24 @@ def schema_problems(schema: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def arguments_problem(arguments: Any) -> str | None:
+    """Why ``arguments`` is too large to check (more than :data:`MAX_ARGUMENT_VALUES`
+    JSON values), or None."""
+    if _count(arguments, MAX_ARGUMENT_VALUES + 1) > MAX_ARGUMENT_VALUES:
+        return f"arguments: too large: at most {MAX_ARGUMENT_VALUES} values in all"
+    return None
+
+
 def _check(schema: Any, where: str, depth: int, problems: list[str]) -> None:
+    if isinstance(schema, bool) and depth > 1:  # true: anything; false: nothing
+        return
     if not isinstance(schema, Mapping):
         problems.append(f"{where}: must be a schema object, got {show(schema)}")
         return
     if depth > MAX_DEPTH:
         problems.append(f"{where}: nested too deeply: at most {MAX_DEPTH} levels of schemas")
         return
-    for key in schema:
-        if key not in SUPPORTED or (key == "$schema" and depth > 1):
-            why = _WHY.get(key, _GENERIC)
-            problems.append(f"{where}: {show(key)} is not supported in params: {why}")
+    _keyword_problems(schema, where, depth, problems)
     properties = schema.get("properties")
     if isinstance(properties, Mapping):
         for name, prop in properties.items():
@@ -117,6 +142,19 @@ def _check(schema: Any, where: str, depth: int, problems: list[str]) -> None:
         problems.append(f"{where}.properties: must be an object of schemas")
     if "items" in schema:
         _check(schema["items"], f"{where}.items", depth + 1, problems)
+
+
+def _keyword_problems(
+    schema: Mapping[str, Any], where: str, depth: int, problems: list[str]
+) -> None:
+    """The problems of ``schema``'s own keywords (not of the schemas nested in it)."""
+    for key in schema:
+        if key not in SUPPORTED or (key == "$schema" and depth > 1):
+            why = _WHY.get(key, _GENERIC)
+            problems.append(f"{where}: {show(key)} is not supported in params: {why}")
+    enum = schema.get("enum")
+    if isinstance(enum, list) and len(enum) > MAX_ENUM:
+        problems.append(f"{where}.enum: too long: at most {MAX_ENUM} values")
     extra = schema.get("additionalProperties", False)
     if not isinstance(extra, bool):
         problems.append(f"{where}.additionalProperties: must be true or false in params")

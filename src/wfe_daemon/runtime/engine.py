@@ -433,13 +433,14 @@ class _Run:
         return None
 
     async def _secrets(self, node: NodeDef) -> dict[str, str]:
-        """The secrets ``node`` references, read now, off the event loop (a file on a slow
-        or hung file system holds up this node alone, within its timeout)."""
+        """The secrets ``node`` references, read now, off the event loop in the secrets
+        store's own threads (a file on a slow or hung file system holds up the nodes that
+        need it, within their timeouts, and nothing else)."""
         names = {ref.path[0] for ref in node.refs if ref.node_id == "secrets" and ref.path}
         if not names:
             return {}
-        read = self.engine.registry.secrets.read
-        return await asyncio.to_thread(lambda: {name: read(name) for name in sorted(names)})
+        store = self.engine.registry.secrets
+        return {name: await store.read_soon(name) for name in sorted(names)}
 
     def _params(self, node: NodeDef, secrets: Mapping[str, str]) -> Any:
         """The node's params with references resolved (and then checked against the schema)."""

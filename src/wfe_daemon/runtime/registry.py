@@ -154,6 +154,8 @@ class TaskRegistry:
             return dict(arguments), ["params: nested too deeply to check"]
         except Exception as exc:  # a schema must never take a submission down
             return dict(arguments), [f"params: cannot be checked: {type(exc).__name__}: {exc}"]
+        finally:
+            _ENUM_KEYS.clear()
 
     def secret_problem(self, name: str) -> str | None:
         """Why ``{{ secrets.<name> }}`` cannot be used here (see :attr:`secrets`), or None."""
@@ -207,13 +209,43 @@ def _checked_arguments(
 
 @functools.cache
 def _params_validator() -> Any:
-    """Draft 2020-12 with ``uniqueItems`` checked in linear time (jsonschema compares
-    every pair of objects: minutes for a few thousand)."""
+    """Draft 2020-12 with ``uniqueItems``, ``enum`` and ``const`` checked in linear time
+    (jsonschema compares every pair of objects, and each value with every listed one:
+    minutes for a few thousand)."""
     from jsonschema.validators import Draft202012Validator, extend
 
     return extend(  # type: ignore[no-untyped-call]  # (jsonschema leaves it untyped)
-        Draft202012Validator, {"uniqueItems": _unique_items}
+        Draft202012Validator, {"uniqueItems": _unique_items, "enum": _enum, "const": _const}
     )
+
+
+_ENUM_KEYS: dict[int, tuple[Any, frozenset[Any]]] = {}
+"""Each ``enum`` list's canonical keys, by the list's identity (the list is kept, so its
+identity is not reused), built once per list while a check runs (then cleared)."""
+
+
+def _enum(validator: Any, enums: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    from jsonschema.exceptions import ValidationError
+
+    cached = _ENUM_KEYS.get(id(enums))
+    if cached is None or cached[0] is not enums:
+        cached = (enums, frozenset(_canonical(value) for value in enums))
+        _ENUM_KEYS[id(enums)] = cached
+    if _canonical(instance) not in cached[1]:
+        yield ValidationError(f"{_shown(instance)} is not one of {_shown(enums)}")
+
+
+def _const(validator: Any, const: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    from jsonschema.exceptions import ValidationError
+
+    if _canonical(instance) != _canonical(const):
+        yield ValidationError(f"{_shown(const)} was expected")
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters."""
+    shown = repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
 
 
 def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
@@ -224,9 +256,7 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
         for item in instance:
             key = _canonical(item)
             if key in seen:
-                shown = repr(instance)
-                shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
-                yield ValidationError(f"{shown} has non-unique elements")
+                yield ValidationError(f"{_shown(instance)} has non-unique elements")
                 return
             seen.add(key)
 

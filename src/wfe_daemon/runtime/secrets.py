@@ -9,22 +9,31 @@ value read is taught to :data:`~wfe_daemon.core.masking.MASKER` before it is use
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Collection
 from pathlib import Path
 from typing import Final
 
 import structlog
 
-from wfe_daemon.core.masking import MASKER, MIN_MASKED
+from wfe_daemon.core.masking import MASKER, MIN_MASKED, MaskingFailed
 from wfe_daemon.errors import ParamsError
 from wfe_daemon.logs import SECRET_UNMASKED
 
 __all__ = ["MAX_SECRET_BYTES", "SecretStore"]
 
-MAX_SECRET_BYTES: Final = 1 << 20
-"""The most a secret file may hold: a device or a huge file fails the node, not the daemon."""
+MAX_SECRET_BYTES: Final = 64 << 10
+"""The most a secret file may hold (64 KiB): a device or a huge file fails the node, not
+the daemon, and learning a value to mask stays quick."""
+
+READERS: Final = 2
+"""The most threads reading secret files at once (a hung mount holds these, not the
+event loop's shared executor, which name lookups and the rest need)."""
 
 _HOW: Final = (
     "no secrets_dir is configured: set secrets_dir (WFE_SECRETS_DIR), or give the"
@@ -43,6 +52,52 @@ class SecretStore:
         self.directory = directory
         self._refused = tuple(refused)
         """Files never served, whatever their name: the daemon's own credentials."""
+        self._pending: dict[str, asyncio.Future[str]] = {}
+        """The reads under way, by name: a second node asking for one waits for it."""
+        self._queue: queue.SimpleQueue[tuple[str, asyncio.Future[str]]] = queue.SimpleQueue()
+        self._readers: list[threading.Thread] = []
+
+    async def read_soon(self, name: str) -> str:
+        """:meth:`read` in one of this store's own :data:`READERS` threads, shared with
+        any read of ``name`` already under way.
+
+        The threads are daemon threads, never waited for: a read stuck on a hung file
+        system fails its node at the node's timeout, and does not hold up the shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(name)
+        if pending is None or pending.get_loop() is not loop:
+            pending = self._pending[name] = loop.create_future()
+            pending.add_done_callback(_retrieve)
+            self._queue.put((name, pending))
+            if len(self._readers) < READERS:
+                reader = threading.Thread(target=self._serve, name="secret-reader", daemon=True)
+                self._readers.append(reader)
+                reader.start()
+        return await asyncio.shield(pending)
+
+    def _serve(self) -> None:
+        """A reader thread: read each name asked for, and hand the outcome to its loop."""
+        while True:
+            name, pending = self._queue.get()
+            try:
+                outcome: str | BaseException = self.read(name)
+            except Exception as exc:
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                pending.get_loop().call_soon_threadsafe(self._settle, name, pending, outcome)
+
+    def _settle(
+        self, name: str, pending: asyncio.Future[str], outcome: str | BaseException
+    ) -> None:
+        if self._pending.get(name) is pending:
+            del self._pending[name]
+        if pending.done():
+            return
+        if isinstance(outcome, BaseException):
+            pending.set_exception(outcome)
+        else:
+            pending.set_result(outcome)
 
     def _path(self, name: str) -> Path:
         """The file of secret ``name``; a ``ParamsError`` when it is refused."""
@@ -117,7 +172,7 @@ class SecretStore:
 
         Raises:
             ParamsError: no secrets are configured, or the file cannot be read, is larger
-                than :data:`MAX_SECRET_BYTES`, or is not UTF-8 text.
+                than :data:`MAX_SECRET_BYTES`, is not UTF-8 text, or cannot be masked.
         """
         if self.directory is None:
             raise ParamsError(f"secret '{name}': {_HOW}")
@@ -135,10 +190,20 @@ class SecretStore:
         except UnicodeDecodeError:
             raise ParamsError(f"secret '{name}': {path} is not UTF-8 text") from None
         value = value.removesuffix("\n")
-        if not MASKER.learn(value):
+        try:
+            long_enough = MASKER.learn(value)
+        except MaskingFailed as exc:
+            raise ParamsError(f"secret '{name}': {path} cannot be masked: {exc}") from None
+        if not long_enough:
             structlog.get_logger().warning(
                 SECRET_UNMASKED,
                 name=name,
                 reason=f"shorter than {MIN_MASKED} characters: not masked in outputs and logs",
             )
         return value
+
+
+def _retrieve(future: asyncio.Future[str]) -> None:
+    """Mark a read's failure as seen: every node waiting for it may have been cancelled."""
+    if not future.cancelled():
+        future.exception()

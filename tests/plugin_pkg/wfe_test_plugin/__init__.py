@@ -38,12 +38,16 @@ class ShadowEchoTask(ReverseTask):
 
 
 class ChattyTask(ReverseTask):
-    """Logs ``text`` with the standard library, and raises it in a loop callback."""
+    """Logs ``text`` with the standard library (at a custom level too, and once with a
+    format it does not fit), and raises it in a loop callback."""
 
     type: ClassVar[str] = "chatty"
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
-        logging.getLogger("wfe_test_plugin").warning("connecting with %s", params["text"])
+        log = logging.getLogger("wfe_test_plugin")
+        log.warning("connecting with %s", params["text"])
+        log.log(35, "notice %s", params["text"])  # a level of the plugin's own
+        log.error("retry %d", params["text"])  # arguments that do not fit the format
         asyncio.get_running_loop().call_soon(_fail, params["text"])
         await asyncio.sleep(0.05)  # the callback runs, and asyncio reports it
         return {}
