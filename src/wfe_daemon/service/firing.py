@@ -164,8 +164,6 @@ class Firer:
                 held = (entry, _slot_file(entry, slot))
                 stale.append(held[1])
             files[(entry.name, slot)] = held
-        if stale:  # not staged (or its schedule changed since): written now
-            await write_all(staged.folder, stale)
         folder = self.inbox / PROCESSING / staged.folder.name[len(STAGING) :]
         planned = [(entry, slot, folder / named[0]) for (_, slot), (entry, named) in files.items()]
         fired_at = now_iso()
@@ -173,7 +171,7 @@ class Firer:
             (entry.name, slot_key(slot), fired_at, firings.PENDING, str(path))
             for entry, slot, path in planned
         ]
-        inserted = await firings.record_firings(self.store, rows)
+        inserted = await self._write_and_record(staged.folder, stale, rows)
         planned = [plan for plan, new in zip(planned, inserted, strict=True) if new]
         self.crash("schedule.recorded")
         if not planned:  # every one was recorded before (a restart's catch-up raced none)
@@ -255,12 +253,31 @@ class Firer:
                 bytes=len(data),
             )
 
-    async def recover(self, loaded: Mapping[str, ScheduleFile], *, hand: bool) -> list[Fired]:
+    async def _write_and_record(
+        self, staging: Path, stale: list[Named], rows: list[tuple[str, str, str, str, str]]
+    ) -> list[bool]:
+        """Write the ``stale`` files into ``staging``, then record the firings: which were
+        new. On a failure the staging folder goes (nothing recorded points into it yet:
+        the next try writes anew), so a lasting fault leaves no folder per try."""
+        try:
+            if stale:  # not staged (or its schedule changed since): written now
+                await write_all(staging, stale)
+            return await firings.record_firings(self.store, rows)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(partial(shutil.rmtree, staging, True))
+            raise
+
+    async def recover(
+        self, loaded: Mapping[str, ScheduleFile], *, hand: bool, folder_read: bool = True
+    ) -> list[Fired]:
         """Finish the slots recorded whose run was not (see the module); those recovered.
 
         At start (``hand`` false) their files are left in ``processing/`` for the daemon's
         leftovers; later they are handed to the workers here. Their RUNNING runs enter
-        :attr:`running` either way.
+        :attr:`running` either way. While the schedules folder could not be read
+        (``folder_read`` false), a slot whose file was never written stays pending: its
+        schedule file may well be there, so it is not lost.
         """
         if not hand:  # at start: what a kill left staged was never recorded, or is redone
             await anyio.to_thread.run_sync(remove_staging, self.inbox / PROCESSING)
@@ -287,6 +304,8 @@ class Firer:
                 staging = path.parent.with_name(STAGING + uuid.uuid4().hex[:12])
                 await anyio.to_thread.run_sync(write_files, staging, [(path.name, data)])
                 await anyio.to_thread.run_sync(place, staging, path.parent, {path.name})
+            if data is None and not folder_read:
+                continue  # settled once the folder is read (the loop recovers again)
             if data is None:
                 log.warning(
                     "schedule.slot_lost",

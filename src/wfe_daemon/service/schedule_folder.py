@@ -62,6 +62,9 @@ class ScheduleFolder:
         self.loaded: dict[str, ScheduleFile] = {}
         self._seen: dict[str, Signature] = {}
         """Every file looked at, valid or not (an invalid one is logged once per version)."""
+        self.folder_read = False
+        """Whether the last look at the folder could read it (else its schedules are kept
+        as they were, and a slot is never judged lost for want of its file)."""
         self._invalid: dict[str, list[str]] = {}
         """The problems of each invalid file, read again at every rescan: a problem may
         lie outside the file (a secret not yet in ``secrets_dir``) and go away."""
@@ -124,7 +127,9 @@ class ScheduleFolder:
             )
             with contextlib.suppress(OSError):
                 folder.mkdir(parents=True, exist_ok=True)
+            self.folder_read = False
             return False
+        self.folder_read = True
         for name in [name for name in self._seen if name not in found]:
             await self._remove(name)
         changed = [

@@ -88,7 +88,8 @@ class Scheduler(ScheduleFolder):
         """Load the folder, settle where each schedule counts from, recover pending slots."""
         self.store.watch(self.ended)
         await self._rescan(at_start=True)
-        await self.firer.recover(self.loaded, hand=False)
+        await self.firer.recover(self.loaded, hand=False, folder_read=self.folder_read)
+        self._unsettled = not self.folder_read  # slots left pending: the loop settles them
         for firing in await firings.running_firings(self.store):
             if firing.run_id is not None:
                 self._running[firing.run_id] = firing.schedule
@@ -122,8 +123,8 @@ class Scheduler(ScheduleFolder):
             self._wake = anyio.Event()
             try:
                 if self._unsettled:  # before the retry: its slots recorded are not refired
-                    await self.firer.recover(self.loaded, hand=True)
-                    self._unsettled = False
+                    await self.firer.recover(self.loaded, hand=True, folder_read=self.folder_read)
+                    self._unsettled = not self.folder_read
                 await self._fire_due()
             except Exception as exc:  # a full disk, a database fault, a bug: never the end
                 self._unsettled = True
