@@ -18,7 +18,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-from wfe_daemon.core.webhook import NotifyInvalid, NotifySettings, notify_env, notify_table
+from wfe_daemon.core.webhook import (
+    NotifySettings,
+    ValueInvalid,
+    notify_env,
+    notify_table,
+    show_value,
+)
 from wfe_daemon.errors import ConfigError
 
 __all__ = [
@@ -114,20 +120,6 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
 )
 
 
-class _Invalid(ValueError):
-    """A value does not fit its key; ``subkey`` narrows the key (``.http_get``)."""
-
-    def __init__(self, problem: str, subkey: str = "") -> None:
-        super().__init__(problem)
-        self.subkey = subkey
-
-
-def _show(value: object) -> str:
-    """A short one-line rendering of a bad value."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 _INT_TEXT: Final = re.compile(r"[+-]?[0-9]+")
 _BOOL_TEXT: Final = {
     **dict.fromkeys(("true", "1", "yes", "on"), True),
@@ -139,7 +131,7 @@ def _as_int(value: object, text_ok: bool) -> int:
     if text_ok and isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"must be an integer, got {_show(value)}")
+        raise ValueInvalid(f"must be an integer, got {show_value(value)}")
     return value
 
 
@@ -149,7 +141,7 @@ def _as_float(value: object, text_ok: bool) -> float:
         with contextlib.suppress(ValueError):
             number = float(value)
     if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-        raise _Invalid(f"must be a number, got {_show(value)}")
+        raise ValueInvalid(f"must be a number, got {show_value(value)}")
     return float(number)
 
 
@@ -157,13 +149,13 @@ def _as_bool(value: object, text_ok: bool) -> bool:
     if text_ok and isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
         return _BOOL_TEXT[value.strip().lower()]
     if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, got {_show(value)}")
+        raise ValueInvalid(f"must be true or false, got {show_value(value)}")
     return value
 
 
 def _as_path(value: object, text_ok: bool) -> Path:
     if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise _Invalid(f"must be a non-empty path string, got {_show(value)}")
+        raise ValueInvalid(f"must be a non-empty path string, got {show_value(value)}")
     return Path(value)
 
 
@@ -175,29 +167,29 @@ def _as_optional_path(value: object, text_ok: bool) -> Path | None:
 
 def _as_host(value: object, text_ok: bool) -> str:
     if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
-        raise _Invalid(f"must be an IP address or host name, got {_show(value)}")
+        raise ValueInvalid(f"must be an IP address or host name, got {show_value(value)}")
     return value.strip()
 
 
 def _as_log_level(value: object, text_ok: bool) -> str:
     if not isinstance(value, str) or value.strip().upper() not in LOG_LEVELS:
-        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)}, got {_show(value)}")
+        raise ValueInvalid(f"must be one of {', '.join(LOG_LEVELS)}, got {show_value(value)}")
     return value.strip().upper()
 
 
 def _as_task_limits(value: object, text_ok: bool) -> Mapping[str, int]:
     if not isinstance(value, Mapping):
-        raise _Invalid(f"must be a table of task type = limit, got {_show(value)}")
+        raise ValueInvalid(f"must be a table of task type = limit, got {show_value(value)}")
     limits: dict[str, int] = {}
     for task_type, limit in value.items():
         if not isinstance(task_type, str) or not task_type:
-            raise _Invalid(f"task types must be non-empty strings, got {_show(task_type)}")
+            raise ValueInvalid(f"task types must be non-empty strings, got {show_value(task_type)}")
         try:
             limits[task_type] = _as_int(limit, text_ok)
-        except _Invalid as exc:
-            raise _Invalid(str(exc), f".{task_type}") from None
+        except ValueInvalid as exc:
+            raise ValueInvalid(str(exc), f".{task_type}") from None
         if limits[task_type] < 1:
-            raise _Invalid(f"must be >= 1, got {limits[task_type]}", f".{task_type}")
+            raise ValueInvalid(f"must be >= 1, got {limits[task_type]}", f".{task_type}")
     return MappingProxyType(limits)
 
 
@@ -209,7 +201,7 @@ def _as_networks(value: object, text_ok: bool) -> tuple[str, ...]:
     if text_ok and isinstance(value, str):
         value = [part for part in (p.strip() for p in value.split(",")) if part]
     if not isinstance(value, list | tuple):
-        raise _Invalid(f"must be a list of CIDR networks or names, got {_show(value)}")
+        raise ValueInvalid(f"must be a list of CIDR networks or names, got {show_value(value)}")
     import ipaddress
 
     networks: list[str] = []
@@ -221,18 +213,15 @@ def _as_networks(value: object, text_ok: bool) -> tuple[str, ...]:
         try:
             networks.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
-            raise _Invalid(
+            raise ValueInvalid(
                 f"must be CIDR networks (like 10.0.0.0/8) or {', '.join(NETWORK_NAMES)},"
-                f" got {_show(item)}"
+                f" got {show_value(item)}"
             ) from None
     return tuple(dict.fromkeys(networks))
 
 
 def _as_notify(value: object, text_ok: bool) -> NotifySettings:
-    try:
-        return notify_table(value, text_ok)
-    except NotifyInvalid as exc:
-        raise _Invalid(str(exc), exc.subkey) from None
+    return notify_table(value, text_ok)
 
 
 def _num(v: float) -> str:
@@ -307,8 +296,8 @@ def _convert(key: str, value: object, text_ok: bool, where: str) -> Any:
         result = spec.convert(value, text_ok)
         problem = spec.check(result) if spec.check else None
         if problem:
-            raise _Invalid(problem)
-    except _Invalid as exc:
+            raise ValueInvalid(problem)
+    except ValueInvalid as exc:
         raise ConfigError(f"config: {where}{exc.subkey}: {exc}") from None
     return result
 

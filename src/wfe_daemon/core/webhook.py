@@ -16,7 +16,14 @@ from typing import Any, Final
 from wfe_daemon.core.model import RunStatus
 from wfe_daemon.errors import ConfigError
 
-__all__ = ["MAX_DELAY_S", "NotifyInvalid", "NotifySettings", "notify_env", "notify_table"]
+__all__ = [
+    "MAX_DELAY_S",
+    "NotifySettings",
+    "ValueInvalid",
+    "notify_env",
+    "notify_table",
+    "show_value",
+]
 
 DEFAULT_ON: Final = ("FAILED", "PARTIAL_SUCCESS")
 MAX_DELAY_S: Final = 300.0
@@ -52,15 +59,17 @@ class NotifySettings:
         return self.url is not None or self.url_file is not None
 
 
-class NotifyInvalid(ValueError):
-    """Raised when a value of ``[notify]`` does not fit; ``subkey`` names it (``.on``)."""
+class ValueInvalid(ValueError):
+    """Raised when a configuration value does not fit its key (``[notify]``'s here, every
+    key's in ``config``); ``subkey`` narrows the key (``.on``, ``.http_get``)."""
 
     def __init__(self, problem: str, subkey: str = "") -> None:
         super().__init__(problem)
         self.subkey = subkey
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
+    """A short one-line rendering of a bad configuration value."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -85,7 +94,7 @@ def _url(value: object, text_ok: bool) -> str | None:
         return None
     if not isinstance(value, str) or not is_webhook_url(value):
         # The URL may hold a token: never shown.
-        raise NotifyInvalid(
+        raise ValueInvalid(
             "must be an http:// or https:// URL with a host and a valid port, on one line"
             " (the value is not shown)"
         )
@@ -96,7 +105,7 @@ def _path(value: object, text_ok: bool) -> Path | None:
     if value == "":
         return None
     if not isinstance(value, str):
-        raise NotifyInvalid(f"must be a path string, got {_show(value)}")
+        raise ValueInvalid(f"must be a path string, got {show_value(value)}")
     return Path(value)
 
 
@@ -104,10 +113,10 @@ def _statuses(value: object, text_ok: bool) -> tuple[str, ...]:
     if text_ok and isinstance(value, str):
         value = [part for part in (p.strip() for p in value.split(",")) if part]
     if not isinstance(value, list | tuple):
-        raise NotifyInvalid(f"must be a list of run statuses, got {_show(value)}")
+        raise ValueInvalid(f"must be a list of run statuses, got {show_value(value)}")
     if not value:
         # An empty list would turn notifications off unnoticed: that is leaving url unset.
-        raise NotifyInvalid(
+        raise ValueInvalid(
             "must name at least one run status (to send nothing, leave url and url_file unset)"
         )
     statuses = []
@@ -115,7 +124,7 @@ def _statuses(value: object, text_ok: bool) -> tuple[str, ...]:
         status = item.strip().upper() if isinstance(item, str) else None
         if status not in FINAL_STATUSES:
             known = ", ".join(FINAL_STATUSES)
-            raise NotifyInvalid(f"must be run statuses ({known}), got {_show(item)}")
+            raise ValueInvalid(f"must be run statuses ({known}), got {show_value(item)}")
         statuses.append(status)
     return tuple(dict.fromkeys(statuses))
 
@@ -125,13 +134,13 @@ _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 def _headers(value: object, text_ok: bool) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
-        raise NotifyInvalid(f"must be a table of header name = value, got {_show(value)}")
+        raise ValueInvalid(f"must be a table of header name = value, got {show_value(value)}")
     for name, item in value.items():
         if not _HEADER_NAME.fullmatch(name):
-            raise NotifyInvalid(f"not a header name: {_show(name)}")
+            raise ValueInvalid(f"not a header name: {show_value(name)}")
         if not isinstance(item, str) or not (item.isascii() and item.isprintable()):
             # HTTP header values are ASCII: "café" could not be sent.
-            raise NotifyInvalid(
+            raise ValueInvalid(
                 "must be a string of printable ASCII on one line (the value is not shown)",
                 f".{name}",
             )
@@ -144,16 +153,16 @@ def _float(value: object, text_ok: bool) -> float:
         with contextlib.suppress(ValueError):
             number = float(value)
     if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-        raise NotifyInvalid(f"must be a number, got {_show(value)}")
+        raise ValueInvalid(f"must be a number, got {show_value(value)}")
     if number <= 0:
-        raise NotifyInvalid(f"must be > 0, got {number:g}")
+        raise ValueInvalid(f"must be > 0, got {number:g}")
     return float(number)
 
 
 def _delay(value: object, text_ok: bool) -> float:
     number = _float(value, text_ok)
     if number > MAX_DELAY_S:
-        raise NotifyInvalid(f"must be <= {MAX_DELAY_S:g} (seconds), got {number:g}")
+        raise ValueInvalid(f"must be <= {MAX_DELAY_S:g} (seconds), got {number:g}")
     return number
 
 
@@ -163,9 +172,9 @@ def _attempts(value: object, text_ok: bool) -> int:
         with contextlib.suppress(ValueError):
             number = int(value)
     if isinstance(number, bool) or not isinstance(number, int):
-        raise NotifyInvalid(f"must be an integer, got {_show(value)}")
+        raise ValueInvalid(f"must be an integer, got {show_value(value)}")
     if number < 1:
-        raise NotifyInvalid(f"must be >= 1, got {number}")
+        raise ValueInvalid(f"must be >= 1, got {number}")
     return number
 
 
@@ -187,22 +196,24 @@ def notify_table(value: object, text_ok: bool = False) -> NotifySettings:
     """The ``[notify]`` table read into settings.
 
     Raises:
-        NotifyInvalid: a key is unknown or a value does not fit (``subkey`` names it), or
+        ValueInvalid: a key is unknown or a value does not fit (``subkey`` names it), or
             both ``url`` and ``url_file`` are given.
     """
     if not isinstance(value, Mapping):
-        raise NotifyInvalid(f"must be a table (url, url_file, on, headers...), got {_show(value)}")
+        raise ValueInvalid(
+            f"must be a table (url, url_file, on, headers...), got {show_value(value)}"
+        )
     given: dict[str, Any] = {}
     for key, item in value.items():
         read = _KEYS.get(key)
         if read is None:
-            raise NotifyInvalid(f"unknown key (known: {', '.join(_KEYS)})", f".{key}")
+            raise ValueInvalid(f"unknown key (known: {', '.join(_KEYS)})", f".{key}")
         try:
             given[key] = read(item, text_ok)
-        except NotifyInvalid as exc:
-            raise NotifyInvalid(str(exc), f".{key}{exc.subkey}") from None
+        except ValueInvalid as exc:
+            raise ValueInvalid(str(exc), f".{key}{exc.subkey}") from None
     if given.get("url") is not None and given.get("url_file") is not None:
-        raise NotifyInvalid("give url or url_file, not both")
+        raise ValueInvalid("give url or url_file, not both")
     return NotifySettings(**given)
 
 
@@ -218,7 +229,7 @@ def notify_env(notify: NotifySettings, environ: Mapping[str, str]) -> NotifySett
         if name in environ:
             try:
                 changes[key] = _KEYS[key](environ[name], True)
-            except NotifyInvalid as exc:
+            except ValueInvalid as exc:
                 raise ConfigError(f"config: {name}: {exc}") from None
     if changes.get("url") is not None and changes.get("url_file") is not None:
         raise ConfigError("config: WFE_NOTIFY_URL: give it or WFE_NOTIFY_URL_FILE, not both")
