@@ -92,6 +92,56 @@ def get(port: int, path: str) -> tuple[int, bytes]:
             return exc.code, exc.read()
 
 
+def cli(daemons: Daemons, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``wfe-daemon ARGS`` with the daemons' folders (and ``env``); its outcome."""
+    return subprocess.run(
+        [sys.executable, "-m", "wfe_daemon", *map(str, args)],
+        cwd=daemons.root,
+        env=daemons.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+
+
+def post_workflow(port: int, doc: dict[str, Any], token: str) -> tuple[int, Any]:
+    """POST ``doc`` to the API's submission endpoint with ``token``; status and answer."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/workflows",
+        data=json.dumps(doc).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def small_tmpfs(root: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs mounted at ``root / "disk"`` (skips where mounting is refused),
+    unmounted afterwards: the body of the tests' small-disk fixtures."""
+    mount = root / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file; None when it is missing or (never expected) unparsable."""
     try:

@@ -24,6 +24,7 @@ from daemon_helpers import (
     free_port,
     get,
     results,
+    small_tmpfs,
     wait_result,
     wait_until,
 )
@@ -92,20 +93,7 @@ def test_odd_names_dropped_while_running_are_noted_once_and_good_ones_taken(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted inside ``tmp_path``, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from small_tmpfs(tmp_path)
 
 
 def _fill(folder: Path) -> Path:

@@ -9,13 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon_helpers import Daemons, free_port, get, query, wait_result
+from daemon_helpers import Daemons, cli, free_port, get, post_workflow, query, wait_result
 
 TOKEN = "params-t0ken"
 SCHEMA: dict[str, Any] = {
@@ -266,19 +264,6 @@ def test_a_p_that_is_not_utf8_is_a_usage_error(
     assert not (tmp_path / "data" / "wfe.db").exists()
 
 
-def cli(daemons: Daemons, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``wfe-daemon ARGS`` with the daemons' folders (and ``env``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "wfe_daemon", *map(str, args)],
-        cwd=daemons.root,
-        env=daemons.env(**env),
-        capture_output=True,
-        text=True,
-        timeout=45,
-        check=False,
-    )
-
-
 def test_submit_p_reaches_the_daemon_through_the_inbox_and_the_api(daemons: Daemons) -> None:
     """``submit -p`` hands the values to a running daemon, through its inbox (no
     ``http_port``) and through its HTTP API; ``--wait`` shows the resolved output."""
@@ -316,20 +301,9 @@ def test_submit_p_reaches_the_daemon_through_the_inbox_and_the_api(daemons: Daem
     assert "arguments.day: required, and params gives no default" in done.stderr
 
 
-def post(port: int, doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """POST ``doc`` to the API's submission endpoint; the status and the parsed answer."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/workflows",
-        data=json.dumps(doc).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+def post(port: int, doc: dict[str, Any]) -> tuple[int, Any]:
+    """POST ``doc`` to the API with this module's token."""
+    return post_workflow(port, doc, TOKEN)
 
 
 def test_the_api_body_carries_arguments(daemons: Daemons) -> None:

@@ -4,15 +4,13 @@ Each test drives ``validate``, a real daemon's inbox or its HTTP API."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon_helpers import Daemons, drop, free_port, wait_result
+from daemon_helpers import Daemons, drop, free_port, post_workflow, wait_result
 
 TOKEN = "schema-t0ken"
 Cli = Callable[..., Any]
@@ -142,19 +140,8 @@ def test_the_subset_still_checks_values(run_cli: Cli, write_workflow: Callable[.
 
 
 def post(port: int, doc: dict[str, Any]) -> tuple[int, Any]:
-    """POST ``doc`` to the API's submission endpoint; the status and the parsed answer."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/workflows",
-        data=json.dumps(doc).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    """POST ``doc`` to the API with this module's token."""
+    return post_workflow(port, doc, TOKEN)
 
 
 def test_a_daemon_rejects_bad_schemas_and_keeps_serving(daemons: Daemons) -> None:

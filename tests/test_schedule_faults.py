@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon_helpers import daemons_for, free_port, get, wait_result, wait_until
+from daemon_helpers import daemons_for, free_port, get, small_tmpfs, wait_result, wait_until
 from test_daemon_faults import _fill
 from test_schedules import Clocked, sleeping, wait_event
 
@@ -31,24 +31,12 @@ def on_clock(tmp_path: Path) -> Iterator[Clocked]:
 @pytest.fixture
 def disk_clocked(tmp_path: Path) -> Iterator[Clocked]:
     """Daemons whose inbox is on a 2 MiB tmpfs inside ``tmp_path``, on a test clock."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    for mount in small_tmpfs(tmp_path):
         with daemons_for(tmp_path) as daemons:
             daemons.inbox = mount / "inbox"
             made = Clocked(daemons, tmp_path)
             made.at("2026-01-01T10:00:30+00:00")
             yield made
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _faults(events: list[dict[str, Any]]) -> list[str]:

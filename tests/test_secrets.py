@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from daemon_helpers import Daemons, drop, free_port, get, wait_result, wait_running
+from daemon_helpers import Daemons, cli, drop, free_port, get, wait_result, wait_running
 from wfe_daemon.core.masking import MASKER, Masker
 from wfe_daemon.logs import configure_logging
 
@@ -103,19 +102,6 @@ def api_answers(port: int, run_id: int, node_ids: list[str]) -> list[bytes]:
         assert status == 200, (path, body)
         answers.append(body)
     return answers
-
-
-def cli(daemons: Daemons, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``wfe-daemon ARGS`` with the daemons' folders (and ``env``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "wfe_daemon", *args],
-        cwd=daemons.root,
-        env=daemons.env(**env),
-        capture_output=True,
-        text=True,
-        timeout=45,
-        check=False,
-    )
 
 
 @pytest.mark.timeout(90)

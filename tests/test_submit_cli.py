@@ -4,8 +4,6 @@ against a real daemon, through its HTTP API on 127.0.0.1 or through its inbox.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import pytest
 
 from daemon_helpers import (
     Daemons,
+    cli,
     echo_doc,
     free_port,
     query,
@@ -30,19 +29,6 @@ FAILING = {
         {"id": "b", "type": "sleep", "depends_on": ["a"], "timeout": 0.2, "params": {"seconds": 5}},
     ],
 }
-
-
-def cli(daemons: Daemons, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``wfe-daemon ARGS`` with the daemons' folders (and ``env``); its outcome."""
-    return subprocess.run(
-        [sys.executable, "-m", "wfe_daemon", *args],
-        cwd=daemons.root,
-        env=daemons.env(**env),
-        capture_output=True,
-        text=True,
-        timeout=45,
-        check=False,
-    )
 
 
 def write(daemons: Daemons, name: str, doc: dict[str, Any] | bytes) -> Path:
