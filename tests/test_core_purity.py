@@ -19,6 +19,8 @@ The layers, bottom to top (:data:`LAYERS`), and which module sits in which
   contract of a task type, with the package root that exports it to plugins).
 - ``tasks``: the built-in task types, *beside* the runtime: they may import core, ``task``
   and each other, and only the layers above the runtime may import them.
+- ``cluster``: the Dask executor, both ends: the client in the daemon that sends node
+  attempts to a Dask cluster, and the module every ``dask worker`` preloads to run them.
 - ``service``: the daemon and what it runs (intake, outbox, submission, recovery,
   cancel, retry, retention, metrics, systemd), the file reader, the stop policy, and the wiring of
   registry, services and engine.
@@ -42,7 +44,7 @@ import wfe_daemon
 PACKAGE = "wfe_daemon"
 PACKAGE_DIR = Path(wfe_daemon.__file__).parent
 
-LAYERS = ("core", "store", "runtime", "tasks", "service", "web", "cli")
+LAYERS = ("core", "store", "runtime", "tasks", "cluster", "service", "web", "cli")
 """Bottom to top: a module may import its own layer and those before it (but see ``tasks``)."""
 
 TASKS_MAY_IMPORT = {"core", "tasks", f"{PACKAGE}.runtime", f"{PACKAGE}.runtime.task"}
@@ -61,6 +63,7 @@ MODULES: Mapping[str, str] = {
     "store": "store",
     "runtime": "runtime",
     "tasks": "tasks",
+    "cluster": "cluster",
     "service": "service",
     "web": "web",
     "cli": "cli",

@@ -71,7 +71,9 @@ class Engine:
         registry: the task types.
         store: where runs and nodes are recorded.
         settings: limits and default timeouts.
-        executor: the innermost attempt call (the seam for another executor).
+        executor: the innermost attempt call of every task type.
+        executors: the innermost attempt call of the task types run elsewhere, by type
+            (the Dask executor's ``remote_types``); they replace ``executor`` for those.
         hooks: called after every attempt (metrics).
         services: process-wide resources handed to tasks through their context.
     """
@@ -83,6 +85,7 @@ class Engine:
         settings: Settings,
         *,
         executor: AttemptFn = call_task,
+        executors: Mapping[str, AttemptFn] | None = None,
         hooks: tuple[AttemptHook, ...] = (),
         services: Services | None = None,
     ) -> None:
@@ -94,7 +97,11 @@ class Engine:
         # about 1 µs against 12 (the limiter yields to the loop), on every attempt's path.
         self.slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self.type_slots = {t: asyncio.Semaphore(n) for t, n in settings.task_limits.items()}
-        self.attempts = {task.type: build_attempt(task, executor, hooks) for task in registry}
+        chosen = executors or {}
+        self.attempts = {
+            task.type: build_attempt(task, chosen.get(task.type, executor), hooks)
+            for task in registry
+        }
         self.deadlines = Deadlines()
         """Every attempt's timeout, on one timer."""
         self.active_runs: dict[int, _Run] = {}
@@ -401,20 +408,15 @@ class _Run:
             engine.settings,
             engine.services,
             engine.deadlines,
+            timeout,
         )
         scope = engine.deadlines.scope(timeout)
         try:
             with scope:
                 params = self._params(node, await self._secrets(node))
                 output = await engine.attempts[node.type](task, params, ctx)
-        except TimeoutError as exc:
-            if scope.expired:
-                return str(TaskTimeout(f"timed out after {timeout:g}s"))
-            return hide_url_secrets(f"TimeoutError: {exc}")
-        except TaskError as exc:
-            return hide_url_secrets(str(exc))
         except Exception as exc:
-            return hide_url_secrets(f"{type(exc).__name__}: {exc}")
+            return failure_message(exc, timeout if scope.expired else None)
         shown = MASKER.value(redact(output))
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
             data = encode_output(shown)
@@ -563,6 +565,21 @@ class _Run:
         emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
         emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+def failure_message(exc: Exception, expired_after: float | None = None) -> str:
+    """How an attempt's exception reads as the node's error, wherever the attempt ran.
+
+    ``expired_after`` is the attempt's timeout when its own deadline expired: the
+    ``TimeoutError`` that deadline raised reads ``timed out after Ns``. A ``TaskError``
+    reads as its message, anything else as ``Type: message``. Any URL quoted shows its
+    password, token or secret-named parameters as ``***``.
+    """
+    if isinstance(exc, TimeoutError) and expired_after is not None:
+        return str(TaskTimeout(f"timed out after {expired_after:g}s"))
+    if isinstance(exc, TaskError):
+        return hide_url_secrets(str(exc))
+    return hide_url_secrets(f"{type(exc).__name__}: {exc}")
 
 
 def _set(started: asyncio.Future[None]) -> None:

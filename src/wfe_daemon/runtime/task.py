@@ -73,6 +73,9 @@ class TaskContext:
     """Process-wide resources opened by the daemon (for example the shared HTTP client)."""
     deadlines: Deadlines = field(default_factory=Deadlines)
     """The engine's timer for attempt timeouts; use it through :meth:`timeout`."""
+    attempt_timeout: float | None = None
+    """This attempt's timeout in seconds, as the engine applies it (an executor that runs
+    the attempt elsewhere enforces it there too)."""
 
     def timeout(self, seconds: float) -> Scope:
         """``with ctx.timeout(seconds):`` raises ``TimeoutError`` out of a block that takes
