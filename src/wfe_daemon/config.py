@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from wfe_daemon.core.importpath import parse_prefixes
 from wfe_daemon.core.webhook import (
     NotifySettings,
     ValueInvalid,
@@ -86,6 +87,10 @@ class Settings:
     """Missed slots a ``catchup: all`` schedule fires at most (the latest ones)."""
     notify: NotifySettings = field(default_factory=NotifySettings)
     """The webhook told of runs that end FAILED or PARTIAL_SUCCESS (``[notify]``)."""
+    enable_python: bool = False
+    """Allow the ``python`` task (it runs any importable code)."""
+    python_modules: tuple[str, ...] = ()
+    """Module prefixes the ``python`` task may import; empty: any module."""
 
     def __post_init__(self) -> None:
         for name in _PATH_KEYS:
@@ -93,6 +98,7 @@ class Settings:
             object.__setattr__(self, name, Path(os.path.abspath(path)))
         object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
         object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
+        object.__setattr__(self, "python_modules", tuple(self.python_modules))
         if self.secrets_dir is not None:
             object.__setattr__(self, "secrets_dir", Path(os.path.abspath(self.secrets_dir)))
         if self.schedules_dir is None:
@@ -276,6 +282,8 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "schedules_dir": _Spec(_as_optional_path),
         "max_catchup": _Spec(_as_int, _at_least(1)),
         "notify": _Spec(_as_notify, env=False),  # WFE_NOTIFY_*: notify_env
+        "enable_python": _Spec(_as_bool),
+        "python_modules": _Spec(parse_prefixes),
     }
 )
 
