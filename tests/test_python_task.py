@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon_helpers import Daemons, drop, wait_result, wait_until
+from daemon_helpers import Daemons, cli, drop, wait_result, wait_running, wait_until
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Writer = Callable[..., Path]
@@ -276,7 +276,8 @@ def test_a_bad_python_modules_value_stops_the_command(run_cli: Cli, write_workfl
 
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "wfe-daemon: config: WFE_PYTHON_MODULES: must be dotted module names like mypkg.jobs, got 'my-pkg'"
+        "wfe-daemon: config: WFE_PYTHON_MODULES: must be dotted module names like mypkg.jobs,"
+        " got 'my-pkg'"
     )
 
 
@@ -406,3 +407,32 @@ def test_a_daemon_stops_a_timed_out_busy_loop_and_warns_of_a_blocked_call(
     assert [(event["function"], event["level"]) for event in warned] == [("jobs:nap", "warning")]
     assert not daemon.events("python.traceback")  # debug lines are below the INFO level
     assert daemon.proc.poll() is None
+
+
+@pytest.mark.timeout(90)
+def test_a_cancel_stops_a_busy_loop_and_shutdown_leaves_no_wait_on_a_blocked_call(
+    daemons: Daemons, modules: Path, tmp_path: Path
+) -> None:
+    """``wfe-daemon cancel`` of a run whose plain function loops stops the loop in its
+    thread; SIGTERM while a function sleeps in C ends the daemon all the same, exit 0."""
+    counter, marker = tmp_path / "spin.count", tmp_path / "spin.marker"
+    daemon = daemons.start(PYTHONPATH=str(modules), WFE_ENABLE_PYTHON="1", WFE_SHUTDOWN_GRACE="0.2")
+    spin = node("spin", "jobs:spin", {"counter": str(counter), "marker": str(marker)})
+
+    drop(daemons.inbox, "spin.json", {"name": "spin", "nodes": [spin]})
+    run_id = wait_running(daemons.db_path, "spin")
+    cancelled = cli(daemons, "cancel", str(run_id))
+    result = wait_result(daemons.outbox, "spin", timeout=20)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (result["status"], result["nodes"]["spin"]["status"]) == ("CANCELLED", "CANCELLED")
+    assert marker.read_text() == "Stopped"
+
+    drop(
+        daemons.inbox,
+        "nap.json",
+        {"name": "nap", "nodes": [node("nap", "jobs:nap", {"seconds": 60})]},
+    )
+    wait_running(daemons.db_path, "nap")
+
+    assert daemon.terminate() == 0
