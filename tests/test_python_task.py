@@ -374,7 +374,8 @@ def test_a_daemon_stops_a_timed_out_busy_loop_and_warns_of_a_blocked_call(
 ) -> None:
     """Through a real daemon's inbox: a pure-Python busy loop past its timeout is stopped
     in its thread (its counter stops growing, it saw ``Stopped``); a call blocked in C
-    past its timeout ends the node anyway, with a ``python.left_running`` warning."""
+    past its timeout ends the node anyway, with a ``python.left_running`` warning; a
+    module missing at one run is found at the next once written."""
     counter, marker = tmp_path / "spin.count", tmp_path / "spin.marker"
     daemon = daemons.start(PYTHONPATH=str(modules), WFE_ENABLE_PYTHON="1")
     doc = {
@@ -395,12 +396,14 @@ def test_a_daemon_stops_a_timed_out_busy_loop_and_warns_of_a_blocked_call(
     assert (nodes["nap"]["status"], nodes["nap"]["error"]) == ("FAILED", "timed out after 0.3s")
     assert marker.read_text() == "Stopped"  # written as the loop ended, before the result
     reached = counter.read_text()
-    drop(
-        daemons.inbox,
-        "later.json",
-        {"name": "later", "nodes": [{"id": "z", "type": "sleep", "params": {"seconds": 0.3}}]},
+    late = {"name": "late", "nodes": [node("hi", "latejobs:hello", {"who": "you"})]}
+    drop(daemons.inbox, "late1.json", late)
+    assert wait_result(daemons.outbox, "late1")["nodes"]["hi"]["error"] == (
+        "latejobs:hello: cannot import 'latejobs': No module named 'latejobs'"
     )
-    assert wait_result(daemons.outbox, "later")["status"] == "SUCCESS"
+    (modules / "latejobs.py").write_text("def hello(who):\n    return f'hello {who}'\n")
+    drop(daemons.inbox, "late2.json", late)  # the module is found now, without a restart
+    assert wait_result(daemons.outbox, "late2")["nodes"]["hi"]["output"] == "hello you"
     assert int(reached) > 0
     assert counter.read_text() == reached  # the loop no longer runs
     warned = wait_until(lambda: daemon.events("python.left_running"), 5, "the warning")
