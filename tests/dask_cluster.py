@@ -99,13 +99,21 @@ class DaskCluster:
 
     # -- the whole cluster -------------------------------------------------------------
 
-    def start(self, workers: Iterable[str] = ("w1", "w2"), **worker_options: Any) -> DaskCluster:
-        """Start the scheduler, then the ``workers`` (all at once); wait until registered."""
+    def start(
+        self,
+        workers: Iterable[str] | Mapping[str, Mapping[str, Any]] = ("w1", "w2"),
+        **worker_options: Any,
+    ) -> DaskCluster:
+        """Start the scheduler, then the ``workers`` (all at once); wait until registered.
+
+        ``workers`` are names, or each name's own options (as :meth:`start_worker`'s),
+        which take precedence over ``worker_options`` (given to all).
+        """
         self.start_scheduler()
-        names = list(workers)
-        for name in names:
-            self._spawn_worker(name, **worker_options)
-        self.wait_workers(names)
+        chosen = workers if isinstance(workers, Mapping) else {name: {} for name in workers}
+        for name, options in chosen.items():
+            self._spawn_worker(name, **{**worker_options, **options})
+        self.wait_workers(chosen)
         return self
 
     def stop(self) -> None:
