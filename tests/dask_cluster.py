@@ -203,10 +203,14 @@ class DaskCluster:
         self._spawn_worker(name, **options)
         self.wait_workers([name])
 
-    def stop_worker(self, name: str) -> None:
-        """SIGTERM worker ``name`` (SIGKILL after a grace); wait until the scheduler lost it."""
-        _end(self._procs.pop(name))
+    def stop_worker(self, name: str) -> int:
+        """SIGTERM worker ``name`` (SIGKILL after a grace); wait until the scheduler lost it.
+
+        Returns its exit status (``-9`` when it had to be killed).
+        """
+        status = _end(self._procs.pop(name))
         self._wait_gone(name)
+        return status
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL worker ``name`` (the process running its attempts); wait until the
@@ -333,8 +337,9 @@ def _wait(ready: Any, what: Any, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM ``proc``, SIGKILL it after :data:`STOP_GRACE_S`, reap it and its group."""
+def _end(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM ``proc``, SIGKILL it after :data:`STOP_GRACE_S`, reap it and its group;
+    its exit status."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -345,6 +350,7 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
                 proc.kill()
             proc.wait()
     _kill_group(proc.pid)
+    return proc.returncode
 
 
 def _kill_group(pid: int) -> None:

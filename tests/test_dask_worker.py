@@ -315,9 +315,11 @@ def test_worker_uses_its_own_settings(odd_cluster: Any) -> None:
     assert (refused.error or "").startswith("the shell task is disabled")
 
 
-def test_killed_worker_fails_the_attempt_once(odd_cluster: Any) -> None:
-    """A worker killed mid-attempt fails the attempt at once (``allowed-failures: 0``): it
-    is not run again on another worker behind the daemon's back."""
+@pytest.mark.parametrize("end", ["kill", "stop"])
+def test_lost_worker_fails_the_attempt_once(odd_cluster: Any, end: str) -> None:
+    """A worker killed (SIGKILL) or stopped (SIGTERM: it cancels its attempts and exits)
+    mid-attempt fails the attempt at once (``allowed-failures: 0``): it is not run again
+    on another worker behind the daemon's back."""
     from distributed import KilledWorker
 
     cluster, client = odd_cluster
@@ -325,7 +327,11 @@ def test_killed_worker_fails_the_attempt_once(odd_cluster: Any) -> None:
     attempt = request("sleep", {"seconds": 60})
     future = submit(client, attempt, **on(cluster, "victim"))
     wait_running(client, attempt.key)
-    cluster.kill_worker("victim")
+    if end == "kill":
+        cluster.kill_worker("victim")
+    else:
+        assert cluster.stop_worker("victim") == 0
+        assert "Run preload teardown" in cluster.log("victim")
     with pytest.raises(KilledWorker):
         future.result(timeout=20)
     assert all(attempt.key not in keys for keys in running(client).values())

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import wfe_daemon
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest
 from wfe_daemon.config import Settings, load_settings
-from wfe_daemon.errors import TaskFailed
+from wfe_daemon.errors import TaskFailed, WfeError
 from wfe_daemon.runtime.deadlines import Deadlines
 from wfe_daemon.runtime.engine import encode_output, failure_message
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -87,25 +87,31 @@ async def dask_setup(worker: Worker) -> None:
     """Build ``worker``'s task context (the preload's entry point, run once at start)."""
     _show_logs()
     context = _Context(worker.address)
-    _CONTEXTS[worker] = context
     try:
-        settings = load_settings(environ=os.environ)
-        registry = TaskRegistry.load(BUILTINS)
-        from wfe_daemon.tasks.http.task import open_http_client
-
-        http = await context.resources.enter_async_context(open_http_client(settings))
+        await _build(context)
     except Exception as exc:
-        context.problem = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+        context.problem = str(exc) if isinstance(exc, WfeError) else f"{type(exc).__name__}: {exc}"
         log.error("wfe-daemon worker %s cannot run attempts: %s", worker.address, context.problem)
-        return
+    else:
+        assert context.registry is not None and context.settings is not None
+        log.info(
+            "wfe-daemon %s worker ready: %d task types, data_dir %s",
+            wfe_daemon.__version__,
+            len(context.registry),
+            context.settings.data_dir,
+        )
+    _CONTEXTS[worker] = context
+
+
+async def _build(context: _Context) -> None:
+    """The worker's settings (its own environment), registry and services."""
+    from wfe_daemon.tasks.http.task import open_http_client
+
+    settings = load_settings(environ=os.environ)
+    registry = TaskRegistry.load(BUILTINS)
+    http = await context.resources.enter_async_context(open_http_client(settings))
     context.settings, context.registry = settings, registry
     context.services = Services(http=http)
-    log.info(
-        "wfe-daemon %s worker ready: %d task types, data_dir %s",
-        wfe_daemon.__version__,
-        len(registry),
-        settings.data_dir,
-    )
 
 
 async def dask_teardown(worker: Worker) -> None:
