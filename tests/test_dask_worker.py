@@ -96,6 +96,13 @@ def test_describe_gives_version_and_types(client: Any, dask_cluster: DaskCluster
         assert {"echo", "sleep", "shell", "http_get"} <= set(info["types"])
 
 
+def test_params_checked_against_the_workers_schema(client: Any) -> None:
+    """Params that fail the task type's schema on the worker fail the attempt, worded as
+    the engine words a params error."""
+    answer = reply(submit(client, request("sleep", {"seconds": "long"})))
+    assert answer.error == "params: seconds: 'long' is not of type 'number'"
+
+
 def test_timeout_on_the_worker(client: Any) -> None:
     """An attempt past its timeout replies ``timed_out`` with the engine's wording, and
     nothing of it runs on the worker afterwards."""

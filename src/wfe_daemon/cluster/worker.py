@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import wfe_daemon
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest
 from wfe_daemon.config import Settings, load_settings
-from wfe_daemon.errors import TaskFailed, WfeError
+from wfe_daemon.errors import ParamsError, TaskFailed, WfeError
 from wfe_daemon.runtime.deadlines import Deadlines
 from wfe_daemon.runtime.engine import encode_output, failure_message
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -195,6 +195,10 @@ async def _attempt(context: _Context, request: AttemptRequest) -> AttemptReply:
     scope = context.deadlines.scope(request.timeout)
     try:
         with scope:
+            # Checked again against this worker's schema: a plugin here may differ.
+            problems = context.registry.check_params(task.type, request.params, resolved=True)
+            if problems:
+                raise ParamsError("params: " + "; ".join(problems))
             output = await task.execute(request.params, ctx)
     except Exception as exc:
         return AttemptReply(
