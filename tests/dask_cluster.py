@@ -94,6 +94,8 @@ class DaskCluster:
         self.tls = TlsFiles.create(root / "tls") if tls else None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._port: int | None = None
+        self._options: dict[str, dict[str, Any]] = {}
+        """Each worker's options, by name, for :meth:`restart`."""
         # Reaps every process even if stop() is never called (a crash, an exit).
         self._finalizer = weakref.finalize(self, _reap, self._procs)
 
@@ -186,9 +188,27 @@ class DaskCluster:
         address = json.loads(self.scheduler_file.read_text())["address"]
         self._port = int(address.rsplit(":", 1)[1])
 
-    def stop_scheduler(self) -> None:
-        """SIGTERM the scheduler (SIGKILL after a grace) and reap it."""
-        _end(self._procs.pop("scheduler"))
+    def stop_scheduler(self, *, kill: bool = False) -> None:
+        """SIGTERM the scheduler (SIGKILL after a grace), or SIGKILL it at once (``kill``),
+        and reap it. Workers exit when their scheduler closes; :meth:`restart` brings the
+        whole cluster back."""
+        proc = self._procs.pop("scheduler")
+        if kill:
+            os.kill(proc.pid, signal.SIGKILL)
+        _end(proc)
+
+    def restart(self) -> None:
+        """Stop everything, then start the scheduler on the same address and the workers
+        that were started (and not stopped or killed since) with the same options."""
+        names = [name for name in self._procs if name != "scheduler"]
+        for name in names:
+            _end(self._procs.pop(name))
+        if "scheduler" in self._procs:
+            self.stop_scheduler()
+        self.start_scheduler()
+        for name in names:
+            self._spawn_worker(name, **self._options[name])
+        self.wait_workers(names)
 
     # -- workers -----------------------------------------------------------------------
 
@@ -276,6 +296,7 @@ class DaskCluster:
         preload: bool = True,
         nthreads: int = NTHREADS,
     ) -> None:
+        self._options[name] = {"env": env, "preload": preload, "nthreads": nthreads}
         folder = self.root / f"worker-{name}"
         (folder / "data").mkdir(parents=True, exist_ok=True)
         args = [

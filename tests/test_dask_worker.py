@@ -355,3 +355,20 @@ def test_tls_cluster(new_dask_cluster: Callable[..., DaskCluster]) -> None:
         assert answer.worker == cluster.worker_address("t1")
         assert answer.worker.startswith("tls://")
         assert json.loads(answer.output_json or "") == {"secret": "s3"}
+
+
+@pytest.mark.timeout(90)
+def test_cluster_restarts_after_its_scheduler_died(
+    new_dask_cluster: Callable[..., DaskCluster],
+) -> None:
+    """The test cluster comes back on the same address after its scheduler was killed (its
+    workers exit with it), with the same workers, which run attempts again."""
+    cluster = new_dask_cluster(workers={"r1": {"env": {"WFE_MAX_OUTPUT_SIZE": "10"}}})
+    address = cluster.address
+    cluster.stop_scheduler(kill=True)
+    cluster.restart()
+    assert cluster.address == address
+    with cluster.client() as client:
+        answer = reply(submit(client, request("echo", {"text": "more than ten bytes"})))
+    assert answer.worker == cluster.worker_address("r1")
+    assert answer.error == "output is 30 bytes, over max_output_size 10"
