@@ -24,6 +24,7 @@ and starts every process with ``--protocol tls`` and the three files (``tls.ca_f
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -179,14 +180,19 @@ class DaskCluster:
         ]
         self._spawn("scheduler", args, {}, self.root)
         _wait(
-            self.scheduler_file.exists,
+            self._read_scheduler_file,
             lambda: f"scheduler file {self.scheduler_file}\n{self._logs(['scheduler'])}",
             self._procs["scheduler"],
         )
-        import json
 
-        address = json.loads(self.scheduler_file.read_text())["address"]
+    def _read_scheduler_file(self) -> bool:
+        """Take the port from the scheduler file; whether it is there and whole yet."""
+        try:
+            address = json.loads(self.scheduler_file.read_text())["address"]
+        except (OSError, ValueError, KeyError):
+            return False
         self._port = int(address.rsplit(":", 1)[1])
+        return True
 
     def stop_scheduler(self, *, kill: bool = False) -> None:
         """SIGTERM the scheduler (SIGKILL after a grace), or SIGKILL it at once (``kill``),
