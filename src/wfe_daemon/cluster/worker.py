@@ -11,7 +11,13 @@ settings, ``enable_shell``...), its own timer of attempt deadlines and ``Service
 shared HTTP client, on the worker's event loop). A bad configuration does not stop the
 worker: it starts, logs the problem at ERROR, advertises no task types
 (:func:`describe`, so the daemon sends it nothing) and answers any attempt with the
-problem, naming the worker.
+problem, naming the worker. (Failing its start instead would leave the problem in the
+worker's own log, out of the daemon's sight, and a nanny or a service manager would
+restart it in a loop.)
+
+An attempt's output crosses the wire as the task returned it (as JSON): the daemon keeps
+it for the references of later nodes and redacts what it stores and shows, as it does
+with an output of its own. An error is worded here, by the engine's ``failure_message``.
 
 The daemon sends three module-level functions (pickled by reference) and JSON strings:
 
@@ -263,7 +269,8 @@ async def _cancel(context: _Context, keys: list[str]) -> None:
 def describe(dask_worker: Worker | None = None) -> dict[str, Any]:
     """This worker as the daemon checks it at connect: ``address``, ``version`` (of
     wfe-daemon), ``types`` (sorted; empty unless ready), ``ready`` (the preload built its
-    context) and ``problem`` (why it cannot run attempts, or ``None``)."""
+    context), ``problem`` (why it cannot run attempts, or ``None``) and ``running`` (the
+    keys of the attempts running now, sorted)."""
     worker = dask_worker if dask_worker is not None else _this_worker()
     context = _CONTEXTS.get(worker)
     if context is None:
@@ -277,7 +284,6 @@ def describe(dask_worker: Worker | None = None) -> dict[str, Any]:
         "types": sorted(task.type for task in registry) if registry is not None else [],
         "ready": problem is None,
         "problem": problem,
-        # the keys of the attempts running now (what a cancel would find)
         "running": sorted(context.running) if context is not None else [],
     }
 
