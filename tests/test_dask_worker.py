@@ -85,7 +85,8 @@ def test_echo_round_trip(client: Any) -> None:
 
 
 def test_describe_gives_version_and_types(client: Any, dask_cluster: DaskCluster) -> None:
-    """Each preloaded worker reports wfe-daemon's version, its sorted types and readiness."""
+    """Each preloaded worker reports wfe-daemon's version, its sorted types and readiness,
+    and said in its log when it was ready."""
     described = client.run(worker.describe)
     assert set(described) == {dask_cluster.worker_address(n) for n in ("w1", "w2")}
     for address, info in described.items():
@@ -94,6 +95,8 @@ def test_describe_gives_version_and_types(client: Any, dask_cluster: DaskCluster
         assert info["ready"] is True and info["problem"] is None
         assert info["types"] == sorted(info["types"])
         assert {"echo", "sleep", "shell", "http_get"} <= set(info["types"])
+    ready = f"wfe-daemon {wfe_daemon.__version__} worker ready: {len(info['types'])} task types"
+    assert all(ready in dask_cluster.log(name) for name in ("w1", "w2"))
 
 
 def test_params_checked_against_the_workers_schema(client: Any) -> None:

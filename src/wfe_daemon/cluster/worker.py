@@ -245,7 +245,7 @@ async def cancel_attempts(
     context = _CONTEXTS.get(dask_worker if dask_worker is not None else _this_worker())
     if context is None:
         return []
-    wanted = set(keys)
+    wanted = {keys} if isinstance(keys, str) else set(keys)
 
     def chosen_by_prefix(key: str) -> bool:
         if prefix is None or not key.startswith(prefix):
@@ -299,10 +299,12 @@ def _this_worker() -> Worker:
 
 
 def _show_logs() -> None:
-    """Log through dask's handler (stderr) unless the operator's dask config set one."""
-    if log.handlers:
+    """Log through dask's handler (stderr), unless the operator's logging config set ours."""
+    handlers = logging.getLogger("distributed").handlers
+    if log.handlers or not handlers:  # configured already, or dictConfig: leave it be
         return
-    for handler in logging.getLogger("distributed").handlers:
+    for handler in handlers:
         log.addHandler(handler)
-    log.setLevel(logging.INFO)
     log.propagate = False
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
