@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import wfe_daemon
+from daemon_helpers import wait_until
 from dask_cluster import DaskCluster, dask_cluster_at
 from wfe_daemon.cluster import worker
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest, attempt_key, instance_prefix
@@ -135,14 +136,14 @@ def test_cancel_by_key_frees_the_slot(client: Any) -> None:
 def test_prefix_cancel_keeps_the_new_life(client: Any) -> None:
     """A cancel by prefix stops the attempts an earlier life of the daemon left, and
     neither those of its new life (``keep``) nor another daemon's."""
-    old = [request("sleep", {"seconds": 60}, instance="d", boot="b0") for _ in range(2)]
-    new = request("sleep", {"seconds": 60}, instance="d", boot="b1")
-    other = request("sleep", {"seconds": 60}, instance="e", boot="b0")
+    old = [request("sleep", {"seconds": 60}, instance="wtd", boot="b0") for _ in range(2)]
+    new = request("sleep", {"seconds": 60}, instance="wtd", boot="b1")
+    other = request("sleep", {"seconds": 60}, instance="wte", boot="b0")
     futures = {a.key: submit(client, a) for a in (*old, new, other)}
     for key in futures:
         wait_running(client, key)
     cancelled = client.run(
-        worker.cancel_attempts, prefix=instance_prefix("d"), keep=f"{instance_prefix('d')}b1-"
+        worker.cancel_attempts, prefix=instance_prefix("wtd"), keep=f"{instance_prefix('wtd')}b1-"
     )
     assert sorted(itertools.chain(*cancelled.values())) == sorted(a.key for a in old)
     for attempt in old:
@@ -324,6 +325,27 @@ def test_worker_uses_its_own_settings(odd_cluster: Any) -> None:
     assert output["stdout"].strip() == str(cluster.root / "worker-plugged" / "data")
     refused = reply(submit(client, request("shell", {"argv": ["pwd"]}), **on(cluster, "plain")))
     assert (refused.error or "").startswith("the shell task is disabled")
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the child processes of ``pid``, from ``/proc``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_timeout_leaves_no_process_on_the_worker(odd_cluster: Any) -> None:
+    """A ``shell`` attempt past its timeout on the worker ends with its program: the
+    worker has no child process left once the reply is in."""
+    cluster, client = odd_cluster
+    attempt = request("shell", {"argv": ["sleep", "30"]}, timeout=0.5)
+    future = submit(client, attempt, **on(cluster, "plugged"))
+    pid = cluster.worker_pid("plugged")
+    wait_until(lambda: children(pid), 20, "the program to start on the worker")
+    answer = reply(future)
+    assert answer.timed_out is True, answer.error
+    assert children(pid) == []
 
 
 @pytest.mark.parametrize("end", ["kill", "stop"])
