@@ -138,9 +138,7 @@ async def run_attempt(request: str) -> str:
     a timeout, a cancel (:func:`cancel_attempts`), a type this worker lacks or a worker not
     set up by the preload are all replies, never exceptions.
     """
-    from distributed import get_worker
-
-    worker = get_worker()
+    worker = _this_worker()
     context = _CONTEXTS.get(worker)
     try:
         parsed = AttemptRequest.from_json(request)
@@ -293,6 +291,7 @@ def _refusal(address: str, what: str) -> str:
 
 
 def _this_worker() -> Worker:
+    """The worker running the current task."""
     from distributed import get_worker
 
     return get_worker()
