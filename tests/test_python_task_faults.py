@@ -179,6 +179,54 @@ def test_generator_exit_stop_iteration_and_cancelled_error_fail_only_their_node(
     }
 
 
+def test_the_allowlist_refuses_names_and_instances_from_other_modules(
+    run_cli: Cli, write_workflow: Writer, faults_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Under ``python_modules = faults``, a name the module imported from ``os`` and a
+    method of its ``pathlib.Path`` object are refused (no file is written), while a
+    method of an instance of the module's own class runs."""
+    env = {**faults_env, "WFE_PYTHON_MODULES": "faults"}
+    path = write_workflow(
+        {
+            "name": "allow",
+            "nodes": [
+                node("alias", "faults:getcwd"),
+                node("write", "faults:TARGET.write_text", data="written"),
+                node("own", "faults:GREETER.hello", who="you"),
+            ],
+        }
+    )
+
+    done = run_cli("execute", path, env=env)
+
+    nodes = json.loads(done.stdout)["nodes"]
+    assert nodes["alias"]["error"] == (
+        "faults:getcwd: getcwd comes from module 'posix', outside python_modules (faults)"
+    )
+    assert nodes["write"]["error"] == (
+        "faults:TARGET.write_text: TARGET comes from module 'pathlib', outside python_modules"
+        " (faults)"
+    )
+    assert nodes["own"]["output"] == "hello you"
+    assert not (tmp_path / "pymods" / "target.txt").exists()
+
+
+def test_a_function_ending_in_a_line_break_is_rejected_when_validated(
+    run_cli: Cli, write_workflow: Writer, faults_env: dict[str, str]
+) -> None:
+    """``"faults:deep\\n"`` is refused by ``validate``, as it would fail when run."""
+    path = write_workflow({"name": "nl", "nodes": [node("a", "faults:deep\n")]})
+
+    done = run_cli("validate", path, env=faults_env)
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "node 'a': params: function: must be 'package.module:name' (a dotted module path, a"
+        " colon, a dotted attribute path of ASCII identifiers; no name may start with '__'),"
+        " got 'faults:deep\\n'\n"
+    )
+
+
 @pytest.mark.timeout(90)
 def test_a_daemon_outlives_functions_that_misbehave(
     daemons: Daemons, faults_env: dict[str, str]

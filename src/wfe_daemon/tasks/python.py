@@ -22,6 +22,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import re
 import traceback
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ import orjson
 from wfe_daemon.core.importpath import (
     FUNCTION_PATTERN,
     FUNCTION_WORDING,
+    allowed,
     refusal,
     split_function,
 )
@@ -90,8 +92,8 @@ class PythonTask:
     output_doc: ClassVar[Mapping[str, str]] = {}
     failure_doc: ClassVar[Sequence[str]] = (
         "`enable_python` is false (the default).",
-        "The module is outside `python_modules`, or the attribute path passes through a "
-        "module outside it.",
+        "The module is outside `python_modules`, or the attribute path reaches a module, "
+        "or a name or object whose code comes from a module, outside it.",
         "The module cannot be imported (not found, or its code raises), or has no such "
         "attribute, or the attribute is not callable.",
         "The function raises (even `SystemExit` or a `CancelledError` of its own): the "
@@ -107,9 +109,14 @@ class PythonTask:
         daemon sets it from ``python_modules``); ``None``: checked when the node runs."""
 
     def validate_params(self, params: Params, *, resolved: bool) -> list[str]:
-        """A literal ``function`` outside ``python_modules`` is refused up front."""
+        """A literal ``function`` outside ``python_modules`` is refused up front, and one
+        the schema's pattern lets by with a final line break."""
         function = params.get("function")
-        if self.modules is None or not isinstance(function, str) or contains_ref(function):
+        if not isinstance(function, str) or contains_ref(function):
+            return []
+        if not re.fullmatch(FUNCTION_PATTERN, function):  # the schema's $ allows a final \n
+            return [f"function: {FUNCTION_WORDING}, got {function!r}"]
+        if self.modules is None:
             return []
         problem = refusal(split_function(function)[0], self.modules)
         return [f"function: {problem}"] if problem else []
@@ -216,13 +223,27 @@ def _load(spec: str, prefixes: Sequence[str]) -> Callable[..., Any]:
         except AttributeError:
             owner = ".".join([module_name, *attributes[:at]]) if at else module_name
             raise TaskFailed(f"{spec}: {owner} has no attribute {attribute!r}") from None
-        if isinstance(target, types.ModuleType):
-            problem = refusal(target.__name__, prefixes)
-            if problem is not None:
-                raise TaskFailed(f"{spec}: {problem}")
+        problem = _foreign(target, ".".join(attributes[: at + 1]), prefixes)
+        if problem is not None:
+            raise TaskFailed(f"{spec}: {problem}")
     if not callable(target):
         raise TaskFailed(f"{spec}: not callable (it is a {type(target).__name__})")
     return target  # type: ignore[no-any-return]  # callable() narrows to a bare Callable
+
+
+def _foreign(target: object, path: str, prefixes: Sequence[str]) -> str | None:
+    """Why ``target``, reached by the attribute ``path``, is outside ``prefixes``: a module,
+    or an object whose code lives in a module (``__module__``), not under them (a name
+    imported from elsewhere, a method of an instance of another module's class)."""
+    if not prefixes:
+        return None
+    if isinstance(target, types.ModuleType):
+        return refusal(target.__name__, prefixes)
+    module = getattr(target, "__module__", None)
+    if isinstance(module, str) and allowed(module, prefixes):
+        return None
+    where = f"module {module!r}" if isinstance(module, str) else "no module"
+    return f"{path} comes from {where}, outside python_modules ({', '.join(prefixes)})"
 
 
 def _import(spec: str, module_name: str) -> types.ModuleType:
