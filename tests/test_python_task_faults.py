@@ -61,6 +61,10 @@ async def async_unreadable():
     raise Unreadable()
 
 
+def fetch_failed():
+    raise ValueError("GET https://bob:hunter2pw@example.com/x?token=abc123tok failed")
+
+
 def generator_exit():
     raise GeneratorExit("closed")
 
@@ -153,6 +157,24 @@ def test_an_exception_whose_message_cannot_be_read_fails_its_node(
 
     expected = "Unreadable: <its message could not be read: RuntimeError>"
     assert errors == {"plain": expected, "async": expected}
+
+
+def test_the_debug_traceback_hides_url_credentials_as_the_error_does(
+    run_cli: Cli, write_workflow: Writer, faults_env: dict[str, str]
+) -> None:
+    """A message quoting a URL with a password and a token shows both as ``***`` in the
+    node's error and in the ``python.traceback`` line logged at debug level."""
+    path = write_workflow({"name": "url", "nodes": [node("get", "faults:fetch_failed")]})
+
+    done = run_cli("execute", path, env={**faults_env, "WFE_LOG_LEVEL": "DEBUG"})
+
+    error = json.loads(done.stdout)["nodes"]["get"]["error"]
+    assert error == "ValueError: GET https://***@example.com/x?token=*** failed"
+    logged = [json.loads(line) for line in done.stderr.splitlines() if "python.traceback" in line]
+    assert len(logged) == 1
+    assert "https://***@example.com/x?token=*** failed" in logged[0]["traceback"]
+    assert "hunter2pw" not in done.stderr
+    assert "abc123tok" not in done.stderr
 
 
 def test_generator_exit_stop_iteration_and_cancelled_error_fail_only_their_node(

@@ -37,6 +37,7 @@ from wfe_daemon.core.importpath import (
     refusal,
     split_function,
 )
+from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.core.refs import contains_ref
 from wfe_daemon.errors import TaskError, TaskFailed
 from wfe_daemon.logs import PYTHON_LEFT_RUNNING, PYTHON_TRACEBACK
@@ -267,8 +268,8 @@ def _names_path_of(exc: ModuleNotFoundError, module_name: str) -> bool:
 
 def _log_traceback(ctx: TaskContext, spec: str, exc: BaseException) -> None:
     shown = _traceback(exc)
-    if shown is not None:
-        ctx.log.debug(PYTHON_TRACEBACK, function=spec, traceback=shown)
+    if shown is not None:  # URL credentials hidden, as in the node's error
+        ctx.log.debug(PYTHON_TRACEBACK, function=spec, traceback=hide_url_secrets(shown))
 
 
 def _warn_left_running(ctx: TaskContext, spec: str) -> None:
