@@ -222,6 +222,8 @@ class BoomTask:
             raise TaskFailed(f"no luck with {params['url']}")
         if params["kind"] == "value":
             raise ValueError(f"bad value from {params['url']}")
+        if params["kind"] == "exit":
+            raise SystemExit(f"gave up on {params['url']}")
         return {"values": [1, float("nan")]}
 '''
 
@@ -311,6 +313,20 @@ def test_errors_read_as_in_a_local_run(
     assert [id_ for id_, answer in remote.items() if answer.timed_out] == ["slow"]
     assert "hunter2" not in json.dumps(local) and "token=abc" not in json.dumps(local)
     assert "ValueError" in (remote["value"].traceback or "")
+    assert "hunter2" not in (remote["value"].traceback or "")
+    assert "token=***" in (remote["value"].traceback or "")
+
+
+def test_task_exiting_fails_only_its_attempt(odd_cluster: Any) -> None:
+    """A task raising ``SystemExit`` fails its attempt with the exception's type and
+    message (URL secrets hidden); the worker goes on running attempts."""
+    cluster, client = odd_cluster
+    answer = reply(
+        submit(client, request("boom", {"kind": "exit", "url": URL}), **on(cluster, "plugged"))
+    )
+    assert answer.error == "SystemExit: gave up on https://***@example.invalid/x?token=***&page=2"
+    assert answer.timed_out is False
+    assert reply(submit(client, request("echo", {}), **on(cluster, "plugged"))).error is None
 
 
 def test_worker_without_the_preload(odd_cluster: Any) -> None:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 import wfe_daemon
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest
 from wfe_daemon.config import Settings, load_settings
+from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.errors import ParamsError, TaskFailed, WfeError
 from wfe_daemon.runtime.deadlines import Deadlines
 from wfe_daemon.runtime.engine import encode_output, failure_message
@@ -208,12 +209,14 @@ async def _attempt(context: _Context, request: AttemptRequest) -> AttemptReply:
             if problems:
                 raise ParamsError("params: " + "; ".join(problems))
             output = await task.execute(request.params, ctx)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        # SystemExit out of an asyncio task stops the event loop: the whole worker.
+        failure = exc if isinstance(exc, Exception) else TaskFailed(f"SystemExit: {exc}")
         return AttemptReply(
             worker=address,
-            error=failure_message(exc, request.timeout if scope.expired else None),
+            error=failure_message(failure, request.timeout if scope.expired else None),
             timed_out=scope.expired,
-            traceback="".join(traceback.format_exception(exc)),
+            traceback=hide_url_secrets("".join(traceback.format_exception(exc))),
         )
     try:
         data = encode_output(output)
