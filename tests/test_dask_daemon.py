@@ -135,3 +135,111 @@ def test_a_wrong_cluster_configuration_exits_2_with_one_line(
     assert result.returncode == 2
     assert result.stderr.startswith("wfe-daemon: " + expected), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- a daemon against the shared cluster ---------------------------------------------
+
+
+def sleeper(name: str, seconds: float, **node: Any) -> dict[str, Any]:
+    """One remote ``sleep`` node ``s`` (with ``node``'s extra fields)."""
+    return {
+        "name": name,
+        "nodes": [{"id": "s", "type": "sleep", "params": {"seconds": seconds}, **node}],
+    }
+
+
+def wait_free(cluster: DaskCluster, keys: set[str] | None = None) -> None:
+    """Wait until no attempt (of ``keys``, default any) runs on the cluster's workers."""
+
+    def free() -> bool:
+        running = {key for found in running_on(cluster).values() for key in found}
+        return not (running & keys if keys is not None else running)
+
+    wait_until(free, 10, "the workers to be free")
+
+
+def attempts_running(cluster: DaskCluster, count: int) -> set[str]:
+    """Wait until ``count`` attempts run on the workers; their keys."""
+
+    def found() -> set[str] | None:
+        keys = {key for found in running_on(cluster).values() for key in found}
+        return keys if len(keys) >= count else None
+
+    return wait_until(found, 20, f"{count} attempts running on the workers")
+
+
+@pytest.mark.timeout(60)
+def test_a_timeout_on_the_worker_fails_the_node_and_frees_the_worker(
+    dask_cluster: DaskCluster, daemons: Daemons
+) -> None:
+    """A remote node past its timeout is FAILED "timed out after 1s", and nothing of it
+    is left running on the worker."""
+    daemon = daemons.start(**dask_env(dask_cluster))
+    drop(daemons.inbox, "slow.json", sleeper("slow", 30, timeout=1))
+    result = wait_result(daemons.outbox, "slow", timeout=20)
+    assert result["status"] == "FAILED"
+    assert result["nodes"]["s"]["error"] == "timed out after 1s"
+    wait_free(dask_cluster)
+    [event] = remote_events(daemon)
+    assert event["executor"] == "dask" and event["node_id"] == "s"
+
+
+@pytest.mark.timeout(60)
+def test_an_operator_cancel_stops_the_remote_attempt(
+    dask_cluster: DaskCluster, daemons: Daemons
+) -> None:
+    """``wfe-daemon cancel`` of a run whose node runs on a worker: the run is CANCELLED and
+    the worker is free again at once (not after the 30 s the node would take)."""
+    daemons.start(**dask_env(dask_cluster))
+    drop(daemons.inbox, "long.json", sleeper("long", 30))
+    run_id = wait_running(daemons.db_path, "s")
+    attempts_running(dask_cluster, 1)
+    assert cli(daemons, "cancel", str(run_id)).returncode == 0
+    result = wait_result(daemons.outbox, "long", timeout=20)
+    assert result["status"] == "CANCELLED"
+    assert result["nodes"]["s"]["status"] == "CANCELLED"
+    wait_free(dask_cluster)
+
+
+@pytest.mark.timeout(60)
+def test_a_secret_is_not_sent_without_tls(dask_cluster: DaskCluster, daemons: Daemons) -> None:
+    """A remote node whose params hold a secret fails without being sent while TLS is
+    off, saying why and what to set; the secret itself is nowhere in the result."""
+    secrets = daemons.root / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text("s3cr3t-value\n")
+    daemon = daemons.start(**dask_env(dask_cluster), WFE_SECRETS_DIR=str(secrets))
+    doc = {
+        "name": "secret",
+        "nodes": [{"id": "e", "type": "echo", "params": {"auth": "{{ secrets.token }}"}}],
+    }
+    drop(daemons.inbox, "secret.json", doc)
+    result = wait_result(daemons.outbox, "secret", timeout=20)
+    error = result["nodes"]["e"]["error"]
+    assert result["status"] == "FAILED"
+    assert error.startswith("params hold a secret, which is sent to the Dask cluster only over")
+    assert "dask_tls_ca_file" in error
+    assert "s3cr3t" not in json.dumps(result) + daemon.output()
+
+
+@pytest.mark.timeout(90)
+def test_health_and_metrics_show_the_cluster(dask_cluster: DaskCluster, daemons: Daemons) -> None:
+    """``/healthz`` reports the connected cluster and its workers; ``/metrics`` counts the
+    remote attempts by worker."""
+    port = free_port()
+    daemons.start(**dask_env(dask_cluster), WFE_HTTP_PORT=str(port))
+    drop(daemons.inbox, "m.json", sleeper("m", 0.05))
+    assert wait_result(daemons.outbox, "m", timeout=20)["status"] == "SUCCESS"
+    status, body = get(port, "/healthz")
+    health = json.loads(body)
+    assert status == 200
+    assert health["executor"] == "dask"
+    assert health["cluster"]["connected"] is True
+    assert health["cluster"]["workers"] == 2
+    assert health["cluster"]["last_error"] is None
+    text = get(port, "/metrics")[1].decode()
+    assert "wfe_cluster_connected 1.0" in text
+    assert "wfe_cluster_workers 2.0" in text
+    counted = [line for line in text.splitlines() if line.startswith("wfe_remote_attempts_total")]
+    assert len(counted) == 1 and 'outcome="success"' in counted[0]
+    assert 'executor="dask"' in counted[0] and 'worker="tcp://127.0.0.1:' in counted[0]
