@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import wfe_daemon
+from daemon_helpers import wait_until
 from dask_cluster import DaskCluster, dask_cluster_at
 from wfe_daemon.cluster import worker
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest, attempt_key, instance_prefix
@@ -85,7 +86,8 @@ def test_echo_round_trip(client: Any) -> None:
 
 
 def test_describe_gives_version_and_types(client: Any, dask_cluster: DaskCluster) -> None:
-    """Each preloaded worker reports wfe-daemon's version, its sorted types and readiness."""
+    """Each preloaded worker reports wfe-daemon's version, its sorted types and readiness,
+    and said in its log when it was ready."""
     described = client.run(worker.describe)
     assert set(described) == {dask_cluster.worker_address(n) for n in ("w1", "w2")}
     for address, info in described.items():
@@ -94,6 +96,15 @@ def test_describe_gives_version_and_types(client: Any, dask_cluster: DaskCluster
         assert info["ready"] is True and info["problem"] is None
         assert info["types"] == sorted(info["types"])
         assert {"echo", "sleep", "shell", "http_get"} <= set(info["types"])
+    ready = f"wfe-daemon {wfe_daemon.__version__} worker ready: {len(info['types'])} task types"
+    assert all(ready in dask_cluster.log(name) for name in ("w1", "w2"))
+
+
+def test_params_checked_against_the_workers_schema(client: Any) -> None:
+    """Params that fail the task type's schema on the worker fail the attempt, worded as
+    the engine words a params error."""
+    answer = reply(submit(client, request("sleep", {"seconds": "long"})))
+    assert answer.error == "params: seconds: 'long' is not of type 'number'"
 
 
 def test_timeout_on_the_worker(client: Any) -> None:
@@ -117,21 +128,22 @@ def test_cancel_by_key_frees_the_slot(client: Any) -> None:
     answer = reply(future)
     assert answer.error == f"cancelled on worker {address}"
     assert running(client)[address] == []
-    # The worker runs a new attempt at once: its slot was given back.
+    # Dask's own view: the worker no longer holds a slot for it, and runs another at once.
+    assert attempt.key not in client.processing()[address]
     assert reply(submit(client, request("echo", {}), workers=[address])).error is None
 
 
 def test_prefix_cancel_keeps_the_new_life(client: Any) -> None:
     """A cancel by prefix stops the attempts an earlier life of the daemon left, and
     neither those of its new life (``keep``) nor another daemon's."""
-    old = [request("sleep", {"seconds": 60}, instance="d", boot="b0") for _ in range(2)]
-    new = request("sleep", {"seconds": 60}, instance="d", boot="b1")
-    other = request("sleep", {"seconds": 60}, instance="e", boot="b0")
+    old = [request("sleep", {"seconds": 60}, instance="wtd", boot="b0") for _ in range(2)]
+    new = request("sleep", {"seconds": 60}, instance="wtd", boot="b1")
+    other = request("sleep", {"seconds": 60}, instance="wte", boot="b0")
     futures = {a.key: submit(client, a) for a in (*old, new, other)}
     for key in futures:
         wait_running(client, key)
     cancelled = client.run(
-        worker.cancel_attempts, prefix=instance_prefix("d"), keep=f"{instance_prefix('d')}b1-"
+        worker.cancel_attempts, prefix=instance_prefix("wtd"), keep=f"{instance_prefix('wtd')}b1-"
     )
     assert sorted(itertools.chain(*cancelled.values())) == sorted(a.key for a in old)
     for attempt in old:
@@ -315,9 +327,32 @@ def test_worker_uses_its_own_settings(odd_cluster: Any) -> None:
     assert (refused.error or "").startswith("the shell task is disabled")
 
 
-def test_killed_worker_fails_the_attempt_once(odd_cluster: Any) -> None:
-    """A worker killed mid-attempt fails the attempt at once (``allowed-failures: 0``): it
-    is not run again on another worker behind the daemon's back."""
+def children(pid: int) -> list[int]:
+    """The pids of the child processes of ``pid``, from ``/proc``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_timeout_leaves_no_process_on_the_worker(odd_cluster: Any) -> None:
+    """A ``shell`` attempt past its timeout on the worker ends with its program: the
+    worker has no child process left once the reply is in."""
+    cluster, client = odd_cluster
+    attempt = request("shell", {"argv": ["sleep", "30"]}, timeout=0.5)
+    future = submit(client, attempt, **on(cluster, "plugged"))
+    pid = cluster.worker_pid("plugged")
+    wait_until(lambda: children(pid), 20, "the program to start on the worker")
+    answer = reply(future)
+    assert answer.timed_out is True, answer.error
+    assert children(pid) == []
+
+
+@pytest.mark.parametrize("end", ["kill", "stop"])
+def test_lost_worker_fails_the_attempt_once(odd_cluster: Any, end: str) -> None:
+    """A worker killed (SIGKILL) or stopped (SIGTERM: it cancels its attempts and exits)
+    mid-attempt fails the attempt at once (``allowed-failures: 0``): it is not run again
+    on another worker behind the daemon's back."""
     from distributed import KilledWorker
 
     cluster, client = odd_cluster
@@ -325,7 +360,11 @@ def test_killed_worker_fails_the_attempt_once(odd_cluster: Any) -> None:
     attempt = request("sleep", {"seconds": 60})
     future = submit(client, attempt, **on(cluster, "victim"))
     wait_running(client, attempt.key)
-    cluster.kill_worker("victim")
+    if end == "kill":
+        cluster.kill_worker("victim")
+    else:
+        assert cluster.stop_worker("victim") == 0
+        assert "Run preload teardown" in cluster.log("victim")
     with pytest.raises(KilledWorker):
         future.result(timeout=20)
     assert all(attempt.key not in keys for keys in running(client).values())
@@ -342,3 +381,20 @@ def test_tls_cluster(new_dask_cluster: Callable[..., DaskCluster]) -> None:
         assert answer.worker == cluster.worker_address("t1")
         assert answer.worker.startswith("tls://")
         assert json.loads(answer.output_json or "") == {"secret": "s3"}
+
+
+@pytest.mark.timeout(90)
+def test_cluster_restarts_after_its_scheduler_died(
+    new_dask_cluster: Callable[..., DaskCluster],
+) -> None:
+    """The test cluster comes back on the same address after its scheduler was killed (its
+    workers exit with it), with the same workers, which run attempts again."""
+    cluster = new_dask_cluster(workers={"r1": {"env": {"WFE_MAX_OUTPUT_SIZE": "10"}}})
+    address = cluster.address
+    cluster.stop_scheduler(kill=True)
+    cluster.restart()
+    assert cluster.address == address
+    with cluster.client() as client:
+        answer = reply(submit(client, request("echo", {"text": "more than ten bytes"})))
+    assert answer.worker == cluster.worker_address("r1")
+    assert answer.error == "output is 30 bytes, over max_output_size 10"
