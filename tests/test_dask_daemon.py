@@ -388,6 +388,16 @@ def test_the_scheduler_down_then_back_heals_without_a_restart(
     drop(daemons.inbox, "up.json", mixed_workflow("up", 0.01))
     assert wait_result(daemons.outbox, "up", timeout=30)["status"] == "SUCCESS"
     assert daemon.events("cluster.connected")
+    # Lost while connected: seen, reported, and remote nodes fail with the reason.
+    cluster.stop_scheduler()
+    wait_until(
+        lambda: json.loads(get(port, "/healthz")[1])["cluster"]["connected"] is False,
+        30,
+        "the daemon to see the scheduler gone",
+    )
+    drop(daemons.inbox, "gone.json", mixed_workflow("gone", 0.01))
+    result = wait_result(daemons.outbox, "gone", timeout=40)
+    assert result["nodes"]["b"]["error"].startswith(f"the Dask cluster at {address} is not")
 
 
 @pytest.mark.timeout(120)
@@ -443,3 +453,17 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     result = wait_result(daemons.outbox, "twice", timeout=30)
     assert result["status"] == "SUCCESS"
     wait_free(cluster)
+
+
+@pytest.mark.timeout(90)
+def test_shutdown_cancels_remote_attempts(
+    new_dask_cluster: Callable[..., DaskCluster], daemons: Daemons
+) -> None:
+    """SIGTERM with a remote node running: after the grace the daemon cancels it on the
+    worker too, exits 0, and the worker is free (the run resumes at the next start)."""
+    cluster = new_dask_cluster(workers=("w1",))
+    daemon = daemons.start(**dask_env(cluster), WFE_SHUTDOWN_GRACE="0.2")
+    drop(daemons.inbox, "stay.json", sleeper("stay", 30))
+    keys = attempts_running(cluster, 1)
+    assert daemon.terminate() == 0
+    wait_free(cluster, keys)
