@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from wfe_daemon.core.importpath import parse_prefixes
 from wfe_daemon.core.webhook import (
     NotifySettings,
     ValueInvalid,
@@ -88,6 +89,10 @@ class Settings:
     """Missed slots a ``catchup: all`` schedule fires at most (the latest ones)."""
     notify: NotifySettings = field(default_factory=NotifySettings)
     """The webhook told of runs that end FAILED or PARTIAL_SUCCESS (``[notify]``)."""
+    enable_python: bool = False
+    """Allow the ``python`` task (it runs any importable code)."""
+    python_modules: tuple[str, ...] = ()
+    """Module prefixes the ``python`` task may import; empty: any module."""
     executor: str = "local"
     """Where attempts of ``remote_types`` run: ``local`` (all here) or ``dask``."""
     dask_scheduler: str = ""
@@ -111,6 +116,7 @@ class Settings:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(os.path.abspath(getattr(self, name))))
         object.__setattr__(self, "remote_types", tuple(self.remote_types))
+        object.__setattr__(self, "python_modules", tuple(self.python_modules))
         if self.schedules_dir is None:
             object.__setattr__(self, "schedules_dir", self.inbox.parent / "schedules")
         else:
@@ -319,6 +325,8 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "schedules_dir": _Spec(_as_optional_path),
         "max_catchup": _Spec(_as_int, _at_least(1)),
         "notify": _Spec(_as_notify, env=False),  # WFE_NOTIFY_*: notify_env
+        "enable_python": _Spec(_as_bool),
+        "python_modules": _Spec(parse_prefixes),
         "executor": _Spec(_as_executor),
         "dask_scheduler": _Spec(_as_text),
         "remote_types": _Spec(_as_names),

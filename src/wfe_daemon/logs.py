@@ -36,6 +36,8 @@ NODE_FINISHED = "node.finished"
 NODE_RETRY = "node.retry"
 NODE_INTERRUPTED = "node.interrupted"  # cancelled when the shutdown grace ran out
 SECRET_UNMASKED = "secret.unmasked"  # a secret too short to mask was read
+PYTHON_TRACEBACK = "python.traceback"  # a python node's exception, at debug level
+PYTHON_LEFT_RUNNING = "python.left_running"  # a cancelled function's thread did not stop
 
 # Keys the engine and daemon log that never hold a secret: skipped by the redaction.
 _PLAIN_KEYS = frozenset(

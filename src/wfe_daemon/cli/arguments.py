@@ -187,6 +187,8 @@ _HELP: Final[Mapping[str, tuple[str, str]]] = {
     "metrics_port": ("PORT", "the port on 127.0.0.1 for /metrics and /healthz; 0 is off"),
     "history_retention_days": ("DAYS", "the days of history kept; 0 keeps everything"),
     "http_deny_networks": ("NETS", "comma-separated networks http_get refuses"),
+    "enable_python": ("", "allow the python task"),
+    "python_modules": ("PREFIXES", "comma-separated module prefixes the python task may import"),
 }
 
 

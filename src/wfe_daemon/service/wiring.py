@@ -22,6 +22,7 @@ from wfe_daemon.runtime.secrets import SecretStore
 from wfe_daemon.runtime.task import Services
 from wfe_daemon.service.apitoken import TOKEN_NAME
 from wfe_daemon.tasks import BUILTINS
+from wfe_daemon.tasks.python import PythonTask
 
 if TYPE_CHECKING:  # imported when used: ``validate`` and ``tasks`` need neither
     from wfe_daemon.cluster.executor import DaskExecutor
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # imported when used: ``validate`` and ``tasks`` need neither
     from wfe_daemon.runtime.wrappers import AttemptFn, AttemptHook
     from wfe_daemon.store.database import Store
 
-_OPT_IN: Final[Mapping[str, str]] = {"shell": "enable_shell"}
+_OPT_IN: Final[Mapping[str, str]] = {"shell": "enable_shell", "python": "enable_python"}
 """Task types that run only when their setting is true, by type."""
 
 
@@ -49,6 +50,8 @@ def load_registry(settings: Settings) -> TaskRegistry:
     for task_type, key in _OPT_IN.items():
         if not getattr(settings, key):
             registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
+    if isinstance(python := registry.get("python"), PythonTask):
+        python.modules = settings.python_modules  # a literal function is checked up front
     _check_types(registry, "task_limits", settings.task_limits)
     _check_types(registry, "remote_types", settings.remote_types)
     return registry

@@ -12,7 +12,7 @@ import importlib
 
 from wfe_daemon.runtime.task import Task
 
-FAMILIES = ("basic", "csv.tasks", "http.task", "http.post", "shell", "sqlite")
+FAMILIES = ("basic", "csv.tasks", "http.task", "http.post", "python", "shell", "sqlite")
 """The modules that define built-in task types, under this package, in listing order."""
 
 
