@@ -467,3 +467,51 @@ def test_shutdown_cancels_remote_attempts(
     keys = attempts_running(cluster, 1)
     assert daemon.terminate() == 0
     wait_free(cluster, keys)
+
+
+PYTHON_MODULE = '''
+import os
+
+
+def where(n):
+    """Where it ran, and twice ``n``."""
+    if n < 0:
+        raise ValueError(f"negative: {n}")
+    return {"pid": os.getpid(), "twice": 2 * n}
+'''
+
+
+@pytest.mark.timeout(90)
+def test_python_nodes_run_on_the_workers(
+    new_dask_cluster: Callable[..., DaskCluster], daemons: Daemons
+) -> None:
+    """``python`` nodes call a function installed on the workers only, in the workers'
+    processes; a local node reads their outputs, and an exception reads as locally."""
+    cluster = new_dask_cluster(workers=("w1",), env={"WFE_ENABLE_PYTHON": "true"})
+    (cluster.module_dir / "wfe_where_mod.py").write_text(PYTHON_MODULE)
+    daemon = daemons.start(**dask_env(cluster, remote="python"), WFE_ENABLE_PYTHON="true")
+    call = {"function": "wfe_where_mod:where"}
+    doc = {
+        "name": "py",
+        "nodes": [
+            *(
+                {"id": f"p{n}", "type": "python", "params": {**call, "kwargs": {"n": n}}}
+                for n in range(3)
+            ),
+            {"id": "bad", "type": "python", "params": {**call, "kwargs": {"n": -1}}},
+            {
+                "id": "sum",
+                "type": "echo",
+                "depends_on": ["p0", "p1", "p2"],
+                "params": {"values": ["{{ p0.twice }}", "{{ p1.twice }}", "{{ p2.twice }}"]},
+            },
+        ],
+    }
+    drop(daemons.inbox, "py.json", doc)
+    result = wait_result(daemons.outbox, "py", timeout=40)
+    nodes = result["nodes"]
+    assert result["status"] == "PARTIAL_SUCCESS"
+    assert nodes["sum"]["output"] == {"values": [0, 2, 4]}
+    assert {nodes[f"p{n}"]["output"]["pid"] for n in range(3)} == {cluster.worker_pid("w1")}
+    assert nodes["bad"]["error"] == "ValueError: negative: -1"
+    assert daemon.pid not in {nodes[f"p{n}"]["output"]["pid"] for n in range(3)}
