@@ -160,9 +160,10 @@ class DaskExecutor:
                 f"the scheduler at {self._client.scheduler.address} runs wfe-daemon {theirs},"
                 f" this daemon {wfe_daemon.__version__}: install the same version everywhere"
             )
-        await self._describe_workers()
-        if self.clean_up:
-            await self._cancel_earlier_lives()
+        with anyio.fail_after(CONNECT_TIMEOUT_S + CANCEL_SEND_S):  # a hung worker: try again
+            await self._describe_workers()
+            if self.clean_up:
+                await self._cancel_earlier_lives()
         self.state.connected, self.state.problem = True, None
         self._warned = (None, 0.0)
         log.info(
@@ -224,8 +225,8 @@ class DaskExecutor:
                 # An asynchronous client's cached scheduler_info() lists no workers.
                 with anyio.fail_after(CONNECT_TIMEOUT_S):
                     identity = await client.scheduler.identity(n_workers=-1)
-                if set(identity.get("workers", {})) != self._seen_workers:
-                    await self._describe_workers()
+                    if set(identity.get("workers", {})) != self._seen_workers:
+                        await self._describe_workers()
             except Exception as exc:  # the scheduler went away meanwhile: status says so
                 log.debug("cluster.describe_failed", error=_reason(exc))
         self._unreachable(f"lost the connection to the scheduler at {self.state.scheduler}")
