@@ -515,3 +515,34 @@ def test_python_nodes_run_on_the_workers(
     assert {nodes[f"p{n}"]["output"]["pid"] for n in range(3)} == {cluster.worker_pid("w1")}
     assert nodes["bad"]["error"] == "ValueError: negative: -1"
     assert daemon.pid not in {nodes[f"p{n}"]["output"]["pid"] for n in range(3)}
+
+
+def test_dask_without_distributed_installed_names_the_extra(
+    run_cli: RunCli, write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``executor = "dask"`` where ``distributed`` cannot be imported stops with exit 2 and
+    one line saying what to install."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    # A None entry in sys.modules is how Python marks a module as not importable.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['distributed'] = None\n")
+    env = {
+        "PYTHONPATH": str(blocker),
+        "WFE_EXECUTOR": "dask",
+        "WFE_DASK_SCHEDULER": "tcp://127.0.0.1:1",
+    }
+    result = run_cli("execute", write_workflow(mixed_workflow()), env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        'wfe-daemon: config: executor: "dask" needs the distributed package:'
+        " install wfe-daemon[dask]\n"
+    )
+
+
+def test_the_daemon_refuses_a_wrong_cluster_configuration(daemons: Daemons) -> None:
+    """``wfe-daemon run`` with ``executor = "dask"`` and no scheduler exits 2 with one line,
+    before taking anything from the inbox."""
+    result = cli(daemons, "run", WFE_EXECUTOR="dask", WFE_REMOTE_TYPES="sleep")
+    assert result.returncode == 2
+    assert result.stderr.startswith('wfe-daemon: config: dask_scheduler: executor = "dask"')
+    assert len(result.stderr.splitlines()) == 1
