@@ -57,6 +57,8 @@ FIRST_TRY_WAIT_S: Final = 15.0
 MAX_BACKOFF_S: Final = 30.0
 WATCH_S: Final = 1.0
 """How often the connection and the set of workers are looked at."""
+WATCH_TIMEOUT_S: Final = 5.0
+"""A scheduler that does not tell its workers within this long is taken as lost."""
 REPEAT_WARNING_S: Final = 60.0
 """While the cluster stays unreachable, the warning is repeated this often."""
 CANCEL_SEND_S: Final = 5.0
@@ -219,17 +221,26 @@ class DaskExecutor:
     async def _watch(self) -> None:
         """Return once the connection to the scheduler is lost; follow the workers."""
         client = self._client
-        while client.status == "running":
+        lost = f"lost the connection to the scheduler at {self.state.scheduler}"
+        while True:
             await anyio.sleep(WATCH_S)
+            comm = client.scheduler_comm
+            if client.status != "running" or comm is None or comm.comm.closed():
+                break
             try:
                 # An asynchronous client's cached scheduler_info() lists no workers.
-                with anyio.fail_after(CONNECT_TIMEOUT_S):
+                with anyio.fail_after(WATCH_TIMEOUT_S):
                     identity = await client.scheduler.identity(n_workers=-1)
-                    if set(identity.get("workers", {})) != self._seen_workers:
+            except Exception as exc:  # no answer from the scheduler: gone, or hung
+                lost += f" ({_reason(exc)})"
+                break
+            if set(identity.get("workers", {})) != self._seen_workers:
+                try:
+                    with anyio.fail_after(CONNECT_TIMEOUT_S):
                         await self._describe_workers()
-            except Exception as exc:  # the scheduler went away meanwhile: status says so
-                log.debug("cluster.describe_failed", error=_reason(exc))
-        self._unreachable(f"lost the connection to the scheduler at {self.state.scheduler}")
+                except Exception as exc:  # a worker went away meanwhile: the next look sees
+                    log.debug("cluster.describe_failed", error=_reason(exc))
+        self._unreachable(lost)
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
