@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -546,3 +547,24 @@ def test_the_daemon_refuses_a_wrong_cluster_configuration(daemons: Daemons) -> N
     assert result.returncode == 2
     assert result.stderr.startswith('wfe-daemon: config: dask_scheduler: executor = "dask"')
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_local_executor_imports_nothing_of_the_cluster(
+    cli_env: dict[str, str], write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """With the default ``executor = "local"`` a run imports neither ``distributed`` nor
+    the cluster layer (``python -X importtime`` lists every module imported)."""
+    path = write_workflow(mixed_workflow())
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wfe_daemon", "execute", str(path)],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert "wfe_daemon.runtime.engine" in modules
+    assert not [m for m in modules if m.startswith(("distributed", "dask", "wfe_daemon.cluster"))]
