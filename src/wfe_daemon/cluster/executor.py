@@ -271,7 +271,7 @@ class DaskExecutor:
         if not self._tried.is_set():
             with anyio.move_on_after(FIRST_TRY_WAIT_S):
                 await self._tried.wait()
-        request = self._request(task, params, ctx)
+        request, data = self._request(task, params, ctx)
         client = self._client
         if client is None or not self.state.connected:
             raise TaskFailed(
@@ -284,24 +284,16 @@ class DaskExecutor:
                 f"no worker of the Dask cluster has task type {task.type!r}:"
                 " install it (the same wfe-daemon version and plugins) on the workers"
             )
-        from wfe_daemon.cluster.worker import run_attempt
-
         started, worker, outcome = time.perf_counter(), "", "failure"
-        future = client.submit(
-            run_attempt,
-            request.to_json(),
-            key=request.key,
-            pure=False,
-            retries=0,
-            workers=workers,
-            allow_other_workers=False,
-        )
+        self.state.running += 1
         try:
-            reply = AttemptReply.from_json(await self._result(future, request.key))
+            sent = await self._result(client, request.key, data, workers)
+            reply = AttemptReply.from_json(sent)
             worker = reply.worker
             if reply.error is not None:
                 if reply.traceback:
-                    log.debug("cluster.traceback", key=request.key, traceback=reply.traceback)
+                    shown = MASKER.text(reply.traceback)  # it may quote a secret's value
+                    log.debug("cluster.traceback", key=request.key, traceback=shown)
                 raise (TaskTimeout if reply.timed_out else TaskError)(reply.error)
             assert reply.output_json is not None
             output = orjson.loads(reply.output_json)
@@ -314,10 +306,11 @@ class DaskExecutor:
             outcome = "cancelled"
             raise
         finally:
+            self.state.running -= 1
             self._log_attempt(request, ctx, worker, outcome, time.perf_counter() - started)
 
-    def _request(self, task: Task, params: Params, ctx: TaskContext) -> AttemptRequest:
-        """The attempt as sent; refused when its params hold a secret and TLS is off."""
+    def _request(self, task: Task, params: Params, ctx: TaskContext) -> tuple[AttemptRequest, str]:
+        """The attempt and its JSON; refused when its params hold a secret and TLS is off."""
         timeout = ctx.attempt_timeout or self.settings.task_timeout
         key = attempt_key(self.instance, self.boot, ctx.run_id, ctx.node_id, ctx.attempt)
         request = AttemptRequest(
@@ -333,14 +326,25 @@ class DaskExecutor:
                 " dask_tls_ca_file, dask_tls_cert and dask_tls_key (and a tls:// scheduler),"
                 f" or run {task.type!r} locally (leave it out of remote_types)"
             )
-        return request
+        return request, data
 
-    async def _result(self, future: Any, key: str) -> str:
-        """Await ``future``; Dask's failures as ``TaskFailed``, this task's cancel as a
-        cancel (the workers are told, from a task of the executor's own)."""
+    async def _result(self, client: Any, key: str, data: str, workers: list[str]) -> str:
+        """Submit the attempt and await its reply; Dask's failures as ``TaskFailed``, this
+        task's cancel as a cancel (the workers are told, from a task of the executor's own)."""
         from distributed import KilledWorker
 
+        from wfe_daemon.cluster.worker import run_attempt
+
         try:
+            future = client.submit(
+                run_attempt,
+                data,
+                key=key,
+                pure=False,
+                retries=0,
+                workers=workers,
+                allow_other_workers=False,
+            )
             result: str = await future
             return result
         except asyncio.CancelledError as exc:
