@@ -324,13 +324,22 @@ def where_nodes(name: str, count: int) -> dict[str, Any]:
 def test_an_attempt_goes_only_to_workers_that_have_its_type(
     new_dask_cluster: Callable[..., DaskCluster], daemons: Daemons, tmp_path: Path
 ) -> None:
-    """With the plugin on one worker only, every attempt of its type goes there; once no
-    worker has it, the node fails with a message naming the type and what to do."""
+    """With the plugin on one good worker only, every attempt of its type goes there (a
+    worker with a bad configuration is left out, and logged); once no worker has it, the
+    node fails with a message naming the type and what to do."""
     plugin = plugin_folder(tmp_path)
     cluster = new_dask_cluster(
-        workers={"plugged": {"env": {"PYTHONPATH": str(plugin)}}, "plain": {}}
+        workers={
+            "plugged": {"env": {"PYTHONPATH": str(plugin)}},
+            "plain": {},
+            "broken": {"env": {"PYTHONPATH": str(plugin), "WFE_MAX_CONCURRENT_TASKS": "-3"}},
+        }
     )
     daemon = daemons.start(**dask_env(cluster, remote="where"), PYTHONPATH=str(plugin))
+    [refused] = wait_until(lambda: daemon.events("cluster.mismatch"), 20, "the bad worker")
+    assert refused["worker"] == cluster.worker_address("broken")
+    assert refused["error"].startswith("not ready: ")
+    assert "WFE_MAX_CONCURRENT_TASKS: must be >= 1" in refused["error"]
     drop(daemons.inbox, "p.json", where_nodes("p", 6))
     result = wait_result(daemons.outbox, "p", timeout=30)
     assert result["status"] == "SUCCESS"
