@@ -350,7 +350,7 @@ class DaskExecutor:
         except asyncio.CancelledError as exc:
             me = asyncio.current_task()
             if me is not None and me.cancelling():
-                self._cancel_later(key, future)
+                self._cancel_later(client, key, future)
                 raise
             reason = getattr(exc, "reason", "unknown")
             if reason == "scheduler-connection-lost":
@@ -364,17 +364,15 @@ class DaskExecutor:
         except Exception as exc:  # whatever Dask raises about the future is a failed attempt
             raise TaskFailed(f"the Dask cluster failed the attempt: {_reason(exc)}") from None
 
-    def _cancel_later(self, key: str, future: Any) -> None:
+    def _cancel_later(self, client: Any, key: str, future: Any) -> None:
         if self._cancels is not None:
-            self._cancels.start_soon(self._cancel_remote, key, future, self._client)
+            self._cancels.start_soon(self._cancel_remote, client, key, future)
 
-    async def _cancel_remote(self, key: str, future: Any, client: Any) -> None:
+    async def _cancel_remote(self, client: Any, key: str, future: Any) -> None:
         """Cancel the future and stop the attempt on the workers (Dask alone would leave a
         running coroutine running)."""
         from wfe_daemon.cluster.worker import cancel_attempts
 
-        if client is None:
-            return
         with anyio.move_on_after(CANCEL_SEND_S, shield=True):
             try:
                 await client.cancel([future], force=True)
