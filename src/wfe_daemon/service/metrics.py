@@ -35,6 +35,8 @@ from wfe_daemon.store.database import Store
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
+    from wfe_daemon.cluster.state import ClusterState
+
 __all__ = ["Followed", "Health", "Metrics", "Telemetry"]
 
 log = structlog.get_logger()
@@ -83,6 +85,9 @@ class Metrics:
         self.running_nodes = Gauge("wfe_running_nodes", "Task attempts running now.", registry=reg)
         self.active = Gauge("wfe_active_workflows", "Workflows running now.", registry=reg)
         self._by_type: dict[str, tuple[Any, Any, Any]] = {}
+        self._running = [0]
+        """Attempts running now in this process (``counting``)."""
+        self._cluster: ClusterState | None = None
         """Each task type's attempt series: success, failure, duration."""
         self.queued = Gauge(
             "wfe_queued_files", "Claimed files waiting for a workflow slot.", registry=reg
@@ -94,6 +99,29 @@ class Metrics:
             ["outcome"],
             registry=reg,
         )
+
+    def follow_cluster(self, cluster: ClusterState) -> None:
+        """Show the Dask cluster's state and count its attempts by worker."""
+        reg = self.registry
+        connected = Gauge(
+            "wfe_cluster_connected", "1 while the Dask cluster is connected.", registry=reg
+        )
+        connected.set_function(lambda: 1 if cluster.connected else 0)
+        workers = Gauge("wfe_cluster_workers", "Dask workers ready for attempts.", registry=reg)
+        workers.set_function(lambda: cluster.workers)
+        remote = Counter(
+            "wfe_remote_attempts",
+            "Task attempts sent to the Dask cluster, by type, worker (empty: none reached)"
+            " and outcome.",
+            ["executor", "type", "worker", "outcome"],
+            registry=reg,
+        )
+
+        def seen(task_type: str, worker: str, succeeded: bool) -> None:
+            remote.labels("dask", task_type, worker, "success" if succeeded else "failure").inc()
+
+        cluster.on_attempt.append(seen)
+        self._cluster = cluster
 
     def attempt_finished(self, task_type: str, succeeded: bool, duration_s: float) -> None:
         """The engine's attempt hook (see ``wrappers.AttemptHook``).
@@ -111,11 +139,15 @@ class Metrics:
         (series[0] if succeeded else series[1]).inc()
         series[2].observe(duration_s)
 
+    def _running_now(self) -> int:
+        cluster = self._cluster
+        return self._running[0] + (cluster.running if cluster is not None else 0)
+
     def counting(self, executor: AttemptFn) -> AttemptFn:
         """Wrap the engine's innermost attempt call so ``wfe_running_nodes`` counts it (a
         plain integer, read at scrape time: no lock on the engine's path)."""
-        running = [0]
-        self.running_nodes.set_function(lambda: running[0])
+        running = self._running
+        self.running_nodes.set_function(self._running_now)
 
         async def attempt(task: Task, params: Params, ctx: TaskContext) -> Output:
             running[0] += 1
@@ -159,6 +191,9 @@ class Health:
     watching: Callable[[], bool] = field(default=lambda: False)
     faults: Callable[[], dict[str, str]] = field(default=dict)
     """The daemon's open incidents (``Faults.active``): each one fails its own check."""
+    cluster: ClusterState | None = None
+    """The Dask cluster (``executor = "dask"``): reported, never failing the check, since
+    local nodes go on while it is down."""
 
     def checks(self) -> dict[str, str]:
         """Each check's verdict: ``"ok"`` or what is wrong."""
@@ -179,6 +214,9 @@ class Health:
         body: dict[str, Any] = {"status": "failing" if failing else "ok", "checks": checks}
         if failing:
             body["failing"] = failing
+        if self.cluster is not None:
+            body["executor"] = "dask"
+            body["cluster"] = self.cluster.report()
         return not failing, body
 
 
@@ -227,6 +265,8 @@ class Followed:
     """The daemon's hooks after each published result: the telemetry adds its own."""
     on_notified: MutableSequence[Callable[[str], None]] = field(default_factory=list)
     """The daemon's hooks for each notification outcome: the telemetry adds its own."""
+    cluster: ClusterState | None = None
+    """The Dask cluster, when ``executor = "dask"``."""
 
 
 class Telemetry:
@@ -262,6 +302,9 @@ class Telemetry:
         self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue))
         self.health.watching = daemon.watching
         self.health.faults = daemon.faults
+        if daemon.cluster is not None and self.health.cluster is None:
+            self.metrics.follow_cluster(daemon.cluster)
+            self.health.cluster = daemon.cluster
         daemon.on_published.append(self.metrics.published)
         daemon.on_notified.append(self.metrics.notified)
         identity = _identity(db_path)
