@@ -32,6 +32,11 @@ from wfe_daemon.tasks import BUILTINS
 
 CLI_TIMEOUT_S = 60
 
+# The container deployment test builds images and runs podman: .ci/run runs it after the
+# main suite, as `pytest tests/containers` (a folder named on the command line is
+# collected all the same).
+collect_ignore = ["containers"]
+
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     """Async tests run on the loop the commands run on (``wfe_daemon.runtime.eventloop``)."""
