@@ -56,7 +56,7 @@ BASE_RECIPE = {
     "mirror": os.environ.get("WFE_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
 }
 BASE_MAX_AGE_DAYS = 30
-TOOLS = ("podman", "runc", "debootstrap", "netavark")
+TOOLS = ("podman", "runc", "debootstrap", "netavark", "aardvark-dns")
 NICE = ("nice", "-n", "10")
 """The heavy steps yield to other work on the machine."""
 
@@ -66,11 +66,13 @@ class CommandFailed(AssertionError):
 
 
 def missing_tools() -> list[str]:
-    """The tools the test needs that are not on ``PATH`` (netavark is in podman's libexec)."""
-    found = [name for name in TOOLS if shutil.which(name)]
-    if Path("/usr/lib/podman/netavark").exists() or Path("/usr/libexec/podman/netavark").exists():
-        found.append("netavark")
-    return [name for name in TOOLS if name not in found]
+    """The tools the test needs that are missing (netavark and aardvark-dns are podman's)."""
+    helpers = (Path("/usr/lib/podman"), Path("/usr/libexec/podman"))
+    return [
+        name
+        for name in TOOLS
+        if not shutil.which(name) and not any((folder / name).exists() for folder in helpers)
+    ]
 
 
 def environment(**extra: str) -> dict[str, str]:
