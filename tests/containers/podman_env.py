@@ -242,23 +242,41 @@ def _remove_other_bases(keep: str) -> None:
 # -- the project's image ----------------------------------------------------------------
 
 
-def build_wheelhouse(folder: Path) -> Path:
-    """``pip wheel`` the checkout with its ``dask`` extra into ``folder``."""
+def build_wheelhouse(folder: Path, *projects: Path) -> Path:
+    """``pip wheel`` the checkout with its ``dask`` extra, and ``projects``, into ``folder``."""
     run(
-        [*NICE, sys.executable, "-m", "pip", "wheel", "--quiet", "-w", folder, f"{ROOT}[dask]"],
+        [
+            *NICE,
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "-w",
+            folder,
+            f"{ROOT}[dask]",
+            *projects,
+        ],
         timeout=300,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     return folder
 
 
-def build_image(name: str, base: str, wheelhouse: Path) -> None:
-    """``podman build`` deploy/Containerfile on ``base`` with ``wheelhouse`` as context."""
+def build_image(name: str, base: str, wheelhouse: Path, extra_packages: str = "") -> None:
+    """``podman build`` deploy/Containerfile on ``base`` with ``wheelhouse`` as context,
+    installing ``extra_packages`` of the wheelhouse too."""
     run(
         [
             *NICE,
             *["podman", "build", "--isolation=chroot", "--format=docker"],
-            *("--build-arg", f"BASE_IMAGE={base}", "--file", CONTAINERFILE, "--tag", name),
+            *(
+                "--build-arg",
+                f"BASE_IMAGE={base}",
+                "--build-arg",
+                f"EXTRA_PACKAGES={extra_packages}",
+            ),
+            *("--file", CONTAINERFILE, "--tag", name),
             wheelhouse,
         ],
         timeout=420,

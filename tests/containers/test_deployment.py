@@ -35,8 +35,21 @@ pytestmark = pytest.mark.timeout(600)
 
 IMAGE_UID = 10001
 """The uid the image runs as (deploy/Containerfile's WFE_UID)."""
+JOBS_PROJECT = "wfe-container-jobs"
+JOBS_MODULE = "wfe_container_jobs"
+JOBS_SOURCE = '''"""Functions the deployment test's python nodes call on the workers."""
+
+import socket
+
+
+def spin(rounds):
+    """Some CPU work; the host it ran on and its result."""
+    return {"host": socket.gethostname(), "total": sum(i * i for i in range(rounds))}
+'''
 START_TIMEOUT_S = 90.0
 RESULT_TIMEOUT_S = 60.0
+SPIN_ROUNDS = 100_000
+SPIN = {"function": f"{JOBS_MODULE}:spin", "kwargs": {"rounds": SPIN_ROUNDS}}
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,18 @@ class Deployed:
         return [entry for entry in entries if entry.get("event") == event]
 
 
+def _jobs_project(folder: Path) -> Path:
+    """A package of the functions python nodes call, for ``EXTRA_PACKAGES``."""
+    (folder / JOBS_MODULE).mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "{JOBS_PROJECT}"\nversion = "1.0"\n'
+        '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n',
+        encoding="utf-8",
+    )
+    (folder / JOBS_MODULE / "__init__.py").write_text(JOBS_SOURCE, encoding="utf-8")
+    return folder
+
+
 def _host_folder(path: Path) -> Path:
     """A host folder the image's user may write, to mount into the daemon."""
     path.mkdir(parents=True)
@@ -102,8 +127,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     root = tmp_path_factory.mktemp("deploy")
     image = f"localhost/wfe-daemon:test-{os.getpid()}"
     try:
-        wheelhouse = podman.build_wheelhouse(root / "wheelhouse")
-        podman.build_image(image, podman.base_image(), wheelhouse)
+        jobs = _jobs_project(root / "jobs")
+        wheelhouse = podman.build_wheelhouse(root / "wheelhouse", jobs)
+        podman.build_image(image, podman.base_image(), wheelhouse, JOBS_PROJECT)
         shutil.rmtree(wheelhouse)
         token = secrets.token_hex(16)
         token_file = root / "api_token"
@@ -142,14 +168,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 def test_python_nodes_run_on_the_workers_and_results_reach_the_mounted_outbox(
     deployment: Deployed,
 ) -> None:
-    """A workflow dropped into the mounted inbox runs its python nodes on the worker
-    containers (each reports the host it ran on), references their outputs in a local
-    node, and its result appears in the mounted outbox."""
+    """A workflow dropped into the mounted inbox runs its python nodes (a function of a
+    package the image was built with, one of the standard library) on the worker
+    containers, references their outputs in a local node, and its result appears in the
+    mounted outbox."""
     doc = {
         "name": "spread",
         "nodes": [
-            {"id": "host_a", "type": "python", "params": {"function": "socket:gethostname"}},
-            {"id": "host_b", "type": "python", "params": {"function": "socket:gethostname"}},
+            *(
+                {
+                    "id": node,
+                    "type": "python",
+                    "params": {"function": SPIN, "kwargs": {"rounds": 10**5}},
+                }
+                for node in ("spin_a", "spin_b")
+            ),
             {
                 "id": "mean",
                 "type": "python",
@@ -158,8 +191,8 @@ def test_python_nodes_run_on_the_workers_and_results_reach_the_mounted_outbox(
             {
                 "id": "report",
                 "type": "echo",
-                "depends_on": ["host_a", "host_b", "mean"],
-                "params": {"hosts": ["{{ host_a }}", "{{ host_b }}"], "mean": "{{ mean }}"},
+                "depends_on": ["spin_a", "spin_b", "mean"],
+                "params": {"spins": ["{{ spin_a }}", "{{ spin_b }}"], "mean": "{{ mean }}"},
             },
         ],
     }
@@ -171,10 +204,12 @@ def test_python_nodes_run_on_the_workers_and_results_reach_the_mounted_outbox(
         deployment.compose.inspect(name)["Config"]["Hostname"] for name in ("worker-1", "worker-2")
     }
     report = result["nodes"]["report"]["output"]
-    assert set(report["hosts"]) <= workers, (report, workers)
+    total = sum(i * i for i in range(SPIN_ROUNDS))
+    assert [spin["total"] for spin in report["spins"]] == [total, total]
+    assert {spin["host"] for spin in report["spins"]} <= workers, (report, workers)
     assert report["mean"] == 2.5
     attempts = {e["node_id"]: e for e in deployment.daemon_events("cluster.attempt")}
-    for node in ("host_a", "host_b", "mean"):
+    for node in ("spin_a", "spin_b", "mean"):
         assert attempts[node]["executor"] == "dask"
         assert attempts[node]["outcome"] == "success"
     assert "report" not in attempts
