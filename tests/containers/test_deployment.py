@@ -212,11 +212,13 @@ def test_python_nodes_run_on_the_workers_and_results_reach_the_mounted_outbox(
 def test_the_daemon_is_healthy_unprivileged_and_published_on_loopback_only(
     deployment: Deployed,
 ) -> None:
-    """/healthz reports the cluster connected, the image's HEALTHCHECK passes, the daemon
-    runs as the image's user, and its port is published on 127.0.0.1 alone."""
+    """/healthz reports the cluster connected, the image's HEALTHCHECK (and the
+    scheduler's own) passes, the daemon runs as the image's user, and its port is
+    published on 127.0.0.1 alone."""
     health = _healthy(deployment)
     assert health is not None and health["status"] == "ok", health
-    podman.podman("healthcheck", "run", deployment.compose.container("daemon"))
+    for service in ("daemon", "scheduler"):
+        podman.podman("healthcheck", "run", deployment.compose.container(service))
 
     daemon = deployment.compose.inspect("daemon")
     assert daemon["Config"]["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
@@ -260,6 +262,8 @@ def test_a_run_in_flight_when_the_deployment_stops_resumes_after_up(
 
     state = deployment.compose.inspect("daemon")["State"]
     assert state["ExitCode"] == 0, state
+    (stopping,) = deployment.daemon_events("daemon.stopping")
+    assert stopping["grace"] == 1.0, stopping
     (stopped,) = deployment.daemon_events("daemon.stopped")
     assert "SIGTERM" in stopped["reason"], stopped
     assert [e["node_id"] for e in deployment.daemon_events("node.interrupted")] == ["nap"]
