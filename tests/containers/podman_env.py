@@ -57,6 +57,7 @@ BASE_RECIPE = {
 }
 BASE_MAX_AGE_DAYS = 30
 TOOLS = ("podman", "runc", "debootstrap", "netavark", "aardvark-dns")
+SOURCE_SKIPPED = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "data")
 NICE = ("nice", "-n", "10")
 """The heavy steps yield to other work on the machine."""
 
@@ -243,7 +244,13 @@ def _remove_other_bases(keep: str) -> None:
 
 
 def build_wheelhouse(folder: Path, *projects: Path) -> Path:
-    """``pip wheel`` the checkout with its ``dask`` extra, and ``projects``, into ``folder``."""
+    """``pip wheel`` the checkout with its ``dask`` extra, and ``projects``, into ``folder``.
+
+    The checkout is copied first (without its virtual environment, caches and ``build/``),
+    so no file left in an old ``build/`` folder slips into the wheel.
+    """
+    source = folder.parent / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*SOURCE_SKIPPED))
     run(
         [
             *NICE,
@@ -254,12 +261,13 @@ def build_wheelhouse(folder: Path, *projects: Path) -> Path:
             "-q",
             "-w",
             folder,
-            f"{ROOT}[dask]",
+            f"{source}[dask]",
             *projects,
         ],
         timeout=300,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
+    shutil.rmtree(source)
     return folder
 
 
