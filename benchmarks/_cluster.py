@@ -273,3 +273,42 @@ def imported_modules(argv: list[str], env: Mapping[str, str], cwd: Path) -> list
 def dask_modules(names: list[str]) -> list[str]:
     """The modules of ``dask`` and ``distributed`` among ``names``."""
     return [n for n in names if n.split(".", 1)[0] in ("dask", "distributed")]
+
+
+# -- the floor: attempts sent by a bare Dask client ---------------------------------------------
+
+
+def bare_attempts(address: str, count: int, in_flight: int) -> float:
+    """Seconds for ``count`` echo attempts through ``run_attempt`` on the workers, sent by a
+    plain asynchronous ``Client`` (on uvloop, as the daemon) with ``in_flight`` at once:
+    what Dask itself costs, without engine, store or daemon. Each reply is checked."""
+    from wfe_daemon.runtime.eventloop import run
+
+    return run(_bare_attempts(address, count, in_flight))
+
+
+async def _bare_attempts(address: str, count: int, in_flight: int) -> float:
+    import asyncio
+
+    from distributed import Client
+
+    from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest
+    from wfe_daemon.cluster.worker import run_attempt
+
+    slots = asyncio.Semaphore(in_flight)
+    prefix = f"bench-bare-{os.getpid()}-{time.monotonic_ns()}"
+
+    async def one(client: Client, batch: str, i: int) -> None:
+        key = f"{prefix}-{batch}-{i}"
+        request = AttemptRequest(key, "echo", {"v": i}, 0, "bare", f"n{i}", 1, 60.0)
+        async with slots:
+            future = client.submit(run_attempt, request.to_json(), key=request.key, pure=False)
+            reply = AttemptReply.from_json(await future)
+        if reply.error is not None or reply.output_json != f'{{"v":{i}}}':
+            raise RuntimeError(f"bare attempt {i}: {reply}")
+
+    async with Client(address, asynchronous=True) as client:
+        await asyncio.gather(*(one(client, "warm", i) for i in range(in_flight)))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(client, "measured", i) for i in range(count)))
+        return time.perf_counter() - t0

@@ -30,6 +30,7 @@ from typing import Any
 from benchmarks._cluster import (
     Cluster,
     Executed,
+    bare_attempts,
     base_env,
     cluster,
     dask_modules,
@@ -163,7 +164,12 @@ def remote(ctx: Context) -> Section:
         f"Every summary is checked: exit 0, `SUCCESS`, all {big:,} nodes `SUCCESS`. CPU "
         f"per node, the same difference of the CPU time of each process (the `execute` "
         f"process from `RUSAGE_CHILDREN`, the scheduler and the workers from "
-        f"`/proc/<pid>/stat`), says where the remote time goes.",
+        f"`/proc/<pid>/stat`), says where the remote time goes. The floor: the same "
+        f"{big:,} attempts (`run_attempt` of `echo`, the daemon's JSON request) submitted "
+        f"by a bare asynchronous `distributed.Client` on uvloop in the benchmark's process, "
+        f"{IN_FLIGHT} at a time (a semaphore), each reply checked, after {IN_FLIGHT} "
+        f"unmeasured ones: Dask's own cost, without engine, store or daemon; once per run, "
+        f"after the `execute` commands.",
     )
     with cluster(root / "cluster", 2, REMOTE_THREADS, env) as c:
         envs = {"remote": {**env, **_dask_env(c, "echo")}, "local": env}
@@ -171,10 +177,11 @@ def remote(ctx: Context) -> Section:
         ctx.progress("remote: warm-up (bytecode, first connection)")
         for mode in envs:
             execute(files[SMALL], envs[mode], root / f"warm-{mode}.db", 120)
-        rounds = []
+        rounds, bare_ms = [], []
         for n in range(ctx.runs):
             ctx.progress(f"remote run {n + 1}/{ctx.runs}")
             rounds.append(_overhead_round(files, envs, c, root, n))
+            bare_ms.append(bare_attempts(c.address, big, IN_FLIGHT) / big * 1000)
     remote_ms = _per_node_ms(rounds, "remote", big, "wall")
     local_ms = _per_node_ms(rounds, "local", big, "wall")
     section.add(Figure(f"remote: per attempt, {IN_FLIGHT} in flight", remote_ms, "ms", limit=5))
@@ -187,6 +194,14 @@ def remote(ctx: Context) -> Section:
         )
     )
     section.add(Figure("remote throughput", [1000 / ms for ms in remote_ms], "attempts/s"))
+    section.add(Figure(f"bare Dask client: per attempt, {IN_FLIGHT} in flight", bare_ms, "ms"))
+    section.add(
+        Figure(
+            "ratio remote / bare Dask client",
+            [a / b for a, b in zip(remote_ms, bare_ms, strict=True)],
+            "x",
+        )
+    )
     for what, label in (
         ("client", "the `execute` process"),
         ("scheduler", "the scheduler"),
