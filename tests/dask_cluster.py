@@ -24,6 +24,7 @@ and starts every process with ``--protocol tls`` and the three files (``tls.ca_f
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -94,18 +95,28 @@ class DaskCluster:
         self.tls = TlsFiles.create(root / "tls") if tls else None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._port: int | None = None
+        self._options: dict[str, dict[str, Any]] = {}
+        """Each worker's options, by name, for :meth:`restart`."""
         # Reaps every process even if stop() is never called (a crash, an exit).
         self._finalizer = weakref.finalize(self, _reap, self._procs)
 
     # -- the whole cluster -------------------------------------------------------------
 
-    def start(self, workers: Iterable[str] = ("w1", "w2"), **worker_options: Any) -> DaskCluster:
-        """Start the scheduler, then the ``workers`` (all at once); wait until registered."""
+    def start(
+        self,
+        workers: Iterable[str] | Mapping[str, Mapping[str, Any]] = ("w1", "w2"),
+        **worker_options: Any,
+    ) -> DaskCluster:
+        """Start the scheduler, then the ``workers`` (all at once); wait until registered.
+
+        ``workers`` are names, or each name's own options (as :meth:`start_worker`'s),
+        which take precedence over ``worker_options`` (given to all).
+        """
         self.start_scheduler()
-        names = list(workers)
-        for name in names:
-            self._spawn_worker(name, **worker_options)
-        self.wait_workers(names)
+        chosen = workers if isinstance(workers, Mapping) else {name: {} for name in workers}
+        for name, options in chosen.items():
+            self._spawn_worker(name, **{**worker_options, **options})
+        self.wait_workers(chosen)
         return self
 
     def stop(self) -> None:
@@ -169,18 +180,41 @@ class DaskCluster:
         ]
         self._spawn("scheduler", args, {}, self.root)
         _wait(
-            self.scheduler_file.exists,
+            self._read_scheduler_file,
             lambda: f"scheduler file {self.scheduler_file}\n{self._logs(['scheduler'])}",
             self._procs["scheduler"],
         )
-        import json
 
-        address = json.loads(self.scheduler_file.read_text())["address"]
+    def _read_scheduler_file(self) -> bool:
+        """Take the port from the scheduler file; whether it is there and whole yet."""
+        try:
+            address = json.loads(self.scheduler_file.read_text())["address"]
+        except (OSError, ValueError, KeyError):
+            return False
         self._port = int(address.rsplit(":", 1)[1])
+        return True
 
-    def stop_scheduler(self) -> None:
-        """SIGTERM the scheduler (SIGKILL after a grace) and reap it."""
-        _end(self._procs.pop("scheduler"))
+    def stop_scheduler(self, *, kill: bool = False) -> None:
+        """SIGTERM the scheduler (SIGKILL after a grace), or SIGKILL it at once (``kill``),
+        and reap it. Workers exit when their scheduler closes; :meth:`restart` brings the
+        whole cluster back."""
+        proc = self._procs.pop("scheduler")
+        if kill:
+            os.kill(proc.pid, signal.SIGKILL)
+        _end(proc)
+
+    def restart(self) -> None:
+        """Stop everything, then start the scheduler on the same address and the workers
+        that were started (and not stopped or killed since) with the same options."""
+        names = [name for name in self._procs if name != "scheduler"]
+        for name in names:
+            _end(self._procs.pop(name))
+        if "scheduler" in self._procs:
+            self.stop_scheduler()
+        self.start_scheduler()
+        for name in names:
+            self._spawn_worker(name, **self._options[name])
+        self.wait_workers(names)
 
     # -- workers -----------------------------------------------------------------------
 
@@ -195,10 +229,14 @@ class DaskCluster:
         self._spawn_worker(name, **options)
         self.wait_workers([name])
 
-    def stop_worker(self, name: str) -> None:
-        """SIGTERM worker ``name`` (SIGKILL after a grace); wait until the scheduler lost it."""
-        _end(self._procs.pop(name))
+    def stop_worker(self, name: str) -> int:
+        """SIGTERM worker ``name`` (SIGKILL after a grace); wait until the scheduler lost it.
+
+        Returns its exit status (``-9`` when it had to be killed).
+        """
+        status = _end(self._procs.pop(name))
         self._wait_gone(name)
+        return status
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL worker ``name`` (the process running its attempts); wait until the
@@ -264,6 +302,7 @@ class DaskCluster:
         preload: bool = True,
         nthreads: int = NTHREADS,
     ) -> None:
+        self._options[name] = {"env": env, "preload": preload, "nthreads": nthreads}
         folder = self.root / f"worker-{name}"
         (folder / "data").mkdir(parents=True, exist_ok=True)
         args = [
@@ -325,8 +364,9 @@ def _wait(ready: Any, what: Any, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM ``proc``, SIGKILL it after :data:`STOP_GRACE_S`, reap it and its group."""
+def _end(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM ``proc``, SIGKILL it after :data:`STOP_GRACE_S`, reap it and its group;
+    its exit status."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -337,6 +377,7 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
                 proc.kill()
             proc.wait()
     _kill_group(proc.pid)
+    return proc.returncode
 
 
 def _kill_group(pid: int) -> None:

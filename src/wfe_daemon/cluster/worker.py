@@ -11,7 +11,13 @@ settings, ``enable_shell``...), its own timer of attempt deadlines and ``Service
 shared HTTP client, on the worker's event loop). A bad configuration does not stop the
 worker: it starts, logs the problem at ERROR, advertises no task types
 (:func:`describe`, so the daemon sends it nothing) and answers any attempt with the
-problem, naming the worker.
+problem, naming the worker. (Failing its start instead would leave the problem in the
+worker's own log, out of the daemon's sight, and a nanny or a service manager would
+restart it in a loop.)
+
+An attempt's output crosses the wire as the task returned it (as JSON): the daemon keeps
+it for the references of later nodes and redacts what it stores and shows, as it does
+with an output of its own. An error is worded here, by the engine's ``failure_message``.
 
 The daemon sends three module-level functions (pickled by reference) and JSON strings:
 
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 import wfe_daemon
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest
 from wfe_daemon.config import Settings, load_settings
-from wfe_daemon.errors import TaskFailed
+from wfe_daemon.errors import ParamsError, TaskFailed, WfeError
 from wfe_daemon.runtime.deadlines import Deadlines
 from wfe_daemon.runtime.engine import encode_output, failure_message
 from wfe_daemon.runtime.registry import TaskRegistry
@@ -87,25 +93,31 @@ async def dask_setup(worker: Worker) -> None:
     """Build ``worker``'s task context (the preload's entry point, run once at start)."""
     _show_logs()
     context = _Context(worker.address)
-    _CONTEXTS[worker] = context
     try:
-        settings = load_settings(environ=os.environ)
-        registry = TaskRegistry.load(BUILTINS)
-        from wfe_daemon.tasks.http.task import open_http_client
-
-        http = await context.resources.enter_async_context(open_http_client(settings))
+        await _build(context)
     except Exception as exc:
-        context.problem = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+        context.problem = str(exc) if isinstance(exc, WfeError) else f"{type(exc).__name__}: {exc}"
         log.error("wfe-daemon worker %s cannot run attempts: %s", worker.address, context.problem)
-        return
+    else:
+        assert context.registry is not None and context.settings is not None
+        log.info(
+            "wfe-daemon %s worker ready: %d task types, data_dir %s",
+            wfe_daemon.__version__,
+            len(context.registry),
+            context.settings.data_dir,
+        )
+    _CONTEXTS[worker] = context
+
+
+async def _build(context: _Context) -> None:
+    """The worker's settings (its own environment), registry and services."""
+    from wfe_daemon.tasks.http.task import open_http_client
+
+    settings = load_settings(environ=os.environ)
+    registry = TaskRegistry.load(BUILTINS)
+    http = await context.resources.enter_async_context(open_http_client(settings))
     context.settings, context.registry = settings, registry
     context.services = Services(http=http)
-    log.info(
-        "wfe-daemon %s worker ready: %d task types, data_dir %s",
-        wfe_daemon.__version__,
-        len(registry),
-        settings.data_dir,
-    )
 
 
 async def dask_teardown(worker: Worker) -> None:
@@ -126,9 +138,7 @@ async def run_attempt(request: str) -> str:
     a timeout, a cancel (:func:`cancel_attempts`), a type this worker lacks or a worker not
     set up by the preload are all replies, never exceptions.
     """
-    from distributed import get_worker
-
-    worker = get_worker()
+    worker = _this_worker()
     context = _CONTEXTS.get(worker)
     try:
         parsed = AttemptRequest.from_json(request)
@@ -189,6 +199,10 @@ async def _attempt(context: _Context, request: AttemptRequest) -> AttemptReply:
     scope = context.deadlines.scope(request.timeout)
     try:
         with scope:
+            # Checked again against this worker's schema: a plugin here may differ.
+            problems = context.registry.check_params(task.type, request.params, resolved=True)
+            if problems:
+                raise ParamsError("params: " + "; ".join(problems))
             output = await task.execute(request.params, ctx)
     except Exception as exc:
         return AttemptReply(
@@ -229,7 +243,7 @@ async def cancel_attempts(
     context = _CONTEXTS.get(dask_worker if dask_worker is not None else _this_worker())
     if context is None:
         return []
-    wanted = set(keys)
+    wanted = {keys} if isinstance(keys, str) else set(keys)
 
     def chosen_by_prefix(key: str) -> bool:
         if prefix is None or not key.startswith(prefix):
@@ -253,7 +267,8 @@ async def _cancel(context: _Context, keys: list[str]) -> None:
 def describe(dask_worker: Worker | None = None) -> dict[str, Any]:
     """This worker as the daemon checks it at connect: ``address``, ``version`` (of
     wfe-daemon), ``types`` (sorted; empty unless ready), ``ready`` (the preload built its
-    context) and ``problem`` (why it cannot run attempts, or ``None``)."""
+    context), ``problem`` (why it cannot run attempts, or ``None``) and ``running`` (the
+    keys of the attempts running now, sorted)."""
     worker = dask_worker if dask_worker is not None else _this_worker()
     context = _CONTEXTS.get(worker)
     if context is None:
@@ -267,7 +282,6 @@ def describe(dask_worker: Worker | None = None) -> dict[str, Any]:
         "types": sorted(task.type for task in registry) if registry is not None else [],
         "ready": problem is None,
         "problem": problem,
-        # the keys of the attempts running now (what a cancel would find)
         "running": sorted(context.running) if context is not None else [],
     }
 
@@ -277,16 +291,19 @@ def _refusal(address: str, what: str) -> str:
 
 
 def _this_worker() -> Worker:
+    """The worker running the current task."""
     from distributed import get_worker
 
     return get_worker()
 
 
 def _show_logs() -> None:
-    """Log through dask's handler (stderr) unless the operator's dask config set one."""
-    if log.handlers:
+    """Log through dask's handler (stderr), unless the operator's logging config set ours."""
+    handlers = logging.getLogger("distributed").handlers
+    if log.handlers or not handlers:  # configured already, or dictConfig: leave it be
         return
-    for handler in logging.getLogger("distributed").handlers:
+    for handler in handlers:
         log.addHandler(handler)
-    log.setLevel(logging.INFO)
     log.propagate = False
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
