@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from daemon_helpers import Daemons, cli, drop, wait_result, wait_running, wait_until
+from wfe_daemon.core.importpath import allowed
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Writer = Callable[..., Path]
@@ -439,3 +440,21 @@ def test_a_cancel_stops_a_busy_loop_and_shutdown_leaves_no_wait_on_a_blocked_cal
     wait_running(daemons.db_path, "nap")
 
     assert daemon.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("module", "prefixes", "expected"),
+    [
+        ("mypkg", ("mypkg",), True),
+        ("mypkg.jobs.daily", ("mypkg",), True),
+        ("mypkg2", ("mypkg",), False),
+        ("mypkg", ("mypkg.jobs",), False),
+        ("other.jobs", ("mypkg", "other.jobs"), True),
+        ("anything", (), True),
+    ],
+)
+def test_a_prefix_matches_whole_dotted_components(
+    module: str, prefixes: tuple[str, ...], expected: bool
+) -> None:
+    """``python_modules`` prefixes match whole components: ``mypkg`` is not ``mypkg2``."""
+    assert allowed(module, prefixes) is expected

@@ -26,8 +26,6 @@ FUNCTION_WORDING: Final = (
     "of ASCII identifiers; no name may start with '__')"
 )
 
-_MODULE: Final = re.compile(MODULE_PATTERN)
-
 
 def split_function(spec: str) -> tuple[str, list[str]]:
     """``"pkg.mod:Class.method"`` -> ``("pkg.mod", ["Class", "method"])``; the spec must
@@ -63,7 +61,7 @@ def parse_prefixes(value: object, text_ok: bool) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         raise ValueInvalid(f"must be a list of module names, got {show_value(value)}")
     for item in value:
-        if not isinstance(item, str) or not _MODULE.fullmatch(item.strip()):
+        if not isinstance(item, str) or not re.fullmatch(MODULE_PATTERN, item.strip()):
             raise ValueInvalid(
                 f"must be dotted module names like mypkg.jobs, got {show_value(item)}"
             )
