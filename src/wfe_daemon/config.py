@@ -41,6 +41,8 @@ __all__ = [
 DEFAULT_CONFIG_FILE: Final = Path("config/wfe.toml")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PATH_KEYS: Final = ("inbox", "outbox", "db_path", "data_dir")
+_TLS_KEYS: Final = ("dask_tls_ca_file", "dask_tls_cert", "dask_tls_key")
+EXECUTORS: Final = ("local", "dask")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,18 @@ class Settings:
     """Allow the ``python`` task (it runs any importable code)."""
     python_modules: tuple[str, ...] = ()
     """Module prefixes the ``python`` task may import; empty: any module."""
+    executor: str = "local"
+    """Where attempts of ``remote_types`` run: ``local`` (all here) or ``dask``."""
+    dask_scheduler: str = ""
+    """The Dask scheduler: ``tcp://host:port``, ``tls://host:port`` or a scheduler file."""
+    remote_types: tuple[str, ...] = ()
+    """Task types whose attempts run on the Dask cluster (``executor = "dask"``)."""
+    dask_tls_ca_file: Path | None = None
+    """TLS to the Dask cluster: the CA that signed the scheduler's and workers' certificates."""
+    dask_tls_cert: Path | None = None
+    """TLS to the Dask cluster: this daemon's certificate."""
+    dask_tls_key: Path | None = None
+    """TLS to the Dask cluster: this daemon's private key."""
 
     def __post_init__(self) -> None:
         for name in _PATH_KEYS:
@@ -99,13 +113,20 @@ class Settings:
         object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
         object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
         object.__setattr__(self, "python_modules", tuple(self.python_modules))
-        if self.secrets_dir is not None:
-            object.__setattr__(self, "secrets_dir", Path(os.path.abspath(self.secrets_dir)))
+        for name in ("secrets_dir", *_TLS_KEYS):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(os.path.abspath(getattr(self, name))))
+        object.__setattr__(self, "remote_types", tuple(self.remote_types))
         if self.schedules_dir is None:
             object.__setattr__(self, "schedules_dir", self.inbox.parent / "schedules")
         else:
             path = Path(os.path.abspath(Path(self.schedules_dir).expanduser()))
             object.__setattr__(self, "schedules_dir", path)
+
+    @property
+    def dask_tls(self) -> bool:
+        """Whether the daemon talks to the Dask cluster over TLS (its three files set)."""
+        return self.dask_tls_ca_file is not None
 
     @property
     def schedules(self) -> Path:
@@ -226,6 +247,28 @@ def _as_networks(value: object, text_ok: bool) -> tuple[str, ...]:
     return tuple(dict.fromkeys(networks))
 
 
+def _as_executor(value: object, text_ok: bool) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in EXECUTORS:
+        raise ValueInvalid(f"must be one of {', '.join(EXECUTORS)}, got {show_value(value)}")
+    return value.strip().lower()
+
+
+def _as_text(value: object, text_ok: bool) -> str:
+    if not isinstance(value, str) or any(c.isspace() for c in value.strip()):
+        raise ValueInvalid(f"must be a string without spaces, got {show_value(value)}")
+    return value.strip()
+
+
+def _as_names(value: object, text_ok: bool) -> tuple[str, ...]:
+    if text_ok and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise ValueInvalid(f"must be a list of task types, got {show_value(value)}")
+    return tuple(dict.fromkeys(item.strip() for item in value))
+
+
 def _as_notify(value: object, text_ok: bool) -> NotifySettings:
     return notify_table(value, text_ok)
 
@@ -284,6 +327,12 @@ _SPECS: Final[Mapping[str, _Spec]] = MappingProxyType(
         "notify": _Spec(_as_notify, env=False),  # WFE_NOTIFY_*: notify_env
         "enable_python": _Spec(_as_bool),
         "python_modules": _Spec(parse_prefixes),
+        "executor": _Spec(_as_executor),
+        "dask_scheduler": _Spec(_as_text),
+        "remote_types": _Spec(_as_names),
+        "dask_tls_ca_file": _Spec(_as_optional_path),
+        "dask_tls_cert": _Spec(_as_optional_path),
+        "dask_tls_key": _Spec(_as_optional_path),
     }
 )
 
@@ -399,4 +448,37 @@ def load_settings(
             values[key] = _convert(key, value, True, flag_name(key) if key in FLAG_KEYS else key)
     if values.get("secrets_dir") is None and environ.get("CREDENTIALS_DIRECTORY"):
         values["secrets_dir"] = Path(environ["CREDENTIALS_DIRECTORY"])  # systemd's credentials
+    _check_executor(values)
     return Settings(**values)
+
+
+def _check_executor(values: Mapping[str, Any]) -> None:
+    """The Dask executor's settings taken together (each one is checked alone above)."""
+    tls = [key for key in _TLS_KEYS if values.get(key) is not None]
+    if tls and len(tls) < len(_TLS_KEYS):
+        missing = ", ".join(key for key in _TLS_KEYS if key not in tls)
+        raise ConfigError(f"config: {tls[0]}: TLS needs all three files; also set {missing}")
+    if values.get("executor", "local") != "dask":
+        return
+    scheduler = values.get("dask_scheduler", "")
+    if not scheduler:
+        raise ConfigError(
+            'config: dask_scheduler: executor = "dask" needs the scheduler\'s address'
+            " (tcp://host:8786) or scheduler file"
+        )
+    if scheduler.startswith("tls://") and not tls:
+        raise ConfigError(
+            f"config: dask_scheduler: {scheduler} is a TLS address: set dask_tls_ca_file,"
+            " dask_tls_cert and dask_tls_key"
+        )
+    if scheduler.startswith("tcp://") and tls:
+        raise ConfigError(
+            f"config: dask_scheduler: the TLS files are set but {scheduler} is not a TLS"
+            " address: use tls://"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise ConfigError(
+            'config: executor: "dask" needs the distributed package: install wfe-daemon[dask]'
+        )

@@ -296,13 +296,14 @@ async def _with_engine(
     """
     from contextlib import AsyncExitStack
 
-    from wfe_daemon.service.wiring import open_engine
+    from wfe_daemon.service.wiring import open_cluster, open_engine
     from wfe_daemon.store.database import Store
 
     executor = None if live is None else live.progress.executor
     async with (
         Store.open(settings.db_path) as store,
-        open_engine(settings, registry, store, executor=executor) as engine,
+        open_cluster(settings, daemon=False) as cluster,
+        open_engine(settings, registry, store, executor=executor, cluster=cluster) as engine,
     ):
         async with AsyncExitStack() as stack:
             if live is not None:

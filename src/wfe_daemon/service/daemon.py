@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -53,8 +53,11 @@ from wfe_daemon.service.scheduler import Scheduler
 from wfe_daemon.service.shutdown import watch_stop_signals
 from wfe_daemon.service.submission import submit
 from wfe_daemon.service.systemd import Notifier, scrub_environ
-from wfe_daemon.service.wiring import load_registry, open_engine
+from wfe_daemon.service.wiring import load_registry, open_cluster, open_engine
 from wfe_daemon.store.database import Store
+
+if TYPE_CHECKING:
+    from wfe_daemon.cluster.state import ClusterState
 
 log = structlog.get_logger()
 
@@ -207,6 +210,8 @@ class Daemon:
         self.on_notified: list[Callable[[str], None]] = []
         """Called with each notification outcome (``sent``, ``failed``, ``dropped``: metrics)."""
         self.stop_reason = "stopped"
+        self.cluster: ClusterState | None = None
+        """The Dask cluster as last seen (``executor = "dask"``), for ``/healthz``."""
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file.
@@ -362,12 +367,18 @@ async def serve(settings: Settings, front: Front | None = None) -> int:
                 store = await _open_store(stack, settings, faults, notifier)
                 if store is None:
                     return 0
+                cluster = await stack.enter_async_context(open_cluster(settings, daemon=True))
                 engine = await stack.enter_async_context(
                     open_engine(
-                        settings, registry, store, **(front.engine_options() if front else {})
+                        settings,
+                        registry,
+                        store,
+                        cluster=cluster,
+                        **(front.engine_options() if front else {}),
                     )
                 )
                 daemon = Daemon(settings, registry, store, engine, notifier, faults)
+                daemon.cluster = cluster.state if cluster is not None else None
                 if webhook is not None:
                     webhook.hooks = daemon.on_notified
                 await _supervise(daemon, front, webhook)

@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from wfe_daemon.cluster.state import ClusterState
 from wfe_daemon.core.summary import RunSummary
 from wfe_daemon.runtime.task import Output, Params, Task, TaskContext
 from wfe_daemon.runtime.wrappers import AttemptFn, call_task
@@ -95,6 +96,28 @@ class Metrics:
             registry=reg,
         )
 
+    def follow_cluster(self, cluster: ClusterState) -> None:
+        """Show the Dask cluster's state and count its attempts by worker."""
+        reg = self.registry
+        connected = Gauge(
+            "wfe_cluster_connected", "1 while the Dask cluster is connected.", registry=reg
+        )
+        connected.set_function(lambda: 1 if cluster.connected else 0)
+        workers = Gauge("wfe_cluster_workers", "Dask workers ready for attempts.", registry=reg)
+        workers.set_function(lambda: cluster.workers)
+        remote = Counter(
+            "wfe_remote_attempts",
+            "Task attempts sent to the Dask cluster, by type, worker (empty: none reached)"
+            " and outcome.",
+            ["executor", "type", "worker", "outcome"],
+            registry=reg,
+        )
+
+        def seen(task_type: str, worker: str, succeeded: bool) -> None:
+            remote.labels("dask", task_type, worker, "success" if succeeded else "failure").inc()
+
+        cluster.on_attempt.append(seen)
+
     def attempt_finished(self, task_type: str, succeeded: bool, duration_s: float) -> None:
         """The engine's attempt hook (see ``wrappers.AttemptHook``).
 
@@ -159,6 +182,9 @@ class Health:
     watching: Callable[[], bool] = field(default=lambda: False)
     faults: Callable[[], dict[str, str]] = field(default=dict)
     """The daemon's open incidents (``Faults.active``): each one fails its own check."""
+    cluster: ClusterState | None = None
+    """The Dask cluster (``executor = "dask"``): reported, never failing the check, since
+    local nodes go on while it is down."""
 
     def checks(self) -> dict[str, str]:
         """Each check's verdict: ``"ok"`` or what is wrong."""
@@ -179,6 +205,9 @@ class Health:
         body: dict[str, Any] = {"status": "failing" if failing else "ok", "checks": checks}
         if failing:
             body["failing"] = failing
+        body["executor"] = "local" if self.cluster is None else "dask"
+        if self.cluster is not None:
+            body["cluster"] = self.cluster.report()
         return not failing, body
 
 
@@ -227,6 +256,8 @@ class Followed:
     """The daemon's hooks after each published result: the telemetry adds its own."""
     on_notified: MutableSequence[Callable[[str], None]] = field(default_factory=list)
     """The daemon's hooks for each notification outcome: the telemetry adds its own."""
+    cluster: ClusterState | None = None
+    """The Dask cluster, when ``executor = "dask"``."""
 
 
 class Telemetry:
@@ -262,6 +293,9 @@ class Telemetry:
         self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue))
         self.health.watching = daemon.watching
         self.health.faults = daemon.faults
+        if daemon.cluster is not None and self.health.cluster is None:
+            self.metrics.follow_cluster(daemon.cluster)
+            self.health.cluster = daemon.cluster
         daemon.on_published.append(self.metrics.published)
         daemon.on_notified.append(self.metrics.notified)
         identity = _identity(db_path)

@@ -10,7 +10,7 @@ under its signal watcher; the commands simply open it).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -25,6 +25,7 @@ from wfe_daemon.tasks import BUILTINS
 from wfe_daemon.tasks.python import PythonTask
 
 if TYPE_CHECKING:  # imported when used: ``validate`` and ``tasks`` need neither
+    from wfe_daemon.cluster.executor import DaskExecutor
     from wfe_daemon.runtime.engine import Engine
     from wfe_daemon.runtime.wrappers import AttemptFn, AttemptHook
     from wfe_daemon.store.database import Store
@@ -40,9 +41,9 @@ def load_registry(settings: Settings) -> TaskRegistry:
     listed but is refused: a workflow using it is rejected when validated, up front.
 
     Raises:
-        ConfigError: ``[task_limits]`` names a task type that no installed task has
-            (a misspelt key would otherwise limit nothing, silently), or the registry
-            itself cannot be built.
+        ConfigError: ``[task_limits]`` or ``remote_types`` names a task type that no
+            installed task has (a misspelt key would otherwise do nothing, silently), or
+            the registry itself cannot be built.
     """
     registry = TaskRegistry.load(BUILTINS)
     registry.secrets = SecretStore(settings.secrets_dir, refused=_own_credentials(settings))
@@ -51,15 +52,19 @@ def load_registry(settings: Settings) -> TaskRegistry:
             registry.refuse(task_type, f"{task_type} is disabled: set {key} = true")
     if isinstance(python := registry.get("python"), PythonTask):
         python.modules = settings.python_modules  # a literal function is checked up front
-    unknown = sorted(set(settings.task_limits) - {task.type for task in registry})
+    _check_types(registry, "task_limits", settings.task_limits)
+    _check_types(registry, "remote_types", settings.remote_types)
+    return registry
+
+
+def _check_types(registry: TaskRegistry, key: str, types: Iterable[str]) -> None:
+    """A ``ConfigError`` when setting ``key`` names a type no installed task has."""
+    unknown = sorted(set(types) - {task.type for task in registry})
     if unknown:
         names = ", ".join(repr(name) for name in unknown)
         known = ", ".join(sorted(task.type for task in registry))
         plural = "s" if len(unknown) > 1 else ""
-        raise ConfigError(
-            f"config: task_limits: unknown task type{plural} {names} (known: {known})"
-        )
-    return registry
+        raise ConfigError(f"config: {key}: unknown task type{plural} {names} (known: {known})")
 
 
 def _own_credentials(settings: Settings) -> list[Path]:
@@ -99,12 +104,14 @@ async def open_engine(
     *,
     executor: AttemptFn | None = None,
     hooks: tuple[AttemptHook, ...] = (),
+    cluster: DaskExecutor | None = None,
 ) -> AsyncIterator[Engine]:
     """The one engine of a process, over ``store``; the services it hands tasks are closed
     on exit.
 
     ``executor`` (default: the task's own ``execute``) and ``hooks`` are the engine's: the
-    live progress line, metrics.
+    live progress line, metrics. The ``remote_types`` run on ``cluster`` when given
+    (:func:`open_cluster`).
     """
     from wfe_daemon.runtime.engine import Engine
     from wfe_daemon.runtime.wrappers import call_task
@@ -116,5 +123,23 @@ async def open_engine(
             settings,
             services=services,
             executor=executor or call_task,
+            executors=cluster.attempts if cluster is not None else None,
             hooks=hooks,
         )
+
+
+@asynccontextmanager
+async def open_cluster(settings: Settings, *, daemon: bool) -> AsyncIterator[DaskExecutor | None]:
+    """The Dask executor while the block runs when ``executor = "dask"``, else ``None``
+    (and nothing of ``distributed`` is imported).
+
+    ``daemon``: this is the daemon, whose attempt keys are the same across its lives: it
+    cancels what an earlier life left on the workers. ``execute`` never does.
+    """
+    if settings.executor != "dask":
+        yield None
+        return
+    from wfe_daemon.cluster.executor import DaskExecutor
+
+    async with DaskExecutor(settings, clean_up=daemon).running() as cluster:
+        yield cluster

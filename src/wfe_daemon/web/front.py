@@ -183,4 +183,5 @@ def _followed(daemon: Daemon) -> Followed:
         faults=daemon.faults.active,
         on_published=daemon.on_published,
         on_notified=daemon.on_notified,
+        cluster=daemon.cluster,
     )
