@@ -52,7 +52,7 @@ BENCHMARKS: dict[str, str] = {
     "schedule_slots": "benchmarks.schedules:schedule_slots",
     "schedule_idle": "benchmarks.schedules:schedule_idle",
     "remote": "benchmarks.cluster:remote",
-    "cpu_cluster": "benchmarks.cluster:cpu_cluster",
+    "cpu_cluster": "benchmarks.cluster_cpu:cpu_cluster",
 }
 
 #: Sections written by their own long-running entry points (``python -m benchmarks.soak``),

@@ -1,19 +1,15 @@
-"""Rows 16 and 17: node attempts on a real Dask cluster, against the same work run locally.
+"""Row 16: the cost of a node attempt on a real Dask cluster, against the same node local.
 
 Every figure comes from whole ``wfe-daemon execute FILE`` processes (as a user runs them,
 each with a fresh database, logs at WARNING, the result summary checked: exit 0 and every
 node ``SUCCESS``), against a cluster of real ``dask scheduler`` and ``dask worker``
-processes on 127.0.0.1 started once per benchmark (:mod:`benchmarks._cluster`).
+processes on 127.0.0.1 started once per benchmark (:mod:`benchmarks._cluster`): a
+fan-out of N independent ``echo`` nodes (``WFE_MAX_CONCURRENT_TASKS=100``) minus the same
+for 10 nodes (which takes away start-up, the import of ``distributed`` and the
+connection), per node; once with ``remote_types = ["echo"]`` on two workers, once local.
+Row 17 (CPU-bound ``python`` nodes) is :mod:`benchmarks.cluster_cpu`.
 
-- ``remote`` (row 16): the cost of one remote attempt with 100 in flight. A fan-out of N
-  independent ``echo`` nodes (``WFE_MAX_CONCURRENT_TASKS=100``) minus the same for 10
-  nodes (which takes away start-up, the import of ``distributed`` and the connection),
-  per node; once with ``remote_types = ["echo"]`` on two workers, once local.
-- ``cpu_cluster`` (row 17): 200 ``python`` nodes of about 100 ms of pure-Python CPU each,
-  the makespan locally (threads of one process: the GIL holds it to one core), on one
-  worker and on two (``--nthreads 1`` each, separate processes).
-
-``remote`` also checks that the daemon with ``executor = "local"`` imports no module of
+It also checks that the daemon with ``executor = "local"`` imports no module of
 ``dask`` or ``distributed`` (``python -X importtime``), and fails loudly if it does.
 """
 
@@ -21,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,10 +37,9 @@ from benchmarks.daemon import _load_note, loadavg, ten_node_doc
 IN_FLIGHT = 100
 REMOTE_THREADS = 50  # per worker, two workers: room for all 100 attempts in flight
 SMALL = 10
-CPU_MODULE = "wfe_bench_cpu"
 
 
-def _dask_env(c: Cluster, remote_types: str) -> dict[str, str]:
+def dask_env(c: Cluster, remote_types: str) -> dict[str, str]:
     """What turns the Dask executor on in the daemon, for ``remote_types``."""
     return {
         "WFE_EXECUTOR": "dask",
@@ -55,7 +48,24 @@ def _dask_env(c: Cluster, remote_types: str) -> dict[str, str]:
     }
 
 
-def _write(path: Path, doc: dict[str, Any]) -> Path:
+def check_remote(ran: Executed, c: Cluster, count: int) -> set[str]:
+    """Fail unless the INFO log of ``ran`` has ``count`` successful ``cluster.attempt``
+    events, each on a worker of ``c``; the workers used."""
+    used = []
+    for line in ran.stderr.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("event") == "cluster.attempt" and event.get("outcome") == "success":
+                used.append(event.get("worker"))
+    if len(used) != count or not set(used) <= set(c.workers):
+        raise RuntimeError(
+            f"{count} nodes, {len(used)} successful attempts on the cluster, on {set(used)} "
+            f"(its workers: {sorted(c.workers)}): {ran.stderr[-2000:]}"
+        )
+    return set(used)
+
+
+def write_doc(path: Path, doc: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, separators=(",", ":")))
     return path
@@ -72,7 +82,7 @@ def _echo_fanout(count: int) -> dict[str, Any]:
 def check_local_imports(root: Path, env: Mapping[str, str], dask: Mapping[str, str]) -> str:
     """Fail unless ``validate`` and a local ``execute`` import no dask module, while the same
     ``execute`` with the Dask executor on does (the check can see one)."""
-    file = _write(root / "ten.json", ten_node_doc())
+    file = write_doc(root / "ten.json", ten_node_doc())
     env = {**env, "WFE_DB_PATH": str(root / "imports.db")}
     seen: dict[str, list[str]] = {}
     for label, argv in (
@@ -142,7 +152,7 @@ def remote(ctx: Context) -> Section:
     env = base_env(root)
     env["WFE_MAX_CONCURRENT_TASKS"] = str(IN_FLIGHT)
     files = {
-        size: _write(root / f"fanout-{size}.json", _echo_fanout(size)) for size in (big, SMALL)
+        size: write_doc(root / f"fanout-{size}.json", _echo_fanout(size)) for size in (big, SMALL)
     }
     section = Section(
         "remote",
@@ -172,11 +182,12 @@ def remote(ctx: Context) -> Section:
         f"after the `execute` commands.",
     )
     with cluster(root / "cluster", 2, REMOTE_THREADS, env) as c:
-        envs = {"remote": {**env, **_dask_env(c, "echo")}, "local": env}
-        import_note = check_local_imports(root, env, _dask_env(c, "echo"))
-        ctx.progress("remote: warm-up (bytecode, first connection)")
-        for mode in envs:
-            execute(files[SMALL], envs[mode], root / f"warm-{mode}.db", 120)
+        envs = {"remote": {**env, **dask_env(c, "echo")}, "local": env}
+        import_note = check_local_imports(root, env, dask_env(c, "echo"))
+        ctx.progress("remote: warm-up (bytecode, first connection), logs at INFO")
+        execute(files[SMALL], envs["local"], root / "warm-local.db", 120)
+        warm = {**envs["remote"], "WFE_LOG_LEVEL": "INFO"}
+        used = check_remote(execute(files[big], warm, root / "warm-remote.db", 600), c, big)
         rounds, bare_ms = [], []
         for n in range(ctx.runs):
             ctx.progress(f"remote run {n + 1}/{ctx.runs}")
@@ -227,150 +238,11 @@ def remote(ctx: Context) -> Section:
                 "ms",
             )
         )
-    section.notes.append(import_note)
-    section.notes.append(_load_note(load))
-    return section
-
-
-# -- row 17: CPU-bound python nodes -------------------------------------------------------------
-
-CPU_SOURCE = '''"""A pure-Python CPU-bound function for the cluster benchmark (written by it)."""
-
-import os
-
-
-def spin(loops):
-    """Integer arithmetic for ``loops`` rounds; which process ran it, and a checksum."""
-    x = 0
-    for i in range(loops):
-        x = (x * 31 + i) % 1000003
-    return {"pid": os.getpid(), "x": x}
-'''
-
-
-def _calibrate(folder: Path, target_s: float) -> tuple[int, float]:
-    """Loops of ``spin`` that take ``target_s`` here, and the median time of that many."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(CPU_MODULE, folder / f"{CPU_MODULE}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def timed(loops: int) -> float:
-        t0 = time.perf_counter()
-        module.spin(loops)
-        return time.perf_counter() - t0
-
-    probe = 200_000
-    loops = round(probe * target_s / statistics.median(timed(probe) for _ in range(5)))
-    return loops, statistics.median(timed(loops) for _ in range(5))
-
-
-def _ran_in(ran: Executed) -> set[int]:
-    """The pids the nodes' outputs name: the processes that ran them."""
-    return {info["output"]["pid"] for info in ran.summary["nodes"].values()}
-
-
-def _cpu_round(
-    file: Path, envs: dict[str, dict[str, str]], clusters: dict[str, Cluster], root: Path, n: int
-) -> dict[str, Executed]:
-    """One run: each mode once, the order rotating by run; where each node ran, checked."""
-    modes = list(envs)
-    modes = modes[n % len(modes) :] + modes[: n % len(modes)]
-    done = {}
-    for mode in modes:
-        for c in clusters.values():
-            c.check_alive()
-        ran = execute(file, envs[mode], root / f"{mode}-{n}.db", 600)
-        expected = set(clusters[mode].workers.values()) if mode in clusters else {ran.pid}
-        if _ran_in(ran) != expected:
-            raise RuntimeError(f"{mode}: nodes ran in processes {_ran_in(ran)}, not {expected}")
-        done[mode] = ran
-    return done
-
-
-def cpu_cluster(ctx: Context) -> Section:
-    """Row 17: makespan of CPU-bound ``python`` nodes locally, on one and on two workers."""
-    load = loadavg()
-    count = ctx.size(200, 6)
-    target_s = 0.1 if not ctx.quick else 0.02
-    root = ctx.tmp / "cpu"
-    modules = root / "pymod"
-    modules.mkdir(parents=True)
-    (modules / f"{CPU_MODULE}.py").write_text(CPU_SOURCE)
-    loops, work_s = _calibrate(modules, target_s)
-    nodes = [
-        {
-            "id": f"n{i}",
-            "type": "python",
-            "params": {"function": f"{CPU_MODULE}:spin", "kwargs": {"loops": loops}},
-        }
-        for i in range(count)
-    ]
-    file = _write(root / "cpu.json", {"name": f"cpu {count}", "nodes": nodes})
-    env = base_env(root)
-    env.update(WFE_ENABLE_PYTHON="1", PYTHONPATH=str(modules))
-    section = Section(
-        "cpu_cluster",
-        f"17. {count} CPU-bound `python` nodes of {work_s * 1000:.0f} ms each: locally, on one "
-        f"and on two Dask workers",
-        f"One workflow of {count} independent `python` nodes, each calling `{CPU_MODULE}:spin` "
-        f"(a pure-Python integer loop in a module the benchmark writes, on the `PYTHONPATH` "
-        f"of the daemon and of the workers) with the same `loops`, calibrated once per "
-        f"benchmark in the benchmark's own process to about {target_s * 1000:.0f} ms "
-        f"({loops:,} loops, measured {work_s * 1000:.1f} ms, median of 5). The makespan is "
-        f"the run's `duration` in the summary printed by a whole `wfe-daemon execute FILE` "
-        f"(from the run's start to its end: no process start-up, no import; the Dask "
-        f"connection is made before the run starts), defaults otherwise "
-        f"(`max_concurrent_tasks` 16, `WFE_ENABLE_PYTHON=1`). Local: each call in a thread "
-        f"of its own in the `execute` process, where the GIL keeps them to one core. Remote "
-        f"(`WFE_EXECUTOR=dask`, `WFE_REMOTE_TYPES=python`): one cluster of a scheduler and "
-        f"one `dask worker --no-nanny --nthreads 1`, another of a scheduler and two such "
-        f"workers (separate processes, one core each), both started once for the benchmark. "
-        f"Each run executes the three modes, the order rotating from run to run. Every "
-        f"summary is checked (exit 0, every node `SUCCESS`), and so is where the nodes ran: "
-        f"each returns its process id, which must be the `execute` process's locally, the "
-        f"worker's on one worker, and both workers' on two. Ideal: {count} x "
-        f"{work_s * 1000:.0f} ms = {count * work_s:.1f} s on one core, half on two.",
+    section.notes.append(
+        f"Where the attempts ran: an unmeasured warm-up of the {big:,}-node file with "
+        f"`WFE_LOG_LEVEL=INFO` logged {big:,} successful `cluster.attempt` events "
+        f"(`executor: dask`), on {len(used)} of the 2 workers."
     )
-    with contextlib.ExitStack() as stack:
-        clusters = {
-            f"{workers} worker{'s' if workers > 1 else ''}": stack.enter_context(
-                cluster(root / f"cluster{workers}", workers, 1, env)
-            )
-            for workers in (1, 2)
-        }
-        envs = {"local": env} | {
-            mode: {**env, **_dask_env(c, "python")} for mode, c in clusters.items()
-        }
-        ctx.progress("cpu_cluster: warm-up (bytecode, first connection)")
-        for mode in envs:
-            execute(file, envs[mode], root / f"warm-{mode}.db", 600)
-        rounds = []
-        for n in range(ctx.runs):
-            ctx.progress(f"cpu_cluster run {n + 1}/{ctx.runs}")
-            rounds.append(_cpu_round(file, envs, clusters, root, n))
-    makespan = {mode: [float(r[mode].summary["duration"]) for r in rounds] for mode in envs}
-    for mode in envs:
-        section.add(Figure(f"makespan, {mode}", makespan[mode], "s"))
-    for mode, limit in (("2 workers", 1.7), ("1 worker", None)):
-        section.add(
-            Figure(
-                f"speed-up: local / {mode}",
-                [a / b for a, b in zip(makespan["local"], makespan[mode], strict=True)],
-                "x",
-                limit=limit,
-                lower_is_better=False,
-            )
-        )
-    for mode in envs:
-        section.add(
-            Figure(
-                f"whole `execute` process, {mode}",
-                [r[mode].wall for r in rounds],
-                "s",
-            )
-        )
+    section.notes.append(import_note)
     section.notes.append(_load_note(load))
     return section
