@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,45 @@ def execute(file: Path, env: Mapping[str, str], db: Path, timeout_s: float) -> E
             f"not SUCCESS, e.g. {sample}; errors {summary.get('errors')}; {stderr[-2000:]}"
         )
     return Executed(wall, cpu, proc.pid, summary, stderr)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process of the machine has used (``/proc/stat``: all but idle)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One ``execute`` and what the machine did meanwhile (CPU seconds)."""
+
+    ran: Executed
+    scheduler: float
+    """The schedulers of the clusters given."""
+    workers: float
+    """All their workers."""
+    others: float
+    """Every other process of the machine: the machine's busy time minus ``execute``'s,
+    the schedulers' and the workers' (the other users of the shared cores)."""
+
+
+def observe(
+    file: Path,
+    env: Mapping[str, str],
+    db: Path,
+    timeout_s: float,
+    clusters: Sequence[Cluster],
+) -> Observed:
+    """:func:`execute`, with the CPU time of ``clusters`` and of the rest of the machine."""
+    for c in clusters:
+        c.check_alive()
+    busy, before = machine_busy_s(), [c.cpu() for c in clusters]
+    ran = execute(file, env, db, timeout_s)
+    after, busy = [c.cpu() for c in clusters], machine_busy_s() - busy
+    scheduler = sum(a["scheduler"] - b["scheduler"] for a, b in zip(after, before, strict=True))
+    workers = sum(a["workers"] - b["workers"] for a, b in zip(after, before, strict=True))
+    return Observed(ran, scheduler, workers, max(0.0, busy - ran.cpu - scheduler - workers))
 
 
 def imported_modules(argv: list[str], env: Mapping[str, str], cwd: Path) -> list[str]:

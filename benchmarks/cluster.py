@@ -24,12 +24,14 @@ from typing import Any
 from benchmarks._cluster import (
     Cluster,
     Executed,
+    Observed,
     bare_attempts,
     base_env,
     cluster,
     dask_modules,
     execute,
     imported_modules,
+    observe,
 )
 from benchmarks._suite import Context, Figure, Section
 from benchmarks.daemon import _load_note, loadavg, ten_node_doc
@@ -114,34 +116,33 @@ def check_local_imports(root: Path, env: Mapping[str, str], dask: Mapping[str, s
 
 def _overhead_round(
     files: dict[int, Path], envs: dict[str, dict[str, str]], c: Cluster, root: Path, n: int
-) -> dict[str, dict[int, tuple[Executed, dict[str, float]]]]:
+) -> dict[str, dict[int, Observed]]:
     """One run: each mode on the big and the small file, the order alternating by run."""
     modes = list(envs) if n % 2 == 0 else list(reversed(envs))
-    done: dict[str, dict[int, tuple[Executed, dict[str, float]]]] = {m: {} for m in envs}
+    done: dict[str, dict[int, Observed]] = {m: {} for m in envs}
     for size in sorted(files, reverse=True):
         for mode in modes:
-            c.check_alive()
-            before = c.cpu()
-            ran = execute(files[size], envs[mode], root / f"{mode}-{size}-{n}.db", 600)
-            after = c.cpu()
-            done[mode][size] = (ran, {k: after[k] - before[k] for k in after})
-            if len(ran.summary["nodes"]) != size:
-                raise RuntimeError(f"{mode}: {len(ran.summary['nodes'])} nodes of {size}")
+            seen = observe(files[size], envs[mode], root / f"{mode}-{size}-{n}.db", 600, [c])
+            if len(seen.ran.summary["nodes"]) != size:
+                raise RuntimeError(f"{mode}: {len(seen.ran.summary['nodes'])} nodes of {size}")
+            done[mode][size] = seen
     return done
 
 
-def _per_node_ms(rounds: list[Any], mode: str, big: int, what: str) -> list[float]:
-    """(big run - small run) / (big - small nodes), in ms, per run, of ``what``."""
+def _per_node_ms(
+    rounds: list[dict[str, dict[int, Observed]]], mode: str, big: int, what: str
+) -> list[float]:
+    """(big run - small run) / (big - small nodes), in ms, per run, of ``what``: ``wall``,
+    ``client`` (the CPU of ``execute``), ``scheduler`` or ``workers`` (their CPU)."""
 
-    def value(size: int, r: Any) -> float:
-        ran, cluster_cpu = r[mode][size]
+    def value(seen: Observed) -> float:
         if what == "wall":
-            return float(ran.wall)
+            return seen.ran.wall
         if what == "client":
-            return float(ran.cpu)
-        return float(cluster_cpu[what])
+            return seen.ran.cpu
+        return float(getattr(seen, what))
 
-    return [(value(big, r) - value(SMALL, r)) / (big - SMALL) * 1000 for r in rounds]
+    return [(value(r[mode][big]) - value(r[mode][SMALL])) / (big - SMALL) * 1000 for r in rounds]
 
 
 def remote(ctx: Context) -> Section:
@@ -174,7 +175,9 @@ def remote(ctx: Context) -> Section:
         f"Every summary is checked: exit 0, `SUCCESS`, all {big:,} nodes `SUCCESS`. CPU "
         f"per node, the same difference of the CPU time of each process (the `execute` "
         f"process from `RUSAGE_CHILDREN`, the scheduler and the workers from "
-        f"`/proc/<pid>/stat`), says where the remote time goes. The floor: the same "
+        f"`/proc/<pid>/stat`), says where the remote time goes; the machine's busy time in "
+        f"`/proc/stat` minus all of those is the other users' share of the two cores. "
+        f"The floor: the same "
         f"{big:,} attempts (`run_attempt` of `echo`, the daemon's JSON request) submitted "
         f"by a bare asynchronous `distributed.Client` on uvloop in the benchmark's process, "
         f"{IN_FLIGHT} at a time (a semaphore), each reply checked, after {IN_FLIGHT} "
@@ -234,8 +237,16 @@ def remote(ctx: Context) -> Section:
         section.add(
             Figure(
                 f"{mode}: the whole {SMALL}-node `execute` (start-up, connect)",
-                [r[mode][SMALL][0].wall * 1000 for r in rounds],
+                [r[mode][SMALL].ran.wall * 1000 for r in rounds],
                 "ms",
+            )
+        )
+    for mode in envs:
+        section.add(
+            Figure(
+                f"{mode}: CPU of the machine's other processes during the {big:,}-node run",
+                [r[mode][big].others / r[mode][big].ran.wall for r in rounds],
+                "cores",
             )
         )
     section.notes.append(

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._cluster import Cluster, Executed, base_env, cluster, execute
+from benchmarks._cluster import Cluster, Executed, Observed, base_env, cluster, execute, observe
 from benchmarks._suite import Context, Figure, Section
 from benchmarks.cluster import dask_env, write_doc
 from benchmarks.daemon import _load_note, loadavg
@@ -81,18 +81,17 @@ def _round(
     clusters: dict[str, Cluster],
     root: Path,
     n: int,
-) -> dict[str, dict[str, Executed]]:
+) -> dict[str, dict[str, Observed]]:
     """One run: each mode on the work, then on the empty file; the order rotating by run."""
     modes = list(envs)
     modes = modes[n % len(modes) :] + modes[: n % len(modes)]
-    done: dict[str, dict[str, Executed]] = {mode: {} for mode in modes}
+    done: dict[str, dict[str, Observed]] = {mode: {} for mode in modes}
     for kind, file in files.items():
         for mode in modes:
-            for c in clusters.values():
-                c.check_alive()
-            ran = execute(file, envs[mode], root / f"{mode}-{kind}-{n}.db", 600)
-            _check_where(mode, ran, clusters, every=kind == "work")
-            done[mode][kind] = ran
+            db = root / f"{mode}-{kind}-{n}.db"
+            seen = observe(file, envs[mode], db, 600, list(clusters.values()))
+            _check_where(mode, seen.ran, clusters, every=kind == "work")
+            done[mode][kind] = seen
     return done
 
 
@@ -120,7 +119,11 @@ def _describe(count: int, loops: int, work_s: float, target_s: float) -> str:
         f"then on the {SMALL} empty nodes, the order of the modes rotating from run to run. "
         f"Every summary is checked (exit 0, every node `SUCCESS`), and so is where the nodes "
         f"ran: each returns its process id, which must be the `execute` process's locally, "
-        f"the worker's on one worker, and each of the two workers' on two. Ideal: {count} x "
+        f"the worker's on one worker, and each of the two workers' on two. Cores used: CPU "
+        f"seconds over the `execute` process's wall time, of the workers (`/proc/<pid>/"
+        f"stat`), of the `execute` process (`RUSAGE_CHILDREN`), and of every other process "
+        f"of the machine (its busy time in `/proc/stat` minus ours: the other users of the "
+        f"two cores). Ideal: {count} x "
         f"{ms:.0f} ms = {count * work_s:.1f} s on one core, half of it on two."
     )
 
@@ -170,10 +173,11 @@ def cpu_cluster(ctx: Context) -> Section:
 
 
 def _report(
-    section: Section, rounds: list[dict[str, dict[str, Executed]]], modes: list[str]
+    section: Section, rounds: list[dict[str, dict[str, Observed]]], modes: list[str]
 ) -> None:
-    makespan = {m: [float(r[m]["work"].summary["duration"]) for r in rounds] for m in modes}
-    net = {m: [r[m]["work"].wall - r[m]["empty"].wall for r in rounds] for m in modes}
+    work = {m: [r[m]["work"] for r in rounds] for m in modes}
+    makespan = {m: [float(o.ran.summary["duration"]) for o in work[m]] for m in modes}
+    net = {m: [r[m]["work"].ran.wall - r[m]["empty"].ran.wall for r in rounds] for m in modes}
     for mode in modes:
         section.add(Figure(f"makespan, {mode}", makespan[mode], "s"))
     for mode, limit in (("2 workers", 1.7), ("1 worker", None)):
@@ -195,3 +199,17 @@ def _report(
             "x",
         )
     )
+    for mode in modes:
+        used = [o.workers / o.ran.wall for o in work[mode]]
+        if mode == "local":
+            used = [o.ran.cpu / o.ran.wall for o in work[mode]]
+        what = "the `execute` process" if mode == "local" else "the workers"
+        section.add(Figure(f"{mode}: CPU of {what} during the run", used, "cores"))
+    for mode in modes:
+        section.add(
+            Figure(
+                f"{mode}: CPU of the machine's other processes during the run",
+                [o.others / o.ran.wall for o in work[mode]],
+                "cores",
+            )
+        )
