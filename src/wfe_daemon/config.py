@@ -112,11 +112,11 @@ class Settings:
             object.__setattr__(self, name, Path(os.path.abspath(path)))
         object.__setattr__(self, "task_limits", MappingProxyType(dict(self.task_limits)))
         object.__setattr__(self, "http_deny_networks", tuple(self.http_deny_networks))
-        object.__setattr__(self, "python_modules", tuple(self.python_modules))
         for name in ("secrets_dir", *_TLS_KEYS):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(os.path.abspath(getattr(self, name))))
         object.__setattr__(self, "remote_types", tuple(self.remote_types))
+        object.__setattr__(self, "python_modules", tuple(self.python_modules))
         if self.schedules_dir is None:
             object.__setattr__(self, "schedules_dir", self.inbox.parent / "schedules")
         else:

@@ -48,6 +48,7 @@ CLUSTER_UNREACHABLE: Final = "cluster.unreachable"
 CLUSTER_MISMATCH: Final = "cluster.mismatch"
 CLUSTER_CLEANED: Final = "cluster.cleaned"
 CLUSTER_ATTEMPT: Final = "cluster.attempt"
+CLUSTER_WORKERS: Final = "cluster.workers"
 
 CONNECT_TIMEOUT_S: Final = 10.0
 """How long one try to reach the scheduler lasts."""
@@ -96,6 +97,8 @@ class DaskExecutor:
         self._client: Any = None
         self._types: dict[str, frozenset[str]] = {}
         """The task types of each usable worker, by address."""
+        self._seen_workers: set[str] = set()
+        """Every worker described, usable or not."""
         self._tried = asyncio.Event()
         self._warned: tuple[str | None, float] = (None, 0.0)
         self._cancels: anyio.abc.TaskGroup | None = None
@@ -188,6 +191,7 @@ class DaskExecutor:
         from wfe_daemon.cluster.worker import describe
 
         found = await self._client.run(describe, on_error="return")
+        self._seen_workers = set(found)
         types: dict[str, frozenset[str]] = {}
         for address, info in found.items():
             problem = _worker_problem(info)
@@ -195,6 +199,8 @@ class DaskExecutor:
                 types[address] = frozenset(info["types"])
             else:
                 log.warning(CLUSTER_MISMATCH, worker=address, error=problem)
+        if self.state.connected and set(types) != set(self._types):
+            log.info(CLUSTER_WORKERS, workers=len(types), addresses=sorted(types))
         self._types = types
         self.state.workers = len(types)
 
@@ -214,17 +220,19 @@ class DaskExecutor:
         client = self._client
         while client.status == "running":
             await anyio.sleep(WATCH_S)
-            workers = set(client.scheduler_info(n_workers=-1).get("workers", {}))
-            if workers != set(self._types) and client.status == "running":
-                try:
+            try:
+                # An asynchronous client's cached scheduler_info() lists no workers.
+                with anyio.fail_after(CONNECT_TIMEOUT_S):
+                    identity = await client.scheduler.identity(n_workers=-1)
+                if set(identity.get("workers", {})) != self._seen_workers:
                     await self._describe_workers()
-                except Exception as exc:  # the scheduler went away meanwhile
-                    log.debug("cluster.describe_failed", error=_reason(exc))
+            except Exception as exc:  # the scheduler went away meanwhile: status says so
+                log.debug("cluster.describe_failed", error=_reason(exc))
         self._unreachable(f"lost the connection to the scheduler at {self.state.scheduler}")
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
-        self._types = {}
+        self._types, self._seen_workers = {}, set()
         self.state.connected, self.state.workers = False, 0
         if client is not None:
             with anyio.move_on_after(CLOSE_S, shield=True):

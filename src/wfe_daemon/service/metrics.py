@@ -26,7 +26,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from wfe_daemon.cluster.state import ClusterState
 from wfe_daemon.core.summary import RunSummary
 from wfe_daemon.runtime.task import Output, Params, Task, TaskContext
 from wfe_daemon.runtime.wrappers import AttemptFn, call_task
@@ -35,6 +34,8 @@ from wfe_daemon.store.database import Store
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
+
+    from wfe_daemon.cluster.state import ClusterState
 
 __all__ = ["Followed", "Health", "Metrics", "Telemetry"]
 
