@@ -205,6 +205,14 @@ def _report(
             used = [o.ran.cpu / o.ran.wall for o in work[mode]]
         what = "the `execute` process" if mode == "local" else "the workers"
         section.add(Figure(f"{mode}: CPU of {what} during the run", used, "cores"))
+    for mode in modes[1:]:
+        section.add(
+            Figure(
+                f"{mode}: CPU of the `execute` process and the schedulers during the run",
+                [(o.ran.cpu + o.scheduler) / o.ran.wall for o in work[mode]],
+                "cores",
+            )
+        )
     for mode in modes:
         section.add(
             Figure(
