@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -323,13 +324,22 @@ def where_nodes(name: str, count: int) -> dict[str, Any]:
 def test_an_attempt_goes_only_to_workers_that_have_its_type(
     new_dask_cluster: Callable[..., DaskCluster], daemons: Daemons, tmp_path: Path
 ) -> None:
-    """With the plugin on one worker only, every attempt of its type goes there; once no
-    worker has it, the node fails with a message naming the type and what to do."""
+    """With the plugin on one good worker only, every attempt of its type goes there (a
+    worker with a bad configuration is left out, and logged); once no worker has it, the
+    node fails with a message naming the type and what to do."""
     plugin = plugin_folder(tmp_path)
     cluster = new_dask_cluster(
-        workers={"plugged": {"env": {"PYTHONPATH": str(plugin)}}, "plain": {}}
+        workers={
+            "plugged": {"env": {"PYTHONPATH": str(plugin)}},
+            "plain": {},
+            "broken": {"env": {"PYTHONPATH": str(plugin), "WFE_MAX_CONCURRENT_TASKS": "-3"}},
+        }
     )
     daemon = daemons.start(**dask_env(cluster, remote="where"), PYTHONPATH=str(plugin))
+    [refused] = wait_until(lambda: daemon.events("cluster.mismatch"), 20, "the bad worker")
+    assert refused["worker"] == cluster.worker_address("broken")
+    assert refused["error"].startswith("not ready: ")
+    assert "WFE_MAX_CONCURRENT_TASKS: must be >= 1" in refused["error"]
     drop(daemons.inbox, "p.json", where_nodes("p", 6))
     result = wait_result(daemons.outbox, "p", timeout=30)
     assert result["status"] == "SUCCESS"
@@ -515,3 +525,55 @@ def test_python_nodes_run_on_the_workers(
     assert {nodes[f"p{n}"]["output"]["pid"] for n in range(3)} == {cluster.worker_pid("w1")}
     assert nodes["bad"]["error"] == "ValueError: negative: -1"
     assert daemon.pid not in {nodes[f"p{n}"]["output"]["pid"] for n in range(3)}
+
+
+def test_dask_without_distributed_installed_names_the_extra(
+    run_cli: RunCli, write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``executor = "dask"`` where ``distributed`` cannot be imported stops with exit 2 and
+    one line saying what to install."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    # A None entry in sys.modules is how Python marks a module as not importable.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['distributed'] = None\n")
+    env = {
+        "PYTHONPATH": str(blocker),
+        "WFE_EXECUTOR": "dask",
+        "WFE_DASK_SCHEDULER": "tcp://127.0.0.1:1",
+    }
+    result = run_cli("execute", write_workflow(mixed_workflow()), env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        'wfe-daemon: config: executor: "dask" needs the distributed package:'
+        " install wfe-daemon[dask]\n"
+    )
+
+
+def test_the_daemon_refuses_a_wrong_cluster_configuration(daemons: Daemons) -> None:
+    """``wfe-daemon run`` with ``executor = "dask"`` and no scheduler exits 2 with one line,
+    before taking anything from the inbox."""
+    result = cli(daemons, "run", WFE_EXECUTOR="dask", WFE_REMOTE_TYPES="sleep")
+    assert result.returncode == 2
+    assert result.stderr.startswith('wfe-daemon: config: dask_scheduler: executor = "dask"')
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_local_executor_imports_nothing_of_the_cluster(
+    cli_env: dict[str, str], write_workflow: Callable[..., Path], tmp_path: Path
+) -> None:
+    """With the default ``executor = "local"`` a run imports neither ``distributed`` nor
+    the cluster layer (``python -X importtime`` lists every module imported)."""
+    path = write_workflow(mixed_workflow())
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wfe_daemon", "execute", str(path)],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert "wfe_daemon.runtime.engine" in modules
+    assert not [m for m in modules if m.startswith(("distributed", "dask", "wfe_daemon.cluster"))]

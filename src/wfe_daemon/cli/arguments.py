@@ -189,6 +189,12 @@ _HELP: Final[Mapping[str, tuple[str, str]]] = {
     "http_deny_networks": ("NETS", "comma-separated networks http_get refuses"),
     "enable_python": ("", "allow the python task"),
     "python_modules": ("PREFIXES", "comma-separated module prefixes the python task may import"),
+    "executor": ("NAME", "local, or dask: remote_types run on the Dask cluster"),
+    "dask_scheduler": ("ADDRESS", "the Dask scheduler's tcp:// or tls:// address, or its file"),
+    "remote_types": ("TYPES", "comma-separated task types run on the Dask cluster"),
+    "dask_tls_ca_file": ("PATH", "the CA of the Dask cluster's certificates"),
+    "dask_tls_cert": ("PATH", "this process's certificate for the Dask cluster"),
+    "dask_tls_key": ("PATH", "this process's private key for the Dask cluster"),
 }
 
 

@@ -57,6 +57,8 @@ FIRST_TRY_WAIT_S: Final = 15.0
 MAX_BACKOFF_S: Final = 30.0
 WATCH_S: Final = 1.0
 """How often the connection and the set of workers are looked at."""
+WATCH_TIMEOUT_S: Final = 5.0
+"""A scheduler that does not tell its workers within this long is taken as lost."""
 REPEAT_WARNING_S: Final = 60.0
 """While the cluster stays unreachable, the warning is repeated this often."""
 CANCEL_SEND_S: Final = 5.0
@@ -160,9 +162,10 @@ class DaskExecutor:
                 f"the scheduler at {self._client.scheduler.address} runs wfe-daemon {theirs},"
                 f" this daemon {wfe_daemon.__version__}: install the same version everywhere"
             )
-        await self._describe_workers()
-        if self.clean_up:
-            await self._cancel_earlier_lives()
+        with anyio.fail_after(CONNECT_TIMEOUT_S + CANCEL_SEND_S):  # a hung worker: try again
+            await self._describe_workers()
+            if self.clean_up:
+                await self._cancel_earlier_lives()
         self.state.connected, self.state.problem = True, None
         self._warned = (None, 0.0)
         log.info(
@@ -218,17 +221,26 @@ class DaskExecutor:
     async def _watch(self) -> None:
         """Return once the connection to the scheduler is lost; follow the workers."""
         client = self._client
-        while client.status == "running":
+        lost = f"lost the connection to the scheduler at {self.state.scheduler}"
+        while True:
             await anyio.sleep(WATCH_S)
+            comm = client.scheduler_comm
+            if client.status != "running" or comm is None or comm.comm.closed():
+                break
             try:
                 # An asynchronous client's cached scheduler_info() lists no workers.
-                with anyio.fail_after(CONNECT_TIMEOUT_S):
+                with anyio.fail_after(WATCH_TIMEOUT_S):
                     identity = await client.scheduler.identity(n_workers=-1)
-                if set(identity.get("workers", {})) != self._seen_workers:
-                    await self._describe_workers()
-            except Exception as exc:  # the scheduler went away meanwhile: status says so
-                log.debug("cluster.describe_failed", error=_reason(exc))
-        self._unreachable(f"lost the connection to the scheduler at {self.state.scheduler}")
+            except Exception as exc:  # no answer from the scheduler: gone, or hung
+                lost += f" ({_reason(exc)})"
+                break
+            if set(identity.get("workers", {})) != self._seen_workers:
+                try:
+                    with anyio.fail_after(CONNECT_TIMEOUT_S):
+                        await self._describe_workers()
+                except Exception as exc:  # a worker went away meanwhile: the next look sees
+                    log.debug("cluster.describe_failed", error=_reason(exc))
+        self._unreachable(lost)
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
@@ -259,7 +271,7 @@ class DaskExecutor:
         if not self._tried.is_set():
             with anyio.move_on_after(FIRST_TRY_WAIT_S):
                 await self._tried.wait()
-        request = self._request(task, params, ctx)
+        request, data = self._request(task, params, ctx)
         client = self._client
         if client is None or not self.state.connected:
             raise TaskFailed(
@@ -272,24 +284,16 @@ class DaskExecutor:
                 f"no worker of the Dask cluster has task type {task.type!r}:"
                 " install it (the same wfe-daemon version and plugins) on the workers"
             )
-        from wfe_daemon.cluster.worker import run_attempt
-
         started, worker, outcome = time.perf_counter(), "", "failure"
-        future = client.submit(
-            run_attempt,
-            request.to_json(),
-            key=request.key,
-            pure=False,
-            retries=0,
-            workers=workers,
-            allow_other_workers=False,
-        )
+        self.state.running += 1
         try:
-            reply = AttemptReply.from_json(await self._result(future, request.key))
+            sent = await self._result(client, request.key, data, workers)
+            reply = AttemptReply.from_json(sent)
             worker = reply.worker
             if reply.error is not None:
                 if reply.traceback:
-                    log.debug("cluster.traceback", key=request.key, traceback=reply.traceback)
+                    shown = MASKER.text(reply.traceback)  # it may quote a secret's value
+                    log.debug("cluster.traceback", key=request.key, traceback=shown)
                 raise (TaskTimeout if reply.timed_out else TaskError)(reply.error)
             assert reply.output_json is not None
             output = orjson.loads(reply.output_json)
@@ -302,10 +306,11 @@ class DaskExecutor:
             outcome = "cancelled"
             raise
         finally:
+            self.state.running -= 1
             self._log_attempt(request, ctx, worker, outcome, time.perf_counter() - started)
 
-    def _request(self, task: Task, params: Params, ctx: TaskContext) -> AttemptRequest:
-        """The attempt as sent; refused when its params hold a secret and TLS is off."""
+    def _request(self, task: Task, params: Params, ctx: TaskContext) -> tuple[AttemptRequest, str]:
+        """The attempt and its JSON; refused when its params hold a secret and TLS is off."""
         timeout = ctx.attempt_timeout or self.settings.task_timeout
         key = attempt_key(self.instance, self.boot, ctx.run_id, ctx.node_id, ctx.attempt)
         request = AttemptRequest(
@@ -321,14 +326,25 @@ class DaskExecutor:
                 " dask_tls_ca_file, dask_tls_cert and dask_tls_key (and a tls:// scheduler),"
                 f" or run {task.type!r} locally (leave it out of remote_types)"
             )
-        return request
+        return request, data
 
-    async def _result(self, future: Any, key: str) -> str:
-        """Await ``future``; Dask's failures as ``TaskFailed``, this task's cancel as a
-        cancel (the workers are told, from a task of the executor's own)."""
+    async def _result(self, client: Any, key: str, data: str, workers: list[str]) -> str:
+        """Submit the attempt and await its reply; Dask's failures as ``TaskFailed``, this
+        task's cancel as a cancel (the workers are told, from a task of the executor's own)."""
         from distributed import KilledWorker
 
+        from wfe_daemon.cluster.worker import run_attempt
+
         try:
+            future = client.submit(
+                run_attempt,
+                data,
+                key=key,
+                pure=False,
+                retries=0,
+                workers=workers,
+                allow_other_workers=False,
+            )
             result: str = await future
             return result
         except asyncio.CancelledError as exc:

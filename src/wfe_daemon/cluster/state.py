@@ -23,6 +23,8 @@ class ClusterState:
     connected: bool = False
     workers: int = 0
     """Workers ready for attempts (same version, preloaded)."""
+    running: int = 0
+    """Attempts sent and not yet ended."""
     problem: str | None = "not connected yet"
     """Why remote attempts cannot run now (``None`` while connected and well)."""
     on_attempt: list[AttemptSeen] = field(default_factory=list)

@@ -85,6 +85,9 @@ class Metrics:
         self.running_nodes = Gauge("wfe_running_nodes", "Task attempts running now.", registry=reg)
         self.active = Gauge("wfe_active_workflows", "Workflows running now.", registry=reg)
         self._by_type: dict[str, tuple[Any, Any, Any]] = {}
+        self._running = [0]
+        """Attempts running now in this process (``counting``)."""
+        self._cluster: ClusterState | None = None
         """Each task type's attempt series: success, failure, duration."""
         self.queued = Gauge(
             "wfe_queued_files", "Claimed files waiting for a workflow slot.", registry=reg
@@ -118,6 +121,7 @@ class Metrics:
             remote.labels("dask", task_type, worker, "success" if succeeded else "failure").inc()
 
         cluster.on_attempt.append(seen)
+        self._cluster = cluster
 
     def attempt_finished(self, task_type: str, succeeded: bool, duration_s: float) -> None:
         """The engine's attempt hook (see ``wrappers.AttemptHook``).
@@ -135,11 +139,15 @@ class Metrics:
         (series[0] if succeeded else series[1]).inc()
         series[2].observe(duration_s)
 
+    def _running_now(self) -> int:
+        cluster = self._cluster
+        return self._running[0] + (cluster.running if cluster is not None else 0)
+
     def counting(self, executor: AttemptFn) -> AttemptFn:
         """Wrap the engine's innermost attempt call so ``wfe_running_nodes`` counts it (a
         plain integer, read at scrape time: no lock on the engine's path)."""
-        running = [0]
-        self.running_nodes.set_function(lambda: running[0])
+        running = self._running
+        self.running_nodes.set_function(self._running_now)
 
         async def attempt(task: Task, params: Params, ctx: TaskContext) -> Output:
             running[0] += 1
@@ -206,8 +214,8 @@ class Health:
         body: dict[str, Any] = {"status": "failing" if failing else "ok", "checks": checks}
         if failing:
             body["failing"] = failing
-        body["executor"] = "local" if self.cluster is None else "dask"
         if self.cluster is not None:
+            body["executor"] = "dask"
             body["cluster"] = self.cluster.report()
         return not failing, body
 
