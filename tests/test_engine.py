@@ -994,3 +994,55 @@ async def test_retry_waits_are_logged_as_backoff_computes_them(
     assert summary["nodes"]["f"]["attempts"] == 4
     delays = [e["delay"] for e in logs if e["event"] == "node.retry"]
     assert delays == [0.01, 0.02, 0.04]
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class MisbehavingTask(_TestTask):
+    """A plugin that breaks the rules in the way ``params.how`` names."""
+
+    type = "misbehave"
+
+    async def execute(self, params: Params, ctx: TaskContext) -> Any:
+        how = params["how"]
+        if how == "cycle":
+            looped: list[Any] = []
+            looped.append(looped)
+            return looped
+        if how == "deep":
+            deep: list[Any] = []
+            for _ in range(5000):
+                deep = [deep]
+            return deep
+        if how == "unprintable":
+            raise _Unprintable
+        if how == "cancelled":
+            raise asyncio.CancelledError
+        return how
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [
+        ("cycle", "output: "),
+        ("deep", "output: "),
+        ("unprintable", "_Unprintable: (its message cannot be shown)"),
+        ("cancelled", "CancelledError: raised by the task, not a cancel of the node"),
+    ],
+)
+async def test_a_task_that_breaks_the_rules_fails_its_node_and_the_run_goes_on(
+    engine_factory: Callable[..., Engine], how: str, error: str
+) -> None:
+    """An output that holds itself or nests too deeply, an exception whose text cannot be
+    shown, or a ``CancelledError`` the task raises of its own accord fails that node with
+    a clear error; the run ends and its other nodes run (no crash, no hang)."""
+    engine = engine_factory(MisbehavingTask())
+    doc = workflow(node("bad", "misbehave", params={"how": how}), node("ok", "echo"))
+    summary = await asyncio.wait_for(run_doc(engine, doc), 30)
+    assert summary["status"] == "PARTIAL_SUCCESS"
+    assert summary["nodes"]["bad"]["status"] == "FAILED"
+    assert summary["nodes"]["bad"]["error"].startswith(error), summary["nodes"]["bad"]["error"]
+    assert summary["nodes"]["ok"]["status"] == "SUCCESS"

@@ -16,6 +16,9 @@ from typing import Any
 
 from wfe_daemon.errors import WorkflowRejected
 
+MAX_OUTPUT_DEPTH = 254
+"""The deepest nesting an output may have: orjson, which encodes outputs, stops at 255."""
+
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
@@ -37,9 +40,11 @@ def unfit(value: Any, where: str = "output") -> str | None:
     is one line with a dotted path from ``where``, e.g.
     ``output.json.a: integer 1267... does not fit in 64 bits``. ``None`` when all fit.
     """
-    stack: list[tuple[str, Any]] = [(where, value)]
+    stack: list[tuple[str, Any, int]] = [(where, value, 0)]
     while stack:
-        path, item = stack.pop()
+        path, item, depth = stack.pop()
+        if depth > MAX_OUTPUT_DEPTH:
+            return f"{path}: nests deeper than {MAX_OUTPUT_DEPTH} levels (or holds itself)"
         problem = _unfit_scalar(item)
         if problem is not None:
             return f"{path}: {problem}"
@@ -49,9 +54,13 @@ def unfit(value: Any, where: str = "output") -> str | None:
                     return f"{path}: key {show(key)} is not a string"
                 if _SURROGATE.search(key):
                     return f"{path}: key {show(key)} holds a lone surrogate"
-            stack.extend((_join(path, key), sub) for key, sub in reversed(list(item.items())))
+            stack.extend(
+                (_join(path, key), sub, depth + 1) for key, sub in reversed(list(item.items()))
+            )
         elif isinstance(item, list | tuple):
-            stack.extend((f"{path}.{i}", sub) for i, sub in reversed(list(enumerate(item))))
+            stack.extend(
+                (f"{path}.{i}", sub, depth + 1) for i, sub in reversed(list(enumerate(item)))
+            )
     return None
 
 

@@ -415,11 +415,18 @@ class _Run:
             with scope:
                 params = self._params(node, await self._secrets(node))
                 output = await engine.attempts[node.type](task, params, ctx)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            # The task raised CancelledError itself: a failure, not a cancel of the node.
+            return "CancelledError: raised by the task, not a cancel of the node"
         except Exception as exc:
             return failure_message(exc, timeout if scope.expired else None)
-        shown = MASKER.value(redact(output))
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
+            shown = MASKER.value(redact(output))
             data = encode_output(shown)
+        except RecursionError:
+            return str(TaskFailed("output: nests too deeply, or holds itself"))
         except ValueError as exc:
             return str(TaskFailed(str(exc)))
         if len(data) > engine.settings.max_output_size:
@@ -577,9 +584,20 @@ def failure_message(exc: Exception, expired_after: float | None = None) -> str:
     """
     if isinstance(exc, TimeoutError) and expired_after is not None:
         return str(TaskTimeout(f"timed out after {expired_after:g}s"))
+    try:
+        text = str(exc)
+    except Exception:  # a task's exception whose __str__ raises must not end the run
+        text = "(its message cannot be shown)"
     if isinstance(exc, TaskError):
-        return hide_url_secrets(str(exc))
-    return hide_url_secrets(f"{type(exc).__name__}: {exc}")
+        return hide_url_secrets(text)
+    return hide_url_secrets(f"{type(exc).__name__}: {text}")
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task has a cancel pending (rather than a task raising
+    ``CancelledError`` of its own accord)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _set(started: asyncio.Future[None]) -> None:

@@ -40,7 +40,7 @@ class _Call:
 
     def __init__(self, work: Callable[[], object], name: str) -> None:
         self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[object] = self.loop.create_future()
+        self.future: asyncio.Future[tuple[bool, object]] = self.loop.create_future()
         self._lock = threading.Lock()
         self._finished = False
         run = contextvars.copy_context().run
@@ -78,14 +78,10 @@ class _Call:
                 continue
 
     def _deliver(self, outcome: tuple[bool, object]) -> None:
-        ok, value = outcome
-        if self.future.done():  # cancelled: the outcome is nobody's
-            return
-        if ok:
-            self.future.set_result(value)
-        else:
-            assert isinstance(value, BaseException)
-            self.future.set_exception(value)
+        # The outcome goes as a result, never through set_exception: a future refuses
+        # StopIteration, and a GeneratorExit thrown through await breaks the task.
+        if not self.future.done():  # else cancelled: the outcome is nobody's
+            self.future.set_result(outcome)
 
     def interrupt(self) -> None:
         """Raise :class:`Stopped` in the thread at its next bytecode (unless it ended)."""
@@ -126,11 +122,14 @@ async def call_stoppable(
     call = _Call(work, name)
     call.start()
     try:
-        value = await call.future
+        ok, value = await call.future
     except asyncio.CancelledError:
         if not await call.stop(grace_s) and left_running is not None:
             left_running()
         raise
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
     return value  # type: ignore[return-value]  # the thread's value, of work's type
 
 

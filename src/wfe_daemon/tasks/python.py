@@ -22,22 +22,31 @@ import asyncio
 import functools
 import importlib
 import inspect
+import re
 import traceback
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
+import orjson
+
 from wfe_daemon.core.importpath import (
     FUNCTION_PATTERN,
     FUNCTION_WORDING,
+    allowed,
     refusal,
     split_function,
 )
+from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.core.refs import contains_ref
-from wfe_daemon.errors import TaskFailed
+from wfe_daemon.errors import TaskError, TaskFailed
 from wfe_daemon.logs import PYTHON_LEFT_RUNNING, PYTHON_TRACEBACK
 from wfe_daemon.runtime.task import Output, Params, TaskContext
 from wfe_daemon.tasks._stoppable import STOP_GRACE_S, call_stoppable
+
+_MAX_NESTING: Final = 250
+"""Levels of lists and objects a return value may nest (orjson encodes about 255)."""
+_PASSTHROUGH: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 _OWN_FILES: Final = frozenset({__file__, call_stoppable.__code__.co_filename})
 """Frames of these files are cut from the top of a traceback: the user's code is what counts."""
@@ -84,13 +93,14 @@ class PythonTask:
     output_doc: ClassVar[Mapping[str, str]] = {}
     failure_doc: ClassVar[Sequence[str]] = (
         "`enable_python` is false (the default).",
-        "The module is outside `python_modules`, or the attribute path passes through a "
-        "module outside it.",
+        "The module is outside `python_modules`, or the attribute path reaches a module, "
+        "or a name or object whose code comes from a module, outside it.",
         "The module cannot be imported (not found, or its code raises), or has no such "
         "attribute, or the attribute is not callable.",
-        "The function raises: the error is `Type: message` (the traceback is logged at "
-        "debug level).",
-        "The return value is not JSON (the error names where).",
+        "The function raises (even `SystemExit` or a `CancelledError` of its own): the "
+        "error is `Type: message` (the traceback is logged at debug level).",
+        "The return value is not JSON (the error names where), or holds itself, or nests "
+        "deeper than 250 levels.",
         "The node's timeout expires.",
     )
 
@@ -100,9 +110,14 @@ class PythonTask:
         daemon sets it from ``python_modules``); ``None``: checked when the node runs."""
 
     def validate_params(self, params: Params, *, resolved: bool) -> list[str]:
-        """A literal ``function`` outside ``python_modules`` is refused up front."""
+        """A literal ``function`` outside ``python_modules`` is refused up front, and one
+        the schema's pattern lets by with a final line break."""
         function = params.get("function")
-        if self.modules is None or not isinstance(function, str) or contains_ref(function):
+        if not isinstance(function, str) or contains_ref(function):
+            return []
+        if not re.fullmatch(FUNCTION_PATTERN, function):  # the schema's $ allows a final \n
+            return [f"function: {FUNCTION_WORDING}, got {function!r}"]
+        if self.modules is None:
             return []
         problem = refusal(split_function(function)[0], self.modules)
         return [f"function: {problem}"] if problem else []
@@ -127,14 +142,14 @@ class PythonTask:
                 left_running=left_running,
             )
             return await _call(function, dict(params.get("kwargs", {})), name, left_running)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            _log_traceback(ctx, spec, exc)
-            raise
+        except asyncio.CancelledError as exc:
+            if _cancelling():
+                raise
+            _log_traceback(ctx, spec, exc)  # the function's own: a failure, not a cancel
+            raise TaskFailed(_describe(exc)) from exc
         except BaseException as exc:  # SystemExit and the like fail the node, not the daemon
             _log_traceback(ctx, spec, exc)
-            raise TaskFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise TaskFailed(_describe(exc)) from exc
 
 
 async def _call(
@@ -146,12 +161,57 @@ async def _call(
     """Await an ``async def``; run anything else in its own thread, then await what it
     returned if that is awaitable."""
     if inspect.iscoroutinefunction(function):
-        return await function(**kwargs)
-    work = functools.partial(function, **kwargs)
+        return _bounded(await function(**kwargs))
+    work = functools.partial(_call_plain, function, kwargs)
     result = await call_stoppable(work, name=name, left_running=left_running)
     if inspect.isawaitable(result):
-        return await result
+        return _bounded(await result)
     return result
+
+
+def _call_plain(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call ``function`` and check what it returned (in its thread, off the loop)."""
+    result = function(**kwargs)
+    return result if inspect.isawaitable(result) else _bounded(result)
+
+
+def _bounded(value: Any) -> Any:
+    """``value``, unless it holds itself or nests deeper than JSON encoding goes: the
+    engine's redaction would recurse without end on it."""
+    try:
+        orjson.dumps(value, option=_PASSTHROUGH)
+    except TypeError:  # not JSON: the engine names why, unless it is the nesting (found here)
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, Mapping):
+                children = list(item.values())
+            elif isinstance(item, list | tuple):
+                children = list(item)
+            else:
+                continue
+            if depth > _MAX_NESTING:
+                raise TaskFailed(
+                    f"output: nested deeper than {_MAX_NESTING} levels (or it holds itself)"
+                ) from None
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (a timeout, a cancel, shutdown), as
+    opposed to a ``CancelledError`` the function raised of its own."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` (a ``TaskError``: its message alone), whatever ``str()`` does."""
+    try:
+        text = str(exc)
+    except BaseException as error:  # a broken __str__ must not hide the failure
+        text = f"<its message could not be read: {type(error).__name__}>"
+    return text if isinstance(exc, TaskError) else f"{type(exc).__name__}: {text}"
 
 
 def _load(spec: str, prefixes: Sequence[str]) -> Callable[..., Any]:
@@ -164,13 +224,27 @@ def _load(spec: str, prefixes: Sequence[str]) -> Callable[..., Any]:
         except AttributeError:
             owner = ".".join([module_name, *attributes[:at]]) if at else module_name
             raise TaskFailed(f"{spec}: {owner} has no attribute {attribute!r}") from None
-        if isinstance(target, types.ModuleType):
-            problem = refusal(target.__name__, prefixes)
-            if problem is not None:
-                raise TaskFailed(f"{spec}: {problem}")
+        problem = _foreign(target, ".".join(attributes[: at + 1]), prefixes)
+        if problem is not None:
+            raise TaskFailed(f"{spec}: {problem}")
     if not callable(target):
         raise TaskFailed(f"{spec}: not callable (it is a {type(target).__name__})")
     return target  # type: ignore[no-any-return]  # callable() narrows to a bare Callable
+
+
+def _foreign(target: object, path: str, prefixes: Sequence[str]) -> str | None:
+    """Why ``target``, reached by the attribute ``path``, is outside ``prefixes``: a module,
+    or an object whose code lives in a module (``__module__``), not under them (a name
+    imported from elsewhere, a method of an instance of another module's class)."""
+    if not prefixes:
+        return None
+    if isinstance(target, types.ModuleType):
+        return refusal(target.__name__, prefixes)
+    module = getattr(target, "__module__", None)
+    if isinstance(module, str) and allowed(module, prefixes):
+        return None
+    where = f"module {module!r}" if isinstance(module, str) else "no module"
+    return f"{path} comes from {where}, outside python_modules ({', '.join(prefixes)})"
 
 
 def _import(spec: str, module_name: str) -> types.ModuleType:
@@ -181,9 +255,7 @@ def _import(spec: str, module_name: str) -> types.ModuleType:
             if last_try or not _names_path_of(exc, module_name):
                 raise TaskFailed(f"{spec}: cannot import {module_name!r}: {exc}") from exc
         except Exception as exc:
-            raise TaskFailed(
-                f"{spec}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise TaskFailed(f"{spec}: importing {module_name!r} failed: {_describe(exc)}") from exc
         # Finders cache what folders held: a module written since then is found now.
         importlib.invalidate_caches()
     raise AssertionError("unreachable")
@@ -196,8 +268,8 @@ def _names_path_of(exc: ModuleNotFoundError, module_name: str) -> bool:
 
 def _log_traceback(ctx: TaskContext, spec: str, exc: BaseException) -> None:
     shown = _traceback(exc)
-    if shown is not None:
-        ctx.log.debug(PYTHON_TRACEBACK, function=spec, traceback=shown)
+    if shown is not None:  # URL credentials hidden, as in the node's error
+        ctx.log.debug(PYTHON_TRACEBACK, function=spec, traceback=hide_url_secrets(shown))
 
 
 def _warn_left_running(ctx: TaskContext, spec: str) -> None:
