@@ -50,8 +50,9 @@ def calibrate(folder: Path, target_s: float) -> tuple[int, float]:
         module.spin(loops)
         return time.perf_counter() - t0
 
-    probe = 200_000
-    loops = round(probe * target_s / statistics.median(timed(probe) for _ in range(5)))
+    loops = 200_000
+    for _ in range(2):  # a probe, then once more at about the right size
+        loops = round(loops * target_s / statistics.median(timed(loops) for _ in range(5)))
     return loops, statistics.median(timed(loops) for _ in range(5))
 
 
@@ -101,7 +102,8 @@ def _describe(count: int, loops: int, work_s: float, target_s: float) -> str:
         f"One workflow of {count} independent `python` nodes, each calling `{MODULE}:spin` (a "
         f"pure-Python integer loop in a module the benchmark writes, on the `PYTHONPATH` of "
         f"the daemon and of the workers) with the same `loops`, calibrated once per benchmark "
-        f"in the benchmark's own process to about {target_s * 1000:.0f} ms ({loops:,} loops, "
+        f"in the benchmark's own process to about {target_s * 1000:.0f} ms (a probe, then a "
+        f"second scaling: {loops:,} loops, "
         f"measured {ms:.1f} ms, median of 5), run by whole `wfe-daemon execute FILE` "
         f"processes (a fresh database each, `WFE_LOG_LEVEL=WARNING`, `WFE_ENABLE_PYTHON=1`, "
         f"defaults otherwise: `max_concurrent_tasks` 16). Local: each call in a thread of its "
