@@ -6,6 +6,8 @@ killed and restarted, shutdown, and ``python`` nodes on the workers.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,28 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     result = wait_result(daemons.outbox, "twice", timeout=30)
     assert result["status"] == "SUCCESS"
     wait_free(cluster)
+
+
+@pytest.mark.timeout(120)
+def test_a_reconnect_stops_what_the_lost_connection_left_running(
+    new_dask_cluster: Callable[..., DaskCluster], daemons: Daemons
+) -> None:
+    """A scheduler that stops answering (SIGSTOP) while a remote attempt runs fails that
+    attempt; once it answers again the daemon reconnects and cancels the attempt still
+    running on the worker before any retry is sent: the node never runs twice at once."""
+    cluster = new_dask_cluster(workers=("w1",))
+    daemon = daemons.start(**dask_env(cluster))
+    drop(daemons.inbox, "blip.json", sleeper("blip", 30, retries=5, retry_delay=1))
+    [first] = attempts_running(cluster, 1)
+    os.kill(cluster.scheduler_pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: daemon.events("node.retry"), 40, "the attempt to fail")
+    finally:
+        os.kill(cluster.scheduler_pid, signal.SIGCONT)
+    [cleaned] = wait_until(lambda: daemon.events("cluster.cleaned"), 40, "the clean-up")
+    assert cleaned["keys"] == [first]
+    retried = attempts_running(cluster, 1)
+    assert first not in retried
 
 
 @pytest.mark.timeout(90)

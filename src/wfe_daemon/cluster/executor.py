@@ -10,8 +10,10 @@ At each connect the scheduler must run the daemon's wfe-daemon version (else the
 is refused, ``cluster.mismatch``, and tried again later); each worker is described
 (:func:`~wfe_daemon.cluster.worker.describe`): a worker of another version, or one not
 ready, is avoided (``cluster.mismatch``), and an attempt goes only to the ready workers
-that have its task type. The daemon (not ``execute``) then cancels the attempts an earlier
-life of itself left running on the workers, before it sends its own.
+that have its task type. It then cancels, before it sends any attempt, every attempt of
+its own instance still running on the workers: those an earlier life of the daemon left,
+and those of this life whose connection was lost (their futures failed with it, and the
+engine retries them; Dask would leave them running, and the node would run twice).
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ class DaskExecutor:
 
     Args:
         settings: ``dask_scheduler``, the TLS files and ``remote_types``.
-        clean_up: cancel, at each connect, the attempts an earlier life of this daemon
-            left on the workers (the daemon: true; ``execute``: false, with an instance of
-            its own, so it never cancels anyone else's).
+        clean_up: this is the daemon, whose instance is the same across its lives, so
+            each connect also cancels what an earlier life left on the workers
+            (``execute``: false, with an instance of its own, so it never cancels anyone
+            else's attempts).
     """
 
     def __init__(self, settings: Settings, *, clean_up: bool) -> None:
@@ -164,8 +167,7 @@ class DaskExecutor:
             )
         with anyio.fail_after(CONNECT_TIMEOUT_S + CANCEL_SEND_S):  # a hung worker: try again
             await self._describe_workers()
-            if self.clean_up:
-                await self._cancel_earlier_lives()
+            await self._cancel_left_over()
         self.state.connected, self.state.problem = True, None
         self._warned = (None, 0.0)
         log.info(
@@ -207,12 +209,13 @@ class DaskExecutor:
         self._types = types
         self.state.workers = len(types)
 
-    async def _cancel_earlier_lives(self) -> None:
+    async def _cancel_left_over(self) -> None:
+        """Cancel every attempt of this instance on the workers: no future of the new
+        client awaits one yet, so each is an earlier life's or a lost connection's."""
         from wfe_daemon.cluster.worker import cancel_attempts
 
-        mine = instance_prefix(self.instance)
         done = await self._client.run(
-            cancel_attempts, prefix=mine, keep=f"{mine}{self.boot}-", on_error="return"
+            cancel_attempts, prefix=instance_prefix(self.instance), on_error="return"
         )
         keys = sorted(key for found in done.values() if isinstance(found, list) for key in found)
         if keys:
