@@ -248,10 +248,13 @@ def test_a_reconnect_stops_what_the_lost_connection_left_running(
     [first] = attempts_running(cluster, 1)
     os.kill(cluster.scheduler_pid, signal.SIGSTOP)
     try:
-        wait_until(lambda: daemon.events("node.retry"), 40, "the attempt to fail")
+        [retry] = wait_until(lambda: daemon.events("node.retry"), 40, "the attempt to fail")
     finally:
         os.kill(cluster.scheduler_pid, signal.SIGCONT)
     [cleaned] = wait_until(lambda: daemon.events("cluster.cleaned"), 40, "the clean-up")
+    assert retry["error"] == (
+        f"lost the connection to the Dask scheduler at {cluster.address} during the attempt"
+    )
     assert cleaned["keys"] == [first]
     retried = attempts_running(cluster, 1)
     assert first not in retried

@@ -333,8 +333,13 @@ class DaskExecutor:
 
     async def _result(self, client: Any, key: str, data: str, workers: list[str]) -> str:
         """Submit the attempt and await its reply; Dask's failures as ``TaskFailed``, this
-        task's cancel as a cancel (the workers are told, from a task of the executor's own)."""
+        task's cancel as a cancel (the workers are told, from a task of the executor's own).
+
+        Dask's own cancel of the future (``FutureCancelledError``, a
+        ``concurrent.futures.CancelledError``, not asyncio's) is a failed attempt.
+        """
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         from wfe_daemon.cluster.worker import run_attempt
 
@@ -350,18 +355,19 @@ class DaskExecutor:
             )
             result: str = await future
             return result
-        except asyncio.CancelledError as exc:
+        except asyncio.CancelledError:
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 self._cancel_later(client, key, future)
                 raise
-            reason = getattr(exc, "reason", "unknown")
-            if reason == "scheduler-connection-lost":
+            raise TaskFailed("the Dask cluster cancelled the attempt") from None
+        except FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost" or client is not self._client:
                 raise TaskFailed(
                     f"lost the connection to the Dask scheduler at {self.state.scheduler}"
                     " during the attempt"
                 ) from None
-            raise TaskFailed(f"the Dask cluster cancelled the attempt ({reason})") from None
+            raise TaskFailed(f"the Dask cluster cancelled the attempt ({exc.reason})") from None
         except KilledWorker as exc:
             raise _WorkerDied(_address(exc.last_worker)) from None
         except Exception as exc:  # whatever Dask raises about the future is a failed attempt
