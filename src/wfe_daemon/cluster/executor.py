@@ -138,9 +138,14 @@ class DaskExecutor:
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
             self._tried.set()
-            delay = 1.0
+            since = anyio.current_time()
             await self._watch()
             await self._drop()
+            if anyio.current_time() - since >= MAX_BACKOFF_S:
+                delay = 1.0  # lost after a steady while: try again at once
+            else:  # lost soon after connecting (a flapping link): keep backing off
+                await anyio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     async def _connect(self) -> None:
         from distributed import Client
