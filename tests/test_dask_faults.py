@@ -36,12 +36,13 @@ def test_a_killed_worker_is_one_failed_attempt_then_a_retry_elsewhere(
     worker; the node's retry runs on the other worker and succeeds (2 attempts)."""
     cluster = new_dask_cluster(workers=("w1", "w2"))
     daemon = daemons.start(**dask_env(cluster))
-    drop(daemons.inbox, "k.json", sleeper("k", 3, retries=1, retry_delay=0.1))
+    # Long enough that a loaded machine still kills it mid-attempt.
+    drop(daemons.inbox, "k.json", sleeper("k", 12, retries=1, retry_delay=0.1))
     keys = attempts_running(cluster, 1)
     victim = worker_of(keys, cluster, ("w1", "w2"))
     address = cluster.worker_address(victim)
     cluster.kill_worker(victim)
-    result = wait_result(daemons.outbox, "k", timeout=40)
+    result = wait_result(daemons.outbox, "k", timeout=60)
     assert result["status"] == "SUCCESS"
     assert result["nodes"]["s"]["attempts"] == 2
     [retry] = daemon.events("node.retry")
@@ -217,8 +218,9 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     doc = {
         "name": "twice",
         "nodes": [
-            {"id": "x", "type": "sleep", "params": {"seconds": 4}},
-            {"id": "y", "type": "sleep", "params": {"seconds": 4}},
+            # Long enough to outlast the restart on a loaded machine.
+            {"id": "x", "type": "sleep", "params": {"seconds": 15}},
+            {"id": "y", "type": "sleep", "params": {"seconds": 15}},
         ],
     }
     drop(daemons.inbox, "twice.json", doc)
@@ -230,7 +232,7 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     assert cleaned["cancelled"] == 2 and set(cleaned["keys"]) == earlier
     running = {k for found in running_on(cluster).values() for k in found}
     assert not running & earlier
-    result = wait_result(daemons.outbox, "twice", timeout=30)
+    result = wait_result(daemons.outbox, "twice", timeout=60)
     assert result["status"] == "SUCCESS"
     wait_free(cluster)
 
