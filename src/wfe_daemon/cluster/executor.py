@@ -229,11 +229,14 @@ class DaskExecutor:
     async def _watch(self) -> None:
         """Return once the connection to the scheduler is lost; follow the workers."""
         client = self._client
+        first = client.scheduler_comm
         lost = f"lost the connection to the scheduler at {self.state.scheduler}"
         while True:
             await anyio.sleep(WATCH_S)
             comm = client.scheduler_comm
-            if client.status != "running" or comm is None or comm.comm.closed():
+            # Another comm: the client reconnected on its own between two looks, and its
+            # attempts failed; this connect's clean-up must run again (a new client).
+            if client.status != "running" or comm is not first or comm.comm.closed():
                 break
             try:
                 # An asynchronous client's cached scheduler_info() lists no workers.
