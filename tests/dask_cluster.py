@@ -251,6 +251,11 @@ class DaskCluster:
         """The pid of worker ``name``."""
         return self._procs[name].pid
 
+    @property
+    def scheduler_pid(self) -> int:
+        """The pid of the scheduler."""
+        return self._procs["scheduler"].pid
+
     def worker_address(self, name: str) -> str:
         """The address worker ``name`` serves on, as the scheduler knows it."""
         for address, info in self.workers().items():
@@ -364,14 +369,14 @@ def _wait(ready: Any, what: Any, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-def _end(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM ``proc``, SIGKILL it after :data:`STOP_GRACE_S`, reap it and its group;
-    its exit status."""
+def _end(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> int:
+    """SIGTERM ``proc``, SIGKILL it after ``grace`` seconds, reap it and its group; its
+    exit status."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(STOP_GRACE_S)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -392,8 +397,9 @@ def _reap(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for proc in workers:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S  # one grace for all, not one each
     for proc in workers:
-        _end(proc)
+        _end(proc, max(0.0, deadline - time.monotonic()))
     if "scheduler" in procs:
         _end(procs.pop("scheduler"))
 

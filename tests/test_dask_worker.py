@@ -107,6 +107,51 @@ def test_params_checked_against_the_workers_schema(client: Any) -> None:
     assert answer.error == "params: seconds: 'long' is not of type 'number'"
 
 
+_SECRET = "tok-9f27c1e4-never-logged"
+_GOOD = json.loads(request("echo", {"token": _SECRET}).to_json())
+ODD_REQUESTS = {
+    "not JSON": ("{", "cannot read the attempt request: not JSON"),
+    "a list": ("[]", "not a JSON object but list"),
+    "unknown field": (json.dumps({**_GOOD, "extra": 1}), "unknown request fields ['extra']"),
+    "missing field": (
+        json.dumps({k: v for k, v in _GOOD.items() if k != "timeout"}),
+        "request fields missing: ['timeout']",
+    ),
+    "timeout a string": (
+        json.dumps({**_GOOD, "timeout": "5"}),
+        "request field 'timeout' is not a number",
+    ),
+    "timeout negative": (
+        json.dumps({**_GOOD, "timeout": -1}),
+        "request field 'timeout' is -1, not a positive number",
+    ),
+    "task_type a list": (
+        json.dumps({**_GOOD, "task_type": ["echo"]}),
+        "request field 'task_type' is not a string",
+    ),
+    "attempt a bool": (
+        json.dumps({**_GOOD, "attempt": True}),
+        "request field 'attempt' is not an integer",
+    ),
+}
+"""Requests a worker cannot read, each with what its reply says."""
+
+
+@pytest.mark.parametrize("name", sorted(ODD_REQUESTS))
+def test_odd_request_gets_a_reply(client: Any, dask_cluster: DaskCluster, name: str) -> None:
+    """A request the worker cannot read is answered with an error naming the problem (dask
+    itself sees no failure, so its log never quotes the params), and the worker goes on."""
+    data, expected = ODD_REQUESTS[name]
+    future = client.submit(worker.run_attempt, data, key=f"odd-{name}-{next(_runs)}", pure=False)
+    answer = reply(future)
+    assert answer.output_json is None
+    assert answer.error is not None and answer.error.startswith(f"worker {answer.worker}: ")
+    assert expected in answer.error
+    assert _SECRET not in answer.error
+    assert not any(_SECRET in dask_cluster.log(name) for name in ("w1", "w2"))
+    assert reply(submit(client, request("echo", {}), workers=[answer.worker])).error is None
+
+
 def test_timeout_on_the_worker(client: Any) -> None:
     """An attempt past its timeout replies ``timed_out`` with the engine's wording, and
     nothing of it runs on the worker afterwards."""
@@ -177,6 +222,8 @@ class BoomTask:
             raise TaskFailed(f"no luck with {params['url']}")
         if params["kind"] == "value":
             raise ValueError(f"bad value from {params['url']}")
+        if params["kind"] == "exit":
+            raise SystemExit(f"gave up on {params['url']}")
         return {"values": [1, float("nan")]}
 '''
 
@@ -266,6 +313,20 @@ def test_errors_read_as_in_a_local_run(
     assert [id_ for id_, answer in remote.items() if answer.timed_out] == ["slow"]
     assert "hunter2" not in json.dumps(local) and "token=abc" not in json.dumps(local)
     assert "ValueError" in (remote["value"].traceback or "")
+    assert "hunter2" not in (remote["value"].traceback or "")
+    assert "token=***" in (remote["value"].traceback or "")
+
+
+def test_task_exiting_fails_only_its_attempt(odd_cluster: Any) -> None:
+    """A task raising ``SystemExit`` fails its attempt with the exception's type and
+    message (URL secrets hidden); the worker goes on running attempts."""
+    cluster, client = odd_cluster
+    answer = reply(
+        submit(client, request("boom", {"kind": "exit", "url": URL}), **on(cluster, "plugged"))
+    )
+    assert answer.error == "SystemExit: gave up on https://***@example.invalid/x?token=***&page=2"
+    assert answer.timed_out is False
+    assert reply(submit(client, request("echo", {}), **on(cluster, "plugged"))).error is None
 
 
 def test_worker_without_the_preload(odd_cluster: Any) -> None:

@@ -1021,6 +1021,8 @@ class MisbehavingTask(_TestTask):
             raise _Unprintable
         if how == "cancelled":
             raise asyncio.CancelledError
+        if how == "exit":
+            raise SystemExit(3)
         return how
 
 
@@ -1031,14 +1033,16 @@ class MisbehavingTask(_TestTask):
         ("deep", "output: "),
         ("unprintable", "_Unprintable: (its message cannot be shown)"),
         ("cancelled", "CancelledError: raised by the task, not a cancel of the node"),
+        ("exit", "SystemExit: 3"),
     ],
 )
 async def test_a_task_that_breaks_the_rules_fails_its_node_and_the_run_goes_on(
     engine_factory: Callable[..., Engine], how: str, error: str
 ) -> None:
     """An output that holds itself or nests too deeply, an exception whose text cannot be
-    shown, or a ``CancelledError`` the task raises of its own accord fails that node with
-    a clear error; the run ends and its other nodes run (no crash, no hang)."""
+    shown, ``sys.exit()``, or a ``CancelledError`` the task raises of its own accord fails
+    that node with a clear error; the run ends and its other nodes run (no crash, no
+    hang)."""
     engine = engine_factory(MisbehavingTask())
     doc = workflow(node("bad", "misbehave", params={"how": how}), node("ok", "echo"))
     summary = await asyncio.wait_for(run_doc(engine, doc), 30)

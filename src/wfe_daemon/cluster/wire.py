@@ -8,7 +8,8 @@ restarted after a crash finds and cancels the attempts its earlier life left run
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 KEY_PREFIX = "wfe"
@@ -43,8 +44,23 @@ class AttemptRequest:
         return json.dumps(asdict(self), ensure_ascii=False, allow_nan=False)
 
     @classmethod
-    def from_json(cls, data: str) -> AttemptRequest:
-        return cls(**json.loads(data))
+    def from_json(cls, data: str | bytes) -> AttemptRequest:
+        """The request ``data`` holds.
+
+        Raises:
+            ValueError: naming what is wrong (not JSON, a field missing, unknown or of the
+                wrong type, a timeout that is not a positive number of seconds).
+        """
+        fields_ = _object(data)
+        _check_fields(fields_, {f.name for f in fields(cls)}, "request")
+        for name, kind in _REQUEST_TYPES.items():
+            value = fields_[name]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"request field {name!r} is not {_KIND_NAMES[kind]}")
+        timeout = fields_["timeout"]
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"request field 'timeout' is {timeout}, not a positive number")
+        return cls(**fields_)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +82,56 @@ class AttemptReply:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, data: str) -> AttemptReply:
-        return cls(**json.loads(data))
+    def from_json(cls, data: str | bytes) -> AttemptReply:
+        """The reply ``data`` holds.
+
+        Raises:
+            ValueError: not JSON, or a field missing (``worker``) or unknown.
+        """
+        fields_ = _object(data)
+        _check_fields(fields_, {f.name for f in fields(cls)}, "reply", required={"worker"})
+        return cls(**fields_)
+
+
+_REQUEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "key": str,
+    "task_type": str,
+    "run_id": int,
+    "workflow": str,
+    "node_id": str,
+    "attempt": int,
+    "timeout": (int, float),
+}
+"""The type of each request field but ``params`` (any JSON value)."""
+_KIND_NAMES: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    (int, float): "a number",
+}
+
+
+def _object(data: str | bytes) -> dict[str, Any]:
+    """The JSON object ``data`` holds, or a ``ValueError`` saying it is none."""
+    try:
+        value = json.loads(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object but {type(value).__name__}")
+    return value
+
+
+def _check_fields(
+    value: dict[str, Any], names: set[str], what: str, required: set[str] | None = None
+) -> None:
+    """Refuse ``value`` unless its keys are among ``names`` and hold all of ``required``
+    (all of ``names`` when not given)."""
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} fields {unknown}")
+    missing = sorted((names if required is None else required) - set(value))
+    if missing:
+        raise ValueError(f"{what} fields missing: {missing}")
 
 
 __all__ = ["AttemptReply", "AttemptRequest", "attempt_key", "instance_prefix"]

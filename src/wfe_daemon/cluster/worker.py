@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 import wfe_daemon
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest
 from wfe_daemon.config import Settings, load_settings
+from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.errors import ParamsError, TaskFailed, WfeError
 from wfe_daemon.runtime.deadlines import Deadlines
 from wfe_daemon.runtime.engine import encode_output, failure_message
@@ -161,21 +162,25 @@ async def run_attempt(request: str) -> str:
             f"no task type {parsed.task_type!r} here;"
             " install the plugin that provides it on every worker",
         )
-    return (await _supervise(context, parsed)).to_json()
+    try:
+        return (await _supervise(context, parsed)).to_json()
+    except Exception as exc:  # a reply, never a traceback in dask's log (which quotes params)
+        log.debug("attempt %s failed on worker %s", parsed.key, worker.address, exc_info=True)
+        return _refusal(worker.address, f"could not run the attempt: {failure_message(exc)}")
 
 
 async def _supervise(context: _Context, request: AttemptRequest) -> AttemptReply:
     """Run the attempt as a task of its own, registered by key so it can be cancelled."""
     attempt = asyncio.create_task(_attempt(context, request), name=request.key)
     context.running[request.key] = attempt
+    # Listed until it has ended, even past this call (cancelled, and slow to stop).
+    attempt.add_done_callback(lambda done: _forget(context, request.key, done))
     try:
         await asyncio.wait({attempt})
     finally:
         if not attempt.done():  # this call was cancelled (the worker is closing)
             attempt.cancel()
             await asyncio.wait({attempt}, timeout=CANCEL_WAIT_S)
-        if context.running.get(request.key) is attempt:
-            del context.running[request.key]
     if attempt.cancelled():
         return AttemptReply(worker=context.address, error=f"cancelled on worker {context.address}")
     return attempt.result()
@@ -204,12 +209,14 @@ async def _attempt(context: _Context, request: AttemptRequest) -> AttemptReply:
             if problems:
                 raise ParamsError("params: " + "; ".join(problems))
             output = await task.execute(request.params, ctx)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        # SystemExit out of an asyncio task stops the event loop: the whole worker.
+        failure = exc if isinstance(exc, Exception) else TaskFailed(f"SystemExit: {exc}")
         return AttemptReply(
             worker=address,
-            error=failure_message(exc, request.timeout if scope.expired else None),
+            error=failure_message(failure, request.timeout if scope.expired else None),
             timed_out=scope.expired,
-            traceback="".join(traceback.format_exception(exc)),
+            traceback=hide_url_secrets("".join(traceback.format_exception(exc))),
         )
     try:
         data = encode_output(output)
@@ -251,17 +258,23 @@ async def cancel_attempts(
         return keep is None or not key.startswith(keep)
 
     chosen = [key for key in context.running if key in wanted or chosen_by_prefix(key)]
-    await _cancel(context, chosen)
-    return sorted(chosen)
+    return sorted(await _cancel(context, chosen))
 
 
-async def _cancel(context: _Context, keys: list[str]) -> None:
-    """Cancel the attempts ``keys`` and wait (a while) until they have ended."""
-    attempts = [context.running[key] for key in keys if key in context.running]
-    for attempt in attempts:
-        attempt.cancel()
-    if attempts:
-        await asyncio.wait(attempts, timeout=CANCEL_WAIT_S)
+def _forget(context: _Context, key: str, attempt: asyncio.Task[AttemptReply]) -> None:
+    """Drop the ended ``attempt`` from the running ones (unless ``key`` names another)."""
+    if context.running.get(key) is attempt:
+        del context.running[key]
+
+
+async def _cancel(context: _Context, keys: list[str]) -> list[str]:
+    """Cancel the attempts ``keys`` and wait (a while) until they have ended; the keys of
+    those still running when asked (one that had just finished keeps its own reply)."""
+    attempts = {key: context.running[key] for key in keys if key in context.running}
+    cancelled = [key for key, attempt in attempts.items() if attempt.cancel()]
+    if cancelled:
+        await asyncio.wait([attempts[key] for key in cancelled], timeout=CANCEL_WAIT_S)
+    return cancelled
 
 
 def describe(dask_worker: Worker | None = None) -> dict[str, Any]:

@@ -420,7 +420,7 @@ class _Run:
                 raise
             # The task raised CancelledError itself: a failure, not a cancel of the node.
             return "CancelledError: raised by the task, not a cancel of the node"
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a task's sys.exit() must not end the daemon
             return failure_message(exc, timeout if scope.expired else None)
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
             shown = MASKER.value(redact(output))
@@ -574,7 +574,7 @@ class _Run:
         return summary
 
 
-def failure_message(exc: Exception, expired_after: float | None = None) -> str:
+def failure_message(exc: BaseException, expired_after: float | None = None) -> str:
     """How an attempt's exception reads as the node's error, wherever the attempt ran.
 
     ``expired_after`` is the attempt's timeout when its own deadline expired: the
