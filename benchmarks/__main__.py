@@ -51,6 +51,8 @@ BENCHMARKS: dict[str, str] = {
     "engine_http": "benchmarks.engine_http:engine_http",
     "schedule_slots": "benchmarks.schedules:schedule_slots",
     "schedule_idle": "benchmarks.schedules:schedule_idle",
+    "remote": "benchmarks.cluster:remote",
+    "cpu_cluster": "benchmarks.cluster_cpu:cpu_cluster",
 }
 
 #: Sections written by their own long-running entry points (``python -m benchmarks.soak``),

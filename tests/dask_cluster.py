@@ -251,6 +251,11 @@ class DaskCluster:
         """The pid of worker ``name``."""
         return self._procs[name].pid
 
+    @property
+    def scheduler_pid(self) -> int:
+        """The pid of the scheduler."""
+        return self._procs["scheduler"].pid
+
     def worker_address(self, name: str) -> str:
         """The address worker ``name`` serves on, as the scheduler knows it."""
         for address, info in self.workers().items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,15 @@ from test_api_submit import post
 from test_store_faults import lock_held
 
 TOKEN = "t0ken-for-tests"
+
+
+def _wait_recording(processing: Path, poster: threading.Thread) -> None:
+    """Wait until the submission's file is in place (its own folder in ``processing/``,
+    not only the temporary file it is written to), then a moment more: its record has
+    then begun, and waits for the database's lock."""
+    while not any(not entry.name.startswith(".") for entry in processing.iterdir()):
+        poster.join(0.02)
+    poster.join(0.5)
 
 
 @pytest.mark.timeout(60)
@@ -32,9 +42,7 @@ def test_submission_answered_during_the_stop_is_run(daemons: Daemons) -> None:
         )
         poster.start()
         try:
-            processing = daemons.inbox / "processing"
-            while not any(processing.iterdir()):  # the file is written: recording waits
-                poster.join(0.02)
+            _wait_recording(daemons.inbox / "processing", poster)
             daemon.proc.send_signal(signal.SIGTERM)
             daemon.wait_notice("STOPPING=1", 10)
             holder.release()
@@ -66,9 +74,7 @@ def test_submission_still_unrecorded_at_the_stop_is_told_it_may_still_run(
         )
         poster.start()
         try:
-            processing = daemons.inbox / "processing"
-            while not any(processing.iterdir()):  # the file is written: recording waits
-                poster.join(0.02)
+            _wait_recording(daemons.inbox / "processing", poster)
             daemon.proc.send_signal(signal.SIGTERM)
             poster.join(30)  # answered while the lock is still held
             assert answers, "no answer before the server closed"

@@ -69,6 +69,16 @@ def test_execute_mixes_local_and_remote_nodes(
             "config: dask_tls_cert: TLS needs all three files; also set dask_tls_ca_file,"
             " dask_tls_key",
         ),
+        (
+            {
+                "WFE_EXECUTOR": "dask",
+                "WFE_DASK_SCHEDULER": "tls://127.0.0.1:1",
+                "WFE_DASK_TLS_CA_FILE": "absent-ca.pem",
+                "WFE_DASK_TLS_CERT": "absent-cert.pem",
+                "WFE_DASK_TLS_KEY": "absent-key.pem",
+            },
+            "config: dask_tls_ca_file: cannot read absent-ca.pem: No such file or directory",
+        ),
     ],
 )
 def test_a_wrong_cluster_configuration_exits_2_with_one_line(

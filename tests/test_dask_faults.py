@@ -6,6 +6,8 @@ killed and restarted, shutdown, and ``python`` nodes on the workers.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,13 @@ def test_a_killed_worker_is_one_failed_attempt_then_a_retry_elsewhere(
     worker; the node's retry runs on the other worker and succeeds (2 attempts)."""
     cluster = new_dask_cluster(workers=("w1", "w2"))
     daemon = daemons.start(**dask_env(cluster))
-    drop(daemons.inbox, "k.json", sleeper("k", 3, retries=1, retry_delay=0.1))
+    # Long enough that a loaded machine still kills it mid-attempt.
+    drop(daemons.inbox, "k.json", sleeper("k", 12, retries=1, retry_delay=0.1))
     keys = attempts_running(cluster, 1)
     victim = worker_of(keys, cluster, ("w1", "w2"))
     address = cluster.worker_address(victim)
     cluster.kill_worker(victim)
-    result = wait_result(daemons.outbox, "k", timeout=40)
+    result = wait_result(daemons.outbox, "k", timeout=60)
     assert result["status"] == "SUCCESS"
     assert result["nodes"]["s"]["attempts"] == 2
     [retry] = daemon.events("node.retry")
@@ -215,8 +218,9 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     doc = {
         "name": "twice",
         "nodes": [
-            {"id": "x", "type": "sleep", "params": {"seconds": 4}},
-            {"id": "y", "type": "sleep", "params": {"seconds": 4}},
+            # Long enough to outlast the restart on a loaded machine.
+            {"id": "x", "type": "sleep", "params": {"seconds": 15}},
+            {"id": "y", "type": "sleep", "params": {"seconds": 15}},
         ],
     }
     drop(daemons.inbox, "twice.json", doc)
@@ -228,9 +232,34 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     assert cleaned["cancelled"] == 2 and set(cleaned["keys"]) == earlier
     running = {k for found in running_on(cluster).values() for k in found}
     assert not running & earlier
-    result = wait_result(daemons.outbox, "twice", timeout=30)
+    result = wait_result(daemons.outbox, "twice", timeout=60)
     assert result["status"] == "SUCCESS"
     wait_free(cluster)
+
+
+@pytest.mark.timeout(120)
+def test_a_reconnect_stops_what_the_lost_connection_left_running(
+    new_dask_cluster: Callable[..., DaskCluster], daemons: Daemons
+) -> None:
+    """A scheduler that stops answering (SIGSTOP) while a remote attempt runs fails that
+    attempt; once it answers again the daemon reconnects and cancels the attempt still
+    running on the worker before any retry is sent: the node never runs twice at once."""
+    cluster = new_dask_cluster(workers=("w1",))
+    daemon = daemons.start(**dask_env(cluster))
+    drop(daemons.inbox, "blip.json", sleeper("blip", 30, retries=5, retry_delay=1))
+    [first] = attempts_running(cluster, 1)
+    os.kill(cluster.scheduler_pid, signal.SIGSTOP)
+    try:
+        [retry] = wait_until(lambda: daemon.events("node.retry"), 40, "the attempt to fail")
+    finally:
+        os.kill(cluster.scheduler_pid, signal.SIGCONT)
+    [cleaned] = wait_until(lambda: daemon.events("cluster.cleaned"), 40, "the clean-up")
+    assert retry["error"] == (
+        f"lost the connection to the Dask scheduler at {cluster.address} during the attempt"
+    )
+    assert cleaned["keys"] == [first]
+    retried = attempts_running(cluster, 1)
+    assert first not in retried
 
 
 @pytest.mark.timeout(90)

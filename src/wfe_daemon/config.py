@@ -476,6 +476,13 @@ def _check_executor(values: Mapping[str, Any]) -> None:
             f"config: dask_scheduler: the TLS files are set but {scheduler} is not a TLS"
             " address: use tls://"
         )
+    for key in tls:  # read at each connect: a missing file must stop the start, not retry
+        try:
+            Path(values[key]).open("rb").close()
+        except OSError as exc:
+            raise ConfigError(
+                f"config: {key}: cannot read {values[key]}: {exc.strerror or exc}"
+            ) from None
     import importlib.util
 
     if importlib.util.find_spec("distributed") is None:

@@ -10,8 +10,10 @@ At each connect the scheduler must run the daemon's wfe-daemon version (else the
 is refused, ``cluster.mismatch``, and tried again later); each worker is described
 (:func:`~wfe_daemon.cluster.worker.describe`): a worker of another version, or one not
 ready, is avoided (``cluster.mismatch``), and an attempt goes only to the ready workers
-that have its task type. The daemon (not ``execute``) then cancels the attempts an earlier
-life of itself left running on the workers, before it sends its own.
+that have its task type. It then cancels, before it sends any attempt, every attempt of
+its own instance still running on the workers: those an earlier life of the daemon left,
+and those of this life whose connection was lost (their futures failed with it, and the
+engine retries them; Dask would leave them running, and the node would run twice).
 """
 
 from __future__ import annotations
@@ -82,9 +84,10 @@ class DaskExecutor:
 
     Args:
         settings: ``dask_scheduler``, the TLS files and ``remote_types``.
-        clean_up: cancel, at each connect, the attempts an earlier life of this daemon
-            left on the workers (the daemon: true; ``execute``: false, with an instance of
-            its own, so it never cancels anyone else's).
+        clean_up: this is the daemon, whose instance is the same across its lives, so
+            each connect also cancels what an earlier life left on the workers
+            (``execute``: false, with an instance of its own, so it never cancels anyone
+            else's attempts).
     """
 
     def __init__(self, settings: Settings, *, clean_up: bool) -> None:
@@ -135,9 +138,14 @@ class DaskExecutor:
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
             self._tried.set()
-            delay = 1.0
+            since = anyio.current_time()
             await self._watch()
             await self._drop()
+            if anyio.current_time() - since >= MAX_BACKOFF_S:
+                delay = 1.0  # lost after a steady while: try again at once
+            else:  # lost soon after connecting (a flapping link): keep backing off
+                await anyio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     async def _connect(self) -> None:
         from distributed import Client
@@ -164,8 +172,7 @@ class DaskExecutor:
             )
         with anyio.fail_after(CONNECT_TIMEOUT_S + CANCEL_SEND_S):  # a hung worker: try again
             await self._describe_workers()
-            if self.clean_up:
-                await self._cancel_earlier_lives()
+            await self._cancel_left_over()
         self.state.connected, self.state.problem = True, None
         self._warned = (None, 0.0)
         log.info(
@@ -207,12 +214,13 @@ class DaskExecutor:
         self._types = types
         self.state.workers = len(types)
 
-    async def _cancel_earlier_lives(self) -> None:
+    async def _cancel_left_over(self) -> None:
+        """Cancel every attempt of this instance on the workers: no future of the new
+        client awaits one yet, so each is an earlier life's or a lost connection's."""
         from wfe_daemon.cluster.worker import cancel_attempts
 
-        mine = instance_prefix(self.instance)
         done = await self._client.run(
-            cancel_attempts, prefix=mine, keep=f"{mine}{self.boot}-", on_error="return"
+            cancel_attempts, prefix=instance_prefix(self.instance), on_error="return"
         )
         keys = sorted(key for found in done.values() if isinstance(found, list) for key in found)
         if keys:
@@ -221,11 +229,14 @@ class DaskExecutor:
     async def _watch(self) -> None:
         """Return once the connection to the scheduler is lost; follow the workers."""
         client = self._client
+        first = client.scheduler_comm
         lost = f"lost the connection to the scheduler at {self.state.scheduler}"
         while True:
             await anyio.sleep(WATCH_S)
             comm = client.scheduler_comm
-            if client.status != "running" or comm is None or comm.comm.closed():
+            # Another comm: the client reconnected on its own between two looks, and its
+            # attempts failed; this connect's clean-up must run again (a new client).
+            if client.status != "running" or comm is not first or comm.comm.closed():
                 break
             try:
                 # An asynchronous client's cached scheduler_info() lists no workers.
@@ -330,8 +341,13 @@ class DaskExecutor:
 
     async def _result(self, client: Any, key: str, data: str, workers: list[str]) -> str:
         """Submit the attempt and await its reply; Dask's failures as ``TaskFailed``, this
-        task's cancel as a cancel (the workers are told, from a task of the executor's own)."""
+        task's cancel as a cancel (the workers are told, from a task of the executor's own).
+
+        Dask's own cancel of the future (``FutureCancelledError``, a
+        ``concurrent.futures.CancelledError``, not asyncio's) is a failed attempt.
+        """
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         from wfe_daemon.cluster.worker import run_attempt
 
@@ -347,18 +363,19 @@ class DaskExecutor:
             )
             result: str = await future
             return result
-        except asyncio.CancelledError as exc:
+        except asyncio.CancelledError:
             me = asyncio.current_task()
             if me is not None and me.cancelling():
                 self._cancel_later(client, key, future)
                 raise
-            reason = getattr(exc, "reason", "unknown")
-            if reason == "scheduler-connection-lost":
+            raise TaskFailed("the Dask cluster cancelled the attempt") from None
+        except FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost" or client is not self._client:
                 raise TaskFailed(
                     f"lost the connection to the Dask scheduler at {self.state.scheduler}"
                     " during the attempt"
                 ) from None
-            raise TaskFailed(f"the Dask cluster cancelled the attempt ({reason})") from None
+            raise TaskFailed(f"the Dask cluster cancelled the attempt ({exc.reason})") from None
         except KilledWorker as exc:
             raise _WorkerDied(_address(exc.last_worker)) from None
         except Exception as exc:  # whatever Dask raises about the future is a failed attempt

@@ -206,7 +206,13 @@ async def accept(
         log.info(WORKFLOW_RECEIVED, via=VIA_API, run_id=run_id, source=source, bytes=len(data))
         return Accepted(run_id, "RUNNING", claimed)
 
-    return await handover.settle(record, leftovers, what=f"submission {path}")
+    try:
+        return await handover.settle(record, leftovers, what=f"submission {path}")
+    except NotTaken:
+        # Refused after the file was written (the stop began meanwhile): the client hears
+        # "not taken", so the file must not run at the next start.
+        await anyio.to_thread.run_sync(_remove, path)
+        raise
 
 
 async def accept_retry(
