@@ -15,8 +15,11 @@ recipe (:data:`BASE_RECIPE`), so a changed recipe builds a new one; an image old
 :data:`BASE_MAX_AGE_DAYS` is built again (security updates), and so is one that storage
 lost. Older base images are removed. A lock file keeps two runs from building it at once.
 
-Every command runs in a session of its own and is killed by its process group when it
-overruns its timeout or the test is interrupted: nothing it started outlives it.
+Every command runs in a session of its own and is stopped by its process group when it
+overruns its timeout or the test is interrupted: SIGTERM first (debootstrap unmounts what it
+mounted), SIGKILL after :data:`KILL_AFTER_S`. Nothing it started outlives it. What a run
+killed before its cleanup left (containers, volumes, networks and images named after its
+pid, a half-made root file system) the next run removes.
 """
 
 from __future__ import annotations
@@ -56,10 +59,16 @@ BASE_RECIPE = {
     "mirror": os.environ.get("WFE_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
 }
 BASE_MAX_AGE_DAYS = 30
-TOOLS = ("podman", "runc", "debootstrap", "netavark", "aardvark-dns")
+TOOLS = ("podman", "runc", "debootstrap", "netavark", "aardvark-dns", "iptables")
 SOURCE_SKIPPED = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "data")
 NICE = ("nice", "-n", "10")
 """The heavy steps yield to other work on the machine."""
+KILL_AFTER_S = 10.0
+"""How long a stopped command gets to clean up after SIGTERM before SIGKILL."""
+PROJECT_PREFIX = "wfetest"
+"""The compose projects of the test: this prefix and the pid of the test's process."""
+IMAGE_REPO = "localhost/wfe-daemon"
+"""The test's images: ``IMAGE_REPO:test-PID``."""
 
 
 class CommandFailed(AssertionError):
@@ -67,8 +76,9 @@ class CommandFailed(AssertionError):
 
 
 def missing_tools() -> list[str]:
-    """The tools the test needs that are missing (netavark and aardvark-dns are podman's)."""
-    helpers = (Path("/usr/lib/podman"), Path("/usr/libexec/podman"))
+    """The tools the test needs that are missing (netavark and aardvark-dns are podman's,
+    iptables is netavark's)."""
+    helpers = (Path("/usr/lib/podman"), Path("/usr/libexec/podman"), Path("/usr/sbin"))
     return [
         name
         for name in TOOLS
@@ -148,7 +158,12 @@ def run(
 
 
 def _kill_group(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process group ``proc`` leads, then reap it."""
+    """SIGTERM the process group ``proc`` leads, SIGKILL it after :data:`KILL_AFTER_S`,
+    then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=KILL_AFTER_S)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -203,8 +218,11 @@ def _fresh(name: str) -> bool:
 
 def _build_base(name: str) -> None:
     """debootstrap the recipe's Debian into a folder and import it as ``name``."""
-    with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs.") as work:
-        rootfs = Path(work) / "rootfs"
+    for leftover in CACHE.glob("rootfs.*"):  # of a run killed while it held the lock
+        _remove_rootfs(leftover)
+    work = Path(tempfile.mkdtemp(dir=CACHE, prefix="rootfs."))
+    try:
+        rootfs = work / "rootfs"
         run(
             [
                 *NICE,
@@ -230,6 +248,31 @@ def _build_base(name: str) -> None:
             assert tar.stdout is not None
             tar.stdout.close()
             _kill_group(tar)
+    finally:
+        _remove_rootfs(work)
+
+
+def _remove_rootfs(folder: Path) -> None:
+    """Unmount what a stopped debootstrap left mounted in ``folder`` (its /proc, /sys),
+    then remove it; never remove files through a mount.
+
+    Raises:
+        CommandFailed: something under ``folder`` is still mounted.
+    """
+    for mount in sorted(_mounts_under(folder), key=len, reverse=True):
+        run(["umount", "--lazy", mount], timeout=30, check=False, env=os.environ)
+    if still := _mounts_under(folder):
+        raise CommandFailed(f"still mounted, {folder} is left in place: {', '.join(still)}")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    """The mount points at or below ``folder`` (from /proc/self/mountinfo)."""
+    top = str(folder.resolve())
+    lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    # The fifth field, with spaces and the like escaped as octal (\040).
+    points = [line.split()[4].encode().decode("unicode_escape") for line in lines]
+    return [point for point in points if point == top or point.startswith(top + "/")]
 
 
 def _remove_other_bases(keep: str) -> None:
@@ -291,6 +334,47 @@ def build_image(name: str, base: str, wheelhouse: Path, extra_packages: str = ""
     )
 
 
+def remove_leftovers() -> None:
+    """Remove the deployments and images of runs of the test whose process is gone (killed
+    before its cleanup: SIGKILL, a CI job cancelled)."""
+    found = podman(
+        "ps", "--all", "--format", '{{ index .Labels "io.podman.compose.project" }}', check=False
+    )
+    for project in set(found.split()):
+        if project.startswith(PROJECT_PREFIX) and _gone(project.removeprefix(PROJECT_PREFIX)):
+            remove_project(project)
+    images = podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO, check=False)
+    for image in images.split():
+        if image.startswith(f"{IMAGE_REPO}:test-") and _gone(image.rpartition("-")[2]):
+            remove_image(image)
+
+
+def _gone(pid: str) -> bool:
+    """Whether ``pid`` names no running process."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_project(project: str) -> None:
+    """Remove every container, pod, volume and network of compose project ``project``."""
+    label = f"label=io.podman.compose.project={project}"
+    for kind in ("container", "volume", "network"):
+        listing = "ps" if kind == "container" else "ls"
+        extra = ["--all"] if kind == "container" else []
+        found = podman(kind, listing, *extra, "--quiet", "--filter", label, check=False)
+        for ident in found.split():
+            podman(kind, "rm", "--force", ident, check=False)
+        if kind == "container":
+            podman("pod", "rm", "--force", "--ignore", f"pod_{project}", check=False)
+
+
 def remove_image(name: str) -> None:
     """Remove ``name`` and the build's intermediate images; the base image stays."""
     podman("rmi", "--force", name, check=False)
@@ -331,10 +415,4 @@ class Deployment:
         """Remove every container, volume and network of the project, whatever happened."""
         with contextlib.suppress(CommandFailed):
             self.compose("down", "--volumes", "--timeout", "5", timeout=180)
-        label = f"label=io.podman.compose.project={self.project}"
-        for kind in ("container", "volume", "network"):
-            listing = "ps" if kind == "container" else "ls"
-            extra = ["--all"] if kind == "container" else []
-            found = podman(kind, listing, *extra, "--quiet", "--filter", label, check=False)
-            for ident in found.split():
-                podman(kind, "rm", "--force", ident, check=False)
+        remove_project(self.project)

@@ -14,6 +14,8 @@ import json
 import os
 import secrets
 import shutil
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +126,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     end every container, volume, network and the image are removed (also on failure)."""
     missing = podman.missing_tools()
     assert not missing, f"the deployment test needs {', '.join(missing)}: install them"
+    # debootstrap runs as root only, and the test's podman storage is root's.
+    assert os.geteuid() == 0, "the deployment test runs as root (debootstrap, rootful podman)"
+    # The wheelhouse is built by this Python for the base image's python3 (bookworm: 3.11).
+    assert sys.version_info[:2] == (3, 11), "the deployment test runs on Python 3.11"
+    podman.remove_leftovers()
     root = tmp_path_factory.mktemp("deploy")
-    image = f"localhost/wfe-daemon:test-{os.getpid()}"
+    image = f"{podman.IMAGE_REPO}:test-{os.getpid()}"
+    # SIGTERM (a CI job cancelled) ends the run as Ctrl-C does: the cleanup below runs.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         jobs = _jobs_project(root / "jobs")
         wheelhouse = podman.build_wheelhouse(root / "wheelhouse", jobs)
@@ -139,7 +148,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         token_file.chmod(0o600 if os.geteuid() == 0 else 0o644)
         deployed = Deployed(
             compose=podman.Deployment(
-                f"wfetest{os.getpid()}",
+                f"{podman.PROJECT_PREFIX}{os.getpid()}",
                 {
                     "WFE_IMAGE": image,
                     "WFE_HOST_INBOX": str(_host_folder(root / "inbox")),
@@ -163,6 +172,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             deployed.compose.remove()
     finally:
         podman.remove_image(image)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_python_nodes_run_on_the_workers_and_results_reach_the_mounted_outbox(
