@@ -52,6 +52,8 @@ START_TIMEOUT_S = 90.0
 RESULT_TIMEOUT_S = 60.0
 SPIN_ROUNDS = 100_000
 SPIN = {"function": f"{JOBS_MODULE}:spin", "kwargs": {"rounds": SPIN_ROUNDS}}
+PYTHON_MODULES = f"{JOBS_MODULE},statistics,asyncio"
+"""What python nodes may call in the deployment (compose's WFE_PYTHON_MODULES)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
                     "WFE_HOST_PORT": str(port := free_port()),
                     "WFE_API_TOKEN_PATH": str(token_file),
                     "WFE_SHUTDOWN_GRACE": "1",
+                    "WFE_PYTHON_MODULES": PYTHON_MODULES,
                 },
             ),
             inbox=root / "inbox",
@@ -217,6 +220,21 @@ def test_python_nodes_run_on_the_workers_and_results_reach_the_mounted_outbox(
         assert attempts[node]["outcome"] == "success"
     assert "report" not in attempts
     assert (deployment.inbox / "processed" / "spread.json").exists()
+
+
+def test_python_nodes_may_call_only_the_modules_compose_allows(deployment: Deployed) -> None:
+    """compose's WFE_PYTHON_MODULES reaches the daemon: a workflow calling a function of
+    another module is rejected, naming the setting, and nothing of it runs."""
+    doc = {
+        "name": "escape",
+        "nodes": [{"id": "cwd", "type": "python", "params": {"function": "os:getcwd"}}],
+    }
+    drop(deployment.inbox, "escape.json", doc)
+    result = wait_result(deployment.outbox, "escape", RESULT_TIMEOUT_S)
+
+    assert result["status"] == "REJECTED", result
+    assert "python_modules" in json.dumps(result), result
+    assert (deployment.inbox / "rejected" / "escape.json").exists()
 
 
 def test_the_daemon_is_healthy_unprivileged_and_published_on_loopback_only(
