@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from wfe_daemon.errors import TaskFailed
-from wfe_daemon.runtime.engine import MAX_BACKOFF_S, Engine, backoff
+from wfe_daemon.runtime.engine import MAX_BACKOFF_S, Engine, backoff, encode_output
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.runtime.task import Params, TaskContext
 from wfe_daemon.runtime.wrappers import call_task
@@ -1050,3 +1050,31 @@ async def test_a_task_that_breaks_the_rules_fails_its_node_and_the_run_goes_on(
     assert summary["nodes"]["bad"]["status"] == "FAILED"
     assert summary["nodes"]["bad"]["error"].startswith(error), summary["nodes"]["bad"]["error"]
     assert summary["nodes"]["ok"]["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("how", ["cycle", "deep"])
+async def test_an_output_holding_itself_or_nested_too_deeply_names_the_bound(
+    engine_factory: Callable[..., Engine], how: str
+) -> None:
+    """Any task's output that holds itself, or nests 5000 deep, fails its node with the
+    one wording every task type (the ``python`` task too) shares."""
+    engine = engine_factory(MisbehavingTask())
+    doc = workflow(node("bad", "misbehave", params={"how": how}))
+    summary = await asyncio.wait_for(run_doc(engine, doc), 30)
+    assert summary["nodes"]["bad"]["error"] == (
+        "output: nested deeper than 250 levels (or it holds itself)"
+    )
+
+
+@pytest.mark.parametrize("levels", [256, 900])
+def test_encoding_an_output_too_deep_for_orjson_names_the_bound_at_its_top(levels: int) -> None:
+    """An output nested deeper than orjson goes (but not deep enough to exhaust the stack,
+    as on a Dask worker, which encodes without redacting first) is refused naming the
+    bound at ``output``, not at a path hundreds of levels long."""
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    with pytest.raises(
+        ValueError, match=r"^output: nested deeper than 250 levels \(or it holds itself\)$"
+    ):
+        encode_output(value)

@@ -16,8 +16,8 @@ from typing import Any
 
 from wfe_daemon.errors import WorkflowRejected
 
-MAX_OUTPUT_DEPTH = 254
-"""The deepest nesting an output may have: orjson, which encodes outputs, stops at 255."""
+MAX_OUTPUT_DEPTH = 250
+"""The deepest nesting an output may have (orjson, which encodes outputs, stops at 255)."""
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -38,13 +38,14 @@ def unfit(value: Any, where: str = "output") -> str | None:
     That is an integer beyond 64 bits, a string or key with a lone surrogate, NaN or
     Infinity, a key that is not a string, or a value that is not JSON at all; the answer
     is one line with a dotted path from ``where``, e.g.
-    ``output.json.a: integer 1267... does not fit in 64 bits``. ``None`` when all fit.
+    ``output.json.a: integer 1267... does not fit in 64 bits`` (or :func:`too_deep`, when
+    it nests deeper than :data:`MAX_OUTPUT_DEPTH` first). ``None`` when all fit.
     """
     stack: list[tuple[str, Any, int]] = [(where, value, 0)]
     while stack:
         path, item, depth = stack.pop()
-        if depth > MAX_OUTPUT_DEPTH:
-            return f"{path}: nests deeper than {MAX_OUTPUT_DEPTH} levels (or holds itself)"
+        if depth > MAX_OUTPUT_DEPTH:  # named at the top: a path 250 levels long says nothing
+            return too_deep(where)
         problem = _unfit_scalar(item)
         if problem is not None:
             return f"{path}: {problem}"
@@ -62,6 +63,11 @@ def unfit(value: Any, where: str = "output") -> str | None:
                 (f"{path}.{i}", sub, depth + 1) for i, sub in reversed(list(enumerate(item)))
             )
     return None
+
+
+def too_deep(where: str = "output") -> str:
+    """The problem of a value nested deeper than :data:`MAX_OUTPUT_DEPTH`, or holding itself."""
+    return f"{where}: nested deeper than {MAX_OUTPUT_DEPTH} levels (or it holds itself)"
 
 
 def _unfit_scalar(item: Any) -> str | None:

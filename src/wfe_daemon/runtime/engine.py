@@ -37,7 +37,7 @@ from wfe_daemon.core.model import (
 )
 from wfe_daemon.core.model import redact_secrets as redact
 from wfe_daemon.core.nodestate import NodeState
-from wfe_daemon.core.strictjson import unfit
+from wfe_daemon.core.strictjson import too_deep, unfit
 from wfe_daemon.core.summary import RunSummary, build_summary
 from wfe_daemon.errors import ParamsError, TaskError, TaskFailed, TaskTimeout
 from wfe_daemon.logs import (
@@ -49,7 +49,7 @@ from wfe_daemon.logs import (
 )
 from wfe_daemon.runtime.deadlines import Deadlines
 from wfe_daemon.runtime.registry import TaskRegistry
-from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.runtime.task import Services, TaskContext, being_cancelled
 from wfe_daemon.runtime.wrappers import AttemptFn, AttemptHook, build_attempt, call_task
 from wfe_daemon.store.database import Store
 
@@ -416,7 +416,7 @@ class _Run:
                 params = self._params(node, await self._secrets(node))
                 output = await engine.attempts[node.type](task, params, ctx)
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             # The task raised CancelledError itself: a failure, not a cancel of the node.
             return "CancelledError: raised by the task, not a cancel of the node"
@@ -425,8 +425,8 @@ class _Run:
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
             shown = MASKER.value(redact(output))
             data = encode_output(shown)
-        except RecursionError:
-            return str(TaskFailed("output: nests too deeply, or holds itself"))
+        except RecursionError:  # redact recursed: it holds itself, or nests far too deep
+            return str(TaskFailed(too_deep()))
         except ValueError as exc:
             return str(TaskFailed(str(exc)))
         if len(data) > engine.settings.max_output_size:
@@ -591,13 +591,6 @@ def failure_message(exc: BaseException, expired_after: float | None = None) -> s
     if isinstance(exc, TaskError):
         return hide_url_secrets(text)
     return hide_url_secrets(f"{type(exc).__name__}: {text}")
-
-
-def _being_cancelled() -> bool:
-    """Whether the running task has a cancel pending (rather than a task raising
-    ``CancelledError`` of its own accord)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _set(started: asyncio.Future[None]) -> None:

@@ -9,6 +9,7 @@ sandbox every path param goes through (:func:`data_path`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,7 +23,16 @@ if TYPE_CHECKING:
 
     from wfe_daemon.config import Settings
 
-__all__ = ["Output", "Params", "Services", "Task", "TaskContext", "data_path", "reserved_paths"]
+__all__ = [
+    "Output",
+    "Params",
+    "Services",
+    "Task",
+    "TaskContext",
+    "being_cancelled",
+    "data_path",
+    "reserved_paths",
+]
 
 Params = Mapping[str, Any]
 """A node's params, references resolved, checked against the type's ``params_schema``."""
@@ -166,3 +176,10 @@ def data_path(
     if target in reserved:
         raise PathEscapeError(f"{param}: {relative!r} is the daemon's own database; refused")
     return target
+
+
+def being_cancelled() -> bool:
+    """Whether the running task has a cancel pending (a timeout, a cancel, shutdown),
+    rather than a task raising ``CancelledError`` of its own accord."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0

@@ -28,8 +28,6 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
-import orjson
-
 from wfe_daemon.core.importpath import (
     FUNCTION_PATTERN,
     FUNCTION_WORDING,
@@ -41,12 +39,8 @@ from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.core.refs import contains_ref
 from wfe_daemon.errors import TaskError, TaskFailed
 from wfe_daemon.logs import PYTHON_LEFT_RUNNING, PYTHON_TRACEBACK
-from wfe_daemon.runtime.task import Output, Params, TaskContext
+from wfe_daemon.runtime.task import Output, Params, TaskContext, being_cancelled
 from wfe_daemon.tasks._stoppable import STOP_GRACE_S, call_stoppable
-
-_MAX_NESTING: Final = 250
-"""Levels of lists and objects a return value may nest (orjson encodes about 255)."""
-_PASSTHROUGH: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 _OWN_FILES: Final = frozenset({__file__, call_stoppable.__code__.co_filename})
 """Frames of these files are cut from the top of a traceback: the user's code is what counts."""
@@ -142,12 +136,9 @@ class PythonTask:
                 left_running=left_running,
             )
             return await _call(function, dict(params.get("kwargs", {})), name, left_running)
-        except asyncio.CancelledError as exc:
-            if _cancelling():
-                raise
-            _log_traceback(ctx, spec, exc)  # the function's own: a failure, not a cancel
-            raise TaskFailed(_describe(exc)) from exc
-        except BaseException as exc:  # SystemExit and the like fail the node, not the daemon
+        except BaseException as exc:  # GeneratorExit and the like fail the node, not the daemon
+            if isinstance(exc, asyncio.CancelledError) and being_cancelled():
+                raise  # a timeout, a cancel, shutdown; else the function's own: a failure
             _log_traceback(ctx, spec, exc)
             raise TaskFailed(_describe(exc)) from exc
 
@@ -159,50 +150,12 @@ async def _call(
     left_running: Callable[[], None],
 ) -> Any:
     """Await an ``async def``; run anything else in its own thread, then await what it
-    returned if that is awaitable."""
+    returned if that is awaitable. The engine checks the value (JSON, its nesting)."""
     if inspect.iscoroutinefunction(function):
-        return _bounded(await function(**kwargs))
-    work = functools.partial(_call_plain, function, kwargs)
+        return await function(**kwargs)
+    work = functools.partial(function, **kwargs)
     result = await call_stoppable(work, name=name, left_running=left_running)
-    if inspect.isawaitable(result):
-        return _bounded(await result)
-    return result
-
-
-def _call_plain(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """Call ``function`` and check what it returned (in its thread, off the loop)."""
-    result = function(**kwargs)
-    return result if inspect.isawaitable(result) else _bounded(result)
-
-
-def _bounded(value: Any) -> Any:
-    """``value``, unless it holds itself or nests deeper than JSON encoding goes: the
-    engine's redaction would recurse without end on it."""
-    try:
-        orjson.dumps(value, option=_PASSTHROUGH)
-    except TypeError:  # not JSON: the engine names why, unless it is the nesting (found here)
-        stack: list[tuple[Any, int]] = [(value, 1)]
-        while stack:
-            item, depth = stack.pop()
-            if isinstance(item, Mapping):
-                children = list(item.values())
-            elif isinstance(item, list | tuple):
-                children = list(item)
-            else:
-                continue
-            if depth > _MAX_NESTING:
-                raise TaskFailed(
-                    f"output: nested deeper than {_MAX_NESTING} levels (or it holds itself)"
-                ) from None
-            stack.extend((child, depth + 1) for child in children)
-    return value
-
-
-def _cancelling() -> bool:
-    """Whether the current task is being cancelled (a timeout, a cancel, shutdown), as
-    opposed to a ``CancelledError`` the function raised of its own."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
+    return await result if inspect.isawaitable(result) else result
 
 
 def _describe(exc: BaseException) -> str:
