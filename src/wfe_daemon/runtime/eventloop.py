@@ -3,18 +3,115 @@
 uvloop runs the same asyncio code with less CPU per callback, timer and socket operation
 than the standard library's loop: 5-15 % less time per node through the engine, measured
 against the standard loop in the same process (``benchmarks/RESULTS.md``, rows 1 and 2).
+
+The loop's default thread pool (``run_in_executor(None, ...)``, ``asyncio.to_thread``) is
+:class:`DefaultThreads`: a call still blocked in it at exit (a name lookup while the
+resolver does not answer, say) holds up the exit by :data:`SHUTDOWN_WAIT_S` at most, where
+the standard pool would wait for it without end, in the loop's close and again in the
+interpreter's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import asyncio
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor, Future
+from typing import Any, Final, ParamSpec, TypeVar
+
+import structlog
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+SHUTDOWN_WAIT_S: Final = 5.0
+"""How long the exit waits for calls still running in the default thread pool."""
+THREADS_LEFT: Final = "eventloop.threads_left"
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to completion on a new uvloop event loop; its result."""
+    """Run ``main`` to completion on a new uvloop event loop, its default thread pool a
+    :class:`DefaultThreads`; its result."""
     import uvloop
 
-    return uvloop.run(main)
+    return uvloop.run(_with_default_threads(main))
+
+
+async def _with_default_threads(main: Coroutine[Any, Any, T]) -> T:
+    asyncio.get_running_loop().set_default_executor(DefaultThreads())
+    return await main
+
+
+_Work = tuple[Future[Any], Callable[[], Any]]
+
+
+class DefaultThreads(Executor):
+    """A thread pool whose shutdown waits :data:`SHUTDOWN_WAIT_S` at most: its threads
+    are daemon threads, so one still blocked then is left behind (and logged), and neither
+    the loop's close nor the interpreter's exit joins it."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self._max = max_workers or min(32, (os.cpu_count() or 1) + 4)  # as the stdlib's
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` in one of the pool's threads; its future."""
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.put((future, lambda: fn(*args, **kwargs)))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
+                name = f"wfe-default-{len(self._threads)}"
+                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _work(self) -> None:
+        while (work := self._queue.get()) is not None:
+            future, call = work
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # the caller's to see, as the stdlib's pool does
+                    future.set_exception(exc)
+            del work, future, call
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking calls; with ``wait``, wait for the running ones
+        :data:`SHUTDOWN_WAIT_S` at most and log those still running then."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    work = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if work is not None:
+                    work[0].cancel()
+        for _ in threads:
+            self._queue.put(None)
+        if not wait:
+            return
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [thread.name for thread in threads if thread.is_alive()]
+        if left:
+            structlog.get_logger().warning(
+                THREADS_LEFT,
+                threads=left,
+                waited=SHUTDOWN_WAIT_S,
+                error="calls still running in the default thread pool are left behind",
+            )
