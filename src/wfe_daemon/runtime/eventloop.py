@@ -14,8 +14,10 @@ interpreter's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -29,15 +31,54 @@ P = ParamSpec("P")
 
 SHUTDOWN_WAIT_S: Final = 5.0
 """How long the exit waits for calls still running in the default thread pool."""
+CLOSE_WAIT_S: Final = 10.0
+"""How long closing the event loop may take, the default thread pool's shutdown included."""
 THREADS_LEFT: Final = "eventloop.threads_left"
+CLOSE_STUCK: Final = "eventloop.close_stuck"
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on a new uvloop event loop, its default thread pool a
-    :class:`DefaultThreads`; its result."""
+    :class:`DefaultThreads`; its result. Closing the loop takes :data:`CLOSE_WAIT_S` at
+    most: past that, the process exits (status: ``main``'s result when an ``int``, else 0;
+    1 when it raised)."""
     import uvloop
 
-    return uvloop.run(_with_default_threads(main))
+    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    status = 1
+    try:
+        result = runner.run(_with_default_threads(main))
+        status = result if isinstance(result, int) else 0
+        return result
+    finally:
+        _close_within(runner, status)
+
+
+def _close_within(runner: asyncio.Runner, status: int) -> None:
+    """Close ``runner``; exit the process with ``status`` if that has not ended within
+    :data:`CLOSE_WAIT_S` (uvloop's close waits for libuv's pending requests, such as a
+    name lookup the resolver does not answer, without end)."""
+    closed = threading.Event()
+
+    def watch() -> None:
+        if closed.wait(CLOSE_WAIT_S):
+            return
+        structlog.get_logger().warning(
+            CLOSE_STUCK,
+            waited=CLOSE_WAIT_S,
+            status=status,
+            error="closing the event loop did not end: the process exits without it",
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+
+    threading.Thread(target=watch, name="wfe-close-watch", daemon=True).start()
+    try:
+        runner.close()
+    finally:
+        closed.set()
 
 
 async def _with_default_threads(main: Coroutine[Any, Any, T]) -> T:
