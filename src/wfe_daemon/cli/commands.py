@@ -194,7 +194,9 @@ def _run(args: argparse.Namespace) -> int:
 
         front = front_for(settings, os.environ)
     os.environ.pop("WFE_API_TOKEN", None)  # read once: no task's child process inherits it
-    return int(_async(serve, settings, front))
+    from wfe_daemon.runtime.eventloop import run_to_exit
+
+    return run_to_exit(serve(settings, front))
 
 
 def _execute(args: argparse.Namespace) -> int:

@@ -9,14 +9,23 @@ The loop's default thread pool (``run_in_executor(None, ...)``, ``asyncio.to_thr
 resolver does not answer, say) holds up the exit by :data:`SHUTDOWN_WAIT_S` at most, where
 the standard pool would wait for it without end, in the loop's close and again in the
 interpreter's.
+
+Name lookups (``loop.getaddrinfo``, ``loop.getnameinfo``: what tornado, so Dask's client,
+and anyio, so httpx, call) go to that pool too, as on the standard loop, rather than to
+libuv's: uvloop's ``close`` waits for every request pending in libuv, and a lookup whose
+resolver stopped answering (a container's network gone) stays pending for minutes. Numeric
+addresses, which need no lookup, still take uvloop's own path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -39,25 +48,28 @@ CLOSE_STUCK: Final = "eventloop.close_stuck"
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on a new uvloop event loop, its default thread pool a
-    :class:`DefaultThreads`; its result. Closing the loop takes :data:`CLOSE_WAIT_S` at
-    most: past that, the process exits (status: ``main``'s result when an ``int``, else 0;
-    1 when it raised)."""
-    import uvloop
+    :class:`DefaultThreads`; its result."""
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        return runner.run(main)
 
-    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+def run_to_exit(main: Coroutine[Any, Any, int]) -> int:
+    """:func:`run` for a coroutine whose result is the process's exit status (the daemon's):
+    if closing the loop then takes over :data:`CLOSE_WAIT_S` (uvloop waits without end for
+    what is pending in libuv, such as a name lookup a plugin started through its own
+    ``create_connection``), the process exits with that status (1 if ``main`` raised)."""
+    runner = asyncio.Runner(loop_factory=new_loop)
     status = 1
     try:
-        result = runner.run(_with_default_threads(main))
-        status = result if isinstance(result, int) else 0
-        return result
+        status = runner.run(main)
+        return status
     finally:
         _close_within(runner, status)
 
 
 def _close_within(runner: asyncio.Runner, status: int) -> None:
     """Close ``runner``; exit the process with ``status`` if that has not ended within
-    :data:`CLOSE_WAIT_S` (uvloop's close waits for libuv's pending requests, such as a
-    name lookup the resolver does not answer, without end)."""
+    :data:`CLOSE_WAIT_S`."""
     closed = threading.Event()
 
     def watch() -> None:
@@ -81,9 +93,54 @@ def _close_within(runner: asyncio.Runner, status: int) -> None:
         closed.set()
 
 
-async def _with_default_threads(main: Coroutine[Any, Any, T]) -> T:
-    asyncio.get_running_loop().set_default_executor(DefaultThreads())
-    return await main
+def new_loop() -> asyncio.AbstractEventLoop:
+    """A new uvloop event loop, its name lookups and default thread pool as this module
+    says (the loop :func:`run` uses)."""
+    loop = _loop_class()()
+    loop.set_default_executor(DefaultThreads())
+    return loop
+
+
+@functools.cache
+def _loop_class() -> type[asyncio.AbstractEventLoop]:
+    """uvloop's loop, its name lookups in the default thread pool (see the module's text)."""
+    import uvloop
+
+    class Loop(uvloop.Loop):
+        async def getaddrinfo(
+            self,
+            host: bytes | str | None,
+            port: bytes | str | int | None,
+            *,
+            family: int = 0,
+            type: int = 0,
+            proto: int = 0,
+            flags: int = 0,
+        ) -> list[Any]:
+            if _numeric(host):
+                return await super().getaddrinfo(
+                    host, port, family=family, type=type, proto=proto, flags=flags
+                )
+            lookup = functools.partial(socket.getaddrinfo, host, port, family, type, proto, flags)
+            return await self.run_in_executor(None, lookup)
+
+        async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int = 0) -> tuple[str, str]:
+            lookup = functools.partial(socket.getnameinfo, sockaddr, flags)
+            return await self.run_in_executor(None, lookup)
+
+    return Loop
+
+
+def _numeric(host: bytes | str | None) -> bool:
+    """Whether looking ``host`` up needs no name server (``None`` or an IP address)."""
+    if host is None:
+        return True
+    text = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+    try:
+        ipaddress.ip_address(text.partition("%")[0])  # an IPv6 address may name its zone
+    except ValueError:
+        return False
+    return True
 
 
 _Work = tuple[Future[Any], Callable[[], Any]]
