@@ -11,10 +11,12 @@ the standard pool would wait for it without end, in the loop's close and again i
 interpreter's.
 
 Name lookups (``loop.getaddrinfo``, ``loop.getnameinfo``: what tornado, so Dask's client,
-and anyio, so httpx, call) go to that pool too, as on the standard loop, rather than to
-libuv's: uvloop's ``close`` waits for every request pending in libuv, and a lookup whose
-resolver stopped answering (a container's network gone) stays pending for minutes. Numeric
-addresses, which need no lookup, still take uvloop's own path.
+anyio, so httpx, and aiohttp call) run in Python threads, as on the standard loop, rather
+than in libuv's: uvloop's ``close`` waits for every request pending in libuv, and a lookup
+whose resolver stopped answering (a container's network gone) stays pending for minutes.
+They have a pool of their own, whose lookups the exit does not wait for, so lookups stuck
+while the resolver is down never hold up the default pool's calls (the tasks' blocking
+work). Numeric addresses, which need no lookup, still take uvloop's own path.
 """
 
 from __future__ import annotations
@@ -103,10 +105,19 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 @functools.cache
 def _loop_class() -> type[asyncio.AbstractEventLoop]:
-    """uvloop's loop, its name lookups in the default thread pool (see the module's text)."""
+    """uvloop's loop, its name lookups in a thread pool of their own (see the module's text)."""
     import uvloop
 
     class Loop(uvloop.Loop):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lookups = DefaultThreads(name="wfe-lookup")
+
+        def close(self) -> None:
+            super().close()
+            # The callers of a lookup still running are gone: its thread is left behind.
+            self.lookups.shutdown(wait=False, cancel_futures=True)
+
         async def getaddrinfo(
             self,
             host: bytes | str | None,
@@ -122,11 +133,11 @@ def _loop_class() -> type[asyncio.AbstractEventLoop]:
                     host, port, family=family, type=type, proto=proto, flags=flags
                 )
             lookup = functools.partial(socket.getaddrinfo, host, port, family, type, proto, flags)
-            return await self.run_in_executor(None, lookup)
+            return await self.run_in_executor(self.lookups, lookup)
 
         async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int = 0) -> tuple[str, str]:
             lookup = functools.partial(socket.getnameinfo, sockaddr, flags)
-            return await self.run_in_executor(None, lookup)
+            return await self.run_in_executor(self.lookups, lookup)
 
     return Loop
 
@@ -151,8 +162,11 @@ class DefaultThreads(Executor):
     are daemon threads, so one still blocked then is left behind (and logged), and neither
     the loop's close nor the interpreter's exit joins it."""
 
-    def __init__(self, max_workers: int | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, *, name: str = "wfe-default") -> None:
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
         self._max = max_workers or min(32, (os.cpu_count() or 1) + 4)  # as the stdlib's
+        self._name = name
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
@@ -167,7 +181,7 @@ class DefaultThreads(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._queue.put((future, lambda: fn(*args, **kwargs)))
             if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
-                name = f"wfe-default-{len(self._threads)}"
+                name = f"{self._name}-{len(self._threads)}"
                 thread = threading.Thread(target=self._work, name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
