@@ -154,9 +154,11 @@ async def main() -> int:
     connect = loop.create_connection(asyncio.Protocol, "scheduler.example", 8786)
     loop.create_task(connect)  # uvloop looks the name up in libuv's own thread pool
     await asyncio.sleep(0.5)
+    if RAISE:
+        raise LookupError("main failed")
     return 7
 
-run_to_exit(main())
+run_to_exit(main(), lambda exc: 3 if isinstance(exc, LookupError) else 1)
 """
 )
 
@@ -214,10 +216,14 @@ def test_the_exit_does_not_wait_for_a_name_lookup_the_resolver_never_answers(
 
 
 @pytest.mark.timeout(120)
-def test_a_loop_close_stuck_on_libuv_ends_the_process_with_its_status(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("raises", "status"), [(False, 7), (True, 3)])
+def test_a_loop_close_stuck_on_libuv_ends_the_process_with_its_status(
+    tmp_path: Path, raises: bool, status: int
+) -> None:
     """A lookup pending in libuv's own pool (a ``create_connection`` to a host name) holds
     up uvloop's close without end: :func:`run_to_exit` gives it :data:`CLOSE_WAIT_S`, then
-    the process exits with the coroutine's status and says so at warning."""
-    done = _with_a_silent_name_server(tmp_path, LIBUV_LOOKUP)
-    assert done.returncode == 7, done.stderr
+    the process exits with the coroutine's status (the status of its error when it
+    raised) and says so at warning."""
+    done = _with_a_silent_name_server(tmp_path, f"RAISE = {raises}\n" + LIBUV_LOOKUP)
+    assert done.returncode == status, done.stderr
     assert "eventloop.close_stuck" in done.stdout + done.stderr

@@ -55,18 +55,20 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def run_to_exit(main: Coroutine[Any, Any, int]) -> int:
+def run_to_exit(main: Coroutine[Any, Any, int], status_of: Callable[[BaseException], int]) -> int:
     """:func:`run` for a coroutine whose result is the process's exit status (the daemon's):
     if closing the loop then takes over :data:`CLOSE_WAIT_S` (uvloop waits without end for
     what is pending in libuv, such as a name lookup a plugin started through its own
-    ``create_connection``), the process exits with that status (1 if ``main`` raised)."""
+    ``create_connection``), the process exits with that status, or ``status_of`` the
+    exception ``main`` raised."""
     runner = asyncio.Runner(loop_factory=new_loop)
-    status = 1
     try:
         status = runner.run(main)
-        return status
-    finally:
-        _close_within(runner, status)
+    except BaseException as exc:
+        _close_within(runner, status_of(exc))
+        raise
+    _close_within(runner, status)
+    return status
 
 
 def _close_within(runner: asyncio.Runner, status: int) -> None:
