@@ -227,3 +227,42 @@ def test_a_loop_close_stuck_on_libuv_ends_the_process_with_its_status(
     done = _with_a_silent_name_server(tmp_path, f"RAISE = {raises}\n" + LIBUV_LOOKUP)
     assert done.returncode == status, done.stderr
     assert "eventloop.close_stuck" in done.stdout + done.stderr
+
+
+@pytest.mark.timeout(90)
+def test_the_exit_ends_with_its_status_when_a_thread_it_joins_is_stuck() -> None:
+    """A thread the interpreter's exit joins (not a daemon thread: anyio's worker threads,
+    the standard thread pools of libraries) that stays blocked holds the exit up
+    :data:`CLOSE_WAIT_S` at most: the process then ends with the status
+    :func:`run_to_exit` returned, and says so at warning."""
+    read_end, write_end = os.pipe()
+    script = textwrap.dedent(
+        f"""
+        import os, sys, threading
+        from wfe_daemon.runtime.eventloop import run_to_exit
+
+        async def main() -> int:
+            threading.Thread(target=os.read, args=({read_end}, 1)).start()  # never returns
+            return 5
+
+        sys.exit(run_to_exit(main(), lambda exc: 1))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        pass_fds=(read_end,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(read_end)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the exit still waited for the stuck thread after 60 s")
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 5, err
+    assert "eventloop.close_stuck" in out + err

@@ -22,6 +22,7 @@ work). Numeric addresses, which need no lookup, still take uvloop's own path.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import ipaddress
@@ -43,7 +44,8 @@ P = ParamSpec("P")
 SHUTDOWN_WAIT_S: Final = 5.0
 """How long the exit waits for calls still running in the default thread pool."""
 CLOSE_WAIT_S: Final = 10.0
-"""How long closing the event loop may take, the default thread pool's shutdown included."""
+"""How long the daemon's exit may take once its main coroutine has ended: closing the event
+loop (the default thread pool's shutdown included) and the interpreter's joins of threads."""
 THREADS_LEFT: Final = "eventloop.threads_left"
 CLOSE_STUCK: Final = "eventloop.close_stuck"
 
@@ -56,11 +58,15 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def run_to_exit(main: Coroutine[Any, Any, int], status_of: Callable[[BaseException], int]) -> int:
-    """:func:`run` for a coroutine whose result is the process's exit status (the daemon's):
-    if closing the loop then takes over :data:`CLOSE_WAIT_S` (uvloop waits without end for
-    what is pending in libuv, such as a name lookup a plugin started through its own
-    ``create_connection``), the process exits with that status, or ``status_of`` the
-    exception ``main`` raised."""
+    """:func:`run` for the process's main coroutine, whose result is its exit status (the
+    daemon's): if the exit then takes over :data:`CLOSE_WAIT_S`, the process ends with that
+    status all the same (``status_of`` the exception ``main`` raised, if it did).
+
+    The bound covers closing the loop (uvloop waits without end for what is pending in
+    libuv, such as a name lookup a plugin started through its own ``create_connection``)
+    and the threads the interpreter's exit joins (anyio's worker threads, the standard
+    thread pools of libraries): call it once per process, as its last act.
+    """
     runner = asyncio.Runner(loop_factory=new_loop)
     try:
         status = runner.run(main)
@@ -72,29 +78,28 @@ def run_to_exit(main: Coroutine[Any, Any, int], status_of: Callable[[BaseExcepti
 
 
 def _close_within(runner: asyncio.Runner, status: int) -> None:
-    """Close ``runner``; exit the process with ``status`` if that has not ended within
-    :data:`CLOSE_WAIT_S`."""
-    closed = threading.Event()
+    """Close ``runner``; exit the process with ``status`` if that and the interpreter's
+    joins of threads at exit have not ended within :data:`CLOSE_WAIT_S`."""
+    exited = threading.Event()
+    atexit.register(exited.set)  # atexit runs once the interpreter has joined its threads
 
     def watch() -> None:
-        if closed.wait(CLOSE_WAIT_S):
+        if exited.wait(CLOSE_WAIT_S):
             return
         structlog.get_logger().warning(
             CLOSE_STUCK,
             waited=CLOSE_WAIT_S,
             status=status,
-            error="closing the event loop did not end: the process exits without it",
+            error="the exit did not end (the event loop's close, or a thread it waits for):"
+            " the process ends without it",
         )
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(status)
 
-    threading.Thread(target=watch, name="wfe-close-watch", daemon=True).start()
-    try:
-        runner.close()
-    finally:
-        closed.set()
+    threading.Thread(target=watch, name="wfe-exit-watch", daemon=True).start()
+    runner.close()
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
