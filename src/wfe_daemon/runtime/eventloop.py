@@ -121,9 +121,12 @@ def _loop_class() -> type[asyncio.AbstractEventLoop]:
             self.lookups = DefaultThreads(name="wfe-lookup")
 
         def close(self) -> None:
-            super().close()
-            # The callers of a lookup still running are gone: its thread is left behind.
-            self.lookups.shutdown(wait=False, cancel_futures=True)
+            try:
+                super().close()
+            finally:
+                if self.is_closed():  # not when it refused, running
+                    # The callers of a lookup still running are gone: it is left behind.
+                    self.lookups.shutdown(wait=False, cancel_futures=True)
 
         async def getaddrinfo(
             self,
