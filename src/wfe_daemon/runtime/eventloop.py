@@ -46,6 +46,7 @@ SHUTDOWN_WAIT_S: Final = 5.0
 CLOSE_WAIT_S: Final = 10.0
 """How long the daemon's exit may take once its main coroutine has ended: closing the event
 loop (the default thread pool's shutdown included) and the interpreter's joins of threads."""
+_TELL_S: Final = 2.0  # for the last log line, before the process ends without it
 THREADS_LEFT: Final = "eventloop.threads_left"
 CLOSE_STUCK: Final = "eventloop.close_stuck"
 
@@ -86,20 +87,28 @@ def _close_within(runner: asyncio.Runner, status: int) -> None:
     def watch() -> None:
         if exited.wait(CLOSE_WAIT_S):
             return
-        structlog.get_logger().warning(
-            CLOSE_STUCK,
-            waited=CLOSE_WAIT_S,
-            status=status,
-            error="the exit did not end (the event loop's close, or a thread it waits for):"
-            " the process ends without it",
-        )
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        # Told from a thread of its own: a stdout that takes nothing (a reader that
+        # stopped reading) must not hold up the exit either.
+        tell = threading.Thread(target=_tell_stuck, args=(status,), daemon=True)
+        tell.start()
+        tell.join(_TELL_S)
         os._exit(status)
 
     threading.Thread(target=watch, name="wfe-exit-watch", daemon=True).start()
     runner.close()
+
+
+def _tell_stuck(status: int) -> None:
+    structlog.get_logger().warning(
+        CLOSE_STUCK,
+        waited=CLOSE_WAIT_S,
+        status=status,
+        error="the exit did not end (the event loop's close, or a thread it waits for):"
+        " the process ends without it",
+    )
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
