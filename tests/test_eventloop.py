@@ -11,12 +11,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import uvloop
 
-from wfe_daemon.runtime.eventloop import new_loop, run
+from wfe_daemon.runtime.eventloop import DefaultThreads, new_loop, run
 
 
 def test_run_returns_the_result_of_a_coroutine_run_on_uvloop() -> None:
@@ -38,6 +40,37 @@ async def test_async_tests_run_on_the_loop_the_commands_use() -> None:
         assert type(asyncio.get_running_loop()) is type(made)
     finally:
         made.close()
+
+
+def _interrupted() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("pool_class", [DefaultThreads, ThreadPoolExecutor])
+def test_the_default_pool_keeps_the_standard_pools_contract(
+    pool_class: Callable[..., Executor],
+) -> None:
+    """:class:`DefaultThreads` runs calls and hands on what they raise (a BaseException
+    too, and the thread goes on), cancels queued calls with ``cancel_futures``, finishes
+    the running ones and refuses new ones after shutdown, as ``ThreadPoolExecutor`` does."""
+    with pytest.raises(ValueError, match="max_workers"):
+        pool_class(max_workers=0)
+    pool = pool_class(max_workers=1)
+    assert pool.submit(divmod, 7, 2).result(timeout=30) == (3, 1)
+    assert isinstance(pool.submit(int, "x").exception(timeout=30), ValueError)
+    assert isinstance(pool.submit(_interrupted).exception(timeout=30), KeyboardInterrupt)
+    started, gate = threading.Event(), threading.Event()
+    running = pool.submit(lambda: started.set() or gate.wait(30))
+    assert started.wait(30)
+    queued = pool.submit(str, "never")
+    pool.shutdown(wait=False, cancel_futures=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(str, "late")
+    gate.set()
+    assert running.result(timeout=30) is True
+    with pytest.raises(CancelledError):
+        queued.result(timeout=30)
+    pool.shutdown(wait=True)
 
 
 LOOKUPS = [
@@ -82,7 +115,7 @@ def test_the_exit_does_not_wait_for_a_call_stuck_in_the_default_thread_pool() ->
     script = textwrap.dedent(
         f"""
         import asyncio, os
-        from wfe_daemon.runtime.eventloop import new_loop, run
+        from wfe_daemon.runtime.eventloop import DefaultThreads, new_loop, run
 
         async def main() -> str:
             loop = asyncio.get_running_loop()
