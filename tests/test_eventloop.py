@@ -83,6 +83,7 @@ LOOKUPS = [
     (("127.0.0.1", 80), {"proto": socket.IPPROTO_TCP}),
     ((b"::1", 80), {"family": socket.AF_INET6}),
     (("fe80::1%lo", 80), {}),
+    (("127.0.0.1%lo", 80), {"flags": socket.AI_NUMERICHOST}),  # an IPv4 address has no zone
     (("localhost", 80), {"flags": socket.AI_CANONNAME}),
     (("localhost", "no-such-service"), {}),
 ]

@@ -5,8 +5,8 @@ than the standard library's loop: 5-15 % less time per node through the engine, 
 against the standard loop in the same process (``benchmarks/RESULTS.md``, rows 1 and 2).
 
 The loop's default thread pool (``run_in_executor(None, ...)``, ``asyncio.to_thread``) is
-:class:`DefaultThreads`: a call still blocked in it at exit (a name lookup while the
-resolver does not answer, say) holds up the exit by :data:`SHUTDOWN_WAIT_S` at most, where
+:class:`DefaultThreads`: a call still blocked in it at exit (a read from a network mount
+that stopped answering, say) holds up the exit by :data:`SHUTDOWN_WAIT_S` at most, where
 the standard pool would wait for it without end, in the loop's close and again in the
 interpreter's.
 
@@ -167,7 +167,7 @@ def _numeric(host: bytes | str | None) -> bool:
         return True
     text = host.decode("ascii", "replace") if isinstance(host, bytes) else host
     try:
-        ipaddress.ip_address(text.partition("%")[0])  # an IPv6 address may name its zone
+        ipaddress.ip_address(text)  # an IPv6 address may name its zone ("fe80::1%eth0")
     except ValueError:
         return False
     return True
