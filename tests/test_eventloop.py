@@ -315,3 +315,67 @@ def test_the_exit_ends_with_its_status_when_a_thread_it_joins_is_stuck() -> None
         os.close(write_end)
     assert proc.returncode == 5, err
     assert "eventloop.close_stuck" in out + err
+
+
+DAEMON = (
+    SILENT_DNS
+    + """
+import signal, subprocess, sys
+
+async def started(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    while not any('"daemon.started"' in line for line in lines):
+        if proc.poll() is not None:
+            return
+        await asyncio.sleep(0.1)
+    await until_asked()  # the client is looking the scheduler's name up
+
+def read(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    lines.extend(proc.stdout)
+
+proc = subprocess.Popen(
+    [sys.executable, "-m", "wfe_daemon", "run"], stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT, text=True,
+)
+lines: list[str] = []
+reader = threading.Thread(target=read, args=(proc, lines))
+reader.start()
+try:
+    run(started(proc, lines))
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(60)
+except subprocess.TimeoutExpired:
+    status = "still running 60 s after SIGTERM"
+finally:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    reader.join()
+print("".join(lines), flush=True)
+print("status", status, flush=True)
+"""
+)
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_exits_while_its_dask_schedulers_name_never_resolves(
+    tmp_path: Path,
+) -> None:
+    """The daemon, its Dask scheduler a host name the resolver never answers for (a
+    compose deployment stopping all at once), exits 0 on SIGTERM after ``daemon.stopped``,
+    neither waiting for the lookups nor needing the bound on its exit."""
+    env = {
+        "WFE_INBOX": tmp_path / "inbox",
+        "WFE_OUTBOX": tmp_path / "outbox",
+        "WFE_DB_PATH": tmp_path / "wfe.db",
+        "WFE_DATA_DIR": tmp_path / "data",
+        "WFE_EXECUTOR": "dask",
+        "WFE_DASK_SCHEDULER": "tcp://scheduler.example:8786",
+        "WFE_REMOTE_TYPES": "sleep",
+    }
+    script = f"import os\nos.environ.update({ {k: str(v) for k, v in env.items()}!r})\n"
+    done = _with_a_silent_name_server(tmp_path, script + DAEMON)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "status 0", done.stdout
+    assert '"daemon.stopped"' in done.stdout
+    assert "eventloop.threads_left" not in done.stdout
+    assert "eventloop.close_stuck" not in done.stdout
