@@ -113,7 +113,7 @@ def test_the_exit_does_not_wait_for_a_call_stuck_in_the_default_thread_pool() ->
     the resolver does not answer) holds up neither the loop's close nor the interpreter's
     exit: the process ends with the coroutine's result."""
     read_end, write_end = os.pipe()
-    script = textwrap.dedent(
+    script = SHORT_BOUNDS + textwrap.dedent(
         f"""
         import asyncio, os
         from wfe_daemon.runtime.eventloop import DefaultThreads, new_loop, run
@@ -151,7 +151,14 @@ def test_the_exit_does_not_wait_for_a_call_stuck_in_the_default_thread_pool() ->
     assert "eventloop.threads_left" in out + err
 
 
-SILENT_DNS = """
+SHORT_BOUNDS = """
+import wfe_daemon.runtime.eventloop as eventloop
+eventloop.SHUTDOWN_WAIT_S, eventloop.CLOSE_WAIT_S = 1.0, 2.0  # what counts is that they end
+"""
+
+SILENT_DNS = (
+    SHORT_BOUNDS
+    + """
 import asyncio, os, socket, threading
 from wfe_daemon.runtime.eventloop import run, run_to_exit
 
@@ -174,6 +181,7 @@ async def until_asked() -> None:
 
 threading.Thread(target=blackhole, daemon=True).start()
 """
+)
 
 LOOKUP = (
     SILENT_DNS
@@ -285,7 +293,7 @@ def test_the_exit_ends_with_its_status_when_a_thread_it_joins_is_stuck() -> None
     :data:`CLOSE_WAIT_S` at most: the process then ends with the status
     :func:`run_to_exit` returned, and says so at warning."""
     read_end, write_end = os.pipe()
-    script = textwrap.dedent(
+    script = SHORT_BOUNDS + textwrap.dedent(
         f"""
         import os, sys, threading
         from wfe_daemon.runtime.eventloop import run_to_exit
