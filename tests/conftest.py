@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 import structlog
-import uvloop
 
 from daemon_helpers import Daemons, daemons_for
 from dask_cluster import DaskCluster, dask_cluster_at
 from wfe_daemon.config import Settings
 from wfe_daemon.logs import configure_logging
 from wfe_daemon.runtime.engine import Engine
+from wfe_daemon.runtime.eventloop import new_loop
 from wfe_daemon.runtime.registry import TaskRegistry
 from wfe_daemon.runtime.task import Task
 from wfe_daemon.store.database import Store
@@ -40,7 +40,7 @@ collect_ignore = ["containers"]
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     """Async tests run on the loop the commands run on (``wfe_daemon.runtime.eventloop``)."""
-    return {"uvloop": uvloop.new_event_loop}
+    return {"uvloop": new_loop}
 
 
 @pytest.fixture(autouse=True)

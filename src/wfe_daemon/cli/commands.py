@@ -77,14 +77,27 @@ def _main(argv: Sequence[str] | None) -> int:
     except WorkflowRejected as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 2
+        return _status_of(exc)
     except (UsageError, WfeError) as exc:
         print(f"wfe-daemon: {exc}", file=sys.stderr)
-        if isinstance(exc, StoreCorrupt):
-            return 3  # no retry heals it: the unit does not restart on it
-        return 1 if isinstance(exc, StoreError) else 2
-    except KeyboardInterrupt:
-        return 130
+        return _status_of(exc)
+    except KeyboardInterrupt as exc:
+        return _status_of(exc)
+
+
+def _status_of(exc: BaseException) -> int:
+    """The exit status for ``exc``, raised by a command (an exception group: its first error
+    of ours)."""
+    while isinstance(exc, BaseExceptionGroup):
+        ours = exc.subgroup(lambda inner: isinstance(inner, WfeError))
+        exc = (ours or exc).exceptions[0]
+    if isinstance(exc, StoreCorrupt):
+        return 3  # no retry heals it: the unit does not restart on it
+    if isinstance(exc, StoreError):
+        return 1
+    if isinstance(exc, WfeError):
+        return 2  # a usage or configuration error, or a rejected workflow
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -194,7 +207,9 @@ def _run(args: argparse.Namespace) -> int:
 
         front = front_for(settings, os.environ)
     os.environ.pop("WFE_API_TOKEN", None)  # read once: no task's child process inherits it
-    return int(_async(serve, settings, front))
+    from wfe_daemon.runtime.eventloop import run_to_exit
+
+    return run_to_exit(serve(settings, front), _status_of)
 
 
 def _execute(args: argparse.Namespace) -> int:
