@@ -259,9 +259,10 @@ def test_the_daemon_is_healthy_unprivileged_and_published_on_loopback_only(
 def test_a_run_in_flight_when_the_deployment_stops_resumes_after_up(
     deployment: Deployed,
 ) -> None:
-    """``stop`` of the daemon sends it SIGTERM: it interrupts its remote attempt after the
-    grace and exits 0; the cluster stops next; ``up`` again resumes the run, which then
-    finishes SUCCESS in the outbox."""
+    """``stop`` of the whole deployment (podman-compose stops every container at once, so
+    the scheduler goes away during the daemon's shutdown) sends the daemon SIGTERM: it
+    interrupts its remote attempt after the grace and exits 0, not killed; ``up`` again
+    resumes the run, which then finishes SUCCESS in the outbox."""
     doc = {
         "name": "nap",
         "nodes": [
@@ -285,8 +286,7 @@ def test_a_run_in_flight_when_the_deployment_stops_resumes_after_up(
         0.2,
     )
 
-    deployment.compose.compose("stop", "daemon")
-    deployment.compose.compose("stop")
+    deployment.compose.compose("stop")  # every container at once: the cluster goes too
 
     state = deployment.compose.inspect("daemon")["State"]
     assert state["ExitCode"] == 0, state
