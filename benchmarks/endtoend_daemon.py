@@ -203,15 +203,17 @@ def e2e_burst(ctx: Context) -> Section:
         Figure("ratio INFO / WARNING", ratios(s["INFO:seconds"], s["WARNING:seconds"]), "x")
     )
     for event, label in (
-        ("workflow.received", "the last file read (intake)"),
-        ("workflow.started", "the last run started"),
-        ("workflow.finished", "the last run finished"),
+        ("workflow.received", "the last `workflow.received` (a worker takes the file)"),
+        ("workflow.started", "the last `workflow.started` (run created)"),
+        ("workflow.finished", "the last `workflow.finished` (final state durable)"),
     ):
         section.add(Figure(f"INFO: first rename to {label}", s[f"INFO:{event}"], "s"))
     section.notes.append(
-        "The split reads the daemon's `workflow.received`, `workflow.started` and"
-        " `workflow.finished` log timestamps (the last of each) against the first rename;"
-        " the last result follows the last `workflow.finished` by the result's write."
+        "The split reads the daemon's log timestamps (the last of each event) against the"
+        " first rename. Intake claims files ahead of the workers (a queue of"
+        " `max_concurrent_workflows`, 10), so `workflow.received` is when one of the 10"
+        " workers takes a file and calls `submit`; the last result follows the last"
+        " `workflow.finished` by the result's write."
     )
     section.notes.append(_load_note(load) + " The machine is shared: other work skews the figures.")
     return section
