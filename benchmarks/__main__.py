@@ -53,6 +53,11 @@ BENCHMARKS: dict[str, str] = {
     "schedule_idle": "benchmarks.schedules:schedule_idle",
     "remote": "benchmarks.cluster:remote",
     "cpu_cluster": "benchmarks.cluster_cpu:cpu_cluster",
+    "e2e_fanout": "benchmarks.endtoend:e2e_fanout",
+    "e2e_chain": "benchmarks.endtoend:e2e_chain",
+    "e2e_daemon": "benchmarks.endtoend_daemon:e2e_daemon",
+    "e2e_http": "benchmarks.endtoend:e2e_http",
+    "e2e_burst": "benchmarks.endtoend_daemon:e2e_burst",
 }
 
 #: Sections written by their own long-running entry points (``python -m benchmarks.soak``),

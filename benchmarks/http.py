@@ -81,8 +81,14 @@ SHIPPED = "aiohttp"
 
 
 def serve(delay_s: float) -> None:
-    """Answer every GET on 127.0.0.1 after ``delay_s``; print the port; stop at stdin EOF."""
+    """Answer every GET on 127.0.0.1 after ``delay_s``; print the port; stop at stdin EOF.
+
+    A ``window`` line on stdin prints, as one JSON line, the ``time.perf_counter()`` at which
+    the first request since the last ``window`` arrived and the last answer was sent (the
+    clock is the machine's monotonic one, shared by every process), and the request count.
+    """
     body = b'{"ok": true}'
+    window: dict[str, Any] = {"first": None, "last": None, "requests": 0}
     reply = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
         % len(body)
@@ -92,19 +98,29 @@ def serve(delay_s: float) -> None:
         try:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
+                if window["first"] is None:
+                    window["first"] = time.perf_counter()
+                window["requests"] += 1
                 await asyncio.sleep(delay_s)
                 writer.write(reply)
+                window["last"] = time.perf_counter()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
             writer.close()
+
+    def control() -> None:
+        for line in sys.stdin:  # until the parent closes it
+            if line.strip() == "window":
+                print(json.dumps(window), flush=True)
+                window.update(first=None, last=None, requests=0)
 
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
         print(server.sockets[0].getsockname()[1], flush=True)
         loop = asyncio.get_running_loop()
         async with server:
-            await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
+            await loop.run_in_executor(None, control)
 
     asyncio.run(main())
 
