@@ -9,7 +9,6 @@ or configuration error, or a rejected workflow. Messages are one line on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -148,7 +147,9 @@ def _read(path: Path, max_size: int) -> bytes:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
+    from wfe_daemon.service.outbox import pretty_json
+
+    sys.stdout.write(pretty_json(value).decode())
 
 
 def _async(fn: Callable[..., Any], *args: Any) -> Any:
