@@ -644,6 +644,12 @@ def test_public_definition_keeps_the_text_unless_a_secret_key_may_be_in_it() -> 
     secret = '{"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {"Api-Key": "k"}}]}'
     stored = json.loads(public_definition(secret, json.loads(secret)))
     assert stored["nodes"][0]["params"] == {"Api-Key": "***"}
+    in_a_value = '{"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {"m": "TOKEN"}}]}'
+    assert public_definition(in_a_value, json.loads(in_a_value)) is in_a_value
+    upper = '{"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {"X-APIKEY": "k"}}]}'
+    assert json.loads(public_definition(upper, json.loads(upper)))["nodes"][0]["params"] == {
+        "X-APIKEY": "***"
+    }
 
 
 def test_redact_secrets_leaves_scalars_alone() -> None:
