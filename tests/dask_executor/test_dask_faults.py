@@ -20,8 +20,10 @@ from dask_daemon_helpers import (
     attempts_running,
     dask_env,
     mixed_workflow,
+    plugin_folder,
     remote_events,
     running_on,
+    secrets_dir,
     sleeper,
     wait_free,
     worker_of,
@@ -52,37 +54,10 @@ def test_a_killed_worker_is_one_failed_attempt_then_a_retry_elsewhere(
     assert ran == [(1, address, "failure"), (2, survivor, "success")]
 
 
-PLUGIN = '''
-import os
-from typing import Any, ClassVar
-
-
-class WhereTask:
-    """Returns where it ran."""
-
-    type: ClassVar[str] = "where"
-    display_name: ClassVar[str] = "Where"
-    description: ClassVar[str] = "Says where it ran."
-    category: ClassVar[str] = "test"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
-    default_timeout: ClassVar[float | None] = None
-
-    async def execute(self, params, ctx):
-        return {"pid": os.getpid(), "n": params["n"]}
-'''
-
-
-def plugin_folder(root: Path) -> Path:
-    """A folder holding the ``where`` plugin as an installed distribution."""
-    folder = root / "plugin"
-    info = folder / "wfe_where_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (folder / "wfe_where_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wfe-where-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[wfe_daemon.tasks]\nwhere = wfe_where_plugin:WhereTask\n"
-    )
-    return folder
+def where_plugin(root: Path) -> Path:
+    """A folder holding the ``where`` plugin (it returns where it ran) as a distribution."""
+    execute = 'return {"pid": os.getpid(), "n": params["n"]}'
+    return plugin_folder(root / "plugin", "where", "Returns where it ran.", execute, "import os")
 
 
 def where_nodes(name: str, count: int) -> dict[str, Any]:
@@ -98,7 +73,7 @@ def test_an_attempt_goes_only_to_workers_that_have_its_type(
     """With the plugin on one good worker only, every attempt of its type goes there (a
     worker with a bad configuration is left out, and logged); once no worker has it, the
     node fails with a message naming the type and what to do."""
-    plugin = plugin_folder(tmp_path)
+    plugin = where_plugin(tmp_path)
     cluster = new_dask_cluster(
         workers={
             "plugged": {"env": {"PYTHONPATH": str(plugin)}},
@@ -188,10 +163,7 @@ def test_tls_with_temporary_certificates(
     """Over TLS remote nodes run, a secret in their params included (sent encrypted)."""
     cluster = new_dask_cluster(workers=("w1",), tls=True)
     assert cluster.address.startswith("tls://")
-    secrets = daemons.root / "secrets"
-    secrets.mkdir()
-    (secrets / "token").write_text("s3cr3t-value\n")
-    daemon = daemons.start(**dask_env(cluster), WFE_SECRETS_DIR=str(secrets))
+    daemon = daemons.start(**dask_env(cluster), WFE_SECRETS_DIR=str(secrets_dir(daemons.root)))
     doc = {
         "name": "tls",
         "nodes": [

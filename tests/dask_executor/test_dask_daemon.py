@@ -1,5 +1,5 @@
 """The daemon side of the Dask executor, end to end: a real daemon (or ``wfe-daemon
-execute``) with ``executor = "dask"`` against the session's real ``dask scheduler`` and
+execute``) with ``executor = "dask"`` against the shared ``dask scheduler`` and
 ``dask worker`` processes (``tests/dask_cluster.py``), driven through the inbox, the CLI
 and HTTP; and the configurations refused before anything runs.
 """
@@ -22,6 +22,7 @@ from dask_daemon_helpers import (
     mixed_workflow,
     outputs,
     remote_events,
+    secrets_dir,
     sleeper,
     wait_free,
 )
@@ -132,10 +133,7 @@ def test_an_operator_cancel_stops_the_remote_attempt(
 def test_a_secret_is_not_sent_without_tls(dask_cluster: DaskCluster, daemons: Daemons) -> None:
     """A remote node whose params hold a secret fails without being sent while TLS is
     off, saying why and what to set; the secret itself is nowhere in the result."""
-    secrets = daemons.root / "secrets"
-    secrets.mkdir()
-    (secrets / "token").write_text("s3cr3t-value\n")
-    daemon = daemons.start(**dask_env(dask_cluster), WFE_SECRETS_DIR=str(secrets))
+    daemon = daemons.start(**dask_env(dask_cluster), WFE_SECRETS_DIR=str(secrets_dir(daemons.root)))
     doc = {
         "name": "secret",
         "nodes": [{"id": "e", "type": "echo", "params": {"auth": "{{ secrets.token }}"}}],
