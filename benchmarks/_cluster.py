@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._importtime import import_times
 from benchmarks.daemon import _cpu_seconds
 
 WORKER_PRELOAD = "wfe_daemon.cluster.worker"
@@ -287,26 +288,12 @@ def observe(
 
 def imported_modules(argv: list[str], env: Mapping[str, str], cwd: Path) -> list[str]:
     """Every module ``python -X importtime ARGV...`` imported (``argv`` after ``python``)."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", *argv],
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    names = [
-        line.rsplit("|", 1)[1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:") and "cumulative" not in line
-    ]
-    if not names:
+    done = import_times(argv, env, cwd)
+    if not done.imports:
         raise RuntimeError(
             f"{argv}: exit {done.returncode}, no import times: {done.stderr[-2000:]}"
         )
-    return names
+    return done.modules
 
 
 def dask_modules(names: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from a real unix datagram socket passed as ``NOTIFY_SOCKET`` (READY=1), never gu
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -22,10 +23,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout: ``benchmarks`` lives there, outside the installed package."""
 READY_TIMEOUT_S = 20.0
 EXIT_TIMEOUT_S = 20.0
 PAST = 1_000_000_000  # an mtime long ago: intake's settle wait does not apply
@@ -119,6 +123,15 @@ def post_workflow(port: int, doc: dict[str, Any], token: str) -> tuple[int, Any]
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, json.loads(exc.read())
+
+
+def from_checkout(module: str) -> ModuleType:
+    """Import ``module`` of the checkout outside ``src`` (e.g. ``benchmarks._importtime``)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(str(ROOT))
 
 
 def small_tmpfs(root: Path) -> Iterator[Path]:

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from daemon_helpers import Daemons, cli, drop, free_port, get, wait_result, wait_running
+from daemon_helpers import (
+    Daemons,
+    cli,
+    drop,
+    free_port,
+    from_checkout,
+    get,
+    wait_result,
+    wait_running,
+)
 from dask_cluster import DaskCluster
 from dask_daemon_helpers import (
     attempts_running,
@@ -207,16 +215,9 @@ def test_the_local_executor_imports_nothing_of_the_cluster(
     """With the default ``executor = "local"`` a run imports neither ``distributed`` nor
     the cluster layer (``python -X importtime`` lists every module imported)."""
     path = write_workflow(mixed_workflow())
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "wfe_daemon", "execute", str(path)],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    importtime = from_checkout("benchmarks._importtime")
+    done = importtime.import_times(["-m", "wfe_daemon", "execute", str(path)], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    modules = done.modules
     assert "wfe_daemon.runtime.engine" in modules
     assert not [m for m in modules if m.startswith(("distributed", "dask", "wfe_daemon.cluster"))]
