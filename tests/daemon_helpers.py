@@ -109,20 +109,39 @@ def cli(daemons: Daemons, *args: str | Path, **env: str) -> subprocess.Completed
     )
 
 
-def post_workflow(port: int, doc: dict[str, Any], token: str) -> tuple[int, Any]:
-    """POST ``doc`` to the API's submission endpoint with ``token``; status and answer."""
+def request_json(
+    port: int,
+    path: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
+    """GET ``http://127.0.0.1:<port><path>`` (POST ``body`` as JSON when given), with
+    ``token`` as the bearer token if any: the status and the parsed answer (also for
+    4xx/5xx)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/workflows",
-        data=json.dumps(doc).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        method="GET" if data is None else "POST",
+        headers=headers,
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, json.loads(exc.read())
+
+
+def post_workflow(port: int, doc: dict[str, Any], token: str) -> tuple[int, Any]:
+    """POST ``doc`` to the API's submission endpoint with ``token``; status and answer."""
+    return request_json(port, "/api/v1/workflows", token=token, body=doc)
 
 
 def from_checkout(module: str) -> ModuleType:
