@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import structlog
 import uvloop
 
 from daemon_helpers import Daemons, daemons_for
+from dask_cluster import DaskCluster, dask_cluster_at
 from wfe_daemon.config import Settings
 from wfe_daemon.logs import configure_logging
 from wfe_daemon.runtime.engine import Engine
@@ -176,3 +178,17 @@ def stall_last_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, float], 
         return stalled
 
     return stall
+
+
+@pytest.fixture
+def new_dask_cluster(tmp_path: Path) -> Iterator[Callable[..., DaskCluster]]:
+    """``new_dask_cluster(workers=..., tls=...)``: a cluster of this test's own (to kill or
+    change processes of), stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+        counter = iter(range(1000))
+
+        def make(**options: Any) -> DaskCluster:
+            root = tmp_path / f"dask{next(counter)}"
+            return stack.enter_context(dask_cluster_at(root, **options))
+
+        yield make

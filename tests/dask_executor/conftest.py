@@ -1,11 +1,9 @@
-"""Fixtures of the Dask executor's tests: real clusters (``tests/dask_cluster.py``)."""
+"""The shared cluster of the Dask executor's tests (``tests/dask_cluster.py``); a test's
+own cluster is ``new_dask_cluster`` of ``tests/conftest.py``."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,17 +17,3 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskClust
     the package's last test (no later test runs beside it)."""
     with dask_cluster_at(tmp_path_factory.mktemp("dask")) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def new_dask_cluster(tmp_path: Path) -> Iterator[Callable[..., DaskCluster]]:
-    """``new_dask_cluster(workers=..., tls=...)``: a cluster of this test's own (to kill or
-    change processes of), stopped at teardown."""
-    with contextlib.ExitStack() as stack:
-        counter = iter(range(1000))
-
-        def make(**options: Any) -> DaskCluster:
-            root = tmp_path / f"dask{next(counter)}"
-            return stack.enter_context(dask_cluster_at(root, **options))
-
-        yield make
