@@ -160,3 +160,27 @@ def plugin_folder(folder: Path, task_type: str, doc: str, execute: str, imports:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[wfe_daemon.tasks]\n{task_type} = {module}:{name}\n")
     return folder
+
+
+_GATE = """
+gate = pathlib.Path(params["gate"])
+while not gate.exists():
+    await asyncio.sleep(0.02)
+return {"opened": True}
+"""
+
+
+def gate_plugin(root: Path) -> Path:
+    """A folder (in ``root``) holding the ``gate`` task as a distribution: its attempt runs
+    until the file ``params["gate"]`` exists, so a test decides when it ends (put the folder
+    on ``PYTHONPATH`` of the daemon and the workers)."""
+    doc = 'Waits until the file ``params["gate"]`` exists.'
+    return plugin_folder(root / "gate-plugin", "gate", doc, _GATE, "import asyncio\nimport pathlib")
+
+
+def gated(name: str, gate: Path, *ids: str, **node: Any) -> dict[str, Any]:
+    """A workflow of independent ``gate`` nodes ``ids`` (default one, ``s``), waiting for
+    the file ``gate`` (with ``node``'s extra fields)."""
+    params = {"gate": str(gate)}
+    nodes = [{"id": i, "type": "gate", "params": params, **node} for i in ids or ("s",)]
+    return {"name": name, "nodes": nodes}

@@ -19,6 +19,8 @@ from dask_cluster import DaskCluster
 from dask_daemon_helpers import (
     attempts_running,
     dask_env,
+    gate_plugin,
+    gated,
     mixed_workflow,
     plugin_folder,
     remote_events,
@@ -36,14 +38,16 @@ def test_a_killed_worker_is_one_failed_attempt_then_a_retry_elsewhere(
 ) -> None:
     """SIGKILL of the worker running a node's attempt fails that attempt, naming the
     worker; the node's retry runs on the other worker and succeeds (2 attempts)."""
-    cluster = new_dask_cluster(workers=("w1", "w2"))
-    daemon = daemons.start(**dask_env(cluster))
-    # Long enough that a loaded machine still kills it mid-attempt.
-    drop(daemons.inbox, "k.json", sleeper("k", 12, retries=1, retry_delay=0.1))
+    plugin, gate = gate_plugin(daemons.root), daemons.root / "gate"
+    cluster = new_dask_cluster(workers=("w1", "w2"), env={"PYTHONPATH": str(plugin)})
+    daemon = daemons.start(**dask_env(cluster, remote="gate"), PYTHONPATH=str(plugin))
+    # The attempt runs until the gate opens: killed mid-attempt however loaded the machine.
+    drop(daemons.inbox, "k.json", gated("k", gate, retries=1, retry_delay=0.1))
     keys = attempts_running(cluster, 1)
     victim = worker_of(keys, cluster, ("w1", "w2"))
     address = cluster.worker_address(victim)
     cluster.kill_worker(victim)
+    gate.touch()  # the retry ends as soon as it runs
     result = wait_result(daemons.outbox, "k", timeout=60)
     assert result["status"] == "SUCCESS"
     assert result["nodes"]["s"]["attempts"] == 2
@@ -184,18 +188,12 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
 ) -> None:
     """A daemon killed (SIGKILL) while remote attempts run leaves them running on the
     workers; restarted, it cancels them before sending its own, and the run finishes."""
-    cluster = new_dask_cluster(workers=("w1", "w2"))
-    env = dask_env(cluster)
+    plugin, gate = gate_plugin(daemons.root), daemons.root / "gate"
+    cluster = new_dask_cluster(workers=("w1", "w2"), env={"PYTHONPATH": str(plugin)})
+    env = {**dask_env(cluster, remote="gate"), "PYTHONPATH": str(plugin)}
     first = daemons.start(**env)
-    doc = {
-        "name": "twice",
-        "nodes": [
-            # Long enough to outlast the restart on a loaded machine.
-            {"id": "x", "type": "sleep", "params": {"seconds": 15}},
-            {"id": "y", "type": "sleep", "params": {"seconds": 15}},
-        ],
-    }
-    drop(daemons.inbox, "twice.json", doc)
+    # The attempts run until the gate opens: they outlast the restart however slow it is.
+    drop(daemons.inbox, "twice.json", gated("twice", gate, "x", "y"))
     earlier = attempts_running(cluster, 2)
     first.kill()
     assert {k for found in running_on(cluster).values() for k in found} == earlier
@@ -204,6 +202,7 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     assert cleaned["cancelled"] == 2 and set(cleaned["keys"]) == earlier
     running = {k for found in running_on(cluster).values() for k in found}
     assert not running & earlier
+    gate.touch()
     result = wait_result(daemons.outbox, "twice", timeout=60)
     assert result["status"] == "SUCCESS"
     wait_free(cluster)
