@@ -173,9 +173,10 @@ def cpu_cluster(ctx: Context) -> Section:
         envs = {"local": env} | {
             mode: {**env, **dask_env(c, "python")} for mode, c in clusters.items()
         }
-        ctx.progress("cpu_cluster: warm-up (bytecode, first connection)")
-        for mode in envs:
-            execute(files["empty"], envs[mode], root / f"warm-{mode}.db", 120)
+        if not ctx.quick:  # smoke mode: its one run starts the same commands anyway
+            ctx.progress("cpu_cluster: warm-up (bytecode, first connection)")
+            for mode in envs:
+                execute(files["empty"], envs[mode], root / f"warm-{mode}.db", 120)
         rounds = []
         for n in range(ctx.runs):
             ctx.progress(f"cpu_cluster run {n + 1}/{ctx.runs}")

@@ -192,3 +192,17 @@ def new_dask_cluster(tmp_path: Path) -> Iterator[Callable[..., DaskCluster]]:
             return stack.enter_context(dask_cluster_at(root, **options))
 
         yield make
+
+
+CONTAINERS = Path(__file__).resolve().parent / "containers"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (the ``addopts`` of pyproject.toml): the suite runs on two processes,
+    each test file on one (``--dist loadfile``); the container test (``pytest
+    tests/containers``), a single long deployment, runs in this process alone."""
+    here = config.invocation_params.dir
+    targets = [(here / arg.split("::", 1)[0]).resolve() for arg in config.args]
+    if targets and all(t.is_relative_to(CONTAINERS) for t in targets):
+        return 0
+    return 2
