@@ -25,11 +25,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._importtime import import_times
+from benchmarks._suite import Figure
 from benchmarks.daemon import _cpu_seconds
 
 WORKER_PRELOAD = "wfe_daemon.cluster.worker"
@@ -285,28 +287,41 @@ def observe(
     return Observed(ran, scheduler, workers, max(0.0, busy - ran.cpu - scheduler - workers))
 
 
+# -- the figures the cluster benchmarks share -------------------------------------------------
+
+
+def ratio_figure(
+    label: str, tops: Sequence[float], bottoms: Sequence[float], **options: Any
+) -> Figure:
+    """Each run's ``top / bottom`` (``x``); ``options`` as :class:`Figure`'s."""
+    return Figure(label, [a / b for a, b in zip(tops, bottoms, strict=True)], "x", **options)
+
+
+def cores_figure(label: str, runs: Sequence[Observed], cpu: Callable[[Observed], float]) -> Figure:
+    """Cores used during each run: ``cpu(run)`` seconds over the run's wall time."""
+    return Figure(label, [cpu(run) / run.ran.wall for run in runs], "cores")
+
+
+def others_figures(during: str, runs: Mapping[str, Sequence[Observed]]) -> list[Figure]:
+    """For each mode of ``runs``: the cores the machine's other processes used ``during``."""
+    return [
+        cores_figure(f"{mode}: CPU of the machine's other processes during {during}", seen, _others)
+        for mode, seen in runs.items()
+    ]
+
+
+def _others(run: Observed) -> float:
+    return run.others
+
+
 def imported_modules(argv: list[str], env: Mapping[str, str], cwd: Path) -> list[str]:
     """Every module ``python -X importtime ARGV...`` imported (``argv`` after ``python``)."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", *argv],
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    names = [
-        line.rsplit("|", 1)[1].strip()
-        for line in done.stderr.splitlines()
-        if line.startswith("import time:") and "cumulative" not in line
-    ]
-    if not names:
+    done = import_times(argv, env, cwd)
+    if not done.imports:
         raise RuntimeError(
             f"{argv}: exit {done.returncode}, no import times: {done.stderr[-2000:]}"
         )
-    return names
+    return done.modules
 
 
 def dask_modules(names: list[str]) -> list[str]:

@@ -32,6 +32,8 @@ from benchmarks._cluster import (
     execute,
     imported_modules,
     observe,
+    others_figures,
+    ratio_figure,
 )
 from benchmarks._suite import Context, Figure, Section
 from benchmarks.daemon import _load_note, loadavg, ten_node_doc
@@ -194,7 +196,8 @@ def remote(ctx: Context) -> Section:
         envs = {"remote": {**env, **dask_env(c, "echo")}, "local": env}
         import_note = check_local_imports(root, env, dask_env(c, "echo"))
         ctx.progress("remote: warm-up (bytecode, first connection), logs at INFO")
-        execute(files[SMALL], envs["local"], root / "warm-local.db", 120)
+        if not ctx.quick:  # smoke mode: its one run starts the same command anyway
+            execute(files[SMALL], envs["local"], root / "warm-local.db", 120)
         warm = {**envs["remote"], "WFE_LOG_LEVEL": "INFO"}
         used = check_remote(execute(files[big], warm, root / "warm-remote.db", 600), c, big)
         rounds, bare_ms = [], []
@@ -210,21 +213,13 @@ def remote(ctx: Context) -> Section:
     for mode in envs:
         section.add(Figure(f"{mode}: per node, from the runs' durations", in_run[mode], "ms"))
     section.add(
-        Figure(
-            "ratio remote / local, from the runs' durations",
-            [a / b for a, b in zip(in_run["remote"], in_run["local"], strict=True)],
-            "x",
+        ratio_figure(
+            "ratio remote / local, from the runs' durations", in_run["remote"], in_run["local"]
         )
     )
     section.add(Figure("remote throughput", [1000 / ms for ms in remote_ms], "attempts/s"))
     section.add(Figure(f"bare Dask client: per attempt, {IN_FLIGHT} in flight", bare_ms, "ms"))
-    section.add(
-        Figure(
-            "ratio remote / bare Dask client",
-            [a / b for a, b in zip(remote_ms, bare_ms, strict=True)],
-            "x",
-        )
-    )
+    section.add(ratio_figure("ratio remote / bare Dask client", remote_ms, bare_ms))
     for what, label in (
         ("client", "the `execute` process"),
         ("scheduler", "the scheduler"),
@@ -250,14 +245,9 @@ def remote(ctx: Context) -> Section:
                 "ms",
             )
         )
-    for mode in envs:
-        section.add(
-            Figure(
-                f"{mode}: CPU of the machine's other processes during the {big:,}-node run",
-                [r[mode][big].others / r[mode][big].ran.wall for r in rounds],
-                "cores",
-            )
-        )
+    big_runs = {mode: [r[mode][big] for r in rounds] for mode in envs}
+    for figure in others_figures(f"the {big:,}-node run", big_runs):
+        section.add(figure)
     section.notes.append(
         f"Where the attempts ran: an unmeasured warm-up of the {big:,}-node file with "
         f"`WFE_LOG_LEVEL=INFO` logged {big:,} successful `cluster.attempt` events "

@@ -17,7 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._cluster import Cluster, Executed, Observed, base_env, cluster, execute, observe
+from benchmarks._cluster import (
+    Cluster,
+    Executed,
+    Observed,
+    base_env,
+    cluster,
+    cores_figure,
+    execute,
+    observe,
+    others_figures,
+    ratio_figure,
+)
 from benchmarks._suite import Context, Figure, Section
 from benchmarks.cluster import dask_env, write_doc
 from benchmarks.daemon import _load_note, loadavg
@@ -162,9 +173,10 @@ def cpu_cluster(ctx: Context) -> Section:
         envs = {"local": env} | {
             mode: {**env, **dask_env(c, "python")} for mode, c in clusters.items()
         }
-        ctx.progress("cpu_cluster: warm-up (bytecode, first connection)")
-        for mode in envs:
-            execute(files["empty"], envs[mode], root / f"warm-{mode}.db", 120)
+        if not ctx.quick:  # smoke mode: its one run starts the same commands anyway
+            ctx.progress("cpu_cluster: warm-up (bytecode, first connection)")
+            for mode in envs:
+                execute(files["empty"], envs[mode], root / f"warm-{mode}.db", 120)
         rounds = []
         for n in range(ctx.runs):
             ctx.progress(f"cpu_cluster run {n + 1}/{ctx.runs}")
@@ -184,42 +196,42 @@ def _report(
         section.add(Figure(f"makespan, {mode}", makespan[mode], "s"))
     for mode, limit in (("2 workers", 1.7), ("1 worker", None)):
         section.add(
-            Figure(
+            ratio_figure(
                 f"speed-up: local / {mode}",
-                [a / b for a, b in zip(makespan["local"], makespan[mode], strict=True)],
-                "x",
+                makespan["local"],
+                makespan[mode],
                 limit=limit,
                 lower_is_better=False,
             )
         )
     for mode in modes:
         section.add(Figure(f"net (process minus {SMALL} empty nodes), {mode}", net[mode], "s"))
-    section.add(
-        Figure(
-            "net speed-up: local / 2 workers",
-            [a / b for a, b in zip(net["local"], net["2 workers"], strict=True)],
-            "x",
-        )
-    )
+    section.add(ratio_figure("net speed-up: local / 2 workers", net["local"], net["2 workers"]))
     for mode in modes:
-        used = [o.workers / o.ran.wall for o in work[mode]]
         if mode == "local":
-            used = [o.ran.cpu / o.ran.wall for o in work[mode]]
-        what = "the `execute` process" if mode == "local" else "the workers"
-        section.add(Figure(f"{mode}: CPU of {what} during the run", used, "cores"))
+            label, cpu = f"{mode}: CPU of the `execute` process during the run", _client
+        else:
+            label, cpu = f"{mode}: CPU of the workers during the run", _workers
+        section.add(cores_figure(label, work[mode], cpu))
     for mode in modes[1:]:
         section.add(
-            Figure(
+            cores_figure(
                 f"{mode}: CPU of the `execute` process and the schedulers during the run",
-                [(o.ran.cpu + o.scheduler) / o.ran.wall for o in work[mode]],
-                "cores",
+                work[mode],
+                _client_and_scheduler,
             )
         )
-    for mode in modes:
-        section.add(
-            Figure(
-                f"{mode}: CPU of the machine's other processes during the run",
-                [o.others / o.ran.wall for o in work[mode]],
-                "cores",
-            )
-        )
+    for figure in others_figures("the run", work):
+        section.add(figure)
+
+
+def _client(run: Observed) -> float:
+    return run.ran.cpu
+
+
+def _workers(run: Observed) -> float:
+    return run.workers
+
+
+def _client_and_scheduler(run: Observed) -> float:
+    return run.ran.cpu + run.scheduler

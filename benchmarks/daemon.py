@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from benchmarks._importtime import import_times
 from benchmarks._suite import Context, Figure, Section
 
 READY_TIMEOUT_S = 30.0
@@ -633,24 +634,11 @@ def _wall(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 
 def importtime_top(file: Path, env: dict[str, str], cwd: Path, top: int = 10) -> list[str]:
     """The ``top`` imports by cumulative time of ``python -X importtime -m wfe_daemon validate``."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "wfe_daemon", "validate", str(file)],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    rows = []
-    for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        _self, cumulative, name = line.removeprefix("import time:").split("|")
-        rows.append((int(cumulative), int(_self), name.rstrip()))
-    rows.sort(reverse=True)
+    done = import_times(["-m", "wfe_daemon", "validate", str(file)], env, cwd)
+    rows = sorted(done.imports, key=lambda row: (row.cumulative_us, row.self_us), reverse=True)
     return [
-        f"`{name.strip()}` {cum / 1000:.1f} ms (self {own / 1000:.1f})"
-        for cum, own, name in rows[:top]
+        f"`{row.name}` {row.cumulative_us / 1000:.1f} ms (self {row.self_us / 1000:.1f})"
+        for row in rows[:top]
     ]
 
 

@@ -180,14 +180,6 @@ def stall_last_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, float], 
     return stall
 
 
-@pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
-    """One real Dask cluster for the session: a scheduler and two preloaded workers, ``w1``
-    and ``w2``, shared by the tests that do not break it (see ``tests/dask_cluster.py``)."""
-    with dask_cluster_at(tmp_path_factory.mktemp("dask")) as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def new_dask_cluster(tmp_path: Path) -> Iterator[Callable[..., DaskCluster]]:
     """``new_dask_cluster(workers=..., tls=...)``: a cluster of this test's own (to kill or
@@ -200,3 +192,17 @@ def new_dask_cluster(tmp_path: Path) -> Iterator[Callable[..., DaskCluster]]:
             return stack.enter_context(dask_cluster_at(root, **options))
 
         yield make
+
+
+CONTAINERS = Path(__file__).resolve().parent / "containers"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (the ``addopts`` of pyproject.toml): the suite runs on two processes,
+    each test file on one (``--dist loadfile``); the container test (``pytest
+    tests/containers``), a single long deployment, runs in this process alone."""
+    here = config.invocation_params.dir
+    targets = [(here / arg.split("::", 1)[0]).resolve() for arg in config.args]
+    if targets and all(t.is_relative_to(CONTAINERS) for t in targets):
+        return 0
+    return 2

@@ -8,6 +8,7 @@ from a real unix datagram socket passed as ``NOTIFY_SOCKET`` (READY=1), never gu
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -22,10 +23,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout: ``benchmarks`` lives there, outside the installed package."""
 READY_TIMEOUT_S = 20.0
 EXIT_TIMEOUT_S = 20.0
 PAST = 1_000_000_000  # an mtime long ago: intake's settle wait does not apply
@@ -105,20 +109,48 @@ def cli(daemons: Daemons, *args: str | Path, **env: str) -> subprocess.Completed
     )
 
 
-def post_workflow(port: int, doc: dict[str, Any], token: str) -> tuple[int, Any]:
-    """POST ``doc`` to the API's submission endpoint with ``token``; status and answer."""
+def request_json(
+    port: int,
+    path: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
+    """GET ``http://127.0.0.1:<port><path>`` (POST ``body`` as JSON when given), with
+    ``token`` as the bearer token if any: the status and the parsed answer (also for
+    4xx/5xx)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/workflows",
-        data=json.dumps(doc).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        method="GET" if data is None else "POST",
+        headers=headers,
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, json.loads(exc.read())
+
+
+def post_workflow(port: int, doc: dict[str, Any], token: str) -> tuple[int, Any]:
+    """POST ``doc`` to the API's submission endpoint with ``token``; status and answer."""
+    return request_json(port, "/api/v1/workflows", token=token, body=doc)
+
+
+def from_checkout(module: str) -> ModuleType:
+    """Import ``module`` of the checkout outside ``src`` (e.g. ``benchmarks._importtime``)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(str(ROOT))
 
 
 def small_tmpfs(root: Path) -> Iterator[Path]:

@@ -3,11 +3,25 @@ and what runs on the workers now."""
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any
 
 from daemon_helpers import wait_until
 from dask_cluster import DaskCluster
 from wfe_daemon.cluster import worker
+
+SECRET = "s3cr3t-value"
+"""The value of the secret ``token`` in :func:`secrets_dir`."""
+
+
+def secrets_dir(root: Path) -> Path:
+    """A folder ``root / "secrets"`` holding the secret ``token`` (:data:`SECRET`), for
+    ``WFE_SECRETS_DIR``."""
+    folder = root / "secrets"
+    folder.mkdir()
+    (folder / "token").write_text(SECRET + "\n")
+    return folder
 
 
 def dask_env(cluster: DaskCluster, remote: str = "sleep,echo", **extra: str) -> dict[str, str]:
@@ -100,3 +114,73 @@ def worker_of(keys: set[str], cluster: DaskCluster, names: tuple[str, ...]) -> s
         if set(running.get(cluster.worker_address(name), ())) & keys:
             return name
     raise AssertionError(f"no worker of {names} runs {keys}: {running}")
+
+
+_PLUGIN = '''"""A task plugin of the Dask executor's tests (written by them)."""
+
+{imports}
+from typing import Any, ClassVar
+
+
+class {name}:
+    """{doc}"""
+
+    type: ClassVar[str] = "{type}"
+    display_name: ClassVar[str] = "{title}"
+    description: ClassVar[str] = {description}
+    category: ClassVar[str] = "test"
+    params_schema: ClassVar[dict[str, Any]] = {{"type": "object"}}
+    default_timeout: ClassVar[float | None] = None
+
+    async def execute(self, params, ctx):
+{body}
+'''
+
+
+def plugin_folder(folder: Path, task_type: str, doc: str, execute: str, imports: str = "") -> Path:
+    """``folder`` holding task type ``task_type`` as an installed distribution: module
+    ``wfe_<type>_plugin`` with class ``<Type>Task`` (docstring ``doc``, ``execute``'s body
+    ``execute``, after ``imports``), and a ``*.dist-info`` whose ``entry_points.txt``
+    names it (what ``importlib.metadata`` finds on ``PYTHONPATH``)."""
+    module, name = f"wfe_{task_type}_plugin", f"{task_type.title()}Task"
+    info = folder / f"{module}-1.0.dist-info"
+    info.mkdir(parents=True)
+    body = textwrap.indent(textwrap.dedent(execute).strip(), " " * 8)
+    source = _PLUGIN.format(
+        imports=imports,
+        name=name,
+        doc=doc,
+        description=repr(doc),
+        type=task_type,
+        title=task_type.title(),
+        body=body,
+    )
+    (folder / f"{module}.py").write_text(source)
+    dist = module.replace("_", "-")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[wfe_daemon.tasks]\n{task_type} = {module}:{name}\n")
+    return folder
+
+
+_GATE = """
+gate = pathlib.Path(params["gate"])
+while not gate.exists():
+    await asyncio.sleep(0.02)
+return {"opened": True}
+"""
+
+
+def gate_plugin(root: Path) -> Path:
+    """A folder (in ``root``) holding the ``gate`` task as a distribution: its attempt runs
+    until the file ``params["gate"]`` exists, so a test decides when it ends (put the folder
+    on ``PYTHONPATH`` of the daemon and the workers)."""
+    doc = 'Waits until the file ``params["gate"]`` exists.'
+    return plugin_folder(root / "gate-plugin", "gate", doc, _GATE, "import asyncio\nimport pathlib")
+
+
+def gated(name: str, gate: Path, *ids: str, **node: Any) -> dict[str, Any]:
+    """A workflow of independent ``gate`` nodes ``ids`` (default one, ``s``), waiting for
+    the file ``gate`` (with ``node``'s extra fields)."""
+    params = {"gate": str(gate)}
+    nodes = [{"id": i, "type": "gate", "params": params, **node} for i in ids or ("s",)]
+    return {"name": name, "nodes": nodes}

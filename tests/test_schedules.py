@@ -24,6 +24,7 @@ from daemon_helpers import (
     query,
     read_json,
     wait_result,
+    wait_settled,
     wait_until,
 )
 
@@ -109,7 +110,7 @@ def test_each_slot_fires_once_as_a_run_like_any_other(clocked: Clocked) -> None:
     result = wait_result(clocked.daemons.outbox, "tick.20260101T100100+0000")
     assert result["status"] == "SUCCESS"
     assert result["source"] == "tick.20260101T100100+0000.json"
-    kept = read_json(clocked.daemons.inbox / "processed" / "tick.20260101T100100+0000.json")
+    kept = read_json(wait_settled(clocked.daemons.inbox, "tick.20260101T100100+0000.json"))
     assert kept["scheduled_for"] == "2026-01-01T10:01:00+00:00"
     assert "schedule" not in kept
     clocked.at("2026-01-01T10:03:30+00:00")  # 10:02 and 10:03 passed: latest fires 10:03
@@ -369,7 +370,7 @@ def test_trigger_runs_a_schedule_now_through_the_daemon(clocked: Clocked, tmp_pa
     assert done.returncode == 0, done.stderr
     result = wait_result(clocked.daemons.outbox, "nightly.20260101T100030+0000")
     assert result["run_id"] == int(done.stdout)
-    kept = read_json(clocked.daemons.inbox / "processed" / "nightly.20260101T100030+0000.json")
+    kept = read_json(wait_settled(clocked.daemons.inbox, "nightly.20260101T100030+0000.json"))
     assert kept["scheduled_for"] == "2026-01-01T10:00:30+00:00"
     assert clocked.firings() == []
     missing = cli("trigger", "nope")

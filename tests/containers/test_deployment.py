@@ -24,7 +24,7 @@ from typing import Any
 import podman_env as podman
 import pytest
 
-from daemon_helpers import drop, free_port, get, wait_result, wait_until
+from daemon_helpers import drop, free_port, get, request_json, wait_result, wait_until
 
 if shutil.which("podman") is None and not os.environ.get("CI"):
     pytest.skip(
@@ -68,19 +68,7 @@ class Deployed:
 
     def api(self, path: str) -> tuple[int, Any]:
         """GET ``path`` of the daemon's API with the token: the status and parsed body."""
-        import urllib.error
-        import urllib.request
-
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, json.loads(exc.read())
+        return request_json(self.port, path, token=self.token, timeout=5)
 
     def daemon_events(self, event: str) -> list[dict[str, Any]]:
         """The daemon's JSON log lines whose ``event`` is ``event``, oldest first."""

@@ -19,9 +19,13 @@ from dask_cluster import DaskCluster
 from dask_daemon_helpers import (
     attempts_running,
     dask_env,
+    gate_plugin,
+    gated,
     mixed_workflow,
+    plugin_folder,
     remote_events,
     running_on,
+    secrets_dir,
     sleeper,
     wait_free,
     worker_of,
@@ -34,14 +38,16 @@ def test_a_killed_worker_is_one_failed_attempt_then_a_retry_elsewhere(
 ) -> None:
     """SIGKILL of the worker running a node's attempt fails that attempt, naming the
     worker; the node's retry runs on the other worker and succeeds (2 attempts)."""
-    cluster = new_dask_cluster(workers=("w1", "w2"))
-    daemon = daemons.start(**dask_env(cluster))
-    # Long enough that a loaded machine still kills it mid-attempt.
-    drop(daemons.inbox, "k.json", sleeper("k", 12, retries=1, retry_delay=0.1))
+    plugin, gate = gate_plugin(daemons.root), daemons.root / "gate"
+    cluster = new_dask_cluster(workers=("w1", "w2"), env={"PYTHONPATH": str(plugin)})
+    daemon = daemons.start(**dask_env(cluster, remote="gate"), PYTHONPATH=str(plugin))
+    # The attempt runs until the gate opens: killed mid-attempt however loaded the machine.
+    drop(daemons.inbox, "k.json", gated("k", gate, retries=1, retry_delay=0.1))
     keys = attempts_running(cluster, 1)
     victim = worker_of(keys, cluster, ("w1", "w2"))
     address = cluster.worker_address(victim)
     cluster.kill_worker(victim)
+    gate.touch()  # the retry ends as soon as it runs
     result = wait_result(daemons.outbox, "k", timeout=60)
     assert result["status"] == "SUCCESS"
     assert result["nodes"]["s"]["attempts"] == 2
@@ -52,37 +58,10 @@ def test_a_killed_worker_is_one_failed_attempt_then_a_retry_elsewhere(
     assert ran == [(1, address, "failure"), (2, survivor, "success")]
 
 
-PLUGIN = '''
-import os
-from typing import Any, ClassVar
-
-
-class WhereTask:
-    """Returns where it ran."""
-
-    type: ClassVar[str] = "where"
-    display_name: ClassVar[str] = "Where"
-    description: ClassVar[str] = "Says where it ran."
-    category: ClassVar[str] = "test"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
-    default_timeout: ClassVar[float | None] = None
-
-    async def execute(self, params, ctx):
-        return {"pid": os.getpid(), "n": params["n"]}
-'''
-
-
-def plugin_folder(root: Path) -> Path:
-    """A folder holding the ``where`` plugin as an installed distribution."""
-    folder = root / "plugin"
-    info = folder / "wfe_where_plugin-1.0.dist-info"
-    info.mkdir(parents=True)
-    (folder / "wfe_where_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wfe-where-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[wfe_daemon.tasks]\nwhere = wfe_where_plugin:WhereTask\n"
-    )
-    return folder
+def where_plugin(root: Path) -> Path:
+    """A folder holding the ``where`` plugin (it returns where it ran) as a distribution."""
+    execute = 'return {"pid": os.getpid(), "n": params["n"]}'
+    return plugin_folder(root / "plugin", "where", "Returns where it ran.", execute, "import os")
 
 
 def where_nodes(name: str, count: int) -> dict[str, Any]:
@@ -98,7 +77,7 @@ def test_an_attempt_goes_only_to_workers_that_have_its_type(
     """With the plugin on one good worker only, every attempt of its type goes there (a
     worker with a bad configuration is left out, and logged); once no worker has it, the
     node fails with a message naming the type and what to do."""
-    plugin = plugin_folder(tmp_path)
+    plugin = where_plugin(tmp_path)
     cluster = new_dask_cluster(
         workers={
             "plugged": {"env": {"PYTHONPATH": str(plugin)}},
@@ -188,10 +167,7 @@ def test_tls_with_temporary_certificates(
     """Over TLS remote nodes run, a secret in their params included (sent encrypted)."""
     cluster = new_dask_cluster(workers=("w1",), tls=True)
     assert cluster.address.startswith("tls://")
-    secrets = daemons.root / "secrets"
-    secrets.mkdir()
-    (secrets / "token").write_text("s3cr3t-value\n")
-    daemon = daemons.start(**dask_env(cluster), WFE_SECRETS_DIR=str(secrets))
+    daemon = daemons.start(**dask_env(cluster), WFE_SECRETS_DIR=str(secrets_dir(daemons.root)))
     doc = {
         "name": "tls",
         "nodes": [
@@ -212,18 +188,12 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
 ) -> None:
     """A daemon killed (SIGKILL) while remote attempts run leaves them running on the
     workers; restarted, it cancels them before sending its own, and the run finishes."""
-    cluster = new_dask_cluster(workers=("w1", "w2"))
-    env = dask_env(cluster)
+    plugin, gate = gate_plugin(daemons.root), daemons.root / "gate"
+    cluster = new_dask_cluster(workers=("w1", "w2"), env={"PYTHONPATH": str(plugin)})
+    env = {**dask_env(cluster, remote="gate"), "PYTHONPATH": str(plugin)}
     first = daemons.start(**env)
-    doc = {
-        "name": "twice",
-        "nodes": [
-            # Long enough to outlast the restart on a loaded machine.
-            {"id": "x", "type": "sleep", "params": {"seconds": 15}},
-            {"id": "y", "type": "sleep", "params": {"seconds": 15}},
-        ],
-    }
-    drop(daemons.inbox, "twice.json", doc)
+    # The attempts run until the gate opens: they outlast the restart however slow it is.
+    drop(daemons.inbox, "twice.json", gated("twice", gate, "x", "y"))
     earlier = attempts_running(cluster, 2)
     first.kill()
     assert {k for found in running_on(cluster).values() for k in found} == earlier
@@ -232,6 +202,7 @@ def test_a_restarted_daemon_cancels_what_its_earlier_life_left_running(
     assert cleaned["cancelled"] == 2 and set(cleaned["keys"]) == earlier
     running = {k for found in running_on(cluster).values() for k in found}
     assert not running & earlier
+    gate.touch()
     result = wait_result(daemons.outbox, "twice", timeout=60)
     assert result["status"] == "SUCCESS"
     wait_free(cluster)

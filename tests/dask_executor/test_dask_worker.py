@@ -19,6 +19,7 @@ import pytest
 import wfe_daemon
 from daemon_helpers import wait_until
 from dask_cluster import DaskCluster, dask_cluster_at
+from dask_daemon_helpers import plugin_folder
 from wfe_daemon.cluster import worker
 from wfe_daemon.cluster.wire import AttemptReply, AttemptRequest, attempt_key, instance_prefix
 
@@ -72,7 +73,7 @@ def wait_running(client: Any, key: str) -> str:
 
 @pytest.fixture
 def client(dask_cluster: DaskCluster) -> Iterator[Any]:
-    """A client of the session's shared cluster."""
+    """A client of the package's shared cluster."""
     with dask_cluster.client() as client:
         yield client
 
@@ -201,33 +202,17 @@ def test_prefix_cancel_keeps_the_new_life(client: Any) -> None:
 
 # -- workers that differ: a plugin on one only, no preload, a bad configuration ----------
 
-PLUGIN_MODULE = '''
-from typing import Any, ClassVar
+BOOM = """
+if params["kind"] == "failed":
+    raise TaskFailed(f"no luck with {params['url']}")
+if params["kind"] == "value":
+    raise ValueError(f"bad value from {params['url']}")
+if params["kind"] == "exit":
+    raise SystemExit(f"gave up on {params['url']}")
+return {"values": [1, float("nan")]}
+"""
+"""The body of the ``boom`` task's ``execute``."""
 
-from wfe_daemon import TaskFailed
-
-
-class BoomTask:
-    """Fails the way ``params["kind"]`` says, or returns what JSON cannot carry."""
-
-    type: ClassVar[str] = "boom"
-    display_name: ClassVar[str] = "Boom"
-    description: ClassVar[str] = "Fails."
-    category: ClassVar[str] = "test"
-    params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
-    default_timeout: ClassVar[float | None] = None
-
-    async def execute(self, params, ctx):
-        if params["kind"] == "failed":
-            raise TaskFailed(f"no luck with {params['url']}")
-        if params["kind"] == "value":
-            raise ValueError(f"bad value from {params['url']}")
-        if params["kind"] == "exit":
-            raise SystemExit(f"gave up on {params['url']}")
-        return {"values": [1, float("nan")]}
-'''
-
-ENTRY_POINTS = "[wfe_daemon.tasks]\nboom = wfe_boom_plugin:BoomTask\n"
 URL = "https://user:hunter2@example.invalid/x?token=abc&page=2"
 """Quoted by the errors: its password and token must read ``***`` wherever it ran."""
 
@@ -236,13 +221,9 @@ URL = "https://user:hunter2@example.invalid/x?token=abc&page=2"
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the ``boom`` plugin as an installed distribution: its module and a
     ``*.dist-info`` with ``entry_points.txt`` (what ``importlib.metadata`` finds on the path)."""
-    folder = tmp_path_factory.mktemp("plugin")
-    (folder / "wfe_boom_plugin.py").write_text(PLUGIN_MODULE)
-    info = folder / "wfe_boom_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wfe-boom-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    return folder
+    doc = 'Fails the way ``params["kind"]`` says, or returns what JSON cannot carry.'
+    imports = "from wfe_daemon import TaskFailed"
+    return plugin_folder(tmp_path_factory.mktemp("plugin"), "boom", doc, BOOM, imports)
 
 
 @pytest.fixture(scope="module")

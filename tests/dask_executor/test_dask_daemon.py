@@ -1,5 +1,5 @@
 """The daemon side of the Dask executor, end to end: a real daemon (or ``wfe-daemon
-execute``) with ``executor = "dask"`` against the session's real ``dask scheduler`` and
+execute``) with ``executor = "dask"`` against the shared ``dask scheduler`` and
 ``dask worker`` processes (``tests/dask_cluster.py``), driven through the inbox, the CLI
 and HTTP; and the configurations refused before anything runs.
 """
@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from daemon_helpers import Daemons, cli, drop, free_port, get, wait_result, wait_running
+from daemon_helpers import (
+    Daemons,
+    cli,
+    drop,
+    free_port,
+    from_checkout,
+    get,
+    wait_result,
+    wait_running,
+)
 from dask_cluster import DaskCluster
 from dask_daemon_helpers import (
     attempts_running,
@@ -22,6 +30,7 @@ from dask_daemon_helpers import (
     mixed_workflow,
     outputs,
     remote_events,
+    secrets_dir,
     sleeper,
     wait_free,
 )
@@ -132,10 +141,7 @@ def test_an_operator_cancel_stops_the_remote_attempt(
 def test_a_secret_is_not_sent_without_tls(dask_cluster: DaskCluster, daemons: Daemons) -> None:
     """A remote node whose params hold a secret fails without being sent while TLS is
     off, saying why and what to set; the secret itself is nowhere in the result."""
-    secrets = daemons.root / "secrets"
-    secrets.mkdir()
-    (secrets / "token").write_text("s3cr3t-value\n")
-    daemon = daemons.start(**dask_env(dask_cluster), WFE_SECRETS_DIR=str(secrets))
+    daemon = daemons.start(**dask_env(dask_cluster), WFE_SECRETS_DIR=str(secrets_dir(daemons.root)))
     doc = {
         "name": "secret",
         "nodes": [{"id": "e", "type": "echo", "params": {"auth": "{{ secrets.token }}"}}],
@@ -209,16 +215,9 @@ def test_the_local_executor_imports_nothing_of_the_cluster(
     """With the default ``executor = "local"`` a run imports neither ``distributed`` nor
     the cluster layer (``python -X importtime`` lists every module imported)."""
     path = write_workflow(mixed_workflow())
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "wfe_daemon", "execute", str(path)],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    importtime = from_checkout("benchmarks._importtime")
+    done = importtime.import_times(["-m", "wfe_daemon", "execute", str(path)], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    modules = done.modules
     assert "wfe_daemon.runtime.engine" in modules
     assert not [m for m in modules if m.startswith(("distributed", "dask", "wfe_daemon.cluster"))]
