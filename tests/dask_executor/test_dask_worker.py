@@ -209,6 +209,8 @@ if params["kind"] == "value":
     raise ValueError(f"bad value from {params['url']}")
 if params["kind"] == "exit":
     raise SystemExit(f"gave up on {params['url']}")
+if params["kind"] == "cancelled":
+    raise asyncio.CancelledError  # of its own: nothing cancelled it
 return {"values": [1, float("nan")]}
 """
 """The body of the ``boom`` task's ``execute``."""
@@ -222,7 +224,7 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the ``boom`` plugin as an installed distribution: its module and a
     ``*.dist-info`` with ``entry_points.txt`` (what ``importlib.metadata`` finds on the path)."""
     doc = 'Fails the way ``params["kind"]`` says, or returns what JSON cannot carry.'
-    imports = "from wfe_daemon import TaskFailed"
+    imports = "import asyncio\nfrom wfe_daemon import TaskFailed"
     return plugin_folder(tmp_path_factory.mktemp("plugin"), "boom", doc, BOOM, imports)
 
 
@@ -259,6 +261,7 @@ FAILING_NODES = {
     "failed": ("boom", {"kind": "failed", "url": URL}, None),
     "value": ("boom", {"kind": "value", "url": URL}, None),
     "nan": ("boom", {"kind": "nan"}, None),
+    "cancelled": ("boom", {"kind": "cancelled"}, None),
     "big": ("echo", {"text": "x" * 2000}, None),
     "slow": ("sleep", {"seconds": 30}, 0.3),
 }
@@ -271,9 +274,10 @@ def test_errors_read_as_in_a_local_run(
     run_cli: Callable[..., subprocess.CompletedProcess[str]],
     write_workflow: Callable[..., Path],
 ) -> None:
-    """A task's failure, an exception of another type, an output JSON cannot carry, one over
-    ``max_output_size`` and a timeout read the same on the worker as through
-    ``wfe-daemon execute`` with the same plugin and settings, URL secrets hidden."""
+    """A task's failure, an exception of another type, a ``CancelledError`` it raised itself,
+    an output JSON cannot carry, one over ``max_output_size`` and a timeout read the same
+    on the worker as through ``wfe-daemon execute`` with the same plugin and settings, URL
+    secrets hidden."""
     cluster, client = odd_cluster
     nodes = [
         {"id": id_, "type": type_, "params": params, **({"timeout": t} if t else {})}

@@ -45,9 +45,9 @@ from wfe_daemon.config import Settings, load_settings
 from wfe_daemon.core.model import hide_url_secrets
 from wfe_daemon.errors import ParamsError, TaskFailed, WfeError
 from wfe_daemon.runtime.deadlines import Deadlines
-from wfe_daemon.runtime.engine import encode_output, failure_message
+from wfe_daemon.runtime.engine import OWN_CANCEL, encode_output, failure_message
 from wfe_daemon.runtime.registry import TaskRegistry
-from wfe_daemon.runtime.task import Services, TaskContext
+from wfe_daemon.runtime.task import Services, TaskContext, being_cancelled
 from wfe_daemon.tasks import BUILTINS
 
 if TYPE_CHECKING:
@@ -209,9 +209,13 @@ async def _attempt(context: _Context, request: AttemptRequest) -> AttemptReply:
             if problems:
                 raise ParamsError("params: " + "; ".join(problems))
             output = await task.execute(request.params, ctx)
-    except (Exception, SystemExit) as exc:
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and being_cancelled():
+            raise  # cancelled: by the daemon, or the worker is closing
         # SystemExit out of an asyncio task stops the event loop: the whole worker.
         failure = exc if isinstance(exc, Exception) else TaskFailed(f"SystemExit: {exc}")
+        if isinstance(exc, asyncio.CancelledError):
+            failure = TaskFailed(OWN_CANCEL)  # the task's own, as the engine words it
         return AttemptReply(
             worker=address,
             error=failure_message(failure, request.timeout if scope.expired else None),

@@ -18,7 +18,7 @@ from collections import ChainMap, deque
 from collections.abc import Mapping
 from contextlib import nullcontext
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -419,7 +419,7 @@ class _Run:
             if being_cancelled():
                 raise
             # The task raised CancelledError itself: a failure, not a cancel of the node.
-            return "CancelledError: raised by the task, not a cancel of the node"
+            return OWN_CANCEL
         except (Exception, SystemExit) as exc:  # a task's sys.exit() must not end the daemon
             return failure_message(exc, timeout if scope.expired else None)
         try:  # encoded once, here: what JSON cannot carry fails the node, not the summary
@@ -572,6 +572,10 @@ class _Run:
         emit = self.log.warning if status in _UNSUCCESSFUL else self.log.info
         emit(WORKFLOW_FINISHED, status=str(status), duration=summary["duration"])
         return summary
+
+
+OWN_CANCEL: Final = "CancelledError: raised by the task, not a cancel of the node"
+"""A node's error when its task raised ``CancelledError`` itself (nothing cancelled it)."""
 
 
 def failure_message(exc: BaseException, expired_after: float | None = None) -> str:
