@@ -29,6 +29,7 @@ from typing import Any
 from benchmarks.daemon import DaemonRun
 from benchmarks.engine import _log_to_devnull
 from wfe_daemon.runtime.eventloop import run as run_on_loop
+from wfe_daemon.service.outbox import pretty_json
 
 PARTS = {
     "read": "reading the file + `load_json`",
@@ -39,7 +40,7 @@ PARTS = {
     "summary": "building the summary (`build_summary`)",
     "print": "printing it (`_print_summary`)",
     "mask": "of which masking (`MASKER.value`)",
-    "dumps": "of which `json.dumps(indent=2)`",
+    "dumps": "of which encoding it (`pretty_json`: orjson, indented)",
 }
 """The parts of a run measured in-process, by key; "of which" parts are inside ``print``."""
 
@@ -189,7 +190,7 @@ def execute_parts(path: Path, root: Path, nodes: int) -> dict[str, float]:
     with stdout_to_pipe():
         part("print", lambda: _print_summary(summary))
     masked = part("mask", lambda: MASKER.value(summary))
-    part("dumps", lambda: json.dumps(masked, ensure_ascii=False, indent=2))
+    part("dumps", lambda: pretty_json(masked))
     return seconds
 
 
