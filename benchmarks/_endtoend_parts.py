@@ -39,7 +39,7 @@ PARTS = {
     "summary": "building the summary (`build_summary`)",
     "print": "printing it (`_print_summary`)",
     "mask": "of which masking (`MASKER.value`)",
-    "dumps": "of which `json.dumps(indent=2)`",
+    "dumps": "of which encoding (`pretty_json`)",
 }
 """The parts of a run measured in-process, by key; "of which" parts are inside ``print``."""
 
@@ -140,6 +140,7 @@ def execute_parts(path: Path, root: Path, nodes: int) -> dict[str, float]:
     from wfe_daemon.core.masking import MASKER
     from wfe_daemon.core.model import parse_workflow, public_definition
     from wfe_daemon.core.strictjson import load_json
+    from wfe_daemon.service.outbox import pretty_json
     from wfe_daemon.service.wiring import load_registry, open_engine
     from wfe_daemon.store.database import Store
 
@@ -189,7 +190,7 @@ def execute_parts(path: Path, root: Path, nodes: int) -> dict[str, float]:
     with stdout_to_pipe():
         part("print", lambda: _print_summary(summary))
     masked = part("mask", lambda: MASKER.value(summary))
-    part("dumps", lambda: json.dumps(masked, ensure_ascii=False, indent=2))
+    part("dumps", lambda: pretty_json(masked))
     return seconds
 
 
