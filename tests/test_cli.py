@@ -1146,7 +1146,7 @@ def test_a_signal_cancels_the_run_of_execute_and_frees_its_key(
     )
 
     assert code == 1, err
-    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    assert elapsed < 10, f"took {elapsed:.2f}s to stop"  # the 30 s nap was cancelled
     assert "Traceback" not in err
     summary = json.loads(out)
     assert (summary["status"], summary["nodes"]["nap"]["status"]) == ("CANCELLED", "CANCELLED")
@@ -1173,7 +1173,7 @@ def test_sigterm_cancels_the_run_of_retry(
     )
 
     assert code == 1, err
-    assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
+    assert elapsed < 10, f"took {elapsed:.2f}s to stop"  # the 30 s nap was cancelled
     summary = json.loads(out)
     assert (summary["status"], summary["retry_of"]) == ("CANCELLED", original)
     (row,) = sql("SELECT status FROM workflowrun WHERE id = ?", summary["run_id"])

@@ -68,6 +68,66 @@ async def test_lines_written_in_the_loop_are_flushed_together_soon_after() -> No
     assert stream.flushes == 2
 
 
+class _Flushed(io.StringIO):
+    """A stream that remembers how much of what was written a flush has passed on."""
+
+    flushed = 0
+
+    def flush(self) -> None:
+        self.flushed = len(self.getvalue())
+
+    def unflushed(self) -> str:
+        return self.getvalue()[self.flushed :]
+
+
+def _log_and_close(stream: _Flushed, event: str) -> None:
+    """Log ``event`` on a new event loop that closes at once, its flush still pending."""
+    from wfe_daemon.runtime.eventloop import new_loop
+
+    async def log() -> None:
+        structlog.get_logger().info(event)
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(log())
+    finally:
+        loop.close()
+    assert event in stream.getvalue()
+
+
+def test_a_line_off_the_loop_is_flushed_after_a_loop_closed_with_a_flush_pending() -> None:
+    """A loop that closes before its flush is due (the daemon's, at exit) does not keep
+    the lines written after it, off any loop, in the buffer: each is flushed at once."""
+    stream = _Flushed()
+    configure_logging("INFO", stream)
+    _log_and_close(stream, "daemon.stopped")
+    structlog.get_logger().warning("eventloop.threads_left")
+    assert stream.unflushed() == ""
+
+
+def test_a_later_loops_lines_are_flushed_after_a_loop_closed_with_a_flush_pending() -> None:
+    """A flush left pending by a closed loop is not waited for by the next loop's lines
+    (a command that runs one loop after another, a thread running a loop of its own)."""
+    import asyncio
+
+    from wfe_daemon.runtime.eventloop import new_loop
+
+    stream = _Flushed()
+    configure_logging("INFO", stream)
+    _log_and_close(stream, "workflow.finished")
+
+    async def log_and_wait() -> str:
+        structlog.get_logger().warning("notify.retry")
+        await asyncio.sleep(FLUSH_AFTER_S * 4)
+        return stream.unflushed()
+
+    loop = new_loop()
+    try:
+        assert loop.run_until_complete(log_and_wait()) == ""
+    finally:
+        loop.close()
+
+
 def test_secret_keys_are_redacted_at_any_depth() -> None:
     """Keys holding password, token, secret, authorization or api_key show as ***."""
     stream = io.StringIO()

@@ -834,7 +834,7 @@ def test_refused_addresses_run_without_a_network() -> None:
     if probe.returncode != 0:
         pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
     module = Path(__file__).with_name("test_task_http_refused.py")
-    script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$1"'
+    script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider -n 0 "$1"'
     result = subprocess.run(
         [*prefix, "sh", "-c", script, sys.executable, str(module)],
         cwd=Path(__file__).parent.parent,

@@ -143,34 +143,38 @@ FLUSH_AFTER_S: Final = 0.005
 
 class _LineWriter:
     """Writes each line at once and flushes :data:`FLUSH_AFTER_S` after the first line not
-    yet flushed (or at once off-loop).
+    yet flushed on the running event loop (at once off the loop: in a thread, or once the
+    loop has stopped).
 
     A busy engine logs thousands of lines a second, often one or two per loop turn (a
     chain runs one node per turn): one flush per few milliseconds instead of one per line
-    or per turn saves a system call, and a wake-up of the reader (journald), per line.
+    or per turn saves a system call, and a wake-up of the reader (journald), per line. A
+    flush is due on one loop: a loop that stops before it runs leaves the next line, on
+    another loop or off any, to flush.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._flush_pending = False
+        self._flush_on: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is due on, if any."""
 
     def msg(self, message: str) -> None:
         try:
             self._stream.write(message + "\n")
         except (OSError, ValueError):  # stdout gone (a closed pipe): logging must not raise
             return
-        if self._flush_pending:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._flush()
             return
-        self._flush_pending = True
+        if self._flush_on is loop:
+            return
+        self._flush_on = loop
         loop.call_later(FLUSH_AFTER_S, self._flush)
 
     def _flush(self) -> None:
-        self._flush_pending = False
+        self._flush_on = None
         with contextlib.suppress(OSError, ValueError):
             self._stream.flush()
 
