@@ -112,23 +112,32 @@ def test_the_exit_does_not_wait_for_a_call_stuck_in_the_default_thread_pool() ->
     """A call left blocked in the loop's default thread pool (as a name lookup is while
     the resolver does not answer) holds up neither the loop's close nor the interpreter's
     exit: the process ends with the coroutine's result."""
-    read_end, write_end = os.pipe()
-    script = SHORT_BOUNDS + textwrap.dedent(
-        f"""
+    done = _reading_a_silent_pipe(
+        """
         import asyncio, os
         from wfe_daemon.runtime.eventloop import DefaultThreads, new_loop, run
 
         async def main() -> str:
             loop = asyncio.get_running_loop()
-            loop.run_in_executor(None, os.read, {read_end}, 1)  # blocks until the pipe closes
+            loop.run_in_executor(None, os.read, READ_END, 1)  # blocks until the pipe closes
             await asyncio.sleep(0.1)
             return "done"
 
         print(run(main()), flush=True)
         """
     )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "done"
+    assert "eventloop.threads_left" in done.stdout + done.stderr
+
+
+def _reading_a_silent_pipe(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (with :data:`SHORT_BOUNDS`), ``READ_END`` in it the read end of a
+    pipe nothing writes to while it runs: a read of it blocks. Fail past 60 s."""
+    read_end, write_end = os.pipe()
+    code = SHORT_BOUNDS + textwrap.dedent(script).replace("READ_END", str(read_end))
     proc = subprocess.Popen(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", code],
         pass_fds=(read_end,),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -140,15 +149,13 @@ def test_the_exit_does_not_wait_for_a_call_stuck_in_the_default_thread_pool() ->
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        pytest.fail("the process still waited for the stuck call after 60 s")
+        pytest.fail("the process still waited for the blocked read after 60 s")
     finally:
         os.close(write_end)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, err
-    assert out.splitlines()[-1] == "done"
-    assert "eventloop.threads_left" in out + err
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 SHORT_BOUNDS = """
@@ -292,37 +299,20 @@ def test_the_exit_ends_with_its_status_when_a_thread_it_joins_is_stuck() -> None
     the standard thread pools of libraries) that stays blocked holds the exit up
     :data:`CLOSE_WAIT_S` at most: the process then ends with the status
     :func:`run_to_exit` returned, and says so at warning."""
-    read_end, write_end = os.pipe()
-    script = SHORT_BOUNDS + textwrap.dedent(
-        f"""
+    done = _reading_a_silent_pipe(
+        """
         import os, sys, threading
         from wfe_daemon.runtime.eventloop import run_to_exit
 
         async def main() -> int:
-            threading.Thread(target=os.read, args=({read_end}, 1)).start()  # never returns
+            threading.Thread(target=os.read, args=(READ_END, 1)).start()  # never returns
             return 5
 
         sys.exit(run_to_exit(main(), lambda exc: 1))
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        pass_fds=(read_end,),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    os.close(read_end)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the exit still waited for the stuck thread after 60 s")
-    finally:
-        os.close(write_end)
-    assert proc.returncode == 5, err
-    assert "eventloop.close_stuck" in out + err
+    assert done.returncode == 5, done.stderr
+    assert "eventloop.close_stuck" in done.stdout + done.stderr
 
 
 DAEMON = (
