@@ -7,7 +7,9 @@ stderr are pipes (FIFOs) that threads drain, as journald reads a unit's.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,12 @@ class PipedDaemon(DaemonRun):
         return f"--- stdout ---\n{out[-3000:]}\n--- stderr ---\n{err[-3000:]}"
 
     def kill(self) -> None:
+        """Stop the daemon with SIGTERM first, as systemd does: it flushes its last log
+        lines (held up to ``FLUSH_AFTER_S``) on its way out; SIGKILL if it takes 30 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
         super().kill()
         for drain in self.drains:
             drain.join(30)
