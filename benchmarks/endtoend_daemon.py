@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,20 @@ def _daemon_round(root: Path, level: str, n: int) -> dict[str, float]:
     return found
 
 
+def _by_level(
+    ctx: Context, name: str, one_round: Callable[[Path, str], dict[str, float]]
+) -> dict[str, list[float]]:
+    """Samples by ``"LEVEL:key"``: each run calls ``one_round(folder, level)`` at INFO, then
+    at WARNING (the baseline, alternating with it), each in a fresh folder."""
+    samples: dict[str, list[float]] = {}
+    for run in range(ctx.runs):
+        for level in ("INFO", "WARNING"):
+            ctx.progress(f"{name}: run {run + 1}/{ctx.runs}, {level}")
+            for key, value in one_round(ctx.tmp / f"{name}-{run}-{level}", level).items():
+                samples.setdefault(f"{level}:{key}", []).append(value)
+    return samples
+
+
 def e2e_daemon(ctx: Context) -> Section:
     """Row 20 (E3): a fan-out file through the daemon, rename to result, per node."""
     load = loadavg()
@@ -122,12 +137,7 @@ def e2e_daemon(ctx: Context) -> Section:
         f" just before its rename to its result file's inotify event; (big - small) / "
         f"{n - SMALL:,}. Baseline: the same daemon at WARNING, alternating with it.",
     )
-    s: dict[str, list[float]] = {}
-    for run in range(ctx.runs):
-        for level in ("INFO", "WARNING"):
-            ctx.progress(f"e2e_daemon: run {run + 1}/{ctx.runs}, {level}")
-            for key, value in _daemon_round(ctx.tmp / f"e3-{run}-{level}", level, n).items():
-                s.setdefault(f"{level}:{key}", []).append(value)
+    s = _by_level(ctx, "e2e_daemon", lambda root, level: _daemon_round(root, level, n))
     extra = n - SMALL
     per = {
         level: [
@@ -199,12 +209,7 @@ def e2e_burst(ctx: Context) -> Section:
         f" the default, its stdout and stderr pipes drained by threads as journald would;"
         f" the baseline is the same daemon at WARNING, alternating with it.",
     )
-    s: dict[str, list[float]] = {}
-    for run in range(ctx.runs):
-        for level in ("INFO", "WARNING"):
-            ctx.progress(f"e2e_burst: run {run + 1}/{ctx.runs}, {level}")
-            for key, value in _burst_round(ctx.tmp / f"e5-{run}-{level}", level, count).items():
-                s.setdefault(f"{level}:{key}", []).append(value)
+    s = _by_level(ctx, "e2e_burst", lambda root, level: _burst_round(root, level, count))
     section.add(Figure("daemon at INFO: first rename to last result", s["INFO:seconds"], "s", 2.0))
     section.add(Figure("baseline: daemon at WARNING", s["WARNING:seconds"], "s"))
     section.add(

@@ -470,8 +470,8 @@ def public_definition(text: str, doc: Any) -> str:
 
 
 def _names_a_secret(text: str) -> bool:
-    """Whether ``text`` holds a word of :func:`is_secret_key` anywhere, as it matches
-    (a milliseconds-long scan of a large file, where the walk takes tens)."""
+    """Whether ``text`` holds a secret word anywhere, as :func:`is_secret_key` judges a key
+    (for a whole file: a milliseconds-long scan, where the walk takes tens)."""
     lowered = text.lower().replace("-", "_")
     return any(word in lowered for word in _SECRET_WORDS)
 
@@ -497,8 +497,7 @@ def is_secret_key(key: str) -> bool:
     ``api_key`` in any case; ``-`` counts as ``_`` (so the header ``X-Api-Key`` matches),
     and ``apikey`` matches too. Memoised: it runs for every key of every log line.
     """
-    lowered = key.lower().replace("-", "_")
-    return any(word in lowered for word in _SECRET_WORDS)
+    return _names_a_secret(key)
 
 
 _URL_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
