@@ -26,6 +26,7 @@ PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 ENTRY_POINT = 'reverse = "wfe_test_plugin:ReverseTask"'
 CLASHING_ENTRY_POINT = 'echo = "wfe_test_plugin:ShadowEchoTask"'
 CHATTY_ENTRY_POINT = 'chatty = "wfe_test_plugin:ChattyTask"'
+BAD_SCHEMA_ENTRY_POINT = 'bad_schema = "wfe_test_plugin:BadSchemaTask"'
 NAME = 'name = "wfe-test-plugin"'
 TWIN_NAME = 'name = "wfe-test-plugin-twin"'
 
@@ -62,8 +63,9 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
 
     ``install("plain")`` is the package as shipped; ``install("clash")`` also registers
     ``echo``, a type the built-ins already define; ``install("chatty")`` also registers
-    ``chatty`` (it logs through ``logging`` and asyncio); ``install("twin")`` is the same code
-    published as another distribution, ``wfe-test-plugin-twin``.
+    ``chatty`` (it logs through ``logging`` and asyncio); ``install("bad_schema")`` also
+    registers ``bad_schema``, whose params schema is invalid; ``install("twin")`` is the same
+    code published as another distribution, ``wfe-test-plugin-twin``.
     """
     installed: dict[str, Path] = {}
 
@@ -80,6 +82,8 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Install:
                 text = text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{CLASHING_ENTRY_POINT}")
             elif variant == "chatty":
                 text = text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{CHATTY_ENTRY_POINT}")
+            elif variant == "bad_schema":
+                text = text.replace(ENTRY_POINT, f"{ENTRY_POINT}\n{BAD_SCHEMA_ENTRY_POINT}")
             elif variant == "twin":
                 text = text.replace(NAME, TWIN_NAME)
             pyproject.write_text(text)
@@ -185,6 +189,19 @@ def test_plugin_clashing_with_a_builtin_is_refused(
     assert result.stderr == (
         "wfe-daemon: task type 'echo' is defined twice: built-in and plugin"
         " wfe_test_plugin:ShadowEchoTask (distribution wfe-test-plugin 0.1.0)\n"
+    )
+
+
+def test_plugin_with_an_invalid_params_schema_is_refused(
+    run_cli: Callable[..., Any], install: Install
+) -> None:
+    """A plugin whose ``params_schema`` is not a valid JSON Schema stops the CLI: exit 2,
+    one line naming the plugin, its type and what is wrong."""
+    result = run_cli("tasks", "--json", env={"PYTHONPATH": str(install("bad_schema"))})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "wfe-daemon: plugin wfe_test_plugin:BadSchemaTask (distribution wfe-test-plugin"
+        " 0.1.0): params_schema of 'bad_schema': 'two' is not of type 'integer'\n"
     )
 
 

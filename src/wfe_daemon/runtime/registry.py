@@ -33,9 +33,11 @@ class TaskRegistry:
     """
 
     def __init__(self, tasks: Iterable[Task], sources: Mapping[str, str] | None = None) -> None:
+        """Register ``tasks`` as given: their ``params_schema`` is not checked against the
+        metaschema (the built-ins' are, by the test suite); :meth:`load` checks plugins'."""
         self._tasks: dict[str, Task] = {}
         self._sources: dict[str, str] = {}
-        self._validators: dict[str, Validator] = {}
+        self._validators: dict[str, Validator | None] = {}
         self._refusals: dict[str, str] = {}
         self.secrets = SecretStore(None)
         """The secrets ``{{ secrets.NAME }}`` names (``load_registry`` sets ``secrets_dir``)."""
@@ -56,7 +58,8 @@ class TaskRegistry:
 
         Raises:
             ConfigError: two types share a name, a plugin fails to load, or a
-                ``params_schema`` is not a valid JSON Schema.
+                plugin's ``params_schema`` is not a valid JSON Schema (the built-ins'
+                are checked by the test suite, not at every start).
         """
         registry = cls(task_class() for task_class in builtins)
         if entry_point_group:
@@ -66,26 +69,19 @@ class TaskRegistry:
                     task = ep.load()()
                 except Exception as exc:
                     raise ConfigError(f"task {source}: cannot load: {exc}") from exc
-                registry._add(task, source)
+                registry._add(task, source, check_schema=True)
         return registry
 
-    def _add(self, task: Task, source: str) -> None:
-        from jsonschema.exceptions import SchemaError
-        from jsonschema.validators import validator_for
-
+    def _add(self, task: Task, source: str, *, check_schema: bool = False) -> None:
         if not isinstance(task, Task):
             raise ConfigError(f"{source}: {task!r} does not satisfy the Task protocol")
         if task.type in self._tasks:
             first = self._sources[task.type]
             raise ConfigError(f"task type {task.type!r} is defined twice: {first} and {source}")
-        validator_class = validator_for(task.params_schema)
-        try:
-            validator_class.check_schema(dict(task.params_schema))
-        except SchemaError as exc:
-            raise ConfigError(f"{source}: params_schema of {task.type!r}: {exc.message}") from exc
+        if check_schema:
+            _check_schema(task, source)
         self._tasks[task.type] = task
         self._sources[task.type] = source
-        self._validators[task.type] = validator_class(task.params_schema)
 
     def __contains__(self, task_type: object) -> bool:
         return task_type in self._tasks
@@ -121,8 +117,10 @@ class TaskRegistry:
         once resolved, at node start. A schema may word its ``pattern`` failures with an
         ``errorMessage`` beside the pattern (the ajv-errors keyword).
         """
+        validator = self._validator(task_type)
+        errors = () if validator is None else validator.iter_errors(params)
         problems = []
-        for error in self._validators[task_type].iter_errors(params):
+        for error in errors:
             if not resolved and isinstance(error.instance, str) and contains_ref(error.instance):
                 continue
             where = ".".join(str(part) for part in error.absolute_path)
@@ -132,6 +130,14 @@ class TaskRegistry:
         if check_extra is not None and not problems:
             problems.extend(check_extra(params, resolved=resolved))
         return problems
+
+    def _validator(self, task_type: str) -> Validator | None:
+        """The validator of the type's schema, built on first use; None for a schema that
+        any object meets (``echo``'s), so checking its params costs nothing."""
+        if task_type not in self._validators:
+            schema = self._tasks[task_type].params_schema
+            self._validators[task_type] = None if schema == _ANY_OBJECT else _validator(schema)
+        return self._validators[task_type]
 
     def check_arguments(
         self, schema: Mapping[str, Any], arguments: Mapping[str, Any]
@@ -174,6 +180,27 @@ class TaskRegistry:
             }
             for task in self
         ]
+
+
+_ANY_OBJECT: Final[Mapping[str, Any]] = {"type": "object"}
+"""A params schema that every object meets: params are always an object."""
+
+
+def _validator(schema: Mapping[str, Any]) -> Validator:
+    from jsonschema.validators import validator_for
+
+    return validator_for(schema)(schema)
+
+
+def _check_schema(task: Task, source: str) -> None:
+    """A ``ConfigError`` when the task's ``params_schema`` is not a valid JSON Schema."""
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(task.params_schema).check_schema(dict(task.params_schema))
+    except SchemaError as exc:
+        raise ConfigError(f"{source}: params_schema of {task.type!r}: {exc.message}") from exc
 
 
 def _checked_arguments(

@@ -1,5 +1,6 @@
-"""A wfe-daemon plugin for tests: ``reverse``, ``ShadowEchoTask`` for the clash test, and
-``ChattyTask``, which reports through the standard library's logging and asyncio."""
+"""A wfe-daemon plugin for tests: ``reverse``, ``ShadowEchoTask`` for the clash test,
+``ChattyTask``, which reports through the standard library's logging and asyncio, and
+``BadSchemaTask``, whose ``params_schema`` is not a valid JSON Schema."""
 
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ class ShadowEchoTask(ReverseTask):
     """Claims the built-in type ``echo``: loading it must be refused."""
 
     type: ClassVar[str] = "echo"
+
+
+class BadSchemaTask(ReverseTask):
+    """A ``params_schema`` that breaks the metaschema: loading it must be refused."""
+
+    type: ClassVar[str] = "bad_schema"
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "minProperties": "two"}
 
 
 class ChattyTask(ReverseTask):
