@@ -142,7 +142,7 @@ _NODE_KEYS = frozenset(
     {"id", "type", "depends_on", "params", "timeout", "retries", "retry_delay", "trigger_rule"}
 )
 _SECRET_WORDS = ("password", "token", "secret", "authorization", "api_key", "apikey")
-_RULE_VALUES = frozenset(rule.value for rule in TriggerRule)
+_RULE_BY_VALUE = {rule.value: rule for rule in TriggerRule}  # TriggerRule(value) is slower
 _RULES = ", ".join(rule.value for rule in TriggerRule)
 
 # --- Workflow validation
@@ -273,7 +273,7 @@ def _check_nodes(
 
 def _check_node(index: int, raw: Any, catalog: TaskCatalog, problems: list[str]) -> NodeDef | None:
     """Check one node's own fields; return it, or None when it has no valid id."""
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict | Mapping):  # dict first: the ABC check is slower
         problems.append(f"nodes[{index}]: must be an object, got {show(raw)}")
         return None
     node_id = _node_id(index, raw, problems)
@@ -340,14 +340,12 @@ def _params(
     problems: list[str],
 ) -> Mapping[str, Any]:
     params = raw.get("params", {})
-    if not isinstance(params, Mapping):
+    if not isinstance(params, dict | Mapping):  # dict first: the ABC check is slower
         problems.append(f"{where}params: must be an object, got {show(params)}")
         return {}
-    if task_type is not None:
-        problems.extend(
-            f"{where}params: {' '.join(message.split())}"
-            for message in catalog.check_params(task_type, params)
-        )
+    messages = catalog.check_params(task_type, params) if task_type is not None else []
+    if messages:
+        problems.extend(f"{where}params: {' '.join(message.split())}" for message in messages)
     return params
 
 
@@ -383,9 +381,10 @@ def _retries(raw: Mapping[str, Any], where: str, problems: list[str]) -> int:
 
 
 def _trigger_rule(raw: Mapping[str, Any], where: str, problems: list[str]) -> TriggerRule:
-    value = raw.get("trigger_rule", TriggerRule.ALL_SUCCESS.value)
-    if isinstance(value, str) and value in _RULE_VALUES:
-        return TriggerRule(value)
+    value = raw.get("trigger_rule", TriggerRule.ALL_SUCCESS)
+    rule = _RULE_BY_VALUE.get(value) if isinstance(value, str) else None
+    if rule is not None:
+        return rule
     problems.append(f"{where}trigger_rule: must be one of {_RULES}, got {show(value)}")
     return TriggerRule.ALL_SUCCESS
 

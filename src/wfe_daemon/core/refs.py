@@ -81,9 +81,11 @@ def find_refs(value: Any) -> list[Ref]:
         if isinstance(item, str):
             if "{{" in item:
                 refs.extend(map(_ref, _REF.finditer(item)))
+        elif isinstance(item, dict):
+            stack.extend(reversed(item.values()))
         elif isinstance(item, list):
             stack.extend(reversed(item))
-        elif isinstance(item, dict | Mapping):  # dict first: the ABC check is slower
+        elif isinstance(item, Mapping):  # last: the ABC check is slow, and every scalar gets it
             stack.extend(reversed(list(item.values())))
     return refs
 
