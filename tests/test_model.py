@@ -103,6 +103,17 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     assert load_json(json.dumps({"a": value}).encode())["a"] == value
 
 
+def test_nesting_is_counted_outside_strings_with_and_without_escapes() -> None:
+    """Strings full of brackets between the levels neither add nor hide depth, whether or
+    not the file holds an escape (a file without one is scanned another way)."""
+    for escape in ("", "\\n"):
+        level = '{"k": "]]]}}' + escape + '", "v": [ "[[{", '
+        deep = (level * 101).encode() + b"1" + b"]}" * 101
+        assert "nesting deeper than 100" in _load_problem(deep)
+        fits = (level * 50).encode() + b"1" + b"]}" * 50
+        assert load_json(fits)["v"][1]["k"] == "]]]}}" + escape.replace("\\n", "\n")
+
+
 def test_depth_prescan_stays_linear_on_a_large_file() -> None:
     """A file of many small strings and arrays is pre-scanned and parsed in time linear in
     its size (1 MB here; the default max_file_size is 10 MB)."""
