@@ -18,6 +18,8 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -41,7 +43,13 @@ from wfe_daemon.runtime.task import Services, TaskContext
 from wfe_daemon.service.submission import submit
 from wfe_daemon.store.database import Store
 from wfe_daemon.tasks import BUILTINS
-from wfe_daemon.tasks.http.task import AddressPolicy, HttpGetTask, literal_address, open_http_client
+from wfe_daemon.tasks.http.task import (
+    AddressPolicy,
+    HttpGetTask,
+    http_client_on_demand,
+    literal_address,
+    open_http_client,
+)
 
 SECRET = "Bearer s3cr3t-t0ken-value"
 BOMB_SIZE = 50 * 1024 * 1024
@@ -672,6 +680,48 @@ async def test_missing_client_fails_clearly(tmp_path: Path) -> None:
     ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), Services())
     with pytest.raises(TaskFailed, match="no HTTP client"):
         await HttpGetTask().execute({"url": "http://127.0.0.1/"}, ctx)
+
+
+async def test_the_client_on_demand_opens_at_the_first_request_and_closes_at_exit(
+    base: str, tmp_path: Path
+) -> None:
+    """``Services(open_http=...)`` builds one client when a task first asks for it, hands
+    every task that same client, and the client is closed when the block ends."""
+    async with http_client_on_demand(Settings(data_dir=tmp_path)) as client_of:
+        services = Services(open_http=client_of)
+        ctx = TaskContext(1, "w", "n", 1, Settings(data_dir=tmp_path), services)
+        output = await HttpGetTask().execute({"url": f"{base}/json"}, ctx)
+        client = services.http
+        assert client is not None and services["http"] is client is client_of()
+        assert not client.is_closed
+    assert output["json"] == {"hello": "world", "n": [1, 2]}
+    assert client.is_closed
+
+
+def test_execute_without_http_nodes_loads_no_http_library(
+    tmp_path: Path, cli_env: dict[str, str], write_workflow: Callable[..., Path]
+) -> None:
+    """``execute`` of a workflow with no HTTP node imports neither httpx nor aiohttp: the
+    HTTP client is opened only when a node first asks for it."""
+    path = write_workflow({"name": "w", "nodes": [{"id": "a", "type": "echo", "params": {}}]})
+    code = (
+        "import sys\n"
+        "from wfe_daemon.cli.commands import main\n"
+        f"status = main(['execute', {str(path)!r}])\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'aiohttp'))\n"
+        "print(status, loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stderr.splitlines()[-1] == "0 []", done.stderr
+    assert json.loads(done.stdout)["status"] == "SUCCESS"
 
 
 def test_registry_lists_http_get() -> None:

@@ -319,7 +319,9 @@ async def _with_engine(
     async with (
         Store.open(settings.db_path) as store,
         open_cluster(settings, daemon=False) as cluster,
-        open_engine(settings, registry, store, executor=executor, cluster=cluster) as engine,
+        open_engine(
+            settings, registry, store, executor=executor, cluster=cluster, lazy_http=True
+        ) as engine,
     ):
         async with AsyncExitStack() as stack:
             if live is not None:

@@ -10,7 +10,7 @@ sandbox every path param goes through (:func:`data_path`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -43,21 +43,38 @@ DB_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
 """Suffixes of the files SQLite and the daemon keep beside the database."""
 
 
-@dataclass(frozen=True, slots=True)
 class Services:
     """Process-wide resources, opened once by the daemon (or ``execute``) for every task.
 
-    A field is ``None`` when the process was built without it; a task that needs it fails
-    saying so (``http_get`` without ``http``).
+    A resource is given opened (``Services(http=client)``) or as the function that opens
+    it on first use (``Services(open_http=...)``), so a process none of whose tasks needs
+    it never pays for opening it. It is ``None`` when the process was built without it; a
+    task that needs it fails saying so (``http_get`` without ``http``).
     """
 
-    http: httpx.AsyncClient | None = None
-    """The one pooled HTTP client of ``http_get`` (``tasks.http.task.open_http_client``)."""
+    __slots__ = ("_http", "_open_http")
+    _NAMES: ClassVar[frozenset[str]] = frozenset({"http"})
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient | None = None,
+        *,
+        open_http: Callable[[], httpx.AsyncClient] | None = None,
+    ) -> None:
+        self._http = http
+        self._open_http = open_http
+
+    @property
+    def http(self) -> httpx.AsyncClient | None:
+        """The one pooled HTTP client of ``http_get`` (``tasks.http.task.open_http_client``)."""
+        if self._http is None and self._open_http is not None:
+            return self._open_http()  # it opens the client on its first call, then keeps it
+        return self._http
 
     def __getitem__(self, name: str) -> Any:
         """``ctx.services["http"]``, the mapping form plugins written before this class
         use; a resource this process was built without raises ``KeyError``."""
-        value = getattr(self, name, None) if name in self.__slots__ else None
+        value = getattr(self, name) if name in self._NAMES else None
         if value is None:
             raise KeyError(name)
         return value

@@ -85,13 +85,18 @@ def _own_credentials(settings: Settings) -> list[Path]:
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(settings: Settings, *, lazy_http: bool = False) -> AsyncIterator[Services]:
     """Open what tasks reach through ``ctx.services`` and close it on exit.
 
-    Today that is ``http``: the one pooled HTTP client of ``http_get``.
+    Today that is ``http``: the one pooled HTTP client of ``http_get``, opened now, or with
+    ``lazy_http`` on the first request.
     """
-    from wfe_daemon.tasks.http.task import open_http_client
+    from wfe_daemon.tasks.http.task import http_client_on_demand, open_http_client
 
+    if lazy_http:
+        async with http_client_on_demand(settings) as open_http:
+            yield Services(open_http=open_http)
+        return
     async with open_http_client(settings) as http:
         yield Services(http=http)
 
@@ -105,6 +110,7 @@ async def open_engine(
     executor: AttemptFn | None = None,
     hooks: tuple[AttemptHook, ...] = (),
     cluster: DaskExecutor | None = None,
+    lazy_http: bool = False,
 ) -> AsyncIterator[Engine]:
     """The one engine of a process, over ``store``; the services it hands tasks are closed
     on exit.
@@ -112,11 +118,15 @@ async def open_engine(
     ``executor`` (default: the task's own ``execute``) and ``hooks`` are the engine's: the
     live progress line, metrics. The ``remote_types`` run on ``cluster`` when given
     (:func:`open_cluster`).
+
+    ``lazy_http``: open the HTTP client on the first request rather than now (``execute``
+    and ``retry``: a workflow without HTTP nodes never imports the HTTP libraries); the
+    daemon opens it now, so that its first request does not wait for them.
     """
     from wfe_daemon.runtime.engine import Engine
     from wfe_daemon.runtime.wrappers import call_task
 
-    async with open_services(settings) as services:
+    async with open_services(settings, lazy_http=lazy_http) as services:
         yield Engine(
             registry,
             store,

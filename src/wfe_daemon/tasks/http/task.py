@@ -1,7 +1,8 @@
 """``http_get``: one GET through the process's shared HTTP client, guarded and bounded.
 
-The client is opened once per process by :func:`open_http_client` and handed to tasks as
-``ctx.services.http``. It is an ``httpx.AsyncClient`` over the package's own
+The client is opened once per process by :func:`open_http_client` (or on the first request
+that needs it, :func:`http_client_on_demand`: ``execute`` and ``retry``) and handed to tasks
+as ``ctx.services.http``. It is an ``httpx.AsyncClient`` over the package's own
 transport on aiohttp's connection pool (about 10 times the rate of httpcore's pool at 100
 concurrent requests, and less CPU per request than the ``httpx-aiohttp`` transport, see
 ``benchmarks/http.py``), with ``trust_env=False`` so proxy variables cannot route around
@@ -24,7 +25,7 @@ time (:mod:`wfe_daemon.tasks.http.body`); the event loop never waits on the disk
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -50,7 +51,14 @@ if TYPE_CHECKING:
 
     from wfe_daemon.config import Settings
 
-__all__ = ["AddressPolicy", "AddressRefused", "HttpGetTask", "literal_address", "open_http_client"]
+__all__ = [
+    "AddressPolicy",
+    "AddressRefused",
+    "HttpGetTask",
+    "http_client_on_demand",
+    "literal_address",
+    "open_http_client",
+]
 
 URL_PATTERN: Final = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"
 """What a literal ``url`` must start with: http or https in any case, then a host."""
@@ -71,13 +79,42 @@ async def open_http_client(settings: Settings) -> AsyncIterator[httpx.AsyncClien
         ValueError: a network of ``settings.http_deny_networks`` is malformed (settings
             loaded by ``load_settings`` are already checked).
     """
+    async with _new_client(settings) as client:
+        yield client
+
+
+@asynccontextmanager
+async def http_client_on_demand(
+    settings: Settings,
+) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
+    """:func:`open_http_client`, opened on first use: yields the function that returns the
+    client, building it on its first call; a client it built is closed on exit.
+
+    For ``Services(open_http=...)``: a process whose tasks never make a request never
+    imports httpx and aiohttp nor builds an SSL context (a quarter of a second or more).
+    """
+    built: list[httpx.AsyncClient] = []
+
+    def client() -> httpx.AsyncClient:
+        if not built:
+            built.append(_new_client(settings))
+        return built[0]
+
+    try:
+        yield client
+    finally:
+        if built:
+            await built[0].aclose()
+
+
+def _new_client(settings: Settings) -> httpx.AsyncClient:
+    """The client :func:`open_http_client` describes, not yet opened (called on the loop)."""
     import aiohttp
     import httpx
 
     policy = AddressPolicy.from_settings(settings.http_deny_networks)
-    limit = settings.max_concurrent_tasks
     connector = aiohttp.TCPConnector(
-        limit=limit,
+        limit=settings.max_concurrent_tasks,
         keepalive_timeout=15.0,
         resolver=CheckingResolver(policy),  # type: ignore[arg-type]
         ssl=httpx.create_ssl_context(trust_env=False),
@@ -87,15 +124,15 @@ async def open_http_client(settings: Settings) -> AsyncIterator[httpx.AsyncClien
     )
     transport = guarded_transport_class()(session, policy)
     # No cookie store on either layer: one workflow's cookies must not reach another's.
-    async with _client_class()(
+    client = _client_class()(
         transport=transport,
         trust_env=False,
         follow_redirects=False,
         timeout=DEFAULT_TIMEOUT_S,
         headers={"Accept-Encoding": "gzip, deflate"},
-    ) as client:
-        remember_policy(client, policy)
-        yield client
+    )
+    remember_policy(client, policy)
+    return client
 
 
 @lru_cache(maxsize=1)
