@@ -90,7 +90,7 @@ LOOKUPS = [
 
 
 async def test_name_lookups_give_what_the_system_resolver_gives() -> None:
-    """A host name (looked up in a thread) and a numeric address (uvloop's own path) both
+    """A host name (looked up in a thread) and a numeric address (answered at once) both
     resolve as ``socket.getaddrinfo`` does, for every argument shape, errors included;
     ``getnameinfo`` too."""
     loop = asyncio.get_running_loop()

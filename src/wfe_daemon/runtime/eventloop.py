@@ -16,7 +16,8 @@ than in libuv's: uvloop's ``close`` waits for every request pending in libuv, an
 whose resolver stopped answering (a container's network gone) stays pending for minutes.
 They have a pool of their own, whose lookups the exit does not wait for, so lookups stuck
 while the resolver is down never hold up the default pool's calls (the tasks' blocking
-work). Numeric addresses, which need no lookup, still take uvloop's own path.
+work). Numeric addresses, which need no lookup, are answered at once on the loop
+(``socket.getaddrinfo`` with ``AI_NUMERICHOST``, which never asks a name server).
 """
 
 from __future__ import annotations
@@ -148,9 +149,10 @@ def _loop_class() -> type[asyncio.AbstractEventLoop]:
             flags: int = 0,
         ) -> list[Any]:
             if _numeric(host):
-                return await super().getaddrinfo(
-                    host, port, family=family, type=type, proto=proto, flags=flags
-                )
+                # Answered here: uvloop would send a lookup without a socket type (what its
+                # own sock_connect asks, for every connection) to libuv's threads.
+                flags |= socket.AI_NUMERICHOST
+                return socket.getaddrinfo(host, port, family, type, proto, flags)
             lookup = functools.partial(socket.getaddrinfo, host, port, family, type, proto, flags)
             return await self.run_in_executor(self.lookups, lookup)
 
