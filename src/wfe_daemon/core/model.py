@@ -397,12 +397,12 @@ def _check_graph(
     for node in nodes:
         firsts.setdefault(node.id, node)
     deps = {node_id: node.depends_on for node_id, node in firsts.items()}
-    for node in nodes:
-        problems.extend(
-            f"node '{node.id}': depends_on names unknown node {show(dep)}"
-            for dep in node.depends_on
-            if dep not in deps
-        )
+    problems.extend(
+        f"node '{node.id}': depends_on names unknown node {show(dep)}"
+        for node in nodes
+        for dep in node.depends_on
+        if dep not in deps
+    )
     cycles = find_cycles(deps, limit=_MAX_CYCLES + 1)
     problems.extend("cycle: " + " -> ".join(cycle) for cycle in cycles[:_MAX_CYCLES])
     if len(cycles) > _MAX_CYCLES:
@@ -422,14 +422,13 @@ def _check_refs(
     """Every reference must name an ancestor (in a cycle, each member is everyone's)."""
     far: list[tuple[str, str]] = []
     for node_id, node in nodes.items():
-        found = node.refs
-        if found:
+        if node.refs:
             direct = set(deps[node_id])
-            far.extend(
+            far += [
                 (node_id, ref.node_id)
-                for ref in found
+                for ref in node.refs
                 if ref.node_id in nodes and ref.node_id not in direct
-            )
+            ]
     bad = non_ancestors(deps, far)
     for node_id, node in nodes.items():
         for ref in node.refs:
