@@ -106,7 +106,7 @@ async def test_oversized_sparse_file_is_claimed_unread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 2 GiB sparse file is claimed with data None and a max_file_size problem, never read."""
-    monkeypatch.setattr(intake, "read_capped", lambda fd, limit: pytest.fail("read a huge file"))
+    monkeypatch.setattr(intake, "read_capped", lambda *_, **__: pytest.fail("read a huge file"))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     with (inbox / "huge.json").open("wb") as f:
@@ -290,10 +290,10 @@ async def test_an_os_error_on_one_file_is_logged_and_the_file_retried(
     real = getattr(intake, helper)
     failures = [error]
 
-    def fail_once(*args: Any) -> Any:
+    def fail_once(*args: Any, **kwargs: Any) -> Any:
         if failures:
             raise failures.pop()
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(intake, helper, fail_once)
     inbox = tmp_path / "inbox"

@@ -55,6 +55,20 @@ def test_read_capped_stops_one_byte_past_the_limit(tmp_path: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.parametrize("hint", [1, 4999, 5000, 9000])
+def test_read_capped_reads_the_whole_file_whatever_its_size_hint(tmp_path: Path, hint: int) -> None:
+    """A size hint that is wrong (the file grew or shrank since its fstat) changes no result."""
+    path = tmp_path / "big"
+    path.write_bytes(b"y" * 5000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert read_capped(fd, 5000, size_hint=hint) == b"y" * 5000
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert read_capped(fd, 4999, size_hint=hint) is None
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize(
     ("make", "kind"),
     [

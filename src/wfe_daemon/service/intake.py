@@ -348,7 +348,7 @@ class Intake:
 
     def _inspect(self, fd: int, before: os.stat_result) -> _Probe:
         """Read the file and judge whether it is complete (it parses, or quiet for quiet_s)."""
-        data = read_capped(fd, self.max_file_size)
+        data = read_capped(fd, self.max_file_size, size_hint=before.st_size)
         if data is None:  # it grew past the limit while read: looked at again later
             problem = f"file is over max_file_size {self.max_file_size}"
             return _Probe(before.st_ino, None, problem, False, before.st_ctime)

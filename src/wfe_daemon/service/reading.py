@@ -74,13 +74,20 @@ def open_regular(
         os.close(fd)
 
 
-def read_capped(fd: int, max_size: int) -> bytes | None:
-    """Read ``fd`` to its end, or ``None`` once it holds more than ``max_size`` bytes."""
+def read_capped(fd: int, max_size: int, *, size_hint: int = 0) -> bytes | None:
+    """Read ``fd`` to its end, or ``None`` once it holds more than ``max_size`` bytes.
+
+    ``size_hint`` (the file's ``st_size``, when known) sizes the first read: each read
+    allocates the whole buffer it asks for, and a 1 MiB one is a memory mapping of its own
+    (mapped, shrunk and unmapped again) for a file of a few hundred bytes.
+    """
     chunks: list[bytes] = []
     remaining = max_size + 1
-    while remaining > 0 and (chunk := os.read(fd, min(remaining, _CHUNK))):
+    step = min(size_hint + 1, _CHUNK) if size_hint > 0 else _CHUNK
+    while remaining > 0 and (chunk := os.read(fd, min(remaining, step))):
         chunks.append(chunk)
         remaining -= len(chunk)
+        step = _CHUNK
     return None if remaining <= 0 else b"".join(chunks)
 
 
@@ -96,4 +103,4 @@ def read_file(path: Path, max_size: int, *, follow_symlinks: bool = False) -> Fi
     with open_regular(path, follow_symlinks=follow_symlinks) as (fd, info):
         if info.st_size > max_size:
             return FileContents(None, info)
-        return FileContents(read_capped(fd, max_size), info)
+        return FileContents(read_capped(fd, max_size, size_hint=info.st_size), info)
