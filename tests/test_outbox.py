@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from daemon_helpers import (
     wait_running,
     wait_until,
 )
-from wfe_daemon.service.outbox import find_result, write_result
+from wfe_daemon.service import outbox
+from wfe_daemon.service.outbox import FolderSync, find_result, write_result
 
 
 def _started(run_id: int) -> str:
@@ -300,3 +303,57 @@ def test_the_same_long_name_dropped_twice_is_settled_twice(daemons: Daemons) -> 
     assert all(len(p.name.encode()) <= 255 for p in (daemons.inbox / "processed").iterdir())
     assert daemon.terminate() == 0
     assert daemon.events("workflow.error") == [] and daemon.events("fault.begun") == []
+
+
+def test_folder_sync_covers_every_caller_with_fewer_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers that overlap share fsyncs of the folder, and each returns only after one that
+    began after its call has ended."""
+    syncs: list[tuple[float, float]] = []
+
+    def slow_fsync(path: Path) -> None:
+        assert path == tmp_path
+        begun = time.monotonic()
+        time.sleep(0.05)
+        syncs.append((begun, time.monotonic()))
+
+    monkeypatch.setattr(outbox, "fsync_dir", slow_fsync)
+    sync = FolderSync(tmp_path)
+    calls: list[tuple[float, float]] = []
+
+    def call() -> None:
+        called = time.monotonic()
+        sync()
+        calls.append((called, time.monotonic()))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 10
+    assert len(syncs) < 10
+    for called, returned in calls:
+        assert any(called <= begun and ended <= returned for begun, ended in syncs)
+
+
+def test_folder_sync_that_fails_raises_and_the_next_caller_syncs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync that fails raises in its caller; a later call runs a sync of its own."""
+    outcomes: list[OSError | None] = [OSError(5, "Input/output error"), None]
+    runs: list[int] = []
+
+    def flaky_fsync(path: Path) -> None:
+        runs.append(1)
+        error = outcomes.pop(0)
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(outbox, "fsync_dir", flaky_fsync)
+    sync = FolderSync(tmp_path)
+    with pytest.raises(OSError, match="Input/output error"):
+        sync()
+    sync()
+    assert len(runs) == 2

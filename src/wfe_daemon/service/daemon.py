@@ -46,7 +46,7 @@ from wfe_daemon.service.intake import (
     settle_file,
 )
 from wfe_daemon.service.notify import Webhook, webhook_url
-from wfe_daemon.service.outbox import find_result, remove_temporaries, write_result
+from wfe_daemon.service.outbox import FolderSync, find_result, remove_temporaries, write_result
 from wfe_daemon.service.recovery import abandon_orphans, recover
 from wfe_daemon.service.retention import keep_history
 from wfe_daemon.service.scheduler import Scheduler
@@ -131,9 +131,17 @@ class _PublishFailed(Exception):
 
 
 def _publish(
-    settings: Settings, path: Path, stem: str, summary: RunSummary, recovered: bool
+    settings: Settings,
+    path: Path,
+    stem: str,
+    summary: RunSummary,
+    recovered: bool,
+    sync_outbox: FolderSync,
 ) -> Path | None:
     """Write the result and settle the input, in one worker-thread trip; the file's new path.
+
+    The input is moved only once the result's name is durable (``sync_outbox``), so a
+    crash never leaves a settled file without its result.
 
     Raises:
         _PublishFailed: a step failed (nothing is lost: a publish is safe to try again).
@@ -145,7 +153,7 @@ def _publish(
             not recovered
             or find_result(settings.outbox, stem, run_id, summary.get("started_at")) is None
         ):
-            write_result(settings.outbox, stem, run_id, summary)
+            write_result(settings.outbox, stem, run_id, summary, sync_outbox=sync_outbox)
     except OSError as exc:
         raise _PublishFailed(
             "outbox",
@@ -212,6 +220,7 @@ class Daemon:
         self.stop_reason = "stopped"
         self.cluster: ClusterState | None = None
         """The Dask cluster as last seen (``executor = "dask"``), for ``/healthz``."""
+        self._sync_outbox = FolderSync(settings.outbox)  # shared by concurrent publishes
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file.
@@ -287,7 +296,13 @@ class Daemon:
         while True:
             try:
                 settled = await anyio.to_thread.run_sync(
-                    _publish, self.settings, claimed.path, stem, summary, recovered
+                    _publish,
+                    self.settings,
+                    claimed.path,
+                    stem,
+                    summary,
+                    recovered,
+                    self._sync_outbox,
                 )
                 break
             except _PublishFailed as exc:

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from wfe_daemon.core.summary import RunSummary
 
 __all__ = [
     "NAME_MAX",
+    "FolderSync",
     "find_result",
     "fsync_dir",
     "remove_temporaries",
@@ -29,7 +32,14 @@ NAME_MAX = 255
 _HASH_CHARS = 12
 
 
-def write_result(outbox: Path, stem: str, run_id: int, summary: RunSummary) -> Path:
+def write_result(
+    outbox: Path,
+    stem: str,
+    run_id: int,
+    summary: RunSummary,
+    *,
+    sync_outbox: Callable[[], None] | None = None,
+) -> Path:
     """Publish ``summary`` as ``outbox/<stem>.result.json`` atomically, never overwriting.
 
     The JSON is written to a dot-prefixed temporary file in ``outbox`` itself (so a reader
@@ -39,8 +49,9 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: RunSummary) -> P
     ``<stem>.result.<run_id>.json``, then ``<stem>.result.<run_id>.1.json``, ``.2``, ... (each
     name shortened by :func:`result_name`). A name that already holds this run's result (a
     re-publish after a crash; see :func:`same_run`) is returned as is, so a retried publish
-    never adds a second file. The outbox directory is fsynced afterwards and the temporary
-    file never outlives the call.
+    never adds a second file. The outbox directory is fsynced afterwards (by
+    ``sync_outbox`` when given: a :class:`FolderSync` that publishes at the same time
+    share) and the temporary file never outlives the call.
 
     Returns:
         The path the result was published under.
@@ -67,7 +78,10 @@ def write_result(outbox: Path, stem: str, run_id: int, summary: RunSummary) -> P
                 if same_run(_read(candidate), summary["run_id"], summary["started_at"]):
                     break
                 n += 1
-        fsync_dir(outbox)
+        if sync_outbox is None:
+            fsync_dir(outbox)
+        else:
+            sync_outbox()
         return candidate
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -175,6 +189,46 @@ def _read(path: Path) -> Any:
         return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+class FolderSync:
+    """``fsync`` of one folder, shared by the threads that ask for it at the same time.
+
+    A call returns once a sync of the folder that began after the call was made has ended,
+    so every change made to the folder before the call is durable. While one sync runs, the
+    callers that come meanwhile wait for it to end, then one of them runs the next sync for
+    them all (a group commit): ten publishes that overlap cost two or three fsyncs of the
+    outbox instead of ten. A sync that fails raises in the caller that ran it; the callers
+    that waited on it run another.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._changed = threading.Condition()
+        self._begun = 0  # syncs begun so far
+        self._covered = 0  # the last sync (by its number) that ended without error
+        self._running = False
+
+    def __call__(self) -> None:
+        with self._changed:
+            wanted = self._begun + 1  # the first sync to begin from now on
+            while self._running and self._covered < wanted:
+                self._changed.wait()
+            if self._covered >= wanted:
+                return
+            self._running = True
+            self._begun += 1
+            number = self._begun
+        synced = False
+        try:
+            fsync_dir(self.path)
+            synced = True
+        finally:
+            with self._changed:
+                self._running = False
+                if synced:
+                    self._covered = number
+                self._changed.notify_all()
 
 
 def fsync_dir(path: Path) -> None:
