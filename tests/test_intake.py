@@ -98,8 +98,8 @@ async def test_a_fifo_opened_directly_is_refused_without_blocking(tmp_path: Path
     """Even if a FIFO slips past the listing, opening it neither blocks nor yields a file."""
     os.mkfifo(tmp_path / "f.json")
     (tmp_path / "link.json").symlink_to(tmp_path / "f.json")
-    assert await Intake(tmp_path, MAX)._probe(tmp_path / "f.json") is None
-    assert await Intake(tmp_path, MAX)._probe(tmp_path / "link.json") is None
+    assert Intake(tmp_path, MAX)._probe(tmp_path / "f.json") is None
+    assert Intake(tmp_path, MAX)._probe(tmp_path / "link.json") is None
 
 
 async def test_oversized_sparse_file_is_claimed_unread(

@@ -19,11 +19,13 @@ import uuid
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import structlog
+from anyio.streams.memory import MemoryObjectSendStream
 from watchfiles import Change
 
 from wfe_daemon.faults import Backoff, Faults
@@ -48,7 +50,7 @@ _IDLE_AFTER_S = 5.0
 _TICK_MS = 100
 _IDLE_TICK_MS = 250  # the tick once quiet with nothing to re-check: each one is a thread hop
 _RECHECK_S = 0.1
-_INLINE_READ_MAX = 64 * 1024  # smaller files are read and parsed on the loop, larger in a thread
+_CLAIM_BATCH = 10  # files claimed in one worker-thread trip, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,13 @@ class Claimed:
     problem: str | None = None
     arrived_at: float | None = field(default=None, compare=False)
     via: str | None = None
+
+
+class _Untaken(Enum):
+    """Why a file was not claimed."""
+
+    GONE = "gone"  # gone, or not a regular file
+    UNFINISHED = "unfinished"  # probably still being written: look again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +127,7 @@ class Intake:
 
     async def run(
         self,
-        send: anyio.abc.ObjectSendStream[Claimed],
+        send: MemoryObjectSendStream[Claimed],
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
         after: anyio.Event | None = None,
@@ -127,10 +136,11 @@ class Intake:
 
         Creates the inbox folders, arms the watcher, then reports ``started`` (use
         ``await tg.start(intake.run, send)``): a file renamed in from then on is seen. Files
-        already present are taken next. A file is claimed only when it is about to be sent, so
-        a full ``send`` buffer holds the rest back in the inbox. If the task is cancelled while
-        a claimed file waits in ``send``, that file stays in ``processing/`` for crash recovery
-        (:func:`leftover_claims`). ``send`` belongs to the caller and is not closed here.
+        already present are taken next. Files are claimed in small batches as they are about
+        to be sent, so a full ``send`` buffer holds the rest back in the inbox. If the task is
+        cancelled while claimed files wait for ``send``, they stay in ``processing/`` for
+        crash recovery (:func:`leftover_claims`). ``send`` belongs to the caller and is not
+        closed here.
 
         With ``after``, no file is taken before that event is set (the watcher is armed
         and ``started`` reported all the same). A file that cannot be read or claimed (an
@@ -167,7 +177,7 @@ class Intake:
 
     async def _watch_inbox(
         self,
-        send: anyio.abc.ObjectSendStream[Claimed],
+        send: MemoryObjectSendStream[Claimed],
         identity: tuple[int, int],
         started: bool,
         task_status: anyio.abc.TaskStatus[None],
@@ -189,7 +199,7 @@ class Intake:
 
     async def _take_files(
         self,
-        send: anyio.abc.ObjectSendStream[Claimed],
+        send: MemoryObjectSendStream[Claimed],
         changes: AsyncGenerator[set[str] | None, None],
         identity: tuple[int, int],
     ) -> None:
@@ -286,41 +296,71 @@ class Intake:
         for name in names:
             self._pending.setdefault(name, 0.0)
 
-    async def _drain(self, send: anyio.abc.ObjectSendStream[Claimed]) -> None:
+    async def _drain(self, send: MemoryObjectSendStream[Claimed]) -> None:
         if self._write_watch is not None:
             self._write_watch.update()
-        for name in list(self._pending):
-            if self._pending[name] <= anyio.current_time():
-                await self._take(name, send)
+        now = anyio.current_time()
+        due = [name for name, at in self._pending.items() if at <= now]
+        while due:
+            # One worker-thread trip per batch: in a burst, each call on the file system
+            # waits behind the workers' renames and fsyncs, and the loop must not wait. A
+            # batch is no larger than what ``send`` takes now, plus one that waits in it.
+            room = _room(send)
+            batch, due = due[:room], due[room:]
+            for name, taken in await anyio.to_thread.run_sync(self._claim_each, batch):
+                await self._hand_over(name, taken, send)
 
-    async def _take(self, name: str, send: anyio.abc.ObjectSendStream[Claimed]) -> None:
-        """Claim ``name`` and send it, unless it is gone, not a file, or still being written."""
-        try:
-            probe = await self._probe(self.inbox / name)
-            if probe is not None and (not probe.ready or self._paused_writer(name, probe)):
-                self._pending[name] = anyio.current_time() + _RECHECK_S
-                return
-            del self._pending[name]
-            if probe is None:
-                return
-            dest = _claim(self.inbox / name, self.inbox / PROCESSING)
-        except _FolderGone:
+    def _claim_each(self, names: list[str]) -> list[tuple[str, Claimed | _Untaken | OSError]]:
+        """:meth:`_claim_complete` for each name (in a worker thread); an error is returned."""
+        taken: list[tuple[str, Claimed | _Untaken | OSError]] = []
+        for name in names:
+            try:
+                taken.append((name, self._claim_complete(name)))
+            except OSError as exc:
+                taken.append((name, exc))
+        return taken
+
+    async def _hand_over(
+        self,
+        name: str,
+        taken: Claimed | _Untaken | OSError,
+        send: MemoryObjectSendStream[Claimed],
+    ) -> None:
+        """Send a claimed file; note one to look at again, or one that failed."""
+        if isinstance(taken, _FolderGone):
             self._inbox_lost = True  # the file stays pending; claimed once the folder is back
             self._pending[name] = anyio.current_time() + _RECHECK_S
-            return
-        except OSError as exc:  # left in the inbox: the next rescan finds it again
+        elif isinstance(taken, OSError):  # left in the inbox: the next rescan finds it again
             self._pending.pop(name, None)
-            log.warning("intake.file_error", name=name, error=describe_os_error(exc))
-            return
+            log.warning("intake.file_error", name=name, error=describe_os_error(taken))
+        elif taken is _Untaken.UNFINISHED:
+            self._pending[name] = anyio.current_time() + _RECHECK_S
+        else:
+            del self._pending[name]
+            if isinstance(taken, Claimed):
+                await send.send(taken)
+
+    def _claim_complete(self, name: str) -> Claimed | _Untaken:
+        """Read ``name`` and, when it is complete, claim it (``inbox/processing/``).
+
+        Raises:
+            OSError: it cannot be read or claimed (it stays in the inbox).
+        """
+        probe = self._probe(self.inbox / name)
+        if probe is None:
+            return _Untaken.GONE
+        if not probe.ready or self._paused_writer(name, probe):
+            return _Untaken.UNFINISHED
+        dest = _claim(self.inbox / name, self.inbox / PROCESSING)
         if dest is None:
-            return
+            return _Untaken.GONE
         try:
             if os.lstat(dest).st_ino != probe.ino:  # replaced after we read it: send what we moved
-                probe = await self._probe(dest) or _Probe(0, None, "not a regular file", True)
+                probe = self._probe(dest) or _Probe(0, None, "not a regular file", True)
         except OSError as exc:  # claimed already: it gets a (REJECTED) result, not a retry
             log.warning("intake.file_error", name=name, error=describe_os_error(exc))
             probe = _Probe(0, None, f"cannot read file: {describe_os_error(exc)}", True)
-        await send.send(Claimed(dest, name, probe.data, probe.problem, probe.ctime))
+        return Claimed(dest, name, probe.data, probe.problem, probe.ctime)
 
     def _paused_writer(self, name: str, probe: _Probe) -> bool:
         """A quiet file that does not parse, still open after a write: its writer paused."""
@@ -332,7 +372,7 @@ class Intake:
             and not _parses(probe.data)
         )
 
-    async def _probe(self, path: Path) -> _Probe | None:
+    def _probe(self, path: Path) -> _Probe | None:
         """Open and inspect ``path``; None when it is gone or not a regular file."""
         with contextlib.ExitStack() as stack:
             try:  # a symlink fails (ELOOP), a FIFO does not block
@@ -342,9 +382,7 @@ class Intake:
             if st.st_size > self.max_file_size:
                 problem = f"file is {st.st_size} bytes, over max_file_size {self.max_file_size}"
                 return _Probe(st.st_ino, None, problem, ready=True, ctime=st.st_ctime)
-            if st.st_size < _INLINE_READ_MAX:
-                return self._inspect(fd, st)
-            return await anyio.to_thread.run_sync(self._inspect, fd, st)
+            return self._inspect(fd, st)
 
     def _inspect(self, fd: int, before: os.stat_result) -> _Probe:
         """Read the file and judge whether it is complete (it parses, or quiet for quiet_s)."""
@@ -360,6 +398,14 @@ class Intake:
         quiet = time.time() - after.st_mtime >= self.quiet_s
         ready = not changed and (quiet or _parses(data))
         return _Probe(before.st_ino, data, None, ready, before.st_ctime, quiet)
+
+
+def _room(send: MemoryObjectSendStream[Claimed]) -> int:
+    """How many files to claim now: as many as ``send`` takes without waiting, plus one
+    (it waits in ``send``), at most ``_CLAIM_BATCH``."""
+    stats = send.statistics()
+    free = stats.max_buffer_size - stats.current_buffer_used + stats.tasks_waiting_receive
+    return int(max(1, min(free + 1, _CLAIM_BATCH)))
 
 
 def settle_file(claimed_path: Path, inbox: Path, rejected: bool) -> Path:
