@@ -203,7 +203,7 @@ class Daemon:
         self.engine = engine
         self.notifier = notifier
         self.stopping = anyio.Event()
-        self.active = 0
+        self._handling = 0  # files taken by a worker and not finished
         self.done = 0
         self.leftovers: set[Path] = set()
         """Files an earlier life left in ``processing/``: recovered, not submitted afresh."""
@@ -221,6 +221,15 @@ class Daemon:
         self.cluster: ClusterState | None = None
         """The Dask cluster as last seen (``executor = "dask"``), for ``/healthz``."""
         self._sync_outbox = FolderSync(settings.outbox)  # shared by concurrent publishes
+        # Held while a workflow runs, not while its result is published (fsyncs): twice as
+        # many workers as slots let the next file run while the last one's result is written.
+        self._run_slots = anyio.CapacityLimiter(settings.max_concurrent_workflows)
+
+    @property
+    def active(self) -> int:
+        """Files whose workflow runs or whose result is being published (not those waiting
+        for a run slot)."""
+        return self._handling - self._run_slots.statistics().tasks_waiting
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file.
@@ -228,9 +237,10 @@ class Daemon:
         A failure (a bug, or a fault the store gave up on) never takes the daemon down and
         never leaves the file stuck: it is logged once as ``workflow.error`` and the file is
         taken again, as crash recovery would take it, with backoff until it succeeds (or
-        until shutdown, when it stays in ``processing/`` for the next start).
+        until shutdown, when it stays in ``processing/`` for the next start). A file whose
+        run would begin after shutdown began stays there too, unrun.
         """
-        self.active += 1
+        self._handling += 1
         try:
             recovered = claimed.path in self.leftovers
             self.leftovers.discard(claimed.path)
@@ -238,7 +248,8 @@ class Daemon:
             failures = 0
             while True:
                 try:
-                    await self._handle_once(claimed, recovered)
+                    if not await self._handle_once(claimed, recovered):
+                        return  # shutdown began before it could run: the next start runs it
                     break
                 except StoreCorrupt:
                     return  # the daemon stops on it (``_stop_if_damaged``); the file stays
@@ -253,12 +264,23 @@ class Daemon:
             if failures:
                 log.warning("workflow.recovered", source=claimed.source, failures=failures)
         finally:
-            self.active -= 1
+            self._handling -= 1
             self.done += 1
-            if self.active == 0 and self.stopping.is_set():
+            if self._handling == 0 and self.stopping.is_set():
                 self._drained.set()
 
-    async def _handle_once(self, claimed: Claimed, recovered: bool) -> None:
+    async def _handle_once(self, claimed: Claimed, recovered: bool) -> bool:
+        """Run the file in a run slot, then publish its result outside it; False when
+        shutdown began before a slot was free (nothing ran)."""
+        async with self._run_slots:
+            if self.stopping.is_set():
+                return False
+            summary = await self._run(claimed, recovered)
+        if summary is not None:
+            await self.publish(claimed, summary, recovered=recovered)
+        return True
+
+    async def _run(self, claimed: Claimed, recovered: bool) -> RunSummary | None:
         registry, store, engine = self.registry, self.store, self.engine
         if recovered:
             summary = await recover(
@@ -278,8 +300,7 @@ class Daemon:
                 source_path=claimed.path,
                 problem=claimed.problem,
             )
-        if summary is not None:
-            await self.publish(claimed, summary, recovered=recovered)
+        return summary
 
     async def publish(
         self, claimed: Claimed, summary: RunSummary, *, recovered: bool = False
@@ -340,7 +361,7 @@ class Daemon:
 
     async def drained(self) -> None:
         """Return once no workflow is running (call after :meth:`stop_taking`)."""
-        if self.active:
+        if self._handling:
             await self._drained.wait()
 
     async def heartbeat(self) -> None:
@@ -481,7 +502,7 @@ async def _supervise(
         scheduler = _scheduler(daemon)
         await scheduler.prepare()  # its recovered slots are among the leftovers below
         with receive:
-            for _ in range(settings.max_concurrent_workflows):
+            for _ in range(2 * settings.max_concurrent_workflows):  # see Daemon._run_slots
                 tg.start_soon(daemon.worker, receive.clone())
         leftovers = leftover_claims(settings.inbox)
         daemon.leftovers.update(leftovers)
