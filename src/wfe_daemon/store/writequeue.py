@@ -1,8 +1,10 @@
 """The store's one writer: queued writes applied in batches, in order, retried until they land.
 
 Writes are queued without awaiting and applied by one writer task in shared transactions,
-one aiosqlite round trip per batch. Batches commit in queue order, so the database always
-holds a prefix of what happened.
+one aiosqlite round trip per batch. Before each batch the writer waits ``_GATHER_S`` for
+more writes unless a ``flush`` waits or many are queued, so a busy engine commits about one
+batch a millisecond, not one per round trip. Batches commit in queue order, so the
+database always holds a prefix of what happened.
 
 A batch that fails (say another process holds the write lock past the busy timeout, or
 the disk is full) is rolled back and put back at the head of the queue, before anything
@@ -218,9 +220,9 @@ class Writer:
         while self.fatal is None:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self._waiters and len(self._queue) < _GATHER_BELOW:
-                await asyncio.sleep(_GATHER_S)  # let a trickle of events share a transaction
             while (self._queue or self._waiters) and self.fatal is None:
+                if not self._waiters and len(self._queue) < _GATHER_BELOW:
+                    await asyncio.sleep(_GATHER_S)  # let a trickle of events share a transaction
                 if not await self._write_next():
                     await asyncio.sleep(self._backoff.next())
 
