@@ -202,3 +202,30 @@ def test_a_value_whose_repr_raises_still_gives_a_line() -> None:
     (line,) = _lines(stream)
     assert (line["event"], line["level"]) == ("node.finished", "warning")
     assert "Hostile" in str(line["log_error"])
+
+
+async def test_a_line_buffered_stream_gets_many_lines_in_one_write() -> None:
+    """On a line-buffered stream (stderr's default) the lines logged in the loop reach the
+    file in one write at the flush, not one write per line."""
+    import asyncio
+
+    class Sink(io.RawIOBase):
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            chunk = bytes(memoryview(data))  # type: ignore[arg-type]
+            self.writes.append(chunk)
+            return len(chunk)
+
+    sink = Sink()
+    stream = io.TextIOWrapper(io.BufferedWriter(sink), encoding="utf-8", line_buffering=True)
+    configure_logging("INFO", stream)
+    for attempt in range(3):
+        structlog.get_logger().info("node.started", attempt=attempt)
+    await asyncio.sleep(FLUSH_AFTER_S * 4)
+    assert len(sink.writes) == 1
+    assert [json.loads(line)["attempt"] for line in sink.writes[0].splitlines()] == [0, 1, 2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import sys
 from typing import Any, Final, TextIO
@@ -151,9 +152,14 @@ class _LineWriter:
     or per turn saves a system call, and a wake-up of the reader (journald), per line. A
     flush is due on one loop: a loop that stops before it runs leaves the next line, on
     another loop or off any, to flush.
+
+    A line-buffered stream (stderr, where ``execute`` logs, unless ``PYTHONUNBUFFERED`` is
+    set) is switched to block buffering, or it would still write each line on its own.
     """
 
     def __init__(self, stream: TextIO) -> None:
+        if isinstance(stream, io.TextIOWrapper) and stream.line_buffering:
+            stream.reconfigure(line_buffering=False)
         self._stream = stream
         self._flush_on: asyncio.AbstractEventLoop | None = None
         """The loop a flush is due on, if any."""
