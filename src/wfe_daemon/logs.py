@@ -67,6 +67,8 @@ def _prepare(logger: WrappedLogger, method: str, event_dict: EventDict) -> Event
     (learned secret values are masked in the encoded line, by :func:`_render`)."""
     event_dict["level"] = _LEVELS.get(method, method)
     event_dict["timestamp"] = now_iso()
+    if _PLAIN_KEYS.issuperset(event_dict):  # the engine's lines: nothing to redact
+        return event_dict
     for key, value in event_dict.items():
         if key in _PLAIN_KEYS:
             continue

@@ -56,6 +56,8 @@ def verdict(rule: TriggerRule, deps: Sequence[Outcome]) -> Skip | None:
     """``None`` when a node with ``rule`` may run after ``deps`` ended, else why it is skipped."""
     if not deps or rule is TriggerRule.ALL_DONE:
         return None
+    if rule is TriggerRule.ALL_SUCCESS and all(d.status is _SUCCESS for d in deps):
+        return None  # the default rule met: no need to look for a failure
     first_failed = next((d for d in deps if failed(d)), None)
     if rule is TriggerRule.ONE_FAILED:
         return None if first_failed else Skip("trigger rule one_failed: no dependency failed")

@@ -413,7 +413,7 @@ class _Run:
         scope = engine.deadlines.scope(timeout)
         try:
             with scope:
-                params = self._params(node, await self._secrets(node))
+                params = self._params(node, await self._secrets(node)) if node.refs else node.params
                 output = await engine.attempts[node.type](task, params, ctx)
         except asyncio.CancelledError:
             if being_cancelled():
@@ -452,9 +452,7 @@ class _Run:
         return {name: await store.read_soon(name) for name in sorted(names)}
 
     def _params(self, node: NodeDef, secrets: Mapping[str, str]) -> Any:
-        """The node's params with references resolved (and then checked against the schema)."""
-        if not node.refs:
-            return node.params
+        """The params of ``node`` (it has references) resolved, then checked by the schema."""
         outputs: Mapping[str, Any] = self.outputs
         if any(ref.node_id in refs.RESERVED for ref in node.refs):
             extra = reserved_values(
