@@ -297,6 +297,42 @@ def finish(store: Store, run_id: int, node_id: str, attempts: int = 1) -> None:
     )
 
 
+async def test_a_steady_trickle_of_writes_shares_transactions(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node writes queued one per loop turn, as a chain queues them, are committed in
+    batches gathered for ``_GATHER_S`` each, not in one batch per round trip to SQLite."""
+    import time
+
+    from wfe_daemon.store import writequeue
+
+    batches = 0
+    apply = writequeue._apply
+
+    def counted(*args: Any) -> list[Any]:
+        nonlocal batches
+        batches += 1
+        return apply(*args)
+
+    monkeypatch.setattr(writequeue, "_apply", counted)
+    nodes = [(f"n{i}", "echo") for i in range(300)]
+    async with Store.open(db_path) as store:
+        run_id = await store.create_run(
+            name="w", started_at="2024-01-01T00:00:00+00:00", nodes=nodes
+        )
+        batches = 0
+        began = time.perf_counter()
+        for node_id, _type in nodes:
+            store.node_running(run_id, node_id, "2024-01-01T00:00:00+00:00", 1)
+            finish(store, run_id, node_id)
+            time.sleep(100e-6)  # noqa: ASYNC251 - a node's work, without the GIL: 30 ms or more
+            await asyncio.sleep(0)
+        await store.flush()
+        elapsed_s = time.perf_counter() - began
+    assert batches <= elapsed_s / writequeue._GATHER_S + 1
+    assert set(node_rows(db_path, run_id).values()) == {("SUCCESS", 1)}
+
+
 async def test_a_batch_that_fails_on_a_lock_is_retried_before_later_writes(db_path: Path) -> None:
     """Writes queued while another connection holds the lock past the busy timeout are all
     committed once it lets go, the failed batch before anything queued after it; the store
