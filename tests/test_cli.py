@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from conftest import CLI_TIMEOUT_S
 from wfe_daemon.tasks.basic import EchoTask, SleepTask
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -97,6 +98,34 @@ def test_execute_prints_the_summary_on_stdout_and_json_logs_on_stderr(
     assert started["node_id"] in ("a", "b")
     assert started["run_id"] == summary["run_id"]
     assert all({"timestamp", "level", "event"} <= entry.keys() for entry in logs)
+
+
+def test_execute_logs_come_before_the_summary_on_one_stream(
+    tmp_path: Path, cli_env: dict[str, str], write_workflow: Writer
+) -> None:
+    """With stdout and stderr on one pipe (``2>&1``), every log line comes before the summary,
+    even when the loop ends before the log lines' flush was due."""
+    path = write_workflow({"name": "hello", "nodes": [{"id": "a", "type": "echo"}]})
+    late_flush = (
+        "import sys, wfe_daemon.logs as logs; logs.FLUSH_AFTER_S = 60.0; "
+        "from wfe_daemon.cli.commands import main; sys.exit(main())"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", late_flush, "execute", str(path)],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout
+    logs, summary = result.stdout.split("{\n", 1)
+    assert json.loads("{\n" + summary)["status"] == "SUCCESS"
+    assert json.loads(logs.splitlines()[-1])["event"] == "workflow.finished"
 
 
 def test_failed_node_gives_partial_success_and_exit_1(run_cli: Cli, write_workflow: Writer) -> None:

@@ -155,7 +155,12 @@ def _print_json(value: Any) -> None:
 def _async(fn: Callable[..., Any], *args: Any) -> Any:
     from wfe_daemon.runtime.eventloop import run
 
-    return run(fn(*args))
+    try:
+        return run(fn(*args))
+    finally:
+        # The last log lines' flush was due on the loop, which may have ended first: they
+        # must reach stderr before what the command prints next on stdout (``2>&1``).
+        sys.stderr.flush()
 
 
 def _display() -> tuple[bool, int | None]:
