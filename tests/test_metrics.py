@@ -122,6 +122,21 @@ def test_gauges_show_a_running_workflow(daemons: Daemons) -> None:
     wait_until(busy, 5, "one active workflow and one running node")
 
 
+def test_queued_files_count_the_ones_waiting_for_a_workflow_slot(daemons: Daemons) -> None:
+    """With one workflow slot and three slow files, ``/metrics`` shows one active workflow
+    and two queued files, the one a worker holds until the slot is free among them."""
+    port = free_port()
+    daemons.start(WFE_HTTP_PORT=str(port), WFE_MAX_CONCURRENT_WORKFLOWS="1")
+    for name in ("one", "two", "three"):
+        drop(daemons.inbox, f"{name}.json", echo_then_sleep(name, 3))
+
+    def gauges() -> tuple[float, float]:
+        samples = scrape(port)
+        return value(samples, "wfe_active_workflows"), value(samples, "wfe_queued_files")
+
+    wait_until(lambda: gauges() == (1, 2), 5, "one active workflow and two queued files")
+
+
 def test_healthz_turns_503_naming_the_store_and_recovers(daemons: Daemons) -> None:
     """``/healthz`` is 200 with every check ok, 503 naming ``store`` while its table is gone or
     the database file is moved away, and 200 again once each is put back."""

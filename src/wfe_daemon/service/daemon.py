@@ -229,7 +229,12 @@ class Daemon:
     def active(self) -> int:
         """Files whose workflow runs or whose result is being published (not those waiting
         for a run slot)."""
-        return self._handling - self._run_slots.statistics().tasks_waiting
+        return self._handling - self.waiting
+
+    @property
+    def waiting(self) -> int:
+        """Files taken by a worker that wait for a run slot."""
+        return self._run_slots.statistics().tasks_waiting
 
     async def handle(self, claimed: Claimed) -> None:
         """Run (or recover) one claimed file, publish its result, then move the file.

@@ -257,6 +257,8 @@ class Followed:
     db_path: Path
     active: Callable[[], int]
     """Workflows running now."""
+    waiting: Callable[[], int]
+    """Files a worker holds until a workflow slot is free (the queue holds the others)."""
     watching: Callable[[], bool]
     """Whether intake runs."""
     faults: Callable[[], dict[str, str]]
@@ -295,11 +297,12 @@ class Telemetry:
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Follow ``daemon`` (active workflows, intake, published results) and ``queue``
-        (the claimed files waiting for a worker), beating and checking the store every
-        second; ``started`` after the first check."""
+        """Follow ``daemon`` (active workflows, files waiting for a slot, intake, published
+        results) and ``queue`` (the claimed files waiting for a worker), beating and checking
+        the store every second; ``started`` after the first check."""
         store, db_path = daemon.store, daemon.db_path
-        self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue))
+        waiting = daemon.waiting
+        self.metrics.follow(active=daemon.active, queued=lambda: _waiting(queue) + waiting())
         self.health.watching = daemon.watching
         self.health.faults = daemon.faults
         if daemon.cluster is not None and self.health.cluster is None:

@@ -179,6 +179,7 @@ def _followed(daemon: Daemon) -> Followed:
         store=daemon.store,
         db_path=daemon.settings.db_path,
         active=lambda: daemon.active,
+        waiting=lambda: daemon.waiting,
         watching=lambda: daemon.watching,
         faults=daemon.faults.active,
         on_published=daemon.on_published,
