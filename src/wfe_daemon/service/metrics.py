@@ -83,7 +83,11 @@ class Metrics:
             registry=reg,
         )
         self.running_nodes = Gauge("wfe_running_nodes", "Task attempts running now.", registry=reg)
-        self.active = Gauge("wfe_active_workflows", "Workflows running now.", registry=reg)
+        self.active = Gauge(
+            "wfe_active_workflows",
+            "Workflows running now, or whose result is being written.",
+            registry=reg,
+        )
         self._by_type: dict[str, tuple[Any, Any, Any]] = {}
         self._running = [0]
         """Attempts running now in this process (``counting``)."""
@@ -256,7 +260,7 @@ class Followed:
     store: Store
     db_path: Path
     active: Callable[[], int]
-    """Workflows running now."""
+    """Workflows running now, or whose result is being written."""
     waiting: Callable[[], int]
     """Files a worker holds until a workflow slot is free (the queue holds the others)."""
     watching: Callable[[], bool]
