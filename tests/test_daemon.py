@@ -398,6 +398,33 @@ def test_no_more_than_max_concurrent_workflows_run_at_once(daemons: Daemons) -> 
     assert daemon.terminate() == 0
 
 
+def test_a_file_waiting_for_a_workflow_slot_at_sigterm_runs_at_the_next_start(
+    daemons: Daemons,
+) -> None:
+    """With one workflow slot, a file taken while another runs is not started after SIGTERM:
+    it stays in processing/, unrecorded, and the next start runs it once."""
+    daemon = daemons.start(WFE_MAX_CONCURRENT_WORKFLOWS="1", WFE_SHUTDOWN_GRACE="10")
+    drop(daemons.inbox, "first.json", echo_then_sleep("first", 1.0))
+    wait_running(daemons.db_path, "b")
+    drop(daemons.inbox, "second.json", echo_then_sleep("second", 0.1))
+    waiting = daemons.inbox / "processing" / "second.json"
+    wait_until(waiting.exists, 5, "second.json taken while first.json runs")
+    assert daemon.terminate() == 0
+
+    assert read_json(daemons.outbox / "first.result.json")["status"] == "SUCCESS"
+    assert waiting.exists()
+    assert [run["name"] for run in query(daemons.db_path, "SELECT name FROM workflowrun")] == [
+        "first"
+    ]
+
+    again = daemons.start()
+    assert wait_result(daemons.outbox, "second")["status"] == "SUCCESS"
+    wait_settled(daemons.inbox, "second.json")
+    names = [run["name"] for run in query(daemons.db_path, "SELECT name FROM workflowrun")]
+    assert names == ["first", "second"]
+    assert again.terminate() == 0
+
+
 def test_a_second_signal_stops_at_once(daemons: Daemons) -> None:
     """A second SIGTERM during the grace period ends the daemon without waiting out the grace."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="30")
