@@ -724,6 +724,36 @@ def test_execute_without_http_nodes_loads_no_http_library(
     assert json.loads(done.stdout)["status"] == "SUCCESS"
 
 
+def test_execute_opens_the_client_before_the_first_nodes_timeout_starts(
+    tmp_path: Path, cli_env: dict[str, str], write_workflow: Callable[..., Path], base: str
+) -> None:
+    """In ``execute``, opening the HTTP client (importing the HTTP libraries, slow here) is
+    not charged to the first ``http_get`` node: a 0.3 s timeout is enough for its GET."""
+    node = {"id": "g", "type": "http_get", "timeout": 0.3, "params": {"url": f"{base}/json"}}
+    path = write_workflow({"name": "w", "nodes": [node]})
+    code = (
+        "import sys, time\n"
+        "class SlowImport:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'aiohttp':\n"
+        "            time.sleep(0.5)\n"
+        "sys.meta_path.insert(0, SlowImport())\n"
+        "from wfe_daemon.cli.commands import main\n"
+        f"sys.exit(main(['execute', {str(path)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    summary = json.loads(done.stdout)
+    assert (done.returncode, summary["status"]) == (0, "SUCCESS"), summary["nodes"]["g"]
+
+
 def test_registry_lists_http_get() -> None:
     """The registry discovers http_get with a 60 s default timeout."""
     task = TaskRegistry.load(BUILTINS).get("http_get")

@@ -410,6 +410,8 @@ class _Run:
             engine.deadlines,
             timeout,
         )
+        if getattr(task, "uses_http", False):  # before its timeout starts: see Services
+            engine.services.open_now()
         scope = engine.deadlines.scope(timeout)
         try:
             with scope:

@@ -71,6 +71,13 @@ class Services:
             return self._open_http()  # it opens the client on its first call, then keeps it
         return self._http
 
+    def open_now(self) -> None:
+        """Open now what would be opened on first use. The engine calls it before the
+        timeout of a task with ``uses_http = True`` starts: opening the client (importing
+        the HTTP libraries, a quarter of a second or more) is not charged to that task."""
+        if self._http is None and self._open_http is not None:
+            self._http = self._open_http()
+
     def __getitem__(self, name: str) -> Any:
         """``ctx.services["http"]``, the mapping form plugins written before this class
         use; a resource this process was built without raises ``KeyError``."""

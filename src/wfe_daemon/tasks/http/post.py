@@ -69,6 +69,8 @@ class HttpPostTask:
         "additionalProperties": False,
     }
     default_timeout: ClassVar[float | None] = 60.0
+    uses_http: ClassVar[bool] = True
+    """``ctx.services.http`` is opened before the timeout starts (``Services.open_now``)."""
 
     def validate_params(self, params: Params, *, resolved: bool) -> list[str]:
         """``json`` and ``form`` are two ways to give the body: at most one of them."""

@@ -254,6 +254,8 @@ class HttpGetTask:
         "additionalProperties": False,
     }
     default_timeout: ClassVar[float | None] = 60.0
+    uses_http: ClassVar[bool] = True
+    """``ctx.services.http`` is opened before the timeout starts (``Services.open_now``)."""
 
     async def execute(self, params: Params, ctx: TaskContext) -> Output:
         return await exchange("GET", params, ctx)
