@@ -30,12 +30,12 @@ RECORD_TIMEOUT_S = 10.0
 """How long a submission waits for its run to be recorded before the client is answered
 503 (the daemon goes on with it: see :class:`Undecided`)."""
 WAITING_PER_WORKER = 1000
-"""Submissions that may wait in the handover per worker (``max_concurrent_workflows``)
-before new ones are refused: the wait grows with the backlog over the workers, so the
-bound does too. Each waiting one holds a path in memory and a file in ``processing/``
-(10,000 with the default 10 workers: a few MB); a burst of a few seconds at the rate the
-API accepts (several hundred a second) fits, a flood that outpaces the workers for
-minutes is told to come back later."""
+"""Submissions that may wait in the handover per workflow slot (``max_concurrent_workflows``;
+the daemon has two workers a slot) before new ones are refused: the wait grows with the
+backlog over the slots, so the bound does too. Each waiting one holds a path in memory and
+a file in ``processing/`` (10,000 with the default 10 slots: a few MB); a burst of a few
+seconds at the rate the API accepts (several hundred a second) fits, a flood that
+outpaces the workers for minutes is told to come back later."""
 
 
 class NotTaken(WfeError):

@@ -140,12 +140,12 @@ def _answer(accepted: Accepted) -> web.Response:
 def _check_room(request: web.Request) -> None:
     """503 while too many submissions wait for the workers (nothing is written then)."""
     api = request.app[API]
-    workers = api.settings.max_concurrent_workflows
-    if api.handover.full(workers):
+    slots = api.settings.max_concurrent_workflows
+    if api.handover.full(slots):
         raise ApiError(
             503,
-            f"{api.handover.waiting} submissions already wait for the daemon's {workers} "
-            "workers: try again later",
+            f"{api.handover.waiting} submissions already wait for the daemon's {slots} "
+            "workflow slots: try again later",
             headers={"Retry-After": "10"},
         )
 
