@@ -425,6 +425,31 @@ def test_a_file_waiting_for_a_workflow_slot_at_sigterm_runs_at_the_next_start(
     assert again.terminate() == 0
 
 
+async def test_a_file_held_when_shutdown_begins_is_not_run_nor_counted_done(
+    tmp_path: Path,
+) -> None:
+    """A file a worker holds when shutdown has begun is not run: it stays in processing/,
+    unrecorded, and the STATUS line's count of files done leaves it out."""
+    from wfe_daemon.config import Settings
+    from wfe_daemon.service.daemon import Daemon
+    from wfe_daemon.service.intake import Claimed
+    from wfe_daemon.service.systemd import Notifier
+    from wfe_daemon.store.database import Store
+
+    inbox = tmp_path / "inbox"
+    settings = Settings(db_path=tmp_path / "wfe.db", inbox=inbox, outbox=tmp_path / "outbox")
+    path = inbox / "processing" / "late.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(json.dumps(echo_doc("late")).encode())
+    async with Store.open(settings.db_path) as store:
+        daemon = Daemon(settings, None, store, None, Notifier(None))  # type: ignore[arg-type]
+        daemon.stop_taking()
+        await daemon.handle(Claimed(path=path, source="late.json", data=path.read_bytes()))
+        assert (daemon.done, daemon.active) == (0, 0)
+        assert await store.list_runs() == []
+    assert path.exists()
+
+
 def test_a_second_signal_stops_at_once(daemons: Daemons) -> None:
     """A second SIGTERM during the grace period ends the daemon without waiting out the grace."""
     daemon = daemons.start(WFE_SHUTDOWN_GRACE="30")

@@ -266,11 +266,11 @@ class Daemon:
                         )
                     recovered = True  # the store knows how far it got: go on from there
                 await anyio.sleep(backoff.next())
+            self.done += 1
             if failures:
                 log.warning("workflow.recovered", source=claimed.source, failures=failures)
         finally:
             self._handling -= 1
-            self.done += 1
             if self._handling == 0 and self.stopping.is_set():
                 self._drained.set()
 
