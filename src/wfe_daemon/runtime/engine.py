@@ -102,6 +102,9 @@ class Engine:
             task.type: build_attempt(task, chosen.get(task.type, executor), hooks)
             for task in registry
         }
+        self.opens_http = frozenset(t.type for t in registry if getattr(t, "uses_http", False))
+        """Types whose attempts open a lazily opened HTTP client before their timeout starts
+        (:meth:`Services.open_now`)."""
         self.deadlines = Deadlines()
         """Every attempt's timeout, on one timer."""
         self.active_runs: dict[int, _Run] = {}
@@ -410,7 +413,7 @@ class _Run:
             engine.deadlines,
             timeout,
         )
-        if getattr(task, "uses_http", False):  # before its timeout starts: see Services
+        if node.type in engine.opens_http:
             engine.services.open_now()
         scope = engine.deadlines.scope(timeout)
         try:
