@@ -128,6 +128,27 @@ def test_execute_logs_come_before_the_summary_on_one_stream(
     assert json.loads(logs.splitlines()[-1])["event"] == "workflow.finished"
 
 
+def test_execute_whose_stderr_reader_left_still_prints_the_summary(
+    tmp_path: Path, cli_env: dict[str, str], write_workflow: Writer
+) -> None:
+    """A stderr whose reader went away before the first log line costs the logs, not the
+    summary on stdout."""
+    path = write_workflow({"name": "hello", "nodes": [{"id": "a", "type": "echo"}]})
+    with subprocess.Popen(
+        [sys.executable, "-m", "wfe_daemon", "execute", str(path)],
+        cwd=tmp_path,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        proc.stderr.close()
+        out, _ = proc.communicate(timeout=CLI_TIMEOUT_S)
+
+    assert json.loads(out)["status"] == "SUCCESS"
+
+
 def test_failed_node_gives_partial_success_and_exit_1(run_cli: Cli, write_workflow: Writer) -> None:
     """A timed-out node fails, its dependents are SKIPPED, the other branch succeeds: exit 1."""
     path = write_workflow(

@@ -9,6 +9,7 @@ or configuration error, or a rejected workflow. Messages are one line on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -159,8 +160,10 @@ def _async(fn: Callable[..., Any], *args: Any) -> Any:
         return run(fn(*args))
     finally:
         # The last log lines' flush was due on the loop, which may have ended first: they
-        # must reach stderr before what the command prints next on stdout (``2>&1``).
-        sys.stderr.flush()
+        # must reach stderr before what the command prints next on stdout (``2>&1``). A
+        # stderr whose reader left must not cost the summary: logging never raises.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
 
 
 def _display() -> tuple[bool, int | None]:
