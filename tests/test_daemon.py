@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from daemon_helpers import (
     wait_settled,
     wait_until,
 )
+from wfe_daemon.service.daemon import startup_objects_frozen
 
 
 def test_renamed_file_gets_its_result_and_moves_to_processed(daemons: Daemons) -> None:
@@ -669,3 +672,22 @@ def test_nodes_cancelled_when_the_shutdown_grace_runs_out_are_logged(daemons: Da
     ]
     assert all(e["task_type"] == "sleep" and e["attempt"] == 1 for e in interrupted)
     assert not (daemons.outbox / "long.result.json").exists()  # it resumes at the next start
+
+
+class _Cycle:
+    """An object that refers to itself: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_start_up_objects_are_frozen_only_while_the_daemon_serves() -> None:
+    """Objects made before serving stay out of the collector's full passes until the daemon
+    stops, and garbage made before it is freed first, not kept for good."""
+    garbage = _Cycle()
+    gone = weakref.ref(garbage)
+    del garbage
+    with startup_objects_frozen():
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
