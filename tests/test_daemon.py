@@ -31,7 +31,7 @@ from daemon_helpers import (
     wait_settled,
     wait_until,
 )
-from wfe_daemon.service.daemon import startup_objects_frozen
+from wfe_daemon.service.wiring import startup_objects_frozen
 
 
 def test_renamed_file_gets_its_result_and_moves_to_processed(daemons: Daemons) -> None:

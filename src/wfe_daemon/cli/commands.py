@@ -320,7 +320,7 @@ async def _with_engine(
     """
     from contextlib import AsyncExitStack
 
-    from wfe_daemon.service.wiring import open_cluster, open_engine
+    from wfe_daemon.service.wiring import open_cluster, open_engine, startup_objects_frozen
     from wfe_daemon.store.database import Store
 
     executor = None if live is None else live.progress.executor
@@ -334,6 +334,7 @@ async def _with_engine(
         async with AsyncExitStack() as stack:
             if live is not None:
                 await stack.enter_async_context(live)
+            stack.enter_context(startup_objects_frozen())
             summary = await _cancel_on_signal(engine, action(registry, store, engine))
         store.mark_settled(summary["run_id"])  # published on stdout; nothing left to recover
         return summary
