@@ -357,3 +357,31 @@ def test_folder_sync_that_fails_raises_and_the_next_caller_syncs_again(
         sync()
     sync()
     assert len(runs) == 2
+
+
+def test_a_recovered_file_whose_result_exists_syncs_the_outbox_before_it_is_moved(
+    tmp_path: Path,
+) -> None:
+    """After a crash the result may be in the outbox without its name being durable yet:
+    the input is moved out of processing/ only after the outbox is synced again."""
+    from wfe_daemon.config import Settings
+    from wfe_daemon.service.daemon import _publish
+
+    inbox, out = tmp_path / "inbox", tmp_path / "outbox"
+    (inbox / "processing").mkdir(parents=True)
+    out.mkdir()
+    source = inbox / "processing" / "sales.json"
+    source.write_text("{}")
+    write_result(out, "sales", 1, _summary(1))
+    events: list[str] = []
+
+    class Recorded(FolderSync):
+        def __call__(self) -> None:
+            events.append(f"synced, input in processing: {source.exists()}")
+            super().__call__()
+
+    settings = Settings(db_path=tmp_path / "wfe.db", inbox=inbox, outbox=out)
+    moved = _publish(settings, source, "sales", _summary(1), True, Recorded(out))
+    assert events == ["synced, input in processing: True"]
+    assert moved is not None and moved.parent.name == "processed" and not source.exists()
+    assert len(list(out.glob("sales.result*.json"))) == 1

@@ -153,11 +153,14 @@ def _publish(
     """
     run_id = summary["run_id"]
     try:
-        # Only a recovered file can already have its result: a crash after publishing.
+        # Only a recovered file can already have its result: a crash after publishing,
+        # maybe before the result's name was made durable, so the folder is synced again.
         if (
-            not recovered
-            or find_result(settings.outbox, stem, run_id, summary.get("started_at")) is None
+            recovered
+            and find_result(settings.outbox, stem, run_id, summary.get("started_at")) is not None
         ):
+            sync_outbox()
+        else:
             write_result(settings.outbox, stem, run_id, summary, sync_outbox=sync_outbox)
     except OSError as exc:
         raise _PublishFailed(
