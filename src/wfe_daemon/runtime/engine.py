@@ -207,6 +207,9 @@ class _Run:
         self.ready: deque[NodeState] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.changed = asyncio.Event()
+        self.unstarted: set[str] = set()
+        """Nodes spawned by the dispatcher that have not taken a slot yet (nor ended)."""
+        self.slot_taken = asyncio.Event()
         self.stopped: tuple[NodeStatus, str] | None = None
         self.dispatcher: asyncio.Task[None] | None = None
         self.log = structlog.get_logger().bind(run_id=run_id, workflow=workflow.name)
@@ -293,10 +296,14 @@ class _Run:
         self.changed.set()
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
-        """Spawn ready nodes in order, no faster than they take slots; return when all ended."""
+        """Spawn ready nodes in order, no faster than they take slots; return when all ended.
+
+        A 100,000-node fan-out thus holds a few tasks waiting for a slot, not 100,000, and
+        nodes take slots in the order they were spawned. While slots are free the
+        dispatcher spawns on without waiting, so nodes that end at once run in batches.
+        """
         slots, type_slots = self.engine.slots, self.engine.type_slots
         limit = self.engine.settings.max_concurrent_tasks
-        starting: deque[asyncio.Future[None]] = deque()
         while True:
             while self.ready:
                 state = self.ready.popleft()
@@ -305,41 +312,35 @@ class _Run:
                 if state.node.type in type_slots:
                     # A limited type waits for its own slot first, in its task, so it never
                     # holds a global slot another type could use, nor holds up the others.
-                    self.running[state.node.id] = group.create_task(self._node(state, None))
+                    self.running[state.node.id] = group.create_task(self._node(state, False))
                     continue
-                started = asyncio.get_running_loop().create_future()
-                self.running[state.node.id] = group.create_task(self._node(state, started))
-                starting.append(started)
-                if len(starting) >= limit or slots.locked():
-                    await self._until_free(starting)
+                self.running[state.node.id] = group.create_task(self._node(state, True))
+                self.unstarted.add(state.node.id)
+                # Wait while the nodes spawned and not started yet may find no free slot.
+                while self.unstarted and (len(self.unstarted) >= limit or slots.locked()):
+                    self.slot_taken.clear()
+                    await self.slot_taken.wait()
             if not self.running:
                 return
             self.changed.clear()
             await self.changed.wait()
 
-    async def _until_free(self, starting: deque[asyncio.Future[None]]) -> None:
-        """Wait while the nodes spawned and not started yet may find no free slot.
-
-        A 100,000-node fan-out thus holds a few tasks waiting for a slot, not 100,000, and
-        nodes take slots in the order they were spawned. While slots are free the
-        dispatcher spawns on without waiting, so nodes that end at once run in batches.
-        """
-        limit = self.engine.settings.max_concurrent_tasks
-        while starting:
-            if starting[0].done():
-                starting.popleft()
-            elif len(starting) < limit and not self.engine.slots.locked():
-                return
-            else:
-                await starting[0]
+    def _started(self, node_id: str) -> None:
+        """Node ``node_id`` holds its slot, or ended without one: the dispatcher may go on."""
+        if node_id in self.unstarted:
+            self.unstarted.remove(node_id)
+            self.slot_taken.set()
 
     # -- one node ---------------------------------------------------------------------------
 
-    async def _node(self, state: NodeState, started: asyncio.Future[None] | None) -> None:
+    async def _node(self, state: NodeState, counted: bool) -> None:
+        """Run the node to its end; ``counted``: the dispatcher counts it until it starts."""
         node = state.node
         try:
-            await self._attempts(state, started)
+            await self._attempts(state, counted)
         except asyncio.CancelledError:
+            if counted:  # it may end before it held a slot
+                self._started(node.id)
             if self.stopped is None:  # a shutdown: the run stays to be resumed
                 if state.started_at is not None:
                     self.log.warning(
@@ -356,24 +357,22 @@ class _Run:
                 self._record_final(state, status, error=f"cancelled: {reason}")
             raise
         finally:
-            if started is not None:  # a no-op unless it ended before it held a slot
-                _set(started)
             del self.running[node.id]
             # After a cancel, the nodes left are skipped by _finish with the cancel's reason,
             # not as "dependency skipped" by their parents.
             if state.status.is_final and not self._cancelled:
                 self._release_children(state)
 
-    async def _attempts(self, state: NodeState, started: asyncio.Future[None] | None) -> None:
+    async def _attempts(self, state: NodeState, counted: bool) -> None:
         """Run attempts until one succeeds or none is left; each holds a slot, the backoff none."""
         node, engine = state.node, self.engine
         type_slot = engine.type_slots.get(node.type, _UNLIMITED)
         while True:
             state.attempts += 1
             async with type_slot, engine.slots:
-                if started is not None:
-                    _set(started)
-                    started = None
+                if counted:
+                    self._started(node.id)
+                    counted = False
                 if state.started_at is None:
                     state.started_at = now_iso()
                     state.started_perf = time.perf_counter()
@@ -598,12 +597,6 @@ def failure_message(exc: BaseException, expired_after: float | None = None) -> s
     if isinstance(exc, TaskError):
         return hide_url_secrets(text)
     return hide_url_secrets(f"{type(exc).__name__}: {text}")
-
-
-def _set(started: asyncio.Future[None]) -> None:
-    """Tell the dispatcher the node holds its slot (unless the dispatcher stopped waiting)."""
-    if not started.done():
-        started.set_result(None)
 
 
 # datetimes and dataclasses orjson would encode, but they are not JSON values: refuse them.
