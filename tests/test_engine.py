@@ -875,6 +875,30 @@ async def test_cancelling_a_run_as_the_next_node_takes_its_slot_leaks_no_slot(
     assert summary["status"] == "SUCCESS"
 
 
+async def test_a_resumed_run_waits_only_for_the_dependencies_it_did_not_keep(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A node whose kept parent succeeded in an earlier life waits only for its other
+    parent, then reads the kept output; the kept node does not run again."""
+    from wfe_daemon.core.model import NodeStatus, parse_workflow
+    from wfe_daemon.core.nodestate import NodeState
+
+    engine = engine_factory()
+    doc = workflow(node("a"), node("b"), node("c", deps=["a", "b"], params={"x": "{{ a.kept }}"}))
+    wf = parse_workflow(json.dumps(doc).encode(), engine.registry)
+    earlier = datetime.now().astimezone().isoformat()
+    run_id = await engine.store.create_run(
+        name=wf.name, started_at=earlier, nodes=[(n.id, n.type) for n in wf.nodes]
+    )
+    kept = NodeState(wf.nodes[0], status=NodeStatus.SUCCESS, attempts=1, output={"kept": True})
+
+    summary = await engine.resume(wf, run_id, started_at=earlier, done={"a": kept})
+
+    assert statuses(summary) == {"a": "SUCCESS", "b": "SUCCESS", "c": "SUCCESS"}
+    assert summary["nodes"]["a"]["output"] == {"kept": True}
+    assert summary["nodes"]["c"]["output"] == {"x": True}
+
+
 async def test_duration_spans_the_whole_run_even_when_resumed(
     engine_factory: Callable[..., Engine],
 ) -> None:

@@ -251,11 +251,16 @@ class _Run:
 
     def _seed(self) -> None:
         """Count what each node waits for; decide the nodes that wait for nothing."""
+        ended = []
         for state in self.states.values():
             if state.status.is_final:
-                continue
-            state.status = NodeStatus.PENDING
-            state.waiting = sum(not self.states[d].status.is_final for d in state.node.depends_on)
+                ended.append(state)
+            else:
+                state.status = NodeStatus.PENDING
+                state.waiting = len(state.node.depends_on)
+        for state in ended:  # nodes a resumed run keeps as they were
+            for child_id in self.children[state.node.id]:
+                self.states[child_id].waiting -= 1
         for state in list(self.states.values()):
             if not state.status.is_final and state.waiting == 0:
                 self._decide(state)
