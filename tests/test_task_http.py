@@ -754,6 +754,40 @@ def test_execute_opens_the_client_before_the_first_nodes_timeout_starts(
     assert (done.returncode, summary["status"]) == (0, "SUCCESS"), summary["nodes"]["g"]
 
 
+def test_execute_fails_only_the_http_node_when_the_client_cannot_open(
+    tmp_path: Path, cli_env: dict[str, str], write_workflow: Callable[..., Path]
+) -> None:
+    """In ``execute``, an HTTP client that cannot be opened (a broken install of its library)
+    fails the ``http_get`` node with the reason; the other nodes run and the summary is
+    printed, with no traceback."""
+    get = {"id": "g", "type": "http_get", "params": {"url": "http://127.0.0.1:9/x"}}
+    path = write_workflow({"name": "w", "nodes": [get, {"id": "e", "type": "echo"}]})
+    code = (
+        "import sys\n"
+        "class Broken:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'aiohttp':\n"
+        "            raise ImportError('aiohttp is broken')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "from wfe_daemon.cli.commands import main\n"
+        f"sys.exit(main(['execute', {str(path)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    summary = json.loads(done.stdout)
+    assert (done.returncode, summary["status"]) == (1, "PARTIAL_SUCCESS")
+    assert summary["nodes"]["g"]["error"] == "ImportError: aiohttp is broken"
+    assert summary["nodes"]["e"]["status"] == "SUCCESS"
+
+
 def test_registry_lists_http_get() -> None:
     """The registry discovers http_get with a 60 s default timeout."""
     task = TaskRegistry.load(BUILTINS).get("http_get")

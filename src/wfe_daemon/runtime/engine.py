@@ -417,10 +417,10 @@ class _Run:
             engine.deadlines,
             timeout,
         )
-        if node.type in engine.opens_http:
-            engine.services.open_now()
         scope = engine.deadlines.scope(timeout)
         try:
+            if node.type in engine.opens_http:  # a client that cannot open fails the node
+                engine.services.open_now()
             with scope:
                 params = self._params(node, await self._secrets(node)) if node.refs else node.params
                 output = await engine.attempts[node.type](task, params, ctx)
