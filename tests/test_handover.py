@@ -56,7 +56,7 @@ async def test_submissions_being_recorded_count_against_the_bound(
     from wfe_daemon.service import feeder
     from wfe_daemon.service.intake import Claimed
 
-    monkeypatch.setattr(feeder, "WAITING_PER_WORKER", 1)
+    monkeypatch.setattr(feeder, "WAITING_PER_SLOT", 1)
     hand = feeder.Handover()
     release = anyio.Event()
     claimed = Claimed(path=Path("/nowhere/w.json"), source="w.json", data=None)

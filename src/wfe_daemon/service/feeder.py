@@ -17,7 +17,7 @@ from wfe_daemon.service.intake import Claimed
 
 __all__ = [
     "RECORD_TIMEOUT_S",
-    "WAITING_PER_WORKER",
+    "WAITING_PER_SLOT",
     "Accepted",
     "Handover",
     "NotTaken",
@@ -29,7 +29,7 @@ log = structlog.get_logger()
 RECORD_TIMEOUT_S = 10.0
 """How long a submission waits for its run to be recorded before the client is answered
 503 (the daemon goes on with it: see :class:`Undecided`)."""
-WAITING_PER_WORKER = 1000
+WAITING_PER_SLOT = 1000
 """Submissions that may wait in the handover per workflow slot (``max_concurrent_workflows``;
 the daemon has two workers a slot) before new ones are refused: the wait grows with the
 backlog over the slots, so the bound does too. Each waiting one holds a path in memory and
@@ -100,10 +100,10 @@ class Handover:
         """Submissions handed and not yet taken by the workers' queue."""
         return len(self._waiting)
 
-    def full(self, workers: int) -> bool:
-        """Whether :data:`WAITING_PER_WORKER` submissions per worker already wait (those
+    def full(self, slots: int) -> bool:
+        """Whether :data:`WAITING_PER_SLOT` submissions per workflow slot already wait (those
         still being recorded count: each holds a file, and a slow database holds many)."""
-        return len(self._waiting) + self._recording >= WAITING_PER_WORKER * workers
+        return len(self._waiting) + self._recording >= WAITING_PER_SLOT * slots
 
     def hand(self, claimed: Claimed, leftovers: set[Path]) -> None:
         """Queue ``claimed`` for the workers, as a leftover (in the daemon's ``leftovers``)."""
