@@ -152,6 +152,9 @@ class Task(Protocol):
     ``TaskFailed("why")`` for an expected failure; any other exception fails the attempt
     too, with its type and message. Never catch cancellation. The engine applies the
     timeout, retries and the wrappers; a task does none of that itself.
+
+    Optional: ``uses_http = True`` on a type whose ``execute`` reads ``ctx.services.http``,
+    so that a client opened on first use is opened before the attempt's timeout starts.
     """
 
     type: ClassVar[str]
