@@ -71,7 +71,7 @@ async def test_submissions_being_recorded_count_against_the_bound(
         assert not hand.full(1)
         tg.start_soon(lambda: hand.settle(slow_record, set(), what="w"))
         await anyio.wait_all_tasks_blocked()
-        assert hand.full(1)  # recording: it holds a file already
+        assert (hand.full(1), hand.waiting) == (True, 1)  # recording: it holds a file already
         release.set()
         assert (await receive.receive()).path == claimed.path
         await hand.sent()

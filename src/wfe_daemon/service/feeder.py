@@ -97,13 +97,13 @@ class Handover:
 
     @property
     def waiting(self) -> int:
-        """Submissions handed and not yet taken by the workers' queue."""
-        return len(self._waiting)
+        """Submissions being recorded, or handed and not yet taken by the workers' queue
+        (each holds a file in ``processing/``; a slow database holds many)."""
+        return len(self._waiting) + self._recording
 
     def full(self, slots: int) -> bool:
-        """Whether :data:`WAITING_PER_SLOT` submissions per workflow slot already wait (those
-        still being recorded count: each holds a file, and a slow database holds many)."""
-        return len(self._waiting) + self._recording >= WAITING_PER_SLOT * slots
+        """Whether :data:`WAITING_PER_SLOT` submissions per workflow slot already wait."""
+        return self.waiting >= WAITING_PER_SLOT * slots
 
     def hand(self, claimed: Claimed, leftovers: set[Path]) -> None:
         """Queue ``claimed`` for the workers, as a leftover (in the daemon's ``leftovers``)."""
