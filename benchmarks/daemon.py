@@ -83,7 +83,8 @@ class DaemonRun:
             key: value
             for key, value in os.environ.items()
             if not key.startswith("WFE_")
-            and key not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+            # PYTHONUNBUFFERED: a line per write, which neither systemd nor a shell asks for
+            and key not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "PYTHONUNBUFFERED")
         }
         env.update(
             WFE_INBOX=str(self.inbox),

@@ -155,14 +155,14 @@ class _LineWriter:
     flush is due on one loop: a loop that stops before it runs leaves the next line, on
     another loop or off any, to flush.
 
-    A stream that writes each line on its own, line-buffered (stderr, where ``execute``
-    logs) or unbuffered (``PYTHONUNBUFFERED``, as in the container image), is switched to
-    block buffering, so that the flushes here are its writes.
+    A line-buffered stream (stderr, where ``execute`` logs) is switched to block buffering,
+    or it would still write each line on its own. An unbuffered one (``PYTHONUNBUFFERED``
+    set) is left as it is: whoever set it asked for every line at once.
     """
 
     def __init__(self, stream: TextIO) -> None:
-        if isinstance(stream, io.TextIOWrapper) and (stream.line_buffering or stream.write_through):
-            stream.reconfigure(line_buffering=False, write_through=False)
+        if isinstance(stream, io.TextIOWrapper) and stream.line_buffering:
+            stream.reconfigure(line_buffering=False)
         self._stream = stream
         self._flush_on: asyncio.AbstractEventLoop | None = None
         """The loop a flush is due on, if any."""
