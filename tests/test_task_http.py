@@ -698,6 +698,19 @@ async def test_the_client_on_demand_opens_at_the_first_request_and_closes_at_exi
     assert client.is_closed
 
 
+def _python(code: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter (one that calls ``execute``), its output kept."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_execute_without_http_nodes_loads_no_http_library(
     tmp_path: Path, cli_env: dict[str, str], write_workflow: Callable[..., Path]
 ) -> None:
@@ -711,15 +724,7 @@ def test_execute_without_http_nodes_loads_no_http_library(
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'aiohttp'))\n"
         "print(status, loaded, file=sys.stderr)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python(code, tmp_path, cli_env)
     assert done.stderr.splitlines()[-1] == "0 []", done.stderr
     assert json.loads(done.stdout)["status"] == "SUCCESS"
 
@@ -741,15 +746,7 @@ def test_execute_opens_the_client_before_the_first_nodes_timeout_starts(
         "from wfe_daemon.cli.commands import main\n"
         f"sys.exit(main(['execute', {str(path)!r}]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python(code, tmp_path, cli_env)
     summary = json.loads(done.stdout)
     assert (done.returncode, summary["status"]) == (0, "SUCCESS"), summary["nodes"]["g"]
 
@@ -772,15 +769,7 @@ def test_execute_fails_only_the_http_node_when_the_client_cannot_open(
         "from wfe_daemon.cli.commands import main\n"
         f"sys.exit(main(['execute', {str(path)!r}]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python(code, tmp_path, cli_env)
     assert "Traceback" not in done.stderr, done.stderr
     summary = json.loads(done.stdout)
     assert (done.returncode, summary["status"]) == (1, "PARTIAL_SUCCESS")
