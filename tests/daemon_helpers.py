@@ -368,6 +368,9 @@ class Daemons:
             WFE_DB_PATH=str(self.db_path),
             WFE_DATA_DIR=str(self.data_dir),
             WFE_LOG_LEVEL="INFO",
+            # Each log line written at once: tests read a running daemon's lines as soon as
+            # its results appear (the daemon's own flush would hold them up to 5 ms).
+            PYTHONUNBUFFERED="1",
         )
         env.update(overrides)
         return env
