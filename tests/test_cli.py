@@ -1256,3 +1256,24 @@ def test_config_flag_is_honoured_before_or_after_the_command(
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert "max_concurrent_tasks" in line
+
+
+def test_stdout_stays_unbuffered_under_pythonunbuffered() -> None:
+    """With ``PYTHONUNBUFFERED`` set, stdout on whole writes still writes each call at once:
+    a line is out even when the process then dies without flushing (as under SIGKILL)."""
+    code = (
+        "import os, sys\n"
+        "from wfe_daemon.cli.streams import use_whole_writes\n"
+        "use_whole_writes()\n"
+        "sys.stdout.write('a line\\n')\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=True,
+    )
+    assert done.stdout == "a line\n"

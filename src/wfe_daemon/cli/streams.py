@@ -41,7 +41,16 @@ class _WholeWrites(io.RawIOBase):
 
 
 def _rewrap(stream: TextIO) -> TextIO:
+    """``stream`` on whole writes, buffered as it was: an unbuffered one (``PYTHONUNBUFFERED``,
+    a raw file under a written-through text layer) still writes every call at once."""
     raw = _WholeWrites(stream.fileno())
+    if isinstance(getattr(stream, "buffer", None), io.RawIOBase):
+        return io.TextIOWrapper(
+            raw,  # type: ignore[type-var]  # (typeshed asks a buffered file; -u gives a raw one too)
+            encoding=stream.encoding,
+            errors=stream.errors,
+            write_through=True,
+        )
     return io.TextIOWrapper(
         io.BufferedWriter(raw),
         encoding=stream.encoding,
