@@ -31,7 +31,9 @@ _CHUNK_BITS = 4096
 
 def _known(deps: Deps, node_id: str) -> list[str]:
     """The node's dependencies that are in the graph, each once, in order."""
-    return [d for d in dict.fromkeys(deps[node_id]) if d in deps]
+    parents = deps[node_id]
+    unique = parents if len(parents) < 2 else dict.fromkeys(parents)  # one cannot repeat
+    return [d for d in unique if d in deps]
 
 
 def find_cycle(deps: Deps) -> list[str] | None:
@@ -101,11 +103,9 @@ def _rotated(deps: Deps, cycle: list[str]) -> list[str]:
 def dependents(deps: Deps) -> dict[str, list[str]]:
     """Return the reverse edges: node id to the ids that depend on it, every node a key."""
     children: dict[str, list[str]] = {node_id: [] for node_id in deps}
-    for node_id, parents in deps.items():
-        # As _known, without a dict per node: a single dependency cannot repeat.
-        for parent in parents if len(parents) < 2 else dict.fromkeys(parents):
-            if parent in children:
-                children[parent].append(node_id)
+    for node_id in deps:
+        for parent in _known(deps, node_id):
+            children[parent].append(node_id)
     return children
 
 
